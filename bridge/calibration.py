@@ -1,0 +1,139 @@
+"""Calibration and parity samples: from the user's data when given, else seeded synthetic data.
+
+Parity samples are always held apart from calibration samples: with user data, the last
+`parity_count` items are parity samples and never calibrate; without, the two sets come from
+different seeds. Images become model inputs with `--mean/--std/--resize`, in the units and layout
+the source expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bridge.errors import UsageError
+from bridge.tensors import TensorSpec, synthetic_samples
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+ARRAY_SUFFIXES = {".npy", ".npz"}
+SYNTHETIC_CALIBRATION = 32
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    path: str | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    resize: tuple[int, int] | None = None  # (height, width); default: the input's
+    limit: int = 200
+
+
+@dataclass
+class Samples:
+    parity: list[dict[str, np.ndarray]]
+    calibration: list[dict[str, np.ndarray]]
+    origin: str  # where the calibration samples came from
+    warnings: list[str]
+
+
+def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool,
+                  parity: list[dict[str, np.ndarray]], seed: int) -> Samples:
+    """Calibration samples for `specs`; `parity` (synthetic) is replaced by held-out user data when
+    there is enough of it, so quantized modes are judged on the data they were calibrated for."""
+    if not opts.path:
+        calib = synthetic_samples(specs, SYNTHETIC_CALIBRATION, seed + 1).feeds
+        return Samples(parity, calib, f"synthetic (seed {seed + 1})",
+                       ["no --calibration data: quantized modes are calibrated on synthetic "
+                        "random inputs, which may not reflect real activation ranges"])
+    data = load(opts, specs, channel_last)
+    dynamic = any(s.dynamic for s in specs)
+    if len(data) >= len(parity) + 4 and not dynamic:
+        held = data[-len(parity):]
+        return Samples(held, data[:-len(parity)], f"{opts.path} ({len(data) - len(held)} samples)",
+                       [f"parity runs on {len(held)} samples held out of {opts.path}"])
+    return Samples(parity, data, f"{opts.path} ({len(data)} samples)",
+                   [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"])
+
+
+def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> list[dict[str, np.ndarray]]:
+    root = Path(opts.path)
+    if not root.exists():
+        raise UsageError(f"--calibration {root}: no such file or folder")
+    if root.is_file():
+        if root.suffix != ".npz":
+            raise UsageError(f"--calibration {root}: a single file must be an .npz (one array per input name)")
+        return _from_npz(root, specs)[: opts.limit]
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
+    if not files:
+        raise UsageError(f"--calibration {root}: no .npy, .npz, .png or .jpg files in it")
+    feeds: list[dict[str, np.ndarray]] = []
+    for f in files:
+        if len(feeds) >= opts.limit:
+            break
+        suffix = f.suffix.lower()
+        if suffix == ".npz":
+            feeds += _from_npz(f, specs)
+        elif suffix == ".npy":
+            feeds += _from_npy(f, specs)
+        else:
+            feeds.append(_from_image(f, specs, channel_last, opts))
+    return feeds[: opts.limit]
+
+
+def _batched(arr: np.ndarray, spec: TensorSpec, where: Path) -> list[np.ndarray]:
+    """An array is one sample (the input's shape, or without its batch axis) or a stack of them."""
+    shape = tuple(spec.shape)
+    if arr.shape == shape:
+        return [arr.astype(spec.dtype)]
+    if arr.shape == shape[1:]:
+        return [arr[None].astype(spec.dtype)]
+    if arr.shape[1:] == shape[1:] and shape[0] == 1:
+        return [a[None].astype(spec.dtype) for a in arr]
+    raise UsageError(f"{where}: array of shape {list(arr.shape)} does not fit input {spec.name} "
+                     f"of shape {list(shape)}")
+
+
+def _from_npy(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    if len(specs) != 1:
+        raise UsageError(f"{path}: the model has {len(specs)} inputs; give .npz files keyed by input name")
+    arr = np.load(path, allow_pickle=False)
+    return [{specs[0].name: a} for a in _batched(arr, specs[0], path)]
+
+
+def _from_npz(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [s.name for s in specs if s.name not in z.files]
+        if missing:
+            raise UsageError(f"{path}: no array for input(s) {', '.join(missing)} (it has {', '.join(z.files)})")
+        per_input = {s.name: _batched(z[s.name], s, path) for s in specs}
+    counts = {len(v) for v in per_input.values()}
+    if len(counts) != 1:
+        raise UsageError(f"{path}: inputs have different sample counts")
+    return [{name: per_input[name][i] for name in per_input} for i in range(counts.pop())]
+
+
+def _from_image(path: Path, specs: list[TensorSpec], channel_last: bool, opts: CalibrationOptions) -> dict:
+    images = [s for s in specs if len(s.shape) == 4]
+    if len(specs) != 1 or not images:
+        raise UsageError(f"{path}: images calibrate single-input image models only; give .npz files")
+    spec = images[0]
+    h, w, c = (spec.shape[1:4] if channel_last else (spec.shape[2], spec.shape[3], spec.shape[1]))
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB").resize(opts.resize[::-1] if opts.resize else (w, h))
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except OSError as e:
+        raise UsageError(f"{path}: not a readable image ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[:2] != (h, w):
+        raise UsageError(f"{path}: --resize gives {arr.shape[:2]} but input {spec.name} takes {h}x{w}")
+    mean = np.asarray(opts.mean or (0.0,), dtype=np.float32)
+    std = np.asarray(opts.std or (1.0,), dtype=np.float32)
+    arr = (arr - mean) / std
+    arr = arr if channel_last else arr.transpose(2, 0, 1)
+    return {spec.name: arr[None].astype(spec.dtype)}

@@ -1,0 +1,81 @@
+"""What the commands share: the rich progress spinner and the parity table."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from bridge.progress import Progress
+from bridge.report import Report
+
+console = Console(stderr=True)
+# Piped output (CI logs) gets a wide table instead of rich's 80-column default.
+stdout = Console() if Console().is_terminal else Console(width=160)
+
+
+class RichProgress(Progress):
+    """A spinner with elapsed time on long steps (stderr, so stdout stays the table)."""
+
+    @contextlib.contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if console.is_terminal:
+            with console.status(f"{text}..."):
+                yield
+        else:
+            yield
+        console.print(f"[green]✓[/green] {text} [dim]({time.perf_counter() - start:.1f} s)[/dim]",
+                      highlight=False)
+
+    def note(self, text: str) -> None:
+        console.print(text, highlight=False)
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def parity_table(report: Report) -> Table:
+    table = Table(title="Parity against the source", show_lines=False)
+    for col in ("artifact", "mode", "status", "output", "max_abs", "rel_l2", "cosine", "snr_db", "bytes"):
+        table.add_column(col, justify="right" if col in ("max_abs", "rel_l2", "cosine", "snr_db", "bytes") else "left")
+    for a in report.artifacts:
+        p = a.parity
+        status = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]"}.get(
+            p.status if p else "", "[yellow]not run[/yellow]")
+        if a.error:
+            status = "[red]ERROR[/red]"
+        rows = list(p.outputs.items()) if p and p.outputs else [("-", {})]
+        for i, (name, m) in enumerate(rows):
+            table.add_row(
+                (a.path or a.target) if i == 0 else "", a.quantization if i == 0 else "", status if i == 0 else "",
+                name, _fmt(m.get("max_abs"), ".3g"), _fmt(m.get("rel_l2"), ".2e"), _fmt(m.get("cosine"), ".6f"),
+                _fmt(m.get("snr_db"), ".1f"), _fmt(a.bytes, ",") if i == 0 else "",
+            )
+    return table
+
+
+def print_outcome(report: Report) -> None:
+    stdout.print(parity_table(report))
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    for a in report.artifacts:
+        for w in a.warnings:
+            console.print(f"[yellow]warning:[/yellow] {a.path or a.target}: {w}", highlight=False)
+        if a.error:
+            where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""
+            console.print(f"[red]error:[/red] {a.target}/{a.quantization}: stage {a.error.stage}{where}: "
+                          f"{a.error.message}", highlight=False)
+        elif a.parity and not a.parity.passed:
+            console.print(f"[red]parity {a.parity.status}:[/red] {a.path}: {a.parity.reason}", highlight=False)
+    if report.path:
+        console.print(f"report: {report.path}", highlight=False)
+    verdict = {0: "[green]all artifacts passed parity[/green]", 1: "[red]parity failed or did not run[/red]",
+               3: "[red]a conversion failed[/red]"}[report.exit_code]
+    console.print(f"{verdict} (exit {report.exit_code})")
+    sys.stdout.flush()

@@ -1,0 +1,99 @@
+"""`bridge convert SOURCE --target ... [--quantize ...]`"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bridge.calibration import CalibrationOptions
+from bridge.commands.common import RichProgress, print_outcome
+from bridge.errors import UsageError
+
+
+class Layout(str, Enum):
+    nhwc = "nhwc"
+    source = "source"
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise UsageError(f"--resize {text!r}: expected HEIGHTxWIDTH, e.g. 224x224") from None
+
+
+def _memory(text: str | None) -> int | None:
+    if not text:
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
+    except (ValueError, IndexError):
+        raise UsageError(f"--max-memory {text!r}: expected a size such as 4G or 512M") from None
+
+
+def command(
+    source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
+                                               ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite (repeatable).")] = None,
+    quantize: Annotated[list[str], typer.Option(help="TARGET=MODE[,MODE...] (repeatable), e.g. "
+                                                     "tflite=fp32,fp16,int8.")] = None,
+    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
+    dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
+    calibration: Annotated[Path, typer.Option(help="Folder of .npy/.npz/images, or one .npz.")] = None,
+    mean: Annotated[str, typer.Option(help="Per-channel mean subtracted from 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
+    resize: Annotated[str, typer.Option(help="Resize calibration images to HEIGHTxWIDTH (default: the input's).")] = None,
+    threshold: Annotated[list[str], typer.Option(help="[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
+                                                      "threshold (rel_l2, snr_db, cosine).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
+    tflite_layout: Annotated[Layout, typer.Option(help="Layout of 4-D image inputs in TFLite files.")] = Layout.nhwc,
+    allow_flex: Annotated[bool, typer.Option(help="Ship TFLite files that need Flex (Select TF) ops.")] = False,
+    trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
+                                                  "(TorchScript, pickles, .h5, SavedModel).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = 3600.0,
+    max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
+) -> None:
+    """Convert SOURCE to every target and mode, check each artifact against the source, write report.json."""
+    from bridge.convert import ConvertOptions, convert
+
+    options = ConvertOptions(
+        targets=tuple(target or ("onnx", "tflite")),
+        quantize=tuple(quantize or ()),
+        inputs=tuple(input or ()),
+        dynamic=tuple(dynamic or ()),
+        thresholds=tuple(threshold or ()),
+        calibration=CalibrationOptions(str(calibration) if calibration else None, _floats(mean, "--mean"),
+                                       _floats(std, "--std"), _size(resize)),
+        out=str(out) if out else None,
+        samples=samples,
+        seed=seed,
+        tflite_layout=tflite_layout.value,
+        allow_flex=allow_flex,
+        trust_code=trust_code,
+        timeout=timeout,
+        max_memory=_memory(max_memory),
+        verbose=verbose,
+    )
+    report = convert(source, options, RichProgress())
+    print_outcome(report)
+    raise typer.Exit(report.exit_code)

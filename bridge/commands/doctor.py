@@ -1,0 +1,7 @@
+"""`bridge doctor`"""
+
+from __future__ import annotations
+
+
+def command() -> None:
+    """Not yet available."""

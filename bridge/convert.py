@@ -1,0 +1,201 @@
+"""`bridge convert`: source -> ONNX hub -> target lanes -> runners -> comparison -> report."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge import environment
+from bridge.calibration import CalibrationOptions
+from bridge.converters import LANES
+from bridge.converters.base import ExportResult, LaneArtifact, LaneRequest
+from bridge.errors import BridgeError, ConversionError
+from bridge.files import place, sha256, size
+from bridge.isolation import Limits, run_stage
+from bridge.parity import judge, not_executed
+from bridge.plan import Route, parse_threshold, plan_routes, thresholds_for
+from bridge.progress import Progress
+from bridge.report import ArtifactRecord, ErrorInfo, Report
+from bridge.sources import Format, SourceRef, sniff
+from bridge.tensors import parse_dynamic, parse_input, second_size
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    targets: tuple[str, ...] = ("onnx", "tflite")
+    quantize: tuple[str, ...] = ()  # TARGET=MODE[,MODE...]
+    inputs: tuple[str, ...] = ()  # NAME:D0,D1,...[:DTYPE]
+    dynamic: tuple[str, ...] = ()  # NAME:AXIS
+    thresholds: tuple[str, ...] = ()  # [MODE@][OUTPUT:]METRIC=VALUE
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    out: str | None = None
+    samples: int = 8
+    seed: int = 0
+    tflite_layout: str = "nhwc"
+    allow_flex: bool = False
+    trust_code: bool = False
+    timeout: float | None = 3600.0
+    max_memory: int | None = None
+    verbose: bool = False
+
+
+def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None) -> Report:
+    """Convert `source` to every requested target and mode; returns the report (also written as
+    `report.json` in the output folder). Raises `UsageError` for bad usage before converting."""
+    progress = progress or Progress()
+    from bridge.converters.onnx.export import ExportRequest
+
+    ref = sniff(source)
+    if ref.format in (Format.TFLITE, Format.MLPACKAGE):
+        from bridge.errors import UsageError
+
+        raise UsageError(f"{source}: a {ref.format} file is an artifact; use `bridge validate SOURCE {source}`")
+    routes = plan_routes(list(options.targets), list(options.quantize))
+    overrides = tuple(parse_input(t) for t in options.inputs)
+    dynamic = tuple(parse_dynamic(t) for t in options.dynamic)
+    threshold_overrides = [parse_threshold(t) for t in options.thresholds]
+    out = Path(options.out) if options.out else Path("bridge-out") / ref.name
+    out.mkdir(parents=True, exist_ok=True)
+    limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
+    work = Path(tempfile.mkdtemp(prefix=".bridge-work-", dir=out))
+    report = Report(source={"path": source, "format": str(ref.format)},
+                    environment=environment.describe(options))
+    try:
+        with progress.step(f"Exporting {ref.name} to ONNX"):
+            exported: ExportResult = run_stage("export", "bridge.converters.onnx.export:export_source",
+                                               ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides,
+                                                             dynamic, options.samples, options.seed,
+                                                             options.trust_code, options.calibration),
+                                               limits=limits)
+        _describe_source(report, ref, exported)
+        if not any(_calibrated(r.mode.value) for r in routes):
+            report.warnings = [w for w in report.warnings if "--calibration" not in w]
+        names = [o.name for o in exported.outputs]
+        for o in threshold_overrides:
+            thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
+        with progress.step("Running the ONNX hub on onnxruntime"):
+            onnx_runtime, onnx_outputs = _run(LANES["onnx"].runner, exported.hub_path, exported.feeds, None,
+                                              "onnx-runtime", limits)
+        run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress)
+        for target in dict.fromkeys(r.target for r in routes):
+            modes = [r for r in routes if r.target == target]
+            report.artifacts += run.lane(target, modes, options, onnx_runtime)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.write(out / "report.json")
+    return report
+
+
+def _describe_source(report: Report, ref: SourceRef, exported: ExportResult) -> None:
+    report.source.update({
+        "framework": exported.framework,
+        "format": exported.format,
+        "inputs": [s.to_json() for s in exported.inputs],
+        "outputs": [s.to_json() for s in exported.outputs],
+        "shapes": "dynamic" if any(s.dynamic for s in exported.inputs) else "static",
+        "params": exported.params,
+        "onnx_opset": exported.opset,
+    })
+    report.warnings += exported.warnings
+    report.environment["calibration"] = exported.calibration_origin
+
+
+def _run(runner: str, path: str, feeds, io, stage: str, limits: Limits):
+    return run_stage(stage, "bridge.validators.runners:run_samples", runner, path, feeds, io, limits=limits)
+
+
+@dataclass
+class _Run:
+    ref: SourceRef
+    exported: ExportResult
+    onnx_outputs: list
+    out: Path
+    work: Path
+    limits: Limits
+    threshold_overrides: list
+    progress: Progress
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.exported.outputs]
+
+    def lane(self, target: str, routes: list[Route], options: ConvertOptions, onnx_runtime: str) -> list[ArtifactRecord]:
+        lane = LANES[target]
+        if lane.convert is None:  # the hub itself
+            art = LaneArtifact(mode=routes[0].mode.value, path=self.exported.hub_path,
+                               route=self.exported.route)
+            return [self._finish(target, art, outputs=self.onnx_outputs, runtime=onnx_runtime)]
+        req = LaneRequest(
+            hub_path=self.exported.hub_path, workdir=str(self.work), name=self.ref.name,
+            modes=tuple(r.mode.value for r in routes), framework=self.exported.framework,
+            inputs=tuple(self.exported.inputs), outputs=tuple(self.exported.outputs),
+            calibration=tuple(self.exported.calibration), node_names=self.exported.node_names,
+            options={"tflite_layout": options.tflite_layout, "allow_flex": options.allow_flex},
+        )
+        start = time.perf_counter()
+        with self.progress.step(f"Converting to {target} ({', '.join(req.modes)})"):
+            try:
+                arts: list[LaneArtifact] = run_stage(f"{target}-convert", lane.convert, req, limits=self.limits)
+            except ConversionError as e:
+                err = {"stage": e.stage, "message": str(e), "node": e.node, "op_type": e.op_type}
+                arts = [LaneArtifact(mode=r.mode.value, error=err, seconds=time.perf_counter() - start)
+                        for r in routes]
+        return [self._finish(target, a) for a in arts]
+
+    def _finish(self, target: str, art: LaneArtifact, outputs=None, runtime: str | None = None) -> ArtifactRecord:
+        rec = ArtifactRecord(target=target, quantization=art.mode, route=list(art.route), seconds=art.seconds,
+                             warnings=art.warnings, details=art.details)
+        if art.error:
+            rec.error = ErrorInfo(**art.error)
+            rec.parity = not_executed(f"conversion failed at stage {art.error['stage']}")
+            return rec
+        src = Path(art.path)
+        dest = self.out / src.name
+        place(src, dest)
+        rec.path = dest.name
+        rec.bytes = size(dest)
+        rec.sha256 = sha256(dest)
+        rec.bytes_per_param = round(rec.bytes / self.exported.params, 4) if self.exported.params else None
+        rec.io = art.io.to_json() if art.io else _hub_io(self.exported)
+        thresholds = thresholds_for(_mode(art.mode), self.names, self.threshold_overrides)
+        if outputs is None:
+            with self.progress.step(f"Checking parity of {dest.name}"):
+                try:
+                    runtime, outputs = _run(LANES[target].runner, str(dest), self.exported.feeds, art.io,
+                                            f"{target}-runtime", self.limits)
+                except BridgeError as e:
+                    rec.parity = not_executed(str(e))
+                    return rec
+        rec.parity = judge(actual=outputs, source=self.exported.source_outputs,
+                           onnx=self.onnx_outputs if target != "onnx" else None, names=self.names,
+                           thresholds=thresholds, runtime=runtime,
+                           calibration=self.exported.calibration_origin if _calibrated(art.mode) else None,
+                           sizes=_sizes(self.exported))
+        if target == "onnx":
+            rec.parity.stages = {"source->onnx": rec.parity.outputs}
+        return rec
+
+
+def _mode(text: str):
+    from bridge.modes import Mode
+
+    return Mode(text)
+
+
+def _calibrated(mode: str) -> bool:
+    from bridge.modes import CALIBRATED
+
+    return _mode(mode) in CALIBRATED
+
+
+def _hub_io(exported: ExportResult) -> dict:
+    from bridge.converters.base import IO
+
+    return IO.identity(exported.inputs, exported.outputs).to_json()
+
+
+def _sizes(exported: ExportResult) -> dict[str, list[int]]:
+    return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])] for s in exported.inputs for a in s.dynamic}

@@ -1,0 +1,48 @@
+"""Typed errors. Only the CLI maps them to exit codes (`exit_code`); library callers catch them."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    exit_code = 3
+
+
+class UsageError(BridgeError):
+    """Bad usage or an unusable input, found before any conversion ran."""
+
+    exit_code = 2
+
+
+class MissingBackend(UsageError):
+    """A framework the requested work needs is not installed."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(f'{module} is not installed; run: pip install "bridge-convert[{extra}]"')
+        self.module = module
+        self.extra = extra
+
+
+class ConversionError(BridgeError):
+    """A stage could not produce its artifact. Carries where it broke, for the report."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, stage: str = "", node: str | None = None,
+                 op_type: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+        self.node = node
+        self.op_type = op_type
+
+    def __reduce__(self):  # keep keyword fields across process boundaries
+        return (_rebuild, (type(self), str(self), self.stage, self.node, self.op_type))
+
+
+def _rebuild(cls, message, stage, node, op_type):
+    return cls(message, stage=stage, node=node, op_type=op_type)
+
+
+class StageCrashed(ConversionError):
+    """A child process died (signal, out of memory) or ran past its time limit."""

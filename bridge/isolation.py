@@ -1,0 +1,189 @@
+"""Run one heavy stage in a fresh child process.
+
+Every export, conversion and inference runs through `run_stage`: the child is spawned (never forked,
+so it starts without TensorFlow or torch already imported: the TFLite interpreter only rejects Flex
+ops in a process that never imported TensorFlow), quiets framework logging before any import, and
+sends back either its result or its exception. A child that dies by a signal, runs out of memory
+or outlives its time limit becomes a `StageCrashed` naming the stage; the caller decides whether
+that ends one artifact or the whole run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import BridgeError, ConversionError, StageCrashed
+
+# Set in every child before anything imports a framework.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "3",
+    "KMP_WARNINGS": "0",
+    "PYTHONWARNINGS": "ignore",
+    "TF_USE_LEGACY_KERAS": "0",
+    "KERAS_BACKEND": "tensorflow",
+    # Nothing below the gateway may reach the network.
+    "HF_HUB_OFFLINE": "1",
+    "NO_PROXY": "*",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float | None = None  # seconds
+    max_memory: int | None = None  # bytes of address space
+    verbose: bool = False
+
+
+def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
+    """Call `target(*args, **kwargs)` in a spawned child and return its result.
+
+    `target` is a function importable by the child (or its "module:function" path). Errors the
+    child raises on purpose come back as themselves; anything else becomes a `ConversionError`
+    for `stage` with the child's last log lines.
+    """
+    path = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage}-", suffix=".log", delete=False) as f:
+        log_path = f.name
+    proc = ctx.Process(
+        target=_child_main,
+        args=(sender, path, args, kwargs, stage, limits, log_path),
+        name=f"bridge-{stage}",
+        daemon=True,
+    )
+    try:
+        proc.start()
+        sender.close()
+        if not receiver.poll(limits.timeout):
+            raise StageCrashed(f"stage {stage} timed out after {limits.timeout:g} s", stage=stage)
+        try:
+            status, payload = receiver.recv()
+        except EOFError:
+            proc.join()
+            raise StageCrashed(_death(stage, proc.exitcode, log_path), stage=stage) from None
+        proc.join()
+        if status == "ok":
+            return payload
+        if isinstance(payload, BridgeError):
+            if isinstance(payload, ConversionError) and not payload.stage:
+                payload.stage = stage
+            raise payload
+        raise ConversionError(f"stage {stage} failed: {payload}", stage=stage)
+    finally:
+        receiver.close()
+        if proc.is_alive():
+            _kill(proc)
+        Path(log_path).unlink(missing_ok=True)
+
+
+def _kill(proc) -> None:
+    proc.kill()
+    proc.join(5)
+
+
+def _death(stage: str, exitcode: int | None, log_path: str) -> str:
+    if exitcode is not None and exitcode < 0:
+        sig = -exitcode
+        try:
+            sig_name = signal.Signals(sig).name
+        except ValueError:
+            sig_name = "?"
+        how = f"crashed (signal {sig}, {sig_name})"
+        if sig == signal.SIGKILL:
+            how += "; killed, often for running out of memory"
+    else:
+        how = f"exited with code {exitcode} without a result"
+    tail = log_tail(log_path)
+    return f"stage {stage} {how}" + (f"; last output: {tail}" if tail else "")
+
+
+def log_tail(path: str, lines: int = 3) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
+
+
+def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log_path: str) -> None:
+    os.environ.update(QUIET_ENV)
+    if not limits.verbose:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    if limits.max_memory:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
+    _test_hooks(stage)
+    try:
+        quiet_frameworks()
+        module_name, func_name = path.split(":")
+        func = importlib.import_module(module_name)
+        for part in func_name.split("."):
+            func = getattr(func, part)
+        result = func(*args, **kwargs)
+        message = ("ok", result)
+    except BridgeError as e:
+        message = ("error", e)
+    except MemoryError:
+        message = ("error", ConversionError(f"stage {stage} ran out of memory", stage=stage))
+    except BaseException as e:  # noqa: BLE001 - the parent reports it with the stage's name
+        sys.stderr.write(traceback.format_exc())
+        sys.stderr.flush()
+        message = ("error", f"{type(e).__name__}: {_first_line(e)}")
+    try:
+        sender.send(message)
+    finally:
+        sender.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip framework teardown (TensorFlow's can take seconds or crash on exit)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:500] if text else type(e).__name__
+
+
+def _test_hooks(stage: str) -> None:
+    """`BRIDGE_TEST_CRASH=stage[:how]` makes that stage's child misbehave, for the crash tests."""
+    spec = os.environ.get("BRIDGE_TEST_CRASH", "")
+    if not spec:
+        return
+    name, _, how = spec.partition(":")
+    if name != stage:
+        return
+    if how in ("", "segv"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif how == "abort":
+        os.abort()
+    elif how == "hang":
+        import time
+
+        time.sleep(10**6)
+
+
+def quiet_frameworks() -> None:
+    """Silence TensorFlow/absl chatter that survives the environment variables."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("tensorflow", "absl", "onnx2tf", "tf2onnx", "h5py", "jax", "coremltools"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,0 +1,68 @@
+"""Turn runtime outputs into parity verdicts, attributing error to the stage that introduced it."""
+
+from __future__ import annotations
+
+from bridge.converters.base import Feed
+from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
+from bridge.report import Parity
+from bridge.validators.compare import compare, failures, metrics
+
+HUB_STAGE = "source->onnx"
+TARGET_STAGE = "onnx->target"
+
+
+def by_output(feeds: list[Feed], names: list[str]) -> dict[str, list]:
+    return {n: [f[n] for f in feeds] for n in names}
+
+
+def stage_metrics(actual: list[Feed], reference: list[Feed], names: list[str]) -> dict[str, dict]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metrics([f[n] for f in actual], [f[n] for f in reference]).to_json()
+        except (KeyError, ValueError) as e:
+            out[n] = {"error": str(e)}
+    return out
+
+
+def judge(*, actual: list[Feed], source: list[Feed], onnx: list[Feed] | None, names: list[str],
+          thresholds: dict[str, Thresholds], runtime: str, calibration: str | None,
+          sizes: dict[str, list[int]]) -> Parity:
+    """Compare `actual` with the source; with `onnx` (the hub's outputs) also per stage."""
+    result = compare(by_output(actual, names), by_output(source, names), thresholds)
+    stages = {}
+    if onnx is not None:
+        stages[HUB_STAGE] = stage_metrics(onnx, source, names)
+        stages[TARGET_STAGE] = stage_metrics(actual, onnx, names)
+    reason = ""
+    if not result.passed:
+        reason = result.reason()
+        if onnx is not None:
+            reason += f" (error introduced at {_culprit(onnx, source, names)})"
+    return Parity(
+        status="passed" if result.passed else "failed",
+        reason=reason,
+        runtime=runtime,
+        samples=len(actual),
+        calibration=calibration,
+        thresholds={n: t.to_json() for n, t in thresholds.items()},
+        outputs={n: m.to_json() for n, m in result.outputs.items()},
+        stages=stages,
+        sizes=sizes,
+    )
+
+
+def _culprit(onnx: list[Feed], source: list[Feed], names: list[str]) -> str:
+    """The hub is float32: if it already misses fp32 parity, the export introduced the error."""
+    fp32 = DEFAULT_THRESHOLDS[Mode.FP32]
+    for n in names:
+        try:
+            if failures(metrics([f[n] for f in onnx], [f[n] for f in source]), fp32):
+                return HUB_STAGE
+        except ValueError:
+            return HUB_STAGE
+    return TARGET_STAGE
+
+
+def not_executed(reason: str, runtime: str | None = None) -> Parity:
+    return Parity(status="not_executed", reason=reason, runtime=runtime)

@@ -1,0 +1,152 @@
+"""What a SOURCE or ARTIFACT argument is, from its content rather than its name.
+
+Sniffing reads magic bytes and zip directories only: nothing here imports a framework or runs
+code from the file.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from bridge.errors import UsageError
+
+
+class Format(str, Enum):
+    ONNX = "onnx"
+    PYTHON = "python"  # file.py:callable or package.module:callable
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch-export"  # .pt2 from torch.export.save
+    TORCH_PICKLE = "torch-pickle"  # torch.save of a module or a state dict
+    KERAS = "keras"  # Keras 3 .keras zip
+    H5 = "h5"  # Keras HDF5
+    SAVED_MODEL = "saved-model"
+    TFLITE = "tflite"
+    MLPACKAGE = "mlpackage"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FRAMEWORK = {
+    Format.ONNX: "onnx",
+    Format.TORCHSCRIPT: "torch",
+    Format.TORCH_EXPORT: "torch",
+    Format.TORCH_PICKLE: "torch",
+    Format.KERAS: "keras",
+    Format.H5: "keras",
+    Format.SAVED_MODEL: "tensorflow",
+    Format.TFLITE: "tflite",
+    Format.MLPACKAGE: "coreml",
+}
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    text: str  # as given
+    format: Format
+    path: Path | None = None  # file, folder, or the .py file of an entrypoint
+    attr: str | None = None  # callable name for Python entrypoints
+    module: str | None = None  # package.module for module entrypoints
+
+    @property
+    def framework(self) -> str | None:
+        return FRAMEWORK.get(self.format)
+
+    @property
+    def name(self) -> str:
+        """A short model name for default output folders."""
+        if self.format is Format.PYTHON:
+            return self.attr or "model"
+        assert self.path is not None
+        return self.path.name.split(".")[0] or "model"
+
+
+_ENTRYPOINT = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def sniff(text: str) -> SourceRef:
+    """Classify a SOURCE/ARTIFACT argument; unusable input is a `UsageError` with one-line reason."""
+    path = Path(text)
+    if not path.exists():
+        m = _ENTRYPOINT.match(text)
+        if m:
+            target, attr = m.group("target"), m.group("attr")
+            if target.endswith(".py"):
+                py = Path(target)
+                if not py.is_file():
+                    raise UsageError(f"{text}: no such Python file {target}")
+                return SourceRef(text, Format.PYTHON, path=py.resolve(), attr=attr)
+            if _MODULE.match(target):
+                return SourceRef(text, Format.PYTHON, module=target, attr=attr)
+        raise UsageError(f"{text}: no such file or folder (a Python entrypoint is file.py:callable or package.module:callable)")
+    if path.is_dir():
+        return SourceRef(text, _sniff_dir(path), path=path.resolve())
+    return SourceRef(text, _sniff_file(path), path=path.resolve())
+
+
+def _sniff_dir(path: Path) -> Format:
+    if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+        return Format.SAVED_MODEL
+    if (path / "Manifest.json").is_file() and (path / "Data").is_dir():
+        return Format.MLPACKAGE
+    raise UsageError(f"{path}: a folder that is neither a TensorFlow SavedModel nor a Core ML .mlpackage")
+
+
+def _sniff_file(path: Path) -> Format:
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"{path}: the file is empty")
+    with path.open("rb") as f:
+        head = f.read(64)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return Format.H5
+    if head[4:8] == b"TFL3":
+        return Format.TFLITE
+    if head.startswith(b"PK\x03\x04"):
+        return _sniff_zip(path)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return Format.TORCH_PICKLE  # legacy torch.save (a pickle)
+    if _looks_like_onnx(path, head):
+        return Format.ONNX
+    raise UsageError(f"{path}: not a model file this tool reads (not ONNX, TorchScript, torch.export, "
+                     "torch.save, Keras, SavedModel or TFLite)")
+
+
+def _sniff_zip(path: Path) -> Format:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UsageError(f"{path}: a damaged zip archive ({e})") from None
+    tops = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if {"config.json", "metadata.json"} <= set(names):
+        return Format.KERAS
+    if "archive_format" in tops and any(n.startswith("models/") for n in tops):
+        return Format.TORCH_EXPORT
+    if any(n.startswith("code/") for n in tops) and "constants.pkl" in tops:
+        return Format.TORCHSCRIPT
+    if "data.pkl" in tops:
+        return Format.TORCH_PICKLE
+    raise UsageError(f"{path}: a zip archive that is not a Keras, TorchScript, torch.export or torch.save file")
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    """ModelProto starts with ir_version (field 1, varint: 0x08) and names its opsets."""
+    if head[:1] != b"\x08":
+        return False
+    try:
+        import onnx
+    except ImportError:
+        return True  # the ONNX loader will name the missing extra
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends; only the message matters here
+        raise UsageError(f"{path}: a damaged or truncated ONNX file ({type(e).__name__})") from None
+    if not model.graph.node and not model.graph.output:
+        raise UsageError(f"{path}: an ONNX file with an empty graph")
+    return True

@@ -1,0 +1,144 @@
+"""Tensor descriptions and the seeded sample data every runtime is fed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from bridge.errors import UsageError
+
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and dtype of one model input or output.
+
+    `dynamic` lists axes the artifacts keep dynamic (`--dynamic`); `shape` holds the size used for
+    sample data. `int_range` bounds integer samples (token ids must stay inside the vocabulary).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    dynamic: tuple[int, ...] = ()
+    int_range: tuple[int, int] | None = None
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.dynamic:
+            out["dynamic_axes"] = list(self.dynamic)
+        return out
+
+    def with_size(self, axis: int, size: int) -> TensorSpec:
+        shape = list(self.shape)
+        shape[axis] = size
+        return replace(self, shape=tuple(shape))
+
+
+@dataclass(frozen=True)
+class InputOverride:
+    """One `--input NAME:D0,D1,...[:DTYPE]` option."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: str | None
+
+
+_NAME = r"[^:]+"
+
+
+def parse_input(text: str) -> InputOverride:
+    m = re.fullmatch(rf"({_NAME}):([0-9, ]*)(?::([a-z0-9]+))?", text.strip())
+    if not m:
+        raise UsageError(f"--input {text!r}: expected NAME:D0,D1,...[:DTYPE], e.g. image:1,3,224,224:float32")
+    name, dims, dtype = m.group(1), m.group(2), m.group(3)
+    shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d) if dims.strip() else None
+    if shape is not None and any(d <= 0 for d in shape):
+        raise UsageError(f"--input {text!r}: dimensions must be positive integers")
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"--input {text!r}: unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    return InputOverride(name=name, shape=shape, dtype=dtype)
+
+
+def parse_dynamic(text: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(.+):(-?\d+)", text.strip())
+    if not m:
+        raise UsageError(f"--dynamic {text!r}: expected NAME:AXIS, e.g. input_ids:1")
+    return m.group(1), int(m.group(2))
+
+
+def apply_overrides(specs: Sequence[TensorSpec], overrides: Iterable[InputOverride],
+                    dynamic: Iterable[tuple[str, int]] = ()) -> list[TensorSpec]:
+    """Return `specs` with `--input` and `--dynamic` applied; unknown names are usage errors.
+
+    When the model declares no inputs yet (an entrypoint without example inputs), the overrides
+    alone define them, in the order given.
+    """
+    specs = list(specs)
+    by_name = {s.name: i for i, s in enumerate(specs)}
+    overrides = list(overrides)
+    if not specs:
+        for o in overrides:
+            if o.shape is None:
+                raise UsageError(f"--input {o.name}: the model gives no shape for it; pass NAME:D0,D1,...")
+            specs.append(TensorSpec(o.name, o.shape, o.dtype or "float32"))
+        by_name = {s.name: i for i, s in enumerate(specs)}
+    else:
+        for o in overrides:
+            if o.name not in by_name:
+                raise UsageError(f"--input {o.name}: the model has no input of that name; "
+                                 f"its inputs are {', '.join(by_name)}")
+            s = specs[by_name[o.name]]
+            specs[by_name[o.name]] = replace(s, shape=o.shape or s.shape, dtype=o.dtype or s.dtype)
+    for name, axis in dynamic:
+        if name not in by_name:
+            raise UsageError(f"--dynamic {name}:{axis}: the model has no input of that name; "
+                             f"its inputs are {', '.join(by_name)}")
+        s = specs[by_name[name]]
+        rank = len(s.shape)
+        if not -rank <= axis < rank:
+            raise UsageError(f"--dynamic {name}:{axis}: {name} has rank {rank}")
+        specs[by_name[name]] = replace(s, dynamic=tuple(sorted({*s.dynamic, axis % rank})))
+    for s in specs:
+        if any(not isinstance(d, int) or d <= 0 for d in s.shape):
+            raise UsageError(f"input {s.name} has no static shape {list(s.shape)}; "
+                             f"pass --input {s.name}:D0,D1,... (and --dynamic {s.name}:AXIS to keep an axis dynamic)")
+    return specs
+
+
+def second_size(size: int) -> int:
+    """The other size a dynamic axis is validated at."""
+    return size * 2 if size > 1 else 3
+
+
+@dataclass
+class SampleSet:
+    """Seeded input samples: `feeds[i]` maps input name -> array."""
+
+    feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
+    origin: str = "synthetic"
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+def synthetic_samples(specs: Sequence[TensorSpec], count: int, seed: int) -> SampleSet:
+    """Deterministic samples: standard normal floats, integers uniform in each input's range."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for s in specs:
+            if s.dtype.startswith("float"):
+                feed[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
+            elif s.dtype == "bool":
+                feed[s.name] = rng.integers(0, 2, s.shape).astype(bool)
+            else:
+                lo, hi = s.int_range or (0, 10)
+                feed[s.name] = rng.integers(lo, hi, s.shape).astype(s.dtype)
+        feeds.append(feed)
+    return SampleSet(feeds=feeds, origin=f"synthetic (seed {seed})")

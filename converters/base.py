@@ -1,0 +1,107 @@
+"""Value types that cross the process boundary between the orchestrator and the lanes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bridge.tensors import TensorSpec
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How one source tensor appears inside an artifact.
+
+    `perm` maps the source layout to the artifact's: `artifact = source.transpose(perm)`.
+    `quant` is `(scale, zero_point)` when the artifact's tensor is integer-quantized.
+    """
+
+    name: str  # the source's (and the ONNX hub's) name
+    artifact_name: str
+    shape: tuple[int, ...]
+    dtype: str
+    perm: tuple[int, ...] | None = None
+    layout: str = "source"
+    quant: tuple[float, int] | None = None
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "artifact_name": self.artifact_name, "shape": list(self.shape),
+               "dtype": self.dtype, "layout": self.layout,
+               "permutation": list(self.perm) if self.perm else None}
+        if self.quant:
+            out["quantization"] = {"scale": self.quant[0], "zero_point": self.quant[1]}
+        return out
+
+    def to_artifact(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
+
+    def to_source(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(np.argsort(self.perm))) if self.perm else x
+
+
+@dataclass(frozen=True)
+class IO:
+    inputs: tuple[Binding, ...]
+    outputs: tuple[Binding, ...]
+
+    def to_json(self) -> dict:
+        return {"inputs": [b.to_json() for b in self.inputs], "outputs": [b.to_json() for b in self.outputs]}
+
+    @staticmethod
+    def identity(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> IO:
+        def bind(s: TensorSpec) -> Binding:
+            return Binding(s.name, s.name, s.shape, s.dtype)
+        return IO(tuple(bind(s) for s in inputs), tuple(bind(s) for s in outputs))
+
+
+@dataclass
+class LaneArtifact:
+    """One mode's result from a lane: a file (or folder) in the work dir, or the error that stopped it."""
+
+    mode: str
+    path: str | None = None
+    io: IO | None = None
+    route: tuple[str, ...] = ()
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    error: dict | None = None  # {"stage", "message", "node", "op_type"}
+    details: dict = field(default_factory=dict)  # lane-specific report fields (flex ops, ...)
+
+
+@dataclass
+class ExportResult:
+    """What the export stage learned from the source and wrote to the hub."""
+
+    framework: str  # torch | keras | tensorflow | onnx
+    format: str
+    hub_path: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    feeds: list[Feed]  # the parity samples
+    source_outputs: list[Feed]  # the source's outputs on `feeds`
+    calibration: list[Feed]
+    calibration_origin: str
+    params: int
+    route: tuple[str, ...] = ()  # e.g. ("torch", "torch.onnx(legacy)", "onnxslim")
+    warnings: list[str] = field(default_factory=list)
+    node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
+    opset: int = 0
+
+
+@dataclass(frozen=True)
+class LaneRequest:
+    """Everything a lane's `convert` needs, picklable for its child process."""
+
+    hub_path: str
+    workdir: str
+    name: str  # artifact file stem
+    modes: tuple[str, ...]
+    framework: str  # of the source: decides the source layout of image inputs
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    calibration: tuple[Feed, ...] = ()
+    node_names: dict[str, str] = field(default_factory=dict)  # hub node name -> original
+    options: dict = field(default_factory=dict)  # lane options: tflite_layout, allow_flex, ...

@@ -1,0 +1,136 @@
+"""The export stage: load the source, write the hub ONNX, run the source on the parity samples.
+
+Runs in a child process (`bridge.isolation.run_stage`); the per-framework modules (`torch_source`,
+`keras_source`, `onnx_source`) load and export, `finish` does what every source shares.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.calibration import CalibrationOptions, split_samples
+from bridge.converters.base import ExportResult, Feed
+from bridge.converters.onnx import hub
+from bridge.errors import UsageError
+from bridge.sources import Format, SourceRef
+from bridge.tensors import InputOverride, TensorSpec, second_size, synthetic_samples
+
+OPSET = 17  # highest opset onnx2tf, tf2onnx and our Core ML converter all lower well
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    source: SourceRef
+    hub_path: str
+    overrides: tuple[InputOverride, ...] = ()
+    dynamic: tuple[tuple[str, int], ...] = ()
+    samples: int = 8
+    seed: int = 0
+    trust_code: bool = False
+    calibration: CalibrationOptions = CalibrationOptions()
+
+
+_BY_FORMAT = {
+    Format.ONNX: "onnx_source",
+    Format.TORCHSCRIPT: "torch_source",
+    Format.TORCH_EXPORT: "torch_source",
+    Format.TORCH_PICKLE: "torch_source",
+    Format.KERAS: "keras_source",
+    Format.H5: "keras_source",
+    Format.SAVED_MODEL: "keras_source",
+}
+
+
+def export_source(req: ExportRequest) -> ExportResult:
+    """Entry point of the export stage."""
+    if req.source.format is Format.PYTHON:
+        from bridge.converters.onnx.entrypoint import load_entrypoint
+
+        model, example = load_entrypoint(req.source)
+        module = _framework_module(model)
+        return importlib.import_module(f"bridge.converters.onnx.{module}").export_model(model, example, req)
+    module = _BY_FORMAT.get(req.source.format)
+    if module is None:
+        raise UsageError(f"{req.source.text}: a {req.source.format} file is an artifact, not a source")
+    return importlib.import_module(f"bridge.converters.onnx.{module}").export_file(req)
+
+
+def _framework_module(model: object) -> str:
+    roots = {c.__module__.split(".")[0] for c in type(model).__mro__}
+    if "torch" in roots:
+        return "torch_source"
+    if roots & {"keras", "tf_keras", "tensorflow"}:
+        return "keras_source"
+    raise UsageError(f"the entrypoint returned a {type(model).__module__}.{type(model).__name__}, "
+                     "not a torch.nn.Module or keras.Model")
+
+
+def parity_feeds(specs: list[TensorSpec], count: int, seed: int) -> list[Feed]:
+    """The parity samples: `count` at the given sizes, and `count` more with every dynamic axis at
+    a second size, so a dynamic artifact is proven at two sizes."""
+    feeds = synthetic_samples(specs, count, seed).feeds
+    if any(s.dynamic for s in specs):
+        grown = [_grow(s) for s in specs]
+        feeds += synthetic_samples(grown, count, seed + 7919).feeds
+    return feeds
+
+
+def _grow(s: TensorSpec) -> TensorSpec:
+    for axis in s.dynamic:
+        s = s.with_size(axis, second_size(s.shape[axis]))
+    return s
+
+
+def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec],
+           run_source: Callable[[Feed], Feed], route: tuple[str, ...],
+           warnings: list[str] | None = None) -> ExportResult:
+    """Finalize the hub graph, then run the source on the parity samples."""
+    warnings = list(warnings or [])
+    model, names, hub_warnings = hub.finalize(model, req.hub_path)
+    warnings += hub_warnings
+    kept = {i.name for i in model.graph.input}
+    inputs = [s for s in inputs if s.name in kept]
+    channel_last = framework in ("keras", "tensorflow")
+    samples = split_samples(req.calibration, inputs, channel_last,
+                            parity_feeds(inputs, req.samples, req.seed), req.seed)
+    warnings += samples.warnings
+    feeds = samples.parity
+    source_outputs = [run_source(f) for f in feeds]
+    outputs = [_spec_of(o, source_outputs[0]) for o in model.graph.output]
+    for out in outputs:
+        if out.name not in source_outputs[0]:
+            raise UsageError(f"the source produced no output named {out.name}")
+    return ExportResult(
+        framework=framework,
+        format=str(req.source.format),
+        hub_path=req.hub_path,
+        inputs=inputs,
+        outputs=outputs,
+        feeds=feeds,
+        source_outputs=source_outputs,
+        calibration=samples.calibration,
+        calibration_origin=samples.origin,
+        params=hub.param_count(model),
+        route=(*route, "onnxslim"),
+        warnings=warnings,
+        node_names=names,
+        opset=hub.opset_of(model),
+    )
+
+
+def _spec_of(value_info, sample: Feed) -> TensorSpec:
+    arr = sample.get(value_info.name)
+    if arr is None:
+        return TensorSpec(value_info.name, ())
+    return TensorSpec(value_info.name, tuple(arr.shape), str(arr.dtype))
+
+
+def int_range(x: np.ndarray) -> tuple[int, int] | None:
+    """Integer example inputs bound the synthetic ones (token ids must stay in the vocabulary)."""
+    if x.dtype.kind not in "iu" or x.size == 0:
+        return None
+    return int(x.min()), int(x.max()) + 1

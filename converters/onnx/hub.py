@@ -1,0 +1,156 @@
+"""Turn any ONNX graph into the hub graph every lane reads: current opset, simplified, pruned,
+with names TensorFlow accepts, checked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bridge.errors import ConversionError
+from bridge.lazy import require
+
+MIN_OPSET = 13  # below this, Split/Squeeze/Reduce* take attributes the lanes do not all handle
+UPGRADE_TO = 17
+_SAFE = re.compile(r"[^A-Za-z0-9_./-]")
+
+
+def opset_of(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def upgrade(model):
+    """Old opsets (7 and up) are upgraded so every lane sees one vocabulary."""
+    onnx = require("onnx")
+    opset = opset_of(model)
+    if opset >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_TO)
+    except Exception as e:  # onnx raises bare RuntimeError/ValueError for unconvertible nodes
+        raise ConversionError(f"cannot upgrade opset {opset} to {UPGRADE_TO}: {e}", stage="onnx-upgrade") from None
+    # The converter bumps the IR version only as far as it must; old files carry IR 3, where
+    # initializers are also graph inputs.
+    upgraded.ir_version = max(upgraded.ir_version, onnx.IR_VERSION_2021_7_30)
+    return upgraded
+
+
+def simplify(model):
+    onnxslim = require("onnxslim")
+    try:
+        return onnxslim.slim(model)
+    except Exception as e:  # onnxslim raises whatever its passes raise
+        raise ConversionError(f"onnxslim failed: {e}", stage="onnx-simplify") from None
+
+
+def prune_inputs(model) -> list[str]:
+    """Drop graph inputs nothing reads (Keras exports keep Normalization statistics as inputs)
+    and inputs that are really initializers (IR < 4 files list weights as inputs)."""
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input}
+    used |= {o.name for o in graph.output}
+    _subgraph_inputs(graph, used)
+    inits = {t.name for t in graph.initializer}
+    keep, dropped = [], []
+    for inp in graph.input:
+        (keep if inp.name in used and inp.name not in inits else dropped).append(inp)
+    if dropped:
+        del graph.input[:]
+        graph.input.extend(keep)
+    return [i.name for i in dropped if i.name not in inits]
+
+
+def _subgraph_inputs(graph, used: set[str]) -> None:
+    for node in graph.node:
+        for attr in node.attribute:
+            for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                used.update(name for n in g.node for name in n.input)
+                _subgraph_inputs(g, used)
+
+
+def sanitize_names(model) -> dict[str, str]:
+    """Rename nodes and internal tensors to TensorFlow-safe names; graph inputs and outputs keep
+    theirs. Returns new node name -> original, for error messages."""
+    graph = model.graph
+    io = {v.name for v in graph.input} | {v.name for v in graph.output}
+    taken: set[str] = set(io) | {t.name for t in graph.initializer}
+    rename: dict[str, str] = {}
+
+    def fresh(base: str) -> str:
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    for node in graph.node:
+        for out in node.output:
+            if out and out not in io and _SAFE.search(out):
+                rename[out] = fresh(_SAFE.sub("_", out))
+    for t in graph.initializer:
+        if _SAFE.search(t.name):
+            taken.discard(t.name)
+            rename[t.name] = fresh(_SAFE.sub("_", t.name))
+            t.name = rename[t.name]
+    for vi in graph.value_info:
+        vi.name = rename.get(vi.name, vi.name)
+    originals: dict[str, str] = {}
+    node_names: set[str] = set()
+    for i, node in enumerate(graph.node):
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+        original = node.name
+        name = _SAFE.sub("_", original) or f"{node.op_type}_{i}"
+        while name in node_names:
+            name = f"{name}_{i}"
+        node_names.add(name)
+        node.name = name
+        if name != original:
+            originals[name] = original or f"(unnamed {node.op_type} #{i})"
+    return originals
+
+
+def param_count(model) -> int:
+    """Weights in the graph (initializers and constant tensors with more than one element)."""
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n > 1:
+            total += n
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and len(a.t.dims) and a.t.data_type in (1, 10, 11):
+                    n = 1
+                    for d in a.t.dims:
+                        n *= d
+                    total += n
+    return total
+
+
+def finalize(model, out_path: str | Path) -> tuple[object, dict[str, str], list[str]]:
+    """Upgrade, simplify, prune, sanitize, check and save. Returns the model, the node-name map
+    and warnings."""
+    onnx = require("onnx")
+    warnings = []
+    before = opset_of(model)
+    model = upgrade(model)
+    if opset_of(model) != before:
+        warnings.append(f"ONNX opset {before} upgraded to {opset_of(model)}")
+    model = simplify(model)
+    dropped = prune_inputs(model)
+    if dropped:
+        warnings.append(f"unused graph inputs removed: {', '.join(dropped)}")
+    names = sanitize_names(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ConversionError(f"the hub ONNX graph is invalid: {str(e).splitlines()[0]}", stage="onnx-check") from None
+    onnx.save(model, str(out_path))
+    return model, names, warnings

@@ -1,0 +1,43 @@
+"""ONNX files as sources: the file itself is the reference the hub graph is checked against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bridge.converters.base import ExportResult, Feed
+from bridge.converters.onnx.export import ExportRequest, finish
+from bridge.lazy import require
+from bridge.tensors import TensorSpec, apply_overrides
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8",
+                2: "uint8", 9: "bool"}
+
+
+def export_file(req: ExportRequest) -> ExportResult:
+    onnx = require("onnx")
+    path = str(req.source.path)
+    model = onnx.load(path)
+    inits = {t.name for t in model.graph.initializer}
+    specs = [_spec(v) for v in model.graph.input if v.name not in inits]
+    specs = apply_overrides(specs, req.overrides, req.dynamic)
+    session = _session(model, specs)
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feed: Feed) -> Feed:
+        outs = session.run(names, {s.name: feed[s.name] for s in specs})
+        return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
+
+    return finish(model, req, framework="onnx", inputs=specs, run_source=run, route=("onnx",))
+
+
+def _spec(value_info) -> TensorSpec:
+    t = value_info.type.tensor_type
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
+    return TensorSpec(value_info.name, shape, _ONNX_DTYPES.get(t.elem_type, "float32"))
+
+
+def _session(model, specs: list[TensorSpec]):
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

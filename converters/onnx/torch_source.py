@@ -1,0 +1,137 @@
+"""PyTorch sources -> hub ONNX.
+
+Exporter mode: the TorchScript-based exporter (`dynamo=False`). On the models we target it is ~20x
+faster than the torch.export-based one (0.2 s vs 4 s on a small CNN), its op patterns are the ones
+onnx2tf and our Core ML converter are tested against, and dynamic axes are one argument.
+`.pt2` archives hold an ExportedProgram, which only the torch.export-based exporter takes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import warnings as _warnings
+
+import numpy as np
+
+from bridge.converters.base import ExportResult, Feed
+from bridge.converters.onnx.export import OPSET, ExportRequest, finish, int_range
+from bridge.errors import ConversionError, UsageError
+from bridge.lazy import require
+from bridge.sources import Format
+from bridge.tensors import TensorSpec, apply_overrides
+
+
+def export_file(req: ExportRequest) -> ExportResult:
+    torch = require("torch")
+    path = str(req.source.path)
+    fmt = req.source.format
+    if fmt is Format.TORCH_EXPORT:
+        program = torch.export.load(path)
+        example = program.example_inputs[0] if program.example_inputs else None
+        return export_model(program, example, req)
+    if fmt is Format.TORCHSCRIPT:
+        _need_trust(req, "a TorchScript file runs the code it carries")
+        return export_model(torch.jit.load(path, map_location="cpu"), None, req)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - weights_only refusal: the file pickles more than tensors
+        _need_trust(req, "a pickled torch model runs code when it is loaded")
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, torch.nn.Module):
+        return export_model(obj, None, req)
+    raise UsageError(f"{path}: holds weights but no architecture (a state dict); give a Python "
+                     "entrypoint that builds the model and loads them: file.py:make_model")
+
+
+def _need_trust(req: ExportRequest, why: str) -> None:
+    if not req.trust_code:
+        raise UsageError(f"{req.source.text}: refused without --trust-code ({why})")
+
+
+def export_model(model, example, req: ExportRequest) -> ExportResult:
+    torch = require("torch")
+    is_program = isinstance(model, torch.export.ExportedProgram)
+    module = model.module() if is_program else model
+    if not is_program:
+        module.eval()
+    names = _input_names(model if not is_program else module, example)
+    specs = _specs(names, example)
+    specs = apply_overrides(specs, req.overrides, req.dynamic)
+    args = tuple(torch.from_numpy(np.zeros(s.shape, dtype=s.dtype)) for s in specs)
+    with torch.no_grad():
+        sample_out = module(*args)
+    output_names = _output_names(sample_out)
+    buf = io.BytesIO()
+    route = ("torch", "torch.onnx" + ("(dynamo)" if is_program else "(torchscript)"))
+    dynamic_axes = {s.name: {a: f"{s.name}_{a}" for a in s.dynamic} for s in specs if s.dynamic}
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            if is_program:
+                program = torch.onnx.export(model, args, input_names=[s.name for s in specs],
+                                            output_names=output_names, opset_version=OPSET,
+                                            dynamo=True, verbose=False)
+                onnx_model = program.model_proto
+            else:
+                torch.onnx.export(module, args, buf, input_names=[s.name for s in specs],
+                                  output_names=output_names, opset_version=OPSET,
+                                  dynamic_axes=dynamic_axes or None, dynamo=False,
+                                  do_constant_folding=True)
+                onnx_model = require("onnx").load_from_string(buf.getvalue())
+    except Exception as e:  # torch.onnx raises many types; the message names the op
+        raise ConversionError(f"torch.onnx.export failed: {str(e).splitlines()[0]}", stage="export") from None
+
+    def run(feed: Feed) -> Feed:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(feed[s.name]) for s in specs))
+        return dict(zip(output_names, _flatten(out), strict=True))
+
+    return finish(onnx_model, req, framework="torch", inputs=specs, run_source=run, route=route)
+
+
+def _input_names(model, example) -> list[str]:
+    if isinstance(example, dict):
+        return list(example)
+    try:
+        schema = model.forward.schema  # TorchScript
+        params = [a.name for a in schema.arguments[1:]]
+    except AttributeError:
+        sig = inspect.signature(model.forward)
+        params = [p.name for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    count = len(_as_tuple(example)) if example is not None else len(params)
+    return params[:count] if len(params) >= count else [f"input_{i}" for i in range(count)]
+
+
+def _as_tuple(example) -> tuple:
+    if isinstance(example, dict):
+        return tuple(example.values())
+    if isinstance(example, (tuple, list)):
+        return tuple(example)
+    return (example,)
+
+
+def _specs(names: list[str], example) -> list[TensorSpec]:
+    if example is None:
+        return []  # --input must give them
+    specs = []
+    for name, t in zip(names, _as_tuple(example), strict=True):
+        arr = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+        specs.append(TensorSpec(name, tuple(arr.shape), str(arr.dtype), int_range=int_range(arr)))
+    return specs
+
+
+def _flatten(out) -> list[np.ndarray]:
+    if isinstance(out, dict):
+        return [a for v in out.values() for a in _flatten(v)]
+    if isinstance(out, (tuple, list)):
+        return [a for v in out for a in _flatten(v)]
+    return [out.detach().cpu().numpy()]
+
+
+def _output_names(out) -> list[str]:
+    if isinstance(out, dict) and all(not isinstance(v, (dict, list, tuple)) for v in out.values()):
+        return list(out)
+    flat = _flatten(out)
+    return ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]

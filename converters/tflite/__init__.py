@@ -1,0 +1,1 @@
+"""The TFLite lane: hub ONNX -> onnx2tf -> one TFLite converter pass per mode."""

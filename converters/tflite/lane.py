@@ -1,0 +1,239 @@
+"""ONNX hub -> TFLite: one onnx2tf run, then one TFLiteConverter pass per requested mode.
+
+onnx2tf's options are set deliberately:
+- `disable_model_save=True`: we take its Keras model and run the converter ourselves, once per mode,
+  instead of letting it write a SavedModel, .h5 and fp32/fp16 files we would not ship.
+- `output_signaturedefs=True`: its CLI default; the Python API's False breaks models with some op
+  names.
+- `not_use_onnxsim=True`: the hub graph is already simplified (onnxslim); simplifying twice costs
+  time on large models and changes nothing onnx2tf relies on.
+- strict mode and its validation-by-dummy-inference stay on. That inference reads sample images
+  from the working directory (and downloads them if absent): it runs in a scratch folder where we
+  put our own samples, so it never reaches the network.
+- never `copy_onnx_input_output_names_to_tflite` (it runs flatc and curl): our converter pass names
+  the signature's inputs and outputs after the ONNX graph instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bridge.converters.base import IO, Binding, Feed, LaneArtifact, LaneRequest
+from bridge.converters.tflite import layout as lay
+from bridge.converters.tflite.flatbuffer import flex_ops, op_counts
+from bridge.converters.tflite.quantize import MODES, make_converter
+from bridge.errors import ConversionError
+from bridge.lazy import require
+from bridge.modes import Mode
+
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def convert(req: LaneRequest) -> list[LaneArtifact]:
+    """Entry point of the `tflite-convert` stage. One failing mode never stops the others."""
+    tf = require("tensorflow")
+    start = time.perf_counter()
+    keras_model, plan, applied = _onnx2tf(req)
+    io_float = _bindings(req, keras_model, plan)
+    concrete = _concrete_function(tf, keras_model, io_float)
+    shared = time.perf_counter() - start
+    warnings = [f"ONNX rewritten before onnx2tf: {', '.join(applied)}"] if applied else []
+    results = []
+    for mode_name in req.modes:
+        t0 = time.perf_counter()
+        mode = Mode(mode_name)
+        path = Path(req.workdir) / f"{req.name}_{mode.value}.tflite"
+        art = LaneArtifact(mode=mode.value, route=("onnx", "onnx2tf", "tflite-converter"),
+                           warnings=list(warnings))
+        try:
+            buf, mode_warnings = _convert_mode(tf, concrete, keras_model, mode, io_float, req)
+            counts = op_counts(buf)
+            flex = flex_ops(counts)
+            art.details = {"ops": dict(sorted(counts.items())), "flex_ops": flex}
+            if flex and not req.options.get("allow_flex"):
+                raise ConversionError(f"needs Flex (Select TF) ops {', '.join(flex)}, which stock TFLite "
+                                      "runtimes reject; pass --allow-flex to ship them anyway",
+                                      stage="tflite-convert")
+            path.write_bytes(buf)
+            art.path = str(path)
+            art.io = _read_io(tf, buf, io_float)
+            art.warnings += mode_warnings
+        except ConversionError as e:
+            art.error = {"stage": e.stage or "tflite-convert", "message": str(e), "node": e.node,
+                         "op_type": e.op_type}
+        art.seconds = shared + time.perf_counter() - t0
+        art.details["shared_seconds"] = round(shared, 3)
+        results.append(art)
+    return results
+
+
+def _onnx2tf(req: LaneRequest):
+    onnx = require("onnx")
+    onnx2tf = require("onnx2tf")
+    from bridge.converters.tflite.rewrites import apply_rewrites
+
+    model = onnx.load(req.hub_path)
+    applied = apply_rewrites(model)
+    plan = lay.plan_inputs(req.inputs, req.framework, req.options.get("tflite_layout", "nhwc"))
+    scratch = Path(req.workdir) / "onnx2tf"
+    scratch.mkdir(parents=True, exist_ok=True)
+    np.save(scratch / SAMPLE_FILE, _sample_images(req))
+    log = io.StringIO()
+    cwd = os.getcwd()
+    try:
+        os.chdir(scratch)
+        with contextlib.redirect_stdout(log):
+            keras_model = onnx2tf.convert(
+                onnx_graph=model,
+                output_folder_path=str(scratch / "saved_model"),
+                disable_model_save=True,
+                output_signaturedefs=True,
+                not_use_onnxsim=True,
+                keep_ncw_or_nchw_or_ncdhw_input_names=list(plan.keep_channel_first) or None,
+                keep_nwc_or_nhwc_or_ndhwc_input_names=list(plan.keep_channel_last) or None,
+                non_verbose=True,
+                verbosity="error",
+            )
+    except (Exception, SystemExit) as e:  # onnx2tf raises anything, or exits
+        raise _onnx2tf_error(e, log.getvalue(), req.node_names) from None
+    finally:
+        os.chdir(cwd)
+    return keras_model, plan, applied
+
+
+def _sample_images(req: LaneRequest) -> np.ndarray:
+    """Images for onnx2tf's own validation run: ours (calibration data, channel-last, 0..1)."""
+    for spec in req.inputs:
+        channel_last = req.framework in ("keras", "tensorflow")
+        if lay.is_image(spec, channel_last) and req.calibration:
+            batch = np.concatenate([f[spec.name] for f in req.calibration[:20]]).astype(np.float32)
+            if not channel_last:
+                batch = batch.transpose(0, 2, 3, 1)
+            if batch.shape[-1] == 3:
+                lo, hi = float(batch.min()), float(batch.max())
+                return (batch - lo) / (hi - lo or 1.0)
+    return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
+
+
+def _onnx2tf_error(e: BaseException, log: str, node_names: dict[str, str]) -> ConversionError:
+    node = _last(r"onnx_op_name:\s*(\S+)", log)
+    op_type = _last(r"onnx_op_type:\s*(\S+)", log)
+    node = node_names.get(node, node) if node else None
+    text = str(e).strip().splitlines()
+    message = text[-1] if text else type(e).__name__
+    where = f" at {op_type} node {node}" if node else ""
+    return ConversionError(f"onnx2tf failed{where}: {message[:300]}", stage="tflite-convert",
+                           node=node, op_type=op_type)
+
+
+def _last(pattern: str, text: str) -> str | None:
+    found = re.findall(pattern, re.sub(r"\x1b\[[0-9;]*m", "", text))
+    return found[-1] if found else None
+
+
+def _safe(name: str) -> str:
+    """Signature keys must be TensorFlow identifiers."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return s if re.match(r"[A-Za-z]", s) else f"t_{s}"
+
+
+def _bindings(req: LaneRequest, keras_model, plan: lay.InputPlan) -> IO:
+    if len(keras_model.inputs) != len(req.inputs) or len(keras_model.outputs) != len(req.outputs):
+        raise ConversionError("onnx2tf changed the number of inputs or outputs", stage="tflite-convert")
+    inputs = []
+    for spec, tensor in zip(req.inputs, keras_model.inputs, strict=True):
+        tf_shape = tuple(tensor.shape)
+        perm = plan.perms[spec.name]
+        dyn = tuple(perm.index(a) if perm else a for a in spec.dynamic)
+        if not lay.same_shape(tf_shape, lay.permuted(spec.shape, perm), dyn):
+            raise ConversionError(f"onnx2tf gave input {spec.name} shape {list(tf_shape)}, expected "
+                                  f"{list(lay.permuted(spec.shape, perm))}", stage="tflite-convert")
+        inputs.append(Binding(spec.name, _safe(spec.name), tuple(-1 if d is None else d for d in tf_shape),
+                              tensor.dtype.name, perm, plan.layouts[spec.name]))
+    layouts = getattr(keras_model, "onnx_output_layouts", {}) or {}
+    outputs = []
+    for spec, tensor in zip(req.outputs, keras_model.outputs, strict=True):
+        tf_shape = tuple(tensor.shape)
+        perm = lay.output_perm(spec, tf_shape, bool(layouts.get(spec.name)))
+        outputs.append(Binding(spec.name, _safe(spec.name), tuple(-1 if d is None else d for d in tf_shape),
+                               tensor.dtype.name, perm, "channel-last" if perm else "source"))
+    return IO(tuple(inputs), tuple(outputs))
+
+
+def _concrete_function(tf, keras_model, io_float: IO):
+    specs = [tf.TensorSpec([None if d < 0 else d for d in b.shape], b.dtype, name=b.artifact_name)
+             for b in io_float.inputs]
+    out_names = [b.artifact_name for b in io_float.outputs]
+
+    @tf.function(input_signature=specs)
+    def serve(*args):
+        outs = keras_model(list(args) if len(args) > 1 else args[0])
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        return dict(zip(out_names, outs, strict=True))
+
+    return serve.get_concrete_function()
+
+
+def _convert_mode(tf, concrete, keras_model, mode: Mode, io_float: IO, req: LaneRequest) -> tuple[bytes, list[str]]:
+    cfg = MODES[mode]
+    calibration = req.calibration
+
+    def representative():
+        for feed in calibration:
+            yield [b.to_artifact(feed[b.name]).astype(b.dtype) for b in io_float.inputs]
+
+    if cfg.calibrated and not calibration:
+        raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
+    warnings = []
+    try:
+        conv = make_converter(tf, concrete, keras_model, cfg, representative, allow_select=True,
+                              allow_float=cfg.float_fallback)
+        return conv.convert(), warnings
+    except Exception as first:  # the TF converter raises ConverterError or RuntimeError
+        if cfg.ops == "builtins" or cfg.float_fallback:
+            raise ConversionError(f"TFLite converter failed for {mode}: {_brief(first)}",
+                                  stage="tflite-convert") from None
+        # A full-integer conversion failed on an op with no integer kernel: retry with float
+        # kernels admitted, and say so.
+        try:
+            conv = make_converter(tf, concrete, keras_model, cfg, representative, allow_select=True,
+                                  allow_float=True)
+            buf = conv.convert()
+        except Exception as second:  # noqa: BLE001 - same converter, reported the same way
+            raise ConversionError(f"TFLite converter failed for {mode}: {_brief(second)}",
+                                  stage="tflite-convert") from None
+        warnings.append(f"{mode}: some ops have no integer kernel and stay float ({_brief(first)})")
+        return buf, warnings
+
+
+def _brief(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "error:" in ln.lower()]
+    return (lines[0] if lines else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:300]
+
+
+def _read_io(tf, buf: bytes, io_float: IO) -> IO:
+    """The artifact's real I/O dtypes and quantization, read back from the file."""
+    interp = tf.lite.Interpreter(model_content=buf)
+    runner_in = interp.get_signature_runner().get_input_details()
+    runner_out = interp.get_signature_runner().get_output_details()
+
+    def read(b: Binding, details: dict) -> Binding:
+        d = details.get(b.artifact_name)
+        if d is None:
+            raise ConversionError(f"the TFLite signature lost tensor {b.name}", stage="tflite-convert")
+        scale, zero = d["quantization"]
+        quant = (float(scale), int(zero)) if scale else None
+        return Binding(b.name, b.artifact_name, b.shape, np.dtype(d["dtype"]).name, b.perm, b.layout, quant)
+
+    return IO(tuple(read(b, runner_in) for b in io_float.inputs),
+              tuple(read(b, runner_out) for b in io_float.outputs))
+
+

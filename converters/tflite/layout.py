@@ -1,0 +1,72 @@
+"""Which layout each tensor has in the TFLite artifact, and the permutation from the source's.
+
+onnx2tf turns channel-first tensors channel-last. Android camera pipelines feed NHWC, so by default
+4-D image inputs become NHWC (`--tflite-layout nhwc`); everything else keeps the source layout.
+A Keras source is already NHWC: onnx2tf must be told so, or it transposes it again (seen: a
+[1,96,96,3] input became [1,96,3,96]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.errors import ConversionError
+from bridge.tensors import TensorSpec
+
+CHANNEL_LAST = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    keep_channel_first: tuple[str, ...]  # onnx2tf: keep_ncw_or_nchw_or_ncdhw_input_names
+    keep_channel_last: tuple[str, ...]  # onnx2tf: keep_nwc_or_nhwc_or_ndhwc_input_names
+    perms: dict[str, tuple[int, ...] | None]
+    layouts: dict[str, str]
+
+
+def is_image(spec: TensorSpec, channel_last: bool) -> bool:
+    if len(spec.shape) != 4:
+        return False
+    channels = spec.shape[3] if channel_last else spec.shape[1]
+    return channels in IMAGE_CHANNELS
+
+
+def plan_inputs(inputs: tuple[TensorSpec, ...], framework: str, layout: str) -> InputPlan:
+    channel_last_source = framework in ("keras", "tensorflow")
+    first, last, perms, layouts = [], [], {}, {}
+    for s in inputs:
+        if len(s.shape) not in CHANNEL_LAST:
+            perms[s.name], layouts[s.name] = None, "source"
+        elif layout == "nhwc" and is_image(s, channel_last_source):
+            if channel_last_source:
+                last.append(s.name)
+                perms[s.name] = None
+            else:
+                perms[s.name] = CHANNEL_LAST[4]
+            layouts[s.name] = "NHWC"
+        else:
+            (last if channel_last_source else first).append(s.name)
+            perms[s.name], layouts[s.name] = None, "source"
+    return InputPlan(tuple(first), tuple(last), perms, layouts)
+
+
+def permuted(shape: tuple, perm: tuple[int, ...] | None) -> tuple:
+    return tuple(shape[p] for p in perm) if perm else tuple(shape)
+
+
+def same_shape(tf_shape: tuple, expected: tuple, dynamic: tuple[int, ...] = ()) -> bool:
+    if len(tf_shape) != len(expected):
+        return False
+    return all(a is None or a == b or i in dynamic for i, (a, b) in enumerate(zip(tf_shape, expected, strict=True)))
+
+
+def output_perm(spec: TensorSpec, tf_shape: tuple, channel_last: bool) -> tuple[int, ...] | None:
+    """onnx2tf reports per output whether it left it channel-last; the shape must agree."""
+    perm = CHANNEL_LAST.get(len(spec.shape)) if channel_last else None
+    if same_shape(tf_shape, permuted(spec.shape, perm)):
+        return perm
+    if same_shape(tf_shape, spec.shape):
+        return None
+    raise ConversionError(f"onnx2tf turned output {spec.name} of shape {list(spec.shape)} into "
+                          f"{list(tf_shape)}, which no layout change explains", stage="tflite-convert")

@@ -1,0 +1,1 @@
+"""Runtimes that execute artifacts and sources, and the framework-free comparison."""

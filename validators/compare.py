@@ -1,0 +1,144 @@
+"""Framework-free comparison of output tensors: metrics, thresholds, verdicts.
+
+Nothing here imports a framework; every runner hands over plain numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bridge.modes import Thresholds
+
+# An exact match has infinite SNR; JSON has no infinity, so the report caps it here.
+SNR_CAP_DB = 300.0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How far `actual` is from `reference`, over every sample of one output."""
+
+    max_abs: float
+    mean_abs: float
+    rel_l2: float
+    cosine: float
+    snr_db: float
+    nonfinite: int = 0  # NaN/Inf values in `actual` (never equal to anything)
+    reference_nonfinite: int = 0
+
+    def to_json(self) -> dict:
+        out = {k: _finite_or_none(getattr(self, k))
+               for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")}
+        if self.nonfinite:
+            out["nonfinite"] = self.nonfinite
+        if self.reference_nonfinite:
+            out["reference_nonfinite"] = self.reference_nonfinite
+        return out
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def metrics(actual: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | Sequence[np.ndarray]) -> Metrics:
+    """Metrics of `actual` against `reference` (same shape; lists are concatenated sample-wise)."""
+    a = _flat(actual)
+    b = _flat(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    bad_a = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+    bad_b = int(np.size(b) - np.count_nonzero(np.isfinite(b)))
+    if bad_a or bad_b or a.size == 0:
+        nan = float("nan")
+        return Metrics(nan, nan, nan, nan, nan, nonfinite=bad_a, reference_nonfinite=bad_b)
+    diff = a - b
+    err = float(np.dot(diff, diff))
+    ref = float(np.dot(b, b))
+    act = float(np.dot(a, a))
+    if ref == 0.0:
+        rel_l2 = 0.0 if err == 0.0 else math.inf
+    else:
+        rel_l2 = math.sqrt(err / ref)
+    if ref == 0.0 and act == 0.0:
+        cosine = 1.0
+    elif ref == 0.0 or act == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(a, b) / math.sqrt(ref * act))
+    if err == 0.0:
+        snr = SNR_CAP_DB
+    elif ref == 0.0:
+        snr = -SNR_CAP_DB
+    else:
+        snr = min(SNR_CAP_DB, 10.0 * math.log10(ref / err))
+    return Metrics(
+        max_abs=float(np.max(np.abs(diff))),
+        mean_abs=float(np.mean(np.abs(diff))),
+        rel_l2=rel_l2,
+        cosine=cosine,
+        snr_db=snr,
+    )
+
+
+def _flat(x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64, copy=False).ravel()
+    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in x])
+
+
+def failures(m: Metrics, t: Thresholds) -> list[str]:
+    """Why `m` does not meet `t` (empty when it passes). Non-finite values always fail."""
+    if m.nonfinite:
+        return [f"{m.nonfinite} NaN/Inf values"]
+    if m.reference_nonfinite:
+        return [f"reference has {m.reference_nonfinite} NaN/Inf values"]
+    why = []
+    if t.rel_l2_max is not None and not m.rel_l2 <= t.rel_l2_max:
+        why.append(f"rel_l2 {m.rel_l2:.3g} > {t.rel_l2_max:g}")
+    if t.snr_db_min is not None and not m.snr_db >= t.snr_db_min:
+        why.append(f"snr_db {m.snr_db:.1f} < {t.snr_db_min:g}")
+    if t.cosine_min is not None and not m.cosine >= t.cosine_min:
+        why.append(f"cosine {m.cosine:.5f} < {t.cosine_min:g}")
+    return why
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One artifact's outputs against a reference: metrics per output and the verdict."""
+
+    outputs: dict[str, Metrics]
+    thresholds: dict[str, Thresholds]
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and not any(self.reasons.values())
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def reason(self) -> str:
+        return "; ".join(f"{name}: {', '.join(why)}" for name, why in self.reasons.items() if why)
+
+
+def compare(actual: Mapping[str, Sequence[np.ndarray]], reference: Mapping[str, Sequence[np.ndarray]],
+            thresholds: Mapping[str, Thresholds]) -> Comparison:
+    """Compare every reference output; a missing one fails."""
+    outs: dict[str, Metrics] = {}
+    reasons: dict[str, list[str]] = {}
+    for name, ref in reference.items():
+        t = thresholds[name]
+        if name not in actual:
+            reasons[name] = ["output missing from the artifact"]
+            continue
+        try:
+            m = metrics(actual[name], ref)
+        except ValueError as e:
+            reasons[name] = [str(e)]
+            continue
+        outs[name] = m
+        reasons[name] = failures(m, t)
+    return Comparison(outputs=outs, thresholds=dict(thresholds), reasons=reasons)

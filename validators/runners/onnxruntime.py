@@ -1,0 +1,26 @@
+"""ONNX artifacts and sources on onnxruntime's CPU provider."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bridge.converters.base import Feed
+from bridge.lazy import require
+
+
+class OnnxRuntimeRunner:
+    runtime = "onnxruntime"
+
+    def load(self, path: str) -> None:
+        ort = require("onnxruntime")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        # Parity wants the graph as written: no fusions that would hide what the file computes
+        # differently from what the converters see.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: Feed) -> Feed:
+        outs = self.session.run(self.output_names, feed)
+        return {n: np.asarray(o) for n, o in zip(self.output_names, outs, strict=True)}
