@@ -28,11 +28,9 @@ app.command(name="doctor")(doctor.command)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except BridgeError as e:
         typer.secho(f"bridge: error: {e}", err=True, fg=typer.colors.RED)
-        sys.exit(e.exit_code)
-    except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
         typer.secho("bridge: aborted", err=True)
@@ -44,6 +42,7 @@ def main() -> None:
             e.show()
             sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = L
             if isinstance(payload, ConversionError) and not payload.stage:
                 payload.stage = stage
             raise payload
-        raise ConversionError(f"stage {stage} failed: {payload}", stage=stage)
+        raise ConversionError(str(payload), stage=stage)
     finally:
         receiver.close()
         if proc.is_alive():

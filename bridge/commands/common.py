@@ -13,8 +13,8 @@ from rich.table import Table
 from bridge.progress import Progress
 from bridge.report import Report
 
-console = Console(stderr=True)
-# Piped output (CI logs) gets a wide table instead of rich's 80-column default.
+# Piped output (CI logs) gets wide lines instead of rich's 80-column default.
+console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=200)
 stdout = Console() if Console().is_terminal else Console(width=160)
 
 

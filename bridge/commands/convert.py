@@ -74,7 +74,7 @@ def command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
 ) -> None:
     """Convert SOURCE to every target and mode, check each artifact against the source, write report.json."""
-    from bridge.convert import ConvertOptions, convert
+    from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(
         targets=tuple(target or ("onnx", "tflite")),

@@ -1,7 +1,36 @@
-"""`bridge inspect`"""
+"""`bridge inspect SOURCE|ARTIFACT`"""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
 
-def command() -> None:
-    """Not yet available."""
+import typer
+
+from bridge.commands.common import stdout
+
+
+def command(
+    target: Annotated[str, typer.Argument(help="A source (file.py:callable, .onnx, .keras, ...) or an artifact.")],
+    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] for sources without shapes.")] = None,
+    trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Inputs, outputs, op counts, and for ONNX which ops each lane supports."""
+    from bridge.inspection import inspect
+
+    info = inspect(target, trust_code=trust_code, inputs=tuple(input or ()))
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    stdout.print(f"[bold]{target}[/bold] ({info.get('format')})")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            stdout.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}", highlight=False)
+    ops = info.get("ops", {})
+    stdout.print(f"  ops    {sum(ops.values())} in {len(ops)} types: "
+                 + ", ".join(f"{k} x{v}" for k, v in ops.items()), highlight=False)
+    for lane, s in info.get("lanes", {}).items():
+        verdict = "[green]all ops supported[/green]" if s["supported"] else \
+            f"[red]unsupported: {', '.join(s['unsupported_ops'])}[/red]"
+        stdout.print(f"  lane   {lane}: {verdict}")

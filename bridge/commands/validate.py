@@ -1,7 +1,34 @@
-"""`bridge validate`"""
+"""`bridge validate SOURCE ARTIFACT...`"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def command() -> None:
-    """Not yet available."""
+import typer
+
+from bridge.commands.common import RichProgress, print_outcome
+
+
+def command(
+    source: Annotated[str, typer.Argument(help="The source model the artifacts must match.")],
+    artifacts: Annotated[list[str], typer.Argument(help="ONNX or TFLite files, made by any tool.")],
+    report: Annotated[Path, typer.Option(help="Write the report here.")] = None,
+    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
+    dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
+    threshold: Annotated[list[str], typer.Option(help="[MODE@][OUTPUT:]METRIC=VALUE.")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
+    trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = 3600.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
+    from bridge.validation import ValidateOptions, validate
+
+    options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
+                              thresholds=tuple(threshold or ()), report=str(report) if report else None,
+                              samples=samples, seed=seed, trust_code=trust_code, timeout=timeout, verbose=verbose)
+    result = validate(source, artifacts, options, RichProgress())
+    print_outcome(result)
+    raise typer.Exit(result.exit_code)

@@ -43,3 +43,39 @@ def _dequantize(y: np.ndarray, d: dict) -> np.ndarray:
     if y.dtype.kind in "iu" and scale:
         return (y.astype(np.float32) - zero) * np.float32(scale)
     return y
+
+
+def describe(path: str) -> dict:
+    """The artifact's signature tensors and the mode its tensor types reveal (for `bridge validate`
+    and `bridge inspect`). Reads through the interpreter, so it needs no TensorFlow."""
+    litert = require("ai_edge_litert.interpreter")
+    interp = litert.Interpreter(model_path=path)
+    runner = interp.get_signature_runner()
+
+    def tensors(details: dict) -> list[dict]:
+        return [{"name": name, "shape": [int(v) for v in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
+                 "quantization": list(d["quantization"]) if d["quantization"][0] else None}
+                for name, d in details.items()]
+
+    inputs, outputs = tensors(runner.get_input_details()), tensors(runner.get_output_details())
+    dtypes = {np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    ops = {}
+    for op in interp._get_ops_details():  # noqa: SLF001 - the only op listing litert offers
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return {"inputs": inputs, "outputs": outputs, "mode": infer_mode(inputs, dtypes, ops), "ops": ops}
+
+
+def infer_mode(inputs: list[dict], dtypes: set[str], ops: dict[str, int]) -> str:
+    """Tensor types tell the quantization: int8 I/O, int16 activations, int8 activations
+    (quantize ops present), int8 weights only, float16 weights, or plain float32."""
+    if any(t["dtype"] in ("int8", "uint8") and t["quantization"] for t in inputs):
+        return "int8-io"
+    if "int16" in dtypes:
+        return "int16x8"
+    if "int8" in dtypes and "QUANTIZE" in ops:
+        return "int8"
+    if "int8" in dtypes:
+        return "dynamic-int8"
+    if "float16" in dtypes:
+        return "fp16"
+    return "fp32"

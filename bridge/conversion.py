@@ -124,9 +124,11 @@ class _Run:
 
     def lane(self, target: str, routes: list[Route], options: ConvertOptions, onnx_runtime: str) -> list[ArtifactRecord]:
         lane = LANES[target]
-        if lane.convert is None:  # the hub itself
-            art = LaneArtifact(mode=routes[0].mode.value, path=self.exported.hub_path,
-                               route=self.exported.route)
+        if lane.convert is None:  # the hub itself; the other lanes still read it from the work dir
+            copy = self.work / "artifact" / Path(self.exported.hub_path).name
+            copy.parent.mkdir()
+            shutil.copyfile(self.exported.hub_path, copy)
+            art = LaneArtifact(mode=routes[0].mode.value, path=str(copy), route=self.exported.route)
             return [self._finish(target, art, outputs=self.onnx_outputs, runtime=onnx_runtime)]
         req = LaneRequest(
             hub_path=self.exported.hub_path, workdir=str(self.work), name=self.ref.name,

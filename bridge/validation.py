@@ -1,0 +1,145 @@
+"""`bridge validate`: parity of artifacts made anywhere (our lanes, TensorFlow's converter, other
+tools) against a source. Each artifact's mode is inferred from its tensor types."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge import environment
+from bridge.converters import LANES
+from bridge.converters.base import IO, Binding, ExportResult
+from bridge.errors import BridgeError, UsageError
+from bridge.files import sha256, size
+from bridge.isolation import Limits, run_stage
+from bridge.modes import Mode
+from bridge.parity import judge, not_executed
+from bridge.plan import parse_threshold, thresholds_for
+from bridge.progress import Progress
+from bridge.report import ArtifactRecord, Report
+from bridge.sources import Format, sniff
+from bridge.tensors import TensorSpec, parse_dynamic, parse_input
+
+TARGET_OF = {Format.ONNX: "onnx", Format.TFLITE: "tflite"}
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    inputs: tuple[str, ...] = ()
+    dynamic: tuple[str, ...] = ()
+    thresholds: tuple[str, ...] = ()
+    report: str | None = None
+    samples: int = 8
+    seed: int = 0
+    trust_code: bool = False
+    timeout: float | None = 3600.0
+    max_memory: int | None = None
+    verbose: bool = False
+
+
+def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
+             progress: Progress | None = None) -> Report:
+    from bridge.converters.onnx.export import ExportRequest
+
+    progress = progress or Progress()
+    ref = sniff(source)
+    refs = [sniff(a) for a in artifacts]
+    for a in refs:
+        if a.format not in TARGET_OF and a.format is not Format.MLPACKAGE:
+            raise UsageError(f"{a.text}: a {a.format} file is not an artifact bridge can run (ONNX, TFLite)")
+    overrides = [parse_threshold(t) for t in options.thresholds]
+    limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
+    work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
+    report = Report(source={"path": source, "format": str(ref.format)}, environment=environment.describe(options))
+    try:
+        with progress.step(f"Running the source {ref.name}"):
+            exported: ExportResult = run_stage(
+                "export", "bridge.converters.onnx.export:export_source",
+                ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in options.inputs),
+                              tuple(parse_dynamic(t) for t in options.dynamic), options.samples, options.seed,
+                              options.trust_code),
+                limits=limits)
+        report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
+                              "outputs": [s.to_json() for s in exported.outputs]})
+        names = [o.name for o in exported.outputs]
+        for a in refs:
+            with progress.step(f"Checking parity of {a.path.name}"):
+                report.artifacts.append(_check(a, exported, names, overrides, limits))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if options.report:
+        report.write(Path(options.report))
+    return report
+
+
+def _check(a, exported: ExportResult, names: list[str], overrides, limits: Limits) -> ArtifactRecord:
+    path = a.path
+    rec = ArtifactRecord(target=TARGET_OF.get(a.format, "coreml"), quantization="unknown", path=str(path),
+                         bytes=size(path), sha256=sha256(path))
+    if a.format is Format.MLPACKAGE:
+        rec.parity = not_executed("Core ML artifacts are not executable yet on this platform")
+        return rec
+    try:
+        if a.format is Format.TFLITE:
+            desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(path), limits=limits)
+            io = IO(match(exported.inputs, desc["inputs"]), match(exported.outputs, desc["outputs"]))
+            rec.quantization = desc["mode"]
+        else:
+            io = None
+            rec.quantization = Mode.FP32.value
+        rec.io = io.to_json() if io else IO.identity(exported.inputs, exported.outputs).to_json()
+        runtime, outputs = run_stage(f"{rec.target}-runtime", "bridge.validators.runners:run_samples",
+                                     LANES[rec.target].runner, str(path), exported.feeds, io, limits=limits)
+    except BridgeError as e:
+        rec.parity = not_executed(str(e))
+        return rec
+    thresholds = thresholds_for(Mode(rec.quantization), names, overrides)
+    rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
+                       thresholds=thresholds, runtime=runtime, calibration=None, sizes={})
+    return rec
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower().split(":")[0])
+
+
+def match(specs: list[TensorSpec], tensors: list[dict]) -> tuple[Binding, ...]:
+    """Pair source tensors with an artifact's by name (ignoring punctuation and case), else by order
+    when the counts agree; find each pair's layout permutation from the shapes."""
+    by_key = {_key(t["name"]): t for t in tensors}
+    if len(specs) != len(tensors):
+        raise UsageError(f"the artifact has {len(tensors)} tensors where the source has {len(specs)}")
+    named = [by_key.get(_key(s.name)) for s in specs]
+    pairs = list(zip(specs, named if all(named) else tensors, strict=True))
+    out = []
+    for spec, t in pairs:
+        perm = find_perm(spec.shape, tuple(t["shape"]))
+        if perm is False:
+            raise UsageError(f"artifact tensor {t['name']} {t['shape']} does not fit source tensor "
+                             f"{spec.name} {list(spec.shape)}")
+        q = t.get("quantization")
+        out.append(Binding(spec.name, t["name"], tuple(t["shape"]), t["dtype"], perm,
+                           "channel-last" if perm else "source", tuple(q) if q else None))
+    return tuple(out)
+
+
+def find_perm(source: tuple, artifact: tuple):
+    """None when the shapes agree, else the permutation (channel-last first), else False."""
+    def fits(p):
+        return all(a in (-1, source[i]) for a, i in zip(artifact, p, strict=True))
+
+    if len(source) != len(artifact):
+        return False
+    identity = tuple(range(len(source)))
+    if fits(identity):
+        return None
+    candidates = [(0, *range(2, len(source)), 1)] if len(source) >= 3 else []
+    candidates += list(itertools.permutations(range(len(source)))) if len(source) <= 5 else []
+    for p in candidates:
+        if fits(p):
+            return tuple(p)
+    return False

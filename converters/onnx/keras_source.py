@@ -1,0 +1,322 @@
+"""Keras and TensorFlow sources -> hub ONNX.
+
+Route: tf2onnx on a `tf.function` we trace ourselves, `model(inputs, training=False)` returning a
+dict keyed by output name, with one named `tf.TensorSpec` per input (static except `--dynamic`
+axes). Neither of tf2onnx's front doors fits Keras 3:
+- `tf2onnx.convert.from_keras` falls back to `model(*args)` on TF >= 2.16, so a second input lands
+  in `training`, and it looks output names up in a table that is only filled for dict outputs, so
+  a Keras 3 model with two outputs fails.
+- `tf2onnx.convert.from_function` lists every captured tensor as a graph input, and Keras 3 layers
+  capture constants (Normalization's mean and variance): the hub graph would demand them as inputs.
+So we freeze the concrete function with tf2onnx's loader (variables and captured constants become
+Const nodes), convert only the real inputs with `process_tf_graph`, and put the outputs back in the
+model's order (a traced dict comes out in key-sorted order).
+
+SavedModels: Keras 3 cannot load them, so `tf.saved_model.load` and its `serving_default`
+signature, wrapped in the same kind of `tf.function` so static shapes reach tf2onnx.
+
+Trust: `.keras` archives load in Keras safe mode; a Lambda layer (pickled Python code) needs
+`--trust-code`. HDF5 and SavedModel always need it: HDF5 deserialization has a history of
+safe-mode bypasses, and a SavedModel graph may run any TensorFlow op, file I/O included.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+
+from bridge.converters.base import ExportResult, Feed
+from bridge.converters.onnx.export import OPSET, ExportRequest, finish, int_range
+from bridge.errors import ConversionError, UsageError
+from bridge.lazy import require
+from bridge.sources import Format
+from bridge.tensors import TensorSpec, apply_overrides
+
+_NOISY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "keras", "h5py")
+
+
+def export_file(req: ExportRequest) -> ExportResult:
+    if req.source.format is Format.SAVED_MODEL:
+        return _export_saved_model(req)
+    return export_model(_load_keras(req), None, req)
+
+
+def _need_trust(req: ExportRequest, why: str) -> None:
+    if not req.trust_code:
+        raise UsageError(f"{req.source.text}: refused without --trust-code ({why})")
+
+
+def _load_keras(req: ExportRequest):
+    """Load a `.keras` or `.h5` file; uncompiled, so custom losses and metrics are not needed."""
+    keras = require("keras")
+    path = str(req.source.path)
+    if req.source.format is Format.H5:
+        _need_trust(req, "an HDF5 Keras file is deserialized outside Keras safe mode's guarantees")
+    try:
+        with _quiet():
+            return keras.saving.load_model(path, compile=False, safe_mode=not req.trust_code)
+    except (ValueError, TypeError) as e:
+        if "safe_mode" in str(e):
+            # Keras' first sentence names the layer; the rest advises safe_mode=False
+            _need_trust(req, f"Keras safe mode refused it: {_first_line(e).split('. ')[0]}")
+        raise UsageError(f"{req.source.text}: Keras cannot load it: {_first_line(e)}") from None
+
+
+def export_model(model, example, req: ExportRequest) -> ExportResult:
+    """An in-memory keras.Model (Keras 3 or tf_keras), e.g. from a Python entrypoint."""
+    specs = apply_overrides(_specs(model, example), req.overrides, req.dynamic)
+    layout = _layout(example, model, len(specs))
+    names = [s.name for s in specs]
+    with _quiet():
+        sample = _call(model, layout, names, [np.zeros(s.shape, s.dtype) for s in specs])
+    output_names = _output_names(model, sample)
+    order = _output_order(sample, output_names)
+
+    def call(*tensors):
+        return order(_call(model, layout, names, tensors))
+
+    proto = _to_onnx(call, specs, output_names, name=getattr(model, "name", "keras"))
+
+    def run(feed: Feed) -> Feed:
+        out = order(_call(model, layout, names, [feed[n] for n in names]))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    return finish(proto, req, framework="keras", inputs=specs, run_source=run, route=("keras", "tf2onnx"))
+
+
+def _export_saved_model(req: ExportRequest) -> ExportResult:
+    _need_trust(req, "a SavedModel graph may run any TensorFlow op, file and network I/O included")
+    tf = require("tensorflow")
+    with _quiet():
+        loaded = tf.saved_model.load(str(req.source.path))
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise UsageError(f"{req.source.text}: no serving_default signature (it has: "
+                         f"{', '.join(loaded.signatures) or 'none'}); re-export it with one")
+    _, kwargs = signature.structured_input_signature
+    specs = [TensorSpec(name, _dims(ts.shape), ts.dtype.name) for name, ts in kwargs.items()]
+    specs = apply_overrides(specs, req.overrides, req.dynamic)
+    names = [s.name for s in specs]
+    output_names = list(signature.structured_outputs)
+
+    def call(*tensors):
+        out = signature(**dict(zip(names, tensors, strict=True)))
+        return {k: out[k] for k in output_names}
+
+    proto = _to_onnx(call, specs, output_names, name=req.source.name)
+
+    def run(feed: Feed) -> Feed:
+        _ = loaded  # the signature reads variables `loaded` owns; keep it alive
+        out = signature(**{n: tf.constant(feed[n]) for n in names})
+        return {k: out[k].numpy() for k in output_names}
+
+    return finish(proto, req, framework="tensorflow", inputs=specs, run_source=run,
+                  route=("tensorflow", "tf2onnx"))
+
+
+def _specs(model, example) -> list[TensorSpec]:
+    """Input specs from the example when there is one, else from the model's declared inputs."""
+    if example is not None:
+        names = _input_names(model, example)
+        arrays = [np.asarray(a) for a in _as_tuple(example)]
+        return [TensorSpec(n, a.shape, str(a.dtype), int_range=int_range(a))
+                for n, a in zip(names, arrays, strict=True)]
+    inputs = _declared_inputs(model)
+    tf = require("tensorflow")
+    return [TensorSpec(_tensor_name(t), _dims(t.shape), tf.as_dtype(t.dtype).name) for t in inputs]
+
+
+def _declared_inputs(model) -> list:
+    """A functional model's symbolic inputs; a subclassed one declares none (`--input` names them)."""
+    try:
+        return list(model.inputs or [])
+    except AttributeError:
+        return []
+
+
+def _input_names(model, example) -> list[str]:
+    if isinstance(example, dict):
+        return list(example)
+    count = len(_as_tuple(example))
+    declared = [_tensor_name(t) for t in _declared_inputs(model)]
+    if len(declared) == count:
+        return declared
+    return ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
+
+
+def _tensor_name(t) -> str:
+    return t.name.split(":")[0]
+
+
+def _dims(shape) -> tuple[int, ...]:
+    """A batch axis of unknown size becomes 1; other unknown sizes must come from `--input`."""
+    dims = [d if d is not None else -1 for d in tuple(shape)]
+    if dims and dims[0] == -1:
+        dims[0] = 1
+    return tuple(dims)
+
+
+def _as_tuple(example) -> tuple:
+    if isinstance(example, dict):
+        return tuple(example.values())
+    if isinstance(example, (tuple, list)):
+        return tuple(example)
+    return (example,)
+
+
+def _layout(example, model, count: int) -> str:
+    """How the model takes its inputs: one tensor, a list, or a dict by input name.
+
+    The example's own structure wins (a subclassed model's `call` expects exactly it). Without
+    one, a functional model takes a dict keyed by input name whatever structure it was built with.
+    """
+    if isinstance(example, dict):
+        return "dict"
+    if isinstance(example, (tuple, list)) and len(example) != 1:
+        return "list"
+    if count == 1:
+        return "single"
+    return "dict" if _declared_inputs(model) else "list"
+
+
+def _call(model, layout: str, names: Sequence[str], tensors: Sequence):
+    if layout == "single":
+        args = tensors[0]
+    elif layout == "dict":
+        args = dict(zip(names, tensors, strict=True))
+    else:
+        args = list(tensors)
+    return model(args, training=False)
+
+
+def _flatten(out) -> list:
+    if isinstance(out, dict):
+        return [a for v in out.values() for a in _flatten(v)]
+    if isinstance(out, (tuple, list)):
+        return [a for v in out for a in _flatten(v)]
+    return [out]
+
+
+def _output_names(model, sample) -> list[str]:
+    """Dict keys when the model returns a dict, else Keras' output names, else output_<i>."""
+    if isinstance(sample, dict) and all(not isinstance(v, (dict, list, tuple)) for v in sample.values()):
+        return list(sample)
+    count = len(_flatten(sample))
+    declared = list(getattr(model, "output_names", None) or [])
+    if len(declared) != count:
+        return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    seen: set[str] = set()
+    names = []
+    for name in declared:  # Keras can repeat a name when one layer gives several outputs
+        unique, i = name, 1
+        while unique in seen:
+            unique, i = f"{name}_{i}", i + 1
+        seen.add(unique)
+        names.append(unique)
+    return names
+
+
+def _output_order(sample, output_names: list[str]) -> Callable:
+    """A function mapping the model's raw outputs to {output name: tensor} in model order."""
+    if isinstance(sample, dict) and list(sample) == output_names:
+        return lambda out: {k: out[k] for k in output_names}
+    return lambda out: dict(zip(output_names, _flatten(out), strict=True))
+
+
+def _to_onnx(call: Callable, specs: list[TensorSpec], output_names: list[str], *, name: str):
+    """Trace `call` (tensors in spec order -> {output name: tensor}) and convert it with tf2onnx."""
+    tf = require("tensorflow")
+    signature = [tf.TensorSpec([None if a in s.dynamic else d for a, d in enumerate(s.shape)],
+                               tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    with _quiet():
+        try:
+            concrete = tf.function(call, input_signature=signature).get_concrete_function()
+        except Exception as e:  # noqa: BLE001 - tracing raises whatever the model's layers raise
+            raise ConversionError(f"tracing the model failed: {_first_line(e)}", stage="export") from None
+        try:
+            proto = _convert(concrete, specs, name)
+        except Exception as e:  # noqa: BLE001 - tf2onnx handlers raise many types; the message names the op
+            raise ConversionError(f"tf2onnx failed: {_first_line(e)}", stage="export") from None
+    _check_supported(proto)
+    _order_outputs(proto, output_names)
+    _name_dynamic_dims(proto, specs)
+    return proto
+
+
+def _convert(concrete, specs: list[TensorSpec], name: str):
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    from tf2onnx import optimizer, tf_loader, tfonnx
+
+    captured = {t.name for t in concrete.graph.internal_captures}
+    tf_inputs = [t.name for t in concrete.inputs if t.name not in captured and t.dtype != tf.resource]
+    tf_outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+    rename = dict(zip(tf_inputs, [s.name for s in specs], strict=True))
+    rename.update({t.name: k for k, t in concrete.structured_outputs.items()})
+    graph_def = tf_loader.from_function(concrete, tf_inputs, tf_outputs)
+    with tf.device("/cpu:0"), tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        onnx_graph = tfonnx.process_tf_graph(graph, opset=OPSET, input_names=tf_inputs,
+                                             output_names=tf_outputs, tensors_to_rename=rename)
+    onnx_graph = optimizer.optimize_graph(onnx_graph)
+    return onnx_graph.make_model(f"{name} (tf2onnx {tf2onnx.__version__})")
+
+
+def _check_supported(proto) -> None:
+    """tf2onnx leaves ops it cannot lower in the graph under their TensorFlow names; list them all."""
+    onnx = require("onnx")
+    bad = [n for n in _all_nodes(proto.graph) if not onnx.defs.has(n.op_type, n.domain or "")]
+    if bad:
+        ops = ", ".join(sorted({f"{n.op_type} ({n.name})" for n in bad}))
+        raise ConversionError(f"tf2onnx has no ONNX lowering for: {ops}", stage="export",
+                              node=bad[0].name, op_type=bad[0].op_type)
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
+def _order_outputs(proto, output_names: list[str]) -> None:
+    by_name = {o.name: o for o in proto.graph.output}
+    ordered = [by_name[n] for n in output_names]
+    del proto.graph.output[:]
+    proto.graph.output.extend(ordered)
+
+
+def _name_dynamic_dims(proto, specs: list[TensorSpec]) -> None:
+    """tf2onnx names unknown sizes `unk__N`; name them `<input>_<axis>` as the torch exporter does."""
+    by_name = {s.name: s for s in specs}
+    for inp in proto.graph.input:
+        spec = by_name.get(inp.name)
+        for axis in spec.dynamic if spec else ():
+            inp.type.tensor_type.shape.dim[axis].dim_param = f"{inp.name}_{axis}"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+@contextmanager
+def _quiet():
+    """TensorFlow, Keras and tf2onnx log through Python logging and warnings; the C++ side is
+    already silenced by the child's environment."""
+    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)

@@ -1,0 +1,70 @@
+"""The comparison is the verdict: these pin its arithmetic and its refusals."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
+from bridge.validators.compare import SNR_CAP_DB, compare, failures, metrics
+
+rng = np.random.default_rng(0)
+REF = rng.standard_normal((4, 10)).astype(np.float32)
+
+
+def test_identical_outputs_are_exact():
+    m = metrics(REF, REF)
+    assert m.max_abs == 0 and m.rel_l2 == 0 and m.cosine == pytest.approx(1.0) and m.snr_db == SNR_CAP_DB
+
+
+def test_metrics_match_their_definitions():
+    noise = rng.standard_normal(REF.shape).astype(np.float32) * 0.01
+    m = metrics(REF + noise, REF)
+    a, b = (REF + noise).astype(np.float64).ravel(), REF.astype(np.float64).ravel()
+    assert m.rel_l2 == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b))
+    assert m.snr_db == pytest.approx(10 * math.log10(np.sum(b**2) / np.sum((a - b) ** 2)))
+    assert m.cosine == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert m.max_abs == pytest.approx(np.abs(a - b).max())
+
+
+def test_scaled_output_fails_every_mode_despite_cosine_one():
+    m = metrics(REF * 1.3, REF)
+    assert m.cosine == pytest.approx(1.0)
+    for mode, t in DEFAULT_THRESHOLDS.items():
+        assert failures(m, t), f"{mode} accepted an output scaled by 1.3"
+
+
+def test_nan_is_never_equal():
+    bad = REF.copy()
+    bad[0, 0] = np.nan
+    m = metrics(bad, REF)
+    assert m.nonfinite == 1
+    assert failures(m, Thresholds()) == ["1 NaN/Inf values"]
+    both = metrics(bad, bad)
+    assert failures(both, Thresholds()), "NaN in both must still fail"
+
+
+def test_inf_fails():
+    bad = REF.copy()
+    bad[1, 1] = np.inf
+    assert failures(metrics(bad, REF), DEFAULT_THRESHOLDS[Mode.FP16])
+
+
+def test_thresholds_per_mode():
+    fp16_like = REF + rng.standard_normal(REF.shape).astype(np.float32) * 1e-3
+    m = metrics(fp16_like, REF)
+    assert not failures(m, DEFAULT_THRESHOLDS[Mode.FP16])
+    assert failures(m, DEFAULT_THRESHOLDS[Mode.FP32])
+
+
+def test_compare_names_missing_and_mismatched_outputs():
+    result = compare({"a": [REF]}, {"a": [REF], "b": [REF]}, {"a": Thresholds(), "b": Thresholds()})
+    assert not result and "b: output missing" in result.reason()
+    result = compare({"a": [REF[:2]]}, {"a": [REF]}, {"a": Thresholds()})
+    assert not result and "shape mismatch" in result.reason()
+
+
+def test_zero_reference():
+    z = np.zeros(5, np.float32)
+    assert metrics(z, z).rel_l2 == 0
+    assert failures(metrics(z + 1, z), DEFAULT_THRESHOLDS[Mode.FP32])
