@@ -83,7 +83,7 @@ class ArtifactRecord:
                "bytes": self.bytes, "bytes_per_param": self.bytes_per_param, "sha256": self.sha256,
                "route": self.route, "seconds": round(self.seconds, 3), "io": self.io,
                "error": self.error.to_json() if self.error else None,
-               "parity": self.parity.to_json() if self.parity else None}
+               "parity": self.parity.to_json() if self.parity is not None else None}
         if self.warnings:
             out["warnings"] = self.warnings
         out.update(self.details)

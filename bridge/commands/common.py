@@ -47,10 +47,10 @@ def parity_table(report: Report) -> Table:
     for a in report.artifacts:
         p = a.parity
         status = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]"}.get(
-            p.status if p else "", "[yellow]not run[/yellow]")
+            p.status if p is not None else "", "[yellow]not run[/yellow]")
         if a.error:
             status = "[red]ERROR[/red]"
-        rows = list(p.outputs.items()) if p and p.outputs else [("-", {})]
+        rows = list(p.outputs.items()) if p is not None and p.outputs else [("-", {})]
         for i, (name, m) in enumerate(rows):
             table.add_row(
                 (a.path or a.target) if i == 0 else "", a.quantization if i == 0 else "", status if i == 0 else "",
@@ -71,7 +71,7 @@ def print_outcome(report: Report) -> None:
             where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""
             console.print(f"[red]error:[/red] {a.target}/{a.quantization}: stage {a.error.stage}{where}: "
                           f"{a.error.message}", highlight=False)
-        elif a.parity and not a.parity.passed:
+        elif a.parity is not None and not a.parity.passed:
             console.print(f"[red]parity {a.parity.status}:[/red] {a.path}: {a.parity.reason}", highlight=False)
     if report.path:
         console.print(f"report: {report.path}", highlight=False)

@@ -16,15 +16,34 @@ class TFLiteRunner:
     runtime = "ai-edge-litert"
 
     def load(self, path: str) -> None:
-        litert = require("ai_edge_litert.interpreter")
-        self.interpreter = litert.Interpreter(model_path=path, num_threads=1)
-        self.runner = self.interpreter.get_signature_runner()
+        self.path = path
+        self._by_shape: dict[tuple, object] = {}
+        self.runner = self._runner(None)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
 
+    def _runner(self, shapes: dict[str, tuple] | None):
+        """One interpreter per set of input shapes, resized before its first allocation: XNNPack
+        (the default CPU delegate, as on phones) cannot reshape a prepared graph, so a dynamic axis
+        is validated the way an app would run it, with an interpreter built for that size."""
+        key = tuple(sorted(shapes.items())) if shapes else None
+        if key not in self._by_shape:
+            litert = require("ai_edge_litert.interpreter")
+            interp = litert.Interpreter(model_path=self.path, num_threads=1)
+            if shapes:
+                details = interp.get_signature_runner().get_input_details()
+                for name, shape in shapes.items():
+                    interp.resize_tensor_input(details[name]["index"], list(shape), strict=True)
+                interp.allocate_tensors()
+            self._by_shape[key] = interp.get_signature_runner()
+        return self._by_shape[key]
+
     def infer(self, feed: Feed) -> Feed:
         args = {name: _quantize(feed[name], d) for name, d in self.inputs.items()}
-        out = self.runner(**args)
+        declared = {name: tuple(d["shape"]) for name, d in self.inputs.items()}
+        shapes = {n: a.shape for n, a in args.items()}
+        runner = self.runner if shapes == declared else self._runner(shapes)
+        out = runner(**args)
         return {name: _dequantize(np.asarray(out[name]), d) for name, d in self.outputs.items()}
 
 

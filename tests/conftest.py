@@ -1,0 +1,60 @@
+"""Shared test helpers: run the real CLI, read the report, write small model files in code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
+    """Run the installed CLI as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def artifact(rep: dict, target: str, mode: str) -> dict:
+    found = [a for a in rep["artifacts"] if a["target"] == target and a["quantization"] == mode]
+    assert len(found) == 1, f"no single {target}/{mode} in {[(a['target'], a['quantization']) for a in rep['artifacts']]}"
+    return found[0]
+
+
+def write_module(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+@pytest.fixture
+def two_outputs(tmp_path: Path) -> Path:
+    """Two outputs of the same shape whose names sort opposite to their order."""
+    return write_module(tmp_path / "two_outputs.py", """
+        import torch
+        from torch import nn
+
+        class TwoHeads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Conv2d(3, 8, 3, padding=1)
+                self.zeta = nn.Conv2d(8, 4, 1)
+                self.alpha = nn.Conv2d(8, 4, 1)
+
+            def forward(self, image):
+                h = torch.relu(self.body(image))
+                return {"zeta": self.zeta(h), "alpha": self.alpha(h) * 3.0 + 1.0}
+
+        def make():
+            torch.manual_seed(0)
+            return TwoHeads().eval(), torch.randn(1, 3, 16, 16)
+        """)

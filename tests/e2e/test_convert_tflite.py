@@ -1,0 +1,78 @@
+"""`bridge convert` end to end on real models: real exports, onnx2tf, TFLite converter and runtimes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SAMPLES, artifact, bridge, report
+
+pytestmark = pytest.mark.slow
+
+TFLITE_MODES = ("fp32", "fp16", "dynamic-int8", "int8", "int8-io", "int16x8")
+
+
+def test_trained_cnn_every_tflite_mode_passes(tmp_path):
+    out = tmp_path / "out"
+    r = bridge("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "onnx", "--target", "tflite",
+               "--quantize", f"tflite={','.join(TFLITE_MODES)}", "--calibration", SAMPLES / "calibration",
+               "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(out)
+    assert rep["passed"] and rep["schema"] == "bridge.report/1"
+    assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", *TFLITE_MODES]
+    onnx = artifact(rep, "onnx", "fp32")
+    assert onnx["parity"]["outputs"]["logits"]["rel_l2"] <= 1e-5
+    for mode in TFLITE_MODES:
+        a = artifact(rep, "tflite", mode)
+        assert (out / a["path"]).stat().st_size == a["bytes"] > 0
+        m = a["parity"]["outputs"]["logits"]
+        assert a["parity"]["status"] == "passed" and a["parity"]["runtime"] == "ai-edge-litert"
+        assert set(a["parity"]["stages"]) == {"source->onnx", "onnx->target"}
+        if mode == "fp32":
+            assert m["rel_l2"] <= 1e-4
+        elif mode == "fp16":
+            assert m["snr_db"] >= 30
+        elif mode in ("dynamic-int8", "int16x8"):
+            assert m["snr_db"] >= 20
+        else:
+            assert m["snr_db"] >= 15 and m["cosine"] >= 0.98
+    # The image input is NHWC in every TFLite file; the ONNX keeps the source's NCHW.
+    fp32 = artifact(rep, "tflite", "fp32")["io"]["inputs"][0]
+    assert fp32["shape"] == [1, 64, 64, 3] and fp32["permutation"] == [0, 2, 3, 1] and fp32["layout"] == "NHWC"
+    io8 = artifact(rep, "tflite", "int8-io")["io"]["inputs"][0]
+    assert io8["dtype"] == "int8" and io8["quantization"]["scale"] > 0
+    # Smaller files for smaller types.
+    sizes = {m: artifact(rep, "tflite", m)["bytes"] for m in TFLITE_MODES}
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    assert "held out" in " ".join(rep["warnings"])
+
+
+def test_same_shaped_outputs_keep_names_and_order(tmp_path, two_outputs):
+    out = tmp_path / "out"
+    r = bridge("convert", f"{two_outputs}:make", "--target", "onnx", "--target", "tflite",
+               "--quantize", "tflite=fp32,fp16", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(out)
+    assert [o["name"] for o in rep["source"]["outputs"]] == ["zeta", "alpha"]
+    for a in rep["artifacts"]:
+        assert [o["name"] for o in a["io"]["outputs"]] == ["zeta", "alpha"]
+        # alpha is 3x zeta's scale plus 1: swapped outputs could never pass.
+        assert a["parity"]["passed"], a["parity"]["reason"]
+
+
+def test_tflite_layout_source_keeps_nchw(tmp_path, two_outputs):
+    out = tmp_path / "out"
+    r = bridge("convert", f"{two_outputs}:make", "--target", "tflite", "--tflite-layout", "source", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = artifact(report(out), "tflite", "fp32")
+    assert a["io"]["inputs"][0]["shape"] == [1, 3, 16, 16] and a["io"]["inputs"][0]["permutation"] is None
+    assert a["parity"]["passed"]
+
+
+def test_dynamic_batch_of_an_image_model(tmp_path, two_outputs):
+    out = tmp_path / "out"
+    r = bridge("convert", f"{two_outputs}:make", "--target", "tflite", "--dynamic", "image:0", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = artifact(report(out), "tflite", "fp32")
+    assert a["io"]["inputs"][0]["shape"] == [-1, 16, 16, 3]
+    assert a["parity"]["sizes"] == {"image:0": [1, 3]} and a["parity"]["passed"]
