@@ -65,24 +65,33 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                     environment=environment.describe(options))
     try:
         with progress.step(f"Exporting {ref.name} to ONNX"):
-            exported: ExportResult = run_stage("export", "bridge.converters.onnx.export:export_source",
-                                               ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides,
-                                                             dynamic, options.samples, options.seed,
-                                                             options.trust_code, options.calibration),
-                                               limits=limits)
-        _describe_source(report, ref, exported)
-        if not any(_calibrated(r.mode.value) for r in routes):
-            report.warnings = [w for w in report.warnings if "--calibration" not in w]
-        names = [o.name for o in exported.outputs]
-        for o in threshold_overrides:
-            thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
-        with progress.step("Running the ONNX hub on onnxruntime"):
-            onnx_runtime, onnx_outputs = _run(LANES["onnx"].runner, exported.hub_path, exported.feeds, None,
-                                              "onnx-runtime", limits)
-        run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress)
-        for target in dict.fromkeys(r.target for r in routes):
-            modes = [r for r in routes if r.target == target]
-            report.artifacts += run.lane(target, modes, options, onnx_runtime)
+            try:
+                exported: ExportResult = run_stage(
+                    "export", "bridge.converters.onnx.export:export_source",
+                    ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides, dynamic, options.samples,
+                                  options.seed, options.trust_code, options.calibration),
+                    limits=limits)
+            except ConversionError as e:
+                # Nothing can be converted: every planned artifact carries the export's error.
+                error = ErrorInfo(e.stage or "export", str(e), e.node, e.op_type)
+                report.artifacts = [ArtifactRecord(r.target, r.mode.value, error=error,
+                                                   parity=not_executed("the source could not be exported"))
+                                    for r in routes]
+                exported = None
+        if exported is not None:
+            _describe_source(report, ref, exported)
+            if not any(_calibrated(r.mode.value) for r in routes):
+                report.warnings = [w for w in report.warnings if "--calibration" not in w]
+            names = [o.name for o in exported.outputs]
+            for o in threshold_overrides:
+                thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
+            with progress.step("Running the ONNX hub on onnxruntime"):
+                onnx_runtime, onnx_outputs = _run(LANES["onnx"].runner, exported.hub_path, exported.feeds, None,
+                                                  "onnx-runtime", limits)
+            run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress)
+            for target in dict.fromkeys(r.target for r in routes):
+                modes = [r for r in routes if r.target == target]
+                report.artifacts += run.lane(target, modes, options, onnx_runtime)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.write(out / "report.json")

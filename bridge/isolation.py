@@ -157,8 +157,9 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:500] if text else type(e).__name__
+    """The message on one line: some (torch's state-dict errors) put the substance on line two."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text[:500] if text else type(e).__name__
 
 
 def _test_hooks(stage: str) -> None:
