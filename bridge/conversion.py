@@ -131,7 +131,8 @@ class _Run:
     def names(self) -> list[str]:
         return [o.name for o in self.exported.outputs]
 
-    def lane(self, target: str, routes: list[Route], options: ConvertOptions, onnx_runtime: str) -> list[ArtifactRecord]:
+    def lane(self, target: str, routes: list[Route], options: ConvertOptions,
+             onnx_runtime: str) -> list[ArtifactRecord]:
         lane = LANES[target]
         if lane.convert is None:  # the hub itself; the other lanes still read it from the work dir
             copy = self.work / "artifact" / Path(self.exported.hub_path).name

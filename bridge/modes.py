@@ -7,10 +7,10 @@ must achieve to pass parity is declared here, once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     DYNAMIC_INT8 = "dynamic-int8"
@@ -22,9 +22,6 @@ class Mode(str, Enum):
     PALETTIZE_6 = "palettize-6"
     PALETTIZE_4 = "palettize-4"
     INT4_WEIGHTS = "int4-weights"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

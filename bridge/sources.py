@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 import zipfile
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from bridge.errors import UsageError
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     ONNX = "onnx"
     PYTHON = "python"  # file.py:callable or package.module:callable
     TORCHSCRIPT = "torchscript"
@@ -26,9 +26,6 @@ class Format(str, Enum):
     SAVED_MODEL = "saved-model"
     TFLITE = "tflite"
     MLPACKAGE = "mlpackage"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FRAMEWORK = {
@@ -83,7 +80,8 @@ def sniff(text: str) -> SourceRef:
                 return SourceRef(text, Format.PYTHON, path=py.resolve(), attr=attr)
             if _MODULE.match(target):
                 return SourceRef(text, Format.PYTHON, module=target, attr=attr)
-        raise UsageError(f"{text}: no such file or folder (a Python entrypoint is file.py:callable or package.module:callable)")
+        raise UsageError(f"{text}: no such file or folder "
+                         "(a Python entrypoint is file.py:callable or package.module:callable)")
     if path.is_dir():
         return SourceRef(text, _sniff_dir(path), path=path.resolve())
     return SourceRef(text, _sniff_file(path), path=path.resolve())

@@ -27,7 +27,8 @@ def report(out: Path) -> dict:
 
 def artifact(rep: dict, target: str, mode: str) -> dict:
     found = [a for a in rep["artifacts"] if a["target"] == target and a["quantization"] == mode]
-    assert len(found) == 1, f"no single {target}/{mode} in {[(a['target'], a['quantization']) for a in rep['artifacts']]}"
+    made = [(a["target"], a["quantization"]) for a in rep["artifacts"]]
+    assert len(found) == 1, f"no single {target}/{mode} in {made}"
     return found[0]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from bridge.commands.common import RichProgress, print_outcome
 from bridge.errors import UsageError
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     nhwc = "nhwc"
     source = "source"
 
@@ -57,9 +57,9 @@ def command(
     input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     calibration: Annotated[Path, typer.Option(help="Folder of .npy/.npz/images, or one .npz.")] = None,
-    mean: Annotated[str, typer.Option(help="Per-channel mean subtracted from 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
+    mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
-    resize: Annotated[str, typer.Option(help="Resize calibration images to HEIGHTxWIDTH (default: the input's).")] = None,
+    resize: Annotated[str, typer.Option(help="Resize calibration images to HxW (default: the input's).")] = None,
     threshold: Annotated[list[str], typer.Option(help="[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
                                                       "threshold (rel_l2, snr_db, cosine).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,

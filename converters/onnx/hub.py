@@ -101,6 +101,7 @@ def sanitize_names(model) -> dict[str, str]:
     originals: dict[str, str] = {}
     node_names: set[str] = set()
     for i, node in enumerate(graph.node):
+        _rename_captures(node, rename)
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
         original = node.name
@@ -112,6 +113,15 @@ def sanitize_names(model) -> dict[str, str]:
         if name != original:
             originals[name] = original or f"(unnamed {node.op_type} #{i})"
     return originals
+
+
+def _rename_captures(node, rename: dict[str, str]) -> None:
+    """Loop/If/Scan bodies read outer tensors by name: follow the renames into them."""
+    for attr in node.attribute:
+        for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for inner in g.node:
+                _rename_captures(inner, rename)
+                inner.input[:] = [rename.get(n, n) for n in inner.input]
 
 
 def param_count(model) -> int:

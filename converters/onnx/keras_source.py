@@ -2,30 +2,33 @@
 
 Route: tf2onnx on a `tf.function` we trace ourselves, `model(inputs, training=False)` returning a
 dict keyed by output name, with one named `tf.TensorSpec` per input (static except `--dynamic`
-axes). Neither of tf2onnx's front doors fits Keras 3:
-- `tf2onnx.convert.from_keras` falls back to `model(*args)` on TF >= 2.16, so a second input lands
-  in `training`, and it looks output names up in a table that is only filled for dict outputs, so
-  a Keras 3 model with two outputs fails.
+axes). Why not tf2onnx's front doors:
+- `tf2onnx.convert.from_keras` converts Keras 3 models here only through
+  `tensorflow.python.keras.saving.saving_utils.trace_model_call`, TensorFlow's frozen private copy
+  of Keras 2. When that import goes, its fallback calls `model(*args)` (a second input lands in
+  `training`) and looks output names up in a table only filled for dict outputs (KeyError for a
+  list of outputs). It also feeds dict-input models a list, and cannot take a SavedModel signature.
 - `tf2onnx.convert.from_function` lists every captured tensor as a graph input, and Keras 3 layers
   capture constants (Normalization's mean and variance): the hub graph would demand them as inputs.
 So we freeze the concrete function with tf2onnx's loader (variables and captured constants become
-Const nodes), convert only the real inputs with `process_tf_graph`, and put the outputs back in the
-model's order (a traced dict comes out in key-sorted order).
+Const nodes), convert only the real inputs with `process_tf_graph` (its documented graph API), and
+put the outputs back in the model's order (a traced dict comes out in key-sorted order). One path
+serves Keras 3, tf_keras and SavedModel signatures alike.
 
 SavedModels: Keras 3 cannot load them, so `tf.saved_model.load` and its `serving_default`
 signature, wrapped in the same kind of `tf.function` so static shapes reach tf2onnx.
 
-Trust: `.keras` archives load in Keras safe mode; a Lambda layer (pickled Python code) needs
+Trust: `.keras` archives load in Keras safe mode; a Lambda layer (serialized Python bytecode) needs
 `--trust-code`. HDF5 and SavedModel always need it: HDF5 deserialization has a history of
 safe-mode bypasses, and a SavedModel graph may run any TensorFlow op, file I/O included.
+
+Logging: the export child (`bridge.isolation`) quiets TensorFlow, Keras and tf2onnx before they
+load; grappler still prints a few lines per conversion to the child's log.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -35,8 +38,6 @@ from bridge.errors import ConversionError, UsageError
 from bridge.lazy import require
 from bridge.sources import Format
 from bridge.tensors import TensorSpec, apply_overrides
-
-_NOISY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "keras", "h5py")
 
 
 def export_file(req: ExportRequest) -> ExportResult:
@@ -57,8 +58,7 @@ def _load_keras(req: ExportRequest):
     if req.source.format is Format.H5:
         _need_trust(req, "an HDF5 Keras file is deserialized outside Keras safe mode's guarantees")
     try:
-        with _quiet():
-            return keras.saving.load_model(path, compile=False, safe_mode=not req.trust_code)
+        return keras.saving.load_model(path, compile=False, safe_mode=not req.trust_code)
     except (ValueError, TypeError) as e:
         if "safe_mode" in str(e):
             # Keras' first sentence names the layer; the rest advises safe_mode=False
@@ -69,10 +69,12 @@ def _load_keras(req: ExportRequest):
 def export_model(model, example, req: ExportRequest) -> ExportResult:
     """An in-memory keras.Model (Keras 3 or tf_keras), e.g. from a Python entrypoint."""
     specs = apply_overrides(_specs(model, example), req.overrides, req.dynamic)
+    if not specs:
+        raise UsageError(f"{req.source.text}: the model declares no inputs; return (model, example_inputs) "
+                         "from the entrypoint or pass --input NAME:D0,D1,...")
     layout = _layout(example, model, len(specs))
     names = [s.name for s in specs]
-    with _quiet():
-        sample = _call(model, layout, names, [np.zeros(s.shape, s.dtype) for s in specs])
+    sample = _call(model, layout, names, [np.zeros(s.shape, s.dtype) for s in specs])
     output_names = _output_names(model, sample)
     order = _output_order(sample, output_names)
 
@@ -91,8 +93,7 @@ def export_model(model, example, req: ExportRequest) -> ExportResult:
 def _export_saved_model(req: ExportRequest) -> ExportResult:
     _need_trust(req, "a SavedModel graph may run any TensorFlow op, file and network I/O included")
     tf = require("tensorflow")
-    with _quiet():
-        loaded = tf.saved_model.load(str(req.source.path))
+    loaded = tf.saved_model.load(str(req.source.path))
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise UsageError(f"{req.source.text}: no serving_default signature (it has: "
@@ -154,6 +155,8 @@ def _tensor_name(t) -> str:
 
 def _dims(shape) -> tuple[int, ...]:
     """A batch axis of unknown size becomes 1; other unknown sizes must come from `--input`."""
+    if getattr(shape, "rank", 0) is None:
+        return (-1,)  # unknown rank: apply_overrides asks for --input, which brings the real rank
     dims = [d if d is not None else -1 for d in tuple(shape)]
     if dims and dims[0] == -1:
         dims[0] = 1
@@ -232,15 +235,14 @@ def _to_onnx(call: Callable, specs: list[TensorSpec], output_names: list[str], *
     tf = require("tensorflow")
     signature = [tf.TensorSpec([None if a in s.dynamic else d for a, d in enumerate(s.shape)],
                                tf.as_dtype(s.dtype), name=s.name) for s in specs]
-    with _quiet():
-        try:
-            concrete = tf.function(call, input_signature=signature).get_concrete_function()
-        except Exception as e:  # noqa: BLE001 - tracing raises whatever the model's layers raise
-            raise ConversionError(f"tracing the model failed: {_first_line(e)}", stage="export") from None
-        try:
-            proto = _convert(concrete, specs, name)
-        except Exception as e:  # noqa: BLE001 - tf2onnx handlers raise many types; the message names the op
-            raise ConversionError(f"tf2onnx failed: {_first_line(e)}", stage="export") from None
+    try:
+        concrete = tf.function(call, input_signature=signature).get_concrete_function()
+    except Exception as e:  # noqa: BLE001 - tracing raises whatever the model's layers raise
+        raise ConversionError(f"tracing the model failed: {_first_line(e)}", stage="export") from None
+    try:
+        proto = _convert(concrete, specs, name)
+    except Exception as e:  # noqa: BLE001 - tf2onnx handlers raise many types; the message names the op
+        raise ConversionError(f"tf2onnx failed: {_first_line(e)}", stage="export") from None
     _check_supported(proto)
     _order_outputs(proto, output_names)
     _name_dynamic_dims(proto, specs)
@@ -302,21 +304,7 @@ def _name_dynamic_dims(proto, specs: list[TensorSpec]) -> None:
 
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if lines and lines[0] == "in user code:":  # AutoGraph puts the traced stack first, the error last
+        return lines[-1]
     return lines[0] if lines else type(e).__name__
 
-
-@contextmanager
-def _quiet():
-    """TensorFlow, Keras and tf2onnx log through Python logging and warnings; the C++ side is
-    already silenced by the child's environment."""
-    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)

@@ -32,5 +32,5 @@ def test_missing_shape_asks_for_input():
 def test_samples_are_seeded():
     specs = [TensorSpec("x", (1, 4)), TensorSpec("ids", (1, 5), "int64", int_range=(0, 7))]
     a, b = synthetic_samples(specs, 3, 1), synthetic_samples(specs, 3, 1)
-    assert all(np.array_equal(x["x"], y["x"]) for x, y in zip(a.feeds, b.feeds))
+    assert all(np.array_equal(x["x"], y["x"]) for x, y in zip(a.feeds, b.feeds, strict=True))
     assert all(f["ids"].max() < 7 and f["ids"].dtype == np.int64 for f in a.feeds)

@@ -44,7 +44,8 @@ def test_regular_install_imports(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel],
                    check=True, capture_output=True)
-    code = "import bridge, bridge.converters.tflite.lane, bridge.validators.compare as c; print(bridge.__file__, c.__file__)"
+    code = ("import bridge, bridge.converters.tflite.lane, bridge.validators.compare as c;"
+            "print(bridge.__file__, c.__file__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path)
     assert all(p.startswith(str(target)) for p in out.stdout.split()), out.stdout
