@@ -31,11 +31,11 @@ MODES: dict[Mode, ModeConfig] = {
 }
 
 
-def make_converter(tf, concrete_fn, trackable, cfg: ModeConfig, representative: Callable[[], Iterable],
+def make_converter(tf, concrete_fn, holder, cfg: ModeConfig, representative: Callable[[], Iterable],
                    *, allow_select: bool, allow_float: bool):
     """A TFLiteConverter for one mode. `allow_select` admits Flex ops (listed and refused later
     unless --allow-flex); `allow_float` admits float kernels in full-integer modes."""
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], trackable)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], holder)
     ops = {
         "builtins": [tf.lite.OpsSet.TFLITE_BUILTINS],
         "int8": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
