@@ -56,8 +56,8 @@ class SourceRef:
     @property
     def name(self) -> str:
         """A short model name for default output folders."""
-        if self.format is Format.PYTHON:
-            return self.attr or "model"
+        if self.format is Format.PYTHON:  # the file or module, not the callable: shapes_cnn.py:load
+            return self.path.stem if self.path else self.module.rsplit(".", 1)[-1]
         assert self.path is not None
         return self.path.name.split(".")[0] or "model"
 

@@ -12,24 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from shapes import CLASSES, make_batch
+from torch import nn
 
 WEIGHTS = Path(__file__).with_name("shapes_cnn.pt")
 EXAMPLE_SEED = 7  # the example image is a generated shape, in range, unlike torch.randn
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: int = 3) -> nn.Sequential:
+    """ReLU6 rather than ReLU, as in MobileNet: bounded activations keep int8 ranges tight."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
+        nn.ReLU6(inplace=True),
     )
 
 
 class ShapesCNN(nn.Module):
-    """Conv-BN-ReLU stem, a depthwise-separable block, max and global-average pooling, linear head."""
+    """Conv-BN-ReLU6 blocks, a depthwise-separable pair, max and global-average pooling, linear head."""
 
     def __init__(self, num_classes: int = len(CLASSES)) -> None:
         super().__init__()

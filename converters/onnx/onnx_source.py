@@ -9,6 +9,8 @@ from bridge.converters.onnx.export import ExportRequest, finish
 from bridge.lazy import require
 from bridge.tensors import TensorSpec, apply_overrides
 
+MAX_IR_VERSION = 11  # the newest onnxruntime 1.23 reads
+
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8",
                 2: "uint8", 9: "bool"}
 
@@ -17,6 +19,10 @@ def export_file(req: ExportRequest) -> ExportResult:
     onnx = require("onnx")
     path = str(req.source.path)
     model = onnx.load(path)
+    if model.ir_version > MAX_IR_VERSION:
+        # onnx 1.19's helpers stamp IR 12 on every model; onnxruntime 1.23 reads up to 11, and
+        # nothing IR 12 adds is in an opset <= 21 graph.
+        model.ir_version = MAX_IR_VERSION
     inits = {t.name for t in model.graph.initializer}
     specs = [_spec(v) for v in model.graph.input if v.name not in inits]
     specs = apply_overrides(specs, req.overrides, req.dynamic)

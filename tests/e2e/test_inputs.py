@@ -110,3 +110,30 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, args, message):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_flex_ops_are_refused_unless_allowed(tmp_path):
+    """Erf has no TFLite builtin: the file would need TensorFlow's kernels on the phone."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    path = tmp_path / "erf.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    r = bridge("convert", path, "--target", "onnx", "--target", "tflite", "--out", tmp_path / "a")
+    assert r.returncode == 3, r.stderr
+    rep = report(tmp_path / "a")
+    tfl = artifact(rep, "tflite", "fp32")
+    assert tfl["error"]["stage"] == "tflite-convert" and "Flex (Select TF) ops Erf" in tfl["error"]["message"]
+    assert tfl["flex_ops"] == ["Erf"] and tfl["path"] is None
+    assert not (tmp_path / "a" / "erf_fp32.tflite").exists()
+    assert artifact(rep, "onnx", "fp32")["parity"]["passed"], "one target failing never stops the others"
+    # Allowed, the file ships; the stock runtime (no TensorFlow in its process) cannot run it.
+    r = bridge("convert", path, "--target", "tflite", "--allow-flex", "--out", tmp_path / "b")
+    assert r.returncode == 1, r.stderr
+    tfl = artifact(report(tmp_path / "b"), "tflite", "fp32")
+    assert tfl["error"] is None and tfl["parity"]["status"] == "not_executed"
+    assert (tmp_path / "b" / "erf_fp32.tflite").stat().st_size == tfl["bytes"]

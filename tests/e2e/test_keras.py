@@ -26,3 +26,27 @@ def test_keras_file_to_tflite_with_calibration(tmp_path):
     assert artifact(rep, "tflite", "fp16")["parity"]["outputs"]["logits"]["snr_db"] >= 30
     int8 = artifact(rep, "tflite", "int8")["parity"]["outputs"]["logits"]
     assert int8["snr_db"] >= 15 and int8["cosine"] >= 0.98
+
+
+def test_validate_a_file_from_tensorflows_own_converter(tmp_path):
+    """Artifacts made by other tools get the same verdict: names, layout and mode are read from the file."""
+    script = f"""
+import tensorflow as tf, keras
+model = keras.saving.load_model({str(SAMPLES / 'shapes_keras.keras')!r})
+for name, opt in (("tf_fp32", None), ("tf_fp16", "fp16")):
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if opt:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    open(f"{{name}}.tflite", "wb").write(conv.convert())
+"""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    r = bridge("validate", SAMPLES / "shapes_keras.keras", tmp_path / "tf_fp32.tflite", tmp_path / "tf_fp16.tflite",
+               "--report", tmp_path / "report.json")
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    rep = report(tmp_path)
+    assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", "fp16"]
+    assert rep["artifacts"][0]["parity"]["outputs"]["logits"]["rel_l2"] <= 1e-4
