@@ -11,10 +11,11 @@ from pathlib import Path
 from bridge import environment
 from bridge.calibration import CalibrationOptions
 from bridge.converters import LANES
-from bridge.converters.base import ExportResult, LaneArtifact, LaneRequest
-from bridge.errors import BridgeError, ConversionError
+from bridge.converters.base import IO, ExportResult, LaneArtifact, LaneRequest
+from bridge.errors import BridgeError, ConversionError, UsageError
 from bridge.files import place, sha256, size
 from bridge.isolation import Limits, run_stage
+from bridge.modes import CALIBRATED, Mode
 from bridge.parity import judge, not_executed
 from bridge.plan import Route, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
@@ -50,8 +51,6 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
 
     ref = sniff(source)
     if ref.format in (Format.TFLITE, Format.MLPACKAGE):
-        from bridge.errors import UsageError
-
         raise UsageError(f"{source}: a {ref.format} file is an artifact; use `bridge validate SOURCE {source}`")
     routes = plan_routes(list(options.targets), list(options.quantize))
     overrides = tuple(parse_input(t) for t in options.inputs)
@@ -172,7 +171,7 @@ class _Run:
         rec.sha256 = sha256(dest)
         rec.bytes_per_param = round(rec.bytes / self.exported.params, 4) if self.exported.params else None
         rec.io = art.io.to_json() if art.io else _hub_io(self.exported)
-        thresholds = thresholds_for(_mode(art.mode), self.names, self.threshold_overrides)
+        thresholds = thresholds_for(Mode(art.mode), self.names, self.threshold_overrides)
         if outputs is None:
             with self.progress.step(f"Checking parity of {dest.name}"):
                 try:
@@ -191,21 +190,11 @@ class _Run:
         return rec
 
 
-def _mode(text: str):
-    from bridge.modes import Mode
-
-    return Mode(text)
-
-
 def _calibrated(mode: str) -> bool:
-    from bridge.modes import CALIBRATED
-
-    return _mode(mode) in CALIBRATED
+    return Mode(mode) in CALIBRATED
 
 
 def _hub_io(exported: ExportResult) -> dict:
-    from bridge.converters.base import IO
-
     return IO.identity(exported.inputs, exported.outputs).to_json()
 
 

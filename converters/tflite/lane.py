@@ -109,16 +109,17 @@ def _onnx2tf(req: LaneRequest):
 
 
 def _sample_images(req: LaneRequest) -> np.ndarray:
-    """Images for onnx2tf's own validation run: ours (calibration data, channel-last, 0..1)."""
-    for spec in req.inputs:
-        channel_last = req.framework in ("keras", "tensorflow")
-        if lay.is_image(spec, channel_last) and req.calibration:
-            batch = np.concatenate([f[spec.name] for f in req.calibration[:20]]).astype(np.float32)
-            if not channel_last:
-                batch = batch.transpose(0, 2, 3, 1)
-            if batch.shape[-1] == 3:
-                lo, hi = float(batch.min()), float(batch.max())
-                return (batch - lo) / (hi - lo or 1.0)
+    """Images for onnx2tf's own validation run: our calibration samples of the first 3-channel
+    image input, channel-last, scaled to 0..1 as onnx2tf expects; seeded noise otherwise."""
+    channel_last = req.framework in ("keras", "tensorflow")
+    images = [s for s in req.inputs if lay.is_image(s, channel_last)]
+    if images and req.calibration:
+        name = images[0].name
+        batch = np.concatenate([f[name] for f in req.calibration[:20]]).astype(np.float32)
+        batch = batch if channel_last else batch.transpose(0, 2, 3, 1)
+        if batch.shape[-1] == 3:
+            lo, hi = float(batch.min()), float(batch.max())
+            return (batch - lo) / (hi - lo or 1.0)
     return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
 
 
