@@ -137,3 +137,28 @@ def test_flex_ops_are_refused_unless_allowed(tmp_path):
     tfl = artifact(report(tmp_path / "b"), "tflite", "fp32")
     assert tfl["error"] is None and tfl["parity"]["status"] == "not_executed"
     assert (tmp_path / "b" / "erf_fp32.tflite").stat().st_size == tfl["bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["pt2", "torchscript"])
+def test_torch_files(tmp_path, kind):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    x = torch.randn(1, 3, 8, 8)
+    path = tmp_path / "model.bin"  # the extension says nothing
+    args = []
+    if kind == "pt2":
+        torch.export.save(torch.export.export(model, (x,)), path)
+    else:
+        torch.jit.save(torch.jit.trace(model, x), path)
+        args = ["--input", "input:1,3,8,8"]
+        r = bridge("convert", path, "--target", "onnx", *args, "--out", tmp_path / "refused")
+        assert r.returncode == 2 and "--trust-code" in r.stderr
+        args.append("--trust-code")
+    r = bridge("convert", path, "--target", "onnx", *args, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = report(tmp_path / "out")
+    assert rep["source"]["format"] == ("torch-export" if kind == "pt2" else "torchscript")
+    assert rep["artifacts"][0]["parity"]["outputs"]["output"]["rel_l2"] <= 1e-5

@@ -1,0 +1,72 @@
+"""inspect, doctor and the Python API, through Typer's runner and in-process calls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bridge.cli import app
+from tests.conftest import SAMPLES, write_module
+
+runner = CliRunner()
+
+
+def _onnx(path, op="Erf"):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node(op, ["h"], ["y"], name="act")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 24 if op == "Swish" else 17)]), path)
+    return path
+
+
+def test_inspect_onnx_lists_ops_and_lane_support(tmp_path):
+    r = runner.invoke(app, ["inspect", str(_onnx(tmp_path / "m.onnx", "Relu")), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["ops"] == {"MatMul": 1, "Relu": 1}
+    assert info["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
+    assert info["lanes"]["tflite"] == {"supported": True, "unsupported_ops": []}
+
+
+def test_inspect_names_ops_a_lane_lacks(tmp_path):
+    r = runner.invoke(app, ["inspect", str(_onnx(tmp_path / "m.onnx", "Swish")), "--json"])
+    info = json.loads(r.output)
+    assert info["lanes"]["tflite"]["unsupported_ops"] == ["Swish"]
+
+
+def test_doctor_lists_backends():
+    r = runner.invoke(app, ["doctor"])
+    assert r.exit_code == 0
+    assert "onnx2tf" in r.output and "1.29.24" in r.output and "tflite lane" in r.output
+
+
+@pytest.mark.slow
+def test_python_api_returns_the_report(tmp_path):
+    from bridge import ConvertOptions, convert
+
+    model = write_module(tmp_path / "lin.py", """
+        import torch
+        def make():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh()), torch.randn(1, 6)
+        """)
+    report = convert(f"{model}:make", ConvertOptions(targets=("onnx",), out=str(tmp_path / "out")))
+    assert report.passed and report.exit_code == 0
+    assert report.artifacts[0].parity.outputs["output"]["rel_l2"] <= 1e-6
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is True
+
+
+@pytest.mark.slow
+def test_inspect_torch_source_exports_first():
+    r = runner.invoke(app, ["inspect", f"{SAMPLES}/shapes_cnn.py:load", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["framework"] == "torch" and info["inputs"][0]["shape"] == [1, 3, 64, 64]
+    assert "Conv" in info["ops"] and info["lanes"]["tflite"]["supported"]
