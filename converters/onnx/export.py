@@ -129,6 +129,15 @@ def _spec_of(value_info, sample: Feed) -> TensorSpec:
     return TensorSpec(value_info.name, tuple(arr.shape), str(arr.dtype))
 
 
+def example_tuple(example) -> tuple:
+    """Example inputs as given by an entrypoint (one tensor, a tuple/list, or a dict by name)."""
+    if isinstance(example, dict):
+        return tuple(example.values())
+    if isinstance(example, (tuple, list)):
+        return tuple(example)
+    return (example,)
+
+
 def int_range(x: np.ndarray) -> tuple[int, int] | None:
     """Integer example inputs bound the synthetic ones (token ids must stay in the vocabulary)."""
     if x.dtype.kind not in "iu" or x.size == 0:

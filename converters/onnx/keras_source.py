@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bridge.converters.base import ExportResult, Feed
-from bridge.converters.onnx.export import OPSET, ExportRequest, finish, int_range
+from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
 from bridge.errors import ConversionError, UsageError
 from bridge.lazy import require
 from bridge.sources import Format
@@ -123,7 +123,7 @@ def _specs(model, example) -> list[TensorSpec]:
     """Input specs from the example when there is one, else from the model's declared inputs."""
     if example is not None:
         names = _input_names(model, example)
-        arrays = [np.asarray(a) for a in _as_tuple(example)]
+        arrays = [np.asarray(a) for a in example_tuple(example)]
         return [TensorSpec(n, a.shape, str(a.dtype), int_range=int_range(a))
                 for n, a in zip(names, arrays, strict=True)]
     inputs = _declared_inputs(model)
@@ -142,7 +142,7 @@ def _declared_inputs(model) -> list:
 def _input_names(model, example) -> list[str]:
     if isinstance(example, dict):
         return list(example)
-    count = len(_as_tuple(example))
+    count = len(example_tuple(example))
     declared = [_tensor_name(t) for t in _declared_inputs(model)]
     if len(declared) == count:
         return declared
@@ -161,14 +161,6 @@ def _dims(shape) -> tuple[int, ...]:
     if dims and dims[0] == -1:
         dims[0] = 1
     return tuple(dims)
-
-
-def _as_tuple(example) -> tuple:
-    if isinstance(example, dict):
-        return tuple(example.values())
-    if isinstance(example, (tuple, list)):
-        return tuple(example)
-    return (example,)
 
 
 def _layout(example, model, count: int) -> str:

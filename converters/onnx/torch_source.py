@@ -15,7 +15,7 @@ import warnings as _warnings
 import numpy as np
 
 from bridge.converters.base import ExportResult, Feed
-from bridge.converters.onnx.export import OPSET, ExportRequest, finish, int_range
+from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
 from bridge.errors import ConversionError, UsageError
 from bridge.lazy import require
 from bridge.sources import Format
@@ -100,23 +100,15 @@ def _input_names(model, example) -> list[str]:
         sig = inspect.signature(model.forward)
         params = [p.name for p in sig.parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    count = len(_as_tuple(example)) if example is not None else len(params)
+    count = len(example_tuple(example)) if example is not None else len(params)
     return params[:count] if len(params) >= count else [f"input_{i}" for i in range(count)]
-
-
-def _as_tuple(example) -> tuple:
-    if isinstance(example, dict):
-        return tuple(example.values())
-    if isinstance(example, (tuple, list)):
-        return tuple(example)
-    return (example,)
 
 
 def _specs(names: list[str], example) -> list[TensorSpec]:
     if example is None:
         return []  # --input must give them
     specs = []
-    for name, t in zip(names, _as_tuple(example), strict=True):
+    for name, t in zip(names, example_tuple(example), strict=True):
         arr = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
         specs.append(TensorSpec(name, tuple(arr.shape), str(arr.dtype), int_range=int_range(arr)))
     return specs

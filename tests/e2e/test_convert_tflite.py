@@ -21,11 +21,11 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
     assert rep["passed"] and rep["schema"] == "bridge.report/1"
     assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", *TFLITE_MODES]
     onnx = artifact(rep, "onnx", "fp32")
-    assert onnx["parity"]["outputs"]["logits"]["rel_l2"] <= 1e-5
+    assert onnx["parity"]["outputs"]["output"]["rel_l2"] <= 1e-5
     for mode in TFLITE_MODES:
         a = artifact(rep, "tflite", mode)
         assert (out / a["path"]).stat().st_size == a["bytes"] > 0
-        m = a["parity"]["outputs"]["logits"]
+        m = a["parity"]["outputs"]["output"]
         assert a["parity"]["status"] == "passed" and a["parity"]["runtime"] == "ai-edge-litert"
         assert set(a["parity"]["stages"]) == {"source->onnx", "onnx->target"}
         if mode == "fp32":
