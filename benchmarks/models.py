@@ -3,7 +3,8 @@
 `mobilenet_v2` follows the MobileNetV2 paper (Sandler et al. 2018, table 2) at width 1.0:
 3.5M parameters, 1000 classes, the same layer table as torchvision's `mobilenet_v2()`. The weights
 are random but seeded, which is enough to measure conversion time and memory (parity of random
-weights is still checked, it is just not a statement about accuracy).
+weights is still checked, it is just not a statement about accuracy). `MobileNetV2(width=...)` is
+the paper's width multiplier; `samples/mobilenet_shapes.py` trains a narrow one for quantized parity.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ MOBILENET_V2_TABLE = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+
+
+def make_divisible(channels: float, divisor: int = 8) -> int:
+    """torchvision's rounding of scaled channel counts: to the nearest multiple of `divisor`, but
+    never more than 10% below the scaled count."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
@@ -56,11 +64,16 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, stem: int = 32, last: int = 1280) -> None:
+    """`width` scales the stem and every block's channels (rounded by `make_divisible`) but not
+    `last`, as torchvision does for widths up to 1.0."""
+
+    def __init__(self, num_classes: int = 1000, stem: int = 32, last: int = 1280, width: float = 1.0) -> None:
         super().__init__()
+        stem = make_divisible(stem * width)
         layers: list[nn.Module] = [conv_bn(3, stem, stride=2)]
         cin = stem
         for t, c, n, s in MOBILENET_V2_TABLE:
+            c = make_divisible(c * width)
             for i in range(n):
                 layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
                 cin = c
