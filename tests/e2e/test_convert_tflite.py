@@ -76,3 +76,18 @@ def test_dynamic_batch_of_an_image_model(tmp_path, two_outputs):
     a = artifact(report(out), "tflite", "fp32")
     assert a["io"]["inputs"][0]["shape"] == [-1, 16, 16, 3]
     assert a["parity"]["sizes"] == {"image:0": [1, 3]} and a["parity"]["passed"]
+
+
+def test_trained_mobilenet_v2_every_mode(tmp_path):
+    """A MobileNetV2-class network (inverted residuals, depthwise convs, ReLU6; trained)."""
+    out = tmp_path / "out"
+    r = bridge("convert", f"{SAMPLES}/mobilenet_shapes.py:load", "--target", "onnx", "--target", "tflite",
+               "--quantize", f"tflite={','.join(TFLITE_MODES)}", "--calibration", SAMPLES / "calibration",
+               "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(out)
+    snr = {a["quantization"]: a["parity"]["outputs"]["output"]["snr_db"] for a in rep["artifacts"]
+           if a["target"] == "tflite"}
+    assert snr["fp32"] > 90 and snr["fp16"] > 40
+    assert min(snr["dynamic-int8"], snr["int16x8"]) > 25 and min(snr["int8"], snr["int8-io"]) > 20
+    assert rep["source"]["params"] > 500_000
