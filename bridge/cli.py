@@ -6,6 +6,7 @@ Errors become exit codes here and only here: 2 bad usage or unusable input, 3 a 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -27,6 +28,9 @@ app.command(name="doctor")(doctor.command)
 
 
 def main() -> None:
+    # Stage children exit without multiprocessing's cleanup (framework teardown is slow or crashes);
+    # the shared resource tracker would then print a harmless "leaked semaphore" warning.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except BridgeError as e:

@@ -17,7 +17,7 @@ from bridge.files import place, sha256, size
 from bridge.isolation import Limits, run_stage
 from bridge.modes import CALIBRATED, Mode
 from bridge.parity import judge, not_executed
-from bridge.plan import Route, parse_threshold, plan_routes, thresholds_for
+from bridge.plan import Route, check_coreml_target, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
 from bridge.report import ArtifactRecord, ErrorInfo, Report
 from bridge.sources import Format, SourceRef, sniff
@@ -36,6 +36,7 @@ class ConvertOptions:
     samples: int = 8
     seed: int = 0
     tflite_layout: str = "nhwc"
+    coreml_target: str | None = None  # iOS15..iOS18; None: iOS16, raised per mode as needed
     allow_flex: bool = False
     trust_code: bool = False
     timeout: float | None = 3600.0
@@ -53,6 +54,7 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     if ref.format in (Format.TFLITE, Format.MLPACKAGE):
         raise UsageError(f"{source}: a {ref.format} file is an artifact; use `bridge validate SOURCE {source}`")
     routes = plan_routes(list(options.targets), list(options.quantize))
+    check_coreml_target(routes, options.coreml_target)
     overrides = tuple(parse_input(t) for t in options.inputs)
     dynamic = tuple(parse_dynamic(t) for t in options.dynamic)
     threshold_overrides = [parse_threshold(t) for t in options.thresholds]
@@ -144,7 +146,8 @@ class _Run:
             modes=tuple(r.mode.value for r in routes), framework=self.exported.framework,
             inputs=tuple(self.exported.inputs), outputs=tuple(self.exported.outputs),
             calibration=tuple(self.exported.calibration), node_names=self.exported.node_names,
-            options={"tflite_layout": options.tflite_layout, "allow_flex": options.allow_flex},
+            options={"tflite_layout": options.tflite_layout, "allow_flex": options.allow_flex,
+                     "coreml_target": options.coreml_target},
         )
         start = time.perf_counter()
         with self.progress.step(f"Converting to {target} ({', '.join(req.modes)})"):

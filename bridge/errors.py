@@ -44,5 +44,11 @@ def _rebuild(cls, message, stage, node, op_type):
     return cls(message, stage=stage, node=node, op_type=op_type)
 
 
+class RuntimeUnavailable(BridgeError):
+    """No runtime on this machine can execute the artifact: parity is `not_executed` (exit 1)."""
+
+    exit_code = 1
+
+
 class StageCrashed(ConversionError):
     """A child process died (signal, out of memory) or ran past its time limit."""

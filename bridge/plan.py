@@ -90,3 +90,18 @@ def thresholds_for(mode: Mode, outputs: list[str], overrides: list[ThresholdOver
                 t = t.replace(**{o.field: o.value})
         result[name] = t
     return result
+
+
+def check_coreml_target(routes: list[Route], target: str | None) -> None:
+    """An explicit `--coreml-target` too old for a requested mode is bad usage; without one, each
+    artifact's target is raised to what its mode needs (and the report says so)."""
+    if target is None:
+        return
+    from bridge.converters.coreml.compress import MODES, TARGETS, target_index
+
+    if target not in TARGETS:
+        raise UsageError(f"--coreml-target {target}: valid targets are {', '.join(TARGETS)}")
+    for r in routes:
+        if r.target == "coreml" and target_index(MODES[r.mode].min_target) > target_index(target):
+            raise UsageError(f"coreml mode {r.mode} needs --coreml-target {MODES[r.mode].min_target} or newer, "
+                             f"not {target}")

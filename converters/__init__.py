@@ -41,4 +41,14 @@ LANES: dict[str, Lane] = {
         extra="tflite",
         suffix=".tflite",
     ),
+    "coreml": Lane(
+        target="coreml",
+        modes=(Mode.FP32, Mode.FP16, Mode.INT8_WEIGHTS, Mode.INT8, Mode.PALETTIZE_8, Mode.PALETTIZE_6,
+               Mode.PALETTIZE_4, Mode.INT4_WEIGHTS),
+        default=(Mode.FP16,),
+        convert="bridge.converters.coreml.lane:convert",
+        runner="bridge.validators.runners.coreml:CoreMLRunner",
+        extra="coreml",
+        suffix=".mlpackage",
+    ),
 }

@@ -51,7 +51,7 @@ def _memory(text: str | None) -> int | None:
 def command(
     source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
                                                ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite (repeatable).")] = None,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml (repeatable).")] = None,
     quantize: Annotated[list[str], typer.Option(help="TARGET=MODE[,MODE...] (repeatable), e.g. "
                                                      "tflite=fp32,fp16,int8.")] = None,
     input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
@@ -66,6 +66,8 @@ def command(
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     tflite_layout: Annotated[Layout, typer.Option(help="Layout of 4-D image inputs in TFLite files.")] = Layout.nhwc,
+    coreml_target: Annotated[str, typer.Option(help="Core ML deployment target, iOS15..iOS18 (default iOS16; "
+                                                    "raised per mode when a mode needs newer).")] = None,
     allow_flex: Annotated[bool, typer.Option(help="Ship TFLite files that need Flex (Select TF) ops.")] = False,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
@@ -88,6 +90,7 @@ def command(
         samples=samples,
         seed=seed,
         tflite_layout=tflite_layout.value,
+        coreml_target=coreml_target,
         allow_flex=allow_flex,
         trust_code=trust_code,
         timeout=timeout,

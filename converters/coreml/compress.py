@@ -1,0 +1,116 @@
+"""Core ML modes as data: deployment target, compute precision and weight compression per mode.
+
+Weights below `WEIGHT_THRESHOLD` elements stay fp16 in every compressed mode (coremltools' own
+default, kept deliberately: biases, norms and tiny kernels are a rounding error of the file but
+the most sensitive tensors to quantize).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.modes import Mode
+
+WEIGHT_THRESHOLD = 2048
+TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
+DEFAULT_TARGET = "iOS16"
+
+
+@dataclass(frozen=True)
+class CoreMLMode:
+    precision: str = "fp16"  # compute precision: fp16 | fp32
+    compression: str | None = None  # linear | palettize | blockwise
+    nbits: int = 8
+    activations: bool = False  # int8 activations via quantize/dequantize pairs
+    min_target: str = "iOS15"
+
+
+MODES: dict[Mode, CoreMLMode] = {
+    Mode.FP32: CoreMLMode(precision="fp32"),
+    Mode.FP16: CoreMLMode(),
+    Mode.INT8_WEIGHTS: CoreMLMode(compression="linear", nbits=8, min_target="iOS16"),
+    Mode.PALETTIZE_8: CoreMLMode(compression="palettize", nbits=8, min_target="iOS16"),
+    Mode.PALETTIZE_6: CoreMLMode(compression="palettize", nbits=6, min_target="iOS16"),
+    Mode.PALETTIZE_4: CoreMLMode(compression="palettize", nbits=4, min_target="iOS16"),
+    Mode.INT4_WEIGHTS: CoreMLMode(compression="blockwise", nbits=4, min_target="iOS18"),
+    Mode.INT8: CoreMLMode(compression="linear", nbits=8, activations=True, min_target="iOS17"),
+}
+
+
+def target_index(name: str) -> int:
+    return TARGETS.index(name)
+
+
+def mode_target(mode: Mode, requested: str) -> str:
+    """The deployment target an artifact of `mode` gets: the requested one, raised to the mode's
+    minimum when needed."""
+    need = MODES[mode].min_target
+    return need if target_index(need) > target_index(requested) else requested
+
+
+def compress(mlmodel, mode: Mode):
+    """Apply the mode's weight compression with coremltools.optimize.coreml."""
+    cfg = MODES[mode]
+    if cfg.compression is None:
+        return mlmodel
+    from coremltools.optimize import coreml as opt
+
+    if cfg.compression == "linear":
+        op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                         weight_threshold=WEIGHT_THRESHOLD)
+        return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+    if cfg.compression == "blockwise":
+        op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                         block_size=32, weight_threshold=WEIGHT_THRESHOLD)
+        return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+    op = opt.OpPalettizerConfig(mode="kmeans", nbits=cfg.nbits, granularity="per_tensor",
+                                weight_threshold=WEIGHT_THRESHOLD)
+    return opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+
+
+_CONSTEXPR = ("constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale",
+              "constexpr_sparse_to_dense")
+
+
+def compressed_bytes_per_param(program) -> tuple[int, float | None]:
+    """Over the weights the mode compressed: (their element count, stored bytes per element),
+    counting every input of each decompression op (packed data, scales, offsets, tables)."""
+    elements, stored = 0, 0
+    for op in _all_ops(program):
+        if not any(op.op_type.startswith(c) for c in _CONSTEXPR):
+            continue
+        out = op.outputs[0]
+        elements += int(_numel(out.shape))
+        for var in op.inputs.values():
+            val = getattr(var, "val", None)
+            if val is not None and hasattr(val, "nbytes"):
+                stored += _stored_bytes(var)
+    return elements, (round(stored / elements, 4) if elements else None)
+
+
+def _all_ops(program):
+    stack = [program.functions["main"]]
+    while stack:
+        block = stack.pop()
+        for op in block.operations:
+            yield op
+            stack.extend(op.blocks)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _stored_bytes(var) -> int:
+    """Sub-byte types (uint4, int4, uint6...) are stored packed."""
+    from coremltools.converters.mil.mil import types
+
+    dtype = var.dtype
+    bits = types.type_mapping.builtin_to_string(dtype)
+    width = {"uint1": 1, "uint2": 2, "uint3": 3, "uint4": 4, "int4": 4, "uint6": 6}.get(bits)
+    if width:
+        return (_numel(var.shape) * width + 7) // 8
+    return int(var.val.nbytes)

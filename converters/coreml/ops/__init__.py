@@ -1,0 +1,1 @@
+"""Op converters by family; importing a module registers its converters (see ../registry.py)."""
