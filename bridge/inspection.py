@@ -58,11 +58,23 @@ def describe_onnx(path: str) -> dict:
     }
 
 
+def _with_coreml(desc: dict, onnx_path: str, limits: Limits) -> dict:
+    """Core ML support comes from our converter registry, which imports coremltools: ask a child."""
+    if importlib.util.find_spec("coremltools") is None:
+        desc["lanes"]["coreml"] = {"supported": False, "unsupported_ops": [], "reason": "coremltools not installed"}
+        return desc
+    missing = run_stage("coreml-preflight", "bridge.converters.coreml.preflight:unsupported_in_file", onnx_path,
+                        limits=limits)
+    desc["lanes"]["coreml"] = {"supported": not missing, "unsupported_ops": [m["op_type"] for m in missing],
+                               "nodes": {m["op_type"]: m["nodes"] for m in missing}}
+    return desc
+
+
 def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dict:
     ref = sniff(target)
     limits = Limits(timeout=1800)
     if ref.format is Format.ONNX:
-        return describe_onnx(str(ref.path))
+        return _with_coreml(describe_onnx(str(ref.path)), str(ref.path), limits)
     if ref.format is Format.TFLITE:
         desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(ref.path), limits=limits)
         return {"format": "tflite", **desc}
@@ -76,7 +88,7 @@ def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dic
         exported = run_stage("export", "bridge.converters.onnx.export:export_source",
                              ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in inputs),
                                            samples=1, trust_code=trust_code), limits=limits)
-        desc = describe_onnx(exported.hub_path)
+        desc = _with_coreml(describe_onnx(exported.hub_path), exported.hub_path, limits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**desc, "format": str(ref.format), "framework": exported.framework, "hub_opset": desc.pop("opset")}

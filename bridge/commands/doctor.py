@@ -14,9 +14,10 @@ NEEDS = {
     "Keras / TensorFlow sources": ("tensorflow", "keras", "tf2onnx"),
     "ONNX sources and the hub": ("onnx", "onnxruntime", "onnxslim"),
     "tflite lane": ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert"),
+    "coreml lane": ("coremltools", "sklearn"),
 }
 EXTRA = {"PyTorch sources": "torch", "Keras / TensorFlow sources": "keras", "ONNX sources and the hub": "onnx",
-         "tflite lane": "tflite"}
+         "tflite lane": "tflite", "coreml lane": "coreml"}
 
 
 def command() -> None:
