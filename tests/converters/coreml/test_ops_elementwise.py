@@ -1,0 +1,254 @@
+"""Elementwise arithmetic, comparison, logic, casts, Clip, CumSum, TopK, ArgMax, Einsum.
+
+Each group of ops is lowered three ways (see `lowered_three_ways`): as MIL ops evaluated by MIL's
+own value inference, as the numpy fold used for shape arithmetic, and with runtime inputs through
+ct.convert; the first two compare values with onnxruntime, the last shapes.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from bridge.converters.coreml.context import Context
+from bridge.errors import ConversionError
+from tests.converters.coreml.harness import check, graph, lower, numeric, onnxruntime
+
+coremltools = pytest.importorskip("coremltools")
+RNG = np.random.default_rng(0)
+
+
+def lowered_three_ways(monkeypatch, nodes, data: dict[str, np.ndarray], outputs: list[str], *, opset: int = 17,
+                       initializers: dict[str, np.ndarray] | None = None, mil_values: bool = True, rtol=1e-5,
+                       atol=1e-6):
+    """1. `data` as initializers hidden from Context.const: the converters emit MIL ops with constant
+    operands and MIL's value inference evaluates them. 2. `data` as ordinary initializers: the numpy
+    fold. Both compare values with onnxruntime. 3. `data` as graph inputs: ct.convert accepts the
+    program and output shapes match onnxruntime's."""
+    folded = graph(nodes, {}, outputs, {**data, **(initializers or {})}, opset=opset)
+    if mil_values:
+        assert_values(folded, rtol=rtol, atol=atol, monkeypatch=monkeypatch, hidden=data)
+    assert_values(folded, rtol=rtol, atol=atol)
+    return check(graph(nodes, data, outputs, initializers, opset=opset), data)
+
+
+def assert_values(model, *, rtol, atol, monkeypatch=None, hidden=()):
+    """harness.numeric without ct.convert (its passes fold with the same MIL value inference, and
+    cost most of a second each). With `hidden`, those initializers are unreadable by Context.const,
+    so no converter folds them to numpy: what gets compared is MIL's evaluation of the ops we emit."""
+    from bridge.converters.coreml.build import build_program
+
+    expected = onnxruntime(model, {})
+    with monkeypatch.context() if monkeypatch else contextlib.nullcontext() as m:
+        if hidden:
+            const = Context.const
+            m.setattr(Context, "const", lambda self, name: None if name in hidden else const(self, name))
+        built = build_program(model, coremltools.target.iOS16)
+    outs = {v.name: v for v in built.program.functions["main"].outputs}
+    for name, value in expected.items():
+        got = outs[built.outputs[name]].val
+        assert got is not None, f"{name} was not folded to a constant"
+        np.testing.assert_allclose(np.asarray(got), value, rtol=rtol, atol=atol, err_msg=name)
+
+
+def _nodes(op_types, inputs, prefix="y"):
+    return [helper.make_node(op, inputs, [f"{prefix}_{op}"]) for op in op_types], [f"{prefix}_{op}" for op in op_types]
+
+
+def test_float_unary_and_binary(monkeypatch):
+    unit = RNG.uniform(0.05, 0.95, (2, 3, 4)).astype(np.float32)
+    signed = np.concatenate([RNG.uniform(-3, 3, 20), [0.5, 1.5, 2.5, -0.5, -2.5, 0.0]]).astype(np.float32)
+    other = RNG.uniform(0.5, 2, (3, 1)).astype(np.float32)
+    other[0, 0] = unit[0, 0, 0]  # an equal pair
+    a, a_out = _nodes(["Sqrt", "Exp", "Log", "Reciprocal", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh",
+                       "Cosh", "Atanh"], ["u"])
+    b, b_out = _nodes(["Abs", "Neg", "Floor", "Ceil", "Round", "Sign", "Erf"], ["s"])
+    binary = ["Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"]
+    c, c_out = _nodes(binary, ["u", "o"], prefix="bin")
+    # torch exports x ** 2 as Pow(float, int64): MIL needs both operands in one dtype.
+    pow_int = helper.make_node("Pow", ["s", "two"], ["squared"])
+    program = lowered_three_ways(monkeypatch, [*a, *b, *c, pow_int], {"u": unit, "s": signed, "o": other},
+                                 [*a_out, *b_out, *c_out, "squared"], initializers={"two": np.array(2, np.int64)},
+                                 rtol=1e-5, atol=1e-5)
+    emitted = {op.op_type for op in program.functions["main"].operations}
+    assert {"real_div", "pow", "less_equal", "inverse", "erf"} <= emitted
+
+
+def test_integer_arithmetic_truncates_like_onnx(monkeypatch):
+    x = np.array([[7, -7, 6, -6, 0, 5]], np.int64)
+    y = np.array([2, 2, -4, -4, 3, -5], np.int64)
+    ops = ["Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "Max", "Min"]
+    nodes, outs = _nodes(ops, ["x", "y"])
+    unary, unary_out = _nodes(["Abs", "Neg", "Sign"], ["x"])
+    lowered_three_ways(monkeypatch, nodes + unary, {"x": x, "y": y}, outs + unary_out)
+
+
+def test_logic_and_where(monkeypatch):
+    p, q = np.array([[True, False, True]]), np.array([[True], [False]])
+    x, y = RNG.standard_normal((2, 1)).astype(np.float32), RNG.standard_normal((2, 3)).astype(np.float32)
+    ints = np.array([1, 2, 3], np.int64)
+    nodes, outs = _nodes(["And", "Or", "Xor", "Equal"], ["p", "q"])
+    # The last Where's condition is larger than both branches: MIL's select would take the branches' shape.
+    nodes += [helper.make_node("Not", ["p"], ["n"]), helper.make_node("Where", ["q", "x", "y"], ["w"]),
+              helper.make_node("Where", ["p", "i", "j"], ["wi"]), helper.make_node("Where", ["q", "i", "j"], ["wide"])]
+    program = lowered_three_ways(monkeypatch, nodes, {"p": p, "q": q, "x": x, "y": y}, [*outs, "n", "w", "wi", "wide"],
+                                 initializers={"i": ints, "j": -ints})
+    assert "select" in {op.op_type for op in program.functions["main"].operations}
+
+
+def test_variadic_one_two_three_inputs(monkeypatch):
+    a, b, c = (RNG.standard_normal(s).astype(np.float32) for s in ((2, 3), (3,), (1, 3)))
+    nodes, outs = [], []
+    for op in ("Sum", "Max", "Min", "Mean"):
+        for n, ins in ((1, ["a"]), (2, ["a", "b"]), (3, ["a", "b", "c"])):
+            nodes.append(helper.make_node(op, ins, [f"{op}{n}"]))
+            outs.append(f"{op}{n}")
+    lowered_three_ways(monkeypatch, nodes, {"a": a, "b": b, "c": c}, outs)
+
+
+def test_cast_and_cast_like(monkeypatch):
+    x = np.array([[-2.7, -0.5, 0.0, 0.4, 3.9]], np.float32)
+    targets = {"i64": TensorProto.INT64, "i32": TensorProto.INT32, "b": TensorProto.BOOL, "f16": TensorProto.FLOAT16,
+               "f64": TensorProto.DOUBLE, "f32": TensorProto.FLOAT, "u8": TensorProto.UINT8}
+    nodes = [helper.make_node("Cast", ["x"], [name], to=to) for name, to in targets.items() if name != "u8"]
+    # uint8 goes back to int32 before the output: Core ML outputs cannot be uint8 (the numpy fold keeps ONNX's uint8).
+    nodes += [helper.make_node("Abs", ["x"], ["abs"]), helper.make_node("Cast", ["abs"], ["u8"], to=TensorProto.UINT8),
+              helper.make_node("Cast", ["u8"], ["u8i"], to=TensorProto.INT32),
+              helper.make_node("Cast", ["b"], ["back"], to=TensorProto.FLOAT),
+              helper.make_node("CastLike", ["x", "like"], ["cl"])]
+    outs = [n for n in targets if n != "u8"] + ["u8i", "back", "cl"]
+    lowered_three_ways(monkeypatch, nodes, {"x": x}, outs, initializers={"like": np.array([1], np.int64)})
+
+
+def test_cast_to_string_is_refused():
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.STRING)]
+    model = graph(nodes, {"x": np.zeros((2,), np.float32)}, [])
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.STRING, [2]))
+    with pytest.raises(ConversionError, match="Cast"):
+        lower(model)
+
+
+@pytest.mark.parametrize("opset", [6, 13])
+def test_clip_bounds_as_attributes_and_inputs(monkeypatch, opset):
+    x = RNG.uniform(-3, 3, (2, 6)).astype(np.float32)
+    if opset < 11:
+        nodes = [helper.make_node("Clip", ["x"], ["both"], min=-1.0, max=1.0),
+                 helper.make_node("Clip", ["x"], ["lo"], min=0.0), helper.make_node("Clip", ["x"], ["none"])]
+        outs, inits = ["both", "lo", "none"], {}
+    else:
+        nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["both"]),
+                 helper.make_node("Clip", ["x", "", "hi"], ["hi_only"]),
+                 helper.make_node("Clip", ["x", "hi", "lo"], ["crossed"]), helper.make_node("Clip", ["x"], ["none"]),
+                 helper.make_node("Clip", ["i", "ilo", "ihi"], ["ints"])]
+        outs = ["both", "hi_only", "crossed", "none", "ints"]
+        inits = {"lo": np.array(-1, np.float32), "hi": np.array(1.5, np.float32), "i": np.arange(-4, 5, dtype=np.int64),
+                 "ilo": np.array(-2, np.int64), "ihi": np.array(3, np.int64)}
+    lowered_three_ways(monkeypatch, nodes, {"x": x}, outs, opset=opset, initializers=inits)
+
+
+def test_clip_with_runtime_bounds():
+    """Bounds computed at run time (Core ML has no rank-0 inputs, so they come from reductions)."""
+    feed = {"x": RNG.standard_normal((3, 4)).astype(np.float32), "b": RNG.standard_normal((2,)).astype(np.float32)}
+    nodes = [helper.make_node("ReduceMin", ["b"], ["lo"], keepdims=0),
+             helper.make_node("ReduceMax", ["b"], ["hi"], keepdims=0),
+             helper.make_node("Clip", ["x", "lo", "hi"], ["y"])]
+    check(graph(nodes, feed, ["y"]), feed, expect_ops=("maximum", "minimum"))
+
+
+def test_cumsum_exclusive_reverse_negative_axis(monkeypatch):
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    nodes, outs = [], []
+    for exclusive in (0, 1):
+        for reverse in (0, 1):
+            for axis in ("a1", "am2"):
+                out = f"c_{exclusive}{reverse}{axis}"
+                nodes.append(helper.make_node("CumSum", ["x", axis], [out], exclusive=exclusive, reverse=reverse))
+                outs.append(out)
+    inits = {"a1": np.array(1, np.int64), "am2": np.array(-2, np.int32)}
+    lowered_three_ways(monkeypatch, nodes, {"x": x}, outs, initializers=inits, mil_values=False)
+    # MIL's cumsum value inference crashes on exclusive=True: its values are compared for inclusive only.
+    inclusive = [n for n in nodes if n.attribute[0].i == 0]
+    model = graph(inclusive, {}, [n.output[0] for n in inclusive], {"x": x, **inits})
+    assert_values(model, rtol=1e-5, atol=1e-6, monkeypatch=monkeypatch, hidden={"x"})
+
+
+def test_topk_and_argmax(monkeypatch):
+    x = RNG.permutation(24).astype(np.float32).reshape(2, 3, 4)
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"]),
+             helper.make_node("TopK", ["x", "k"], ["vs", "is"], largest=0, axis=-2, sorted=1),
+             helper.make_node("TopK", ["x", "k1"], ["v1", "i1"], axis=0),
+             helper.make_node("ArgMax", ["x"], ["a"], axis=-1), helper.make_node("ArgMax", ["x"], ["b"], keepdims=0),
+             helper.make_node("ArgMin", ["x"], ["c"], axis=1, keepdims=0)]
+    lowered_three_ways(monkeypatch, nodes, {"x": x}, ["v", "i", "vs", "is", "v1", "i1", "a", "b", "c"],
+                       initializers={"k": np.array([2], np.int64), "k1": np.array([1], np.int64)})
+
+
+def test_topk_opset1_k_attribute(monkeypatch):
+    x = RNG.permutation(24).astype(np.float32).reshape(2, 3, 4)
+    old = [helper.make_node("TopK", ["x"], ["v", "i"], k=3, axis=1)]
+    lowered_three_ways(monkeypatch, old, {"x": x}, ["v", "i"], opset=9)
+
+
+def test_argmax_select_last_index_is_refused():
+    x = np.zeros((2, 3), np.float32)
+    model = graph([helper.make_node("ArgMax", ["x"], ["y"], select_last_index=1)], {"x": x}, ["y"], opset=13)
+    with pytest.raises(ConversionError, match="select_last_index"):
+        lower(model)
+
+
+def test_einsum(monkeypatch):
+    """Matmul-shaped equations, implicit output, outer product, transpose, three operands."""
+    shapes = {"a": (2, 3, 4), "b": (2, 4, 5), "q": (1, 2, 3, 4), "k": (1, 2, 5, 4), "v": (1, 2, 5, 3), "m": (3, 4),
+              "n": (4, 2), "i": (3,), "j": (4,)}
+    data = {name: RNG.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    cases = [("bij,bjk->bik", "ab"), ("bhid,bhjd->bhij", "qk"), ("ij,jk", "mn"), ("i,j->ij", "ij"), ("bij->bji", "a"),
+             ("bnqd,bnkd,bnke->bnqe", "qkv")]
+    nodes = [helper.make_node("Einsum", list(ins), [f"e{n}"], equation=eq) for n, (eq, ins) in enumerate(cases)]
+    lowered_three_ways(monkeypatch, nodes, data, [n.output[0] for n in nodes], opset=12, rtol=1e-4, atol=1e-5)
+
+
+def test_einsum_ellipsis_is_refused():
+    x = np.zeros((2, 3, 4), np.float32)
+    model = graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="...ij,...kj->...ik")], {"x": x}, ["y"],
+                  opset=12)
+    with pytest.raises(ConversionError, match="ellipsis"):
+        lower(model)
+
+
+def test_shape_arithmetic_folds_to_numpy():
+    """A typical exported shape computation on int64 constants: nothing reaches MIL but the result."""
+    shape = np.array([1, 64, 7, 7], np.int64)
+    nodes = [helper.make_node("Div", ["shape", "two"], ["half"]), helper.make_node("Mul", ["half", "two"], ["even"]),
+             helper.make_node("Equal", ["even", "shape"], ["same"]),
+             helper.make_node("Where", ["same", "shape", "one"], ["w"]),
+             helper.make_node("Cast", ["w"], ["f"], to=TensorProto.FLOAT), helper.make_node("Sqrt", ["f"], ["r"]),
+             helper.make_node("Ceil", ["r"], ["c"]), helper.make_node("Cast", ["c"], ["y"], to=TensorProto.INT64)]
+    model = graph(nodes, {}, ["y"], {"shape": shape, "two": np.array(2, np.int64), "one": np.array(1, np.int64)})
+    from bridge.converters.coreml.build import build_program
+
+    built = build_program(model, coremltools.target.iOS16)
+    assert {op.op_type for op in built.program.functions["main"].operations} == {"const", "identity"}
+    numeric(model)
+
+
+def test_torch_where_cumsum_topk():
+    torch = pytest.importorskip("torch")
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            values, indices = torch.topk(torch.where(x > 0, x, x * 0.1).cumsum(dim=1), k=3, dim=-1)
+            return values, indices
+
+    check(export_torch(torch, Model(), torch.randn(2, 5, 6)), {"x": np.ones((2, 5, 6), np.float32)},
+          expect_ops=("select", "cumsum", "topk"))
+
+
+def export_torch(torch, module, example):
+    import io
+
+    import onnx
+
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (example,), buffer, input_names=["x"], opset_version=17, dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())
