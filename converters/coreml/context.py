@@ -57,7 +57,7 @@ class Context:
         constants narrowed: Core ML computes in int32 and fp32 at most)."""
         v = self.value(name)
         if isinstance(v, np.ndarray):
-            if v.dtype == np.int64:
+            if v.dtype.kind in "iu" and v.dtype != np.int32:
                 return v.astype(np.int32)
             if v.dtype == np.float64:
                 return v.astype(np.float32)

@@ -1,0 +1,106 @@
+"""Normalizations in their inference form: statistics are constants or computed over the input.
+
+MIL's norm ops take their parameters as constants in the input's dtype (before iOS17 they must
+match it), so each converter reads them with `_params`, which refuses tensors known only at run time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil.mil import types
+from coremltools.converters.mil.mil.types.symbolic import any_symbolic
+
+from bridge.converters.coreml.context import attrs
+from bridge.converters.coreml.registry import register
+
+
+def _params(ctx, node, x, indices) -> list[np.ndarray | None]:
+    """Constant inputs `indices` in x's dtype (None where the optional input is absent)."""
+    dtype = types.nptype_from_builtin(x.dtype)
+    out = []
+    for i in indices:
+        name = node.input[i] if len(node.input) > i else ""
+        value = ctx.const(name)
+        if name and value is None:
+            raise ctx.unsupported(node, f"input {i} ({name}) must be constant for Core ML")
+        out.append(None if value is None else value.astype(dtype))
+    return out
+
+
+def _only_first_output(ctx, node, why: str):
+    if any(node.output[1:]):
+        raise ctx.unsupported(node, why)
+
+
+@register("BatchNormalization")
+def batch_norm(ctx, node):
+    """MIL's batch_norm takes rank 3 to 5; a rank-2 input (BatchNorm1d on features) gets a trailing
+    axis for the op, as coremltools' torch frontend does."""
+    a = attrs(node)
+    if a.get("training_mode", 0):
+        raise ctx.unsupported(node, "training_mode=1 (batch statistics) is not an inference graph")
+    _only_first_output(ctx, node, "running statistics outputs exist only in training")
+    x = ctx.var(node.input[0])
+    if not 2 <= x.rank <= 5:
+        raise ctx.unsupported(node, f"Core ML batch_norm takes rank 2 to 5, not {x.rank}")
+    gamma, beta, mean, variance = _params(ctx, node, x, (1, 2, 3, 4))
+    kwargs = {"mean": mean, "variance": variance, "gamma": gamma, "beta": beta, "epsilon": a.get("epsilon", 1e-5)}
+    if x.rank > 2:
+        ctx.set(node.output[0], mb.batch_norm(x=x, name=ctx.name(node), **kwargs))
+        return
+    y = mb.batch_norm(x=mb.expand_dims(x=x, axes=[-1]), **kwargs)
+    ctx.set(node.output[0], mb.squeeze(x=y, axes=[-1], name=ctx.name(node)))
+
+
+@register("InstanceNormalization")
+def instance_norm(ctx, node):
+    """MIL's instance_norm takes rank 3 or 4; rank 5 normalizes with layer_norm over the three
+    spatial axes and applies the per-channel scale and bias after."""
+    x = ctx.var(node.input[0])
+    gamma, beta = _params(ctx, node, x, (1, 2))
+    epsilon = attrs(node).get("epsilon", 1e-5)
+    if x.rank in (3, 4):
+        ctx.set(node.output[0], mb.instance_norm(x=x, gamma=gamma, beta=beta, epsilon=epsilon, name=ctx.name(node)))
+        return
+    if x.rank != 5:
+        raise ctx.unsupported(node, f"Core ML instance normalization takes rank 3 to 5, not {x.rank}")
+    y = mb.layer_norm(x=x, axes=[2, 3, 4], epsilon=epsilon)
+    y = mb.mul(x=y, y=gamma.reshape(-1, 1, 1, 1))
+    ctx.set(node.output[0], mb.add(x=y, y=beta.reshape(-1, 1, 1, 1), name=ctx.name(node)))
+
+
+@register("LayerNormalization", since=17)
+def layer_norm(ctx, node):
+    """ONNX normalizes axes [axis, rank) and lets Scale and B broadcast against them; MIL wants
+    gamma and beta of exactly that shape, so constants are broadcast here. Scale or B known only at
+    run time are applied after the op."""
+    _only_first_output(ctx, node, "the Mean and InvStdDev outputs have no Core ML equivalent")
+    a = attrs(node)
+    x = ctx.var(node.input[0])
+    axes = list(range(a.get("axis", -1) % x.rank, x.rank))
+    normalized = [x.shape[i] for i in axes]
+    steps = [(node.input[i], op) for i, op in ((1, mb.mul), (2, mb.add)) if len(node.input) > i and node.input[i]]
+    if all(ctx.const(name) is not None for name, _ in steps) and not any_symbolic(normalized):
+        gamma, beta = (None if v is None else np.broadcast_to(v, normalized) for v in _params(ctx, node, x, (1, 2)))
+        ctx.set(node.output[0], mb.layer_norm(x=x, axes=axes, gamma=gamma, beta=beta,
+                                              epsilon=a.get("epsilon", 1e-5), name=ctx.name(node)))
+        return
+    y = mb.layer_norm(x=x, axes=axes, epsilon=a.get("epsilon", 1e-5))
+    for i, (name, op) in enumerate(steps):
+        y = op(x=y, y=ctx.var(name), **({"name": ctx.name(node)} if i == len(steps) - 1 else {}))
+    ctx.set(node.output[0], y)
+
+
+@register("LRN")
+def lrn(ctx, node):
+    """Same formula (alpha divided by size). Core ML's window is torch's (coremltools tests it
+    against torch.nn.LocalResponseNorm at ranks 3 to 5), which for even sizes puts the extra channel
+    before the centre where ONNX puts it after: only odd sizes agree."""
+    a = attrs(node)
+    x = ctx.var(node.input[0])
+    if a["size"] % 2 == 0 or not 3 <= x.rank <= 5:
+        raise ctx.unsupported(node, "Core ML's local_response_norm matches ONNX for odd sizes at rank 3 to 5 only")
+    ctx.set(node.output[0], mb.local_response_norm(x=x, size=a["size"], alpha=a.get("alpha", 1e-4),
+                                                   beta=a.get("beta", 0.75), k=a.get("bias", 1.0),
+                                                   name=ctx.name(node)))

@@ -1,0 +1,173 @@
+"""Normalizations lowered to MIL.
+
+Without a Core ML runtime, `_run` executes the converted MIL program with numpy, reading each op as
+MIL's spec describes it, and the result is compared with onnxruntime. Cases share one model per
+test: every lowering costs a ct.convert.
+"""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from bridge.converters.coreml.build import build_program, feature_name
+from bridge.errors import ConversionError
+from tests.converters.coreml.harness import check, graph, onnxruntime
+
+coremltools = pytest.importorskip("coremltools")
+
+RNG = np.random.default_rng(0)
+
+
+def _randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _positive(*shape):
+    return RNG.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+# A reading of the MIL ops these converters emit -----------------------------------------------------
+def _channel(v, rank):
+    return None if v is None else np.reshape(v, (-1,) + (1,) * (rank - 2))
+
+
+def _batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
+    y = (x - _channel(mean, x.ndim)) / np.sqrt(_channel(variance, x.ndim) + epsilon)
+    return y * (1 if gamma is None else _channel(gamma, x.ndim)) + (0 if beta is None else _channel(beta, x.ndim))
+
+
+def _layer_norm(x, axes, gamma=None, beta=None, epsilon=1e-5):
+    axes = tuple(int(a) % x.ndim for a in axes)
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    return y * (1 if gamma is None else gamma) + (0 if beta is None else beta)
+
+
+def _instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
+    y = _layer_norm(x, range(2, x.ndim), epsilon=epsilon)
+    return y * (1 if gamma is None else _channel(gamma, x.ndim)) + (0 if beta is None else _channel(beta, x.ndim))
+
+
+def _local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Sum of squares over the `size` channels centred on each (size odd), clipped at the ends."""
+    half = int(size) // 2
+    squares = np.pad(x * x, [(0, 0), (half, half)] + [(0, 0)] * (x.ndim - 2))
+    window = sum(squares[:, i:i + x.shape[1]] for i in range(int(size)))
+    return x / (k + alpha / size * window) ** beta
+
+
+OPS = {"batch_norm": _batch_norm, "layer_norm": _layer_norm, "instance_norm": _instance_norm,
+       "local_response_norm": _local_response_norm, "mul": lambda x, y: x * y, "add": lambda x, y: x + y,
+       "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
+       "squeeze": lambda x, axes: np.squeeze(x, tuple(int(a) for a in axes))}
+
+
+def _run(program, feed):
+    """Execute the MIL program op by op with OPS; returns every output by name."""
+    func = program.functions["main"]
+    env = dict(feed)
+    for op in func.operations:
+        if op.op_type == "const":
+            continue
+        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
+        env[op.outputs[0].name] = OPS[op.op_type](**args)
+    return {v.name: env[v.name] for v in func.outputs}
+
+
+def _parity(model, feed, expect_ops=(), want=None):
+    program = check(model, feed, expect_ops=expect_ops)
+    got = _run(program, {feature_name(k): v for k, v in feed.items()})
+    for name, value in (want or onnxruntime(model, feed)).items():
+        np.testing.assert_allclose(got[feature_name(name)], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _refused(model, why):
+    with pytest.raises(ConversionError, match=why):
+        build_program(model, coremltools.target.iOS16)
+
+
+# BatchNormalization -----------------------------------------------------------------------------------
+def test_batch_norm_rank_2_to_5():
+    feed = {f"x{r}": _randn(2, 3, *[4] * (r - 2)) for r in (2, 3, 4, 5)}
+    params = {"scale": _randn(3), "bias": _randn(3), "mean": _randn(3), "var": _positive(3)}
+    nodes = [helper.make_node("BatchNormalization", [x, "scale", "bias", "mean", "var"], [f"y{x}"],
+                              **({"epsilon": 1e-2} if x == "x4" else {})) for x in feed]
+    _parity(graph(nodes, feed, [f"y{x}" for x in feed], params), feed, expect_ops=("batch_norm",))
+
+
+@pytest.mark.parametrize("attributes, outputs, runtime_mean, why", [
+    ({"training_mode": 1}, ["y", "running_mean", "running_var"], False, "training_mode"),
+    ({}, ["y"], True, "constant"),
+])
+def test_batch_norm_refusals(attributes, outputs, runtime_mean, why):
+    mean = {"mean": _randn(3)}
+    feed = {"x": _randn(1, 3, 4, 4), **(mean if runtime_mean else {})}
+    params = {"scale": _randn(3), "bias": _randn(3), "var": _positive(3), **({} if runtime_mean else mean)}
+    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], outputs, **attributes)
+    _refused(graph([node], feed, ["y"], params), why)
+
+
+# InstanceNormalization ------------------------------------------------------------------------------
+def test_instance_norm_rank_3_to_5():
+    feed = {f"x{r}": _randn(2, 3, *range(3, r + 1)) for r in (3, 4, 5)}
+    nodes = [helper.make_node("InstanceNormalization", [x, "scale", "bias"], [f"y{x}"], epsilon=1e-3) for x in feed]
+    model = graph(nodes, feed, [f"y{x}" for x in feed], {"scale": _randn(3), "bias": _randn(3)})
+    _parity(model, feed, expect_ops=("instance_norm", "layer_norm"))
+
+
+# LayerNormalization ---------------------------------------------------------------------------------
+def test_layer_norm_axes_and_parameters():
+    feed = {"x": _randn(2, 3, 4, 5), "runtime_scale": _randn(5)}
+    nodes = [helper.make_node("LayerNormalization", ["x", "s5", "b5"], ["last_axis"]),
+             helper.make_node("LayerNormalization", ["x", "s45", "b45"], ["axis_minus_2"], axis=-2, epsilon=1e-3),
+             helper.make_node("LayerNormalization", ["x", "s345"], ["axis_1_no_bias"], axis=1),
+             helper.make_node("LayerNormalization", ["x", "runtime_scale", "b5"], ["runtime_scale_out"])]
+    params = {"s5": _randn(5), "b5": _randn(5), "s45": _randn(4, 5), "b45": _randn(4, 5), "s345": _randn(3, 4, 5)}
+    outputs = [n.output[0] for n in nodes]
+    _parity(graph(nodes, feed, outputs, params), feed, expect_ops=("layer_norm",))
+
+
+def test_layer_norm_refuses_mean_output():
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"])
+    _refused(graph([node], {"x": _randn(2, 4)}, ["y"], {"s": _randn(4)}), "Mean")
+
+
+# LRN ------------------------------------------------------------------------------------------------
+def test_lrn():
+    feed = {"x": _randn(2, 7, 3, 4)}  # onnxruntime runs LRN on rank 4 only
+    nodes = [helper.make_node("LRN", ["x"], ["defaults"], size=3),
+             helper.make_node("LRN", ["x"], ["custom"], size=5, alpha=0.5, beta=0.6, bias=2.0)]
+    _parity(graph(nodes, feed, ["defaults", "custom"]), feed, expect_ops=("local_response_norm",))
+
+
+def test_lrn_refuses_even_size():
+    _refused(graph([helper.make_node("LRN", ["x"], ["y"], size=4)], {"x": _randn(1, 6, 3, 3)}, ["y"]), "odd")
+
+
+# Exported from torch --------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore")  # the TorchScript exporter warns of its removal and of tracing
+def test_torch_norms(tmp_path):
+    import onnx
+    import torch
+
+    class Norms(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn, self.bn1d = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm1d(5)
+            self.ln, self.inorm = torch.nn.LayerNorm([6, 7]), torch.nn.InstanceNorm2d(3, affine=True)
+            for p in [*self.parameters(), *self.buffers()]:
+                if p.dtype.is_floating_point:
+                    p.data = torch.rand_like(p) + 0.5
+
+        def forward(self, x, v):
+            return self.bn(x), self.bn1d(v), self.ln(x), self.inorm(x)
+
+    torch.manual_seed(0)
+    module, x, v = Norms().eval(), torch.randn(2, 3, 6, 7), torch.randn(4, 5)
+    names = ["bn", "bn1d", "ln", "inorm"]
+    path = tmp_path / "norms.onnx"
+    torch.onnx.export(module, (x, v), str(path), input_names=["x", "v"], output_names=names, opset_version=17,
+                      dynamo=False)
+    with torch.no_grad():
+        want = dict(zip(names, (t.numpy() for t in module(x, v)), strict=True))
+    _parity(onnx.load(str(path)), {"x": x.numpy(), "v": v.numpy()}, want=want,
+            expect_ops=("batch_norm", "layer_norm", "instance_norm"))

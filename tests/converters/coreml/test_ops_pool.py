@@ -1,0 +1,219 @@
+"""Pooling lowered to MIL.
+
+Without a Core ML runtime, `_run` executes the converted MIL program with torch, reading each op as
+MIL's spec describes it (pads, ceil_mode after PyTorch, exclude_padding_from_average), and the
+result is compared with onnxruntime, or with ONNX's reference evaluator where onnxruntime departs
+from the spec. Cases share one model per test: every lowering costs a ct.convert.
+"""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from bridge.converters.coreml.build import build_program, feature_name
+from bridge.errors import ConversionError
+from tests.converters.coreml.harness import check, graph, lower, onnxruntime
+
+coremltools = pytest.importorskip("coremltools")
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+RNG = np.random.default_rng(0)
+
+
+def _randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+# A reading of the MIL ops these converters emit -----------------------------------------------------
+def _mil_windows(x, kernel, strides, pad_type, pad, ceil_mode):
+    """(begin, end) padding per axis, and how far the last (ceil_mode) window overruns it."""
+    pairs, overrun = [], []
+    for i, (size, k, s) in enumerate(zip(x.shape[2:], kernel, strides, strict=True)):
+        if pad_type in ("same", "same_lower"):
+            total = max(0, (-(-size // s) - 1) * s + k - size)
+            small, big = total // 2, total - total // 2
+            b, e = (small, big) if pad_type == "same" else (big, small)
+        else:
+            b, e = (int(pad[2 * i]), int(pad[2 * i + 1])) if pad_type == "custom" else (0, 0)
+        out = (size + b + e - k + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= size + b and b + e > 0:
+            out -= 1
+        pairs.append((b, e))
+        overrun.append((0, max(0, (out - 1) * s + k - (size + b + e))))
+    return pairs, overrun
+
+
+def _torch_pad(x, pairs, value):
+    return F.pad(x, [p for pair in reversed(pairs) for p in pair], value=value)
+
+
+def _max_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
+    pairs, overrun = _mil_windows(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
+    padded = _torch_pad(_torch_pad(torch.tensor(x), pairs, -np.inf), overrun, -np.inf)
+    return getattr(F, f"max_pool{len(kernel_sizes)}d")(padded, tuple(kernel_sizes), tuple(strides)).numpy()
+
+
+def _avg_pool(x, kernel_sizes, strides, pad_type, exclude_padding_from_average, pad=None, ceil_mode=False):
+    """Padding counts towards the divisor unless excluded; the ceil_mode overrun never does."""
+    pairs, overrun = _mil_windows(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
+    t = torch.tensor(x)
+    counted = _torch_pad(_torch_pad(torch.ones_like(t), pairs, 0.0 if exclude_padding_from_average else 1.0),
+                         overrun, 0.0)
+    pool = getattr(F, f"avg_pool{len(kernel_sizes)}d")
+    total = pool(_torch_pad(_torch_pad(t, pairs, 0.0), overrun, 0.0), tuple(kernel_sizes), tuple(strides))
+    return (total / pool(counted, tuple(kernel_sizes), tuple(strides))).numpy()
+
+
+OPS = {"max_pool": _max_pool, "avg_pool": _avg_pool,
+       "reduce_mean": lambda x, axes, keep_dims: np.mean(x, axis=tuple(axes), keepdims=keep_dims),
+       "reduce_max": lambda x, axes, keep_dims: np.max(x, axis=tuple(axes), keepdims=keep_dims)}
+
+
+def _run(program, feed):
+    """Execute the MIL program op by op with OPS; returns every output by name."""
+    func = program.functions["main"]
+    env = dict(feed)
+    for op in func.operations:
+        if op.op_type == "const":
+            continue
+        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
+        env[op.outputs[0].name] = OPS[op.op_type](**args)
+    return {v.name: env[v.name] for v in func.outputs}
+
+
+def _parity(model, feed, expect_ops=(), want=None):
+    program = check(model, feed, expect_ops=expect_ops)
+    got = _run(program, {feature_name(k): v for k, v in feed.items()})
+    for name, value in (want or onnxruntime(model, feed)).items():
+        np.testing.assert_allclose(got[feature_name(name)], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _model(op, cases, feed, x="x"):
+    nodes = [helper.make_node(op, [a.pop("x", x)], [name], **a) for name, a in cases.items()]
+    return graph(nodes, feed, list(cases))
+
+
+# Windowed pools -------------------------------------------------------------------------------------
+SHARED = {
+    "strides_omitted": {"kernel_shape": [2, 3]},
+    "pads": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    "asymmetric_pads": {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [0, 1, 2, 0]},
+    "ceil_overrun_padded": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+    "ceil_overrun_asymmetric": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 1, 1, 0], "ceil_mode": 1},
+    "ceil_drops_window_past_input": {"kernel_shape": [1, 1], "strides": [3, 3], "ceil_mode": 1},
+    "ceil_changes_nothing": {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "x": "x9"},
+    "valid_ceil": {"kernel_shape": [2, 2], "strides": [2, 3], "auto_pad": "VALID", "ceil_mode": 1},
+    "same_upper": {"kernel_shape": [2, 2], "strides": [2, 3], "auto_pad": "SAME_UPPER"},
+    "same_lower": {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+}
+FEED = {"x": _randn(1, 3, 7, 8), "x9": _randn(1, 2, 9, 9)}
+
+
+def test_max_pool():
+    cases = {name: dict(a) for name, a in SHARED.items()}
+    cases["storage_order"] = {"kernel_shape": [2, 2], "storage_order": 1}
+    _parity(_model("MaxPool", cases, FEED), FEED, expect_ops=("max_pool",))
+
+
+def test_average_pool_excluding_padding():
+    cases = {name: dict(a) for name, a in SHARED.items()}
+    _parity(_model("AveragePool", cases, FEED), FEED, expect_ops=("avg_pool",))
+
+
+def test_average_pool_counting_padding():
+    cases = {name: {**a, "count_include_pad": 1} for name, a in SHARED.items()
+             if name not in ("ceil_overrun_padded", "ceil_overrun_asymmetric", "valid_ceil")}  # see the next two tests
+    _parity(_model("AveragePool", cases, FEED), FEED, expect_ops=("avg_pool",))
+
+
+def test_average_pool_counting_padding_with_ceil_follows_the_spec():
+    """onnxruntime 1.23 divides ceil_mode's overrun windows by the whole kernel; the ONNX reference
+    evaluator and torch count only the input and the explicit pads, as MIL's ceil_mode does."""
+    from onnx.reference import ReferenceEvaluator
+
+    cases = {"padded": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+             "unpadded": {"kernel_shape": [2, 2], "strides": [2, 3], "ceil_mode": 1}}
+    feed = {"x": _randn(1, 2, 8, 7)}
+    model = _model("AveragePool", {k: {**a, "count_include_pad": 1} for k, a in cases.items()}, feed)
+    want = dict(zip(cases, ReferenceEvaluator(model).run(None, feed), strict=True))
+    np.testing.assert_allclose(want["padded"], F.avg_pool2d(torch.tensor(feed["x"]), 3, 2, 1, ceil_mode=True).numpy(),
+                               rtol=1e-6)
+    _parity(model, feed, expect_ops=("avg_pool",), want=want)
+
+
+def _unknown_spatial_sizes(model):
+    for dim, symbol in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], "hw", strict=True):
+        dim.dim_param = symbol
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_ceil_mode_with_spatial_sizes_unknown_until_run_time():
+    """Then MIL's own ceil_mode does the work, except where its output size rule differs from ONNX's."""
+    feed = {"x": _randn(1, 2, 8, 7)}
+    nodes = [helper.make_node("MaxPool", ["x"], ["max"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              ceil_mode=1),
+             helper.make_node("AveragePool", ["x"], ["avg"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)]
+    model = _unknown_spatial_sizes(graph(nodes, feed, ["max", "avg"]))
+    _, program = lower(model)
+    assert all(op.ceil_mode.val for op in program.functions["main"].operations if op.op_type.endswith("pool"))
+    got = _run(program, feed)
+    for name, want in onnxruntime(model, feed).items():
+        np.testing.assert_allclose(got[feature_name(name)], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[3, 3], ceil_mode=1)
+    with pytest.raises(ConversionError, match="kernel >= stride"):
+        build_program(_unknown_spatial_sizes(graph([node], feed, ["y"])), coremltools.target.iOS16)
+
+
+def test_pools_1d_and_3d():
+    feed = {"x1": _randn(2, 3, 10), "x3": _randn(1, 2, 5, 6, 7)}
+    nodes = [helper.make_node("MaxPool", ["x1"], ["max1"], kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1),
+             helper.make_node("AveragePool", ["x1"], ["avg1"], kernel_shape=[4], strides=[3], pads=[2, 1],
+                              count_include_pad=1),
+             helper.make_node("MaxPool", ["x3"], ["max3"], kernel_shape=[2, 2, 3], strides=[2, 2, 2], ceil_mode=1),
+             helper.make_node("AveragePool", ["x3"], ["avg3"], kernel_shape=[3, 2, 2], strides=[2, 2, 2],
+                              pads=[1, 0, 1, 1, 1, 0], ceil_mode=1)]
+    _parity(graph(nodes, feed, ["max1", "avg1", "max3", "avg3"]), feed, expect_ops=("max_pool", "avg_pool"))
+
+
+def test_global_pools():
+    feed = {"x1": _randn(2, 3, 5), "x2": _randn(1, 4, 3, 6), "x3": _randn(1, 2, 3, 4, 5)}
+    nodes = [helper.make_node(op, [x], [f"{op}_{x}"]) for op in ("GlobalAveragePool", "GlobalMaxPool") for x in feed]
+    _parity(graph(nodes, feed, [n.output[0] for n in nodes]), feed, expect_ops=("reduce_mean", "reduce_max"))
+
+
+# Refusals -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op, shape, a, outputs, why", [
+    ("MaxPool", (1, 1, 6, 6), {"kernel_shape": [2, 2]}, ["y", "indices"], "Indices"),
+    ("MaxPool", (1, 1, 6, 6), {"kernel_shape": [2, 2], "dilations": [2, 2]}, ["y"], "dilations"),
+    ("AveragePool", (1, 1, 6, 6, 6), {"kernel_shape": [3, 3, 3], "strides": [2, 2, 2], "pads": [1] * 6,
+                                      "ceil_mode": 1, "count_include_pad": 1}, ["y"], "ceil_mode"),
+    ("AveragePool", (1, 1, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1],
+                                   "ceil_mode": 1, "count_include_pad": 1}, ["y"], "symmetric"),
+])
+def test_refusals(op, shape, a, outputs, why):
+    model = graph([helper.make_node(op, ["x"], outputs, **a)], {"x": _randn(*shape)}, outputs[:1], opset=19)
+    with pytest.raises(ConversionError, match=why):
+        build_program(model, coremltools.target.iOS16)
+
+
+# Exported from torch --------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore")  # the TorchScript exporter warns of its removal and of tracing
+def test_torch_ceil_mode_pools(tmp_path):
+    """torch's AvgPool2d counts padding by default; with an overrunning ceil window onnxruntime
+    disagrees with torch there, so the reference is torch itself."""
+    import onnx
+
+    class Pools(torch.nn.Module):
+        def forward(self, x):
+            return (F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), F.max_pool2d(x, 2, ceil_mode=True),
+                    F.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False))
+
+    x = torch.randn(1, 3, 8, 7)
+    path = tmp_path / "pools.onnx"
+    names = ["avg", "max", "avg_excl"]
+    torch.onnx.export(Pools(), (x,), str(path), input_names=["x"], output_names=names, opset_version=17, dynamo=False)
+    want = dict(zip(names, (t.numpy() for t in Pools()(x)), strict=True))
+    _parity(onnx.load(str(path)), {"x": x.numpy()}, expect_ops=("avg_pool", "max_pool"), want=want)
