@@ -1,0 +1,64 @@
+"""The Core ML lane end to end: every mode from one call, next to the TFLite artifacts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SAMPLES, artifact, bridge, report
+
+pytestmark = pytest.mark.slow
+
+COREML_MODES = ("fp32", "fp16", "int8-weights", "int8", "palettize-8", "palettize-6", "palettize-4", "int4-weights")
+
+
+def test_torch_cnn_every_coreml_mode_next_to_tflite(tmp_path):
+    ct = pytest.importorskip("coremltools")
+    out = tmp_path / "out"
+    r = bridge("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "tflite", "--target", "coreml",
+               "--quantize", f"coreml={','.join(COREML_MODES)}", "--calibration", SAMPLES / "calibration",
+               "--out", out)
+    assert r.returncode in (0, 1), r.stderr[-3000:]  # 1 while no executor can run Core ML here
+    rep = report(out)
+    assert artifact(rep, "tflite", "fp32")["parity"]["passed"]
+    for mode in COREML_MODES:
+        a = artifact(rep, "coreml", mode)
+        assert a["error"] is None, a["error"]
+        path = out / a["path"]
+        assert path.is_dir() and (path / "Manifest.json").is_file()
+        ct.models.MLModel(str(path), skip_model_load=True)
+        assert a["parity"]["status"] in ("passed", "not_executed")
+        if a["parity"]["status"] == "not_executed":
+            assert not a["parity"]["passed"] and a["parity"]["reason"]
+    targets = {m: artifact(rep, "coreml", m)["deployment_target"] for m in COREML_MODES}
+    assert targets["fp16"] == "iOS16" and targets["int8"] == "iOS17" and targets["int4-weights"] == "iOS18"
+    per_param = {m: artifact(rep, "coreml", m)["compressed_weights"]["bytes_per_param"] for m in COREML_MODES}
+    assert per_param["int8-weights"] <= 1.05
+    assert per_param["palettize-4"] <= 0.55
+    assert per_param["palettize-6"] < per_param["palettize-8"] <= 1.05
+    sizes = {m: artifact(rep, "coreml", m)["bytes"] for m in COREML_MODES}
+    assert sizes["palettize-4"] < sizes["int8-weights"] < sizes["fp16"] < sizes["fp32"]
+
+
+def test_unsupported_ops_named_all_at_once_and_tflite_still_converts(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Hardmax", ["x"], ["a"], name="hard1"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Celu", ["b"], ["c"], name="celu1"), helper.make_node("Hardmax", ["c"], ["y"], name="hard2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])])
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    r = bridge("convert", path, "--target", "onnx", "--target", "coreml", "--out", tmp_path / "out")
+    assert r.returncode == 3, r.stderr
+    a = artifact(report(tmp_path / "out"), "coreml", "fp16")
+    assert a["error"]["stage"] == "coreml-preflight"
+    assert "Celu (celu1)" in a["error"]["message"] and "Hardmax (hard1, hard2)" in a["error"]["message"]
+    assert artifact(report(tmp_path / "out"), "onnx", "fp32")["parity"]["passed"]
+
+
+def test_explicit_target_too_old_for_a_mode_is_usage_error(tmp_path):
+    r = bridge("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "coreml", "--quantize", "coreml=int4-weights",
+               "--coreml-target", "iOS16", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "int4-weights needs --coreml-target iOS18" in r.stderr
+    assert not (tmp_path / "out").exists()
