@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bridge.converters.onnx.passes import apply_passes
 from bridge.errors import ConversionError
 from bridge.lazy import require
 
@@ -154,6 +155,9 @@ def finalize(model, out_path: str | Path) -> tuple[object, dict[str, str], list[
     if opset_of(model) != before:
         warnings.append(f"ONNX opset {before} upgraded to {opset_of(model)}")
     model = simplify(model)
+    applied = apply_passes(model)
+    if applied:
+        warnings.append(f"hub passes: {', '.join(applied)}")
     dropped = prune_inputs(model)
     if dropped:
         warnings.append(f"unused graph inputs removed: {', '.join(dropped)}")

@@ -9,61 +9,43 @@ count_include_pad 0 or 1, ceil_mode, SAME_UPPER on MaxPool) are left alone.
 
 Not here on purpose: AveragePool with ceil_mode=1 and count_include_pad=1. onnx2tf follows the ONNX
 spec and PyTorch there (the overhanging last window divides by its in-bounds size); onnxruntime's
-kernel before opset 19 divides by the full kernel, so it is the reference that is off.
+kernel before opset 19 divides by the full kernel, so it is the reference that is off, and the hub
+rewrites it for every lane (converters/onnx/passes.py).
 
-Passes keep what onnxruntime computes, touch only top-level nodes whose spatial input shape is
-static, and edit the model in place.
+Passes keep what onnxruntime computes, touch only top-level nodes whose input shape is static where
+they need it, and edit the model in place.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bridge.converters.onnx.graph import PassRegistry, del_attr, fresh_name, get_attr, set_attr
 from bridge.lazy import require
 
 if TYPE_CHECKING:
     import onnx
 
-Pass = Callable[["onnx.ModelProto"], int]
-
-_PASSES: dict[str, Pass] = {}
+_REGISTRY = PassRegistry("rewrite")
+rewrite = _REGISTRY.register
 
 PIPELINE: tuple[str, ...] = (
     "explicit-auto-pad",  # first: it turns SAME_UPPER LpPools into the padded form the next pass handles
     "lppool-explicit-pad",
     "maxpool-dilations",
+    "expand-broadcast-constants",
 )
-
-
-def rewrite(name: str) -> Callable[[Pass], Pass]:
-    """Register a pass under `name`; a pass returns how many nodes it rewrote."""
-
-    def register(fn: Pass) -> Pass:
-        if name in _PASSES:
-            raise ValueError(f"rewrite pass {name!r} is already registered")
-        _PASSES[name] = fn
-        return fn
-
-    return register
 
 
 def apply_rewrites(model: onnx.ModelProto, passes: Iterable[str] = PIPELINE) -> list[str]:
     """Run `passes` in order on `model` in place; returns e.g. `["maxpool-dilations x2"]` for the
     passes that changed something, for the artifact's warnings."""
-    unknown = [p for p in passes if p not in _PASSES]
-    if unknown:
-        raise ValueError(f"unknown rewrite passes: {', '.join(unknown)}")
-    applied = []
-    for name in passes:
-        count = _PASSES[name](model)
-        if count:
-            applied.append(f"{name} x{count}")
-    return applied
+    return _REGISTRY.apply(model, passes)
 
 
 # --- passes -----------------------------------------------------------------------------------------
@@ -87,13 +69,13 @@ def explicit_auto_pad(model: onnx.ModelProto) -> int:
     for node in candidates:
         window = _window(node, shapes)
         pads = _same_pads(window, lower=_auto_pad(node) == "SAME_LOWER") if window else None
-        if pads is None or _attr(node, "ceil_mode", 0) or any(d > 1 for d in window.dilations):
+        if pads is None or get_attr(node, "ceil_mode", 0) or any(d > 1 for d in window.dilations):
             continue  # onnxruntime sizes these its own way (dilations left out): no one meaning to keep
         begin, end = pads
         if not _auto_pad_mislowered(node, begin, end):
             continue
-        _del_attr(node, "auto_pad")
-        _set_attr(node, "pads", [*begin, *end])
+        del_attr(node, "auto_pad")
+        set_attr(node, "pads", [*begin, *end])
         count += 1
     return count
 
@@ -109,17 +91,17 @@ def lppool_explicit_pad(model: onnx.ModelProto) -> int:
     SAME test. Zeros add nothing to a sum of |x|^p, so the padded form computes the same.
     """
     candidates = [n for n in model.graph.node if n.op_type == "LpPool" and _auto_pad(n) == "NOTSET"
-                  and any(_attr(n, "pads", []))]
+                  and any(get_attr(n, "pads", []))]
     if not candidates:
         return 0
     shapes = _static_spatial_shapes(model)
     count = 0
     for node in candidates:
         window = _window(node, shapes)
-        if window is None or not _pad_keeps_shape(window, _attr(node, "ceil_mode", 0)):
+        if window is None or not _pad_keeps_shape(window, get_attr(node, "ceil_mode", 0)):
             continue
         _insert_zero_pad(model, node, window.begin, window.end)
-        _del_attr(node, "pads")
+        del_attr(node, "pads")
         count += 1
     return count
 
@@ -135,7 +117,7 @@ def maxpool_dilations(model: onnx.ModelProto) -> int:
     no -inf padding value (that would wreck int8 calibration ranges).
     """
     candidates = [n for n in model.graph.node if n.op_type == "MaxPool" and len(n.output) == 1
-                  and any(d > 1 for d in _attr(n, "dilations", []))]
+                  and any(d > 1 for d in get_attr(n, "dilations", []))]
     if not candidates:
         return 0
     shapes = _static_spatial_shapes(model)
@@ -144,12 +126,100 @@ def maxpool_dilations(model: onnx.ModelProto) -> int:
         window = _window(node, shapes)
         if window is None or _auto_pad(node) not in ("NOTSET", "VALID"):
             continue
-        taps = [_axis_taps(window, axis, _attr(node, "ceil_mode", 0)) for axis in range(len(window.size))]
+        taps = [_axis_taps(window, axis, get_attr(node, "ceil_mode", 0)) for axis in range(len(window.size))]
         if any(t is None for t in taps):
             continue
         _replace_with_gather_max(model, node, taps)
         count += 1
     return count
+
+
+@rewrite("expand-broadcast-constants")
+def expand_broadcast_constants(model: onnx.ModelProto) -> int:
+    """Constant operands of Add/Sub/Mul/Div that onnx2tf broadcasts wrongly, spelled out at the other
+    operand's full [N, C, H, W] shape (or just given the missing leading 1s, where that suffices).
+
+    onnx2tf turns 4-D and 5-D tensors channel-last and then has to guess where each dim of a
+    broadcast constant belongs, which it does largely by matching sizes. Measured on 4-D tensors,
+    Add/Sub/Mul/Div with the constant first and second, after Relu, MaxPool, AveragePool and Conv
+    (5-D per-channel constants go wrong the same way; 3-D ones came out right):
+    - a per-channel constant ([1, C, 1, 1] or [C, 1, 1]) where C equals H or W: silently wrong
+      (rel. L2 0.06-2.5) or wrongly shaped in every position but Mul with the constant first;
+    - constants along spatial axes ([1, 1, H, W], [1, 1, H, 1], [1, 1, 1, W]): silently wrong
+      (rel. L2 0.12-1.9) where a size repeats, a crash otherwise (e.g. [1, 1, H, W] second);
+    - a rank-3 [C, 1, 1] first operand of Sub or Div: a crash ("axes don't match array"), which
+      the same constant at rank 4 avoids;
+    - a [1, C, H, W] second operand with batch 2: a crash.
+    A constant of exactly the other operand's shape came out right in all of them, so that is what
+    this pass writes, except for per-channel constants whose C matches neither spatial size (nearly
+    every bias and scale in a CNN): those lowered right, and are never copied H*W-fold.
+    """
+    candidates = [n for n in model.graph.node if n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2]
+    constants = {t.name: t for t in model.graph.initializer}
+    candidates = [n for n in candidates if (n.input[0] in constants) != (n.input[1] in constants)]
+    if not candidates:
+        return 0
+    shapes = _static_shapes(model)
+    expanded: dict[tuple[str, tuple[int, ...]], str] = {}  # one copy per constant and shape
+    count = 0
+    for node in candidates:
+        slot = 0 if node.input[0] in constants else 1
+        const = constants[node.input[slot]]
+        rank_matters = slot == 0 and node.op_type in ("Sub", "Div")
+        target = _broadcast_target(list(const.dims), shapes.get(node.input[1 - slot]), rank_matters)
+        if target is None or target == list(const.dims):
+            continue
+        key = (const.name, tuple(target))
+        if key not in expanded:
+            expanded[key] = _expanded_constant(model, const, target)
+        node.input[slot] = expanded[key]
+        count += 1
+    _drop_unused_initializers(model, {name for name, _ in expanded})
+    return count
+
+
+def _broadcast_target(const: list[int], other: tuple[int | None, ...] | None, rank_matters: bool) -> list[int] | None:
+    """The shape to give a constant broadcast against a 4-D or 5-D tensor of shape `other`, or None
+    to leave it as it is (see `expand_broadcast_constants`); `rank_matters` for a first operand of
+    Sub or Div, where a lower-rank per-channel constant crashes onnx2tf."""
+    if other is None or len(other) not in (4, 5) or None in other[1:] or len(const) > len(other) \
+            or math.prod(const) <= 1:
+        return None
+    n, c, *spatial = other
+    aligned = [1] * (len(other) - len(const)) + const
+    if any(d not in (1, full) for d, full in zip(aligned, other, strict=True)):
+        return None  # it broadcasts `other` too, or its batch is not known to match: not the pattern
+    if aligned == [1, c, *(1 for _ in spatial)] and c not in spatial:
+        return aligned if rank_matters and len(const) < len(other) else None
+    return [n or 1, c, *spatial]
+
+
+def _expanded_constant(model, const, shape: list[int]) -> str:
+    """`const` broadcast to `shape`, as a new initializer (the original may have other users)."""
+    onnx = require("onnx")
+    name = fresh_name(model, f"{const.name}_{'x'.join(map(str, shape))}")
+    values = np.broadcast_to(onnx.numpy_helper.to_array(const), shape).copy()
+    model.graph.initializer.append(onnx.numpy_helper.from_array(values, name))
+    return name
+
+
+def _drop_unused_initializers(model, names: set[str]) -> None:
+    """Remove those of `names` nothing reads any more, so the original constants do not ship too."""
+    graph = model.graph
+    used = _names_read(graph) | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.name in names and t.name not in used]:
+        graph.initializer.remove(t)
+
+
+def _names_read(graph) -> set[str]:
+    """Every tensor name the graph's nodes read, in Loop/If/Scan bodies too (they see outer names)."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for a in node.attribute:
+            for body in [a.g] if a.HasField("g") else list(a.graphs):
+                names |= _names_read(body)
+    return names
 
 
 # --- pooling windows --------------------------------------------------------------------------------
@@ -170,15 +240,15 @@ class _Window:
 def _window(node, shapes: dict[str, tuple[int, ...]]) -> _Window | None:
     """The node's window, or None when its input's spatial shape is not static."""
     size = shapes.get(node.input[0])
-    kernel = _attr(node, "kernel_shape", None)
+    kernel = get_attr(node, "kernel_shape", None)
     if kernel is None and node.op_type == "Conv" and len(node.input) > 1:
         kernel = shapes.get(node.input[1])  # Conv may leave kernel_shape to its weight's shape
     if size is None or kernel is None or len(kernel) != len(size):
         return None
     rank = len(size)
-    pads = _attr(node, "pads", None) or [0] * 2 * rank
-    return _Window(list(size), list(kernel), _attr(node, "strides", None) or [1] * rank,
-                   _attr(node, "dilations", None) or [1] * rank, list(pads[:rank]), list(pads[rank:]))
+    pads = get_attr(node, "pads", None) or [0] * 2 * rank
+    return _Window(list(size), list(kernel), get_attr(node, "strides", None) or [1] * rank,
+                   get_attr(node, "dilations", None) or [1] * rank, list(pads[:rank]), list(pads[rank:]))
 
 
 def _same_pads(w: _Window, lower: bool) -> tuple[list[int], list[int]] | None:
@@ -206,7 +276,7 @@ def _auto_pad_mislowered(node, begin: list[int], end: list[int]) -> bool:
     if _auto_pad(node) == "SAME_LOWER":
         return node.op_type == "Conv" or begin != end
     if node.op_type == "AveragePool":
-        return bool(_attr(node, "count_include_pad", 0))
+        return bool(get_attr(node, "count_include_pad", 0))
     return node.op_type == "LpPool"
 
 
@@ -259,8 +329,8 @@ def _axis_taps(w: _Window, axis: int, ceil: int) -> list[list[int]] | None:
 def _insert_zero_pad(model, node, begin: list[int], end: list[int]) -> None:
     """Put a constant-zero Pad in front of `node`'s first input (batch and channels unpadded)."""
     onnx = require("onnx")
-    pads = _fresh(model, f"{node.name or node.op_type}_pads")
-    padded = _fresh(model, f"{node.name or node.op_type}_padded")
+    pads = fresh_name(model, f"{node.name or node.op_type}_pads")
+    padded = fresh_name(model, f"{node.name or node.op_type}_padded")
     model.graph.initializer.append(
         onnx.numpy_helper.from_array(np.array([0, 0, *begin, 0, 0, *end], dtype=np.int64), pads))
     pad = onnx.helper.make_node("Pad", [node.input[0], pads], [padded], name=padded, mode="constant")
@@ -276,12 +346,12 @@ def _replace_with_gather_max(model, node, taps: list[list[list[int]]]) -> None:
     for axis, axis_taps in enumerate(taps):
         gathered = []
         for t, indices in enumerate(axis_taps):
-            idx = _fresh(model, f"{base}_axis{axis}_tap{t}_idx")
+            idx = fresh_name(model, f"{base}_axis{axis}_tap{t}_idx")
             model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(indices, np.int64), idx))
-            out = _fresh(model, f"{base}_axis{axis}_tap{t}")
+            out = fresh_name(model, f"{base}_axis{axis}_tap{t}")
             new_nodes.append(onnx.helper.make_node("Gather", [current, idx], [out], name=out, axis=axis + 2))
             gathered.append(out)
-        name = _fresh(model, f"{base}_axis{axis}_max")
+        name = fresh_name(model, f"{base}_axis{axis}_max")
         current = node.output[0] if axis == len(taps) - 1 else name
         new_nodes.append(onnx.helper.make_node("Max", gathered, [current], name=name))
     _insert_before(model, node, new_nodes)
@@ -294,17 +364,6 @@ def _insert_before(model, node, new_nodes: list) -> None:
     at = list(nodes).index(node)
     for offset, new in enumerate(new_nodes):
         nodes.insert(at + offset, new)
-
-
-def _fresh(model, base: str) -> str:
-    """A tensor/node name nothing in the graph uses yet (TensorFlow-safe as long as `base` is)."""
-    graph = model.graph
-    taken = {t.name for t in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
-    taken |= {name for n in graph.node for name in (n.name, *n.input, *n.output)}
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    return name
 
 
 def _static_spatial_shapes(model) -> dict[str, tuple[int, ...]]:
@@ -320,24 +379,21 @@ def _static_spatial_shapes(model) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _attr(node, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return require("onnx").helper.get_attribute_value(a)
-    return default
+def _static_shapes(model) -> dict[str, tuple[int | None, ...]]:
+    """Tensor name -> its shape, None for a dim shape inference cannot pin down."""
+    onnx = require("onnx")
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                                       for d in tensor.shape.dim)
+    return shapes
 
 
 def _auto_pad(node) -> str:
-    value = _attr(node, "auto_pad", b"NOTSET")
+    value = get_attr(node, "auto_pad", b"NOTSET")
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _set_attr(node, name: str, value) -> None:
-    _del_attr(node, name)
-    node.attribute.append(require("onnx").helper.make_attribute(name, value))
-
-
-def _del_attr(node, name: str) -> None:
-    for a in list(node.attribute):
-        if a.name == name:
-            node.attribute.remove(a)

@@ -49,6 +49,14 @@ def _node(op: str, shape, *extra_inputs, initializers=(), **attrs) -> onnx.Model
     return _graph([node], shape, initializers)
 
 
+def _with_constant(op: str, shape, const_shape, first: bool) -> onnx.ModelProto:
+    """Relu, then `op` with a constant operand (first or second), as in a network's body."""
+    const = np.random.default_rng(2).uniform(0.5, 1.5, const_shape).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node(op, ["c", "r"] if first else ["r", "c"], ["y"], name=op.lower())]
+    return _graph(nodes, shape, [numpy_helper.from_array(const, "c")])
+
+
 def _conv(shape, **attrs) -> onnx.ModelProto:
     weight = np.random.default_rng(1).standard_normal([5, shape[1], 3, 3]).astype(np.float32)
     return _node("Conv", shape, "w", initializers=[numpy_helper.from_array(weight, "w")], **attrs)
@@ -75,6 +83,19 @@ CASES = [
     Case("maxpool-dilations", "maxpool-dilations", lambda: _node(
         "MaxPool", [1, 3, 9, 9], kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1], strides=[2, 1],
         ceil_mode=1), fails_with="Dilation2D"),
+    # constants onnx2tf broadcasts along the wrong axis where C equals H or W, or crashes on
+    Case("mul-channel-constant-cube", "expand-broadcast-constants", lambda: _with_constant(
+        "Mul", [1, 16, 16, 16], [1, 16, 1, 1], first=False)),
+    Case("sub-channel-constant-first-c-equals-w", "expand-broadcast-constants", lambda: _with_constant(
+        "Sub", [1, 16, 12, 16], [1, 16, 1, 1], first=True)),
+    Case("mul-spatial-constant", "expand-broadcast-constants", lambda: _with_constant(
+        "Mul", [1, 16, 12, 14], [1, 1, 12, 14], first=False), fails_with="Dimensions must be equal"),
+    Case("sub-rank-3-channel-constant-first", "expand-broadcast-constants", lambda: _with_constant(
+        "Sub", [1, 16, 12, 14], [16, 1, 1], first=True), fails_with="axes don't match"),
+    Case("mul-full-constant-batch-2", "expand-broadcast-constants", lambda: _with_constant(
+        "Mul", [2, 4, 10, 7], [1, 4, 10, 7], first=False), fails_with="Dimensions must be equal"),
+    Case("mul-channel-constant-5d-cube", "expand-broadcast-constants", lambda: _with_constant(
+        "Mul", [1, 8, 8, 8, 8], [1, 8, 1, 1, 1], first=False)),
 ]
 
 
@@ -179,11 +200,38 @@ def test_rewrites_keep_onnxruntime_results(op, shape, attrs):
     assert _rel_l2(_onnxruntime(rewritten, feed), _onnxruntime(model, feed)) < SAME_GRAPH
 
 
+def _shared_constant_graph(batch) -> onnx.ModelProto:
+    """One per-channel constant, C == H, read by Div (first operand) and Add (second)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6, 6, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    c = numpy_helper.from_array(np.random.default_rng(2).uniform(0.5, 1.5, [6, 1, 1]).astype(np.float32), "c")
+    nodes = [helper.make_node("Div", ["c", "x"], ["a"]), helper.make_node("Add", ["a", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [x], [y], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+@pytest.mark.parametrize("batch", [1, 2, "N"])
+def test_expanded_constants_keep_onnxruntime_results(batch):
+    model = _shared_constant_graph(batch)
+    x = np.random.default_rng(0).uniform(0.5, 1.5, [2 if batch == "N" else batch, 6, 6, 5]).astype(np.float32)
+    rewritten = copy.deepcopy(model)
+    assert apply_rewrites(rewritten) == ["expand-broadcast-constants x2"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    # one copy for both nodes, and the original gone
+    assert [list(t.dims) for t in rewritten.graph.initializer] == [[1 if batch == "N" else batch, 6, 6, 5]]
+    assert _rel_l2(_onnxruntime(rewritten, {"x": x}), _onnxruntime(model, {"x": x})) < SAME_GRAPH
+
+
 def _untouched_graph() -> onnx.ModelProto:
     """Everything onnx2tf lowers right, plus patterns the passes cannot size (dynamic spatial dims)."""
     w = numpy_helper.from_array(np.ones([4, 4, 3, 3], np.float32), "w")
+    scale = numpy_helper.from_array(np.full([1, 4, 1, 1], 2, np.float32), "scale")  # C unlike H and W
+    bias = numpy_helper.from_array(np.ones([4, 1, 1], np.float32), "bias")
     nodes = [
-        helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
+        helper.make_node("Mul", ["x", "scale"], ["x1"]),
+        helper.make_node("Sub", ["x1", "bias"], ["x2"]),
+        helper.make_node("AveragePool", ["x2"], ["a"], kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
         helper.make_node("AveragePool", ["a"], ["b"], kernel_shape=[3, 3], strides=[2, 2],
                          auto_pad="SAME_UPPER"),
         helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
@@ -198,7 +246,7 @@ def _untouched_graph() -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 20, 20]),
               helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])]
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "untouched", inputs, [y], [w])
+    graph = helper.make_graph(nodes, "untouched", inputs, [y], [w, scale, bias])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
 
 

@@ -1,0 +1,183 @@
+"""The hub passes, each checked against the source framework.
+
+Every case is a PyTorch module whose opset-17 export onnxruntime (1.23) computes wrongly. One test
+shows it still does, so it fails the day onnxruntime gets it right and the pass can go; the next
+shows the rewritten graph matching PyTorch in onnxruntime and in onnx2tf's TFLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from bridge.converters.onnx import passes
+from bridge.converters.onnx.passes import PIPELINE, apply_passes
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+helper, TensorProto = onnx.helper, onnx.TensorProto
+nn = torch.nn
+
+BROKEN = 1e-3  # relative L2 error onnxruntime shows without the pass
+SAME = 1e-6  # onnxruntime on the rewritten graph vs PyTorch
+TFLITE = 1e-5  # TFLite vs PyTorch
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    hub_pass: str
+    module: Callable[[], nn.Module]
+    shape: list[int]
+
+
+CASES = [  # torch's AvgPool*d count_include_pad defaults to True
+    Case("avgpool-3-2-pad-1-ceil", "avgpool-ceil-overhang", lambda: nn.AvgPool2d(3, 2, padding=1, ceil_mode=True),
+         [1, 4, 10, 7]),
+    Case("avgpool-2-2-ceil", "avgpool-ceil-overhang", lambda: nn.AvgPool2d(2, 2, ceil_mode=True), [1, 4, 9, 7]),
+    # batch 2 with C == H == W: the shapes where onnx2tf broadcasts or pads the simpler forms wrongly
+    Case("avgpool-ceil-cube-batch-2", "avgpool-ceil-overhang",
+         lambda: nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), [2, 16, 16, 16]),
+]
+
+
+def _export(module: nn.Module, shape: list[int]) -> onnx.ModelProto:
+    """The export the torch source makes: TorchScript-based, opset 17."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(module, (torch.zeros(shape),), buffer, opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _feed(shape: list[int]) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _torch(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def _onnxruntime(model, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"x": x})[0]
+
+
+def _tflite(model, x: np.ndarray, workdir) -> np.ndarray:
+    """onnx2tf as the TFLite lane runs it (in memory, no onnxsim), channel-last in and out."""
+    onnx2tf = pytest.importorskip("onnx2tf")
+    tf = pytest.importorskip("tensorflow")
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    os.makedirs(workdir, exist_ok=True)
+    np.save(os.path.join(workdir, "calibration_image_sample_data_20x128x128x3_float32.npy"),
+            np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+    cwd = os.getcwd()
+    try:
+        os.chdir(workdir)  # onnx2tf reads its sample images from here instead of downloading them
+        with contextlib.redirect_stdout(io.StringIO()):
+            keras_model = onnx2tf.convert(onnx_graph=copy.deepcopy(model), output_folder_path="saved_model",
+                                          disable_model_save=True, output_signaturedefs=True,
+                                          not_use_onnxsim=True, non_verbose=True, verbosity="error")
+    finally:
+        os.chdir(cwd)
+    x = x.transpose(0, 2, 3, 1)
+    spec = tf.TensorSpec(x.shape, tf.float32, name="x")
+    function = tf.function(lambda t: {"y": keras_model(t)}, input_signature=[spec]).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], keras_model)
+    runner = litert.Interpreter(model_content=converter.convert()).get_signature_runner()
+    return runner(x=x)["y"].transpose(0, 3, 1, 2)
+
+
+def _rel_l2(actual: np.ndarray, reference: np.ndarray) -> float:
+    assert actual.shape == reference.shape, f"shape {actual.shape} != {reference.shape}"
+    diff = np.linalg.norm(actual.astype(np.float64) - reference)
+    return float(diff / max(np.linalg.norm(reference.astype(np.float64)), 1e-30))
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_onnxruntime_still_gets_it_wrong(case: Case):
+    """If this fails, onnxruntime computes the pattern right now: drop the case, and the pass with
+    its last case."""
+    module, x = case.module(), _feed(case.shape)
+    assert _rel_l2(_onnxruntime(_export(module, case.shape), x), _torch(module, x)) > BROKEN
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_pass_matches_torch_in_onnxruntime_and_tflite(case: Case, tmp_path):
+    module, x = case.module(), _feed(case.shape)
+    model = _export(module, case.shape)
+    assert apply_passes(model) == [f"{case.hub_pass} x1"]
+    onnx.checker.check_model(model, full_check=True)
+    expected = _torch(module, x)
+    assert _rel_l2(_onnxruntime(model, x), expected) < SAME
+    assert _rel_l2(_tflite(model, x, tmp_path), expected) < TFLITE
+
+
+# More windows the pass must get right in onnxruntime: other ranks, uneven kernels and strides,
+# overhang on one axis only, padding plus overhang at the kernel-size limit.
+EQUIVALENT = [
+    (lambda: nn.AvgPool1d(3, 2, padding=1, ceil_mode=True), [2, 3, 10]),
+    (lambda: nn.AvgPool3d(3, 2, padding=1, ceil_mode=True), [1, 2, 6, 7, 5]),
+    (lambda: nn.AvgPool2d((3, 2), (2, 3), padding=(1, 0), ceil_mode=True), [1, 3, 10, 11]),
+    (lambda: nn.AvgPool2d(5, 3, padding=2, ceil_mode=True), [1, 3, 12, 13]),
+    (lambda: nn.AvgPool2d((4, 2), (4, 2), padding=(2, 1), ceil_mode=True), [1, 2, 11, 8]),
+]
+
+
+@pytest.mark.parametrize(("module", "shape"), EQUIVALENT, ids=[str(i) for i in range(len(EQUIVALENT))])
+def test_pass_matches_torch_in_onnxruntime(module, shape):
+    module, x = module(), _feed(shape)
+    model = _export(module, shape)
+    assert apply_passes(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert _rel_l2(_onnxruntime(model, x), _torch(module, x)) < SAME
+
+
+def _untouched_graph() -> onnx.ModelProto:
+    """Pools onnxruntime computes right, plus the pattern where the pass cannot size it."""
+    ceil_include_pad = dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1)
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], pads=[1, 1, 1, 1], **ceil_include_pad),  # 9x9: no overhang
+        helper.make_node("AveragePool", ["a"], ["b"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("AveragePool", ["b"], ["c"], kernel_shape=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("MaxPool", ["c"], ["d"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Resize", ["d", "", "scales"], ["e"], mode="nearest"),  # spatial dims unknown below
+        helper.make_node("AveragePool", ["e"], ["y"], **ceil_include_pad),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "untouched", inputs, [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_graph_without_the_pattern_is_left_alone():
+    model = _untouched_graph()
+    before = model.SerializeToString()
+    assert apply_passes(model) == []
+    assert model.SerializeToString() == before
+
+
+def test_every_pipeline_pass_has_a_case():
+    assert set(PIPELINE) == {c.hub_pass for c in CASES}
+
+
+def test_pass_names_are_unique_and_known():
+    with pytest.raises(ValueError, match="already registered"):
+        passes.hub_pass(PIPELINE[0])(lambda model: 0)
+    with pytest.raises(ValueError, match="unknown hub pass"):
+        apply_passes(_untouched_graph(), ["no-such-pass"])
