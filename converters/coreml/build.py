@@ -34,8 +34,10 @@ def feature_name(name: str) -> str:
 
 
 def build_program(model, target, *, node_names: dict[str, str] | None = None,
-                  after_op: Callable | None = None) -> Built:
-    """`after_op(ctx, node)` runs after each node is lowered (activation quantization hooks here)."""
+                  after_op: Callable | None = None, defaults: dict[str, tuple[int, ...]] | None = None) -> Built:
+    """`after_op(ctx, node)` runs after each node is lowered (activation quantization hooks here).
+    `defaults` gives each input's default sizes: dynamic axes become ranges from 1 to
+    `dynamic_upper_bound(default)` (left alone, coremltools would bound them at 2)."""
     require("coremltools")
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
@@ -87,9 +89,30 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
             out_vars.append(value)
             dtypes[fname] = types.builtin_to_string(value.dtype)
         func.set_outputs(out_vars)
+    func.input_types = [_input_type(fname, placeholders[fname], (defaults or {}).get(onnx_name))
+                        for onnx_name, fname in inputs.items()]
     prog = Program()
     prog.add_function("main", func)
     return Built(prog, inputs, outputs, dtypes)
+
+
+def dynamic_upper_bound(default: int) -> int:
+    """ML Programs need a finite range for each dynamic axis: 16x the default size, at least 1024."""
+    return max(16 * default, 1024)
+
+
+def _input_type(fname: str, placeholder, default: tuple[int, ...] | None):
+    import coremltools as ct
+    from coremltools.converters.mil.mil.types.symbolic import is_symbolic
+
+    shape = []
+    for i, d in enumerate(placeholder.sym_shape):
+        if is_symbolic(d):
+            size = default[i] if default and i < len(default) else 1
+            shape.append(ct.RangeDim(lower_bound=1, upper_bound=dynamic_upper_bound(size), default=size))
+        else:
+            shape.append(int(d))
+    return ct.TensorType(name=fname, shape=ct.Shape(shape), dtype=placeholder.dtype)
 
 
 def _symbol():

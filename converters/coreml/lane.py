@@ -49,7 +49,8 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
                 if ranges is None:
                     ranges = activation_ranges(model, req.calibration)
                 hook = _quantize_activations(ranges)
-            built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook)
+            built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
+                                  defaults={s.name: s.shape for s in req.inputs})
             mlmodel = ct.convert(built.program, convert_to="mlprogram",
                                  minimum_deployment_target=getattr(ct.target, target),
                                  compute_precision=ct.precision.FLOAT32 if cfg.precision == "fp32"
@@ -76,7 +77,10 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
 
 
 def _io(req: LaneRequest, built: Built) -> IO:
-    inputs = tuple(Binding(s.name, built.inputs[s.name], s.shape, built.dtypes[built.inputs[s.name]])
+    def shape(s):
+        return tuple(-1 if i in s.dynamic else d for i, d in enumerate(s.shape))
+
+    inputs = tuple(Binding(s.name, built.inputs[s.name], shape(s), built.dtypes[built.inputs[s.name]])
                    for s in req.inputs)
     outputs = tuple(Binding(s.name, built.outputs[s.name], s.shape, built.dtypes[built.outputs[s.name]])
                     for s in req.outputs)
