@@ -1,0 +1,165 @@
+"""How the reference executor treats a program as a whole: refusal before anything runs, fp16
+rounding per op, input casting, weight decompression by the MIL spec's own examples, and an op
+registry that agrees with coremltools' op definitions."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bridge.errors import RuntimeUnavailable, UsageError
+from tests.validators.coreml_reference.helpers import convert_program, run_file, save
+
+ct = pytest.importorskip("coremltools")
+from coremltools.converters.mil import Builder as mb  # noqa: E402
+from coremltools.converters.mil.mil import types  # noqa: E402
+
+
+def runner_for(prog, tmp_path, name: str, target=None):
+    from bridge.validators.runners.coreml_reference import ReferenceRunner
+
+    runner = ReferenceRunner()
+    runner.load(save(convert_program(prog, target), tmp_path, name))
+    return runner
+
+
+def test_unsupported_ops_are_refused_at_load_all_named(tmp_path):
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 8))], opset_version=ct.target.iOS17)
+    def prog(x):
+        x = mb.relu(x=x, name="first")
+        windows = mb.sliding_windows(x=x, axis=2, size=3, name="windows")
+        noise = mb.random_normal(shape=np.array([1, 4, 6, 3], np.int32), name="noise")
+        return mb.add(x=windows, y=noise, name="y")
+
+    with pytest.raises(RuntimeUnavailable) as info:
+        runner_for(prog, tmp_path, "unsupported")  # load() raises: nothing was executed
+    assert str(info.value) == ("op sliding_windows (name windows) unsupported by the reference executor; "
+                               "op random_normal (name noise) unsupported by the reference executor")
+
+
+def test_control_flow_is_refused(tmp_path):
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2,))], opset_version=ct.target.iOS17)
+    def prog(x):
+        pred = mb.greater(x=mb.reduce_sum(x=x), y=0.0)
+        return mb.cond(pred=pred, _true_fn=lambda: mb.relu(x=x), _false_fn=lambda: mb.sigmoid(x=x), name="branch")
+
+    with pytest.raises(RuntimeUnavailable, match=r"op cond \(name branch\) unsupported by the reference executor"):
+        runner_for(prog, tmp_path, "cond")
+
+
+def test_fp16_programs_round_every_op_output(tmp_path):
+    """Each op computes in fp32 and stores fp16, as the device does: (x + 1) - 1 loses x = 2^-12."""
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(4,), dtype=types.fp16)], opset_version=ct.target.iOS16)
+    def prog(x):
+        lost = mb.sub(x=mb.add(x=x, y=np.float16(1)), y=np.float16(1), name="lost")
+        chain = mb.sub(x=mb.mul(x=mb.exp(x=x), y=np.float16(3)), y=x, name="chain")
+        return lost, chain
+
+    x = np.array([2.0**-12, 0.1, -1.7, 3.3], np.float16)
+    out = runner_for(prog, tmp_path, "fp16", ct.target.iOS16).infer({"x": x})
+    f16 = np.float16
+    assert out["lost"].dtype == np.float16
+    assert out["lost"][0] == 0  # fp32 end to end would keep 2^-12
+    want = (f16(f16(np.exp(x.astype(np.float32))) * f16(3)).astype(np.float32) - x).astype(f16)
+    assert np.array_equal(out["chain"], want)
+
+
+def test_fp16_rounding_on_bits_equals_numpy_casts():
+    """Every float16 value, every midpoint between neighbours (ties go to even), the float32 values
+    next to those midpoints, subnormals, overflow to inf, signed zeros, inf and NaN."""
+    from bridge.validators.runners.coreml_reference.precision import round_to_fp16
+
+    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(halves[np.isfinite(halves)].astype(np.float64))
+    mids = ((finite[1:] + finite[:-1]) / 2).astype(np.float32)
+    scales = np.float32(10.0) ** np.arange(-9, 6, dtype=np.float32).repeat(1000)  # 1e-9 .. 1e5
+    noise = np.random.default_rng(0).standard_normal(scales.size).astype(np.float32) * scales
+    probes = np.concatenate([halves.astype(np.float32), mids, np.nextafter(mids, np.float32(np.inf)),
+                             np.nextafter(mids, np.float32(-np.inf)), np.float32([65519.99, 65520, 1e9, -1e-30]),
+                             noise])
+    with np.errstate(over="ignore"):
+        want = probes.astype(np.float16).astype(np.float32)
+    got = round_to_fp16(probes)
+    assert np.array_equal(got.view(np.uint32)[~np.isnan(want)], want.view(np.uint32)[~np.isnan(want)])
+    assert np.isnan(got[np.isnan(want)]).all()
+
+
+def test_inputs_are_cast_to_declared_dtypes(tmp_path):
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 3)), mb.TensorSpec(shape=(2,), dtype=types.int32)],
+                opset_version=ct.target.iOS17)
+    def prog(x, idx):
+        return mb.gather(x=x, indices=idx, axis=1, name="y")
+
+    runner = runner_for(prog, tmp_path, "cast")
+    x = np.arange(6, dtype=np.float64).reshape(2, 3)
+    out = runner.infer({"x": x, "idx": np.array([2, -3], np.int64)})
+    assert out["y"].dtype == np.float32
+    assert np.array_equal(out["y"], x[:, [2, 0]])
+    with pytest.raises(UsageError, match="missing input 'idx'"):
+        runner.infer({"x": x})
+    with pytest.raises(UsageError, match="has shape"):
+        runner.infer({"x": x.T, "idx": np.array([0, 1])})
+
+
+def test_decompression_follows_the_mil_spec_examples(tmp_path):
+    """The bit-packing examples of the iOS16 constexpr docstrings, decoded by hand."""
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(5,))], opset_version=ct.target.iOS16)
+    def prog(x):
+        lut = mb.constexpr_lut_to_dense(indices=np.array([0b01101100, 0b00000011], np.uint8),
+                                        lut=np.array([10, 20, 30, 40], np.float32),
+                                        shape=np.array([5], np.uint32))
+        sparse = mb.constexpr_sparse_to_dense(nonzero_data=np.array([7, 9], np.float32),
+                                              mask=np.array([0b00001100], np.uint8), shape=np.array([5], np.uint32))
+        affine = mb.constexpr_affine_dequantize(quantized_data=np.array([-3, 5, 0, 127, -128], np.int8),
+                                                zero_point=np.int8(1), scale=np.float32(0.5), axis=0)
+        return (mb.add(x=x, y=lut, name="lut"), mb.add(x=x, y=sparse, name="sparse"),
+                mb.add(x=x, y=affine, name="affine"))
+
+    out = run_file(save(convert_program(prog, ct.target.iOS16), tmp_path, "constexpr"), {"x": np.zeros(5)})
+    assert out["lut"].tolist() == [10, 40, 30, 20, 40]  # indices i0..i4 = 0, 3, 2, 1, 3
+    assert out["sparse"].tolist() == [0, 0, 7, 9, 0]
+    assert out["affine"].tolist() == [-2, 2, -0.5, 63, -64.5]
+
+
+def test_neural_network_models_are_refused(tmp_path):
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    builder = NeuralNetworkBuilder([("x", datatypes.Array(3))], [("y", datatypes.Array(3))])
+    builder.add_activation("relu", "RELU", "x", "y")
+    path = tmp_path / "nn.mlmodel"
+    ct.models.MLModel(builder.spec, skip_model_load=True).save(str(path))
+    with pytest.raises(RuntimeUnavailable, match="ML Programs only"):
+        run_file(str(path), {"x": np.zeros(3)})
+
+
+def test_registry_matches_coremltools_op_definitions():
+    """Every registered name is a MIL op; every written-out implementation takes exactly the
+    inputs coremltools defines for that op (in some opset), and accepts all of them."""
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    from bridge.validators.runners.coreml_reference.ops import load_families
+
+    for name, fn in load_families().items():
+        versions = SSAOpRegistry.core_ops.get(name)
+        assert versions, f"{name} is not a MIL op"
+        if fn.__name__.startswith("coremltools_"):
+            continue
+        params = set(inspect.signature(fn).parameters) - {"mil_op"}
+        defined = [set(cls.input_spec.input_types) for cls in versions.values()]
+        assert params <= set().union(*defined), (name, params - set().union(*defined))
+        for inputs in defined:
+            assert inputs <= params, (name, inputs - params)
+
+
+def test_importing_the_runner_loads_no_framework():
+    code = ("import sys, bridge.validators.runners.coreml_reference as r; "
+            "print(sorted(m for m in ('coremltools', 'torch', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
