@@ -60,8 +60,10 @@ def compress(mlmodel, mode: Mode):
                                          weight_threshold=WEIGHT_THRESHOLD)
         return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
     if cfg.compression == "blockwise":
+        # Blocks of 16 input channels: coremltools silently skips a weight whose input-channel count the
+        # block size does not divide, and 32 (its usual choice) skipped every conv of a 16/48-channel net.
         op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
-                                         block_size=32, weight_threshold=WEIGHT_THRESHOLD)
+                                         block_size=16, weight_threshold=WEIGHT_THRESHOLD)
         return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
     op = opt.OpPalettizerConfig(mode="kmeans", nbits=cfg.nbits, granularity="per_tensor",
                                 weight_threshold=WEIGHT_THRESHOLD)

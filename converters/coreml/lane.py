@@ -59,6 +59,9 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
             compressed, per_param = cm.compressed_bytes_per_param(mlmodel._mil_program)
             art.details["compressed_weights"] = {"elements": compressed, "bytes_per_param": per_param,
                                                  "weight_threshold": cm.WEIGHT_THRESHOLD}
+            if cfg.compression and not compressed:
+                art.warnings.append(f"{mode}: no weight tensor was compressed (none has {cm.WEIGHT_THRESHOLD}+ "
+                                    "elements in a shape the mode accepts)")
             path = Path(req.workdir) / f"{req.name}_{mode.value}.mlpackage"
             mlmodel.save(str(path))
             art.path = str(path)
