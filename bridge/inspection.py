@@ -8,7 +8,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bridge.errors import UsageError
 from bridge.isolation import Limits, run_stage
 from bridge.sources import Format, sniff
 
@@ -79,7 +78,8 @@ def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dic
         desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(ref.path), limits=limits)
         return {"format": "tflite", **desc}
     if ref.format is Format.MLPACKAGE:
-        raise UsageError(f"{target}: Core ML packages cannot be inspected yet")
+        desc = run_stage("coreml-inspect", "bridge.validators.runners.coreml:describe", str(ref.path), limits=limits)
+        return {"format": "mlpackage", **desc}
     from bridge.converters.onnx.export import ExportRequest
     from bridge.tensors import parse_input
 

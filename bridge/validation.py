@@ -24,7 +24,9 @@ from bridge.report import ArtifactRecord, Report
 from bridge.sources import Format, sniff
 from bridge.tensors import TensorSpec, parse_dynamic, parse_input
 
-TARGET_OF = {Format.ONNX: "onnx", Format.TFLITE: "tflite"}
+TARGET_OF = {Format.ONNX: "onnx", Format.TFLITE: "tflite", Format.MLPACKAGE: "coreml"}
+DESCRIBE = {"tflite": "bridge.validators.runners.tflite:describe",
+            "coreml": "bridge.validators.runners.coreml:describe"}
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
     ref = sniff(source)
     refs = [sniff(a) for a in artifacts]
     for a in refs:
-        if a.format not in TARGET_OF and a.format is not Format.MLPACKAGE:
-            raise UsageError(f"{a.text}: a {a.format} file is not an artifact bridge can run (ONNX, TFLite)")
+        if a.format not in TARGET_OF:
+            raise UsageError(f"{a.text}: a {a.format} file is not an artifact bridge can run "
+                             "(ONNX, TFLite, Core ML .mlpackage)")
     overrides = [parse_threshold(t) for t in options.thresholds]
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
     work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
@@ -78,14 +81,11 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
 
 def _check(a, exported: ExportResult, names: list[str], overrides, limits: Limits) -> ArtifactRecord:
     path = a.path
-    rec = ArtifactRecord(target=TARGET_OF.get(a.format, "coreml"), quantization="unknown", path=str(path),
+    rec = ArtifactRecord(target=TARGET_OF[a.format], quantization="unknown", path=str(path),
                          bytes=size(path), sha256=sha256(path))
-    if a.format is Format.MLPACKAGE:
-        rec.parity = not_executed("Core ML artifacts are not executable yet on this platform")
-        return rec
     try:
-        if a.format is Format.TFLITE:
-            desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(path), limits=limits)
+        if rec.target in DESCRIBE:
+            desc = run_stage(f"{rec.target}-inspect", DESCRIBE[rec.target], str(path), limits=limits)
             io = IO(match(exported.inputs, desc["inputs"]), match(exported.outputs, desc["outputs"]))
             rec.quantization = desc["mode"]
         else:

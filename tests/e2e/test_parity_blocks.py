@@ -46,7 +46,7 @@ def artifacts(tmp_path_factory):
     for name, kwargs in {"perturbed": {"noise": 0.05}, "scaled": {"scale": 1.3}}.items():
         out = root / name
         r = bridge("convert", f"{_model(root / f'{name}.py', **kwargs)}:make", "--target", "onnx",
-                   "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", out)
+                   "--target", "tflite", "--target", "coreml", "--quantize", "tflite=fp32,fp16", "--out", out)
         assert r.returncode == 0, r.stderr[-2000:]
         made[name] = out
     return source, made
@@ -56,8 +56,8 @@ def artifacts(tmp_path_factory):
 def test_wrong_artifacts_fail_validate(artifacts, kind, tmp_path):
     source, made = artifacts
     out = made[kind]
-    files = sorted(p for p in out.iterdir() if p.suffix in (".onnx", ".tflite"))
-    assert len(files) == 3
+    files = sorted(p for p in out.iterdir() if p.suffix in (".onnx", ".tflite", ".mlpackage"))
+    assert len(files) == 4
     rep_path = tmp_path / "report.json"
     r = bridge("validate", f"{source}:make", *files, "--report", rep_path)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -65,7 +65,7 @@ def test_wrong_artifacts_fail_validate(artifacts, kind, tmp_path):
     rep = report(tmp_path)
     assert not rep["passed"]
     modes = sorted(a["quantization"] for a in rep["artifacts"])
-    assert modes == ["fp16", "fp32", "fp32"], "validate must infer each file's mode from its tensors"
+    assert modes == ["fp16", "fp16", "fp32", "fp32"], "validate must infer each file's mode from its tensors"
     for a in rep["artifacts"]:
         assert a["parity"]["status"] == "failed"
         m = a["parity"]["outputs"]["output"]
@@ -77,9 +77,11 @@ def test_wrong_artifacts_fail_validate(artifacts, kind, tmp_path):
 def test_correct_artifacts_pass_validate(artifacts, tmp_path):
     source, made = artifacts
     out = tmp_path / "good"
-    r = bridge("convert", f"{source}:make", "--target", "onnx", "--target", "tflite", "--out", out)
+    r = bridge("convert", f"{source}:make", "--target", "onnx", "--target", "tflite", "--target", "coreml",
+               "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    files = sorted(p for p in out.iterdir() if p.suffix in (".onnx", ".tflite"))
+    files = sorted(p for p in out.iterdir() if p.suffix in (".onnx", ".tflite", ".mlpackage"))
+    assert len(files) == 3
     r = bridge("validate", f"{source}:make", *files)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all artifacts passed parity" in r.stderr

@@ -34,3 +34,65 @@ class CoreMLRunner:
         if self._reference is not None:
             return self._reference.infer(feed)
         return {k: np.asarray(v) for k, v in self.model.predict(feed).items()}
+
+
+def describe(path: str) -> dict:
+    """The package's interface and the mode its ops reveal (for `bridge validate` and `inspect`)."""
+    from bridge.validators.runners.coreml_reference.loader import load_package
+
+    package = load_package(path)
+    func = package.program.functions[package.function]
+    ops: dict[str, int] = {}
+    stack = [func]
+    while stack:
+        block = stack.pop()
+        for op in block.operations:
+            ops[op.op_type] = ops.get(op.op_type, 0) + 1
+            stack.extend(op.blocks)
+
+    def tensor(var) -> dict:
+        from coremltools.converters.mil.mil import types
+
+        shape = [int(d) if isinstance(d, (int, np.integer)) else -1 for d in var.shape]
+        return {"name": var.name, "shape": shape, "dtype": types.builtin_to_string(var.dtype), "quantization": None}
+
+    inputs = [tensor(func.inputs[n]) for n in package.input_names]
+    outputs = [tensor(v) for v in func.outputs]
+    return {"inputs": inputs, "outputs": outputs, "ops": dict(sorted(ops.items())), "mode": infer_mode(func, ops)}
+
+
+def infer_mode(func, ops: dict[str, int]) -> str:
+    """Decompression ops name the weight compression; quantize ops mean int8 activations; otherwise
+    the dtype the graph computes in."""
+    if "quantize" in ops:
+        return "int8"
+    if "constexpr_lut_to_dense" in ops:
+        bits = _lut_bits(func)
+        return f"palettize-{bits}" if bits in (4, 6, 8) else "palettize-4"
+    if "constexpr_blockwise_shift_scale" in ops:
+        return "int4-weights" if _blockwise_bits(func) == 4 else "int8-weights"
+    if "constexpr_affine_dequantize" in ops:
+        return "int8-weights"
+    from coremltools.converters.mil.mil import types
+
+    float16 = any(types.builtin_to_string(v.dtype) == "fp16" for op in func.operations for v in op.outputs
+                  if getattr(v, "dtype", None) is not None)
+    return "fp16" if float16 else "fp32"
+
+
+def _lut_bits(func) -> int | None:
+    for op in func.operations:
+        if op.op_type == "constexpr_lut_to_dense":
+            lut = op.lut.val
+            return int(np.log2(lut.shape[-2] if lut.ndim > 1 else lut.shape[0]))
+    return None
+
+
+def _blockwise_bits(func) -> int | None:
+    from coremltools.converters.mil.mil import types
+
+    for op in func.operations:
+        if op.op_type == "constexpr_blockwise_shift_scale":
+            name = types.builtin_to_string(op.data.dtype)
+            return 4 if name.endswith("4") else 8
+    return None
