@@ -64,3 +64,53 @@ def test_explicit_target_too_old_for_a_mode_is_usage_error(tmp_path):
                "--coreml-target", "iOS16", "--out", tmp_path / "out")
     assert r.returncode == 2 and "int4-weights needs --coreml-target iOS18" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+TRANSFORMER = """
+    import torch
+    from torch import nn
+
+    class TinyTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(100, 32)
+            self.pos = nn.Parameter(torch.randn(1, 16, 32) * 0.02)
+            layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True, dropout=0.0)
+            self.encoder = nn.TransformerEncoder(layer, 2)
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, ids):
+            return self.head(self.encoder(self.emb(ids) + self.pos).mean(1))
+
+    def make():
+        torch.manual_seed(0)
+        return TinyTransformer().eval(), torch.randint(0, 100, (1, 16))
+"""
+
+
+def test_transformer_encoder_reaches_core_ml_through_onnx(tmp_path):
+    """coremltools' own torch frontend fails on nn.TransformerEncoder; the ONNX route does not."""
+    from tests.conftest import write_module
+
+    src = write_module(tmp_path / "tiny_transformer.py", TRANSFORMER)
+    out = tmp_path / "out"
+    r = bridge("convert", f"{src}:make", "--target", "coreml",
+               "--quantize", "coreml=fp32,fp16,int8-weights,palettize-4", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(out)
+    snr = {a["quantization"]: a["parity"]["outputs"]["output"]["snr_db"] for a in rep["artifacts"]}
+    assert all(a["parity"]["runtime"] == "coreml-reference" for a in rep["artifacts"])
+    assert snr["fp32"] > 100 and snr["fp16"] > 50 and snr["int8-weights"] > 40 and snr["palettize-4"] > 18
+    ids = artifact(rep, "coreml", "fp16")["io"]["inputs"][0]
+    assert ids["dtype"] == "int32" and any("int32" in w for w in artifact(rep, "coreml", "fp16")["warnings"])
+
+
+def test_keras_and_old_onnx_to_core_ml(tmp_path):
+    r = bridge("convert", SAMPLES / "shapes_keras.keras", "--target", "tflite", "--target", "coreml",
+               "--quantize", f"coreml={','.join(COREML_MODES)}", "--calibration", SAMPLES / "calibration",
+               "--out", tmp_path / "keras")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(tmp_path / "keras")
+    assert all(a["parity"]["passed"] for a in rep["artifacts"])
+    # Keras is NHWC: the Core ML input keeps the source layout.
+    assert artifact(rep, "coreml", "fp16")["io"]["inputs"][0]["shape"] == [1, 64, 64, 3]
