@@ -73,10 +73,11 @@ def test_old_opset_onnx_file_upgrades_and_converts(tmp_path):
     path = tmp_path / "old.onnx"
     onnx.save(model, path)
     out = tmp_path / "out"
-    r = bridge("convert", path, "--target", "onnx", "--target", "tflite", "--out", out)
+    r = bridge("convert", path, "--target", "onnx", "--target", "tflite", "--target", "coreml",
+               "--quantize", "coreml=fp16,int8-weights", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = report(out)
-    assert rep["source"]["onnx_opset"] == 17
+    assert rep["source"]["onnx_opset"] == 17 and len(rep["artifacts"]) == 4
     assert any("opset 9 upgraded to 17" in w for w in rep["warnings"])
     assert all(a["parity"]["passed"] for a in rep["artifacts"])
 
