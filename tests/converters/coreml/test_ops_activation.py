@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.converters.coreml.harness import check, graph, lower
-from tests.converters.coreml.test_ops_elementwise import export_torch, lowered_three_ways
+from tests.converters.coreml.harness import check, export_torch, graph, lower, lowered_three_ways
 
 coremltools = pytest.importorskip("coremltools")
 RNG = np.random.default_rng(1)

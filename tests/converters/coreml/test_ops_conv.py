@@ -1,22 +1,21 @@
 """Conv and ConvTranspose lowered to MIL.
 
-Without a Core ML runtime, `_run` executes the converted MIL program with torch, reading each op as
-MIL's spec describes it, and the result is compared with onnxruntime. That checks our attribute
-mapping (pads order, SAME splits, output_padding, groups) against our reading of MIL, not Core ML.
-Cases share one model per test: every lowering costs a ct.convert.
+The saved model runs in the Core ML reference executor (`harness.parity`) and is compared with
+onnxruntime. That checks our attribute mapping (pads order, SAME splits, output_padding, groups)
+against the executor's reading of MIL, not Core ML. Cases share one model per test: every lowering
+costs a ct.convert.
 """
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.converters.coreml.build import build_program, feature_name
+from bridge.converters.coreml.build import build_program
 from bridge.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, lower, onnxruntime
+from tests.converters.coreml.harness import convert, graph, onnxruntime, parity, run_reference
 
 coremltools = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
 
 RNG = np.random.default_rng(0)
 
@@ -25,72 +24,8 @@ def _randn(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-# A reading of the MIL ops these converters emit -----------------------------------------------------
-def _mil_pads(pad_type, pad, in_dims, kernel, strides, dilations):
-    """(begin, end) per spatial axis; 'same' puts the odd element at the end, 'same_lower' at the start."""
-    if pad_type == "custom":
-        return [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(len(kernel))]
-    if pad_type == "valid":
-        return [(0, 0)] * len(kernel)
-    out = []
-    for i, k, s, d in zip(in_dims, kernel, strides, dilations, strict=True):
-        total = max(0, (-(-i // s) - 1) * s + (k - 1) * d + 1 - i)
-        out.append((total // 2, total - total // 2) if pad_type == "same" else (total - total // 2, total // 2))
-    return out
-
-
-def _torch_pad(x, pairs, value=0.0):
-    flat = [p for pair in reversed(pairs) for p in pair]  # F.pad lists the last axis first
-    return F.pad(x, flat, value=value)
-
-
-def _conv(x, weight, strides, pad_type, dilations, groups, pad=None, bias=None):
-    rank = weight.ndim - 2
-    pairs = _mil_pads(pad_type, pad, x.shape[2:], weight.shape[2:], strides, dilations)
-    x = _torch_pad(torch.tensor(x), pairs)
-    b = None if bias is None else torch.tensor(bias)
-    conv = getattr(F, f"conv{rank}d")
-    return conv(x, torch.tensor(weight), b, tuple(strides), 0, tuple(dilations), int(groups)).numpy()
-
-
-def _conv_transpose(x, weight, pad, strides, dilations, groups, pad_type="custom", output_shape=None, bias=None):
-    """The full transposed output, cropped by `pad` (output_shape only restates the result's shape)."""
-    rank = weight.ndim - 2
-    conv = getattr(F, f"conv_transpose{rank}d")
-    b = None if bias is None else torch.tensor(bias)
-    y = conv(torch.tensor(x), torch.tensor(weight), b, tuple(strides), 0, 0, int(groups), tuple(dilations))
-    index = tuple(slice(int(pad[2 * i]), y.shape[2 + i] - int(pad[2 * i + 1])) for i in range(rank))
-    y = y[(slice(None), slice(None), *index)].numpy()
-    assert output_shape is None or tuple(output_shape) == y.shape
-    return y
-
-
-def _pad(x, pad, mode, constant_val):
-    assert mode == "constant"
-    return np.pad(x, [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(x.ndim)], constant_values=constant_val)
-
-
-OPS = {"conv": _conv, "conv_transpose": _conv_transpose, "pad": _pad, "add": lambda x, y: x + y,
-       "relu": lambda x: np.maximum(x, 0)}
-
-
-def _run(program, feed):
-    """Execute the MIL program op by op with OPS; returns every output by name."""
-    func = program.functions["main"]
-    env = dict(feed)
-    for op in func.operations:
-        if op.op_type == "const":
-            continue
-        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
-        env[op.outputs[0].name] = OPS[op.op_type](**args)
-    return {v.name: env[v.name] for v in func.outputs}
-
-
-def _parity(model, feed, expect_ops=(), rtol=1e-4, atol=1e-4):
-    program = check(model, feed, expect_ops=expect_ops)
-    got = _run(program, {feature_name(k): v for k, v in feed.items()})
-    for name, want in onnxruntime(model, feed).items():
-        np.testing.assert_allclose(got[feature_name(name)], want, rtol=rtol, atol=atol, err_msg=name)
+def _parity(model, feed, expect_ops=()):
+    parity(model, feed, expect_ops=expect_ops, rtol=1e-4, atol=1e-4)
 
 
 # Conv -----------------------------------------------------------------------------------------------
@@ -134,12 +69,12 @@ def test_conv_same_with_spatial_sizes_unknown_until_run_time():
     model = graph(nodes, {"x": x}, ["upper", "lower"], {"w": _randn(4, 3, 2, 2)})
     for dim, symbol in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], "hw", strict=True):
         dim.dim_param = symbol
-    _, program = lower(model)
-    pad_types = [op.pad_type.val for op in program.functions["main"].operations if op.op_type == "conv"]
+    _, ml = converted = convert(model)
+    pad_types = [op.pad_type.val for op in ml._mil_program.functions["main"].operations if op.op_type == "conv"]
     assert pad_types == ["same", "same_lower"]
-    got = _run(program, {"x": x})
+    got = run_reference(model, {"x": x}, converted=converted)
     for name, want in onnxruntime(model, {"x": x}).items():
-        np.testing.assert_allclose(got[feature_name(name)], want, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 # ConvTranspose --------------------------------------------------------------------------------------

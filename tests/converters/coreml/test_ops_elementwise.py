@@ -1,55 +1,27 @@
 """Elementwise arithmetic, comparison, logic, casts, Clip, CumSum, TopK, ArgMax, Einsum.
 
-Each group of ops is lowered three ways (see `lowered_three_ways`): as MIL ops evaluated by MIL's
+Each group of ops is lowered three ways (see `harness.lowered_three_ways`): as MIL ops evaluated by MIL's
 own value inference, as the numpy fold used for shape arithmetic, and with runtime inputs through
 ct.convert; the first two compare values with onnxruntime, the last shapes.
 """
-
-import contextlib
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from bridge.converters.coreml.context import Context
 from bridge.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, lower, numeric, onnxruntime
+from tests.converters.coreml.harness import (
+    assert_values,
+    check,
+    export_torch,
+    graph,
+    lower,
+    lowered_three_ways,
+    numeric,
+)
 
 coremltools = pytest.importorskip("coremltools")
 RNG = np.random.default_rng(0)
-
-
-def lowered_three_ways(monkeypatch, nodes, data: dict[str, np.ndarray], outputs: list[str], *, opset: int = 17,
-                       initializers: dict[str, np.ndarray] | None = None, mil_values: bool = True, rtol=1e-5,
-                       atol=1e-6):
-    """1. `data` as initializers hidden from Context.const: the converters emit MIL ops with constant
-    operands and MIL's value inference evaluates them. 2. `data` as ordinary initializers: the numpy
-    fold. Both compare values with onnxruntime. 3. `data` as graph inputs: ct.convert accepts the
-    program and output shapes match onnxruntime's."""
-    folded = graph(nodes, {}, outputs, {**data, **(initializers or {})}, opset=opset)
-    if mil_values:
-        assert_values(folded, rtol=rtol, atol=atol, monkeypatch=monkeypatch, hidden=data)
-    assert_values(folded, rtol=rtol, atol=atol)
-    return check(graph(nodes, data, outputs, initializers, opset=opset), data)
-
-
-def assert_values(model, *, rtol, atol, monkeypatch=None, hidden=()):
-    """harness.numeric without ct.convert (its passes fold with the same MIL value inference, and
-    cost most of a second each). With `hidden`, those initializers are unreadable by Context.const,
-    so no converter folds them to numpy: what gets compared is MIL's evaluation of the ops we emit."""
-    from bridge.converters.coreml.build import build_program
-
-    expected = onnxruntime(model, {})
-    with monkeypatch.context() if monkeypatch else contextlib.nullcontext() as m:
-        if hidden:
-            const = Context.const
-            m.setattr(Context, "const", lambda self, name: None if name in hidden else const(self, name))
-        built = build_program(model, coremltools.target.iOS16)
-    outs = {v.name: v for v in built.program.functions["main"].outputs}
-    for name, value in expected.items():
-        got = outs[built.outputs[name]].val
-        assert got is not None, f"{name} was not folded to a constant"
-        np.testing.assert_allclose(np.asarray(got), value, rtol=rtol, atol=atol, err_msg=name)
 
 
 def _nodes(op_types, inputs, prefix="y"):
@@ -242,13 +214,3 @@ def test_torch_where_cumsum_topk():
 
     check(export_torch(torch, Model(), torch.randn(2, 5, 6)), {"x": np.ones((2, 5, 6), np.float32)},
           expect_ops=("select", "cumsum", "topk"))
-
-
-def export_torch(torch, module, example):
-    import io
-
-    import onnx
-
-    buffer = io.BytesIO()
-    torch.onnx.export(module, (example,), buffer, input_names=["x"], opset_version=17, dynamo=False)
-    return onnx.load_from_string(buffer.getvalue())

@@ -1,17 +1,16 @@
 """MatMul and Gemm lowered to MIL.
 
-Without a Core ML runtime, `_run` executes the converted MIL program with numpy, reading each op as
-MIL's spec describes it, and the result is compared with onnxruntime. Cases share one model per
-test: every lowering costs a ct.convert.
+The saved model runs in the Core ML reference executor (`harness.parity`) and is compared with
+onnxruntime. Cases share one model per test: every lowering costs a ct.convert.
 """
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.converters.coreml.build import build_program, feature_name
+from bridge.converters.coreml.build import build_program
 from bridge.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, onnxruntime
+from tests.converters.coreml.harness import graph, parity
 
 coremltools = pytest.importorskip("coremltools")
 
@@ -22,34 +21,8 @@ def _randn(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-# A reading of the MIL ops these converters emit -----------------------------------------------------
-def _matmul(x, y, transpose_x=False, transpose_y=False):
-    return np.matmul(np.swapaxes(x, -1, -2) if transpose_x else x, np.swapaxes(y, -1, -2) if transpose_y else y)
-
-
-OPS = {"matmul": _matmul, "linear": lambda x, weight, bias=None: x @ weight.T + (0 if bias is None else bias),
-       "transpose": lambda x, perm: np.transpose(x, perm), "mul": lambda x, y: x * y, "add": lambda x, y: x + y,
-       "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
-       "squeeze": lambda x, axes: np.squeeze(x, tuple(int(a) for a in axes)), "identity": lambda x: x}
-
-
-def _run(program, feed):
-    """Execute the MIL program op by op with OPS; returns every output by name."""
-    func = program.functions["main"]
-    env = dict(feed)
-    for op in func.operations:
-        if op.op_type == "const":
-            continue
-        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
-        env[op.outputs[0].name] = OPS[op.op_type](**args)
-    return {v.name: env[v.name] if v.name in env else v.val for v in func.outputs}
-
-
 def _parity(model, feed, expect_ops=(), want=None):
-    program = check(model, feed, expect_ops=expect_ops)
-    got = _run(program, {feature_name(k): v for k, v in feed.items()})
-    for name, value in (want or onnxruntime(model, feed)).items():
-        np.testing.assert_allclose(got[feature_name(name)], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    parity(model, feed, expect_ops=expect_ops, want=want, rtol=1e-4, atol=1e-5)
 
 
 # MatMul ---------------------------------------------------------------------------------------------

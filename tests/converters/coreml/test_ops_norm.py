@@ -1,17 +1,16 @@
 """Normalizations lowered to MIL.
 
-Without a Core ML runtime, `_run` executes the converted MIL program with numpy, reading each op as
-MIL's spec describes it, and the result is compared with onnxruntime. Cases share one model per
-test: every lowering costs a ct.convert.
+The saved model runs in the Core ML reference executor (`harness.parity`) and is compared with
+onnxruntime. Cases share one model per test: every lowering costs a ct.convert.
 """
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.converters.coreml.build import build_program, feature_name
+from bridge.converters.coreml.build import build_program
 from bridge.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, onnxruntime
+from tests.converters.coreml.harness import graph, parity
 
 coremltools = pytest.importorskip("coremltools")
 
@@ -26,58 +25,8 @@ def _positive(*shape):
     return RNG.uniform(0.5, 2.0, shape).astype(np.float32)
 
 
-# A reading of the MIL ops these converters emit -----------------------------------------------------
-def _channel(v, rank):
-    return None if v is None else np.reshape(v, (-1,) + (1,) * (rank - 2))
-
-
-def _batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
-    y = (x - _channel(mean, x.ndim)) / np.sqrt(_channel(variance, x.ndim) + epsilon)
-    return y * (1 if gamma is None else _channel(gamma, x.ndim)) + (0 if beta is None else _channel(beta, x.ndim))
-
-
-def _layer_norm(x, axes, gamma=None, beta=None, epsilon=1e-5):
-    axes = tuple(int(a) % x.ndim for a in axes)
-    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
-    return y * (1 if gamma is None else gamma) + (0 if beta is None else beta)
-
-
-def _instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
-    y = _layer_norm(x, range(2, x.ndim), epsilon=epsilon)
-    return y * (1 if gamma is None else _channel(gamma, x.ndim)) + (0 if beta is None else _channel(beta, x.ndim))
-
-
-def _local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
-    """Sum of squares over the `size` channels centred on each (size odd), clipped at the ends."""
-    half = int(size) // 2
-    squares = np.pad(x * x, [(0, 0), (half, half)] + [(0, 0)] * (x.ndim - 2))
-    window = sum(squares[:, i:i + x.shape[1]] for i in range(int(size)))
-    return x / (k + alpha / size * window) ** beta
-
-
-OPS = {"batch_norm": _batch_norm, "layer_norm": _layer_norm, "instance_norm": _instance_norm,
-       "local_response_norm": _local_response_norm, "mul": lambda x, y: x * y, "add": lambda x, y: x + y,
-       "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
-       "squeeze": lambda x, axes: np.squeeze(x, tuple(int(a) for a in axes))}
-
-
-def _run(program, feed):
-    """Execute the MIL program op by op with OPS; returns every output by name."""
-    func = program.functions["main"]
-    env = dict(feed)
-    for op in func.operations:
-        if op.op_type == "const":
-            continue
-        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
-        env[op.outputs[0].name] = OPS[op.op_type](**args)
-    return {v.name: env[v.name] for v in func.outputs}
-
-
 def _parity(model, feed, expect_ops=(), want=None):
-    program = check(model, feed, expect_ops=expect_ops)
-    got = _run(program, {feature_name(k): v for k, v in feed.items()})
-    for name, value in (want or onnxruntime(model, feed)).items():
-        np.testing.assert_allclose(got[feature_name(name)], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    parity(model, feed, expect_ops=expect_ops, want=want, rtol=1e-4, atol=1e-5)
 
 
 def _refused(model, why):

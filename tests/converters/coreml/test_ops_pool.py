@@ -1,18 +1,17 @@
 """Pooling lowered to MIL.
 
-Without a Core ML runtime, `_run` executes the converted MIL program with torch, reading each op as
-MIL's spec describes it (pads, ceil_mode after PyTorch, exclude_padding_from_average), and the
-result is compared with onnxruntime, or with ONNX's reference evaluator where onnxruntime departs
-from the spec. Cases share one model per test: every lowering costs a ct.convert.
+The saved model runs in the Core ML reference executor (`harness.parity`) and is compared with
+onnxruntime, or with ONNX's reference evaluator where onnxruntime departs from the spec. Cases
+share one model per test: every lowering costs a ct.convert.
 """
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.converters.coreml.build import build_program, feature_name
+from bridge.converters.coreml.build import build_program
 from bridge.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, lower, onnxruntime
+from tests.converters.coreml.harness import convert, graph, onnxruntime, parity, run_reference
 
 coremltools = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
@@ -25,68 +24,8 @@ def _randn(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-# A reading of the MIL ops these converters emit -----------------------------------------------------
-def _mil_windows(x, kernel, strides, pad_type, pad, ceil_mode):
-    """(begin, end) padding per axis, and how far the last (ceil_mode) window overruns it."""
-    pairs, overrun = [], []
-    for i, (size, k, s) in enumerate(zip(x.shape[2:], kernel, strides, strict=True)):
-        if pad_type in ("same", "same_lower"):
-            total = max(0, (-(-size // s) - 1) * s + k - size)
-            small, big = total // 2, total - total // 2
-            b, e = (small, big) if pad_type == "same" else (big, small)
-        else:
-            b, e = (int(pad[2 * i]), int(pad[2 * i + 1])) if pad_type == "custom" else (0, 0)
-        out = (size + b + e - k + (s - 1 if ceil_mode else 0)) // s + 1
-        if ceil_mode and (out - 1) * s >= size + b and b + e > 0:
-            out -= 1
-        pairs.append((b, e))
-        overrun.append((0, max(0, (out - 1) * s + k - (size + b + e))))
-    return pairs, overrun
-
-
-def _torch_pad(x, pairs, value):
-    return F.pad(x, [p for pair in reversed(pairs) for p in pair], value=value)
-
-
-def _max_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
-    pairs, overrun = _mil_windows(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
-    padded = _torch_pad(_torch_pad(torch.tensor(x), pairs, -np.inf), overrun, -np.inf)
-    return getattr(F, f"max_pool{len(kernel_sizes)}d")(padded, tuple(kernel_sizes), tuple(strides)).numpy()
-
-
-def _avg_pool(x, kernel_sizes, strides, pad_type, exclude_padding_from_average, pad=None, ceil_mode=False):
-    """Padding counts towards the divisor unless excluded; the ceil_mode overrun never does."""
-    pairs, overrun = _mil_windows(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
-    t = torch.tensor(x)
-    counted = _torch_pad(_torch_pad(torch.ones_like(t), pairs, 0.0 if exclude_padding_from_average else 1.0),
-                         overrun, 0.0)
-    pool = getattr(F, f"avg_pool{len(kernel_sizes)}d")
-    total = pool(_torch_pad(_torch_pad(t, pairs, 0.0), overrun, 0.0), tuple(kernel_sizes), tuple(strides))
-    return (total / pool(counted, tuple(kernel_sizes), tuple(strides))).numpy()
-
-
-OPS = {"max_pool": _max_pool, "avg_pool": _avg_pool,
-       "reduce_mean": lambda x, axes, keep_dims: np.mean(x, axis=tuple(axes), keepdims=keep_dims),
-       "reduce_max": lambda x, axes, keep_dims: np.max(x, axis=tuple(axes), keepdims=keep_dims)}
-
-
-def _run(program, feed):
-    """Execute the MIL program op by op with OPS; returns every output by name."""
-    func = program.functions["main"]
-    env = dict(feed)
-    for op in func.operations:
-        if op.op_type == "const":
-            continue
-        args = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
-        env[op.outputs[0].name] = OPS[op.op_type](**args)
-    return {v.name: env[v.name] for v in func.outputs}
-
-
 def _parity(model, feed, expect_ops=(), want=None):
-    program = check(model, feed, expect_ops=expect_ops)
-    got = _run(program, {feature_name(k): v for k, v in feed.items()})
-    for name, value in (want or onnxruntime(model, feed)).items():
-        np.testing.assert_allclose(got[feature_name(name)], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    parity(model, feed, expect_ops=expect_ops, want=want, rtol=1e-5, atol=1e-6)
 
 
 def _model(op, cases, feed, x="x"):
@@ -156,11 +95,11 @@ def test_ceil_mode_with_spatial_sizes_unknown_until_run_time():
                               ceil_mode=1),
              helper.make_node("AveragePool", ["x"], ["avg"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)]
     model = _unknown_spatial_sizes(graph(nodes, feed, ["max", "avg"]))
-    _, program = lower(model)
-    assert all(op.ceil_mode.val for op in program.functions["main"].operations if op.op_type.endswith("pool"))
-    got = _run(program, feed)
+    _, ml = converted = convert(model)
+    assert all(op.ceil_mode.val for op in ml._mil_program.functions["main"].operations if op.op_type.endswith("pool"))
+    got = run_reference(model, feed, converted=converted)
     for name, want in onnxruntime(model, feed).items():
-        np.testing.assert_allclose(got[feature_name(name)], want, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
 
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[3, 3], ceil_mode=1)
     with pytest.raises(ConversionError, match="kernel >= stride"):
