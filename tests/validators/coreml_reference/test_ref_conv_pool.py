@@ -171,3 +171,22 @@ def test_matches_reference(outputs, case):
     got = outputs[case]
     assert got.shape == want.shape
     assert rel_l2(got, want) < 1e-6, rel_l2(got, want)
+
+
+@pytest.mark.parametrize(("shape", "kernel", "strides", "dilations"), [
+    ((2, 3, 7, 20), (3, 3), (1, 1), (1, 1)),  # rows on both sides of the gather/slice threshold
+    ((1, 4, 30, 33), (3, 2), (2, 3), (2, 1)),
+    ((1, 5, 41), (4,), (3,), (2,)),
+    ((1, 2, 5, 6, 18), (2, 3, 3), (1, 2, 1), (2, 1, 3)),
+])
+def test_im2col_gather_and_slices_build_the_same_columns(shape, kernel, strides, dilations):
+    """Which way the columns are built depends on row length only; the matrix (and so the GEMM
+    and its bits) must not."""
+    from bridge.validators.runners.coreml_reference.ops.conv import gathered_columns, sliced_columns
+
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    out_sp = tuple((s - (k - 1) * d - 1) // st + 1
+                   for s, k, d, st in zip(shape[2:], kernel, dilations, strides, strict=True))
+    sliced = sliced_columns(x, kernel, strides, dilations, out_sp)
+    assert sliced.shape == (*shape[:2], np.prod(kernel), *out_sp)
+    assert np.array_equal(gathered_columns(x, kernel, strides, dilations, out_sp), sliced)

@@ -89,6 +89,55 @@ def test_fp16_rounding_on_bits_equals_numpy_casts():
     assert np.isnan(got[np.isnan(want)]).all()
 
 
+def test_fp16_rounding_equals_numpy_casts_for_every_significand():
+    """The rounding works on significands (binary scaling commutes with it): every float32
+    significand, at the bottom of float16's normal range, at 1 and at its top binade."""
+    from bridge.validators.runners.coreml_reference.precision import round_to_fp16
+
+    significands = np.arange(2**23, dtype=np.uint32) | np.uint32(127 << 23)  # [1, 2)
+    for scale in (2.0**-14, 1.0, -(2.0**15)):
+        probes = significands.view(np.float32) * np.float32(scale)
+        with np.errstate(over="ignore"):
+            want = probes.astype(np.float16).astype(np.float32)
+        assert np.array_equal(round_to_fp16(probes).view(np.uint32), want.view(np.uint32)), scale
+
+
+def test_fp16_programs_hold_only_fp16_values(tmp_path, monkeypatch):
+    """Ops that only copy input values (clip, relu6, max_pool, transpose, reshape, concat, ...) are
+    not rounded again, so the check is on every value the program holds after every op; `y` is an
+    output that later ops also read."""
+    from bridge.validators.runners.coreml_reference import executor
+    from bridge.validators.runners.coreml_reference.precision import round_to_fp16
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 6, 6), dtype=types.fp16)], opset_version=ct.target.iOS17)
+    def prog(x):
+        y = mb.mul(x=x, y=np.float16(1.1), name="y")
+        kept = mb.maximum(x=mb.clip(x=y, alpha=np.float16(-0.3), beta=np.float16(0.7)), y=mb.relu(x=y))
+        pooled = mb.max_pool(x=kept, kernel_sizes=[2, 2], strides=[2, 2], pad_type="same")
+        flat = mb.reshape(x=mb.transpose(x=pooled, perm=[0, 2, 3, 1]), shape=[1, -1])
+        peaks = mb.reduce_max(x=mb.relu6(x=mb.mul(x=y, y=np.float16(3))), axes=[2, 3], keep_dims=False)
+        return y, mb.mul(x=mb.concat(values=[flat, peaks], axis=1), y=np.float16(0.3), name="out")
+
+    held = []
+    run = executor.Step.run
+
+    def recording(step, env):
+        run(step, env)
+        held.extend((step.op.name, env[name]) for name, _, _ in step.outputs)
+
+    monkeypatch.setattr(executor.Step, "run", recording)
+    x = np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float16)
+    out = runner_for(prog, tmp_path, "fp16_held").infer({"x": x})
+    for name, value in held:
+        assert value.dtype == np.float32 and np.array_equal(value, round_to_fp16(value)), name
+    y = x * np.float16(1.1)
+    kept = np.maximum(np.clip(y, np.float16(-0.3), np.float16(0.7)), np.maximum(y, 0))
+    flat = kept.reshape(1, 4, 3, 2, 3, 2).max(axis=(3, 5)).transpose(0, 2, 3, 1).reshape(1, -1)
+    peaks = np.clip(y * np.float16(3), 0, 6).max(axis=(2, 3))
+    assert np.array_equal(out["y"], y)
+    assert np.array_equal(out["out"], np.concatenate([flat, peaks], axis=1) * np.float16(0.3))
+
+
 def test_inputs_are_cast_to_declared_dtypes(tmp_path):
     @mb.program(input_specs=[mb.TensorSpec(shape=(2, 3)), mb.TensorSpec(shape=(2,), dtype=types.int32)],
                 opset_version=ct.target.iOS17)
@@ -125,6 +174,35 @@ def test_decompression_follows_the_mil_spec_examples(tmp_path):
     assert out["lut"].tolist() == [10, 40, 30, 20, 40]  # indices i0..i4 = 0, 3, 2, 1, 3
     assert out["sparse"].tolist() == [0, 0, 7, 9, 0]
     assert out["affine"].tolist() == [-2, 2, -0.5, 63, -64.5]
+
+
+def test_weights_are_decompressed_once_at_load(tmp_path, monkeypatch):
+    """constexpr_* ops run when the package loads; inferences only read their results."""
+    from bridge.validators.runners.coreml_reference.ops import reuse
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 4))], opset_version=ct.target.iOS16)
+    def prog(x):
+        weight = mb.constexpr_affine_dequantize(quantized_data=np.arange(-6, 6, dtype=np.int8).reshape(3, 4),
+                                                zero_point=np.int8(1), scale=np.float32(0.5), axis=0)
+        palette = mb.constexpr_lut_to_dense(indices=np.array([0b11100100], np.uint8),
+                                            lut=np.array([1, 2, 3, 4], np.float32), shape=np.array([4], np.uint32))
+        return mb.linear(x=mb.mul(x=x, y=palette), weight=weight, name="y")
+
+    runner = runner_for(prog, tmp_path, "decompress_once", ct.target.iOS16)
+    evaluated = []
+    evaluate = reuse.evaluate
+
+    def counting(mil_op, values, method="value_inference"):
+        evaluated.append(mil_op.op_type)
+        return evaluate(mil_op, values, method)
+
+    monkeypatch.setattr(reuse, "evaluate", counting)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    for _ in range(2):
+        out = runner.infer({"x": x})
+    assert evaluated == ["mul", "linear"] * 2  # coremltools' mul and linear still run; no decompression does
+    weight = (np.arange(-6, 6, dtype=np.float32).reshape(3, 4) - 1) * 0.5
+    np.testing.assert_allclose(out["y"], (x * [1, 2, 3, 4]) @ weight.T, rtol=1e-6)
 
 
 def test_neural_network_models_are_refused(tmp_path):

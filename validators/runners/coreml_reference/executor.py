@@ -14,6 +14,7 @@ a slip in an op's semantics that changes a shape shows up as a refusal, not as a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -83,42 +84,90 @@ def _declared(value, dtype: np.dtype):
     return _compute_value(value.astype(dtype, copy=False))
 
 
+def _as_float32(value):
+    """`_declared` for float32: most results already are float32 arrays, left as they are."""
+    if value.__class__ is np.ndarray and value.dtype == np.float32:
+        return value
+    return _declared(value, np.dtype(np.float32))
+
+
+def _finisher(dtype: np.dtype, exact_in_fp16: bool) -> Callable:
+    """How results of declared dtype `dtype` are kept, chosen once per op output."""
+    if dtype == np.float32 or (dtype == np.float16 and exact_in_fp16):
+        return _as_float32
+    return lambda value: _declared(value, dtype)
+
+
+def _exact_in_fp16(mil_op, impl: Callable) -> bool:
+    """Whether the op's float results are fp16 values without rounding: it only copies input values
+    (see ops) and every float input is declared fp16."""
+    if not impl.copies_values:
+        return False
+    inputs = [v for var in mil_op.inputs.values() for v in (var if isinstance(var, (list, tuple)) else [var])]
+    return all(dtype == np.float16 for dtype in map(np_dtype, inputs) if dtype.kind == "f")
+
+
 @dataclass(frozen=True)
 class Step:
     """One op, resolved once: its implementation, where its inputs come from, what it declares."""
 
     op: object  # the MIL Operation
-    impl: Callable
+    call: Callable  # the implementation, with the op bound when it asks for it
     args: tuple[tuple[str, str | tuple[str, ...]], ...]  # (parameter, var name or names)
-    outputs: tuple[tuple[str, np.dtype, tuple[int | None, ...]], ...]  # (var name, dtype, declared dims)
+    outputs: tuple[tuple[str, Callable, tuple[int | None, ...]], ...]  # (var name, finisher, declared dims)
 
     @classmethod
     def of(cls, mil_op, impl: Callable) -> Step:
         args = tuple((p, tuple(v.name for v in var) if isinstance(var, (list, tuple)) else var.name)
                      for p, var in mil_op.inputs.items())
-        outputs = tuple((v.name, np_dtype(v), declared_dims(v)) for v in mil_op.outputs)
-        return cls(mil_op, impl, args, outputs)
+        exact = _exact_in_fp16(mil_op, impl)
+        outputs = tuple((v.name, _finisher(np_dtype(v), exact), declared_dims(v)) for v in mil_op.outputs)
+        return cls(mil_op, functools.partial(impl, mil_op) if impl.wants_op else impl, args, outputs)
 
     def run(self, env: dict) -> None:
-        kwargs = {p: [env[n] for n in src] if isinstance(src, tuple) else env[src] for p, src in self.args}
-        op_type, name = self.op.op_type, self.op.name
+        kwargs = {p: env[src] if src.__class__ is str else [env[n] for n in src] for p, src in self.args}
         try:
-            result = self.impl(self.op, **kwargs) if self.impl.wants_op else self.impl(**kwargs)
+            result = self.call(**kwargs)
         except NotImplementedError as e:
-            raise RuntimeUnavailable(f"op {op_type} (name {name}) unsupported by the reference executor: {e}") from e
+            raise RuntimeUnavailable(f"op {self.op.op_type} (name {self.op.name}) unsupported by the reference "
+                                     f"executor: {e}") from e
         except Exception as e:
-            e.add_note(f"while the Core ML reference executor ran op {op_type} (name {name})")
+            e.add_note(f"while the Core ML reference executor ran op {self.op.op_type} (name {self.op.name})")
             raise
+        if len(self.outputs) == 1 and result.__class__ is not tuple:
+            var, finish, dims = self.outputs[0]
+            out = env[var] = finish(result)
+            if out.shape != dims:
+                self._check_shape(out.shape, dims)
+            return
         results = result if isinstance(result, tuple) else (result,)
         if len(results) != len(self.outputs):
-            raise RuntimeUnavailable(f"op {op_type} (name {name}) gave {len(results)} outputs, "
+            raise RuntimeUnavailable(f"op {self.op.op_type} (name {self.op.name}) gave {len(results)} outputs, "
                                      f"the file declares {len(self.outputs)}")
-        for (var, dtype, dims), value in zip(self.outputs, results, strict=True):
-            out = _declared(value, dtype)
-            if not fits(out.shape, dims):
-                raise RuntimeUnavailable(f"op {op_type} (name {name}) computed shape {out.shape} but the file "
-                                         f"declares {dims}; the reference executor cannot vouch for this program")
-            env[var] = out
+        for (var, finish, dims), value in zip(self.outputs, results, strict=True):
+            out = env[var] = finish(value)
+            self._check_shape(out.shape, dims)
+
+    def _check_shape(self, shape: tuple[int, ...], dims: tuple[int | None, ...]) -> None:
+        if not fits(shape, dims):
+            raise RuntimeUnavailable(f"op {self.op.op_type} (name {self.op.name}) computed shape {shape} but the "
+                                     f"file declares {dims}; the reference executor cannot vouch for this program")
+
+
+def _dead_after(plan: list[Step], keep: set[str]) -> list[tuple[str, ...]]:
+    """For each step, the values no later step reads (outputs in `keep` excepted). Dropping them
+    as the program runs lets numpy reuse their memory while it is still in cache, rather than
+    keeping every intermediate tensor alive until the end."""
+    last = {}
+    for i, step in enumerate(plan):
+        for _, src in step.args:
+            for name in (src,) if isinstance(src, str) else src:
+                last[name] = i
+    dead = [[] for _ in plan]
+    for name, i in last.items():
+        if name not in keep:
+            dead[i].append(name)
+    return [tuple(names) for names in dead]
 
 
 class Executor:
@@ -145,14 +194,17 @@ class Executor:
                 Step.of(mil_op, ops[mil_op.op_type]).run(self.constants)
             else:
                 self.plan.append(Step.of(mil_op, ops[mil_op.op_type]))
+        self.dead_after = _dead_after(self.plan, keep=set(self.outputs))
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(self.constants)
         for name, var in self.inputs.items():
             env[name] = _compute_value(self._feed_value(name, var, feed))
         with np.errstate(all="ignore"):  # inf/nan propagate as on device; they are not executor errors
-            for step in self.plan:
+            for step, dead in zip(self.plan, self.dead_after, strict=True):
                 step.run(env)
+                for name in dead:
+                    del env[name]
         return {name: np.asarray(env[name]).astype(dtype, copy=False) for name, dtype in self.outputs.items()}
 
     def _feed_value(self, name: str, var, feed: dict) -> np.ndarray:

@@ -7,6 +7,9 @@ a parameter named `mil_op` and receives the loaded MIL operation.
 
 Precision is not handled here: the executor hands every op float32 for float16 tensors and
 rounds each output to its declared dtype, so one implementation serves fp16 and fp32 programs.
+An op registered with `copies_values=True` promises that every float it returns is one of its
+input values (reshape, concat, max_pool's windows, clip's bounds, ...): fed only fp16 values, it
+returns fp16 values, and the executor skips the rounding, which would change nothing.
 
 Families register on import of `load_families()`, never at `import bridge`: nothing here is
 needed until a Core ML artifact is validated.
@@ -24,12 +27,13 @@ FAMILIES = ("elementwise", "activation", "linear", "conv", "pool", "norm", "redu
             "resize", "quantization", "constexpr")
 
 
-def op(*names: str) -> Callable:
+def op(*names: str, copies_values: bool = False) -> Callable:
     """Register `fn` as the implementation of MIL op types `names` (refuses duplicates, so two
     families can never silently disagree about one op)."""
 
     def register(fn: Callable) -> Callable:
         fn.wants_op = "mil_op" in inspect.signature(fn).parameters
+        fn.copies_values = copies_values
         for name in names:
             if name in OPS:
                 raise ValueError(f"reference op {name!r} registered twice ({OPS[name].__module__}, {fn.__module__})")

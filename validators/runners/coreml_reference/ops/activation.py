@@ -10,8 +10,9 @@ from . import op
 from .elementwise import erf_array
 from .reuse import reuse
 
-reuse("relu", "relu6", "sigmoid", "softsign", "softplus", "leaky_relu", "clamped_relu", "linear_activation",
-      "prelu", "scaled_tanh", "sigmoid_hard", "softplus_parametric", "softmax")
+reuse("relu", "relu6", copies_values=True)
+reuse("sigmoid", "softsign", "softplus", "leaky_relu", "clamped_relu", "linear_activation", "prelu", "scaled_tanh",
+      "sigmoid_hard", "softplus_parametric", "softmax")
 
 
 @op("silu")

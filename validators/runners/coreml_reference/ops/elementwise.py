@@ -2,7 +2,10 @@
 
 coremltools' value_inference for these is one numpy call each (operator.add, np.maximum, np.floor,
 ...) with numpy broadcasting, which is MIL's broadcasting: reused as is. `erf` is written out
-because coremltools evaluates it with a Python loop over `math.erf`.
+because coremltools evaluates it with a Python loop over `math.erf`, and `clip` because numpy's
+max/min against a scalar take twice as long as its single clip pass (same values: NaN propagates,
+signed zeros agree; clip is a ReLU6 in every MobileNet). `cast` between floats leaves the rounding
+to the executor.
 """
 
 from __future__ import annotations
@@ -12,14 +15,29 @@ import math
 import numpy as np
 
 from . import op
-from .reuse import reuse
+from .reuse import evaluate, reuse
 
-reuse("add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div", "mod",
+reuse("maximum", "minimum", copies_values=True)
+reuse("add", "sub", "mul", "real_div", "pow", "floor_div", "mod",
       "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
       "logical_and", "logical_or", "logical_xor", "logical_not", "select")
 reuse("abs", "acos", "asin", "atan", "atanh", "ceil", "cos", "cosh", "exp", "exp2", "floor", "round",
-      "sign", "sin", "sinh", "sqrt", "square", "tan", "tanh", "clip", "threshold",
-      "inverse", "log", "rsqrt", "cast")
+      "sign", "sin", "sinh", "sqrt", "square", "tan", "tanh", "threshold",
+      "inverse", "log", "rsqrt")
+
+
+@op("clip", copies_values=True)
+def clip(x, alpha, beta):
+    return np.clip(x, alpha, beta)  # = np.minimum(np.maximum(x, alpha), beta), coremltools' definition
+
+
+@op("cast")
+def cast(mil_op, x, dtype):
+    """Float to float returns `x`: the executor rounds every result to its declared dtype, which
+    gives the bits of numpy's float16 cast without its cost. Other casts are coremltools' own."""
+    if dtype in ("fp16", "fp32") and np.asarray(x).dtype == np.float32:
+        return x
+    return evaluate(mil_op, {"x": x, "dtype": dtype})
 
 
 @op("erf")

@@ -48,7 +48,7 @@ def _geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
     return kernel, strides, before, after, _out_sizes(x.shape[2:], kernel, strides, before, after, bool(ceil_mode))
 
 
-@op("max_pool")
+@op("max_pool", copies_values=True)
 def max_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False):
     kernel, strides, before, after, out_sp = _geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
     return _reduce_windows(x, kernel, strides, before, out_sp, -np.inf, np.maximum)

@@ -6,5 +6,6 @@ from __future__ import annotations
 
 from .reuse import reuse
 
-reuse("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1_norm", "reduce_l2_norm",
+reuse("reduce_max", "reduce_min", copies_values=True)
+reuse("reduce_sum", "reduce_mean", "reduce_prod", "reduce_l1_norm", "reduce_l2_norm",
       "reduce_log_sum", "reduce_log_sum_exp", "reduce_sum_square", "reduce_argmax", "reduce_argmin")

@@ -11,6 +11,7 @@ way (see the family modules); the rest are written out.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types as pytypes
 from collections.abc import Callable
@@ -70,12 +71,18 @@ class _Bound:
     def __getattr__(self, name):
         if name in self._input_vars:
             return self._input_vars[name]
-        static = inspect.getattr_static(type(self._op), name, None)
+        static = _static_attribute(type(self._op), name)
         if inspect.isfunction(static):
             return pytypes.MethodType(static, self)
         if isinstance(static, property):
             return static.fget(self)
         return getattr(self._op, name)
+
+
+@functools.cache
+def _static_attribute(cls: type, name: str):
+    """`name` as defined on op class `cls`, looked up once per class (op classes never change)."""
+    return inspect.getattr_static(cls, name, None)
 
 
 def evaluate(mil_op, values: dict, method: str = "value_inference"):
@@ -86,7 +93,7 @@ def evaluate(mil_op, values: dict, method: str = "value_inference"):
     return result
 
 
-def reuse(*names: str, method: str = "value_inference") -> Callable:
+def reuse(*names: str, method: str = "value_inference", copies_values: bool = False) -> Callable:
     """Register ops `names` as coremltools' own `method` (see module docstring)."""
 
     def impl(mil_op, **inputs):
@@ -94,4 +101,4 @@ def reuse(*names: str, method: str = "value_inference") -> Callable:
 
     impl.__name__ = f"coremltools_{method}"
     impl.__doc__ = f"coremltools' own {method} of the op's class, on runtime values."
-    return op(*names)(impl)
+    return op(*names, copies_values=copies_values)(impl)

@@ -16,11 +16,12 @@ import numpy as np
 from . import op
 from .reuse import reuse
 
-reuse("expand_dims", "transpose", "reverse", "slice_by_index", "slice_by_size", "slice_update", "tile",
-      "flatten2d", "split", "stack", "pad", "fill", "fill_like", "non_zero", "shape", "identity")
+reuse("expand_dims", "transpose", "reverse", "slice_by_index", "slice_by_size", "tile", "flatten2d", "split", "stack",
+      "identity", copies_values=True)
+reuse("slice_update", "pad", "fill", "fill_like", "non_zero", "shape")
 
 
-@op("reshape")
+@op("reshape", copies_values=True)
 def reshape(mil_op, x, shape):
     """A 0 in `shape` copies a dim of x; which one depends on the opset (iOS15: same position,
     iOS17: aligned from the right), so the op class's own `replace_zeros_in_shape` decides."""
@@ -28,12 +29,12 @@ def reshape(mil_op, x, shape):
     return x.reshape(target)
 
 
-@op("squeeze")
+@op("squeeze", copies_values=True)
 def squeeze(x, axes=None):
     return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(int(a) for a in np.ravel(axes)))
 
 
-@op("concat")
+@op("concat", copies_values=True)
 def concat(values, axis, interleave=False):
     axis = int(axis) % values[0].ndim
     if not interleave:
