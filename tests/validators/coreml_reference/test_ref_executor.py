@@ -200,7 +200,8 @@ def test_weights_are_decompressed_once_at_load(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
     for _ in range(2):
         out = runner.infer({"x": x})
-    assert evaluated == ["mul", "linear"] * 2  # coremltools' mul and linear still run; no decompression does
+    assert "linear" in evaluated  # coremltools' linear still runs at each inference; no decompression does
+    assert not [op_type for op_type in evaluated if op_type.startswith("constexpr_")]
     weight = (np.arange(-6, 6, dtype=np.float32).reshape(3, 4) - 1) * 0.5
     np.testing.assert_allclose(out["y"], (x * [1, 2, 3, 4]) @ weight.T, rtol=1e-6)
 

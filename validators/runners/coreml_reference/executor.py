@@ -7,7 +7,8 @@ only partly ran would be worthless. Nothing is ever skipped.
 Precision: each op computes in float32 when its inputs are float16, and its outputs are rounded to
 the dtypes the file declares. An fp16 program therefore carries fp16 tensors between ops, as the
 device does, with each op's float32 result rounded once to fp16; a device that accumulates in fp16
-can differ from this by a few fp16 ulps per op (which is what the fp16 thresholds allow).
+can differ from this by a few fp16 ulps per op (which is what the fp16 thresholds allow). Ops that
+only copy values (see ops) skip a rounding that could not change them.
 Every output's shape is checked against the declared one (its fixed dims, for flexible shapes), so
 a slip in an op's semantics that changes a shape shows up as a refusal, not as a wrong number.
 """

@@ -1,11 +1,12 @@
 """Elementwise arithmetic, comparison, logic, math and cast.
 
-coremltools' value_inference for these is one numpy call each (operator.add, np.maximum, np.floor,
-...) with numpy broadcasting, which is MIL's broadcasting: reused as is. `erf` is written out
-because coremltools evaluates it with a Python loop over `math.erf`, and `clip` because numpy's
-max/min against a scalar take twice as long as its single clip pass (same values: NaN propagates,
-signed zeros agree; clip is a ReLU6 in every MobileNet). `cast` between floats leaves the rounding
-to the executor.
+coremltools' value_inference for these is one numpy call each (operator.truediv, np.maximum,
+np.floor, ...) with numpy broadcasting, which is MIL's broadcasting: reused as is. `erf` is written out
+because coremltools evaluates it with a Python loop over `math.erf`. A few that every network runs
+are written out for speed, with the same numpy: add, sub and mul (coremltools' evaluation costs
+more than the arithmetic on small tensors, then copies the result), clip (numpy's max/min against a
+scalar take twice as long as its single clip pass; same values: NaN propagates, signed zeros
+agree), and cast between floats, which leaves the rounding to the executor.
 """
 
 from __future__ import annotations
@@ -18,12 +19,27 @@ from . import op
 from .reuse import evaluate, reuse
 
 reuse("maximum", "minimum", copies_values=True)
-reuse("add", "sub", "mul", "real_div", "pow", "floor_div", "mod",
+reuse("real_div", "pow", "floor_div", "mod",
       "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
       "logical_and", "logical_or", "logical_xor", "logical_not", "select")
 reuse("abs", "acos", "asin", "atan", "atanh", "ceil", "cos", "cosh", "exp", "exp2", "floor", "round",
       "sign", "sin", "sinh", "sqrt", "square", "tan", "tanh", "threshold",
       "inverse", "log", "rsqrt")
+
+
+@op("add")
+def add(x, y):
+    return x + y
+
+
+@op("sub")
+def sub(x, y):
+    return x - y
+
+
+@op("mul")
+def mul(x, y):
+    return x * y
 
 
 @op("clip", copies_values=True)
