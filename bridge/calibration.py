@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bridge.converters.base import Pixels
 from bridge.errors import UsageError
-from bridge.tensors import TensorSpec, synthetic_samples
+from bridge.tensors import TensorSpec, image_channels, synthetic_samples
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
@@ -28,6 +29,7 @@ class CalibrationOptions:
     std: tuple[float, ...] = ()
     resize: tuple[int, int] | None = None  # (height, width); default: the input's
     limit: int = 200
+    pixels: bool = False  # synthetic image inputs are whole 0-255 pixels, normalized (an artifact takes pixels)
 
 
 @dataclass
@@ -42,8 +44,12 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
                   parity: list[dict[str, np.ndarray]], seed: int) -> Samples:
     """Calibration samples for `specs`; `parity` (synthetic) is replaced by held-out user data when
     there is enough of it, so quantized modes are judged on the data they were calibrated for."""
+    if opts.pixels:
+        parity = pixel_images(parity, specs, channel_last, opts, seed)
     if not opts.path:
         calib = synthetic_samples(specs, SYNTHETIC_CALIBRATION, seed + 1).feeds
+        if opts.pixels:
+            calib = pixel_images(calib, specs, channel_last, opts, seed + 1)
         return Samples(parity, calib, f"synthetic (seed {seed + 1})",
                        ["no --calibration data: quantized modes are calibrated on synthetic "
                         "random inputs, which may not reflect real activation ranges"])
@@ -55,6 +61,29 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
                        [f"parity runs on {len(held)} samples held out of {opts.path}"])
     return Samples(parity, data, f"{opts.path} ({len(data)} samples)",
                    [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"])
+
+
+def pixel_images(feeds: list[dict[str, np.ndarray]], specs: list[TensorSpec], channel_last: bool,
+                 opts: CalibrationOptions, seed: int) -> list[dict[str, np.ndarray]]:
+    """`feeds` with every image input replaced by seeded whole-valued 0-255 pixels, normalized with
+    `--mean/--std`: an artifact that takes pixels (`--coreml-image-input`) then gets exactly the
+    values a camera frame can hold, and every other artifact the same image in its own units."""
+    rng = np.random.default_rng(seed + 104729)
+    images = [s for s in specs if s.dtype.startswith("float") and image_channels(s, channel_last) in (1, 3)]
+    out = []
+    for feed in feeds:
+        feed = dict(feed)
+        for s in images:
+            shape = feed[s.name].shape
+            channels = shape[3] if channel_last else shape[1]
+            axis = 3 if channel_last else 1
+            norm = Pixels.per_channel(opts.mean, opts.std, channels)
+            pixels = rng.integers(0, 256, shape).astype(np.float32)
+            mean, std = (np.asarray(v, np.float32).reshape([channels if a == axis else 1 for a in range(4)])
+                         for v in (norm.mean, norm.std))
+            feed[s.name] = ((pixels / np.float32(255.0) - mean) / std).astype(s.dtype)
+        out.append(feed)
+    return out
 
 
 def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> list[dict[str, np.ndarray]]:

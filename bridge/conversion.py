@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bridge import environment
 from bridge.calibration import CalibrationOptions
 from bridge.converters import LANES
 from bridge.converters.base import IO, ExportResult, LaneArtifact, LaneRequest
-from bridge.errors import BridgeError, ConversionError, UsageError
-from bridge.files import place, sha256, size
+from bridge.converters.coreml.images import image_inputs
+from bridge.errors import BridgeError, ConversionError, StageCrashed, UsageError
+from bridge.files import place, remove, scratch, sha256, size, sweep
 from bridge.isolation import Limits, run_stage
 from bridge.modes import CALIBRATED, Mode
 from bridge.parity import judge, not_executed
@@ -37,6 +39,8 @@ class ConvertOptions:
     seed: int = 0
     tflite_layout: str = "nhwc"
     coreml_target: str | None = None  # iOS15..iOS18; None: iOS16, raised per mode as needed
+    coreml_image_input: bool = False  # 4-D image inputs take 0-255 pixels (ImageType) in Core ML files
+    coreml_route: str = "onnx"  # onnx (ours, from the hub) | direct (coremltools' own frontends)
     allow_flex: bool = False
     trust_code: bool = False
     timeout: float | None = 3600.0
@@ -55,13 +59,21 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
         raise UsageError(f"{source}: a {ref.format} file is an artifact; use `bridge validate SOURCE {source}`")
     routes = plan_routes(list(options.targets), list(options.quantize))
     check_coreml_target(routes, options.coreml_target)
+    if options.coreml_route != "onnx":
+        _check_direct_route(routes, ref, options)
+    calibration = options.calibration
+    if options.coreml_image_input:
+        if not any(r.target == "coreml" for r in routes):
+            raise UsageError("--coreml-image-input needs --target coreml")
+        calibration = replace(calibration, pixels=True)
     overrides = tuple(parse_input(t) for t in options.inputs)
     dynamic = tuple(parse_dynamic(t) for t in options.dynamic)
     threshold_overrides = [parse_threshold(t) for t in options.thresholds]
     out = Path(options.out) if options.out else Path("bridge-out") / ref.name
     out.mkdir(parents=True, exist_ok=True)
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
-    work = Path(tempfile.mkdtemp(prefix=".bridge-work-", dir=out))
+    sweep(out)  # hidden work folders of killed runs
+    work = scratch(out)
     report = Report(source={"path": source, "format": str(ref.format)},
                     environment=environment.describe(options))
     try:
@@ -70,7 +82,7 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                 exported: ExportResult = run_stage(
                     "export", "bridge.converters.onnx.export:export_source",
                     ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides, dynamic, options.samples,
-                                  options.seed, options.trust_code, options.calibration),
+                                  options.seed, options.trust_code, calibration),
                     limits=limits)
             except ConversionError as e:
                 # Nothing can be converted: every planned artifact carries the export's error.
@@ -83,6 +95,8 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
             _describe_source(report, ref, exported)
             if not any(_calibrated(r.mode.value) for r in routes):
                 report.warnings = [w for w in report.warnings if "--calibration" not in w]
+            images = (image_inputs(exported.inputs, exported.framework, calibration.mean, calibration.std)
+                      if options.coreml_image_input else {})
             names = [o.name for o in exported.outputs]
             for o in threshold_overrides:
                 thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
@@ -93,14 +107,80 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                 except BridgeError as e:  # the lanes still convert; stage metrics need the hub's outputs
                     report.warnings.append(f"the ONNX hub could not run on onnxruntime: {e}")
                     onnx_runtime, onnx_outputs = f"onnxruntime failed: {e}", None
-            run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress)
+            # Before any lane converts: NaN/Inf from the source itself, activations fp16 cannot hold.
+            report.warnings += _numerics(report, exported, routes, onnx_outputs is not None, limits, progress)
+            run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress, images)
             for target in dict.fromkeys(r.target for r in routes):
                 modes = [r for r in routes if r.target == target]
                 report.artifacts += run.lane(target, modes, options, onnx_runtime)
+        _publish(out, report, work / STAGED)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report.write(out / "report.json")
     return report
+
+
+STAGED = "shipped"  # in the work folder: finished artifacts wait here until `_publish`
+
+
+def _publish(out: Path, report: Report, staged: Path) -> None:
+    """Swap the previous run's output in `out` for this run's, report.json always describing
+    exactly the files beside it. Until here a run changes nothing in `out` (a run that fails or is
+    killed earlier leaves the previous output whole). The old report goes first, so a run killed
+    from here on leaves no report rather than one describing files it replaced; then the artifacts
+    move in, those only the old report listed (a target that now failed, a mode no longer asked
+    for) are deleted, and the new report is written last."""
+    path = out / "report.json"
+    previous = _previous_artifacts(path)
+    path.unlink(missing_ok=True)
+    shipped = {a.path for a in report.artifacts if a.path}
+    for name in sorted(shipped):
+        place(staged / name, out / name)
+    for name in sorted(previous - shipped):
+        remove(out / name)
+    report.write(path)
+
+
+def _previous_artifacts(path: Path) -> set[str]:
+    """The artifacts a previous `bridge convert` shipped into this folder that are still as its
+    report recorded them. Nothing else is ours to delete: a `bridge validate` report (it names
+    the user's own files), names with a folder in them, other suffixes, files changed since."""
+    suffixes = {lane.suffix for lane in LANES.values()}
+
+    def ours(name, digest) -> bool:
+        f = path.parent / name
+        return (name == f.name and not name.startswith(".") and f.suffix in suffixes and f.exists()
+                and not f.is_symlink() and sha256(f) == digest)
+
+    try:
+        old = json.loads(path.read_text())
+        if "targets" not in old["environment"]["options"]:  # only convert reports have targets
+            return set()
+        return {a["path"] for a in old["artifacts"]
+                if isinstance(a.get("path"), str) and ours(a["path"], a.get("sha256"))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no usable report: delete nothing
+        return set()
+
+
+DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.KERAS, Format.H5)
+DIRECT_CONVERT = "bridge.converters.coreml.direct:convert"
+
+
+def _check_direct_route(routes: list[Route], ref: SourceRef, options: ConvertOptions) -> None:
+    """`--coreml-route direct` takes what coremltools' own frontends take, and nothing it would
+    silently do differently."""
+    if options.coreml_route != "direct":
+        raise UsageError(f"--coreml-route {options.coreml_route!r}: expected onnx or direct")
+    if not any(r.target == "coreml" for r in routes):
+        raise UsageError("--coreml-route direct needs --target coreml")
+    if ref.format not in DIRECT_FORMATS:
+        raise UsageError(f"--coreml-route direct: coremltools has no frontend for a {ref.format} source "
+                         "(it reads PyTorch and TensorFlow/Keras models; ONNX takes the default route)")
+    calibrated = sorted(r.mode.value for r in routes if r.target == "coreml" and Mode(r.mode) in CALIBRATED)
+    if calibrated:
+        raise UsageError(f"--coreml-route direct: coreml {', '.join(calibrated)} quantizes activations with "
+                         "ranges only the ONNX route can calibrate on Linux")
+    if options.coreml_image_input:
+        raise UsageError("--coreml-image-input is built by the ONNX route; drop --coreml-route direct")
 
 
 def _describe_source(report: Report, ref: SourceRef, exported: ExportResult) -> None:
@@ -121,6 +201,30 @@ def _run(runner: str, path: str, feeds, io, stage: str, limits: Limits):
     return run_stage(stage, "bridge.validators.runners:run_samples", runner, path, feeds, io, limits=limits)
 
 
+def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_runs: bool, limits: Limits,
+              progress: Progress) -> list[str]:
+    """Counts NaN/Inf in the source's outputs (`source.nonfinite`); when a route computes in fp16,
+    measures the hub's activations in a child stage and warns about those beyond fp16's range."""
+    from bridge.activations import computes_in_fp16, overflow_warning
+    from bridge.validators.compare import NonFinite
+
+    counts = {o.name: NonFinite.of([f[o.name] for f in exported.source_outputs]) for o in exported.outputs}
+    report.source["nonfinite"] = {n: c.to_json() for n, c in counts.items()}
+    bad = "; ".join(f"{n}: {c}" for n, c in counts.items() if c)
+    warnings = [f"the source itself yields NaN/Inf on the parity samples ({bad}): NaN and Inf never count as "
+                "equal, so no artifact can pass parity on those outputs"] if bad else []
+    fp16 = [str(r) for r in routes if computes_in_fp16(r.target, r.mode)]
+    if not fp16 or not hub_runs:
+        return warnings
+    with progress.step("Measuring activations for fp16"):
+        try:
+            found = run_stage("fp16-ranges", "bridge.activations:fp16_overflows", exported.hub_path,
+                              [*exported.feeds, *exported.calibration], exported.node_names, limits=limits)
+        except BridgeError as e:
+            return [*warnings, f"fp16 overflow check did not run: {e}"]
+    return [*warnings, overflow_warning(found, fp16)] if found else warnings
+
+
 @dataclass
 class _Run:
     ref: SourceRef
@@ -131,6 +235,7 @@ class _Run:
     limits: Limits
     threshold_overrides: list
     progress: Progress
+    images: dict  # input name -> Pixels, for --coreml-image-input
 
     @property
     def names(self) -> list[str]:
@@ -153,12 +258,14 @@ class _Run:
             inputs=tuple(self.exported.inputs), outputs=tuple(self.exported.outputs),
             calibration=tuple(self.exported.calibration), node_names=self.exported.node_names,
             options={"tflite_layout": options.tflite_layout, "allow_flex": options.allow_flex,
-                     "coreml_target": options.coreml_target},
+                     "coreml_target": options.coreml_target, "coreml_images": self.images,
+                     "source": self.ref, "trust_code": options.trust_code},
         )
         start = time.perf_counter()
         with self.progress.step(f"Converting to {target} ({', '.join(req.modes)})"):
             try:
-                arts: list[LaneArtifact] = run_stage(f"{target}-convert", lane.convert, req, limits=self.limits)
+                convert = DIRECT_CONVERT if target == "coreml" and options.coreml_route == "direct" else lane.convert
+                arts: list[LaneArtifact] = run_stage(f"{target}-convert", convert, req, limits=self.limits)
             except ConversionError as e:
                 err = {"stage": e.stage, "message": str(e), "node": e.node, "op_type": e.op_type}
                 arts = [LaneArtifact(mode=r.mode.value, error=err, seconds=time.perf_counter() - start)
@@ -172,9 +279,9 @@ class _Run:
             rec.error = ErrorInfo(**art.error)
             rec.parity = not_executed(f"conversion failed at stage {art.error['stage']}")
             return rec
-        src = Path(art.path)
-        dest = self.out / src.name
-        place(src, dest)
+        dest = self.work / STAGED / Path(art.path).name  # `_publish` moves it into `out` after every lane
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(art.path, dest)
         rec.path = dest.name
         rec.bytes = size(dest)
         rec.sha256 = sha256(dest)
@@ -186,17 +293,27 @@ class _Run:
                 try:
                     runtime, outputs = _run(LANES[target].runner, str(dest), self.exported.feeds, art.io,
                                             f"{target}-runtime", self.limits)
+                except StageCrashed as e:  # an artifact that crashes its runtime failed like a conversion
+                    rec.error = ErrorInfo(e.stage, str(e))
+                    rec.parity = not_executed(str(e))
+                    return rec
                 except BridgeError as e:
                     rec.parity = not_executed(str(e))
                     return rec
         rec.parity = judge(actual=outputs, source=self.exported.source_outputs,
-                           onnx=self.onnx_outputs if target != "onnx" else None, names=self.names,
+                           onnx=self.onnx_outputs if target != "onnx" and _from_hub(art) else None,
+                           names=self.names,
                            thresholds=thresholds, runtime=runtime,
                            calibration=self.exported.calibration_origin if _calibrated(art.mode) else None,
                            sizes=_sizes(self.exported))
         if target == "onnx":
             rec.parity.stages = {"source->onnx": rec.parity.outputs}
         return rec
+
+
+def _from_hub(art: LaneArtifact) -> bool:
+    """Whether the artifact was converted from the hub (else stage metrics would blame a stage it never passed)."""
+    return not art.route or art.route[0] == "onnx"
 
 
 def _calibrated(mode: str) -> bool:

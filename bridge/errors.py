@@ -23,6 +23,19 @@ class MissingBackend(UsageError):
         self.module = module
         self.extra = extra
 
+    def __reduce__(self):  # raised in stage children: must survive the trip back to the parent
+        return (type(self), (self.module, self.extra))
+
+
+class NeedsTrust(UsageError):
+    """A file that can run code when it is loaded, given without `--trust-code`."""
+
+
+def require_trust(trusted: bool, source: str, why: str) -> None:
+    """One message shape for every format: the file, the reason, the flag."""
+    if not trusted:
+        raise NeedsTrust(f"{source}: refused without --trust-code ({why})")
+
 
 class ConversionError(BridgeError):
     """A stage could not produce its artifact. Carries where it broke, for the report."""

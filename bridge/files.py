@@ -1,16 +1,23 @@
-"""Atomic placement of artifacts and hashes over files and folders.
+"""Atomic placement of artifacts, hashes over files and folders, and the debris of killed runs.
 
 Everything the gateway ships is written beside its final path and moved into place complete, so a
-killed run leaves the previous artifact or nothing, never half a file.
+killed run leaves the previous artifact or nothing, never half a file. Every temporary entry it
+makes in an output folder is named `.<name>.<kind>-<pid>-<random>`; `sweep` removes those whose
+process is gone, so killed runs do not pile up hidden work folders.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+from bridge.isolation import crash_hook
+
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|old|work)-(?P<pid>\d+)-[^/]+$")
 
 
 def sha256(path: Path) -> str:
@@ -39,7 +46,7 @@ def size(path: Path) -> int:
 
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name, "tmp"), dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for everyone to read
         with os.fdopen(fd, "wb") as f:
@@ -58,21 +65,66 @@ def _umask() -> int:
     return mask
 
 
+def _prefix(name: str, kind: str) -> str:
+    return f".{name}.{kind}-{os.getpid()}-"
+
+
+def scratch(folder: Path, name: str = "bridge") -> Path:
+    """A fresh hidden folder in `folder` (same filesystem, so its files can be `place`d from it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=_prefix(name, "work"), dir=folder))
+
+
 def place(src: Path, dest: Path) -> None:
     """Move a finished file or folder from the same filesystem into `dest`, replacing it.
 
     `os.replace` cannot overwrite a non-empty folder: the old one is moved aside first and deleted
-    only once the new one is in place.
+    only once the new one is in place (a run killed in between leaves no `dest`, never a mix).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    crash_hook("place")
     if not dest.is_dir() or dest.is_symlink():
         os.replace(src, dest)
         return
-    aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    os.replace(dest, aside)
+    aside = Path(tempfile.mkdtemp(prefix=_prefix(dest.name, "old"), dir=dest.parent))
+    os.replace(dest, aside)  # onto the empty folder just made
+    crash_hook("place-swap")
     try:
         os.replace(src, dest)
     except BaseException:
         os.replace(aside, dest)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep(folder: Path) -> list[str]:
+    """Remove the temporary entries of runs that no longer exist; returns their names."""
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        m = _TEMPORARY.match(entry.name)
+        if m and not _alive(int(m["pid"])):
+            try:
+                remove(entry)
+            except OSError:  # best effort: debris is hidden, and never in a report
+                continue
+            removed.append(entry.name)
+    return sorted(removed)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -6,10 +6,15 @@ ops in a process that never imported TensorFlow), quiets framework logging befor
 sends back either its result or its exception. A child that dies by a signal, runs out of memory
 or outlives its time limit becomes a `StageCrashed` naming the stage; the caller decides whether
 that ends one artifact or the whole run.
+
+The child leads its own process group, and the whole group is killed when the stage ends, so
+nothing a stage started (worker pools, a converter's helper processes) outlives it; on Linux the
+child also dies with the gateway, even when the gateway is killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -61,7 +66,7 @@ def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = L
         log_path = f.name
     proc = ctx.Process(
         target=_child_main,
-        args=(sender, path, args, kwargs, stage, limits, log_path),
+        args=(sender, path, args, kwargs, stage, limits, log_path, os.getpid()),
         name=f"bridge-{stage}",
         daemon=True,
     )
@@ -85,13 +90,18 @@ def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = L
         raise ConversionError(str(payload), stage=stage)
     finally:
         receiver.close()
-        if proc.is_alive():
-            _kill(proc)
+        _kill(proc)
         Path(log_path).unlink(missing_ok=True)
 
 
 def _kill(proc) -> None:
-    proc.kill()
+    """End the child and everything in its process group (a finished child may have left some)."""
+    if proc.pid is None:  # never started
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group exists only once the child has made it
+    if proc.is_alive():
+        proc.kill()
     proc.join(5)
 
 
@@ -119,7 +129,10 @@ def log_tail(path: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
 
 
-def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log_path: str) -> None:
+def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log_path: str,
+                parent: int) -> None:
+    os.setpgid(0, 0)
+    _die_with(parent)
     os.environ.update(QUIET_ENV)
     if not limits.verbose:
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -130,7 +143,7 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
-    _test_hooks(stage)
+    crash_hook(stage)
     try:
         quiet_frameworks()
         module_name, func_name = path.split(":")
@@ -162,21 +175,47 @@ def _first_line(e: BaseException) -> str:
     return text[:500] if text else type(e).__name__
 
 
-def _test_hooks(stage: str) -> None:
-    """`BRIDGE_TEST_CRASH=stage[:how]` makes that stage's child misbehave, for the crash tests."""
+def _die_with(parent: int) -> None:
+    """Linux: SIGKILL this child when the gateway dies, so a killed run leaves no stage running."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the gateway died before the line above
+        os._exit(1)
+
+
+def crash_hook(point: str) -> None:
+    """`BRIDGE_TEST_CRASH=point[:how]` makes that point misbehave, for the crash tests.
+
+    A point is a stage name (the hook runs in the stage's child before it imports anything) or
+    `place` / `place-swap` in the gateway itself (`bridge.files.place`, before anything is replaced
+    and between moving an old folder aside and moving the new one in). `how` is `segv` (default),
+    `abort`, `hang` (saying on stderr where, so tests can kill the gateway there) or `hang-tree`
+    (a hang that first starts a process of its own, as converters' worker pools do, so tests can
+    check that nothing a stage started outlives its timeout).
+    """
     spec = os.environ.get("BRIDGE_TEST_CRASH", "")
     if not spec:
         return
     name, _, how = spec.partition(":")
-    if name != stage:
+    if name != point:
         return
     if how in ("", "segv"):
         os.kill(os.getpid(), signal.SIGSEGV)
     elif how == "abort":
         os.abort()
-    elif how == "hang":
+    elif how in ("hang", "hang-tree"):
+        import subprocess
         import time
 
+        if how == "hang-tree":
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10**6)"])
+        sys.stderr.write(f"BRIDGE_TEST_CRASH: hanging at {point}\n")
+        sys.stderr.flush()
         time.sleep(10**6)
 
 

@@ -37,7 +37,10 @@ def judge(*, actual: list[Feed], source: list[Feed], onnx: list[Feed] | None, na
     reason = ""
     if not result.passed:
         reason = result.reason()
-        if onnx is not None:
+        if any(m.reference_nonfinite for m in result.outputs.values()):
+            # No stage introduced it: the reference is undefined there, so no artifact can pass.
+            reason += " (the source itself yields NaN/Inf on the parity samples: fix the model or its inputs)"
+        elif onnx is not None:
             reason += f" (error introduced at {_culprit(onnx, source, names)})"
     return Parity(
         status="passed" if result.passed else "failed",

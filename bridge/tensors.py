@@ -110,6 +110,14 @@ def apply_overrides(specs: Sequence[TensorSpec], overrides: Iterable[InputOverri
     return specs
 
 
+def image_channels(spec: TensorSpec, channel_last: bool) -> int | None:
+    """The channel count of a 4-D input that looks like an image (1, 3 or 4 channels), else None."""
+    if len(spec.shape) != 4:
+        return None
+    channels = spec.shape[3] if channel_last else spec.shape[1]
+    return channels if channels in (1, 3, 4) else None
+
+
 def second_size(size: int) -> int:
     """The other size a dynamic axis is validated at."""
     return size * 2 if size > 1 else 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge import environment
 from bridge.converters import LANES
-from bridge.converters.base import IO, Binding, ExportResult
+from bridge.converters.base import IO, Binding, ExportResult, Pixels
 from bridge.errors import BridgeError, UsageError
 from bridge.files import sha256, size
 from bridge.isolation import Limits, run_stage
@@ -121,9 +121,14 @@ def match(specs: list[TensorSpec], tensors: list[dict]) -> tuple[Binding, ...]:
         if perm is False:
             raise UsageError(f"artifact tensor {t['name']} {t['shape']} does not fit source tensor "
                              f"{spec.name} {list(spec.shape)}")
-        q = t.get("quantization")
+        q, px = t.get("quantization"), t.get("pixels")
+        if t["dtype"] == "image" and not px:
+            raise UsageError(f"artifact input {t['name']} is an image of unknown scale and mean "
+                             "(not made by `bridge convert --coreml-image-input`)")
+        pixels = Pixels(tuple(px["mean"]), tuple(px["std"]), px["color_layout"]) if px else None
         out.append(Binding(spec.name, t["name"], tuple(t["shape"]), t["dtype"], perm,
-                           "channel-last" if perm else "source", tuple(q) if q else None))
+                           "image" if pixels else "channel-last" if perm else "source", tuple(q) if q else None,
+                           pixels))
     return tuple(out)
 
 

@@ -6,9 +6,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bridge.errors import UsageError
 from bridge.tensors import TensorSpec
 
 Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """An artifact input that takes raw 0-255 pixels where the source takes `(pixels / 255 - mean) / std`
+    per channel (`--coreml-image-input`). `mean` and `std` have one value per channel."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    color_layout: str  # RGB | GRAYSCALE
+
+    @staticmethod
+    def per_channel(mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> Pixels:
+        """Broadcast `--mean`/`--std` (one value, or one per channel; empty: 0 and 1) to `channels`."""
+        def fit(values: tuple[float, ...], default: float, flag: str) -> tuple[float, ...]:
+            values = values or (default,)
+            if len(values) not in (1, channels):
+                raise UsageError(f"{flag} has {len(values)} values; the image input has {channels} channel(s)")
+            return tuple(float(v) for v in (values * channels if len(values) == 1 else values))
+
+        return Pixels(fit(mean, 0.0, "--mean"), fit(std, 1.0, "--std"), "RGB" if channels == 3 else "GRAYSCALE")
+
+    def to_pixels(self, x: np.ndarray, axis: int) -> np.ndarray:
+        shape = [1] * x.ndim
+        shape[axis] = len(self.mean)
+        mean = np.asarray(self.mean, np.float32).reshape(shape)
+        std = np.asarray(self.std, np.float32).reshape(shape)
+        return ((x * std + mean) * np.float32(255.0)).astype(np.float32)
+
+    def to_json(self) -> dict:
+        return {"scale": 1 / 255, "mean": list(self.mean), "std": list(self.std), "color_layout": self.color_layout}
 
 
 @dataclass(frozen=True)
@@ -17,6 +49,7 @@ class Binding:
 
     `perm` maps the source layout to the artifact's: `artifact = source.transpose(perm)`.
     `quant` is `(scale, zero_point)` when the artifact's tensor is integer-quantized.
+    `pixels`: the artifact takes 0-255 pixels (channel axis 1, after `perm`) for this normalized input.
     """
 
     name: str  # the source's (and the ONNX hub's) name
@@ -26,6 +59,7 @@ class Binding:
     perm: tuple[int, ...] | None = None
     layout: str = "source"
     quant: tuple[float, int] | None = None
+    pixels: Pixels | None = None
 
     def to_json(self) -> dict:
         out = {"name": self.name, "artifact_name": self.artifact_name, "shape": list(self.shape),
@@ -33,10 +67,13 @@ class Binding:
                "permutation": list(self.perm) if self.perm else None}
         if self.quant:
             out["quantization"] = {"scale": self.quant[0], "zero_point": self.quant[1]}
+        if self.pixels:
+            out["pixels"] = self.pixels.to_json()
         return out
 
     def to_artifact(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
+        x = np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
+        return self.pixels.to_pixels(x, axis=1) if self.pixels else x
 
     def to_source(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(np.argsort(self.perm))) if self.perm else x

@@ -18,24 +18,50 @@ SNR_CAP_DB = 300.0
 
 
 @dataclass(frozen=True)
+class NonFinite:
+    """How many NaN and Inf values one output holds over every sample. NaN never equals anything
+    (not even NaN), so any count here fails parity, whichever side it is on."""
+
+    nan: int = 0
+    inf: int = 0
+
+    @staticmethod
+    def of(x: np.ndarray | Sequence[np.ndarray]) -> NonFinite:
+        x = _flat(x)
+        return NonFinite(nan=int(np.count_nonzero(np.isnan(x))), inf=int(np.count_nonzero(np.isinf(x))))
+
+    def __bool__(self) -> bool:
+        return bool(self.nan or self.inf)
+
+    def __str__(self) -> str:
+        parts = [f"{n} {kind}" for n, kind in ((self.nan, "NaN"), (self.inf, "Inf")) if n]
+        return " and ".join(parts) or "no NaN/Inf"
+
+    def to_json(self) -> dict:
+        return {"nan": self.nan, "inf": self.inf}
+
+
+@dataclass(frozen=True)
 class Metrics:
-    """How far `actual` is from `reference`, over every sample of one output."""
+    """How far `actual` is from `reference`, over every sample of one output.
+
+    With any NaN/Inf on either side the distances are undefined (NaN, `null` in JSON); the counts
+    say where the non-finite values came from: `nonfinite` in `actual`, `reference_nonfinite` in
+    the reference (the source, for a parity verdict)."""
 
     max_abs: float
     mean_abs: float
     rel_l2: float
     cosine: float
     snr_db: float
-    nonfinite: int = 0  # NaN/Inf values in `actual` (never equal to anything)
-    reference_nonfinite: int = 0
+    nonfinite: NonFinite = NonFinite()
+    reference_nonfinite: NonFinite = NonFinite()
 
     def to_json(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k))
                for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")}
-        if self.nonfinite:
-            out["nonfinite"] = self.nonfinite
-        if self.reference_nonfinite:
-            out["reference_nonfinite"] = self.reference_nonfinite
+        out["nonfinite"] = self.nonfinite.to_json()
+        out["reference_nonfinite"] = self.reference_nonfinite.to_json()
         return out
 
 
@@ -49,8 +75,7 @@ def metrics(actual: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | S
     b = _flat(reference)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
-    bad_a = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-    bad_b = int(np.size(b) - np.count_nonzero(np.isfinite(b)))
+    bad_a, bad_b = NonFinite.of(a), NonFinite.of(b)
     if bad_a or bad_b or a.size == 0:
         nan = float("nan")
         return Metrics(nan, nan, nan, nan, nan, nonfinite=bad_a, reference_nonfinite=bad_b)
@@ -90,12 +115,15 @@ def _flat(x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
 
 
 def failures(m: Metrics, t: Thresholds) -> list[str]:
-    """Why `m` does not meet `t` (empty when it passes). Non-finite values always fail."""
-    if m.nonfinite:
-        return [f"{m.nonfinite} NaN/Inf values"]
-    if m.reference_nonfinite:
-        return [f"reference has {m.reference_nonfinite} NaN/Inf values"]
+    """Why `m` does not meet `t` (empty when it passes). NaN/Inf on either side always fails: a
+    source that yields NaN vouches for nothing, so an artifact yielding the same NaN fails too."""
     why = []
+    if m.reference_nonfinite:
+        why.append(f"the source has {m.reference_nonfinite}")
+    if m.nonfinite:
+        why.append(f"the artifact has {m.nonfinite}")
+    if why:
+        return why
     if t.rel_l2_max is not None and not m.rel_l2 <= t.rel_l2_max:
         why.append(f"rel_l2 {m.rel_l2:.3g} > {t.rel_l2_max:g}")
     if t.snr_db_min is not None and not m.snr_db >= t.snr_db_min:

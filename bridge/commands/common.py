@@ -40,23 +40,41 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _nonfinite(m: dict) -> str:
+    """'32 Inf', '48 NaN (source 48 NaN)': where NaN/Inf came from, per output."""
+    def text(counts: dict | None) -> str:
+        counts = counts or {}
+        return " ".join(f"{counts[k]} {label}" for k, label in (("nan", "NaN"), ("inf", "Inf")) if counts.get(k))
+
+    mine, source = text(m.get("nonfinite")), text(m.get("reference_nonfinite"))
+    if source:
+        return f"{mine or '0'} (source {source})"
+    return mine
+
+
 def parity_table(report: Report) -> Table:
     table = Table(title="Parity against the source", show_lines=False)
-    for col in ("artifact", "mode", "status", "output", "max_abs", "rel_l2", "cosine", "snr_db", "bytes"):
-        table.add_column(col, justify="right" if col in ("max_abs", "rel_l2", "cosine", "snr_db", "bytes") else "left")
-    for a in report.artifacts:
+    rows = [(a, list(a.parity.outputs.items()) if a.parity is not None and a.parity.outputs else [("-", {})])
+            for a in report.artifacts]
+    # The NaN/Inf column appears only when some output has any, to keep the usual table narrow.
+    nonfinite = any(_nonfinite(m) for _, outputs in rows for _, m in outputs)
+    numeric = ("max_abs", "rel_l2", "cosine", "snr_db", "nan/inf", "bytes")
+    for col in ("artifact", "mode", "status", "output", *numeric):
+        if col != "nan/inf" or nonfinite:
+            table.add_column(col, justify="right" if col in numeric else "left")
+    for a, outputs in rows:
         p = a.parity
         status = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]"}.get(
             p.status if p is not None else "", "[yellow]not run[/yellow]")
         if a.error:
             status = "[red]ERROR[/red]"
-        rows = list(p.outputs.items()) if p is not None and p.outputs else [("-", {})]
-        for i, (name, m) in enumerate(rows):
-            table.add_row(
-                (a.path or a.target) if i == 0 else "", a.quantization if i == 0 else "", status if i == 0 else "",
-                name, _fmt(m.get("max_abs"), ".3g"), _fmt(m.get("rel_l2"), ".2e"), _fmt(m.get("cosine"), ".6f"),
-                _fmt(m.get("snr_db"), ".1f"), _fmt(a.bytes, ",") if i == 0 else "",
-            )
+        for i, (name, m) in enumerate(outputs):
+            cells = [(a.path or a.target) if i == 0 else "", a.quantization if i == 0 else "",
+                     status if i == 0 else "", name, _fmt(m.get("max_abs"), ".3g"), _fmt(m.get("rel_l2"), ".2e"),
+                     _fmt(m.get("cosine"), ".6f"), _fmt(m.get("snr_db"), ".1f")]
+            if nonfinite:
+                cells.append(f"[red]{_nonfinite(m)}[/red]" if _nonfinite(m) else "")
+            table.add_row(*cells, _fmt(a.bytes, ",") if i == 0 else "")
     return table
 
 

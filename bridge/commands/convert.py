@@ -18,6 +18,11 @@ class Layout(StrEnum):
     source = "source"
 
 
+class CoreMLRoute(StrEnum):
+    onnx = "onnx"
+    direct = "direct"
+
+
 def _floats(text: str | None, flag: str) -> tuple[float, ...]:
     if not text:
         return ()
@@ -68,6 +73,11 @@ def command(
     tflite_layout: Annotated[Layout, typer.Option(help="Layout of 4-D image inputs in TFLite files.")] = Layout.nhwc,
     coreml_target: Annotated[str, typer.Option(help="Core ML deployment target, iOS15..iOS18 (default iOS16; "
                                                     "raised per mode when a mode needs newer).")] = None,
+    coreml_image_input: Annotated[bool, typer.Option(help="Core ML image inputs take 0-255 pixels (ImageType): "
+                                                          "scale 1/255, then --mean and --std.")] = False,
+    coreml_route: Annotated[CoreMLRoute, typer.Option(help="onnx: our converter from the ONNX hub (every "
+                                                           "source); direct: coremltools' own PyTorch/TensorFlow "
+                                                           "frontends, for comparison.")] = CoreMLRoute.onnx,
     allow_flex: Annotated[bool, typer.Option(help="Ship TFLite files that need Flex (Select TF) ops.")] = False,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
@@ -91,6 +101,8 @@ def command(
         seed=seed,
         tflite_layout=tflite_layout.value,
         coreml_target=coreml_target,
+        coreml_image_input=coreml_image_input,
+        coreml_route=coreml_route.value,
         allow_flex=allow_flex,
         trust_code=trust_code,
         timeout=timeout,

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.converters.base import Pixels
 from bridge.converters.coreml.context import Context
+from bridge.converters.coreml.images import image_type
 from bridge.converters.coreml.registry import lookup
 from bridge.errors import ConversionError
 from bridge.lazy import require
@@ -34,10 +36,12 @@ def feature_name(name: str) -> str:
 
 
 def build_program(model, target, *, node_names: dict[str, str] | None = None,
-                  after_op: Callable | None = None, defaults: dict[str, tuple[int, ...]] | None = None) -> Built:
+                  after_op: Callable | None = None, defaults: dict[str, tuple[int, ...]] | None = None,
+                  images: dict[str, Pixels] | None = None, channel_last: bool = False) -> Built:
     """`after_op(ctx, node)` runs after each node is lowered (activation quantization hooks here).
     `defaults` gives each input's default sizes: dynamic axes become ranges from 1 to
-    `dynamic_upper_bound(default)` (left alone, coremltools would bound them at 2)."""
+    `dynamic_upper_bound(default)` (left alone, coremltools would bound them at 2). `images` names
+    the inputs that become ImageTypes taking pixels (`channel_last`: their layout in the graph)."""
     require("coremltools")
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, Program, types
@@ -89,7 +93,9 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
             out_vars.append(value)
             dtypes[fname] = types.builtin_to_string(value.dtype)
         func.set_outputs(out_vars)
-    func.input_types = [_input_type(fname, placeholders[fname], (defaults or {}).get(onnx_name))
+    images = images or {}
+    func.input_types = [_input_type(fname, placeholders[fname], (defaults or {}).get(onnx_name),
+                                    images.get(onnx_name), channel_last)
                         for onnx_name, fname in inputs.items()]
     prog = Program()
     prog.add_function("main", func)
@@ -101,7 +107,8 @@ def dynamic_upper_bound(default: int) -> int:
     return max(16 * default, 1024)
 
 
-def _input_type(fname: str, placeholder, default: tuple[int, ...] | None):
+def _input_type(fname: str, placeholder, default: tuple[int, ...] | None, pixels: Pixels | None,
+                channel_last: bool):
     import coremltools as ct
     from coremltools.converters.mil.mil.types.symbolic import is_symbolic
 
@@ -112,6 +119,8 @@ def _input_type(fname: str, placeholder, default: tuple[int, ...] | None):
             shape.append(ct.RangeDim(lower_bound=1, upper_bound=dynamic_upper_bound(size), default=size))
         else:
             shape.append(int(d))
+    if pixels is not None:
+        return image_type(fname, ct.Shape(shape), pixels, channel_first=not channel_last)
     return ct.TensorType(name=fname, shape=ct.Shape(shape), dtype=placeholder.dtype)
 
 

@@ -7,14 +7,20 @@ deployment target and compute precision, then compressed with coremltools.optimi
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from bridge.converters.base import IO, Binding, LaneArtifact, LaneRequest
+from bridge.activations import activation_ranges
+from bridge.converters.base import IO, Binding, LaneArtifact, LaneRequest, Pixels
 from bridge.converters.coreml import compress as cm
-from bridge.converters.coreml.build import Built, build_program
+from bridge.converters.coreml.build import Built, build_program, feature_name
+from bridge.converters.coreml.images import METADATA_KEY, channel_last
+from bridge.converters.coreml.package import stable_identifiers
+from bridge.converters.coreml.passes import apply_passes
 from bridge.converters.coreml.preflight import unsupported_ops
 from bridge.errors import ConversionError
 from bridge.lazy import require
@@ -31,41 +37,64 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         raise ConversionError(f"{len(missing)} op type(s) have no Core ML converter: "
                               + "; ".join(str(u) for u in missing), stage="coreml-preflight",
                               node=missing[0].nodes[0], op_type=missing[0].op_type)
-    requested = req.options.get("coreml_target") or cm.DEFAULT_TARGET
     ranges = None
+    if any(cm.MODES[Mode(m)].activations for m in req.modes):
+        try:  # on the hub's own graph: the lane's passes below change what its inputs mean
+            ranges = activation_ranges(model, req.calibration)
+        except ConversionError as e:
+            ranges = e
+    images = req.options.get("coreml_images") or {}
+    last = channel_last(req.framework)
+    passes = apply_passes(model, ["image-input-std"], images, last) if images else []
+
+    def make(mode: Mode, target: str):
+        hook = None
+        if cm.MODES[mode].activations:
+            if isinstance(ranges, ConversionError):
+                raise ranges
+            hook = _quantize_activations(ranges)
+        built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
+                              defaults={s.name: s.shape for s in req.inputs}, images=images, channel_last=last)
+        mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=precision(mode),
+                             minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
+        return mlmodel, _io(req, built, images, last)
+
+    # `bridge validate` feeds pixels from this metadata, for packages made by any run
+    metadata = {METADATA_KEY: json.dumps({feature_name(n): p.to_json() for n, p in sorted(images.items())},
+                                         sort_keys=True)} if images else {}
+    route = ("onnx", *(p.split()[0] for p in passes), "bridge-mil", "coremltools")
+    return convert_modes(req, route, make, metadata)
+
+
+def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, metadata: dict[str, str] | None = None
+                  ) -> list[LaneArtifact]:
+    """One .mlpackage per mode: `make(mode, deployment_target)` converts (returning the MLModel and
+    its IO); then compression, metadata and saving, the same for every route."""
+    requested = req.options.get("coreml_target") or cm.DEFAULT_TARGET
     results = []
     for mode_name in req.modes:
         mode = Mode(mode_name)
         start = time.perf_counter()
         target = cm.mode_target(mode, requested)
-        art = LaneArtifact(mode=mode.value, route=("onnx", "bridge-mil", "coremltools"))
+        art = LaneArtifact(mode=mode.value, route=route)
         art.details["deployment_target"] = target
         if target != requested:
             art.warnings.append(f"{mode}: deployment target raised from {requested} to {target}")
         try:
-            cfg = cm.MODES[mode]
-            hook = None
-            if cfg.activations:
-                if ranges is None:
-                    ranges = activation_ranges(model, req.calibration)
-                hook = _quantize_activations(ranges)
-            built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
-                                  defaults={s.name: s.shape for s in req.inputs})
-            mlmodel = ct.convert(built.program, convert_to="mlprogram",
-                                 minimum_deployment_target=getattr(ct.target, target),
-                                 compute_precision=ct.precision.FLOAT32 if cfg.precision == "fp32"
-                                 else ct.precision.FLOAT16, skip_model_load=True)
+            mlmodel, io = make(mode, target)
             mlmodel = cm.compress(mlmodel, mode)
+            mlmodel.user_defined_metadata.update(metadata or {})
             compressed, per_param = cm.compressed_bytes_per_param(mlmodel._mil_program)
             art.details["compressed_weights"] = {"elements": compressed, "bytes_per_param": per_param,
                                                  "weight_threshold": cm.WEIGHT_THRESHOLD}
-            if cfg.compression and not compressed:
+            if cm.MODES[mode].compression and not compressed:
                 art.warnings.append(f"{mode}: no weight tensor was compressed (none has {cm.WEIGHT_THRESHOLD}+ "
                                     "elements in a shape the mode accepts)")
             path = Path(req.workdir) / f"{req.name}_{mode.value}.mlpackage"
             mlmodel.save(str(path))
+            stable_identifiers(path)  # coremltools names items with random UUIDs
             art.path = str(path)
-            art.io = _io(req, built)
+            art.io = io
             if any(s.dtype == "int64" for s in req.inputs):
                 art.warnings.append("int64 inputs are int32 in Core ML (its interface has no int64)")
         except ConversionError as e:
@@ -79,45 +108,28 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     return results
 
 
-def _io(req: LaneRequest, built: Built) -> IO:
+def precision(mode: Mode):
+    import coremltools as ct
+
+    return ct.precision.FLOAT32 if cm.MODES[mode].precision == "fp32" else ct.precision.FLOAT16
+
+
+def _io(req: LaneRequest, built: Built, images: dict[str, Pixels], channel_last: bool) -> IO:
     def shape(s):
         return tuple(-1 if i in s.dynamic else d for i, d in enumerate(s.shape))
 
-    inputs = tuple(Binding(s.name, built.inputs[s.name], shape(s), built.dtypes[built.inputs[s.name]])
-                   for s in req.inputs)
+    def bind(s) -> Binding:
+        name = built.inputs[s.name]
+        if s.name not in images:
+            return Binding(s.name, name, shape(s), built.dtypes[name])
+        perm = (0, 3, 1, 2) if channel_last else None  # Core ML images are channel-first
+        nchw = tuple(shape(s)[p] for p in perm) if perm else shape(s)
+        return Binding(s.name, name, nchw, "image", perm, "image", pixels=images[s.name])
+
+    inputs = tuple(bind(s) for s in req.inputs)
     outputs = tuple(Binding(s.name, built.outputs[s.name], s.shape, built.dtypes[built.outputs[s.name]])
                     for s in req.outputs)
     return IO(inputs, outputs)
-
-
-def activation_ranges(model, calibration) -> dict[str, tuple[float, float]]:
-    """Min/max of every float tensor over the calibration samples, from onnxruntime on the hub
-    (coremltools' own activation calibration calls `predict`, which exists only on macOS)."""
-    import onnx
-
-    ort = require("onnxruntime")
-    if not calibration:
-        raise ConversionError("int8 needs calibration samples", stage="coreml-convert")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    inferred = onnx.shape_inference.infer_shapes(probe)
-    floats = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type == 1}
-    existing = {o.name for o in probe.graph.output}
-    for name in sorted(floats - existing):
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    lo: dict[str, float] = {}
-    hi: dict[str, float] = {}
-    for feed in calibration:
-        for name, value in zip(names, session.run(names, feed), strict=True):
-            if value.dtype != np.float32 or value.size == 0:
-                continue
-            lo[name] = min(lo.get(name, np.inf), float(value.min()))
-            hi[name] = max(hi.get(name, -np.inf), float(value.max()))
-    return {n: (lo[n], hi[n]) for n in lo}
 
 
 def _quantize_activations(ranges: dict[str, tuple[float, float]]):

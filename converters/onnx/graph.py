@@ -12,7 +12,7 @@ from bridge.lazy import require
 if TYPE_CHECKING:
     import onnx
 
-Pass = Callable[["onnx.ModelProto"], int]  # returns how many nodes it rewrote
+Pass = Callable[..., int]  # (model, *lane options) -> how many nodes it rewrote
 
 
 class PassRegistry:
@@ -31,15 +31,16 @@ class PassRegistry:
 
         return wrap
 
-    def apply(self, model: onnx.ModelProto, passes: Iterable[str]) -> list[str]:
-        """Returns e.g. `["maxpool-dilations x2"]` for the passes that changed something."""
+    def apply(self, model: onnx.ModelProto, passes: Iterable[str], *args) -> list[str]:
+        """Returns e.g. `["maxpool-dilations x2"]` for the passes that changed something. `args` go
+        to every pass after the model (a lane's options)."""
         passes = list(passes)
         unknown = [p for p in passes if p not in self._passes]
         if unknown:
             raise ValueError(f"unknown {self.kind} passes: {', '.join(unknown)}")
         applied = []
         for name in passes:
-            count = self._passes[name](model)
+            count = self._passes[name](model, *args)
             if count:
                 applied.append(f"{name} x{count}")
         return applied

@@ -3,15 +3,18 @@ with names TensorFlow accepts, checked."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from bridge.converters.onnx.passes import apply_passes
 from bridge.errors import ConversionError
 from bridge.lazy import require
+from bridge.sources import PROTOBUF_LIMIT
 
 MIN_OPSET = 13  # below this, Split/Squeeze/Reduce* take attributes the lanes do not all handle
 UPGRADE_TO = 17
+EXTERNAL_DATA_BYTES = PROTOBUF_LIMIT - (64 << 20)  # see external_data_bytes()
 _SAFE = re.compile(r"[^A-Za-z0-9_./-]")
 
 
@@ -162,9 +165,41 @@ def finalize(model, out_path: str | Path) -> tuple[object, dict[str, str], list[
     if dropped:
         warnings.append(f"unused graph inputs removed: {', '.join(dropped)}")
     names = sanitize_names(model)
+    external = model.ByteSize() > external_data_bytes()
+    if external:  # protobuf cannot hold it: weights go beside it first, the checker reads the path
+        save(model, out_path, external=True)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(str(out_path) if external else model, full_check=True)
     except onnx.checker.ValidationError as e:
         raise ConversionError(f"the hub ONNX graph is invalid: {str(e).splitlines()[0]}", stage="onnx-check") from None
-    onnx.save(model, str(out_path))
+    if external:
+        warnings.append(f"hub weights saved as external data in {data_file(out_path).name}")
+    else:
+        save(model, out_path, external=False)
     return model, names, warnings
+
+
+def external_data_bytes() -> int:
+    """Hub models bigger than this keep their tensors in `data_file(path)`. Protobuf serializes no
+    message past 2 GB; the margin leaves room for the graph. `BRIDGE_EXTERNAL_DATA_BYTES` lowers
+    it so tests exercise the external-data path on small models."""
+    return int(os.environ.get("BRIDGE_EXTERNAL_DATA_BYTES", EXTERNAL_DATA_BYTES))
+
+
+def data_file(path: str | Path) -> Path:
+    """Where a hub model saved with external data keeps its tensors: `<name>.onnx.data` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+def save(model, path: str | Path, *, external: bool) -> None:
+    """Write the hub; with `external`, every tensor of 1 KiB or more goes to `data_file(path)`
+    (replaced, never appended to: onnx appends to an existing data file)."""
+    onnx = require("onnx")
+    data = data_file(path)
+    data.unlink(missing_ok=True)
+    if not external:
+        onnx.save(model, str(path))
+        return
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+              size_threshold=1024, convert_attribute=True)

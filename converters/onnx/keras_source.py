@@ -34,7 +34,7 @@ import numpy as np
 
 from bridge.converters.base import ExportResult, Feed
 from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
-from bridge.errors import ConversionError, UsageError
+from bridge.errors import ConversionError, UsageError, require_trust
 from bridge.lazy import require
 from bridge.sources import Format
 from bridge.tensors import TensorSpec, apply_overrides
@@ -46,23 +46,20 @@ def export_file(req: ExportRequest) -> ExportResult:
     return export_model(_load_keras(req), None, req)
 
 
-def _need_trust(req: ExportRequest, why: str) -> None:
-    if not req.trust_code:
-        raise UsageError(f"{req.source.text}: refused without --trust-code ({why})")
-
-
 def _load_keras(req: ExportRequest):
     """Load a `.keras` or `.h5` file; uncompiled, so custom losses and metrics are not needed."""
+    if req.source.format is Format.H5:
+        require_trust(req.trust_code, req.source.text,
+                      "an HDF5 Keras file is deserialized outside Keras safe mode's guarantees")
     keras = require("keras")
     path = str(req.source.path)
-    if req.source.format is Format.H5:
-        _need_trust(req, "an HDF5 Keras file is deserialized outside Keras safe mode's guarantees")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not req.trust_code)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: h5py on a damaged HDF5 file
         if "safe_mode" in str(e):
             # Keras' first sentence names the layer; the rest advises safe_mode=False
-            _need_trust(req, f"Keras safe mode refused it: {_first_line(e).split('. ')[0]}")
+            require_trust(req.trust_code, req.source.text,
+                          f"Keras safe mode refused it: {_first_line(e).split('. ')[0]}")
         raise UsageError(f"{req.source.text}: Keras cannot load it: {_first_line(e)}") from None
 
 
@@ -91,7 +88,8 @@ def export_model(model, example, req: ExportRequest) -> ExportResult:
 
 
 def _export_saved_model(req: ExportRequest) -> ExportResult:
-    _need_trust(req, "a SavedModel graph may run any TensorFlow op, file and network I/O included")
+    require_trust(req.trust_code, req.source.text,
+                  "a SavedModel graph may run any TensorFlow op, file and network I/O included")
     tf = require("tensorflow")
     loaded = tf.saved_model.load(str(req.source.path))
     signature = loaded.signatures.get("serving_default")

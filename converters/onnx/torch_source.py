@@ -10,43 +10,83 @@ from __future__ import annotations
 
 import inspect
 import io
+import pickle
+import re
 import warnings as _warnings
 
 import numpy as np
 
 from bridge.converters.base import ExportResult, Feed
 from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
-from bridge.errors import ConversionError, UsageError
+from bridge.errors import ConversionError, UsageError, require_trust
 from bridge.lazy import require
 from bridge.sources import Format
 from bridge.tensors import TensorSpec, apply_overrides
 
+# Formats that run code when loaded, whatever their content (torch 2.13): torch.export.load
+# unpickles a .pt2's sample inputs, pickled weights and opaque constants with full pickle, and
+# rebuilds symbolic shapes with `sympy.sympify`, which evaluates the archive's text as Python.
+RUNS_CODE = {
+    Format.TORCH_EXPORT: "loading a torch.export archive unpickles parts of it and evaluates its shape "
+                         "expressions as Python",
+    Format.TORCHSCRIPT: "a TorchScript file runs the code it carries",
+}
+
 
 def export_file(req: ExportRequest) -> ExportResult:
-    torch = require("torch")
+    """Without `--trust-code` only weights-only pickles load, and those hold no architecture."""
     path = str(req.source.path)
     fmt = req.source.format
+    if fmt in RUNS_CODE:
+        require_trust(req.trust_code, req.source.text, RUNS_CODE[fmt])
+    torch = require("torch")
     if fmt is Format.TORCH_EXPORT:
-        program = torch.export.load(path)
+        program = _damaged_is_usage(req, lambda: torch.export.load(path))
         example = program.example_inputs[0] if program.example_inputs else None
         return export_model(program, example, req)
     if fmt is Format.TORCHSCRIPT:
-        _need_trust(req, "a TorchScript file runs the code it carries")
-        return export_model(torch.jit.load(path, map_location="cpu"), None, req)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - weights_only refusal: the file pickles more than tensors
-        _need_trust(req, "a pickled torch model runs code when it is loaded")
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return export_model(_damaged_is_usage(req, lambda: torch.jit.load(path, map_location="cpu")), None, req)
+    obj = _load_pickle(torch, req)
     if isinstance(obj, torch.nn.Module):
         return export_model(obj, None, req)
-    raise UsageError(f"{path}: holds weights but no architecture (a state dict); give a Python "
-                     "entrypoint that builds the model and loads them: file.py:make_model")
+    held = "weights but no architecture (a state dict)" if isinstance(obj, dict) else \
+        f"a {type(obj).__name__}, not a model"
+    raise UsageError(f"{req.source.text}: holds {held}; give a Python entrypoint that builds the model "
+                     "and loads them: file.py:make_model")
 
 
-def _need_trust(req: ExportRequest, why: str) -> None:
-    if not req.trust_code:
-        raise UsageError(f"{req.source.text}: refused without --trust-code ({why})")
+def _load_pickle(torch, req: ExportRequest):
+    """`torch.load` with the weights-only unpickler; the full one only under `--trust-code`."""
+    path = str(req.source.path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something other than tensors
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        what = f"the pickle calls {found.group(1)}" if found else "the pickle holds more than tensors"
+        require_trust(req.trust_code, req.source.text, f"{what}; unpickling it can run any code")
+    except (RuntimeError, EOFError, ValueError) as e:  # torch's zip reader and unpickler on a broken file
+        raise UsageError(f"{req.source.text}: a damaged or truncated torch file ({_first_line(e)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, AttributeError, ImportError, RuntimeError, EOFError) as e:
+        # a pickled module needs its class importable under the name it was saved with
+        raise UsageError(f"{req.source.text}: torch cannot unpickle it ({_first_line(e)}); a Python "
+                         "entrypoint that builds the model avoids pickled classes") from None
+
+
+def _damaged_is_usage(req: ExportRequest, load):
+    """A file torch's loaders cannot read is unusable input (exit 2), not a failed conversion."""
+    try:
+        return load()
+    except (RuntimeError, ValueError, KeyError, AssertionError, OSError) as e:  # what torch's readers raise
+        raise UsageError(f"{req.source.text}: torch cannot load this {req.source.format} file "
+                         f"({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0][:200] if lines else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def export_model(model, example, req: ExportRequest) -> ExportResult:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.errors import ConversionError
-from bridge.tensors import TensorSpec
+from bridge.tensors import TensorSpec, image_channels
 
 CHANNEL_LAST = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
-IMAGE_CHANNELS = (1, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,7 @@ class InputPlan:
 
 
 def is_image(spec: TensorSpec, channel_last: bool) -> bool:
-    if len(spec.shape) != 4:
-        return False
-    channels = spec.shape[3] if channel_last else spec.shape[1]
-    return channels in IMAGE_CHANNELS
+    return image_channels(spec, channel_last) is not None
 
 
 def plan_inputs(inputs: tuple[TensorSpec, ...], framework: str, layout: str) -> InputPlan:

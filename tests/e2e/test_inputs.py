@@ -150,14 +150,14 @@ def test_torch_files(tmp_path, kind):
     x = torch.randn(1, 3, 8, 8)
     path = tmp_path / "model.bin"  # the extension says nothing
     args = []
-    if kind == "pt2":
+    if kind == "pt2":  # torch.export.load unpickles and evals archive content: trusted files only
         torch.export.save(torch.export.export(model, (x,)), path)
     else:
         torch.jit.save(torch.jit.trace(model, x), path)
         args = ["--input", "input:1,3,8,8"]
-        r = bridge("convert", path, "--target", "onnx", *args, "--out", tmp_path / "refused")
-        assert r.returncode == 2 and "--trust-code" in r.stderr
-        args.append("--trust-code")
+    r = bridge("convert", path, "--target", "onnx", *args, "--out", tmp_path / "refused")
+    assert r.returncode == 2 and "--trust-code" in r.stderr
+    args.append("--trust-code")
     r = bridge("convert", path, "--target", "onnx", *args, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = report(tmp_path / "out")

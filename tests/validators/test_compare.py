@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
-from bridge.validators.compare import SNR_CAP_DB, compare, failures, metrics
+from bridge.validators.compare import SNR_CAP_DB, NonFinite, compare, failures, metrics
 
 rng = np.random.default_rng(0)
 REF = rng.standard_normal((4, 10)).astype(np.float32)
@@ -38,8 +38,8 @@ def test_nan_is_never_equal():
     bad = REF.copy()
     bad[0, 0] = np.nan
     m = metrics(bad, REF)
-    assert m.nonfinite == 1
-    assert failures(m, Thresholds()) == ["1 NaN/Inf values"]
+    assert m.nonfinite == NonFinite(nan=1)
+    assert failures(m, Thresholds()) == ["the artifact has 1 NaN"]
     both = metrics(bad, bad)
     assert failures(both, Thresholds()), "NaN in both must still fail"
 

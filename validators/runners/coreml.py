@@ -7,11 +7,13 @@ parity `not_executed`, never a silent pass.
 
 from __future__ import annotations
 
+import json
 import platform
 
 import numpy as np
 
 from bridge.converters.base import Feed
+from bridge.converters.coreml.images import METADATA_KEY
 from bridge.lazy import require
 
 
@@ -29,11 +31,23 @@ class CoreMLRunner:
             return
         ct = require("coremltools")
         self.model = ct.models.MLModel(path)
+        self._images = {i.name: i.type.imageType.colorSpace for i in self.model.get_spec().description.input
+                        if i.type.WhichOneof("Type") == "imageType"}
 
     def infer(self, feed: Feed) -> Feed:
         if self._reference is not None:
             return self._reference.infer(feed)
+        feed = {k: _image(v, self._images[k]) if k in self._images else v for k, v in feed.items()}
         return {k: np.asarray(v) for k, v in self.model.predict(feed).items()}
+
+
+def _image(pixels: np.ndarray, color_space: int):
+    """Core ML takes image inputs as images: (1, C, H, W) pixel values become an 8-bit PIL image
+    (parity samples for image inputs are whole 0-255 values, so nothing is lost)."""
+    from PIL import Image
+
+    hwc = np.clip(np.rint(pixels[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    return Image.fromarray(hwc[..., 0], "L") if hwc.shape[-1] == 1 else Image.fromarray(hwc, "RGB")
 
 
 def describe(path: str) -> dict:
@@ -57,6 +71,11 @@ def describe(path: str) -> dict:
         return {"name": var.name, "shape": shape, "dtype": types.builtin_to_string(var.dtype), "quantization": None}
 
     inputs = [tensor(func.inputs[n]) for n in package.input_names]
+    pixels = json.loads(package.metadata.get(METADATA_KEY, "{}"))
+    for t in inputs:
+        if t["name"] in package.images:
+            t["dtype"] = "image"
+            t["pixels"] = pixels.get(t["name"])  # None: made elsewhere, units unknown
     outputs = [tensor(v) for v in func.outputs]
     return {"inputs": inputs, "outputs": outputs, "ops": dict(sorted(ops.items())), "mode": infer_mode(func, ops)}
 

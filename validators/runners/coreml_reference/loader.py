@@ -20,6 +20,8 @@ class LoadedPackage:
     function: str  # the function Core ML runs by default
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    metadata: dict[str, str]  # the model's user-defined metadata
+    images: dict[str, str]  # image input name -> its color layout (e.g. "RGB")
 
 
 def load_package(path: str) -> LoadedPackage:
@@ -38,7 +40,12 @@ def load_package(path: str) -> LoadedPackage:
         raise RuntimeUnavailable(f"coremltools could not read the ML Program in {path} back: {e}") from e
     desc = spec.description
     function = desc.defaultFunctionName or "main"
-    loaded = LoadedPackage(program, function, tuple(i.name for i in desc.input), tuple(o.name for o in desc.output))
+    from coremltools.proto.FeatureTypes_pb2 import ImageFeatureType
+
+    images = {i.name: ImageFeatureType.ColorSpace.Name(i.type.imageType.colorSpace)
+              for i in desc.input if i.type.WhichOneof("Type") == "imageType"}
+    loaded = LoadedPackage(program, function, tuple(i.name for i in desc.input), tuple(o.name for o in desc.output),
+                           dict(desc.metadata.userDefined), images)
     declared = {v.name for v in program.functions[function].outputs}
     if set(loaded.output_names) != declared:
         raise RuntimeUnavailable(f"{path}: model outputs {list(loaded.output_names)} are not the program's "
