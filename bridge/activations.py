@@ -1,5 +1,5 @@
 """What the hub's activations span, measured on onnxruntime: int8 calibration ranges and the fp16
-overflow check.
+range check (activations beyond float16's maximum, and float constants it cannot hold).
 
 The measuring functions (`activation_ranges`, `fp16_overflows`) import onnx and onnxruntime and run
 in a child stage; the rest is data the parent may use without importing a framework.
@@ -7,8 +7,9 @@ in a child stage; the rest is data the parent may use without importing a framew
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
@@ -18,7 +19,11 @@ from bridge.lazy import require
 from bridge.modes import Mode
 
 FP16_MAX = 65504.0  # the largest finite float16; anything larger rounds to Inf
+FP16_ZERO = 2.0**-25  # half float16's smallest subnormal (2**-24): nonzero values up to here round to 0
+VANISHED = 0.5  # a constant is reported when more than this share of its nonzero values round to 0
 SHOWN = 3  # tensors named in the warning; the rest are counted
+_FLOAT_TYPES = (1, 11)  # TensorProto FLOAT, DOUBLE
+_CHUNK = 1 << 20  # elements measured at a time: a weight can be large
 
 
 def activation_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
@@ -68,21 +73,110 @@ class Overflow:
         return f"{where}: max |x| {self.max_abs:.4g}"
 
 
-def fp16_overflows(hub_path: str, feeds: Sequence[Feed], node_names: dict[str, str]) -> list[Overflow]:
+@dataclass(frozen=True)
+class Constant:
+    """A float constant of the hub (an initializer or a Constant node's value, in the graph or a
+    subgraph) that float16 cannot hold: beyond +-65504, or mostly so small it rounds to zero."""
+
+    tensor: str
+    node: str | None  # the Constant node, by its name in the source; None for an initializer
+    max_abs: float  # over the finite values: +-Inf stays Inf in float16
+    vanishing: float  # the share of its nonzero finite values that float16 rounds to zero
+    graph: str | None = None  # the node whose subgraph holds it; None for the main graph
+
+    @property
+    def overflows(self) -> bool:
+        return self.max_abs > FP16_MAX
+
+    @property
+    def vanishes(self) -> bool:
+        return self.vanishing > VANISHED
+
+    def __str__(self) -> str:
+        where = f"initializer {self.tensor}" if self.node is None else f"{self.node} (tensor {self.tensor})"
+        return f"{where} in {self.graph}" if self.graph else where
+
+
+def fp16_overflows(hub_path: str, feeds: Sequence[Feed],
+                   node_names: dict[str, str]) -> list[Overflow | Constant]:
     """The `fp16-ranges` stage: every input and computed tensor of the hub beyond +-65504 on
-    `feeds`, in graph order (the first one is where the overflow starts)."""
+    `feeds`, in graph order (the first one is where the overflow starts), then every float constant
+    float16 cannot hold (`fp16_constants`). A Constant node's output is reported as a constant only."""
     onnx = require("onnx")
     model = onnx.load(hub_path)
     ranges = activation_ranges(model, feeds)
     ranges.update(_input_ranges(model, feeds))
     produced = [("input", i.name) for i in model.graph.input]
-    produced += [(node_names.get(n.name, n.name), out) for n in model.graph.node for out in n.output]
-    found = []
+    produced += [(node_names.get(n.name, n.name), out) for n in model.graph.node if n.op_type != "Constant"
+                 for out in n.output]
+    found: list[Overflow | Constant] = []
     for node, name in produced:
         peak = max(map(abs, ranges.get(name, (0.0, 0.0))))
         if peak > FP16_MAX:
             found.append(Overflow(name, node, peak))
+    return found + fp16_constants(model, node_names)
+
+
+def fp16_constants(model, node_names: dict[str, str]) -> list[Constant]:
+    """Float constants beyond +-65504, or with most nonzero values at or below 2**-25, in graph
+    order. Static, so no sample can miss one: the activation ranges only see the main graph, and
+    never see initializers at all. The share rule keeps this quiet on trained weights, where a few
+    tiny values among normal ones are below float16's resolution of any sum they enter anyway; a
+    constant that mostly vanishes (an epsilon of 1e-12, a weight scaled down to nothing) changes
+    what the model computes."""
+    found = []
+    for tensor, node, graph, values in _float_constants(model.graph, node_names, None):
+        peak, vanishing = _magnitudes(values)
+        c = Constant(tensor, node, peak, vanishing, graph)
+        if c.overflows or c.vanishes:
+            found.append(c)
     return found
+
+
+def _float_constants(graph, node_names: dict[str, str], owner: str | None):
+    """(tensor, Constant node or None, owner, values) for each float constant of `graph` and of
+    the subgraphs (If branches, Loop and Scan bodies) of its nodes."""
+    to_array = require("onnx").numpy_helper.to_array
+    for t in graph.initializer:
+        if t.data_type in _FLOAT_TYPES:
+            yield t.name, None, owner, to_array(t)
+    for node in graph.node:
+        name = node_names.get(node.name, node.name) if owner is None else node.name  # subgraphs keep names
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            values = _constant_value(node, to_array)
+            if values is not None:
+                yield node.output[0], name, owner, values
+        for attr in node.attribute:
+            for g in [attr.g] if attr.HasField("g") else attr.graphs:
+                yield from _float_constants(g, node_names, f"{node.op_type} {name} ({attr.name})")
+
+
+def _constant_value(node, to_array) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value" and attr.t.data_type in _FLOAT_TYPES:
+            return to_array(attr.t)
+        if attr.name == "sparse_value" and attr.sparse_tensor.values.data_type in _FLOAT_TYPES:
+            return to_array(attr.sparse_tensor.values)
+        if attr.name == "value_float":
+            return np.array([attr.f], np.float32)
+        if attr.name == "value_floats":
+            return np.array(attr.floats, np.float32)
+    return None
+
+
+def _magnitudes(values: np.ndarray) -> tuple[float, float]:
+    """The peak finite |x| and the share of nonzero finite values float16 rounds to zero, a chunk
+    at a time (a whole-tensor `abs` would double a large weight in memory)."""
+    flat = np.ravel(values)
+    peak, nonzero, vanishing = 0.0, 0, 0
+    for start in range(0, flat.size, _CHUNK):
+        mag = np.abs(flat[start:start + _CHUNK])
+        mag = mag[mag < np.inf]  # NaN and +-Inf are the same in float16
+        zeros = mag.size - np.count_nonzero(mag)
+        peak = max(peak, float(mag.max(initial=0.0)))
+        nonzero += mag.size - zeros
+        vanishing += np.count_nonzero(mag <= FP16_ZERO) - zeros
+    return peak, vanishing / nonzero if nonzero else 0.0
 
 
 def _input_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
@@ -111,12 +205,50 @@ def computes_in_fp16(target: str, mode: Mode) -> bool:
     return False
 
 
+def fp16_warnings(found: Sequence[Overflow | Constant], artifacts: Sequence[str]) -> list[str]:
+    """The warnings for what `fp16_overflows` found: one for activations, one for constants (they
+    reach different artifacts, at different times)."""
+    activations = [f for f in found if isinstance(f, Overflow)]
+    constants = constant_warning([f for f in found if isinstance(f, Constant)], artifacts)
+    return ([overflow_warning(activations, artifacts)] if activations else []) + ([constants] if constants else [])
+
+
 def overflow_warning(found: Sequence[Overflow], artifacts: Sequence[str]) -> str:
     """One warning: which tensors overflow (the first few), by how much, and which artifacts."""
-    shown = "; ".join(str(o) for o in found[:SHOWN])
-    more = f"; and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
     gpu = (" (TFLite runs fp16 files in fp32 on CPU, in fp16 on GPU delegates)"
            if any(a.startswith("tflite/") for a in artifacts) else "")
     return (f"fp16 overflow: {len(found)} tensor(s) exceed {FP16_MAX:.0f} (the float16 maximum) in magnitude "
             f"on the parity and calibration samples, and become Inf wherever they are computed in float16: "
-            f"{shown}{more}. Affected: {', '.join(artifacts)}{gpu}; use fp32 for these or rescale the model")
+            f"{_listed(map(str, found), len(found))}. Affected: {', '.join(artifacts)}{gpu}; "
+            "use fp32 for these or rescale the model")
+
+
+def constant_warning(found: Sequence[Constant], artifacts: Sequence[str]) -> str | None:
+    """One warning, or None when no artifact is hurt. A constant beyond +-65504 hurts TFLite's
+    fp16 files only: they store float constants in float16, clamped to +-65504, on CPU as on GPU,
+    while coremltools computes any op reading such a constant in fp32. A constant that mostly
+    rounds to zero is zero in every fp16 artifact."""
+    big = [c for c in found if c.overflows]
+    tflite = [a for a in artifacts if a.startswith("tflite/")]
+    tiny = [c for c in found if c.vanishes]
+    coreml = (" (Core ML computes the ops reading them in fp32)"
+              if any(a.startswith("coreml/") for a in artifacts) else "")
+    parts = []
+    if big and tflite:
+        parts.append(f"{len(big)} float constant(s) exceed {FP16_MAX:.0f} (the float16 maximum) in magnitude, and "
+                     f"TFLite's fp16 files store them as +-{FP16_MAX:.0f}{coreml}: "
+                     f"{_listed((f'{c}: max |x| {c.max_abs:.4g}' for c in big), len(big))}. "
+                     f"Affected: {', '.join(tflite)}; rescale the model or use fp32 for these")
+    if tiny:
+        listed = _listed((f"{c}: {c.vanishing:.0%} of its nonzero values, max |x| {c.max_abs:.4g}" for c in tiny),
+                         len(tiny))
+        parts.append(f"{len(tiny)} float constant(s) have most of their nonzero values at or below 2**-25 "
+                     f"(half the smallest float16 subnormal), which float16 rounds to zero: {listed}. "
+                     f"Affected: {', '.join(artifacts)}")
+    return "fp16 constants: " + "; besides, ".join(parts) if parts else None
+
+
+def _listed(items: Iterable[str], total: int) -> str:
+    """The first `SHOWN` items, and how many more."""
+    shown = "; ".join(islice(items, SHOWN))
+    return shown + (f"; and {total - SHOWN} more" if total > SHOWN else "")

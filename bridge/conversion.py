@@ -14,11 +14,12 @@ from bridge.calibration import CalibrationOptions
 from bridge.converters import LANES
 from bridge.converters.base import IO, ExportResult, LaneArtifact, LaneRequest
 from bridge.converters.coreml.images import image_inputs
-from bridge.errors import BridgeError, ConversionError, StageCrashed, UsageError
+from bridge.converters.onnx.hub import data_file
+from bridge.errors import BridgeError, ConversionError, UsageError
 from bridge.files import place, remove, scratch, sha256, size, sweep
 from bridge.isolation import Limits, run_stage
 from bridge.modes import CALIBRATED, Mode
-from bridge.parity import judge, not_executed
+from bridge.parity import judge, not_executed, runtime_failed
 from bridge.plan import Route, check_coreml_target, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
 from bridge.report import ArtifactRecord, ErrorInfo, Report
@@ -106,7 +107,7 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                                                       None, "onnx-runtime", limits)
                 except BridgeError as e:  # the lanes still convert; stage metrics need the hub's outputs
                     report.warnings.append(f"the ONNX hub could not run on onnxruntime: {e}")
-                    onnx_runtime, onnx_outputs = f"onnxruntime failed: {e}", None
+                    onnx_runtime, onnx_outputs = e, None
             # Before any lane converts: NaN/Inf from the source itself, activations fp16 cannot hold.
             report.warnings += _numerics(report, exported, routes, onnx_outputs is not None, limits, progress)
             run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress, images)
@@ -132,12 +133,18 @@ def _publish(out: Path, report: Report, staged: Path) -> None:
     path = out / "report.json"
     previous = _previous_artifacts(path)
     path.unlink(missing_ok=True)
-    shipped = {a.path for a in report.artifacts if a.path}
-    for name in sorted(shipped):
+    shipped = [name for a in report.artifacts if a.path for name in _files(a.to_json())]
+    for name in shipped:  # an ONNX file's external data goes in before the file that points at it
         place(staged / name, out / name)
-    for name in sorted(previous - shipped):
+    for name in sorted(previous - set(shipped)):
         remove(out / name)
     report.write(path)
+
+
+def _files(artifact: dict) -> list[str]:
+    """The files one artifact ships: its external data (ONNX over 2 GB), then itself."""
+    data = artifact.get("external_data")
+    return [data["path"], artifact["path"]] if data else [artifact["path"]]
 
 
 def _previous_artifacts(path: Path) -> set[str]:
@@ -148,15 +155,21 @@ def _previous_artifacts(path: Path) -> set[str]:
 
     def ours(name, digest) -> bool:
         f = path.parent / name
-        return (name == f.name and not name.startswith(".") and f.suffix in suffixes and f.exists()
+        return (name == f.name and not name.startswith(".") and f.suffix in suffixes | {".data"} and f.exists()
                 and not f.is_symlink() and sha256(f) == digest)
 
     try:
         old = json.loads(path.read_text())
         if "targets" not in old["environment"]["options"]:  # only convert reports have targets
             return set()
-        return {a["path"] for a in old["artifacts"]
-                if isinstance(a.get("path"), str) and ours(a["path"], a.get("sha256"))}
+        found = set()
+        for a in old["artifacts"]:
+            if isinstance(a.get("path"), str) and ours(a["path"], a.get("sha256")):
+                found.add(a["path"])
+                data = a.get("external_data") or {}
+                if data.get("path") == f"{a['path']}.data" and ours(data["path"], data.get("sha256")):
+                    found.add(data["path"])
+        return found
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no usable report: delete nothing
         return set()
 
@@ -205,7 +218,7 @@ def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_r
               progress: Progress) -> list[str]:
     """Counts NaN/Inf in the source's outputs (`source.nonfinite`); when a route computes in fp16,
     measures the hub's activations in a child stage and warns about those beyond fp16's range."""
-    from bridge.activations import computes_in_fp16, overflow_warning
+    from bridge.activations import computes_in_fp16, fp16_warnings
     from bridge.validators.compare import NonFinite
 
     counts = {o.name: NonFinite.of([f[o.name] for f in exported.source_outputs]) for o in exported.outputs}
@@ -222,7 +235,7 @@ def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_r
                               [*exported.feeds, *exported.calibration], exported.node_names, limits=limits)
         except BridgeError as e:
             return [*warnings, f"fp16 overflow check did not run: {e}"]
-    return [*warnings, overflow_warning(found, fp16)] if found else warnings
+    return [*warnings, *fp16_warnings(found, fp16)]
 
 
 @dataclass
@@ -242,15 +255,18 @@ class _Run:
         return [o.name for o in self.exported.outputs]
 
     def lane(self, target: str, routes: list[Route], options: ConvertOptions,
-             onnx_runtime: str) -> list[ArtifactRecord]:
+             onnx_runtime: str | BridgeError) -> list[ArtifactRecord]:
         lane = LANES[target]
         if lane.convert is None:  # the hub itself; the other lanes still read it from the work dir
-            copy = self.work / "artifact" / Path(self.exported.hub_path).name
+            hub = Path(self.exported.hub_path)
+            copy = self.work / "artifact" / hub.name
             copy.parent.mkdir()
-            shutil.copyfile(self.exported.hub_path, copy)
+            for f in (data_file(hub), hub):
+                if f.exists():
+                    shutil.copyfile(f, copy.parent / f.name)
             art = LaneArtifact(mode=routes[0].mode.value, path=str(copy), route=self.exported.route)
-            if self.onnx_outputs is None:  # run it once more in its own stage: parity says why it fails
-                return [self._finish(target, art)]
+            if self.onnx_outputs is None:  # the hub's run above failed: that is this artifact's verdict
+                return [self._finish(target, art, failure=onnx_runtime)]
             return [self._finish(target, art, outputs=self.onnx_outputs, runtime=onnx_runtime)]
         req = LaneRequest(
             hub_path=self.exported.hub_path, workdir=str(self.work), name=self.ref.name,
@@ -272,7 +288,8 @@ class _Run:
                         for r in routes]
         return [self._finish(target, a) for a in arts]
 
-    def _finish(self, target: str, art: LaneArtifact, outputs=None, runtime: str | None = None) -> ArtifactRecord:
+    def _finish(self, target: str, art: LaneArtifact, outputs=None, runtime: str | None = None,
+                failure: BridgeError | None = None) -> ArtifactRecord:
         rec = ArtifactRecord(target=target, quantization=art.mode, route=list(art.route), seconds=art.seconds,
                              warnings=art.warnings, details=art.details)
         if art.error:
@@ -285,21 +302,23 @@ class _Run:
         rec.path = dest.name
         rec.bytes = size(dest)
         rec.sha256 = sha256(dest)
+        if target == "onnx" and data_file(art.path).exists():  # tensors beside the graph (models over 2 GB)
+            os.replace(data_file(art.path), data_file(dest))
+            data = data_file(dest)
+            rec.details["external_data"] = {"path": data.name, "bytes": size(data), "sha256": sha256(data)}
+            rec.bytes += rec.details["external_data"]["bytes"]
         rec.bytes_per_param = round(rec.bytes / self.exported.params, 4) if self.exported.params else None
         rec.io = art.io.to_json() if art.io else _hub_io(self.exported)
         thresholds = thresholds_for(Mode(art.mode), self.names, self.threshold_overrides)
+        if failure is not None:
+            return runtime_failed(rec, failure)
         if outputs is None:
             with self.progress.step(f"Checking parity of {dest.name}"):
                 try:
                     runtime, outputs = _run(LANES[target].runner, str(dest), self.exported.feeds, art.io,
                                             f"{target}-runtime", self.limits)
-                except StageCrashed as e:  # an artifact that crashes its runtime failed like a conversion
-                    rec.error = ErrorInfo(e.stage, str(e))
-                    rec.parity = not_executed(str(e))
-                    return rec
                 except BridgeError as e:
-                    rec.parity = not_executed(str(e))
-                    return rec
+                    return runtime_failed(rec, e)
         rec.parity = judge(actual=outputs, source=self.exported.source_outputs,
                            onnx=self.onnx_outputs if target != "onnx" and _from_hub(art) else None,
                            names=self.names,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bridge.converters.base import Feed
+from bridge.errors import BridgeError, StageCrashed
 from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
-from bridge.report import Parity
+from bridge.report import ArtifactRecord, ErrorInfo, Parity
 from bridge.validators.compare import compare, failures, metrics
 
 HUB_STAGE = "source->onnx"
@@ -69,3 +70,12 @@ def _culprit(onnx: list[Feed], source: list[Feed], names: list[str]) -> str:
 
 def not_executed(reason: str, runtime: str | None = None) -> Parity:
     return Parity(status="not_executed", reason=reason, runtime=runtime)
+
+
+def runtime_failed(rec: ArtifactRecord, e: BridgeError) -> ArtifactRecord:
+    """An artifact that crashes or hangs its runtime failed like a conversion (exit 3); one the
+    runtime cannot run (an op it lacks) was not executed (exit 1)."""
+    if isinstance(e, StageCrashed):
+        rec.error = ErrorInfo(e.stage, str(e))
+    rec.parity = not_executed(str(e))
+    return rec

@@ -17,7 +17,7 @@ from bridge.errors import BridgeError, UsageError
 from bridge.files import sha256, size
 from bridge.isolation import Limits, run_stage
 from bridge.modes import Mode
-from bridge.parity import judge, not_executed
+from bridge.parity import judge, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
 from bridge.report import ArtifactRecord, Report
@@ -95,8 +95,7 @@ def _check(a, exported: ExportResult, names: list[str], overrides, limits: Limit
         runtime, outputs = run_stage(f"{rec.target}-runtime", "bridge.validators.runners:run_samples",
                                      LANES[rec.target].runner, str(path), exported.feeds, io, limits=limits)
     except BridgeError as e:
-        rec.parity = not_executed(str(e))
-        return rec
+        return runtime_failed(rec, e)
     thresholds = thresholds_for(Mode(rec.quantization), names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
                        thresholds=thresholds, runtime=runtime, calibration=None, sizes={})

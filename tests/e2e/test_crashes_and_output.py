@@ -299,3 +299,14 @@ def test_same_source_same_options_same_bytes(tmp_path):
     assert uuid.UUID(manifest["rootModelIdentifier"]).version == 5
     assert all(uuid.UUID(k).version == 5 for k in manifest["itemInfoEntries"])
 
+
+
+def test_validate_reports_a_crashing_runtime_as_exit_3(tmp_path):
+    """`bridge validate` judges a crash like `convert` does: that artifact failed (exit 3), it was
+    not merely left unexecuted (exit 1)."""
+    src = tiny(tmp_path)
+    r = bridge("validate", src, src, "--report", tmp_path / "v.json", env={"BRIDGE_TEST_CRASH": "onnx-runtime:segv"})
+    assert r.returncode == 3, r.stderr[-2000:]
+    a = json.loads((tmp_path / "v.json").read_text())["artifacts"][0]
+    assert a["error"]["stage"] == "onnx-runtime" and "crashed (signal 11, SIGSEGV)" in a["error"]["message"]
+    assert a["parity"]["status"] == "not_executed" and not a["parity"]["passed"]

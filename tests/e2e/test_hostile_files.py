@@ -326,12 +326,14 @@ def test_valid_external_data_converts_through_every_lane(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bridge/conversion.py copies and places only the hub's .onnx, not its "
-                                       "<name>.onnx.data (hub.data_file); fix there, then drop this marker")
 def test_shipped_external_data_hub_runs_on_its_own(tmp_path):
+    """The ONNX artifact ships with its data file; the report hashes both; a later run that needs
+    no external data removes the old data file with the old artifact set."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
+
+    from bridge.files import sha256
 
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")  # 16 KiB: over the 1 KiB inline limit
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
@@ -343,7 +345,16 @@ def test_shipped_external_data_hub_runs_on_its_own(tmp_path):
     r = bridge("convert", path, "--target", "onnx", "--out", out, env={"BRIDGE_EXTERNAL_DATA_BYTES": "0"})
     assert r.returncode == 0, r.stderr[-3000:]
     session = ort.InferenceSession(str(out / "big.onnx"), providers=["CPUExecutionProvider"])
-    assert session.run(None, {"x": np.ones((1, 64), np.float32)})[0].shape == (1, 64)
+    np.testing.assert_array_equal(session.run(None, {"x": np.ones((1, 64), np.float32)})[0], np.full((1, 64), 64.0))
+    a = report(out)["artifacts"][0]
+    data = out / "big.onnx.data"
+    assert a["external_data"] == {"path": "big.onnx.data", "bytes": data.stat().st_size, "sha256": sha256(data)}
+    assert data.stat().st_size >= 64 * 64 * 4
+    assert a["bytes"] == (out / "big.onnx").stat().st_size + a["external_data"]["bytes"]
+    r = bridge("convert", path, "--target", "onnx", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not data.exists() and "external_data" not in report(out)["artifacts"][0]
+    assert sorted(f.name for f in out.iterdir()) == ["big.onnx", "report.json"]
 
 
 # ----------------------------------------------------------------------------- broken and odd
