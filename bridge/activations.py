@@ -20,7 +20,6 @@ from bridge.modes import Mode
 
 FP16_MAX = 65504.0  # the largest finite float16; anything larger rounds to Inf
 FP16_ZERO = 2.0**-25  # half float16's smallest subnormal (2**-24): nonzero values up to here round to 0
-VANISHED = 0.5  # a constant is reported when more than this share of its nonzero values round to 0
 SHOWN = 3  # tensors named in the warning; the rest are counted
 _FLOAT_TYPES = (1, 11)  # TensorProto FLOAT, DOUBLE
 _CHUNK = 1 << 20  # elements measured at a time: a weight can be large
@@ -76,12 +75,12 @@ class Overflow:
 @dataclass(frozen=True)
 class Constant:
     """A float constant of the hub (an initializer or a Constant node's value, in the graph or a
-    subgraph) that float16 cannot hold: beyond +-65504, or mostly so small it rounds to zero."""
+    subgraph) that float16 cannot hold: beyond +-65504, or a single value it rounds to zero."""
 
     tensor: str
     node: str | None  # the Constant node, by its name in the source; None for an initializer
     max_abs: float  # over the finite values: +-Inf stays Inf in float16
-    vanishing: float  # the share of its nonzero finite values that float16 rounds to zero
+    size: int
     graph: str | None = None  # the node whose subgraph holds it; None for the main graph
 
     @property
@@ -90,7 +89,12 @@ class Constant:
 
     @property
     def vanishes(self) -> bool:
-        return self.vanishing > VANISHED
+        """A single nonzero value float16 rounds to zero: nearly always an epsilon (F.normalize's
+        and BERT's LayerNorm's 1e-12) guarding a division or a square root, which then no longer
+        guards it. Tensors of such values are left out: measured on a torchvision MobileNetV2
+        export, 17 BatchNorm-folded Conv biases are all noise near 1e-8, and losing an addend that
+        small changes no float16 sum it joins."""
+        return self.size == 1 and 0.0 < self.max_abs <= FP16_ZERO
 
     def __str__(self) -> str:
         where = f"initializer {self.tensor}" if self.node is None else f"{self.node} (tensor {self.tensor})"
@@ -118,16 +122,12 @@ def fp16_overflows(hub_path: str, feeds: Sequence[Feed],
 
 
 def fp16_constants(model, node_names: dict[str, str]) -> list[Constant]:
-    """Float constants beyond +-65504, or with most nonzero values at or below 2**-25, in graph
-    order. Static, so no sample can miss one: the activation ranges only see the main graph, and
-    never see initializers at all. The share rule keeps this quiet on trained weights, where a few
-    tiny values among normal ones are below float16's resolution of any sum they enter anyway; a
-    constant that mostly vanishes (an epsilon of 1e-12, a weight scaled down to nothing) changes
-    what the model computes."""
+    """Float constants beyond +-65504, or single values float16 rounds to zero, in graph order.
+    Read from the graph, not measured: the activation ranges see the main graph's Constant nodes
+    but neither initializers nor subgraphs."""
     found = []
     for tensor, node, graph, values in _float_constants(model.graph, node_names, None):
-        peak, vanishing = _magnitudes(values)
-        c = Constant(tensor, node, peak, vanishing, graph)
+        c = Constant(tensor, node, _peak(values), values.size, graph)
         if c.overflows or c.vanishes:
             found.append(c)
     return found
@@ -164,19 +164,15 @@ def _constant_value(node, to_array) -> np.ndarray | None:
     return None
 
 
-def _magnitudes(values: np.ndarray) -> tuple[float, float]:
-    """The peak finite |x| and the share of nonzero finite values float16 rounds to zero, a chunk
-    at a time (a whole-tensor `abs` would double a large weight in memory)."""
+def _peak(values: np.ndarray) -> float:
+    """The largest finite |x|, a chunk at a time (a whole-tensor `abs` would double a large weight
+    in memory). NaN and +-Inf are left out: they are the same in float16."""
     flat = np.ravel(values)
-    peak, nonzero, vanishing = 0.0, 0, 0
+    peak = 0.0
     for start in range(0, flat.size, _CHUNK):
         mag = np.abs(flat[start:start + _CHUNK])
-        mag = mag[mag < np.inf]  # NaN and +-Inf are the same in float16
-        zeros = mag.size - np.count_nonzero(mag)
-        peak = max(peak, float(mag.max(initial=0.0)))
-        nonzero += mag.size - zeros
-        vanishing += np.count_nonzero(mag <= FP16_ZERO) - zeros
-    return peak, vanishing / nonzero if nonzero else 0.0
+        peak = max(peak, float(mag.max(initial=0.0, where=mag < np.inf)))
+    return peak
 
 
 def _input_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
@@ -226,7 +222,8 @@ def overflow_warning(found: Sequence[Overflow], artifacts: Sequence[str]) -> str
 def constant_warning(found: Sequence[Constant], artifacts: Sequence[str]) -> str | None:
     """One warning, or None when no artifact is hurt. A constant beyond +-65504 hurts TFLite's
     fp16 files only: they store float constants in float16, clamped to +-65504, on CPU as on GPU,
-    while coremltools computes any op reading such a constant in fp32. A constant that mostly
+    while coremltools computes any op reading such a constant in fp32 (its FP16ComputePrecision
+    pass; only magnitudes from 1e38, masks' stand-ins for Inf, become Inf on purpose). A value that
     rounds to zero is zero in every fp16 artifact."""
     big = [c for c in found if c.overflows]
     tflite = [a for a in artifacts if a.startswith("tflite/")]
@@ -240,10 +237,9 @@ def constant_warning(found: Sequence[Constant], artifacts: Sequence[str]) -> str
                      f"{_listed((f'{c}: max |x| {c.max_abs:.4g}' for c in big), len(big))}. "
                      f"Affected: {', '.join(tflite)}; rescale the model or use fp32 for these")
     if tiny:
-        listed = _listed((f"{c}: {c.vanishing:.0%} of its nonzero values, max |x| {c.max_abs:.4g}" for c in tiny),
-                         len(tiny))
-        parts.append(f"{len(tiny)} float constant(s) have most of their nonzero values at or below 2**-25 "
-                     f"(half the smallest float16 subnormal), which float16 rounds to zero: {listed}. "
+        parts.append(f"{len(tiny)} single-valued float constant(s) are at or below 2**-25 (half the smallest "
+                     "float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a division "
+                     f"or square root from 0: {_listed((f'{c}: |x| {c.max_abs:.4g}' for c in tiny), len(tiny))}. "
                      f"Affected: {', '.join(artifacts)}")
     return "fp16 constants: " + "; besides, ".join(parts) if parts else None
 

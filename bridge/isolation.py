@@ -129,6 +129,14 @@ def log_tail(path: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
 
 
+_STAGE: str | None = None  # set in a stage's child process
+
+
+def in_stage() -> str | None:
+    """The stage this process runs, in a child started by `run_stage`; None elsewhere."""
+    return _STAGE
+
+
 def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log_path: str,
                 parent: int) -> None:
     os.setpgid(0, 0)
@@ -144,6 +152,8 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
 
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
     crash_hook(stage)
+    global _STAGE
+    _STAGE = stage
     try:
         quiet_frameworks()
         module_name, func_name = path.split(":")

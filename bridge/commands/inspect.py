@@ -26,7 +26,9 @@ def command(
     stdout.print(f"[bold]{target}[/bold] ({info.get('format')})")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            stdout.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}", highlight=False)
+            px = t.get("pixels")
+            units = f" of 0-255 pixels, normalized by mean {px['mean']} std {px['std']}" if px else ""
+            stdout.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{units}", highlight=False)
     ops = info.get("ops", {})
     stdout.print(f"  ops    {sum(ops.values())} in {len(ops)} types: "
                  + ", ".join(f"{k} x{v}" for k, v in ops.items()), highlight=False)

@@ -23,6 +23,7 @@ from bridge.converters.coreml.package import stable_identifiers
 from bridge.converters.coreml.passes import apply_passes
 from bridge.converters.coreml.preflight import unsupported_ops
 from bridge.errors import ConversionError
+from bridge.isolation import in_stage
 from bridge.lazy import require
 from bridge.modes import Mode
 
@@ -30,7 +31,8 @@ from bridge.modes import Mode
 def convert(req: LaneRequest) -> list[LaneArtifact]:
     """Entry point of the `coreml-convert` stage. One failing mode never stops the others."""
     onnx = require("onnx")
-    ct = require("coremltools")
+    # From the hub: coremltools' TensorFlow and torch frontends stay unused (7 s of imports).
+    ct = require("coremltools", without=("tensorflow", "torch") if in_stage() else ())
     model = onnx.load(req.hub_path)
     missing = unsupported_ops(model, req.node_names)
     if missing:

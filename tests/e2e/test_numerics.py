@@ -60,6 +60,31 @@ OVERFLOW = """
 """
 
 
+GAIN = """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Gain(nn.Module):
+        def forward(self, x):
+            return x * 1e5
+
+    class Rescaled(nn.Module):
+        # Unit rows / 100 * 1e5 / 1000: every activation stays within +-1000, but the constant 1e5
+        # does not. F.normalize's epsilon (1e-12) rounds to zero in float16, harmlessly here: no
+        # sample has an all-zero row.
+        def __init__(self):
+            super().__init__()
+            self.gain = Gain()
+
+        def forward(self, x):
+            return self.gain(F.normalize(x) / 100.0) / 1000.0
+
+    def make():
+        return Rescaled().eval(), torch.randn(2, 6)
+"""
+
+
 def test_source_nan_and_inf_counted_per_output_and_nothing_passes(tmp_path):
     src = write_module(tmp_path / "domain.py", DOMAIN)
     out = tmp_path / "out"
@@ -124,3 +149,26 @@ def test_no_fp16_mode_no_range_pass(tmp_path):
     assert "Measuring activations" not in r.stderr
     assert not [w for w in report(out)["warnings"] if "fp16" in w]
     assert "nan/inf" not in r.stdout
+
+
+def test_fp16_constants_warned_by_name_and_tflite_fp16_fails_without_inf(tmp_path):
+    """TFLite's fp16 file clamps 1e5 to 65504: the output comes out scaled by 0.655, with no Inf
+    (cosine 1, SNR 9.3 dB). Core ML keeps the op reading 1e5 in fp32 and passes."""
+    src = write_module(tmp_path / "gain.py", GAIN)
+    out = tmp_path / "out"
+    r = bridge("convert", f"{src}:make", "--target", "tflite", "--target", "coreml", "--quantize", "tflite=fp16",
+               "--quantize", "coreml=fp16", "--samples", SAMPLES, "--out", out)
+    assert r.returncode == 1, r.stderr[-3000:]
+    rep = report(out)
+    assert [w for w in rep["warnings"] if w.startswith("fp16")] == [
+        "fp16 constants: 1 float constant(s) exceed 65504 (the float16 maximum) in magnitude, and TFLite's fp16 "
+        "files store them as +-65504 (Core ML computes the ops reading them in fp32): initializer "
+        "/gain/Constant_output_0: max |x| 1e+05. Affected: tflite/fp16; rescale the model or use fp32 for these; "
+        "besides, 1 single-valued float constant(s) are at or below 2**-25 (half the smallest float16 subnormal) "
+        "and round to zero in float16, where an epsilon no longer keeps a division or square root from 0: "
+        "initializer /Constant_output_0: |x| 1e-12. Affected: tflite/fp16, coreml/fp16"]
+    tflite = artifact(rep, "tflite", "fp16")["parity"]
+    assert tflite["reason"] == "output: snr_db 9.3 < 30 (error introduced at onnx->target)"
+    output = tflite["outputs"]["output"]
+    assert output["cosine"] > 0.9999 and output["nonfinite"] == {"nan": 0, "inf": 0}
+    assert artifact(rep, "coreml", "fp16")["parity"]["passed"]

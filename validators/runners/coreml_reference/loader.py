@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.errors import RuntimeUnavailable
+from bridge.isolation import in_stage
 from bridge.lazy import require
+
+# Reading and running a package needs none of the frameworks coremltools probes for at import.
+UNUSED_FRAMEWORKS = ("tensorflow", "torch", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class LoadedPackage:
 
 def load_package(path: str) -> LoadedPackage:
     """The ML Program in the .mlpackage at `path`, with its weights read from the package."""
-    ct = require("coremltools")
+    ct = require("coremltools", without=UNUSED_FRAMEWORKS if in_stage() else ())
     from coremltools.converters.mil.frontend.milproto.load import load
 
     model = ct.models.MLModel(path, skip_model_load=True)
