@@ -22,13 +22,18 @@ Trust: `.keras` archives load in Keras safe mode; a Lambda layer (serialized Pyt
 `--trust-code`. HDF5 and SavedModel always need it: HDF5 deserialization has a history of
 safe-mode bypasses, and a SavedModel graph may run any TensorFlow op, file I/O included.
 
+Determinism: tf2onnx's optimizers run over node lists in an order that changes from run to run;
+`_nodes_in_graph_order` and `_canonicalize` make the same source give the same hub bytes.
+
 Logging: the export child (`bridge.isolation`) quiets TensorFlow, Keras and tf2onnx before they
 load; grappler still prints a few lines per conversion to the child's log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -233,8 +238,9 @@ def _to_onnx(call: Callable, specs: list[TensorSpec], output_names: list[str], *
         proto = _convert(concrete, specs, name)
     except Exception as e:  # noqa: BLE001 - tf2onnx handlers raise many types; the message names the op
         raise ConversionError(f"tf2onnx failed: {_first_line(e)}", stage="export") from None
-    _check_supported(proto)
     _order_outputs(proto, output_names)
+    _canonicalize(proto.graph)  # before the check, so its error names the same node every run
+    _check_supported(proto)
     _name_dynamic_dims(proto, specs)
     return proto
 
@@ -250,12 +256,40 @@ def _convert(concrete, specs: list[TensorSpec], name: str):
     rename = dict(zip(tf_inputs, [s.name for s in specs], strict=True))
     rename.update({t.name: k for k, t in concrete.structured_outputs.items()})
     graph_def = tf_loader.from_function(concrete, tf_inputs, tf_outputs)
-    with tf.device("/cpu:0"), tf.Graph().as_default() as graph:
-        tf.import_graph_def(graph_def, name="")
-        onnx_graph = tfonnx.process_tf_graph(graph, opset=OPSET, input_names=tf_inputs,
-                                             output_names=tf_outputs, tensors_to_rename=rename)
-    onnx_graph = optimizer.optimize_graph(onnx_graph)
+    with _nodes_in_graph_order():
+        with tf.device("/cpu:0"), tf.Graph().as_default() as graph:
+            tf.import_graph_def(graph_def, name="")
+            onnx_graph = tfonnx.process_tf_graph(graph, opset=OPSET, input_names=tf_inputs,
+                                                 output_names=tf_outputs, tensors_to_rename=rename)
+        onnx_graph = optimizer.optimize_graph(onnx_graph)
     return onnx_graph.make_model(f"{name} (tf2onnx {tf2onnx.__version__})")
+
+
+@contextmanager
+def _nodes_in_graph_order():
+    """Make tf2onnx's optimizers visit nodes in the same order on every run.
+
+    After every optimizer, `Graph.delete_unused_nodes` rebuilds the node list from a set of the
+    nodes still in use, and tf2onnx nodes hash by address: the next optimizer then walks them in an
+    order that changes from run to run (PYTHONHASHSEED cannot fix it), and that order picks which of
+    two duplicate nodes survives (MergeDuplicatedNodesOptimizer keeps the first) and the counter
+    numbers of the constants it folds (onnx/tensorflow-onnx#2006, open). While converting, the kept
+    nodes come back in the graph's own order. Only this export child runs tf2onnx, one conversion
+    at a time, so patching the class for the duration is safe.
+    """
+    from tf2onnx.graph import Graph
+
+    extract = Graph.extract_sub_graph_nodes
+
+    def in_graph_order(self, *args, **kwargs):
+        position = {id(node): i for i, node in enumerate(self.get_nodes())}
+        return sorted(extract(self, *args, **kwargs), key=lambda node: position.get(id(node), len(position)))
+
+    Graph.extract_sub_graph_nodes = in_graph_order
+    try:
+        yield
+    finally:
+        Graph.extract_sub_graph_nodes = extract
 
 
 def _check_supported(proto) -> None:
@@ -271,9 +305,13 @@ def _check_supported(proto) -> None:
 def _all_nodes(graph):
     for node in graph.node:
         yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _all_nodes(sub)
+        for sub in _subgraphs(node):
+            yield from _all_nodes(sub)
+
+
+def _subgraphs(node) -> Iterator:
+    for attr in node.attribute:
+        yield from [attr.g] if attr.HasField("g") else attr.graphs
 
 
 def _order_outputs(proto, output_names: list[str]) -> None:
@@ -281,6 +319,112 @@ def _order_outputs(proto, output_names: list[str]) -> None:
     ordered = [by_name[n] for n in output_names]
     del proto.graph.output[:]
     proto.graph.output.extend(ordered)
+
+
+def _canonicalize(graph) -> None:
+    """Make the graph's bytes a function of its structure, so one source gives one hub file.
+
+    tf2onnx names what it creates `<prefix>__<n>` from a process-wide counter, and with nodes in
+    graph order (`_nodes_in_graph_order`) the numbers still vary: it keeps each tensor's consumers
+    in a set of node names, so with Python's per-process string hashing the Transpose optimizer
+    creates one node per consumer in a different order each run (a residual Add feeding a Conv);
+    its final topological sort breaks ties by those names. Nodes go in depth-first order from the
+    outputs, inputs in slot order, and every `__<n>` in a name is renumbered by first appearance.
+    Graph inputs and outputs keep their names; other names keep their prefix (the TF op's path),
+    which is what the hub's node-name map and error messages show.
+    """
+    _order_nodes(graph)
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    _Renumber(keep).graph(graph)
+
+
+def _order_nodes(graph) -> None:
+    nodes = list(graph.node)
+    for node in nodes:
+        for sub in _subgraphs(node):
+            _order_nodes(sub)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    deps = [[producer[n] for n in _reads(node) if n in producer] for node in nodes]
+    roots = [producer[o.name] for o in graph.output if o.name in producer]
+    order: list[int] = []
+    seen: set[int] = set()
+    for root in roots + list(range(len(nodes))):  # then nodes no output needs, as they were
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(deps[root]))]
+        while stack:  # iterative post-order: deep graphs outgrow Python's recursion limit
+            i, pending = stack[-1]
+            j = next((j for j in pending if j not in seen), None)
+            if j is None:
+                order.append(stack.pop()[0])
+            else:
+                seen.add(j)
+                stack.append((j, iter(deps[j])))
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+
+
+def _reads(node) -> list[str]:
+    """Tensors a node reads: its inputs, then outer tensors its Loop/If bodies read."""
+    names = [n for n in node.input if n]
+    for sub in _subgraphs(node):
+        inner = {v.name for v in sub.input} | {t.name for t in sub.initializer}
+        inner |= {out for n in sub.node for out in n.output}
+        read = [name for n in sub.node for name in _reads(n)] + [o.name for o in sub.output]
+        names += [n for n in read if n not in inner]
+    return names
+
+
+class _Renumber:
+    """Renumbers `__<n>` in names in the order they are met; one new name per old name."""
+
+    _COUNTER = re.compile(r"__(\d+)")
+
+    def __init__(self, keep: set[str]):
+        self.keep = keep
+        self.numbers: dict[str, str] = {}
+        self.tensors: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}
+        self.taken = set(keep)  # the renumbering is one-to-one; only a kept name can collide
+
+    def graph(self, graph) -> None:
+        for v in graph.input:
+            v.name = self.tensor(v.name)
+        for node in graph.node:
+            node.name = self.node(node.name)
+            node.input[:] = [self.tensor(n) for n in node.input]
+            for sub in _subgraphs(node):
+                self.graph(sub)
+            node.output[:] = [self.tensor(n) for n in node.output]
+        for v in [*graph.output, *graph.initializer, *graph.value_info]:
+            v.name = self.tensor(v.name)
+        rank = {new: i for i, new in enumerate(self.tensors.values())}
+        graph.initializer.sort(key=lambda t: (rank.get(t.name, len(rank)), t.name))
+        graph.value_info.sort(key=lambda v: (rank.get(v.name, len(rank)), v.name))
+        for v in [*graph.input, *graph.output, *graph.value_info]:
+            for dim in v.type.tensor_type.shape.dim:
+                if dim.dim_param:  # tf2onnx names unknown sizes `unk__<n>` from the same counter
+                    dim.dim_param = self._sub(dim.dim_param)
+
+    def tensor(self, name: str) -> str:
+        if not name or name in self.keep:
+            return name
+        if name not in self.tensors:
+            new = self._sub(name)
+            while new in self.taken:
+                new += "_"
+            self.taken.add(new)
+            self.tensors[name] = new
+        return self.tensors[name]
+
+    def node(self, name: str) -> str:
+        if name not in self.nodes:
+            self.nodes[name] = self._sub(name)
+        return self.nodes[name]
+
+    def _sub(self, name: str) -> str:
+        return self._COUNTER.sub(lambda m: "__" + self.numbers.setdefault(m[1], str(len(self.numbers) + 1)), name)
 
 
 def _name_dynamic_dims(proto, specs: list[TensorSpec]) -> None:
