@@ -87,8 +87,9 @@ def print_outcome(report: Report) -> None:
             console.print(f"[yellow]warning:[/yellow] {a.path or a.target}: {w}", highlight=False)
         if a.error:
             where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""
-            console.print(f"[red]error:[/red] {a.target}/{a.quantization}: stage {a.error.stage}{where}: "
-                          f"{a.error.message}", highlight=False)
+            stage = f"stage {a.error.stage}{where}: "
+            message = a.error.message if a.error.message.startswith(stage.rstrip(": ")) else stage + a.error.message
+            console.print(f"[red]error:[/red] {a.target}/{a.quantization}: {message}", highlight=False)
         elif a.parity is not None and not a.parity.passed:
             console.print(f"[red]parity {a.parity.status}:[/red] {a.path}: {a.parity.reason}", highlight=False)
     if report.path:
