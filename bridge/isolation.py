@@ -79,7 +79,7 @@ def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = L
             status, payload = receiver.recv()
         except EOFError:
             proc.join()
-            raise StageCrashed(_death(stage, proc.exitcode, log_path), stage=stage) from None
+            raise StageCrashed(_death(stage, proc.exitcode, log_path, limits), stage=stage) from None
         proc.join()
         if status == "ok":
             return payload
@@ -105,7 +105,7 @@ def _kill(proc) -> None:
     proc.join(5)
 
 
-def _death(stage: str, exitcode: int | None, log_path: str) -> str:
+def _death(stage: str, exitcode: int | None, log_path: str, limits: Limits) -> str:
     if exitcode is not None and exitcode < 0:
         sig = -exitcode
         try:
@@ -115,6 +115,8 @@ def _death(stage: str, exitcode: int | None, log_path: str) -> str:
         how = f"crashed (signal {sig}, {sig_name})"
         if sig == signal.SIGKILL:
             how += "; killed, often for running out of memory"
+        elif sig == signal.SIGABRT and limits.max_memory:  # C++ code that cannot allocate aborts
+            how += f"; possibly out of memory under --max-memory {limits.max_memory / (1 << 20):.0f} MiB"
     else:
         how = f"exited with code {exitcode} without a result"
     tail = log_tail(log_path)
@@ -164,12 +166,15 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
         message = ("ok", result)
     except BridgeError as e:
         message = ("error", e)
-    except MemoryError:
-        message = ("error", ConversionError(f"stage {stage} ran out of memory", stage=stage))
     except BaseException as e:  # noqa: BLE001 - the parent reports it with the stage's name
         sys.stderr.write(traceback.format_exc())
         sys.stderr.flush()
-        message = ("error", f"{type(e).__name__}: {_first_line(e)}")
+        text = f"{type(e).__name__}: {_first_line(e)}"
+        if _out_of_memory(e):
+            limit = f" (--max-memory {limits.max_memory / (1 << 20):.0f} MiB)" if limits.max_memory else ""
+            message = ("error", ConversionError(f"stage {stage} ran out of memory{limit}: {text}", stage=stage))
+        else:
+            message = ("error", text)
     try:
         sender.send(message)
     finally:
@@ -177,6 +182,15 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip framework teardown (TensorFlow's can take seconds or crash on exit)
+
+
+# What an allocation refused under RLIMIT_AS looks like from Python: numpy and Python raise
+# MemoryError; a shared library that cannot be mapped fails its import; C++ code throws bad_alloc.
+_OOM_TEXT = ("failed to map segment", "cannot allocate memory", "bad_alloc", "out of memory")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or any(t in str(e).lower() for t in _OOM_TEXT)
 
 
 def _first_line(e: BaseException) -> str:

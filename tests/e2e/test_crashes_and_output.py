@@ -199,6 +199,20 @@ def test_runtime_crash_fails_its_artifact_and_the_lanes_still_convert(tmp_path):
     assert tfl["parity"]["outputs"]["output"]["rel_l2"] <= 1e-4
 
 
+def test_memory_limit_is_named_when_a_stage_runs_out(tmp_path):
+    """`--max-memory` too small for torch: the export stage fails with exit 3 and says it ran out
+    of memory under the limit, not a bare ImportError."""
+    model = tmp_path / "lin.py"
+    model.write_text("import torch\n\ndef make():\n    return torch.nn.Linear(3, 2), torch.randn(1, 3)\n")
+    r = bridge("convert", f"{model}:make", "--target", "onnx", "--max-memory", "300M", "--out", tmp_path / "out")
+    assert r.returncode == 3, r.stderr[-3000:]
+    error = report(tmp_path / "out")["artifacts"][0]["error"]
+    assert error["stage"] == "export"
+    assert error["message"].startswith("stage export ran out of memory (--max-memory 300 MiB)"), error
+    r = bridge("convert", f"{model}:make", "--target", "onnx", "--max-memory", "8G", "--out", tmp_path / "ok")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 # --- Re-runs into the same folder: report.json describes exactly what is there -----------------------
 
 def test_rerun_never_mixes_runs(tmp_path):
