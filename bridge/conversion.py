@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -16,12 +15,13 @@ from bridge.converters.base import IO, ExportResult, LaneArtifact, LaneRequest
 from bridge.converters.coreml.images import image_inputs
 from bridge.converters.onnx.hub import data_file
 from bridge.errors import BridgeError, ConversionError, UsageError
-from bridge.files import place, remove, scratch, sha256, size, sweep
+from bridge.files import scratch, sha256, size, sweep
 from bridge.isolation import Limits, run_stage
 from bridge.modes import CALIBRATED, Mode
 from bridge.parity import judge, not_executed, runtime_failed
 from bridge.plan import Route, check_coreml_target, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
+from bridge.publish import STAGED, publish
 from bridge.report import ArtifactRecord, ErrorInfo, Report
 from bridge.sources import Format, SourceRef, sniff
 from bridge.tensors import parse_dynamic, parse_input, second_size
@@ -110,68 +110,14 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                     onnx_runtime, onnx_outputs = e, None
             # Before any lane converts: NaN/Inf from the source itself, activations fp16 cannot hold.
             report.warnings += _numerics(report, exported, routes, onnx_outputs is not None, limits, progress)
-            run = _Run(ref, exported, onnx_outputs, out, work, limits, threshold_overrides, progress, images)
+            run = _Run(ref, exported, onnx_outputs, work, limits, threshold_overrides, progress, images)
             for target in dict.fromkeys(r.target for r in routes):
                 modes = [r for r in routes if r.target == target]
                 report.artifacts += run.lane(target, modes, options, onnx_runtime)
-        _publish(out, report, work / STAGED)
+        publish(out, report, work / STAGED)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-STAGED = "shipped"  # in the work folder: finished artifacts wait here until `_publish`
-
-
-def _publish(out: Path, report: Report, staged: Path) -> None:
-    """Swap the previous run's output in `out` for this run's, report.json always describing
-    exactly the files beside it. Until here a run changes nothing in `out` (a run that fails or is
-    killed earlier leaves the previous output whole). The old report goes first, so a run killed
-    from here on leaves no report rather than one describing files it replaced; then the artifacts
-    move in, those only the old report listed (a target that now failed, a mode no longer asked
-    for) are deleted, and the new report is written last."""
-    path = out / "report.json"
-    previous = _previous_artifacts(path)
-    path.unlink(missing_ok=True)
-    shipped = [name for a in report.artifacts if a.path for name in _files(a.to_json())]
-    for name in shipped:  # an ONNX file's external data goes in before the file that points at it
-        place(staged / name, out / name)
-    for name in sorted(previous - set(shipped)):
-        remove(out / name)
-    report.write(path)
-
-
-def _files(artifact: dict) -> list[str]:
-    """The files one artifact ships: its external data (ONNX over 2 GB), then itself."""
-    data = artifact.get("external_data")
-    return [data["path"], artifact["path"]] if data else [artifact["path"]]
-
-
-def _previous_artifacts(path: Path) -> set[str]:
-    """The artifacts a previous `bridge convert` shipped into this folder that are still as its
-    report recorded them. Nothing else is ours to delete: a `bridge validate` report (it names
-    the user's own files), names with a folder in them, other suffixes, files changed since."""
-    suffixes = {lane.suffix for lane in LANES.values()}
-
-    def ours(name, digest) -> bool:
-        f = path.parent / name
-        return (name == f.name and not name.startswith(".") and f.suffix in suffixes | {".data"} and f.exists()
-                and not f.is_symlink() and sha256(f) == digest)
-
-    try:
-        old = json.loads(path.read_text())
-        if "targets" not in old["environment"]["options"]:  # only convert reports have targets
-            return set()
-        found = set()
-        for a in old["artifacts"]:
-            if isinstance(a.get("path"), str) and ours(a["path"], a.get("sha256")):
-                found.add(a["path"])
-                data = a.get("external_data") or {}
-                if data.get("path") == f"{a['path']}.data" and ours(data["path"], data.get("sha256")):
-                    found.add(data["path"])
-        return found
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no usable report: delete nothing
-        return set()
 
 
 DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.KERAS, Format.H5)
@@ -243,7 +189,6 @@ class _Run:
     ref: SourceRef
     exported: ExportResult
     onnx_outputs: list
-    out: Path
     work: Path
     limits: Limits
     threshold_overrides: list
@@ -296,7 +241,7 @@ class _Run:
             rec.error = ErrorInfo(**art.error)
             rec.parity = not_executed(f"conversion failed at stage {art.error['stage']}")
             return rec
-        dest = self.work / STAGED / Path(art.path).name  # `_publish` moves it into `out` after every lane
+        dest = self.work / STAGED / Path(art.path).name  # `publish` moves it into `out` after every lane
         dest.parent.mkdir(exist_ok=True)
         os.replace(art.path, dest)
         rec.path = dest.name

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from bridge.conversion import _previous_artifacts
 from bridge.files import place, sha256, sweep, write_atomic
+from bridge.publish import _previous_artifacts
 
 
 def _tree(root, files: dict[str, bytes]):
