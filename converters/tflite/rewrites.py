@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bridge.converters.onnx.graph import PassRegistry, del_attr, fresh_name, get_attr, set_attr
+from bridge.converters.onnx.graph import PassRegistry, del_attr, fresh_name, get_attr, set_attr, tensor_types
 from bridge.lazy import require
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ PIPELINE: tuple[str, ...] = (
     "lppool-explicit-pad",
     "maxpool-dilations",
     "expand-broadcast-constants",
+    "einsum-as-matmul",  # independent of the passes above: none of them reads what it writes
 )
 
 
@@ -222,6 +223,145 @@ def _names_read(graph) -> set[str]:
     return names
 
 
+@rewrite("einsum-as-matmul")
+def einsum_as_matmul(model: onnx.ModelProto) -> int:
+    """Two-operand Einsums that are one (batched) matrix product, as MatMul with the Transposes,
+    Unsqueezes and Squeeze that order its operands and output, when a dim of an operand of rank 3
+    or more is dynamic.
+
+    onnx2tf holds 3-D and higher tensors channel-last. For Einsum it finds each operand's order by
+    trying every transposition against its own onnxruntime run, but only when both shapes are
+    static; otherwise it hands the equation to tf.einsum as written, on the channel-last tensors.
+    Measured on [2, T, 7] graph inputs (T dynamic): `bij,bjk->bik`, `bij,bj->bi` and
+    `bik,bjk->bij` give TFLite files the runtime cannot size; `bij,jk->bik` gives [2, 7, 3] for
+    [2, T, 3], `bij,bkj->bik` with a dynamic batch [N, 7, 7] for [N, 5, 5], and attention
+    (`bhqd,bhkd->bhqk` then `bhqk,bhkd->bhqd`, either head layout) the wrong shape as well. With
+    both operands graph inputs, a dynamic batch or `bhqk,bhkd->bhqd` crash onnx2tf itself.
+
+    Its MatMul lowers the same products right, given two things the rewritten graph supplies:
+    every operand of rank 3 or more goes through a Transpose, even an identity one (onnx2tf lowers
+    Transpose exactly from its channel-last tensors, so MatMul gets its operands in ONNX order
+    instead of guessing the order from all-ones dummy data with dynamic dims at 1, which went
+    wrong for `bij,bj->bi`), and every new tensor is typed (`_declare`).
+
+    Left alone: static shapes (onnx2tf gets the equations torch exports right: `bij,bjk->bik`,
+    `bhqd,bhkd->bhqk`, `bhqk,bhkd->bhqd`, `bij,jk->bik`; where the last two dims of a 3-D graph
+    input are equal it gets them wrong, but MatMul just as wrong, so this pass cannot help), and
+    2-D operands only (never transposed, so tf.einsum reads them right). Where onnx2tf holds the
+    operands in ONNX order (after a Reshape, as in most attention blocks) it lowers the Einsum right
+    even when dynamic; the graph does not say which order it holds, so those are rewritten too.
+    """
+    candidates = [n for n in model.graph.node if n.op_type == "Einsum" and len(n.input) == 2]
+    if not candidates:
+        return 0
+    types = tensor_types(model)
+    types.update({t.name: (t.data_type, tuple(t.dims)) for t in model.graph.initializer})
+    count, written = 0, []
+    for node in candidates:
+        equation = get_attr(node, "equation", b"")
+        form = _matmul_form(equation.decode() if isinstance(equation, bytes) else equation)
+        operands = [types.get(name) for name in node.input]
+        if form is None or None in operands or any(t[0] not in _MATMUL_TYPES for t in operands):
+            continue
+        shapes = [shape for _, shape in (reversed(operands) if form.swap else operands)]
+        if [len(s) for s in shapes] != [len(form.a), len(form.b)] or max(map(len, shapes)) < 3 \
+                or all(None not in s for s in shapes):
+            continue  # static or all 2-D: onnx2tf lowers the Einsum right (see the docstring)
+        written += _replace_with_matmul(model, node, form)
+        count += 1
+    _declare(model, written)
+    return count
+
+
+_MATMUL_TYPES = (1, 6, 7, 10, 11, 12, 13, 16)  # float, int32, int64, float16, double, uint32, uint64, bfloat16
+
+
+@dataclass(frozen=True)
+class _MatmulForm:
+    """An Einsum equation as MatMul: each operand's Transpose and Unsqueeze (axes for broadcast or
+    missing row/column dims), then the Squeeze and Transpose that give the equation's output."""
+
+    a: str  # the MatMul's operands' subscripts
+    b: str
+    swap: bool  # whether a is the Einsum's second operand
+    perm_a: tuple[int, ...]
+    perm_b: tuple[int, ...]
+    unsqueeze_a: tuple[int, ...]
+    unsqueeze_b: tuple[int, ...]
+    squeeze: tuple[int, ...]
+    perm_out: tuple[int, ...]
+
+    def extra_nodes(self) -> int:
+        """Nodes `_replace_with_matmul` writes besides the MatMul."""
+        return _transposes(self.perm_a) + _transposes(self.perm_b) + (self.perm_out != _identity(self.perm_out)) \
+            + bool(self.unsqueeze_a) + bool(self.unsqueeze_b) + bool(self.squeeze)
+
+
+def _matmul_form(equation: str) -> _MatmulForm | None:
+    """The equation as one MatMul, operands in the order that needs the fewest extra nodes."""
+    forms = [f for f in (_operands_matmul_form(equation, swap) for swap in (False, True)) if f]
+    return min(forms, key=_MatmulForm.extra_nodes) if forms else None
+
+
+def _operands_matmul_form(equation: str, swap: bool) -> _MatmulForm | None:
+    """The equation as one MatMul, or None unless it is one: two operands, an explicit output, no
+    ellipsis, no index repeated within a term, exactly one index summed over (in both operands,
+    not in the output) and every other index in the output.
+
+    MatMul's shape is [batch..., m, k] @ [batch..., k, n]. Indices in both operands and the output
+    are batch dims; those of one operand and the output are its rows (a) or columns (b): the last
+    of them in output order is m (n), the others become batch dims the other operand broadcasts
+    along (an Unsqueezed 1, left out where it would lead). An operand without such index gets a
+    1 as m (n), squeezed away after the MatMul.
+    """
+    terms = equation.replace(" ", "")
+    if terms.count("->") != 1:
+        return None
+    inputs, out = terms.split("->")
+    operands = inputs.split(",")
+    if len(operands) != 2 or not all(t.isascii() and t.isalpha() for t in [*operands, out] if t):
+        return None
+    a, b = reversed(operands) if swap else operands
+    if any(len(set(t)) != len(t) for t in (a, b, out)) or not set(out) <= set(a + b):
+        return None
+    summed = [i for i in a if i in b and i not in out]
+    if len(summed) != 1 or any(i not in out and i not in summed for i in a + b):
+        return None
+    batch = [i for i in out if i in a and i in b]
+    rows, cols = [i for i in out if i not in b], [i for i in out if i not in a]
+    # MatMul's broadcast dims, None where the operand gets a 1; leading 1s broadcast by themselves
+    batch_a = _strip_leading_none([*batch, *rows[:-1], *[None] * len(cols[:-1])])
+    batch_b = _strip_leading_none([*batch, *[None] * len(rows[:-1]), *cols[:-1]])
+    full_a = [*batch_a, rows[-1] if rows else None, summed[0]]
+    full_b = [*batch_b, summed[0], cols[-1] if cols else None]
+    product = [*batch, *rows[:-1], *cols[:-1], rows[-1] if rows else None, cols[-1] if cols else None]
+    kept = [i for i in product if i is not None]
+    return _MatmulForm(
+        a, b, swap,
+        perm_a=tuple(a.index(i) for i in full_a if i is not None),
+        perm_b=tuple(b.index(i) for i in full_b if i is not None),
+        unsqueeze_a=tuple(k for k, i in enumerate(full_a) if i is None),
+        unsqueeze_b=tuple(k for k, i in enumerate(full_b) if i is None),
+        squeeze=tuple(k for k, i in enumerate(product) if i is None),
+        perm_out=tuple(kept.index(i) for i in out))
+
+
+def _transposes(perm: tuple[int, ...]) -> bool:
+    """Whether an operand goes through a Transpose: where it must, and always from rank 3 up
+    (see `einsum_as_matmul`)."""
+    return len(perm) >= 3 or perm != _identity(perm)
+
+
+def _identity(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(range(len(perm)))
+
+
+def _strip_leading_none(dims: list) -> list:
+    while dims and dims[0] is None:
+        dims = dims[1:]
+    return dims
+
+
 # --- pooling windows --------------------------------------------------------------------------------
 
 
@@ -356,6 +496,50 @@ def _replace_with_gather_max(model, node, taps: list[list[list[int]]]) -> None:
         new_nodes.append(onnx.helper.make_node("Max", gathered, [current], name=name))
     _insert_before(model, node, new_nodes)
     model.graph.node.remove(node)
+
+
+def _replace_with_matmul(model, node, form: _MatmulForm) -> list[str]:
+    """Replace the Einsum `node` with `form`'s nodes, the last of them writing the Einsum's output;
+    returns the tensors they add. The hub is opset 13 or newer, where Unsqueeze and Squeeze take
+    their axes as an input."""
+    onnx = require("onnx")
+    base = node.name or node.op_type
+    new_nodes = []
+
+    def add(op: str, inputs: list[str], suffix: str, perm=(), axes=()) -> str:
+        out = fresh_name(model, f"{base}_{suffix}")  # suffixes differ, so new names never clash
+        if axes:
+            inputs = [*inputs, fresh_name(model, f"{out}_axes")]
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), inputs[-1]))
+        attrs = {"perm": list(perm)} if perm else {}
+        new_nodes.append(onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def operand(name: str, suffix: str, perm: tuple[int, ...], axes: tuple[int, ...]) -> str:
+        if _transposes(perm):
+            name = add("Transpose", [name], f"{suffix}_transposed", perm=perm)
+        return add("Unsqueeze", [name], f"{suffix}_unsqueezed", axes=axes) if axes else name
+
+    first, second = reversed(node.input) if form.swap else node.input
+    y = add("MatMul", [operand(first, "a", form.perm_a, form.unsqueeze_a),
+                       operand(second, "b", form.perm_b, form.unsqueeze_b)], "matmul")
+    if form.squeeze:
+        y = add("Squeeze", [y], "squeezed", axes=form.squeeze)
+    if form.perm_out != _identity(form.perm_out):
+        add("Transpose", [y], "output_transposed", perm=form.perm_out)
+    new_nodes[-1].output[0] = node.output[0]
+    _insert_before(model, node, new_nodes)
+    model.graph.node.remove(node)
+    return [n.output[0] for n in new_nodes[:-1]]
+
+
+def _declare(model, names: list[str]) -> None:
+    """Type and shape the new tensors `names` as shape inference sees them: hub graphs type their
+    tensors, and onnx2tf guesses the layout of an untyped one (seen: a Squeeze after MatMul
+    dropping the wrong axis)."""
+    if names:
+        inferred = require("onnx").shape_inference.infer_shapes(model).graph.value_info
+        model.graph.value_info.extend(v for v in inferred if v.name in set(names))
 
 
 def _insert_before(model, node, new_nodes: list) -> None:

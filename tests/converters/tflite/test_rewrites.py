@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from bridge.converters.onnx.graph import tensor_types
 from bridge.converters.tflite import rewrites
 from bridge.converters.tflite.rewrites import PIPELINE, apply_rewrites
+from tests.conftest import artifact, bridge, report, write_module
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -31,6 +33,7 @@ OPSET = 17  # the hub's opset
 BROKEN = 1e-3  # relative L2 error onnx2tf's TFLite shows without the rewrite
 SAME_GRAPH = 1e-6  # onnxruntime, rewritten vs original graph
 TFLITE = 1e-5  # TFLite vs onnxruntime after the rewrite
+DYNAMIC = 5  # the size fixtures run their dynamic dims at (onnx2tf traces them at 1)
 
 
 def _graph(nodes, shape, initializers=(), opset=OPSET) -> onnx.ModelProto:
@@ -57,6 +60,17 @@ def _with_constant(op: str, shape, const_shape, first: bool) -> onnx.ModelProto:
     return _graph(nodes, shape, [numpy_helper.from_array(const, "c")])
 
 
+def _einsum(*equations: str, shape, w_shape=None) -> onnx.ModelProto:
+    """A chain of Einsums, each reading the previous result (first x) and, for a second operand,
+    a constant "w" of `w_shape`, or x again where `w_shape` is None."""
+    w = np.random.default_rng(1).standard_normal(w_shape or [1]).astype(np.float32)
+    names = ["x", *(f"e{k}" for k in range(1, len(equations))), "y"]
+    second = ["w" if w_shape else "x"]
+    nodes = [helper.make_node("Einsum", [names[k], *second[:eq.count(",")]], [names[k + 1]], name=f"einsum{k}",
+                              equation=eq) for k, eq in enumerate(equations)]
+    return _graph(nodes, shape, [numpy_helper.from_array(w, "w")] if w_shape else [])
+
+
 def _conv(shape, **attrs) -> onnx.ModelProto:
     weight = np.random.default_rng(1).standard_normal([5, shape[1], 3, 3]).astype(np.float32)
     return _node("Conv", shape, "w", initializers=[numpy_helper.from_array(weight, "w")], **attrs)
@@ -67,7 +81,15 @@ class Case:
     name: str
     rewrite: str
     build: Callable[[], onnx.ModelProto]
-    fails_with: str | None = None  # onnx2tf's error, where it fails loudly instead of silently
+    fails_with: str | None = None  # the error, where onnx2tf's TFLite fails loudly instead of silently
+    count: int = 1  # nodes the rewrite changes
+    channel_last: bool = True  # whether onnx2tf leaves the output channel-last (not after MatMul or Einsum)
+
+
+def _einsum_case(name: str, *equations: str, shape, w_shape=None, **options) -> Case:
+    """An einsum-as-matmul case; onnx2tf gives MatMul and Einsum outputs in ONNX order."""
+    return Case(name, "einsum-as-matmul", lambda: _einsum(*equations, shape=shape, w_shape=w_shape),
+                channel_last=False, **options)
 
 
 CASES = [
@@ -96,6 +118,19 @@ CASES = [
         "Mul", [2, 4, 10, 7], [1, 4, 10, 7], first=False), fails_with="Dimensions must be equal"),
     Case("mul-channel-constant-5d-cube", "expand-broadcast-constants", lambda: _with_constant(
         "Mul", [1, 8, 8, 8, 8], [1, 8, 1, 1, 1], first=False)),
+    # matrix products with a dynamic dim, which onnx2tf hands to tf.einsum on its channel-last
+    # tensors: TFLite files the runtime cannot size, or outputs of the wrong shape
+    _einsum_case("einsum-batched-matmul-dynamic", "bij,bjk->bik", shape=[2, "T", 7], w_shape=[2, 7, 3],
+                 fails_with="failed to prepare"),
+    _einsum_case("einsum-shared-weight-dynamic", "bij,jk->bik", shape=[2, "T", 7], w_shape=[7, 3]),
+    _einsum_case("einsum-matrix-vector-dynamic", "bij,bj->bi", shape=[2, "T", 7], w_shape=[2, 7],
+                 fails_with="failed to prepare"),
+    _einsum_case("einsum-transposed-operand-dynamic", "bik,bjk->bij", shape=[2, "T", 7], w_shape=[2, 3, 7],
+                 fails_with="failed to prepare"),
+    _einsum_case("einsum-attention-dynamic", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", shape=[1, 2, "T", 8], count=2),
+    _einsum_case("einsum-attention-heads-last-dynamic", "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", shape=[1, "T", 2, 8],
+                 count=2),
+    _einsum_case("einsum-gram-dynamic-batch", "bij,bkj->bik", shape=["N", 5, 7]),
 ]
 
 
@@ -103,7 +138,7 @@ CASES = [
 
 
 def _feed(model) -> dict[str, np.ndarray]:
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    shape = [d.dim_value or DYNAMIC for d in model.graph.input[0].type.tensor_type.shape.dim]
     return {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
 
 
@@ -112,9 +147,11 @@ def _onnxruntime(model, feed) -> np.ndarray:
     return session.run(["y"], feed)[0]
 
 
-def _tflite(model, feed, workdir) -> np.ndarray:
+def _tflite(model, feed, workdir, channel_last: bool = True) -> np.ndarray:
     """onnx2tf as the lane runs it (in memory, no onnxsim, strict), then TFLite from a signature
-    named after the ONNX graph; channel-first tensors go channel-last and back."""
+    named after the ONNX graph, dynamic dims left dynamic; channel-first tensors go channel-last,
+    and the output back unless `channel_last` is False (MatMul and Einsum give theirs in ONNX
+    order; onnx2tf's per-output flag cannot tell, it is False after pooling and Mul too)."""
     os.makedirs(workdir, exist_ok=True)
     np.save(os.path.join(workdir, "calibration_image_sample_data_20x128x128x3_float32.npy"),
             np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
@@ -128,12 +165,12 @@ def _tflite(model, feed, workdir) -> np.ndarray:
     finally:
         os.chdir(cwd)
     x = _channel_last(feed["x"])
-    spec = tf.TensorSpec(x.shape, tf.float32, name="x")
+    spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name="x")
     function = tf.function(lambda t: {"y": keras_model(t)}, input_signature=[spec]).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], keras_model)
     runner = litert.Interpreter(model_content=converter.convert()).get_signature_runner()
     y = runner(x=x)["y"]
-    return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1))
+    return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1)) if channel_last else y
 
 
 def _channel_last(x: np.ndarray) -> np.ndarray:
@@ -157,9 +194,9 @@ def test_onnx2tf_still_gets_it_wrong(case: Case, tmp_path):
     feed = _feed(model)
     if case.fails_with:
         with pytest.raises(Exception, match=case.fails_with):
-            _tflite(model, feed, tmp_path)
+            _tflite(model, feed, tmp_path, case.channel_last)
         return
-    expected, got = _onnxruntime(model, feed), _tflite(model, feed, tmp_path)
+    expected, got = _onnxruntime(model, feed), _tflite(model, feed, tmp_path, case.channel_last)
     assert got.shape != expected.shape or _rel_l2(got, expected) > BROKEN
 
 
@@ -168,11 +205,11 @@ def test_rewrite_matches_onnxruntime_in_tflite(case: Case, tmp_path):
     model = case.build()
     feed = _feed(model)
     rewritten = copy.deepcopy(model)
-    assert apply_rewrites(rewritten) == [f"{case.rewrite} x1"]
+    assert apply_rewrites(rewritten) == [f"{case.rewrite} x{case.count}"]
     onnx.checker.check_model(rewritten, full_check=True)
     expected = _onnxruntime(model, feed)
     assert _rel_l2(_onnxruntime(rewritten, feed), expected) < SAME_GRAPH
-    assert _rel_l2(_tflite(rewritten, feed, tmp_path), expected) < TFLITE
+    assert _rel_l2(_tflite(rewritten, feed, tmp_path, case.channel_last), expected) < TFLITE
 
 
 # Patterns the passes must not change in onnxruntime's eyes, beyond the fixtures above: other ranks,
@@ -266,3 +303,106 @@ def test_pass_names_are_unique_and_known():
         rewrites.rewrite(PIPELINE[0])(lambda model: 0)
     with pytest.raises(ValueError, match="unknown rewrite"):
         apply_rewrites(_untouched_graph(), ["no-such-pass"])
+
+
+# Matrix products einsum-as-matmul rewrites (a dynamic dim, an operand of rank 3 or more), in every
+# arrangement of batch, row, column and summed indices it handles; w is a constant, or x again.
+EINSUM_EQUIVALENT = [
+    ("bij,bjk->bik", [2, "T", 7], [2, 7, 3]),
+    ("bij,bjk->bki", [2, "T", 7], [2, 7, 3]),
+    ("bji,bjk->bik", [2, 7, "T"], [2, 7, 3]),
+    ("bij,bkj->bik", [2, "T", 7], None),
+    ("bij,bj->bi", [2, "T", 7], [2, 7]),
+    ("ij,bjk->bik", ["T", 7], [2, 7, 3]),
+    ("bhqd,bhkd->bhqk", [1, 2, "T", 8], [1, 2, 6, 8]),
+    ("bqhd,bkhd->bhqk", [1, "T", 2, 8], [1, 6, 2, 8]),
+    ("bhqk,bkhd->bqhd", [1, 2, "T", 6], [1, 6, 2, 8]),
+    ("abij,bjk->abik", [3, 2, "T", 7], [2, 7, 4]),
+    ("aij,bjk->baki", [3, "T", 7], [2, 7, 4]),
+    ("BIJ,BKJ->BKI", ["N", 5, 7], None),
+]
+
+
+@pytest.mark.parametrize(("equation", "shape", "w_shape"), EINSUM_EQUIVALENT, ids=[e for e, *_ in EINSUM_EQUIVALENT])
+def test_einsum_as_matmul_keeps_onnxruntime_results(equation, shape, w_shape):
+    model = _einsum(equation, shape=shape, w_shape=w_shape)
+    rewritten = copy.deepcopy(model)
+    assert apply_rewrites(rewritten) == ["einsum-as-matmul x1"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert "Einsum" not in {n.op_type for n in rewritten.graph.node}
+    assert tensor_types(rewritten)["y"] == tensor_types(model)["y"]  # same name, type and shape
+    for size in (DYNAMIC, 9):
+        x = np.random.default_rng(0).standard_normal([size if isinstance(d, str) else d for d in shape])
+        feed = {"x": x.astype(np.float32)}
+        assert _rel_l2(_onnxruntime(rewritten, feed), _onnxruntime(model, feed)) < SAME_GRAPH
+
+
+# Einsums onnx2tf lowers right as they are, which the pass leaves alone: static shapes (the
+# equations torch exports most), and 2-D operands only, dynamic or not.
+EINSUM_RIGHT_AS_IS = [
+    ("bij,bjk->bik", [2, 5, 7], [2, 7, 3]),
+    ("bhqd,bhkd->bhqk", [1, 2, 5, 8], [1, 2, 6, 8]),
+    ("bhqk,bhkd->bhqd", [1, 2, 5, 6], [1, 2, 6, 8]),
+    ("ij,jk->ik", [5, 7], [7, 3]),
+    ("bij,jk->bik", [2, 5, 7], [7, 3]),
+    ("bi,bi->b", [3, 7], [3, 7]),
+    ("ij->ji", [5, 7], None),
+    ("ij,jk->ik", ["T", 7], [7, 3]),
+    ("bi,bi->b", ["T", 7], None),
+]
+
+
+@pytest.mark.parametrize(("equation", "shape", "w_shape"), EINSUM_RIGHT_AS_IS,
+                         ids=[f"{e}-{'x'.join(map(str, s))}" for e, s, _ in EINSUM_RIGHT_AS_IS])
+def test_einsums_onnx2tf_lowers_right_are_left_alone(equation, shape, w_shape, tmp_path):
+    """If the TFLite check fails, onnx2tf broke the pattern: widen the pass to cover it."""
+    model = _einsum(equation, shape=shape, w_shape=w_shape)
+    before = model.SerializeToString()
+    assert apply_rewrites(model) == []
+    assert model.SerializeToString() == before
+    feed = _feed(model)
+    assert _rel_l2(_tflite(model, feed, tmp_path, channel_last=False), _onnxruntime(model, feed)) < TFLITE
+
+
+@pytest.mark.parametrize("equation", [
+    "bi,bj->bij",  # no summed index: an outer product
+    "bij,bij->bij",  # elementwise
+    "bijk,bjkl->bil",  # two summed indices
+    "bij,bjk->bi",  # k summed within one operand
+    "bii,bij->bj",  # a diagonal
+    "bij,bjk",  # implicit output
+    "...ij,...jk->...ik",  # ellipsis
+    "bij->bji",  # one operand
+    "bij,bjk,bkl->bil",  # three
+])
+def test_einsums_that_are_not_one_matmul_are_left_alone(equation):
+    assert rewrites._matmul_form(equation) is None
+
+
+@pytest.mark.slow
+def test_torch_einsum_with_a_dynamic_axis_converts(tmp_path):
+    """The pass in the lane: a dynamic axis sends onnx2tf down its broken Einsum path (without the
+    pass: "onnx2tf turned output output of shape [2, 5, 3] into [2, 7, 7]")."""
+    source = write_module(tmp_path / "einsum_model.py", """
+        import torch
+        from torch import nn
+
+        class BatchedProduct(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.randn(2, 7, 3))
+
+            def forward(self, x):
+                return torch.einsum("bij,bjk->bik", x, self.w)
+
+        def make():
+            torch.manual_seed(0)
+            return BatchedProduct().eval(), torch.randn(2, 5, 7)
+        """)
+    out = tmp_path / "out"
+    r = bridge("convert", f"{source}:make", "--target", "tflite", "--dynamic", "x:1", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = artifact(report(out), "tflite", "fp32")
+    assert a["parity"]["passed"] and a["parity"]["sizes"] == {"x:1": [5, 10]}
+    assert a["parity"]["outputs"]["output"]["rel_l2"] <= 1e-4
+    assert "ONNX rewritten before onnx2tf: einsum-as-matmul x1" in a["warnings"]
