@@ -145,6 +145,14 @@ def _safe(name: str) -> str:
     return s if re.match(r"[A-Za-z]", s) else f"t_{s}"
 
 
+def _dynamic_outputs(hub_path: str) -> dict[str, tuple[int, ...]]:
+    """Each hub output's dynamic axes: those without a fixed size in the graph's output type."""
+    onnx = require("onnx")
+    graph = onnx.load(hub_path, load_external_data=False).graph
+    return {o.name: tuple(i for i, d in enumerate(o.type.tensor_type.shape.dim) if d.dim_value <= 0)
+            for o in graph.output}
+
+
 def _bindings(req: LaneRequest, keras_model, plan: lay.InputPlan) -> IO:
     if len(keras_model.inputs) != len(req.inputs) or len(keras_model.outputs) != len(req.outputs):
         raise ConversionError("onnx2tf changed the number of inputs or outputs", stage="tflite-convert")
@@ -159,10 +167,11 @@ def _bindings(req: LaneRequest, keras_model, plan: lay.InputPlan) -> IO:
         inputs.append(Binding(spec.name, _safe(spec.name), tuple(-1 if d is None else d for d in tf_shape),
                               tensor.dtype.name, perm, plan.layouts[spec.name]))
     layouts = getattr(keras_model, "onnx_output_layouts", {}) or {}
+    dynamic = _dynamic_outputs(req.hub_path) if any(s.dynamic for s in req.inputs) else {}
     outputs = []
     for spec, tensor in zip(req.outputs, keras_model.outputs, strict=True):
         tf_shape = tuple(tensor.shape)
-        perm = lay.output_perm(spec, tf_shape, bool(layouts.get(spec.name)))
+        perm = lay.output_perm(spec, tf_shape, bool(layouts.get(spec.name)), dynamic.get(spec.name, ()))
         outputs.append(Binding(spec.name, _safe(spec.name), tuple(-1 if d is None else d for d in tf_shape),
                                tensor.dtype.name, perm, "channel-last" if perm else "source"))
     return IO(tuple(inputs), tuple(outputs))

@@ -57,12 +57,27 @@ def same_shape(tf_shape: tuple, expected: tuple, dynamic: tuple[int, ...] = ()) 
     return all(a is None or a == b or i in dynamic for i, (a, b) in enumerate(zip(tf_shape, expected, strict=True)))
 
 
-def output_perm(spec: TensorSpec, tf_shape: tuple, channel_last: bool) -> tuple[int, ...] | None:
-    """onnx2tf reports per output whether it left it channel-last; the shape must agree."""
-    perm = CHANNEL_LAST.get(len(spec.shape)) if channel_last else None
-    if same_shape(tf_shape, permuted(spec.shape, perm)):
-        return perm
-    if same_shape(tf_shape, spec.shape):
-        return None
+def output_perm(spec: TensorSpec, tf_shape: tuple, channel_last: bool,
+                dynamic: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """The output's layout in the TFLite file, from onnx2tf's per-output report and the shape.
+
+    The report can be wrong: a [1, T, 16] output (T dynamic) came back [1, 16, T] reported as not
+    channel-last. So both layouts are tried, the reported one first; with `dynamic` axes (of the
+    source output), a layout fits first where each of them lands on a dynamic TFLite dim, which
+    also tells apart the layouts a square export size makes look alike ([1, 16, 16] with T = 16).
+    """
+    last = CHANNEL_LAST.get(len(spec.shape))
+    candidates = list(dict.fromkeys((last, None) if channel_last else (None, last)))
+
+    def fits(perm, strict: bool) -> bool:
+        moved = tuple(perm.index(a) if perm else a for a in dynamic)
+        if strict and any(i >= len(tf_shape) or tf_shape[i] is not None for i in moved):
+            return False
+        return same_shape(tf_shape, permuted(spec.shape, perm), moved)
+
+    for strict in ((True, False) if dynamic else (False,)):
+        for perm in candidates:
+            if fits(perm, strict):
+                return perm
     raise ConversionError(f"onnx2tf turned output {spec.name} of shape {list(spec.shape)} into "
                           f"{list(tf_shape)}, which no layout change explains", stage="tflite-convert")

@@ -48,6 +48,34 @@ def test_dynamic_axis_validates_at_two_sizes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("length", [6, 16])
+def test_dynamic_sequence_output_layout_follows_the_dynamic_axis(tmp_path, length):
+    """onnx2tf leaves `x * w` on [1, T, 16] as [1, 16, T] and reports it not channel-last; where
+    the dynamic axis lands decides the layout, also when T = 16 makes both layouts look alike."""
+    src = write_module(tmp_path / "scale.py", f"""
+        import torch
+
+        class Scale(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.linspace(-2, 2, 16))
+
+            def forward(self, x):
+                return x * self.w
+
+        def make():
+            return Scale().eval(), torch.randn(1, {length}, 16)
+        """)
+    out = tmp_path / "out"
+    r = bridge("convert", f"{src}:make", "--target", "tflite", "--dynamic", "x:1", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tfl = artifact(report(out), "tflite", "fp32")
+    assert tfl["parity"]["sizes"] == {"x:1": [length, 2 * length]}
+    assert tfl["parity"]["outputs"]["output"]["rel_l2"] <= 1e-6
+    assert tfl["io"]["outputs"][0]["shape"] == [1, 16, -1] and tfl["io"]["outputs"][0]["permutation"] == [0, 2, 1]
+
+
+@pytest.mark.slow
 def test_old_opset_onnx_file_upgrades_and_converts(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
