@@ -120,7 +120,8 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     return report
 
 
-DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.KERAS, Format.H5)
+DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TORCH_PICKLE, Format.KERAS,
+                  Format.H5)
 DIRECT_CONVERT = "bridge.converters.coreml.direct:convert"
 
 

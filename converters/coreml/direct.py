@@ -18,12 +18,10 @@ from bridge.converters.coreml import compress as cm
 from bridge.converters.coreml.build import dynamic_upper_bound
 from bridge.converters.coreml.lane import convert_modes, precision
 from bridge.converters.onnx.export import ExportRequest
-from bridge.errors import ConversionError, require_trust
+from bridge.errors import ConversionError
 from bridge.lazy import require
 from bridge.modes import Mode
 from bridge.sources import Format, SourceRef
-
-FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.KERAS, Format.H5)
 
 
 def convert(req: LaneRequest) -> list[LaneArtifact]:
@@ -58,16 +56,12 @@ def _load(ref: SourceRef, req: LaneRequest):
         return load_entrypoint(ref)
     ereq = ExportRequest(ref, req.hub_path, trust_code=req.options.get("trust_code", False))
     if ref.format in (Format.KERAS, Format.H5):
-        from bridge.converters.onnx.keras_source import _load_keras
+        from bridge.converters.onnx.keras_source import load_keras
 
-        return _load_keras(ereq), None
-    from bridge.converters.onnx.torch_source import RUNS_CODE
+        return load_keras(ereq), None
+    from bridge.converters.onnx.torch_source import load_file
 
-    require_trust(ereq.trust_code, ref.text, RUNS_CODE[ref.format])
-    torch = require("torch")
-    if ref.format is Format.TORCH_EXPORT:
-        return torch.export.load(str(ref.path)), None
-    return torch.jit.load(str(ref.path), map_location="cpu"), None
+    return load_file(ereq)
 
 
 def _torch_source(model, req: LaneRequest):
@@ -88,13 +82,13 @@ def _torch_source(model, req: LaneRequest):
 def _keras_source(model, example, req: LaneRequest):
     """A concrete function, the form coremltools' TensorFlow frontend takes from Keras 3 models."""
     tf = require("tensorflow")
-    from bridge.converters.onnx.keras_source import _call, _flatten, _layout
+    from bridge.converters.onnx.keras_source import call_model, flatten, input_layout
 
     names = [s.name for s in req.inputs]
-    layout = _layout(example, model, len(names))
+    layout = input_layout(example, model, len(names))
     signature = [tf.TensorSpec([None if i in s.dynamic else d for i, d in enumerate(s.shape)], s.dtype, name=s.name)
                  for s in req.inputs]
-    fn = tf.function(lambda *xs: _flatten(_call(model, layout, names, xs)), input_signature=signature)
+    fn = tf.function(lambda *xs: flatten(call_model(model, layout, names, xs)), input_signature=signature)
     return [fn.get_concrete_function()]
 
 

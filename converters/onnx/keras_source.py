@@ -48,10 +48,10 @@ from bridge.tensors import TensorSpec, apply_overrides
 def export_file(req: ExportRequest) -> ExportResult:
     if req.source.format is Format.SAVED_MODEL:
         return _export_saved_model(req)
-    return export_model(_load_keras(req), None, req)
+    return export_model(load_keras(req), None, req)
 
 
-def _load_keras(req: ExportRequest):
+def load_keras(req: ExportRequest):
     """Load a `.keras` or `.h5` file; uncompiled, so custom losses and metrics are not needed."""
     if req.source.format is Format.H5:
         require_trust(req.trust_code, req.source.text,
@@ -74,19 +74,19 @@ def export_model(model, example, req: ExportRequest) -> ExportResult:
     if not specs:
         raise UsageError(f"{req.source.text}: the model declares no inputs; return (model, example_inputs) "
                          "from the entrypoint or pass --input NAME:D0,D1,...")
-    layout = _layout(example, model, len(specs))
+    layout = input_layout(example, model, len(specs))
     names = [s.name for s in specs]
-    sample = _call(model, layout, names, [np.zeros(s.shape, s.dtype) for s in specs])
+    sample = call_model(model, layout, names, [np.zeros(s.shape, s.dtype) for s in specs])
     output_names = _output_names(model, sample)
     order = _output_order(sample, output_names)
 
     def call(*tensors):
-        return order(_call(model, layout, names, tensors))
+        return order(call_model(model, layout, names, tensors))
 
     proto = _to_onnx(call, specs, output_names, name=getattr(model, "name", "keras"))
 
     def run(feed: Feed) -> Feed:
-        out = order(_call(model, layout, names, [feed[n] for n in names]))
+        out = order(call_model(model, layout, names, [feed[n] for n in names]))
         return {k: np.asarray(v) for k, v in out.items()}
 
     return finish(proto, req, framework="keras", inputs=specs, run_source=run, route=("keras", "tf2onnx"))
@@ -166,7 +166,7 @@ def _dims(shape) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _layout(example, model, count: int) -> str:
+def input_layout(example, model, count: int) -> str:
     """How the model takes its inputs: one tensor, a list, or a dict by input name.
 
     The example's own structure wins (a subclassed model's `call` expects exactly it). Without
@@ -181,7 +181,7 @@ def _layout(example, model, count: int) -> str:
     return "dict" if _declared_inputs(model) else "list"
 
 
-def _call(model, layout: str, names: Sequence[str], tensors: Sequence):
+def call_model(model, layout: str, names: Sequence[str], tensors: Sequence):
     if layout == "single":
         args = tensors[0]
     elif layout == "dict":
@@ -191,11 +191,11 @@ def _call(model, layout: str, names: Sequence[str], tensors: Sequence):
     return model(args, training=False)
 
 
-def _flatten(out) -> list:
+def flatten(out) -> list:
     if isinstance(out, dict):
-        return [a for v in out.values() for a in _flatten(v)]
+        return [a for v in out.values() for a in flatten(v)]
     if isinstance(out, (tuple, list)):
-        return [a for v in out for a in _flatten(v)]
+        return [a for v in out for a in flatten(v)]
     return [out]
 
 
@@ -203,7 +203,7 @@ def _output_names(model, sample) -> list[str]:
     """Dict keys when the model returns a dict, else Keras' output names, else output_<i>."""
     if isinstance(sample, dict) and all(not isinstance(v, (dict, list, tuple)) for v in sample.values()):
         return list(sample)
-    count = len(_flatten(sample))
+    count = len(flatten(sample))
     declared = list(getattr(model, "output_names", None) or [])
     if len(declared) != count:
         return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
@@ -222,7 +222,7 @@ def _output_order(sample, output_names: list[str]) -> Callable:
     """A function mapping the model's raw outputs to {output name: tensor} in model order."""
     if isinstance(sample, dict) and list(sample) == output_names:
         return lambda out: {k: out[k] for k in output_names}
-    return lambda out: dict(zip(output_names, _flatten(out), strict=True))
+    return lambda out: dict(zip(output_names, flatten(out), strict=True))
 
 
 def _to_onnx(call: Callable, specs: list[TensorSpec], output_names: list[str], *, name: str):

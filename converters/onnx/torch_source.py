@@ -35,6 +35,12 @@ RUNS_CODE = {
 
 def export_file(req: ExportRequest) -> ExportResult:
     """Without `--trust-code` only weights-only pickles load, and those hold no architecture."""
+    return export_model(*load_file(req), req)
+
+
+def load_file(req: ExportRequest) -> tuple[object, object | None]:
+    """The model in a torch file and its example inputs (a `.pt2` carries them), under the loading
+    policy: code-running formats need `--trust-code`, pickles load weights-only unless trusted."""
     path = str(req.source.path)
     fmt = req.source.format
     if fmt in RUNS_CODE:
@@ -42,13 +48,12 @@ def export_file(req: ExportRequest) -> ExportResult:
     torch = require("torch")
     if fmt is Format.TORCH_EXPORT:
         program = _damaged_is_usage(req, lambda: torch.export.load(path))
-        example = program.example_inputs[0] if program.example_inputs else None
-        return export_model(program, example, req)
+        return program, program.example_inputs[0] if program.example_inputs else None
     if fmt is Format.TORCHSCRIPT:
-        return export_model(_damaged_is_usage(req, lambda: torch.jit.load(path, map_location="cpu")), None, req)
+        return _damaged_is_usage(req, lambda: torch.jit.load(path, map_location="cpu")), None
     obj = _load_pickle(torch, req)
     if isinstance(obj, torch.nn.Module):
-        return export_model(obj, None, req)
+        return obj, None
     held = "weights but no architecture (a state dict)" if isinstance(obj, dict) else \
         f"a {type(obj).__name__}, not a model"
     raise UsageError(f"{req.source.text}: holds {held}; give a Python entrypoint that builds the model "
