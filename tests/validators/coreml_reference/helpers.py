@@ -84,3 +84,9 @@ def onnx_node(op_type: str, inputs: dict[str, np.ndarray], attrs: dict | None = 
     model.ir_version = 9
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(["y"], inputs)[0]
+
+
+def expected(cases: dict, case: str) -> np.ndarray:
+    """The reference value of `cases[case]` (a `(build, reference)` pair), as numpy."""
+    want = cases[case][1]()
+    return want.numpy() if hasattr(want, "numpy") else np.asarray(want)
