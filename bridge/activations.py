@@ -101,13 +101,15 @@ class Constant:
         return f"{where} in {self.graph}" if self.graph else where
 
 
-def fp16_overflows(hub_path: str, feeds: Sequence[Feed],
+def fp16_overflows(hub_path: str, sets: Sequence[Sequence[Feed]],
                    node_names: dict[str, str]) -> list[Overflow | Constant]:
-    """The `fp16-ranges` stage: every input and computed tensor of the hub beyond +-65504 on
-    `feeds`, in graph order (the first one is where the overflow starts), then every float constant
-    float16 cannot hold (`fp16_constants`). A Constant node's output is reported as a constant only."""
+    """The `fp16-ranges` stage: every input and computed tensor of the hub beyond +-65504 on the
+    samples of `sets` (parity and calibration), in graph order (the first one is where the overflow
+    starts), then every float constant float16 cannot hold (`fp16_constants`). A Constant node's
+    output is reported as a constant only."""
     onnx = require("onnx")
     model = onnx.load(hub_path)
+    feeds = [feed for samples in sets for feed in samples]
     ranges = activation_ranges(model, feeds)
     ranges.update(_input_ranges(model, feeds))
     produced = [("input", i.name) for i in model.graph.input]

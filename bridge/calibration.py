@@ -8,13 +8,17 @@ the source expects.
 
 from __future__ import annotations
 
+import os
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bridge.converters.base import Pixels
-from bridge.errors import UsageError
+from bridge.errors import UsageError, one_line
+from bridge.sources import check_archive
 from bridge.tensors import TensorSpec, image_channels, synthetic_samples
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -44,6 +48,7 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
                   parity: list[dict[str, np.ndarray]], seed: int) -> Samples:
     """Calibration samples for `specs`; `parity` (synthetic) is replaced by held-out user data when
     there is enough of it, so quantized modes are judged on the data they were calibrated for."""
+    check_channels(opts, specs, channel_last)
     if opts.pixels:
         parity = pixel_images(parity, specs, channel_last, opts, seed)
     if not opts.path:
@@ -61,6 +66,22 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
                        [f"parity runs on {len(held)} samples held out of {opts.path}"])
     return Samples(parity, data, f"{opts.path} ({len(data)} samples)",
                    [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"])
+
+
+def check_channels(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> None:
+    """`--mean`/`--std` hold one value or one per channel of every image input they normalize."""
+    if not (opts.mean or opts.std):
+        return
+    images = [(s, image_channels(s, channel_last)) for s in specs if s.dtype.startswith("float")]
+    images = [(s, c) for s, c in images if c]
+    if not images:
+        raise UsageError("--mean/--std normalize image inputs (4-D, 1, 3 or 4 channels); the model's inputs are "
+                         + ", ".join(f"{s.name} {list(s.shape)}" for s in specs))
+    for flag, values in (("--mean", opts.mean), ("--std", opts.std)):
+        for s, channels in images:
+            if values and len(values) not in (1, channels):
+                raise UsageError(f"{flag} has {len(values)} values; image input {s.name} {list(s.shape)} has "
+                                 f"{channels} channel(s): give one value or {channels}")
 
 
 def pixel_images(feeds: list[dict[str, np.ndarray]], specs: list[TensorSpec], channel_last: bool,
@@ -93,8 +114,8 @@ def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) 
     if root.is_file():
         if root.suffix != ".npz":
             raise UsageError(f"--calibration {root}: a single file must be an .npz (one array per input name)")
-        return _from_npz(root, specs)[: opts.limit]
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
+        return _from_npz(_regular(root, root.parent), specs)[: opts.limit]
+    files = sorted(_regular(p, root) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
     if not files:
         raise UsageError(f"--calibration {root}: no .npy, .npz, .png or .jpg files in it")
     feeds: list[dict[str, np.ndarray]] = []
@@ -109,6 +130,31 @@ def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) 
         else:
             feeds.append(_from_image(f, specs, channel_last, opts))
     return feeds[: opts.limit]
+
+
+def _regular(path: Path, root: Path) -> Path:
+    """A data file must be a regular file inside the data folder: a FIFO would hang the reader, a
+    symlink out of the folder would read what the user never chose."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path}: not a regular file (a FIFO, device or folder cannot be data)")
+    if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"{path}: a symlink out of {root}; copy the file in instead")
+    return path
+
+
+def _array(load, path: Path) -> np.ndarray:
+    """np.load without pickles, as a one-line usage error when the file is not a numeric array."""
+    try:
+        arr = load()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UsageError(f"{path}: not a readable numeric array ({one_line(str(e))[:200]})") from None
+    if arr.dtype.kind not in "biuf":
+        raise UsageError(f"{path}: an array of dtype {arr.dtype}; calibration and parity data must be numeric")
+    return arr
 
 
 def _batched(arr: np.ndarray, spec: TensorSpec, where: Path) -> list[np.ndarray]:
@@ -127,16 +173,21 @@ def _batched(arr: np.ndarray, spec: TensorSpec, where: Path) -> list[np.ndarray]
 def _from_npy(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
     if len(specs) != 1:
         raise UsageError(f"{path}: the model has {len(specs)} inputs; give .npz files keyed by input name")
-    arr = np.load(path, allow_pickle=False)
+    arr = _array(lambda: np.load(path, allow_pickle=False), path)
     return [{specs[0].name: a} for a in _batched(arr, specs[0], path)]
 
 
 def _from_npz(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_archive(path, archive.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UsageError(f"{path}: not a readable .npz ({e})") from None
     with np.load(path, allow_pickle=False) as z:
         missing = [s.name for s in specs if s.name not in z.files]
         if missing:
             raise UsageError(f"{path}: no array for input(s) {', '.join(missing)} (it has {', '.join(z.files)})")
-        per_input = {s.name: _batched(z[s.name], s, path) for s in specs}
+        per_input = {s.name: _batched(_array(lambda n=s.name: z[n], path), s, path) for s in specs}
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
         raise UsageError(f"{path}: inputs have different sample counts")
@@ -155,8 +206,8 @@ def _from_image(path: Path, specs: list[TensorSpec], channel_last: bool, opts: C
         with Image.open(path) as im:
             im = im.convert("L" if c == 1 else "RGB").resize(opts.resize[::-1] if opts.resize else (w, h))
             arr = np.asarray(im, dtype=np.float32) / 255.0
-    except OSError as e:
-        raise UsageError(f"{path}: not a readable image ({e})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UsageError(f"{path}: not a readable image ({one_line(str(e))[:200]})") from None
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.shape[:2] != (h, w):

@@ -1,25 +1,28 @@
 """The `bridge` console script. Thin: each command parses, calls `bridge`, prints.
 
 Errors become exit codes here and only here: 2 bad usage or unusable input, 3 a conversion failed,
-1 a parity check failed or could not run, 0 every artifact passed.
+1 a parity check failed or could not run, 0 every artifact passed. Every error is one line on
+stderr: a typo must never read as a failed model (exit 1) in CI, nor print a traceback.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from bridge.commands import convert, doctor, inspect, validate
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, one_line
 
 app = typer.Typer(
     name="bridge",
-    help="Convert PyTorch, Keras and ONNX models to ONNX and TFLite, with a parity verdict for every artifact.",
-    no_args_is_help=True,
+    help="Convert PyTorch, Keras and ONNX models to ONNX, TFLite and Core ML, with a parity verdict for every "
+         "artifact.",
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold [MODE@] and [:DTYPE]: never markup
 )
 app.command(name="convert", no_args_is_help=True)(convert.command)
 app.command(name="validate", no_args_is_help=True)(validate.command)
@@ -27,26 +30,76 @@ app.command(name="inspect", no_args_is_help=True)(inspect.command)
 app.command(name="doctor")(doctor.command)
 
 
-def main() -> None:
+def _version(value: bool) -> None:
+    if value:
+        from bridge import __version__
+
+        typer.echo(f"bridge {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Convert PyTorch, Keras and ONNX models to ONNX, TFLite and Core ML, with a parity verdict for every
+    artifact."""
+    if ctx.invoked_subcommand is None:  # `bridge` alone asks for the help
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def _usage_message(e: Exception, argv: list[str]) -> str:
+    """Click's usage errors, and pydantic's validation errors that typer 0.29 lets escape."""
+    text = e.format_message() if isinstance(e, typer.TyperException) else str(e)
+    text = one_line(text) or "bad usage"
+    option = getattr(e, "option_name", None)
+    dashed = [a for a in argv if option and a.startswith(option) and a != option and os.path.exists(a)]
+    if dashed:  # `bridge convert -model.onnx`: a file name that reads as an option
+        text += f"; {dashed[0]!r} is a file: put it after '--', as in `bridge convert -- {dashed[0]}`"
+    ctx = getattr(e, "ctx", None)
+    return f"{text} (see {ctx.command_path if ctx is not None else 'bridge'} --help)"
+
+
+def _is_pydantic_error(e: Exception) -> bool:
+    return any(c.__module__.startswith("pydantic") for c in type(e).__mro__)
+
+
+def main(argv: list[str] | None = None) -> None:
     # Stage children exit without multiprocessing's cleanup (framework teardown is slow or crashes);
     # the shared resource tracker would then print a harmless "leaked semaphore" warning.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
+    verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        code = app(args=argv, prog_name="bridge", standalone_mode=False)  # typer.Exit's code, not sys.exit
     except BridgeError as e:
-        typer.secho(f"bridge: error: {e}", err=True, fg=typer.colors.RED)
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.secho("bridge: aborted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
+        _fail(f"bridge: error: {one_line(str(e))}", e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("bridge: interrupted", 130)
+    except typer.TyperException as e:  # click's usage errors: unknown option, bad value, no such command
+        if type(e).__name__ == "NoArgsIsHelpError":  # `bridge convert` alone: the help, as a usage error
+            typer.echo(e.ctx.get_help(), err=True)
             sys.exit(2)
-        raise
+        _fail(f"bridge: error: {_usage_message(e, argv if argv is not None else sys.argv[1:])}", 2)
+    except Exception as e:  # noqa: BLE001 - last line of defence: no traceback unless asked for
+        if _is_pydantic_error(e):
+            _fail(f"bridge: error: {_usage_message(e, [])}", 2)
+        if verbose:
+            raise
+        _fail(f"bridge: internal error: {type(e).__name__}: {one_line(str(e))} (please report it; -v shows the "
+              "traceback)", 3)
+    if code == 130:  # typer turns Ctrl-C into Exit(130), silently
+        _fail("bridge: interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

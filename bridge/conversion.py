@@ -9,19 +9,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bridge import environment
+from bridge.arrays import Column
 from bridge.calibration import CalibrationOptions
 from bridge.converters import LANES
 from bridge.converters.base import IO, ExportResult, LaneArtifact, LaneRequest
 from bridge.converters.coreml.images import image_inputs
 from bridge.converters.onnx.hub import data_file
 from bridge.errors import BridgeError, ConversionError, UsageError
-from bridge.files import scratch, sha256, size, sweep
+from bridge.files import scratch, sha256, size
 from bridge.isolation import Limits, run_stage
 from bridge.modes import CALIBRATED, Mode
+from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import judge, not_executed, runtime_failed
 from bridge.plan import Route, check_coreml_target, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import STAGED, publish
+from bridge.publish import STAGED, OutputFolder
 from bridge.report import ArtifactRecord, ErrorInfo, Report
 from bridge.sources import Format, SourceRef, sniff
 from bridge.tensors import parse_dynamic, parse_input, second_size
@@ -44,17 +46,21 @@ class ConvertOptions:
     coreml_route: str = "onnx"  # onnx (ours, from the hub) | direct (coremltools' own frontends)
     allow_flex: bool = False
     trust_code: bool = False
-    timeout: float | None = 3600.0
+    timeout: float | None = DEFAULT_TIMEOUT
     max_memory: int | None = None
     verbose: bool = False
+
+    def __post_init__(self):
+        check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
+        check_normalization(self.calibration.mean, self.calibration.std, self.calibration.resize)
+        for t in self.thresholds:
+            parse_threshold(t)
 
 
 def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None) -> Report:
     """Convert `source` to every requested target and mode; returns the report (also written as
     `report.json` in the output folder). Raises `UsageError` for bad usage before converting."""
     progress = progress or Progress()
-    from bridge.converters.onnx.export import ExportRequest
-
     ref = sniff(source)
     if ref.format in (Format.TFLITE, Format.MLPACKAGE):
         raise UsageError(f"{source}: a {ref.format} file is an artifact; use `bridge validate SOURCE {source}`")
@@ -70,53 +76,71 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     overrides = tuple(parse_input(t) for t in options.inputs)
     dynamic = tuple(parse_dynamic(t) for t in options.dynamic)
     threshold_overrides = [parse_threshold(t) for t in options.thresholds]
-    out = Path(options.out) if options.out else Path("bridge-out") / ref.name
-    out.mkdir(parents=True, exist_ok=True)
+    out = OutputFolder(Path(options.out) if options.out else Path("bridge-out") / ref.name,
+                       frozenset(lane.suffix for lane in LANES.values()))
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
-    sweep(out)  # hidden work folders of killed runs
-    work = scratch(out)
+    with out:
+        out.check_destinations([f for r in routes for f in LANES[r.target].files(ref.name, r.mode)],
+                               _inputs(ref, options))
+        work = scratch(out.path)
+        try:
+            report = _convert(ref, source, routes, options, calibration, overrides, dynamic, threshold_overrides,
+                              work, limits, progress)
+            out.publish(report, work / STAGED)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _inputs(ref: SourceRef, options: ConvertOptions) -> list[Path]:
+    """Everything the run reads: never written over."""
+    paths = [ref.path]
+    if options.calibration.path:
+        paths.append(Path(options.calibration.path))
+    return paths
+
+
+def _convert(ref: SourceRef, source: str, routes: list[Route], options: ConvertOptions, calibration,
+             overrides, dynamic, threshold_overrides, work: Path, limits: Limits, progress: Progress) -> Report:
+    from bridge.converters.onnx.export import ExportRequest
+
     report = Report(source={"path": source, "format": str(ref.format)},
                     environment=environment.describe(options))
-    try:
-        with progress.step(f"Exporting {ref.name} to ONNX"):
-            try:
-                exported: ExportResult = run_stage(
-                    "export", "bridge.converters.onnx.export:export_source",
-                    ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides, dynamic, options.samples,
-                                  options.seed, options.trust_code, calibration),
-                    limits=limits)
-            except ConversionError as e:
-                # Nothing can be converted: every planned artifact carries the export's error.
-                error = ErrorInfo(e.stage or "export", str(e), e.node, e.op_type)
-                report.artifacts = [ArtifactRecord(r.target, r.mode.value, error=error,
-                                                   parity=not_executed("the source could not be exported"))
-                                    for r in routes]
-                exported = None
-        if exported is not None:
-            _describe_source(report, ref, exported)
-            if not any(_calibrated(r.mode.value) for r in routes):
-                report.warnings = [w for w in report.warnings if "--calibration" not in w]
-            images = (image_inputs(exported.inputs, exported.framework, calibration.mean, calibration.std)
-                      if options.coreml_image_input else {})
-            names = [o.name for o in exported.outputs]
-            for o in threshold_overrides:
-                thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
-            with progress.step("Running the ONNX hub on onnxruntime"):
-                try:
-                    onnx_runtime, onnx_outputs = _run(LANES["onnx"].runner, exported.hub_path, exported.feeds,
-                                                      None, "onnx-runtime", limits)
-                except BridgeError as e:  # the lanes still convert; stage metrics need the hub's outputs
-                    report.warnings.append(f"the ONNX hub could not run on onnxruntime: {e}")
-                    onnx_runtime, onnx_outputs = e, None
-            # Before any lane converts: NaN/Inf from the source itself, activations fp16 cannot hold.
-            report.warnings += _numerics(report, exported, routes, onnx_outputs is not None, limits, progress)
-            run = _Run(ref, exported, onnx_outputs, work, limits, threshold_overrides, progress, images)
-            for target in dict.fromkeys(r.target for r in routes):
-                modes = [r for r in routes if r.target == target]
-                report.artifacts += run.lane(target, modes, options, onnx_runtime)
-        publish(out, report, work / STAGED)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with progress.step(f"Exporting {ref.name} to ONNX"):
+        try:
+            exported: ExportResult = run_stage(
+                "export", "bridge.converters.onnx.export:export_source",
+                ExportRequest(ref, str(work / f"{ref.name}.onnx"), overrides, dynamic, options.samples,
+                              options.seed, options.trust_code, calibration),
+                limits=limits)
+        except ConversionError as e:
+            # Nothing can be converted: every planned artifact carries the export's error.
+            error = ErrorInfo(e.stage or "export", str(e), e.node, e.op_type)
+            report.artifacts = [ArtifactRecord(r.target, r.mode.value, error=error,
+                                               parity=not_executed("the source could not be exported"))
+                                for r in routes]
+            return report
+    _describe_source(report, ref, exported)
+    if not any(_calibrated(r.mode.value) for r in routes):
+        report.warnings = [w for w in report.warnings if "--calibration" not in w]
+    images = (image_inputs(exported.inputs, exported.framework, calibration.mean, calibration.std)
+              if options.coreml_image_input else {})
+    names = [o.name for o in exported.outputs]
+    for o in threshold_overrides:
+        thresholds_for(o.mode or routes[0].mode, names, [o])  # unknown output names: exit 2
+    with progress.step("Running the ONNX hub on onnxruntime"):
+        try:
+            onnx_runtime, onnx_outputs = _run(LANES["onnx"].runner, exported.hub_path, exported.feeds,
+                                              None, "onnx-runtime", limits, work / "data" / "onnx-hub")
+        except BridgeError as e:  # the lanes still convert; stage metrics need the hub's outputs
+            report.warnings.append(f"the ONNX hub could not run on onnxruntime: {e}")
+            onnx_runtime, onnx_outputs = e, None
+    # Before any lane converts: NaN/Inf from the source itself, activations fp16 cannot hold.
+    report.warnings += _numerics(report, exported, routes, onnx_outputs is not None, limits, progress)
+    run = _Run(ref, exported, onnx_outputs, work, limits, threshold_overrides, progress, images)
+    for target in dict.fromkeys(r.target for r in routes):
+        modes = [r for r in routes if r.target == target]
+        report.artifacts += run.lane(target, modes, options, onnx_runtime)
     return report
 
 
@@ -157,8 +181,9 @@ def _describe_source(report: Report, ref: SourceRef, exported: ExportResult) -> 
     report.environment["calibration"] = exported.calibration_origin
 
 
-def _run(runner: str, path: str, feeds, io, stage: str, limits: Limits):
-    return run_stage(stage, "bridge.validators.runners:run_samples", runner, path, feeds, io, limits=limits)
+def _run(runner: str, path: str, feeds, io, stage: str, limits: Limits, out_dir: Path):
+    return run_stage(stage, "bridge.validators.runners:run_samples", runner, path, feeds, io, str(out_dir),
+                     limits=limits)
 
 
 def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_runs: bool, limits: Limits,
@@ -168,7 +193,7 @@ def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_r
     from bridge.activations import computes_in_fp16, fp16_warnings
     from bridge.validators.compare import NonFinite
 
-    counts = {o.name: NonFinite.of([f[o.name] for f in exported.source_outputs]) for o in exported.outputs}
+    counts = {o.name: NonFinite.of(Column(exported.source_outputs, o.name)) for o in exported.outputs}
     report.source["nonfinite"] = {n: c.to_json() for n, c in counts.items()}
     bad = "; ".join(f"{n}: {c}" for n, c in counts.items() if c)
     warnings = [f"the source itself yields NaN/Inf on the parity samples ({bad}): NaN and Inf never count as "
@@ -179,7 +204,7 @@ def _numerics(report: Report, exported: ExportResult, routes: list[Route], hub_r
     with progress.step("Measuring activations for fp16"):
         try:
             found = run_stage("fp16-ranges", "bridge.activations:fp16_overflows", exported.hub_path,
-                              [*exported.feeds, *exported.calibration], exported.node_names, limits=limits)
+                              [exported.feeds, exported.calibration], exported.node_names, limits=limits)
         except BridgeError as e:
             return [*warnings, f"fp16 overflow check did not run: {e}"]
     return [*warnings, *fp16_warnings(found, fp16)]
@@ -218,7 +243,7 @@ class _Run:
             hub_path=self.exported.hub_path, workdir=str(self.work), name=self.ref.name,
             modes=tuple(r.mode.value for r in routes), framework=self.exported.framework,
             inputs=tuple(self.exported.inputs), outputs=tuple(self.exported.outputs),
-            calibration=tuple(self.exported.calibration), node_names=self.exported.node_names,
+            calibration=self.exported.calibration, node_names=self.exported.node_names,
             options={"tflite_layout": options.tflite_layout, "allow_flex": options.allow_flex,
                      "coreml_target": options.coreml_target, "coreml_images": self.images,
                      "source": self.ref, "trust_code": options.trust_code},
@@ -242,7 +267,8 @@ class _Run:
             rec.error = ErrorInfo(**art.error)
             rec.parity = not_executed(f"conversion failed at stage {art.error['stage']}")
             return rec
-        dest = self.work / STAGED / Path(art.path).name  # `publish` moves it into `out` after every lane
+        # `publish` moves it into `out` after every lane, under the name checked before the run
+        dest = self.work / STAGED / LANES[target].filename(self.ref.name, Mode(art.mode))
         dest.parent.mkdir(exist_ok=True)
         os.replace(art.path, dest)
         rec.path = dest.name
@@ -262,7 +288,8 @@ class _Run:
             with self.progress.step(f"Checking parity of {dest.name}"):
                 try:
                     runtime, outputs = _run(LANES[target].runner, str(dest), self.exported.feeds, art.io,
-                                            f"{target}-runtime", self.limits)
+                                            f"{target}-runtime", self.limits,
+                                            self.work / "data" / f"{target}-{art.mode}")
                 except BridgeError as e:
                     return runtime_failed(rec, e)
         rec.parity = judge(actual=outputs, source=self.exported.source_outputs,

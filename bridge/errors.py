@@ -27,6 +27,10 @@ class MissingBackend(UsageError):
         return (type(self), (self.module, self.extra))
 
 
+class UnsafeInput(UsageError):
+    """A file that would make bridge read outside it, or exhaust the machine: refused whole."""
+
+
 class NeedsTrust(UsageError):
     """A file that can run code when it is loaded, given without `--trust-code`."""
 
@@ -65,3 +69,11 @@ class RuntimeUnavailable(BridgeError):
 
 class StageCrashed(ConversionError):
     """A child process died (signal, out of memory) or ran past its time limit."""
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A message on one line: some libraries put the substance on line two (torch's state-dict
+    errors), others spread one sentence over several. Every printed or reported error goes through
+    here."""
+    joined = " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    return joined[:limit]

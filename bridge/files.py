@@ -109,7 +109,7 @@ def sweep(folder: Path) -> list[str]:
     removed = []
     for entry in folder.iterdir() if folder.is_dir() else ():
         m = _TEMPORARY.match(entry.name)
-        if m and not _alive(int(m["pid"])):
+        if m and not alive(int(m["pid"])):
             try:
                 remove(entry)
             except OSError:  # best effort: debris is hidden, and never in a report
@@ -118,7 +118,7 @@ def sweep(folder: Path) -> list[str]:
     return sorted(removed)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bridge.converters.base import Feed
+from collections.abc import Sequence
+
+from bridge.arrays import Column, Feed, columns
 from bridge.errors import BridgeError, StageCrashed
 from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
 from bridge.report import ArtifactRecord, ErrorInfo, Parity
@@ -12,25 +14,21 @@ HUB_STAGE = "source->onnx"
 TARGET_STAGE = "onnx->target"
 
 
-def by_output(feeds: list[Feed], names: list[str]) -> dict[str, list]:
-    return {n: [f[n] for f in feeds] for n in names}
-
-
-def stage_metrics(actual: list[Feed], reference: list[Feed], names: list[str]) -> dict[str, dict]:
+def stage_metrics(actual: Sequence[Feed], reference: Sequence[Feed], names: list[str]) -> dict[str, dict]:
     out = {}
     for n in names:
         try:
-            out[n] = metrics([f[n] for f in actual], [f[n] for f in reference]).to_json()
+            out[n] = metrics(Column(actual, n), Column(reference, n)).to_json()
         except (KeyError, ValueError) as e:
             out[n] = {"error": str(e)}
     return out
 
 
-def judge(*, actual: list[Feed], source: list[Feed], onnx: list[Feed] | None, names: list[str],
+def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed] | None, names: list[str],
           thresholds: dict[str, Thresholds], runtime: str, calibration: str | None,
           sizes: dict[str, list[int]]) -> Parity:
     """Compare `actual` with the source; with `onnx` (the hub's outputs) also per stage."""
-    result = compare(by_output(actual, names), by_output(source, names), thresholds)
+    result = compare(columns(actual, names), columns(source, names), thresholds)
     stages = {}
     if onnx is not None:
         stages[HUB_STAGE] = stage_metrics(onnx, source, names)
@@ -56,12 +54,12 @@ def judge(*, actual: list[Feed], source: list[Feed], onnx: list[Feed] | None, na
     )
 
 
-def _culprit(onnx: list[Feed], source: list[Feed], names: list[str]) -> str:
+def _culprit(onnx: Sequence[Feed], source: Sequence[Feed], names: list[str]) -> str:
     """The hub is float32: if it already misses fp32 parity, the export introduced the error."""
     fp32 = DEFAULT_THRESHOLDS[Mode.FP32]
     for n in names:
         try:
-            if failures(metrics([f[n] for f in onnx], [f[n] for f in source]), fp32):
+            if failures(metrics(Column(onnx, n), Column(source, n)), fp32):
                 return HUB_STAGE
         except ValueError:
             return HUB_STAGE

@@ -5,6 +5,7 @@ Everything here is checked before any conversion runs, so bad usage is exit 2 in
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -69,12 +70,27 @@ class ThresholdOverride:
 
 
 def parse_threshold(text: str) -> ThresholdOverride:
-    m = re.fullmatch(r"(?:([a-z0-9-]+)@)?(?:(.+):)?([a-z_0-9]+)=([-+0-9.eE]+|inf)", text.strip())
+    m = re.fullmatch(r"(?:([a-z0-9-]+)@)?(?:(.+):)?([a-z_0-9]+)=(\S+)", text.strip())
     if not m or m.group(3) not in _METRICS:
         raise UsageError(f"--threshold {text!r}: expected [MODE@][OUTPUT:]METRIC=VALUE with METRIC one of "
                          "rel_l2, snr_db, cosine (e.g. int8@logits:snr_db=12)")
     mode = parse_mode(m.group(1)) if m.group(1) else None
-    return ThresholdOverride(mode, m.group(2), _METRICS[m.group(3)], float(m.group(4)))
+    field = _METRICS[m.group(3)]
+    try:
+        value = float(m.group(4))
+    except ValueError:
+        value = math.nan
+    low, high, what = _RANGES[field]
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"--threshold {text!r}: {m.group(3)} must be {what}")
+    return ThresholdOverride(mode, m.group(2), field, value)
+
+
+# Finite, so the report (strict JSON) can hold every threshold; a bound that judges nothing is
+# still expressible (rel_l2=1e30, snr_db=-300).
+_RANGES = {"rel_l2_max": (0.0, 1e30, "a finite number >= 0"),
+           "snr_db_min": (-1000.0, 1000.0, "a finite number of dB from -1000 to 1000"),
+           "cosine_min": (-1.0, 1.0, "a number from -1 to 1")}
 
 
 def thresholds_for(mode: Mode, outputs: list[str], overrides: list[ThresholdOverride]) -> dict[str, Thresholds]:

@@ -1,67 +1,216 @@
-"""The output folder: a run's artifacts and report replace the previous run's as one set.
+"""The output folder: a run's artifacts and report replace the previous run's as one set, and only
+when every artifact passed.
 
-Until `publish`, a run changes nothing in `--out` (a run that fails or is killed earlier leaves the
-previous output whole), and `report.json` always describes exactly the files beside it.
+Promises, each tested (tests/e2e/hostile/):
+- One run at a time: `--out` is locked for the whole run; a second run exits 2 at once.
+- Nothing of the user's is overwritten or deleted: before anything runs, every file the run would
+  write must be absent or be one a previous `bridge convert` report in this folder lists with a
+  matching sha256 (folders included), and none may be an input of the run.
+- A run that fails (exit 1 or 3) or is killed leaves the previous output whole. A failed run's
+  files and report go to `<out>/.bridge-failed/` instead, which the message names.
+- `report.json` always describes exactly the files beside it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.converters import LANES
-from bridge.files import place, remove, sha256
+from bridge.errors import UsageError
+from bridge.files import alive, place, remove, sha256, sweep, write_atomic
 from bridge.report import Report
 
 STAGED = "shipped"  # in the work folder: finished artifacts wait here until `publish`
+FAILED = ".bridge-failed"  # a failed run's artifacts and report, inside --out
+REPORT = "report.json"
+JOURNAL = ".bridge-publish.json"  # what a publish in progress may replace and brings in
 
 
-def publish(out: Path, report: Report, staged: Path) -> None:
-    """Swap the previous run's output in `out` for this run's, report.json always describing
-    exactly the files beside it. Until here a run changes nothing in `out` (a run that fails or is
-    killed earlier leaves the previous output whole). The old report goes first, so a run killed
-    from here on leaves no report rather than one describing files it replaced; then the artifacts
-    move in, those only the old report listed (a target that now failed, a mode no longer asked
-    for) are deleted, and the new report is written last."""
-    path = out / "report.json"
-    previous = _previous_artifacts(path)
-    path.unlink(missing_ok=True)
-    shipped = [name for a in report.artifacts if a.path for name in _files(a.to_json())]
-    for name in shipped:  # an ONNX file's external data goes in before the file that points at it
-        place(staged / name, out / name)
-    for name in sorted(previous - set(shipped)):
-        remove(out / name)
-    report.write(path)
+@dataclass
+class OutputFolder:
+    """`--out` for one run: locked while the run lasts, with what earlier runs left in it."""
+
+    path: Path
+    suffixes: frozenset[str]  # what artifacts are called (.onnx, .tflite, .mlpackage): nothing else is ours
+    _lock: object = field(default=None, repr=False)
+
+    def __enter__(self) -> OutputFolder:
+        """Lock the folder itself (flock on its descriptor): the lock dies with the process, so a
+        killed run leaves none behind, and no lock file appears among the user's files (filelock,
+        which needs one, was not used for that reason)."""
+        import fcntl
+
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"--out {self.path}: exists and is not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise UsageError(f"--out {self.path}: cannot create or open the folder ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"--out {self.path}: another bridge run is writing to this folder; wait for it "
+                             "to finish or choose another --out") from None
+        self._lock = fd
+        sweep(self.path)  # hidden work folders of killed runs
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._lock)  # closing the descriptor releases the lock
+
+    def check_destinations(self, names: list[str], inputs: list[Path]) -> None:
+        """Refuse, before anything runs, a run that would write over a file it does not own or over
+        one of its own inputs."""
+        owned = self._owned(self.path)
+        real_inputs = [p for p in inputs if p is not None and os.path.lexists(p)]
+        for p in real_inputs:
+            if p.is_dir() and _inside(self.path, p):
+                raise UsageError(f"--out {self.path} lies inside the input {p}: choose another --out")
+        for name in names:
+            dest = self.path / name
+            for p in real_inputs:
+                if os.path.lexists(dest) and (_same(dest, p) or (p.is_dir() and _inside(dest, p))):
+                    raise UsageError(f"{dest} is an input of this run ({p}); bridge never writes over its "
+                                     "inputs: choose another --out")
+            if os.path.lexists(dest) and name not in owned:
+                raise UsageError(f"{dest} exists and no earlier bridge report in {self.path} lists it with this "
+                                 "content; move it away or choose another --out")
+
+    def publish(self, report: Report, staged: Path) -> None:
+        """Swap the previous run's output for this run's when every artifact passed; otherwise put
+        this run's files in `.bridge-failed/` and leave the previous output as it was."""
+        if report.exit_code != 0:
+            self._publish_into(self.path / FAILED, report, staged)
+            return
+        self._publish_into(self.path, report, staged)
+        failed = self.path / FAILED
+        if failed.is_dir():  # a stale failure beside a good output would mislead
+            self._clear(failed)
+
+    def _owned(self, folder: Path) -> set[str]:
+        """What earlier runs shipped into `folder`: its report's artifacts, and those of a publish
+        that was killed half way (its journal)."""
+        return owned_artifacts(folder / REPORT, self.suffixes) | _journal_owned(folder, self.suffixes)
+
+    def _publish_into(self, folder: Path, report: Report, staged: Path) -> None:
+        """A journal first lists what is ours to replace or delete (the old report's artifacts) and
+        what comes in, so a run killed from here on leaves a folder the next run can still clean
+        up; the old report goes, so a killed run leaves no report rather than one describing files
+        it replaced; then the artifacts move in, those only the old report listed are deleted, and
+        the new report is written last."""
+        folder.mkdir(exist_ok=True)
+        path = folder / REPORT
+        previous = self._owned(folder)
+        incoming = {name: digest for a in report.artifacts if a.path for name, digest in _files(a.to_json())}
+        shipped = list(incoming)
+        journal = folder / JOURNAL
+        write_atomic(journal, json.dumps({
+            "pid": os.getpid(),
+            "owned": [{"path": n, "sha256": sha256(folder / n)} for n in sorted(previous)],
+            "incoming": [{"path": n, "sha256": d} for n, d in incoming.items()],
+        }).encode())
+        path.unlink(missing_ok=True)
+        for name in shipped:  # an ONNX file's external data goes in before the file that points at it
+            place(staged / name, folder / name)
+        for name in sorted(previous - set(shipped)):
+            remove(folder / name)
+        report.write(path)
+        journal.unlink()
+
+    def _clear(self, folder: Path) -> None:
+        for name in self._owned(folder):
+            remove(folder / name)
+        if _is_report(folder / REPORT):
+            (folder / REPORT).unlink()
+        (folder / JOURNAL).unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
-def _files(artifact: dict) -> list[str]:
-    """The files one artifact ships: its external data (ONNX over 2 GB), then itself."""
+def _journal_owned(folder: Path, suffixes: frozenset[str]) -> set[str]:
+    """Entries of a killed publish's journal still as it recorded them (a live run's is not ours)."""
+    try:
+        journal = json.loads((folder / JOURNAL).read_text())
+        if alive(int(journal["pid"])):
+            return set()
+        entries = [*journal["owned"], *journal["incoming"]]
+        return {e["path"] for e in entries if _ours(folder, e.get("path"), e.get("sha256"), suffixes)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _files(artifact: dict) -> list[tuple[str, str]]:
+    """The files one artifact ships, with their sha256: its external data (ONNX over 2 GB), then
+    itself."""
     data = artifact.get("external_data")
-    return [data["path"], artifact["path"]] if data else [artifact["path"]]
+    own = (artifact["path"], artifact["sha256"])
+    return [(data["path"], data["sha256"]), own] if data else [own]
 
 
-def _previous_artifacts(path: Path) -> set[str]:
-    """The artifacts a previous `bridge convert` shipped into this folder that are still as its
-    report recorded them. Nothing else is ours to delete: a `bridge validate` report (it names
-    the user's own files), names with a folder in them, other suffixes, files changed since."""
-    suffixes = {lane.suffix for lane in LANES.values()}
+def _is_report(path: Path) -> bool:
+    try:
+        return str(json.loads(path.read_text())["schema"]).startswith("bridge.report/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
-    def ours(name, digest) -> bool:
-        f = path.parent / name
-        return (name == f.name and not name.startswith(".") and f.suffix in suffixes | {".data"} and f.exists()
-                and not f.is_symlink() and sha256(f) == digest)
 
+def check_report_destination(path: Path, inputs: list[Path]) -> None:
+    """`--report PATH` may replace only an earlier bridge report, never an input or a user's file."""
+    if path.is_dir():
+        raise UsageError(f"--report {path}: is a folder")
+    if not os.path.lexists(path):
+        return
+    for p in inputs:
+        if p is not None and (_same(path, p) or (p.is_dir() and _inside(path, p))):
+            raise UsageError(f"--report {path} is an input of this run ({p}); bridge never writes over its inputs")
+    if path.is_symlink() or not _is_report(path):
+        raise UsageError(f"--report {path}: exists and is not a bridge report; move it away or choose another path")
+
+
+def owned_artifacts(path: Path, suffixes: frozenset[str]) -> set[str]:
+    """The artifacts a previous `bridge convert` shipped beside `path` that are still as its
+    report recorded them. Nothing else is ours to delete or replace: a `bridge validate` report
+    (it names the user's own files), names with a folder in them, other suffixes, files changed
+    since."""
     try:
         old = json.loads(path.read_text())
         if "targets" not in old["environment"]["options"]:  # only convert reports have targets
             return set()
         found = set()
         for a in old["artifacts"]:
-            if isinstance(a.get("path"), str) and ours(a["path"], a.get("sha256")):
+            if _ours(path.parent, a.get("path"), a.get("sha256"), suffixes):
                 found.add(a["path"])
                 data = a.get("external_data") or {}
-                if data.get("path") == f"{a['path']}.data" and ours(data["path"], data.get("sha256")):
+                if data.get("path") == f"{a['path']}.data" and _ours(path.parent, data["path"], data.get("sha256"),
+                                                                    suffixes):
                     found.add(data["path"])
         return found
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no usable report: delete nothing
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no usable report: nothing is ours
         return set()
+
+
+def _ours(folder: Path, name, digest, suffixes: frozenset[str]) -> bool:
+    """A plain artifact name in `folder` whose content still has the recorded hash."""
+    if not isinstance(name, str) or "\0" in name:
+        return False
+    f = folder / name
+    return (name == f.name and not name.startswith(".") and f.suffix in suffixes | {".data"} and f.exists()
+            and not f.is_symlink() and sha256(f) == digest)

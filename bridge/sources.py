@@ -1,22 +1,25 @@
 """What a SOURCE or ARTIFACT argument is, from its content rather than its name.
 
 Sniffing reads magic bytes and zip directories only: nothing here imports a framework or runs
-code from the file. ONNX files are also parsed (protobuf only, no tensor data) so that their
-external-data references are checked here, before onnx or onnxruntime reads any of them: every
-command sniffs its arguments first, so `convert`, `validate` and `inspect` all get the check.
+code from the file. Zip archives are bounded (entries, uncompressed size) before any member is
+read. ONNX files are also parsed (protobuf only, no tensor data) and checked
+(`bridge.onnx_files.check_model`: every tensor's external data, subgraph nesting) before onnx or
+onnxruntime reads any of their data: every command sniffs its arguments first, so `convert`,
+`validate` and `inspect` all get the checks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from bridge.errors import UsageError
+from bridge.errors import UnsafeInput, UsageError
 
 
 class Format(StrEnum):
@@ -95,8 +98,30 @@ def _sniff_dir(path: Path) -> Format:
     if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
         return Format.SAVED_MODEL
     if (path / "Manifest.json").is_file() and (path / "Data").is_dir():
+        check_package(path)
         return Format.MLPACKAGE
     raise UsageError(f"{path}: a folder that is neither a TensorFlow SavedModel nor a Core ML .mlpackage")
+
+
+def check_package(path: Path) -> None:
+    """A .mlpackage is read file by file: each must be a regular file inside it (a symlink could
+    point anywhere, a FIFO would hang the reader), and the manifest may name only paths inside it."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            entry = Path(root) / name
+            mode = os.lstat(entry).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise UnsafeInput(f"{path}: {entry.relative_to(path)} is a symlink or special file; a package "
+                                 "holds regular files only")
+    try:
+        manifest = json.loads((path / "Manifest.json").read_text())
+        items = [str(item["path"]) for item in manifest.get("itemInfoEntries", {}).values()]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UnsafeInput(f"{path}: an unreadable Manifest.json ({e})") from None
+    for item in items:
+        parts = re.split(r"[/\\]", item)
+        if item.startswith(("/", "\\")) or ".." in parts:
+            raise UnsafeInput(f"{path}: Manifest.json names {item!r}, outside the package")
 
 
 def _sniff_file(path: Path) -> Format:
@@ -122,9 +147,11 @@ def _sniff_file(path: Path) -> Format:
 def _sniff_zip(path: Path) -> Format:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            infos = z.infolist()
     except (zipfile.BadZipFile, OSError) as e:
         raise UsageError(f"{path}: a damaged zip archive ({e})") from None
+    check_archive(path, infos)
+    names = [i.filename for i in infos]
     tops = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if {"config.json", "metadata.json"} <= set(names):
         return Format.KERAS
@@ -142,122 +169,30 @@ def _looks_like_onnx(path: Path, head: bytes) -> bool:
     if head[:1] != b"\x08":
         return False
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError:
         return True  # the ONNX loader will name the missing extra
-    if path.stat().st_size >= PROTOBUF_LIMIT:
-        raise UsageError(f"{path}: a single-file ONNX model over protobuf's 2 GB limit cannot be parsed; "
-                         "save it with external data (onnx.save(..., save_as_external_data=True))")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError and friends; only the message matters here
-        raise UsageError(f"{path}: a damaged or truncated ONNX file ({type(e).__name__})") from None
-    if not model.graph.node and not model.graph.output:
-        raise UsageError(f"{path}: an ONNX file with an empty graph")
-    check_external_data(path, model)
+    from bridge.onnx_files import read_graph
+
+    read_graph(path)  # parses the graph (no tensor bytes) and checks every tensor and subgraph
     return True
 
 
-PROTOBUF_LIMIT = 2**31  # onnx.checker.MAXIMUM_PROTOBUF: no ModelProto parses or serializes past it
-_EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
-_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16,
-               16: 2, 17: 1, 18: 1, 19: 1, 20: 1}  # TensorProto.DataType -> bytes per element (fixed-size ones)
+# A zip member is read only once the whole archive is known to fit: real model archives compress
+# their weights by 1-2x; a bomb by 1000x.
+MAX_ENTRIES = 100_000
+MAX_UNCOMPRESSED = 64 << 30
+MAX_RATIO = 100
+RATIO_FROM = 64 << 20  # small archives may compress as they like
 
 
-def check_external_data(path: Path, model) -> None:
-    """Refuse external-data references that read outside the model's folder or past a file's end.
-
-    onnxruntime 1.23 follows `../` and absolute locations, and neither loader refuses a symlink
-    under the model's folder: so every location must be a plain relative path, every step of it a
-    real folder or file (no symlink), and `offset + length` inside the file. Only `lstat` is used:
-    nothing is read.
-    """
-    folder = path.resolve().parent
-    for tensor in _all_tensors(model):
-        if tensor.data_location == 1 or len(tensor.external_data):  # TensorProto.EXTERNAL
-            reason = _external_data_problem(folder, tensor)
-            if reason:
-                raise UsageError(f"{path}: tensor {tensor.name or '(unnamed)'!r}: external data {reason}")
-
-
-def _external_data_problem(folder: Path, tensor) -> str | None:
-    entries = [(e.key, e.value) for e in tensor.external_data]
-    info = dict(entries)
-    if len(info) != len(entries) or not set(info) <= _EXTERNAL_KEYS:
-        return f"has unknown or repeated keys ({', '.join(k for k, _ in entries)})"
-    location = info.get("location", "")
-    if not location or "\0" in location:
-        return "has no usable location"
-    if location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
-        return f"location {location!r} is an absolute path; it must be relative to the model's folder"
-    parts = [p for p in re.split(r"[/\\]", location) if p not in ("", ".")]
-    if ".." in parts:
-        return f"location {location!r} leaves the model's folder ('..')"
-    if not parts:
-        return f"location {location!r} names no file"
-    target = folder
-    for i, part in enumerate(parts):
-        target, last = target / part, i == len(parts) - 1
-        try:
-            st = os.lstat(target)
-        except OSError as e:
-            return f"file {location!r} cannot be found beside the model ({e.strerror})"
-        if stat.S_ISLNK(st.st_mode):
-            step = "is a symlink" if last else f"goes through a symlink ({PurePosixPath(*parts[:i + 1])})"
-            return f"location {location!r} {step}"
-        if not (stat.S_ISREG(st.st_mode) if last else stat.S_ISDIR(st.st_mode)):
-            return f"location {location!r} is not a regular file"
-    return _range_problem(location, info, st.st_size, tensor)
-
-
-def _range_problem(location: str, info: dict[str, str], size: int, tensor) -> str | None:
-    try:
-        offset = int(info.get("offset", "0"))
-        length = int(info["length"]) if "length" in info else None
-    except ValueError:
-        return f"offset/length of {location!r} are not integers"
-    if offset < 0 or (length is not None and length < 0):
-        return f"offset/length of {location!r} are negative"
-    if offset > size:
-        return f"offset {offset} lies past the end of {location!r} ({size} bytes)"
-    end = size if length is None else offset + length
-    if end > size:
-        return f"offset {offset} + length {length} runs past the end of {location!r} ({size} bytes)"
-    itemsize = _ITEM_BYTES.get(tensor.data_type)
-    if itemsize is not None:
-        need = itemsize
-        for d in tensor.dims:
-            need *= d
-        if end - offset != need:
-            return f"holds {end - offset} bytes of {location!r} where its shape {list(tensor.dims)} needs {need}"
-    return None
-
-
-def _all_tensors(model):
-    """Every TensorProto that can carry data: initializers, sparse ones, attribute tensors, in
-    every graph (Loop/If/Scan bodies, functions, training graphs)."""
-    graphs = [model.graph] + [g for t in model.training_info for g in (t.initialization, t.algorithm)]
-    for graph in graphs:
-        yield from _graph_tensors(graph)
-    for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node)
-
-
-def _graph_tensors(graph):
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        yield from _node_tensors(node)
-
-
-def _node_tensors(node):
-    for attr in node.attribute:
-        yield from [attr.t] if attr.HasField("t") else []
-        yield from attr.tensors
-        sparse = ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors)
-        for s in sparse:
-            yield from (s.values, s.indices)
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            yield from _graph_tensors(g)
+def check_archive(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip whose entry count or declared uncompressed size could exhaust memory or disk
+    before any member is read (zipfile itself never reads past a member's declared size)."""
+    if len(infos) > MAX_ENTRIES:
+        raise UnsafeInput(f"{path}: a zip archive with {len(infos):,} entries (more than {MAX_ENTRIES:,} is refused)")
+    total = sum(i.file_size for i in infos)
+    packed = max(1, path.stat().st_size)
+    if total > MAX_UNCOMPRESSED or (total > RATIO_FROM and total > MAX_RATIO * packed):
+        raise UnsafeInput(f"{path}: a zip archive that expands from {packed:,} to {total:,} bytes "
+                         f"(over {MAX_RATIO}x or {MAX_UNCOMPRESSED >> 30} GiB is refused as a zip bomb)")

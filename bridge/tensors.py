@@ -33,6 +33,13 @@ class TensorSpec:
             out["dynamic_axes"] = list(self.dynamic)
         return out
 
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for d in self.shape:
+            count *= max(int(d), 1)
+        return count * np.dtype(self.dtype).itemsize
+
     def with_size(self, axis: int, size: int) -> TensorSpec:
         shape = list(self.shape)
         shape[axis] = size
@@ -48,7 +55,7 @@ class InputOverride:
     dtype: str | None
 
 
-_NAME = r"[^:]+"
+_NAME = r".+"  # greedy, so names may hold ":" (TensorFlow names do: "input:0")
 
 
 def parse_input(text: str) -> InputOverride:

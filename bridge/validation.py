@@ -13,13 +13,15 @@ from pathlib import Path
 from bridge import environment
 from bridge.converters import LANES
 from bridge.converters.base import IO, Binding, ExportResult, Pixels
-from bridge.errors import BridgeError, UsageError
+from bridge.errors import BridgeError, UnsafeInput, UsageError
 from bridge.files import sha256, size
 from bridge.isolation import Limits, run_stage
 from bridge.modes import Mode
+from bridge.options import DEFAULT_TIMEOUT, check_limits
 from bridge.parity import judge, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
+from bridge.publish import check_report_destination
 from bridge.report import ArtifactRecord, Report
 from bridge.sources import Format, sniff
 from bridge.tensors import TensorSpec, parse_dynamic, parse_input
@@ -38,9 +40,14 @@ class ValidateOptions:
     samples: int = 8
     seed: int = 0
     trust_code: bool = False
-    timeout: float | None = 3600.0
+    timeout: float | None = DEFAULT_TIMEOUT
     max_memory: int | None = None
     verbose: bool = False
+
+    def __post_init__(self):
+        check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
+        for t in self.thresholds:
+            parse_threshold(t)
 
 
 def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
@@ -54,11 +61,15 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
         if a.format not in TARGET_OF:
             raise UsageError(f"{a.text}: a {a.format} file is not an artifact bridge can run "
                              "(ONNX, TFLite, Core ML .mlpackage)")
+    if options.report:
+        check_report_destination(Path(options.report), [ref.path, *(a.path for a in refs)])
     overrides = [parse_threshold(t) for t in options.thresholds]
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
     work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
     report = Report(source={"path": source, "format": str(ref.format)}, environment=environment.describe(options))
     try:
+        # Artifacts are read first: one unsafe to read stops the run before the source runs.
+        described = [_describe(a, limits) for a in refs]
         with progress.step(f"Running the source {ref.name}"):
             exported: ExportResult = run_stage(
                 "export", "bridge.converters.onnx.export:export_source",
@@ -69,9 +80,10 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
         report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
                               "outputs": [s.to_json() for s in exported.outputs]})
         names = [o.name for o in exported.outputs]
-        for a in refs:
+        for a, desc in zip(refs, described, strict=True):
             with progress.step(f"Checking parity of {a.path.name}"):
-                report.artifacts.append(_check(a, exported, names, overrides, limits))
+                report.artifacts.append(_check(a, desc, exported, names, overrides, limits,
+                                               work / "data" / f"artifact-{len(report.artifacts)}"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if options.report:
@@ -79,13 +91,29 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
     return report
 
 
-def _check(a, exported: ExportResult, names: list[str], overrides, limits: Limits) -> ArtifactRecord:
+def _describe(a, limits: Limits) -> dict | BridgeError | None:
+    """The artifact's interface and mode, read in a child; the error, if it cannot be read (its
+    record says so later); an artifact unsafe to read is refused here, with exit 2."""
+    target = TARGET_OF[a.format]
+    if target not in DESCRIBE:
+        return None
+    try:
+        return run_stage(f"{target}-inspect", DESCRIBE[target], str(a.path), limits=limits)
+    except UnsafeInput:
+        raise
+    except BridgeError as e:
+        return e
+
+
+def _check(a, desc: dict | BridgeError | None, exported: ExportResult, names: list[str], overrides, limits: Limits,
+           out_dir: Path) -> ArtifactRecord:
     path = a.path
     rec = ArtifactRecord(target=TARGET_OF[a.format], quantization="unknown", path=str(path),
                          bytes=size(path), sha256=sha256(path))
     try:
-        if rec.target in DESCRIBE:
-            desc = run_stage(f"{rec.target}-inspect", DESCRIBE[rec.target], str(path), limits=limits)
+        if isinstance(desc, BridgeError):
+            raise desc
+        if desc is not None:
             io = IO(match(exported.inputs, desc["inputs"]), match(exported.outputs, desc["outputs"]))
             rec.quantization = desc["mode"]
         else:
@@ -93,7 +121,10 @@ def _check(a, exported: ExportResult, names: list[str], overrides, limits: Limit
             rec.quantization = Mode.FP32.value
         rec.io = io.to_json() if io else IO.identity(exported.inputs, exported.outputs).to_json()
         runtime, outputs = run_stage(f"{rec.target}-runtime", "bridge.validators.runners:run_samples",
-                                     LANES[rec.target].runner, str(path), exported.feeds, io, limits=limits)
+                                     LANES[rec.target].runner, str(path), exported.feeds, io, str(out_dir),
+                                     limits=limits)
+    except UnsafeInput:  # an artifact unsafe to read: refused whole (exit 2), like sniff's refusals
+        raise
     except BridgeError as e:
         return runtime_failed(rec, e)
     thresholds = thresholds_for(Mode(rec.quantization), names, overrides)

@@ -21,6 +21,16 @@ class Lane:
     extra: str  # the pip extra that installs the lane
     suffix: str
 
+    def filename(self, stem: str, mode: Mode) -> str:
+        """What an artifact is called in --out: known before anything converts, so a run that
+        would overwrite a user's file is refused up front."""
+        return f"{stem}{self.suffix}" if self.convert is None else f"{stem}_{mode.value}{self.suffix}"
+
+    def files(self, stem: str, mode: Mode) -> list[str]:
+        """Every file the artifact may ship (an ONNX file over 2 GB carries `<name>.data`)."""
+        name = self.filename(stem, mode)
+        return [name, f"{name}.data"] if self.suffix == ".onnx" else [name]
+
 
 LANES: dict[str, Lane] = {
     "onnx": Lane(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bridge.arrays import Feed
 from bridge.errors import UsageError
 from bridge.tensors import TensorSpec
 
-Feed = dict[str, np.ndarray]
+__all__ = ["Feed"]
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,9 @@ class ExportResult:
     hub_path: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    feeds: list[Feed]  # the parity samples
-    source_outputs: list[Feed]  # the source's outputs on `feeds`
-    calibration: list[Feed]
+    feeds: Sequence[Feed]  # the parity samples (`bridge.arrays.Feeds` on disk)
+    source_outputs: Sequence[Feed]  # the source's outputs on `feeds`
+    calibration: Sequence[Feed]
     calibration_origin: str
     params: int
     route: tuple[str, ...] = ()  # e.g. ("torch", "torch.onnx(legacy)", "onnxslim")
@@ -139,6 +141,6 @@ class LaneRequest:
     framework: str  # of the source: decides the source layout of image inputs
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    calibration: tuple[Feed, ...] = ()
+    calibration: Sequence[Feed] = ()  # `bridge.arrays.Feeds`: read when used
     node_names: dict[str, str] = field(default_factory=dict)  # hub node name -> original
     options: dict = field(default_factory=dict)  # lane options: tflite_layout, allow_flex, ...

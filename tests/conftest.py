@@ -15,14 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 
 
+BRIDGE = Path(sys.executable).parent / "bridge"  # the installed console script
+
+
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
-    """Run the installed CLI as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "bridge.cli", *map(str, args)], capture_output=True, text=True,
+    """Run the installed `bridge` console script as a user would; returns the CompletedProcess."""
+    return subprocess.run([str(BRIDGE), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def report_folder(out: Path) -> Path:
+    """Where the last run into `out` left its report: `out` itself when every artifact passed,
+    `out/.bridge-failed` when the run failed (the previous output stays as it was)."""
+    found = [p for p in (out / "report.json", out / ".bridge-failed" / "report.json") if p.exists()]
+    assert found, f"no report in {out}"
+    return max(found, key=lambda p: p.stat().st_mtime_ns).parent
+
+
 def report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
+    """The last run's report (artifact paths are relative to `report_folder(out)`)."""
+    return json.loads((report_folder(out) / "report.json").read_text())
 
 
 def artifact(rep: dict, target: str, mode: str) -> dict:

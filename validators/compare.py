@@ -6,8 +6,9 @@ Nothing here imports a framework; every runner hands over plain numpy arrays.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 import numpy as np
 
@@ -26,12 +27,18 @@ class NonFinite:
     inf: int = 0
 
     @staticmethod
-    def of(x: np.ndarray | Sequence[np.ndarray]) -> NonFinite:
-        x = _flat(x)
-        return NonFinite(nan=int(np.count_nonzero(np.isnan(x))), inf=int(np.count_nonzero(np.isinf(x))))
+    def of(x: np.ndarray | Iterable[np.ndarray]) -> NonFinite:
+        nan = inf = 0
+        for chunk in _chunks(x):
+            nan += int(np.count_nonzero(np.isnan(chunk)))
+            inf += int(np.count_nonzero(np.isinf(chunk)))
+        return NonFinite(nan=nan, inf=inf)
 
     def __bool__(self) -> bool:
         return bool(self.nan or self.inf)
+
+    def __add__(self, other: NonFinite) -> NonFinite:
+        return NonFinite(self.nan + other.nan, self.inf + other.inf)
 
     def __str__(self) -> str:
         parts = [f"{n} {kind}" for n, kind in ((self.nan, "NaN"), (self.inf, "Inf")) if n]
@@ -69,49 +76,89 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def metrics(actual: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | Sequence[np.ndarray]) -> Metrics:
-    """Metrics of `actual` against `reference` (same shape; lists are concatenated sample-wise)."""
-    a = _flat(actual)
-    b = _flat(reference)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
-    bad_a, bad_b = NonFinite.of(a), NonFinite.of(b)
-    if bad_a or bad_b or a.size == 0:
-        nan = float("nan")
-        return Metrics(nan, nan, nan, nan, nan, nonfinite=bad_a, reference_nonfinite=bad_b)
-    diff = a - b
-    err = float(np.dot(diff, diff))
-    ref = float(np.dot(b, b))
-    act = float(np.dot(a, a))
-    if ref == 0.0:
-        rel_l2 = 0.0 if err == 0.0 else math.inf
-    else:
-        rel_l2 = math.sqrt(err / ref)
-    if ref == 0.0 and act == 0.0:
-        cosine = 1.0
-    elif ref == 0.0 or act == 0.0:
-        cosine = 0.0
-    else:
-        cosine = float(np.dot(a, b) / math.sqrt(ref * act))
-    if err == 0.0:
-        snr = SNR_CAP_DB
-    elif ref == 0.0:
-        snr = -SNR_CAP_DB
-    else:
-        snr = min(SNR_CAP_DB, 10.0 * math.log10(ref / err))
-    return Metrics(
-        max_abs=float(np.max(np.abs(diff))),
-        mean_abs=float(np.mean(np.abs(diff))),
-        rel_l2=rel_l2,
-        cosine=cosine,
-        snr_db=snr,
-    )
+CHUNK = 1 << 22  # elements compared at a time: float64 temporaries stay at a few tens of MB
 
 
-def _flat(x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | Iterable[np.ndarray]) -> Metrics:
+    """Metrics of `actual` against `reference`: one array each, or the samples of one output in
+    order (arrays or memory-mapped files), compared pairwise and in chunks so memory stays bounded
+    whatever the outputs weigh."""
+    sums = _Sums()
+    for i, (a, b) in enumerate(zip_longest(_samples(actual), _samples(reference))):
+        if a is None or b is None:
+            raise ValueError(f"sample count mismatch: {'the artifact' if a is None else 'the reference'} "
+                             f"stops after {i} samples")
+        if a.shape != b.shape:
+            raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+        for ca, cb in zip(_chunks(a), _chunks(b), strict=True):
+            sums.add(ca, cb)
+    return sums.metrics()
+
+
+@dataclass
+class _Sums:
+    """What every metric needs, accumulated chunk by chunk in float64."""
+
+    err: float = 0.0
+    ref: float = 0.0
+    act: float = 0.0
+    dot: float = 0.0
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    size: int = 0
+    bad_a: NonFinite = NonFinite()
+    bad_b: NonFinite = NonFinite()
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.size += a.size
+        bad_a, bad_b = NonFinite.of(a), NonFinite.of(b)
+        self.bad_a, self.bad_b = self.bad_a + bad_a, self.bad_b + bad_b
+        if bad_a or bad_b or self.bad_a or self.bad_b or a.size == 0:
+            return
+        diff = a - b
+        self.err += float(np.dot(diff, diff))
+        self.ref += float(np.dot(b, b))
+        self.act += float(np.dot(a, a))
+        self.dot += float(np.dot(a, b))
+        np.abs(diff, out=diff)
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.sum_abs += float(diff.sum())
+
+    def metrics(self) -> Metrics:
+        if self.bad_a or self.bad_b or self.size == 0:
+            nan = float("nan")
+            return Metrics(nan, nan, nan, nan, nan, nonfinite=self.bad_a, reference_nonfinite=self.bad_b)
+        err, ref, act = self.err, self.ref, self.act
+        rel_l2 = (0.0 if err == 0.0 else math.inf) if ref == 0.0 else math.sqrt(err / ref)
+        if ref == 0.0 and act == 0.0:
+            cosine = 1.0
+        elif ref == 0.0 or act == 0.0:
+            cosine = 0.0
+        else:
+            cosine = self.dot / math.sqrt(ref * act)
+        if err == 0.0:
+            snr = SNR_CAP_DB
+        elif ref == 0.0:
+            snr = -SNR_CAP_DB
+        else:
+            snr = min(SNR_CAP_DB, 10.0 * math.log10(ref / err))
+        return Metrics(max_abs=self.max_abs, mean_abs=self.sum_abs / self.size, rel_l2=rel_l2, cosine=cosine,
+                       snr_db=snr)
+
+
+def _samples(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     if isinstance(x, np.ndarray):
-        return x.astype(np.float64, copy=False).ravel()
-    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in x])
+        yield x
+    else:
+        yield from (np.asarray(p) for p in x)
+
+
+def _chunks(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Flat float64 pieces of at most CHUNK elements."""
+    for sample in _samples(x):
+        flat = sample.reshape(-1)
+        for start in range(0, max(flat.size, 1), CHUNK):
+            yield flat[start:start + CHUNK].astype(np.float64)
 
 
 def failures(m: Metrics, t: Thresholds) -> list[str]:
@@ -164,6 +211,9 @@ def compare(actual: Mapping[str, Sequence[np.ndarray]], reference: Mapping[str, 
             continue
         try:
             m = metrics(actual[name], ref)
+        except KeyError:
+            reasons[name] = ["output missing from the artifact"]
+            continue
         except ValueError as e:
             reasons[name] = [str(e)]
             continue

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bridge.progress import Progress
+from bridge.publish import FAILED
 from bridge.report import Report
 
 # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
@@ -25,15 +27,20 @@ class RichProgress(Progress):
     def step(self, text: str) -> Iterator[None]:
         start = time.perf_counter()
         if console.is_terminal:
-            with console.status(f"{text}..."):
+            with console.status(Text(f"{text}...")):
                 yield
         else:
             yield
-        console.print(f"[green]✓[/green] {text} [dim]({time.perf_counter() - start:.1f} s)[/dim]",
-                      highlight=False)
+        say(("✓ ", "green"), text, (f" ({time.perf_counter() - start:.1f} s)", "dim"))
 
     def note(self, text: str) -> None:
-        console.print(text, highlight=False)
+        say(text)
+
+
+def say(*parts: str | tuple[str, str], out: Console | None = None) -> None:
+    """Print on stderr. Text from users and libraries (paths, output names, onnxruntime's errors)
+    is never read as rich markup: `[/x]` in a path must print as itself, not crash the console."""
+    (out or console).print(Text.assemble(*parts), highlight=False, soft_wrap=True)
 
 
 def _fmt(x, spec: str) -> str:
@@ -64,37 +71,41 @@ def parity_table(report: Report) -> Table:
             table.add_column(col, justify="right" if col in numeric else "left")
     for a, outputs in rows:
         p = a.parity
-        status = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]"}.get(
-            p.status if p is not None else "", "[yellow]not run[/yellow]")
+        status = {"passed": Text("passed", "green"), "failed": Text("FAILED", "red")}.get(
+            p.status if p is not None else "", Text("not run", "yellow"))
         if a.error:
-            status = "[red]ERROR[/red]"
+            status = Text("ERROR", "red")
         for i, (name, m) in enumerate(outputs):
             cells = [(a.path or a.target) if i == 0 else "", a.quantization if i == 0 else "",
                      status if i == 0 else "", name, _fmt(m.get("max_abs"), ".3g"), _fmt(m.get("rel_l2"), ".2e"),
                      _fmt(m.get("cosine"), ".6f"), _fmt(m.get("snr_db"), ".1f")]
             if nonfinite:
-                cells.append(f"[red]{_nonfinite(m)}[/red]" if _nonfinite(m) else "")
-            table.add_row(*cells, _fmt(a.bytes, ",") if i == 0 else "")
+                cells.append(Text(_nonfinite(m), "red"))
+            cells.append(_fmt(a.bytes, ",") if i == 0 else "")
+            table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
     return table
 
 
 def print_outcome(report: Report) -> None:
     stdout.print(parity_table(report))
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        say(("warning: ", "yellow"), w)
     for a in report.artifacts:
         for w in a.warnings:
-            console.print(f"[yellow]warning:[/yellow] {a.path or a.target}: {w}", highlight=False)
+            say(("warning: ", "yellow"), f"{a.path or a.target}: {w}")
         if a.error:
             where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""
             stage = f"stage {a.error.stage}{where}: "
             message = a.error.message if a.error.message.startswith(stage.rstrip(": ")) else stage + a.error.message
-            console.print(f"[red]error:[/red] {a.target}/{a.quantization}: {message}", highlight=False)
+            say(("error: ", "red"), f"{a.target}/{a.quantization}: {message}")
         elif a.parity is not None and not a.parity.passed:
-            console.print(f"[red]parity {a.parity.status}:[/red] {a.path}: {a.parity.reason}", highlight=False)
+            say((f"parity {a.parity.status}: ", "red"), f"{a.path}: {a.parity.reason}")
     if report.path:
-        console.print(f"report: {report.path}", highlight=False)
-    verdict = {0: "[green]all artifacts passed parity[/green]", 1: "[red]parity failed or did not run[/red]",
-               3: "[red]a conversion failed[/red]"}[report.exit_code]
-    console.print(f"{verdict} (exit {report.exit_code})")
+        say(f"report: {report.path}")
+        if report.path.parent.name == FAILED:
+            say(("kept: ", "yellow"), f"the previous output in {report.path.parent.parent} is untouched; this "
+                f"run's files are in {report.path.parent}")
+    verdict = {0: ("all artifacts passed parity", "green"), 1: ("parity failed or did not run", "red"),
+               3: ("a conversion failed", "red")}[report.exit_code]
+    say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()

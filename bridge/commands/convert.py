@@ -10,7 +10,8 @@ import typer
 
 from bridge.calibration import CalibrationOptions
 from bridge.commands.common import RichProgress, print_outcome
-from bridge.errors import UsageError
+from bridge.commands.parsing import floats, memory, size
+from bridge.options import DEFAULT_TIMEOUT
 
 
 class Layout(StrEnum):
@@ -21,36 +22,6 @@ class Layout(StrEnum):
 class CoreMLRoute(StrEnum):
     onnx = "onnx"
     direct = "direct"
-
-
-def _floats(text: str | None, flag: str) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        return h, w
-    except ValueError:
-        raise UsageError(f"--resize {text!r}: expected HEIGHTxWIDTH, e.g. 224x224") from None
-
-
-def _memory(text: str | None) -> int | None:
-    if not text:
-        return None
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("b")
-    try:
-        return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
-    except (ValueError, IndexError):
-        raise UsageError(f"--max-memory {text!r}: expected a size such as 4G or 512M") from None
 
 
 def command(
@@ -81,7 +52,7 @@ def command(
     allow_flex: Annotated[bool, typer.Option(help="Ship TFLite files that need Flex (Select TF) ops.")] = False,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = 3600.0,
+    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
 ) -> None:
@@ -94,8 +65,8 @@ def command(
         inputs=tuple(input or ()),
         dynamic=tuple(dynamic or ()),
         thresholds=tuple(threshold or ()),
-        calibration=CalibrationOptions(str(calibration) if calibration else None, _floats(mean, "--mean"),
-                                       _floats(std, "--std"), _size(resize)),
+        calibration=CalibrationOptions(str(calibration) if calibration else None, floats(mean, "--mean"),
+                                       floats(std, "--std"), size(resize)),
         out=str(out) if out else None,
         samples=samples,
         seed=seed,
@@ -106,7 +77,7 @@ def command(
         allow_flex=allow_flex,
         trust_code=trust_code,
         timeout=timeout,
-        max_memory=_memory(max_memory),
+        max_memory=memory(max_memory),
         verbose=verbose,
     )
     report = convert(source, options, RichProgress())

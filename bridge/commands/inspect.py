@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bridge.commands.common import stdout
+from bridge.commands.common import say, stdout
 
 
 def command(
@@ -23,16 +23,16 @@ def command(
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    stdout.print(f"[bold]{target}[/bold] ({info.get('format')})")
+    say((target, "bold"), f" ({info.get('format')})", out=stdout)
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
             px = t.get("pixels")
             units = f" of 0-255 pixels, normalized by mean {px['mean']} std {px['std']}" if px else ""
-            stdout.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{units}", highlight=False)
+            say(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{units}", out=stdout)
     ops = info.get("ops", {})
-    stdout.print(f"  ops    {sum(ops.values())} in {len(ops)} types: "
-                 + ", ".join(f"{k} x{v}" for k, v in ops.items()), highlight=False)
+    say(f"  ops    {sum(ops.values())} in {len(ops)} types: " + ", ".join(f"{k} x{v}" for k, v in ops.items()),
+        out=stdout)
     for lane, s in info.get("lanes", {}).items():
-        verdict = "[green]all ops supported[/green]" if s["supported"] else \
-            f"[red]unsupported: {', '.join(s['unsupported_ops'])}[/red]"
-        stdout.print(f"  lane   {lane}: {verdict}")
+        verdict = ("all ops supported", "green") if s["supported"] else \
+            (f"unsupported: {', '.join(s['unsupported_ops'])}", "red")
+        say(f"  lane   {lane}: ", verdict, out=stdout)

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from bridge.commands.common import RichProgress, print_outcome
+from bridge.commands.parsing import memory
+from bridge.options import DEFAULT_TIMEOUT
 
 
 def command(
@@ -20,7 +22,8 @@ def command(
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = 3600.0,
+    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
+    max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
@@ -28,7 +31,8 @@ def command(
 
     options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
                               thresholds=tuple(threshold or ()), report=str(report) if report else None,
-                              samples=samples, seed=seed, trust_code=trust_code, timeout=timeout, verbose=verbose)
+                              samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
+                              max_memory=memory(max_memory), verbose=verbose)
     result = validate(source, artifacts, options, RichProgress())
     print_outcome(result)
     raise typer.Exit(result.exit_code)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from bridge.arrays import FeedWriter, write_feeds
 from bridge.calibration import CalibrationOptions, split_samples
 from bridge.converters.base import ExportResult, Feed
 from bridge.converters.onnx import hub
@@ -32,6 +34,11 @@ class ExportRequest:
     seed: int = 0
     trust_code: bool = False
     calibration: CalibrationOptions = CalibrationOptions()
+    data_dir: str | None = None  # where the samples go (default: `data/` beside the hub)
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else Path(self.hub_path).parent / "data"
 
 
 _BY_FORMAT = {
@@ -69,14 +76,30 @@ def _framework_module(model: object) -> str:
                      "not a torch.nn.Module or keras.Model")
 
 
+MAX_FEED_BYTES = 4 << 30  # every parity sample together; each is held by several stages
+
+
 def parity_feeds(specs: list[TensorSpec], count: int, seed: int) -> list[Feed]:
     """The parity samples: `count` at the given sizes, and `count` more with every dynamic axis at
     a second size, so a dynamic artifact is proven at two sizes."""
+    check_feed_size(specs, count)
     feeds = synthetic_samples(specs, count, seed).feeds
     if any(s.dynamic for s in specs):
         grown = [_grow(s) for s in specs]
         feeds += synthetic_samples(grown, count, seed + 7919).feeds
     return feeds
+
+
+def check_feed_size(specs: list[TensorSpec], count: int) -> None:
+    """Inputs declared too large to sample (a hostile or mistaken shape) are bad usage, not an
+    out-of-memory crash minutes later."""
+    grown = [_grow(s) for s in specs] if any(s.dynamic for s in specs) else []
+    total = count * sum(s.nbytes for s in [*specs, *grown])
+    if total > MAX_FEED_BYTES:
+        biggest = max(specs, key=lambda s: s.nbytes)
+        raise UsageError(f"{count} parity samples of these inputs take {total / (1 << 30):.1f} GiB (the limit is "
+                         f"{MAX_FEED_BYTES >> 30} GiB); input {biggest.name} is {list(biggest.shape)}: give a smaller "
+                         "shape with --input, or fewer --samples")
 
 
 def _grow(s: TensorSpec) -> TensorSpec:
@@ -97,13 +120,23 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
     channel_last = framework in ("keras", "tensorflow")
     samples = split_samples(req.calibration, inputs, channel_last,
                             parity_feeds(inputs, req.samples, req.seed), req.seed)
+    origin = samples.origin
     warnings += samples.warnings
-    feeds = samples.parity
-    source_outputs = [run_source(f) for f in feeds]
-    outputs = [_spec_of(o, source_outputs[0]) for o in model.graph.output]
-    for out in outputs:
-        if out.name not in source_outputs[0]:
-            raise UsageError(f"the source produced no output named {out.name}")
+    feeds = write_feeds(req.data / "feeds", samples.parity)
+    calibration = write_feeds(req.data / "calibration", samples.calibration)
+    del samples
+    writer = FeedWriter(req.data / "source", [o.name for o in model.graph.output])
+    first = None
+    for feed in feeds:  # one sample in memory at a time, whatever the outputs weigh
+        out = run_source(feed)
+        missing = [o.name for o in model.graph.output if o.name not in out]
+        if missing:
+            raise UsageError(f"the source produced no output named {', '.join(missing)}")
+        writer.append(out)
+        first = first or {n: (a.shape, str(a.dtype)) for n, a in out.items()}
+        del out
+    source_outputs = writer.close()
+    outputs = [TensorSpec(o.name, *first[o.name]) for o in model.graph.output]
     return ExportResult(
         framework=framework,
         format=str(req.source.format),
@@ -112,21 +145,14 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         outputs=outputs,
         feeds=feeds,
         source_outputs=source_outputs,
-        calibration=samples.calibration,
-        calibration_origin=samples.origin,
+        calibration=calibration,
+        calibration_origin=origin,
         params=hub.param_count(model),
         route=(*route, "onnxslim"),
         warnings=warnings,
         node_names=names,
         opset=hub.opset_of(model),
     )
-
-
-def _spec_of(value_info, sample: Feed) -> TensorSpec:
-    arr = sample.get(value_info.name)
-    if arr is None:
-        return TensorSpec(value_info.name, ())
-    return TensorSpec(value_info.name, tuple(arr.shape), str(arr.dtype))
 
 
 def example_tuple(example) -> tuple:

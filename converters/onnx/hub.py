@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge.converters.onnx.passes import apply_passes
 from bridge.errors import ConversionError
 from bridge.lazy import require
-from bridge.sources import PROTOBUF_LIMIT
+from bridge.onnx_files import PROTOBUF_LIMIT
 
 MIN_OPSET = 13  # below this, Split/Squeeze/Reduce* take attributes the lanes do not all handle
 UPGRADE_TO = 17

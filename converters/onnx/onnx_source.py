@@ -1,9 +1,8 @@
 """ONNX files as sources: the file itself is the reference the hub graph is checked against.
 
-External data is read by path, never through one serialized protobuf (protobuf stops at 2 GB):
-onnxruntime gets the graph without its weights plus the folder they live in, and the weights are
-loaded into the hub model only afterwards. `sniff` has already checked every external-data
-location; it is checked again here, right before the first read.
+The file may be hostile. `bridge.onnx_files` reads it: every tensor anywhere is checked, and
+external bytes are read by us from checked paths into the model, so neither onnxruntime nor
+onnxslim ever resolves a location itself. Past protobuf's 2 GB, onnxruntime gets a copy we wrote.
 """
 
 from __future__ import annotations
@@ -14,31 +13,24 @@ import numpy as np
 
 from bridge.converters.base import ExportResult, Feed
 from bridge.converters.onnx.export import ExportRequest, finish
+from bridge.errors import UsageError
 from bridge.lazy import require
-from bridge.sources import check_external_data
+from bridge.onnx_files import PROTOBUF_LIMIT, load_model
 from bridge.tensors import TensorSpec, apply_overrides
-
-MAX_IR_VERSION = 11  # the newest onnxruntime 1.23 reads
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8",
                 2: "uint8", 9: "bool"}
 
 
 def export_file(req: ExportRequest) -> ExportResult:
-    onnx = require("onnx")
     path = req.source.path
-    model = onnx.load(str(path), load_external_data=False)
-    check_external_data(path, model)
-    if model.ir_version > MAX_IR_VERSION:
-        # onnx 1.19's helpers stamp IR 12 on every model; onnxruntime 1.23 reads up to 11, and
-        # nothing IR 12 adds is in an opset <= 21 graph.
-        model.ir_version = MAX_IR_VERSION
+    model = load_model(path)
     inits = {t.name for t in model.graph.initializer}
-    specs = [_spec(v) for v in model.graph.input if v.name not in inits]
-    specs = apply_overrides(specs, req.overrides, req.dynamic)
-    session = _session(model, path.parent)
+    declared = [v for v in model.graph.input if v.name not in inits]
+    specs = apply_overrides([_spec(v) for v in declared], req.overrides, req.dynamic)
+    _check_dynamic(declared, specs)
+    session = _session(model, Path(req.hub_path).parent)
     names = [o.name for o in session.get_outputs()]
-    onnx.load_external_data_for_model(model, str(path.parent))
 
     def run(feed: Feed) -> Feed:
         outs = session.run(names, {s.name: feed[s.name] for s in specs})
@@ -53,11 +45,26 @@ def _spec(value_info) -> TensorSpec:
     return TensorSpec(value_info.name, shape, _ONNX_DTYPES.get(t.elem_type, "float32"))
 
 
-def _session(model, folder: Path):
-    """From the graph with its external tensors still references: onnxruntime reads them from
-    `folder` itself (relative to the working directory otherwise)."""
+def _check_dynamic(declared, specs: list[TensorSpec]) -> None:
+    """An axis the file fixes cannot be made dynamic: the graph was built for that one size."""
+    for v, spec in zip(declared, specs, strict=True):
+        dims = v.type.tensor_type.shape.dim
+        for axis in spec.dynamic:
+            if axis < len(dims) and dims[axis].HasField("dim_value") and dims[axis].dim_value > 0:
+                raise UsageError(f"--dynamic {spec.name}:{axis}: the ONNX file fixes axis {axis} of {spec.name} at "
+                                 f"{dims[axis].dim_value}, so its graph runs only that size; export it with that "
+                                 "axis dynamic instead")
+
+
+def _session(model, workdir: Path):
+    """onnxruntime on the model as we loaded it (no external reference left to resolve)."""
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    if model.ByteSize() < PROTOBUF_LIMIT - (64 << 20):
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    onnx = require("onnx")
+    copy = workdir / "source-copy" / "model.onnx"
+    copy.parent.mkdir(exist_ok=True)
+    onnx.save(model, str(copy), save_as_external_data=True, all_tensors_to_one_file=True, location="model.data")
+    return ort.InferenceSession(str(copy), opts, providers=["CPUExecutionProvider"])

@@ -85,7 +85,7 @@ def test_ranges_need_samples():
 def test_overflow_names_the_tensor_by_its_source_node(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), FEEDS, {"scale2": "model/amplify/mul"})
+    found = fp16_overflows(str(path), [FEEDS], {"scale2": "model/amplify/mul"})
     assert found == [Overflow("b", "model/amplify/mul", 90000.0)]
     assert str(found[0]) == "model/amplify/mul (tensor b): max |x| 9e+04"
 
@@ -93,7 +93,7 @@ def test_overflow_names_the_tensor_by_its_source_node(tmp_path):
 def test_inputs_beyond_fp16_are_reported_first(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), [{"x": np.array([[70000.0, 0.0, 1.0]], np.float32)}], {})
+    found = fp16_overflows(str(path), [[{"x": np.array([[70000.0, 0.0, 1.0]], np.float32)}]], {})
     assert [(o.node, o.tensor) for o in found] == [("input", "x"), ("scale1", "a"), ("scale2", "b"), ("down", "c"),
                                                    ("back", "y")]
     assert found[0].max_abs == 70000.0 and str(found[0]) == "input x: max |x| 7e+04"
@@ -102,7 +102,7 @@ def test_inputs_beyond_fp16_are_reported_first(tmp_path):
 def test_nothing_found_within_range(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), [{"x": np.full((1, 3), 0.5, np.float32)}], {})
+    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 0.5, np.float32)}]], {})
     assert found == [] and fp16_warnings(found, ["tflite/fp16", "coreml/fp16"]) == []
 
 
@@ -115,7 +115,7 @@ def test_initializer_beyond_fp16_found_whatever_the_samples(tmp_path):
     gain = [helper.make_node("Mul", ["x", big], ["gained"], name="gain"),
             helper.make_node("Div", ["gained", big], ["undone"], name="undo")]
     _graph(path, gain, [_init(big, 1e5)])
-    found = fp16_overflows(str(path), [{"x": np.full((1, 3), 1e-3, np.float32)}], {"gain": "model/gain"})
+    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 1e-3, np.float32)}]], {"gain": "model/gain"})
     assert found == [Constant(big, None, 1e5, 1)]
     assert found[0].overflows and not found[0].vanishes
     assert str(found[0]) == "initializer /gain/Constant_output_0"
@@ -129,7 +129,7 @@ def test_constant_node_named_by_its_source_node_and_not_as_an_activation_too(tmp
     nodes = [_const("neg_sanitized", "neg", value=np.array([[-7e4, 1.0, 0.0]], np.float32)),
              helper.make_node("Mul", ["x", "neg"], ["scaled"], name="use")]
     _graph(path, nodes)
-    found = fp16_overflows(str(path), [{"x": np.full((1, 3), 1e-3, np.float32)}], {"neg_sanitized": "model/neg:0"})
+    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 1e-3, np.float32)}]], {"neg_sanitized": "model/neg:0"})
     assert found == [Constant("neg", "model/neg:0", 7e4, 3)]
     assert str(found[0]) == "model/neg:0 (tensor neg)"
 

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from bridge.files import place, sha256, sweep, write_atomic
-from bridge.publish import _previous_artifacts
+from bridge.publish import owned_artifacts
+
+SUFFIXES = frozenset({".onnx", ".tflite", ".mlpackage"})
 
 
 def _tree(root, files: dict[str, bytes]):
@@ -89,12 +91,12 @@ def test_a_rerun_deletes_only_what_the_previous_convert_shipped(tmp_path):
                {"path": "missing.onnx", "sha256": "0" * 64}, {"path": None, "sha256": None},
                {"path": ["not", "a", "name"]}, {"path": "nul\0.onnx", "sha256": "x"}]
     path = _report(out, listed)
-    assert _previous_artifacts(path) == {"a.onnx", "b.tflite", "p.mlpackage"}
+    assert owned_artifacts(path, SUFFIXES) == {"a.onnx", "b.tflite", "p.mlpackage"}
     # A `bridge validate` report names the user's own files: none of them is ours.
-    assert _previous_artifacts(_report(out, listed, options={"report": "report.json"})) == set()
+    assert owned_artifacts(_report(out, listed, options={"report": "report.json"}), SUFFIXES) == set()
     path.write_text("{not json")
-    assert _previous_artifacts(path) == set()
+    assert owned_artifacts(path, SUFFIXES) == set()
     path.write_text(json.dumps(["a", "list"]))
-    assert _previous_artifacts(path) == set()
+    assert owned_artifacts(path, SUFFIXES) == set()
     path.unlink()
-    assert _previous_artifacts(path) == set()
+    assert owned_artifacts(path, SUFFIXES) == set()

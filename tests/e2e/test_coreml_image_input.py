@@ -74,7 +74,7 @@ def test_image_input_usage_errors(tmp_path):
         ([f"{linear}:make", "--target", "tflite"], "--coreml-image-input needs --target coreml"),
         ([f"{linear}:make", "--target", "coreml"], "no input is a batch-1 float image with 1 or 3 channels"),
         ([f"{SAMPLES}/shapes_cnn.py:load", "--target", "coreml", "--mean", "0.5,0.5"],
-         "--mean has 2 values; the image input has 3 channel(s)"),
+         "--mean has 2 values; image input x [1, 3, 64, 64] has 3 channel(s)"),
     ]
     for args, message in cases:
         r = bridge("convert", *args, "--coreml-image-input", "--out", tmp_path / "out")

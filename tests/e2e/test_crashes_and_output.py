@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge.files import sha256, size
-from tests.conftest import SAMPLES, artifact, bridge, report
+from tests.conftest import BRIDGE, SAMPLES, artifact, bridge, report, report_folder
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,15 @@ def listing(out: Path) -> list[str]:
 
 
 def assert_folder_matches_report(out: Path) -> dict:
-    """report.json lists exactly the artifacts beside it, each with its bytes and sha256 on disk."""
+    """The last run's report.json lists exactly the artifacts beside it (in `out`, or in
+    `out/.bridge-failed` for a failed run), each with its bytes and sha256 on disk."""
+    folder = report_folder(out)
     rep = report(out)
     shipped = {a["path"] for a in rep["artifacts"] if a["path"]}
-    assert set(listing(out)) - {"report.json"} == shipped
+    assert {n for n in listing(folder) if not n.startswith(".")} - {"report.json"} == shipped
     for a in rep["artifacts"]:
         if a["path"]:
-            assert sha256(out / a["path"]) == a["sha256"] and size(out / a["path"]) == a["bytes"]
+            assert sha256(folder / a["path"]) == a["sha256"] and size(folder / a["path"]) == a["bytes"]
     return rep
 
 
@@ -89,7 +91,7 @@ def stray_processes(mark: str, wait: float = 10.0) -> list[str]:
 def kill_at_hook(*args, env: dict, timeout: float = 600) -> str:
     """Run the CLI until a `hang` test hook says where it hangs, then SIGKILL it there; returns
     the stderr read so far."""
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([str(BRIDGE), *map(str, args)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
@@ -124,7 +126,7 @@ def test_export_segfault_fails_every_artifact(tmp_path):
         assert a["error"]["stage"] == "export"
         assert a["error"]["message"].startswith("stage export crashed (signal 11, SIGSEGV)"), a["error"]
         assert a["parity"]["status"] == "not_executed" and a["path"] is None and a["sha256"] is None
-    assert listing(out) == ["report.json"]
+    assert listing(out) == [".bridge-failed"] and listing(out / ".bridge-failed") == ["report.json"]
 
 
 @pytest.mark.parametrize("stage, targets, timeout", [
@@ -176,7 +178,8 @@ def test_lane_crash_keeps_the_other_targets(tmp_path):
     assert coreml["error"]["stage"] == "coreml-convert"
     assert coreml["error"]["message"].startswith("stage coreml-convert crashed (signal 11, SIGSEGV)")
     assert coreml["parity"]["status"] == "not_executed" and coreml["path"] is None
-    assert listing(out) == ["report.json", "tiny.onnx"]
+    assert listing(out) == [".bridge-failed"]  # a failed run publishes nothing into --out
+    assert listing(out / ".bridge-failed") == ["report.json", "tiny.onnx"]
     assert "stage coreml-convert crashed" in r.stderr
 
 
@@ -241,16 +244,25 @@ def test_rerun_never_mixes_runs(tmp_path):
     assert {a["path"]: a["sha256"] for a in second["artifacts"]} == \
         {a["path"]: a["sha256"] for a in first["artifacts"] if a["quantization"] == "fp32"}
 
-    # The TFLite converter aborts: the report has its error and no path, and no old TFLite file stays.
+    # The TFLite converter aborts: the previous output stays whole; the failed run's report (with
+    # its error and no path) and files are beside it in .bridge-failed.
     r = bridge("convert", source, "--target", "onnx", "--target", "tflite", "--out", out,
                env={"BRIDGE_TEST_CRASH": "tflite-convert:abort"})
     assert r.returncode == 3, r.stderr[-3000:]
+    assert "the previous output in" in r.stderr and ".bridge-failed" in r.stderr
+    assert listing(out) == [".bridge-failed", "report.json", "tiny.onnx", "tiny_fp32.tflite"]
+    assert json.loads((out / "report.json").read_text()) == second
     third = assert_folder_matches_report(out)
-    assert listing(out) == ["report.json", "tiny.onnx"]
+    assert listing(out / ".bridge-failed") == ["report.json", "tiny.onnx"]
     tfl = artifact(third, "tflite", "fp32")
     assert tfl["path"] is None and tfl["error"]["stage"] == "tflite-convert"
     assert tfl["error"]["message"].startswith("stage tflite-convert crashed (signal 6, SIGABRT)")
     assert artifact(third, "onnx", "fp32")["parity"]["passed"]
+
+    # A good run afterwards clears the stale failure.
+    r = bridge("convert", source, "--target", "onnx", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert listing(out) == ["report.json", "tiny.onnx"]
 
 
 # --- Killed while placing: the previous artifact or nothing, never half of one -------------------------
@@ -264,9 +276,12 @@ def test_killed_while_placing_a_file_keeps_the_previous_one(tmp_path):
     kill_at_hook("convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", out,
                  env={"BRIDGE_TEST_CRASH": "place:hang"})
     assert sha256(out / "tiny.onnx") == before
-    # The old report went before anything was replaced; the killed run's work folder is left.
+    # The old report went before anything was replaced; the killed run's work folder and its
+    # publish journal (what it owned and brought in) are left, so the next run can still replace
+    # tiny.onnx although no report lists it any more.
     left = listing(out)
-    assert len(left) == 2 and left[0].startswith(".bridge.work-") and left[1] == "tiny.onnx"
+    assert len(left) == 3 and left[0] == ".bridge-publish.json" and left[1].startswith(".bridge.work-")
+    assert left[2] == "tiny.onnx"
 
     r = bridge("convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import artifact, bridge, report, write_module
+from tests.conftest import artifact, bridge, report, report_folder, write_module
 
 SEQ_MODEL = """
     import torch
@@ -165,7 +165,7 @@ def test_flex_ops_are_refused_unless_allowed(tmp_path):
     assert r.returncode == 1, r.stderr
     tfl = artifact(report(tmp_path / "b"), "tflite", "fp32")
     assert tfl["error"] is None and tfl["parity"]["status"] == "not_executed"
-    assert (tmp_path / "b" / "erf_fp32.tflite").stat().st_size == tfl["bytes"]
+    assert (report_folder(tmp_path / "b") / "erf_fp32.tflite").stat().st_size == tfl["bytes"]
 
 
 @pytest.mark.slow

@@ -10,10 +10,12 @@ and to the source's names and layout with the artifact's `IO` bindings.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
+from bridge.arrays import Feeds, FeedWriter
 from bridge.converters.base import IO, Feed
 
 
@@ -30,19 +32,21 @@ def load_runner(path: str) -> Runner:
     return getattr(importlib.import_module(module), cls)()
 
 
-def run_samples(runner_path: str, artifact: str, feeds: list[Feed], io: IO | None) -> tuple[str, list[Feed]]:
-    """Run every feed through an artifact; returns the runtime's name and outputs by source name.
+def run_samples(runner_path: str, artifact: str, feeds: Sequence[Feed], io: IO | None,
+                out_dir: str) -> tuple[str, Feeds]:
+    """Run every feed through an artifact; returns the runtime's name and its outputs by source
+    name, written to `out_dir` one sample at a time (`bridge.arrays`).
 
     Meant to run inside a child process (`bridge.isolation.run_stage`).
     """
     runner = load_runner(runner_path)
     runner.load(artifact)
-    results = []
+    writer = FeedWriter(out_dir)
     for feed in feeds:
         if io is None:
-            results.append(runner.infer(feed))
+            writer.append(runner.infer(feed))
             continue
-        art_feed = {b.artifact_name: b.to_artifact(feed[b.name]) for b in io.inputs}
+        art_feed = {b.artifact_name: b.to_artifact(np.asarray(feed[b.name])) for b in io.inputs}
         out = runner.infer(art_feed)
-        results.append({b.name: b.to_source(np.asarray(out[b.artifact_name])) for b in io.outputs})
-    return runner.runtime, results
+        writer.append({b.name: b.to_source(np.asarray(out[b.artifact_name])) for b in io.outputs})
+    return runner.runtime, writer.close()

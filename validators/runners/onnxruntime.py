@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from bridge.converters.base import Feed
 from bridge.lazy import require
+from bridge.onnx_files import session_source
 
 
 class OnnxRuntimeRunner:
@@ -18,7 +22,11 @@ class OnnxRuntimeRunner:
         # Parity wants the graph as written: no fusions that would hide what the file computes
         # differently from what the converters see.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        # The file may be anyone's: onnxruntime gets it only once every tensor is checked, and its
+        # external bytes (if any) read by us (`bridge.onnx_files`).
+        with tempfile.TemporaryDirectory(prefix="bridge-ort-") as scratch:  # only for models over 2 GB
+            source = session_source(Path(path), Path(scratch))
+            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def infer(self, feed: Feed) -> Feed:

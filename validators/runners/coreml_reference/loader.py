@@ -8,11 +8,14 @@ not validate files made by other tools.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from bridge.errors import RuntimeUnavailable
+from bridge.errors import RuntimeUnavailable, UnsafeInput
 from bridge.isolation import in_stage
 from bridge.lazy import require
+from bridge.protos import walk
 
 # Reading and running a package needs none of the frameworks coremltools probes for at import.
 UNUSED_FRAMEWORKS = ("tensorflow", "torch", "sklearn")
@@ -28,6 +31,27 @@ class LoadedPackage:
     images: dict[str, str]  # image input name -> its color layout (e.g. "RGB")
 
 
+_BLOB = "CoreML.Specification.MILSpec.Value.BlobFileValue"
+_PREFIX = "@model_path/weights/"
+
+
+def check_weight_files(path: str, spec, weights_dir: str) -> None:
+    """Every weight file the program names (anywhere in the spec, found by reflection) must be a
+    regular file inside the package's weights folder: a hostile package could otherwise make us
+    read any file on the machine as weights."""
+    for msg, _ in walk(spec):
+        if msg.DESCRIPTOR.full_name != _BLOB:
+            continue
+        name = msg.fileName
+        rel = name[len(_PREFIX):] if name.startswith(_PREFIX) else None
+        parts = re.split(r"[/\\]", rel or "")
+        if rel is None or not rel or rel.startswith(("/", "\\")) or ".." in parts:
+            raise UnsafeInput(f"{path}: the program names weight file {name!r}, outside the package's weights")
+        target = Path(weights_dir) / rel
+        if target.is_symlink() or not target.is_file():
+            raise UnsafeInput(f"{path}: weight file {name!r} is missing, a symlink or not a regular file")
+
+
 def load_package(path: str) -> LoadedPackage:
     """The ML Program in the .mlpackage at `path`, with its weights read from the package."""
     ct = require("coremltools", without=UNUSED_FRAMEWORKS if in_stage() else ())
@@ -35,6 +59,7 @@ def load_package(path: str) -> LoadedPackage:
 
     model = ct.models.MLModel(path, skip_model_load=True)
     spec = model.get_spec()
+    check_weight_files(path, spec, model.weights_dir or "")
     kind = spec.WhichOneof("Type")
     if kind != "mlProgram":
         raise RuntimeUnavailable(f"{path} is a Core ML {kind} model; the reference executor runs ML Programs only")

@@ -1,0 +1,112 @@
+"""Samples on disk: parity feeds, the source's outputs, calibration data, each runtime's outputs.
+
+Each set is written once, by the stage that makes it, as one `.npy` file per sample and tensor, and
+read (memory-mapped) by the stages that need it. A stage receives a `Feeds` handle (a folder and
+the tensor names), never the arrays: nothing large is pickled across a process boundary, no
+process holds more than the sample it works on, and a stage could run on another machine that
+sees the folder. Polygraphy's results-on-disk are the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Feed = dict[str, np.ndarray]
+_INDEX = "feeds.json"
+
+
+@dataclass(frozen=True)
+class Feeds(Sequence):
+    """A sequence of samples ({tensor name: array}) kept in `folder`; `feeds[i]` reads sample i."""
+
+    folder: str
+    names: tuple[str, ...]
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.length))]
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        index %= self.length
+        return {name: _load(Path(self.folder) / f"{index:06d}_{j:04d}.npy") for j, name in enumerate(self.names)}
+
+    def column(self, name: str) -> Iterator[np.ndarray]:
+        """One tensor over every sample, one sample at a time."""
+        if name not in self.names:
+            raise KeyError(name)
+        j = self.names.index(name)
+        for i in range(self.length):
+            yield _load(Path(self.folder) / f"{i:06d}_{j:04d}.npy")
+
+    @staticmethod
+    def open(folder: str | Path) -> Feeds:
+        index = json.loads((Path(folder) / _INDEX).read_text())
+        return Feeds(str(folder), tuple(index["names"]), index["count"])
+
+
+def _load(path: Path) -> np.ndarray:
+    """Memory-mapped and read-only: pages are read as they are used and given back after."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError:  # an empty array cannot be mapped
+        return np.load(path, allow_pickle=False)
+
+
+class FeedWriter:
+    """Writes samples one at a time; `close()` returns the `Feeds` handle."""
+
+    def __init__(self, folder: str | Path, names: Sequence[str] | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.names = tuple(names) if names is not None else None
+        self.count = 0
+
+    def append(self, feed: Mapping[str, np.ndarray]) -> None:
+        if self.names is None:
+            self.names = tuple(feed)
+        missing = [n for n in self.names if n not in feed]
+        if missing:
+            raise KeyError(f"sample {self.count} lacks {', '.join(missing)}")
+        for j, name in enumerate(self.names):
+            np.save(self.folder / f"{self.count:06d}_{j:04d}.npy", np.asarray(feed[name]), allow_pickle=False)
+        self.count += 1
+
+    def close(self) -> Feeds:
+        names = self.names or ()
+        (self.folder / _INDEX).write_text(json.dumps({"names": list(names), "count": self.count}))
+        return Feeds(str(self.folder), names, self.count)
+
+
+def write_feeds(folder: str | Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> Feeds:
+    if isinstance(feeds, Feeds):
+        return feeds
+    writer = FeedWriter(folder)
+    for feed in feeds:
+        writer.append(feed)
+    return writer.close()
+
+
+@dataclass(frozen=True)
+class Column:
+    """One tensor across samples, re-iterable: each pass reads the samples again, one at a time."""
+
+    feeds: Sequence[Mapping[str, np.ndarray]]
+    name: str
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if isinstance(self.feeds, Feeds):
+            return self.feeds.column(self.name)
+        return (f[self.name] for f in self.feeds)
+
+
+def columns(feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict[str, Column]:
+    return {n: Column(feeds, n) for n in names}
