@@ -339,7 +339,7 @@ def build_keras(cache: Path, only: set[str] | None) -> list[dict]:
     wanted = [n for n in KERAS if not only or n in only or f"{n}-onnx" in only]
     if not wanted:
         return []
-    _run_part("keras", cache, wanted)
+    _run_part("keras", cache, list(KERAS))  # all three, so their names match (see part_keras)
     versions = json.loads((cache / "models" / "keras-versions.json").read_text())
     out = []
     for name in wanted:
@@ -441,7 +441,8 @@ def part_keras(cache: Path, names: list[str]) -> None:
         json.dumps({"keras": keras.__version__, "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}))
     for name in names:
         cls, _ = KERAS[name]
-        keras.backend.clear_session()  # restarts layer-name counters: names don't depend on build order
+        # Layer names (hence the ONNX input names, keras_tensor_<n>) count up across the three models
+        # in this one process: build all three, in this order, to reproduce the manifest's names.
         keras.utils.set_random_seed(SEED)
         model = getattr(keras.applications, cls)(weights=None, input_shape=(224, 224, 3))
         folder = cache / "models" / name

@@ -145,13 +145,19 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="skip model/variant pairs already in --json")
     ap.add_argument("--timeout", type=float, default=1800.0, help="bridge's per-stage --timeout")
     ap.add_argument("--table", action="store_true", help="print the markdown table of --json and exit")
+    ap.add_argument("--models", action="store_true", help="print the markdown list of the zoo's models and exit")
     args = ap.parse_args()
+    cache = args.cache.expanduser().resolve()
     if args.table:
         from table import markdown
 
         print(markdown(load(args.json)))
         return
-    cache = args.cache.expanduser().resolve()
+    if args.models:
+        from table import models_markdown
+
+        print(models_markdown(json.loads((cache / "manifest.json").read_text())))
+        return
     models = json.loads((cache / "manifest.json").read_text())["models"]
     if args.only:
         models = [m for m in models if m["name"] in args.only]

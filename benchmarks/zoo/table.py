@@ -16,7 +16,7 @@ RULES = [  # (cause, regex on the error message / parity reason / flex ops)
     ("a", r"Dimension -1|must be >= 0|Reshape|dynamic|shape .*unknown|symbolic|non-constant shape|"
           r"could not be (folded|inferred)|static shape|Shape|turned output .* into \[None"),
     ("b", r"\bErf\b|Flex"),
-    ("e", r"unsupported|not supported|not implemented|no converter|lacks|unknown op"),
+    ("e", r"unsupported|not supported|not implemented|no converter|no Core ML converter|lacks|unknown op"),
 ]
 
 
@@ -88,4 +88,17 @@ def markdown(baseline: dict) -> str:
                              f"{_short((a.get('error') or {}).get('message') or a.get('reason', ''), 140)}")
         if not r.get("artifacts"):
             lines.append(f"- (f) {r['model']} [{r['variant']}]: {_short(r.get('error', ''), 140)}")
+    return "\n".join(lines)
+
+
+def models_markdown(manifest: dict) -> str:
+    """The zoo's model list: name, kind, format, task, size, where it comes from."""
+    lines = ["| model | kind | format | task | bytes | --input | provenance |", "|---|---|---|---|---|---|---|"]
+    for m in manifest["models"]:
+        p = m.get("provenance", {})
+        where = (f"`{p['wheel']}=={p['version']}` `{p['member'].split('/')[-1]}` ({p['license']})" if "wheel" in p
+                 else p.get("exported_by") or p.get("built_by", ""))
+        size = f"{m['bytes']:,}" if m.get("bytes") else "(entrypoint)"
+        flags = " ".join(f"`{f}`" for f in m.get("inputs", [])) or "-"
+        lines.append(f"| {m['name']} | {m['kind']} | {m['format']} | {m['task']} | {size} | {flags} | {where} |")
     return "\n".join(lines)
