@@ -23,19 +23,24 @@ RULES = [  # (cause, regex on the error message / parity reason / flex ops)
 def cause(row: dict, variant: str, twins: dict[str, dict]) -> str:
     """First-pass class of one failing artifact, from its error text and the same artifact in the
     model's other variants (`twins`: variant -> row)."""
-    if variant != "static" and twins.get("static", {}).get("status") == "passed":
-        return "a"  # the static twin of the same graph passes
-    text = " ".join(filter(None, [(row.get("error") or {}).get("message"), row.get("reason"),
-                                  " ".join(row.get("flex_ops") or [])]))
+    if variant == "synthetic" and row["status"] == "failed" and twins.get("realistic", {}).get("status") == "passed":
+        return "c"  # the same artifact passes on realistic inputs
+    text = _text(row)
+    static = twins.get("static") if variant != "static" else None
+    if static and not re.search(dict(RULES)["e"], text) and (
+            static["status"] == "passed" or (row["status"] == "error" and _text(static) != text)):
+        return "a"  # the static twin of the same graph passes, or fails later for another reason
     for label, pattern in RULES:
         if re.search(pattern, text):
             return label
-    if row["status"] == "failed":
-        if variant == "synthetic" and twins.get("realistic", {}).get("status") == "passed":
-            return "c"
-        if row["mode"] == "fp16":
-            return "d"
+    if row["status"] == "failed" and row["mode"] == "fp16":
+        return "d"
     return "f"
+
+
+def _text(row: dict) -> str:
+    return " ".join(filter(None, [(row.get("error") or {}).get("message"), row.get("reason"),
+                                  " ".join(row.get("flex_ops") or [])]))
 
 
 def cell(row: dict | None) -> str:
