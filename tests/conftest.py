@@ -24,6 +24,17 @@ def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def held_out_images(folder: Path, count: int = 8) -> Path:
+    """The last `count` calibration images (the ones `bridge convert --calibration` holds out for
+    parity and never calibrates on), copied to `folder`: parity data for `validate`."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in sorted((SAMPLES / "calibration").glob("*.png"))[-count:]:
+        shutil.copy(image, folder / image.name)
+    return folder
+
+
 def report_folder(out: Path) -> Path:
     """Where the last run into `out` left its report: `out` itself when every artifact passed,
     `out/.bridge-failed` when the run failed (the previous output stays as it was)."""

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from bridge.base.modes import FP32_PARITY
 from bridge.commands.common import parity_table
-from bridge.parity import judge
+from bridge.parity import judge, noise_floor
 from bridge.report import ArtifactRecord, Report
 
 REF = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(4, 6)
@@ -63,3 +63,28 @@ def test_table_shows_nan_inf_column_only_when_needed():
     text = _render(Report(source={}, artifacts=[ok, src, tgt]))
     assert "nan/inf" in text
     assert "5 NaN (source 5 NaN)" in text and "2 Inf" in text
+
+
+def _floor(source: np.ndarray, nudged: np.ndarray) -> dict:
+    return noise_floor([{"y": source}], [{"y": nudged}], ["y"])
+
+
+def test_a_failure_within_the_sources_noise_floor_says_the_source_is_ill_conditioned():
+    rng = np.random.default_rng(0)
+    wobble = REF * (1 + np.float32(3e-5) * rng.standard_normal(REF.shape).astype(np.float32))
+    floor = _floor(REF, wobble)  # the source moves by rel_l2 ~3e-5 when its inputs move by one ulp
+    assert 1e-5 < floor["y"].rel_l2 < 1e-4
+    off = REF * (1 + np.float32(1e-4) * rng.standard_normal(REF.shape).astype(np.float32))  # fails fp32 (1e-5)
+    parity = judge(actual=[{"y": off}], source=[{"y": REF}], onnx=None, names=["y"], thresholds=FP32,
+                   runtime="test", calibration=None, sizes={}, floor=floor)
+    assert parity.status == "failed"
+    assert "the source itself moves by y (rel_l2 " in parity.reason and "ill-conditioned" in parity.reason
+    assert parity.outputs["y"]["source_noise_floor"]["rel_l2"] == floor["y"].rel_l2
+
+
+def test_a_failure_far_above_the_noise_floor_is_the_conversions():
+    floor = _floor(REF, np.nextafter(REF, np.float32(np.inf)))  # a well-conditioned source: ~1e-7
+    assert 0 < floor["y"].rel_l2 < 1e-6
+    parity = judge(actual=[{"y": REF * np.float32(1.01)}], source=[{"y": REF}], onnx=None, names=["y"],
+                   thresholds=FP32, runtime="test", calibration=None, sizes={}, floor=floor)
+    assert parity.status == "failed" and "ill-conditioned" not in parity.reason
