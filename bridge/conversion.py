@@ -27,7 +27,7 @@ from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.lanes import lanes
 from bridge.numerics import FP16Artifact, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
-from bridge.parity import judge, not_executed, runtime_failed
+from bridge.parity import judge, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder
@@ -65,10 +65,12 @@ class ConvertOptions:
 
 
 def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
-            faults: Sequence[Fault] = ()) -> Report:
+            faults: Sequence[Fault] = (), command_line: Sequence[str] | None = None) -> Report:
     """Convert `source` to every requested target and mode; returns the report (also written as
-    `report.json` in the output folder). Raises `UsageError` for bad usage before converting.
-    `faults` is for the crash tests only."""
+    `report.json` in the output folder). Raises `UsageError` for bad usage before
+    converting. `command_line` is recorded in the report (the CLI passes its argv); `faults` is for
+    the crash tests only."""
+    report = Report(command="convert", source={"path": source}, command_line=list(command_line or ()) or None)
     ref = sniff(source)
     if ref.path is not None and any(lane.recognize(ref.path) for lane in lanes().values()
                                     if lane.recognize and not lane.in_process):
@@ -86,13 +88,14 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     out = OutputFolder(Path(options.out) if options.out else Path("bridge-out") / ref.name,
                        frozenset(lane.suffix for lane in lanes().values()), hook=limits.hit)
     with out:
-        out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)],
-                               [ref.path, Path(calibration.path) if calibration.path else None])
+        inputs = [ref.path, Path(calibration.path) if calibration.path else None]
+        out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)], inputs)
         work = scratch(out.path)
         try:
             run = _Run(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options,
                        work, limits, progress or Progress())
-            report = run.execute(replace(request, hub_path=str(work / f"{ref.name}.onnx")))
+            run.execute(report, replace(request, hub_path=str(work / f"{ref.name}.onnx")))
+            report.finish()
             out.publish(report, work / STAGED)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -113,9 +116,9 @@ class _Run:
     exported: ExportResult | None = None
     outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
 
-    def execute(self, request: ExportRequest) -> Report:
-        report = Report(source={"path": self.source, "format": str(self.ref.format)},
-                        environment=environment.describe(self.options))
+    def execute(self, report: Report, request: ExportRequest) -> Report:
+        report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
+        report.environment = environment.describe(self.options)
         with self.progress.step(f"Exporting {self.ref.name} to ONNX"):
             try:
                 self.exported = run_stage(EXPORT, request, limits=self.limits)
@@ -135,6 +138,10 @@ class _Run:
             report.warnings.append(f"the ONNX hub could not run on onnxruntime: {hub}")
         self.hub_outputs = None if isinstance(hub, BridgeError) else hub[1]
         self.hub_sha = hub_sha
+        report.hub = {"route": list(self.exported.route), "opset": self.exported.opset,
+                      "runtime": None if self.hub_outputs is None else hub[0],
+                      "outputs": None if self.hub_outputs is None
+                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
         ranges = self._numerics(report)
         for target in dict.fromkeys(r.target for r in self.routes):
             modes = tuple(r.mode for r in self.routes if r.target == target)
@@ -154,12 +161,13 @@ class _Run:
             "outputs": [s.to_json() for s in ex.outputs],
             "shapes": "dynamic" if any(s.dynamic for s in ex.inputs) else "static",
             "params": ex.params,
-            "onnx_opset": ex.opset,
         })
         report.warnings += ex.warnings
-        if not any(r.spec.calibrated for r in self.routes):
+        report.samples["parity"] = ex.parity_origin.to_json()
+        if any(r.spec.calibrated for r in self.routes):
+            report.samples["calibration"] = ex.calibration_origin.to_json()
+        else:
             report.warnings = [w for w in report.warnings if "--calibration" not in w]
-        report.environment["calibration"] = ex.calibration_origin
 
     def _numerics(self, report: Report) -> Ranges | BridgeError | None:
         """NaN/Inf in the source's outputs (`source.nonfinite`); then, once per run and only when a
@@ -239,19 +247,22 @@ class _Run:
         spec = lane.mode(art.mode)
         thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
         is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
+        start = time.perf_counter()
         with self.progress.step(f"Checking parity of {dest.name}"):
             result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                    blocks=lane.runtime_blocks)
         if isinstance(result, BridgeError):
-            return runtime_failed(rec, result)
+            runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
+            return rec
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
+        # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
         rec.parity = judge(actual=outputs, source=ex.source_outputs,
                            onnx=self.hub_outputs if from_hub and not is_hub else None, names=self.names,
-                           thresholds=thresholds, runtime=runtime,
-                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes())
-        if is_hub:  # the hub itself: its parity is the source->onnx stage
-            rec.parity.stages = {"source->onnx": rec.parity.outputs}
+                           thresholds=thresholds, runtime=runtime, inputs=ex.parity_origin.origin,
+                           calibration=ex.calibration_origin.origin if spec.calibrated else None,
+                           sizes=self._sizes())
+        rec.parity.seconds = time.perf_counter() - start
         return rec
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str,

@@ -23,6 +23,7 @@ from bridge.base.errors import UsageError
 from bridge.base.files import alive, place, remove, sha256, sweep, write_atomic
 from bridge.report import Report
 from bridge.reporters.json import JsonReporter
+from bridge.reporters.json import read as read_report
 
 STAGED = "shipped"  # in the work folder: finished artifacts wait here until `publish`
 FAILED = ".bridge-failed"  # a failed run's artifacts and report, inside --out
@@ -169,6 +170,7 @@ def _files(artifact: dict) -> list[tuple[str, str]]:
 
 
 def _is_report(path: Path) -> bool:
+    """Any version's: a report of a version this bridge cannot read is still bridge's to replace."""
     try:
         return str(json.loads(path.read_text())["schema"]).startswith("bridge.report/")
     except (OSError, ValueError, KeyError, TypeError):
@@ -194,8 +196,8 @@ def owned_artifacts(path: Path, suffixes: frozenset[str]) -> set[str]:
     (it names the user's own files), names with a folder in them, other suffixes, files changed
     since."""
     try:
-        old = json.loads(path.read_text())
-        if "targets" not in old["environment"]["options"]:  # only convert reports have targets
+        old = read_report(path)  # version 1 reports of earlier runs too
+        if old["command"] != "convert":
             return set()
         found = set()
         for a in old["artifacts"]:

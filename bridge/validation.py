@@ -7,6 +7,7 @@ import itertools
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ class ValidateOptions:
     inputs: tuple[str, ...] = ()
     dynamic: tuple[str, ...] = ()
     thresholds: tuple[str, ...] = ()
-    report: str | None = None
+    report: str | None = None  # report.json here
     samples: int = 8
     seed: int = 0
     trust_code: bool = False
@@ -51,7 +52,11 @@ class ValidateOptions:
 
 
 def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
-             progress: Progress | None = None, *, faults: Sequence[Fault] = ()) -> Report:
+             progress: Progress | None = None, *, faults: Sequence[Fault] = (),
+             command_line: Sequence[str] | None = None) -> Report:
+    """Check each artifact against `source`; returns the report (also written to `options.report`
+    when given). `command_line` is recorded in the report."""
+    report = Report(command="validate", source={"path": source}, command_line=list(command_line or ()) or None)
     progress = progress or Progress()
     ref = sniff(source)
     found = [(Path(a), lane_of(a)) for a in artifacts]
@@ -61,7 +66,8 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose,
                     faults=tuple(faults))
     work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
-    report = Report(source={"path": source, "format": str(ref.format)}, environment=environment.describe(options))
+    report.source.update({"name": ref.name, "format": str(ref.format)})
+    report.environment = environment.describe(options)
     try:
         # Artifacts are read first: one unsafe to read stops the run before the source runs.
         described = [_describe(path, lane, limits) for path, lane in found]
@@ -73,13 +79,18 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
                 limits=limits)
         report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
                               "outputs": [s.to_json() for s in exported.outputs]})
+        report.samples["parity"] = exported.parity_origin.to_json()
         names = [o.name for o in exported.outputs]
         for (path, lane), desc in zip(found, described, strict=True):
+            start = time.perf_counter()
             with progress.step(f"Checking parity of {path.name}"):
-                report.artifacts.append(_check(path, lane, desc, exported, names, overrides, limits,
-                                               work / "data" / f"artifact-{len(report.artifacts)}"))
+                rec = _check(path, lane, desc, exported, names, overrides, limits,
+                             work / "data" / f"artifact-{len(report.artifacts)}")
+            rec.parity.seconds = time.perf_counter() - start
+            report.artifacts.append(rec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report.finish()
     if options.report:
         JsonReporter().write(report, Path(options.report))
     return report
@@ -140,7 +151,8 @@ def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: Ex
     spec = lane.mode(rec.quantization)
     thresholds = thresholds_for(spec, names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
-                       thresholds=thresholds, runtime=runtime, calibration=None, sizes={})
+                       thresholds=thresholds, runtime=runtime, inputs=exported.parity_origin.origin, calibration=None,
+                       sizes={})
     return rec
 
 

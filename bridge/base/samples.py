@@ -36,12 +36,38 @@ class CalibrationOptions:
     pixels: bool = False  # synthetic image inputs are whole 0-255 pixels, normalized (an artifact takes pixels)
 
 
+@dataclass(frozen=True)
+class SampleOrigin:
+    """Where a set of samples came from, as the report states it: `synthetic` (seeded random inputs),
+    `calibration` (held out of the --calibration data, never calibrated on) or `user` (the user's
+    data as given)."""
+
+    origin: str  # synthetic | calibration | user
+    count: int
+    seed: int | None = None  # synthetic sets
+    path: str | None = None  # sets read from the user's data
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return f"synthetic (seed {self.seed})"
+        return f"{self.path} ({self.count} samples)"
+
+    def to_json(self) -> dict:
+        out: dict = {"origin": self.origin, "count": self.count}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.path is not None:
+            out["path"] = self.path
+        return out
+
+
 @dataclass
 class Samples:
     parity: list[dict[str, np.ndarray]]
     calibration: list[dict[str, np.ndarray]]
-    origin: str  # where the calibration samples came from
+    origin: SampleOrigin  # of the calibration samples
     warnings: list[str]
+    parity_origin: SampleOrigin
 
 
 def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool,
@@ -51,21 +77,23 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
     check_channels(opts, specs, channel_last)
     if opts.pixels:
         parity = pixel_images(parity, specs, channel_last, opts, seed)
+    synthetic = SampleOrigin("synthetic", len(parity), seed=seed)
     if not opts.path:
         calib = synthetic_samples(specs, SYNTHETIC_CALIBRATION, seed + 1).feeds
         if opts.pixels:
             calib = pixel_images(calib, specs, channel_last, opts, seed + 1)
-        return Samples(parity, calib, f"synthetic (seed {seed + 1})",
+        return Samples(parity, calib, SampleOrigin("synthetic", len(calib), seed=seed + 1),
                        ["no --calibration data: quantized modes are calibrated on synthetic "
-                        "random inputs, which may not reflect real activation ranges"])
+                        "random inputs, which may not reflect real activation ranges"], synthetic)
     data = load(opts, specs, channel_last)
     dynamic = any(s.dynamic for s in specs)
     if len(data) >= len(parity) + 4 and not dynamic:
         held = data[-len(parity):]
-        return Samples(held, data[:-len(parity)], f"{opts.path} ({len(data) - len(held)} samples)",
-                       [f"parity runs on {len(held)} samples held out of {opts.path}"])
-    return Samples(parity, data, f"{opts.path} ({len(data)} samples)",
-                   [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"])
+        return Samples(held, data[:-len(parity)], SampleOrigin("user", len(data) - len(held), path=opts.path),
+                       [f"parity runs on {len(held)} samples held out of {opts.path}"],
+                       SampleOrigin("calibration", len(held), path=opts.path))
+    return Samples(parity, data, SampleOrigin("user", len(data), path=opts.path),
+                   [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"], synthetic)
 
 
 def check_channels(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> None:

@@ -19,12 +19,13 @@ import typer
 from rich.markup import escape
 
 from bridge.base.samples import CalibrationOptions
-from bridge.commands.common import RichProgress, print_outcome
+from bridge.commands.common import RichProgress, command_line, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
 def core(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
                                                ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml, or an installed "
@@ -69,7 +70,7 @@ def core(
         max_memory=memory(max_memory),
         verbose=verbose,
     )
-    report = convert(source, options, RichProgress())
+    report = convert(source, options, RichProgress(), command_line=command_line(ctx))
     print_outcome(report)
     raise typer.Exit(report.exit_code)
 

@@ -101,7 +101,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
     channel_last = framework in ("keras", "tensorflow")
     samples = split_samples(req.calibration, inputs, channel_last,
                             parity_feeds(inputs, req.samples, req.seed), req.seed)
-    origin = samples.origin
+    origin, parity_origin = samples.origin, samples.parity_origin
     warnings += samples.warnings
     feeds = write_feeds(req.data / "feeds", samples.parity)
     calibration = write_feeds(req.data / "calibration", samples.calibration)
@@ -128,6 +128,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         source_outputs=source_outputs,
         calibration=calibration,
         calibration_origin=origin,
+        parity_origin=parity_origin,
         params=hub.param_count(model),
         route=(*route, "onnxslim"),
         warnings=warnings,

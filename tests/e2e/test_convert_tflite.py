@@ -21,16 +21,20 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
                "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = report(out)
-    assert rep["passed"] and rep["schema"] == "bridge.report/1"
+    assert rep["passed"] and rep["schema"] == "bridge.report/2"
     assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", *TFLITE_MODES]
     onnx = artifact(rep, "onnx", "fp32")
     assert onnx["parity"]["outputs"]["output"]["rel_l2"] <= 1e-5
+    assert rep["hub"]["outputs"]["output"] == {k: v for k, v in onnx["parity"]["outputs"]["output"].items()
+                                               if k != "abs_error_histogram"}
+    assert rep["samples"]["parity"] == {"origin": "calibration", "count": 8, "path": str(SAMPLES / "calibration")}
+    assert {artifact(rep, "tflite", m)["parity"]["calibration"] for m in ("int8", "fp16")} == {"user", None}
     for mode in TFLITE_MODES:
         a = artifact(rep, "tflite", mode)
         assert (out / a["path"]).stat().st_size == a["bytes"] > 0
         m = a["parity"]["outputs"]["output"]
         assert a["parity"]["status"] == "passed" and a["parity"]["runtime"] == "ai-edge-litert"
-        assert set(a["parity"]["stages"]) == {"source->onnx", "onnx->target"}
+        assert set(a["parity"]["stages"]) == {"onnx->target"}  # source->onnx is held once, as `hub`
         if mode == "fp32":
             assert m["rel_l2"] <= 1e-4
         elif mode == "fp16":

@@ -44,8 +44,11 @@ def test_parity_samples_are_held_out():
     parity = synthetic_samples([IMAGE], 8, 0).feeds
     s = split_samples(CalibrationOptions(str(SAMPLES / "calibration")), [IMAGE], False, parity, 0)
     assert len(s.parity) == 8 and len(s.calibration) == 16
+    assert s.parity_origin.to_json() == {"origin": "calibration", "count": 8, "path": str(SAMPLES / "calibration")}
+    assert s.origin.to_json() == {"origin": "user", "count": 16, "path": str(SAMPLES / "calibration")}
     held = {f["image"].tobytes() for f in s.parity}
     assert not held & {f["image"].tobytes() for f in s.calibration}
     synthetic = split_samples(CalibrationOptions(), [IMAGE], False, parity, 0)
-    assert synthetic.parity is parity and "synthetic" in synthetic.origin and synthetic.warnings
+    assert synthetic.parity is parity and synthetic.origin.origin == "synthetic" and synthetic.warnings
+    assert synthetic.parity_origin.to_json() == {"origin": "synthetic", "count": len(parity), "seed": 0}
     assert not np.array_equal(synthetic.calibration[0]["image"], parity[0]["image"])
