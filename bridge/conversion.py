@@ -30,8 +30,9 @@ from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import judge, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import STAGED, OutputFolder
+from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Stage, run_stage
 
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
@@ -56,6 +57,7 @@ class ConvertOptions:
     max_memory: int | None = None
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
+    junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -67,7 +69,7 @@ class ConvertOptions:
 def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
             faults: Sequence[Fault] = (), command_line: Sequence[str] | None = None) -> Report:
     """Convert `source` to every requested target and mode; returns the report (also written as
-    `report.json` in the output folder). Raises `UsageError` for bad usage before
+    `report.json` and `report.html` in the output folder). Raises `UsageError` for bad usage before
     converting. `command_line` is recorded in the report (the CLI passes its argv); `faults` is for
     the crash tests only."""
     report = Report(command="convert", source={"path": source}, command_line=list(command_line or ()) or None)
@@ -90,6 +92,11 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     with out:
         inputs = [ref.path, Path(calibration.path) if calibration.path else None]
         out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)], inputs)
+        if options.junit:
+            check_report_destination(Path(options.junit), inputs, "--junit")
+            if out.writes(Path(options.junit)):
+                raise UsageError(f"--junit {options.junit}: bridge writes its report and artifacts there; "
+                                 "choose another path")
         work = scratch(out.path)
         try:
             run = _Run(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options,
@@ -97,6 +104,9 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
             run.execute(report, replace(request, hub_path=str(work / f"{ref.name}.onnx")))
             report.finish()
             out.publish(report, work / STAGED)
+            if options.junit:
+                JUnitReporter().write(report.to_json(), Path(options.junit))
+                report.written["junit"] = Path(options.junit)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return report

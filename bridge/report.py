@@ -1,6 +1,7 @@
 """The report of a run, as typed records. Writers (`bridge.reporters`) turn it into files; this
 module only says what each record means in JSON (`to_json`), once. The JSON document is the
-contract: `bridge/schemas/report-v2.json` describes it."""
+contract: `bridge/schemas/report-v2.json` describes it, and the HTML and JUnit writers read only it,
+so they render a stored report exactly as they render a fresh one."""
 
 from __future__ import annotations
 

@@ -24,9 +24,11 @@ from bridge.options import DEFAULT_TIMEOUT, check_limits
 from bridge.parity import judge, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import check_report_destination
+from bridge.publish import check_distinct, check_report_destination
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters.html import HtmlReporter
 from bridge.reporters.json import JsonReporter
+from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Stage, run_stage
 
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
@@ -38,6 +40,8 @@ class ValidateOptions:
     dynamic: tuple[str, ...] = ()
     thresholds: tuple[str, ...] = ()
     report: str | None = None  # report.json here
+    html: str | None = None  # the same report as a page
+    junit: str | None = None  # the verdicts as JUnit XML
     samples: int = 8
     seed: int = 0
     trust_code: bool = False
@@ -54,14 +58,17 @@ class ValidateOptions:
 def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
              progress: Progress | None = None, *, faults: Sequence[Fault] = (),
              command_line: Sequence[str] | None = None) -> Report:
-    """Check each artifact against `source`; returns the report (also written to `options.report`
-    when given). `command_line` is recorded in the report."""
+    """Check each artifact against `source`; returns the report (also written to `options.report`,
+    `options.html` and `options.junit` when given). `command_line` is recorded in the report."""
     report = Report(command="validate", source={"path": source}, command_line=list(command_line or ()) or None)
     progress = progress or Progress()
     ref = sniff(source)
     found = [(Path(a), lane_of(a)) for a in artifacts]
-    if options.report:
-        check_report_destination(Path(options.report), [ref.path, *(p for p, _ in found)])
+    outputs = {"--report": options.report, "--html": options.html, "--junit": options.junit}
+    check_distinct(outputs)
+    for flag, path in outputs.items():
+        if path:
+            check_report_destination(Path(path), [ref.path, *(p for p, _ in found)], flag)
     overrides = [parse_threshold(t) for t in options.thresholds]
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose,
                     faults=tuple(faults))
@@ -91,6 +98,13 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.finish()
+    doc = report.to_json()
+    if options.html:  # the page first: report.json, when asked for, is written last, as by convert
+        HtmlReporter().write(doc, Path(options.html))
+        report.written["page"] = Path(options.html)
+    if options.junit:
+        JUnitReporter().write(doc, Path(options.junit))
+        report.written["junit"] = Path(options.junit)
     if options.report:
         JsonReporter().write(report, Path(options.report))
     return report

@@ -18,6 +18,9 @@ def command(
     source: Annotated[str, typer.Argument(help="The source model the artifacts must match.")],
     artifacts: Annotated[list[str], typer.Argument(help="ONNX or TFLite files, made by any tool.")],
     report: Annotated[Path, typer.Option(help="Write report.json here.")] = None,
+    html: Annotated[Path, typer.Option(help="Write the report as a self-contained HTML page here.")] = None,
+    junit: Annotated[Path, typer.Option(help="Write the verdicts as JUnit XML here, one test case per "
+                                             "artifact, for CI.")] = None,
     input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
@@ -33,6 +36,7 @@ def command(
 
     options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
                               thresholds=tuple(threshold or ()), report=str(report) if report else None,
+                              html=str(html) if html else None, junit=str(junit) if junit else None,
                               samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
                               max_memory=memory(max_memory), verbose=verbose)
     result = validate(source, artifacts, options, RichProgress(), command_line=command_line(ctx))

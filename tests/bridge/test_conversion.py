@@ -48,7 +48,8 @@ def test_each_mode_is_judged_by_its_own_row(source, tmp_path):
     assert close.parity.thresholds["y"] == {"snr_db_min": 50.0}
     assert close.parity.outputs["y"]["snr_db"] == pytest.approx(60.0, abs=0.1)  # 0.1% off: 60 dB
     assert set(exact.parity.stages) == {"onnx->target"} and report.hub["outputs"]["y"]["rel_l2"] == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.json", "tiny_close.fake", "tiny_exact.fake"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.html", "report.json", "tiny_close.fake",
+                                                                  "tiny_exact.fake"]
 
 
 def test_a_wrong_artifact_fails_and_nothing_is_published(source, tmp_path):
