@@ -19,6 +19,7 @@ EXTRAS = {
     "tf2onnx": "keras",
     "onnx2tf": "tflite",
     "ai_edge_litert": "tflite",
+    "flatbuffers": "tflite",
     "coremltools": "coreml",
     "PIL": "tflite",
 }

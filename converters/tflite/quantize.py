@@ -1,58 +1,171 @@
-"""One TFLiteConverter configuration per mode. Quantization modes are data: `MODES` says, for each
-mode, which optimizations, kernels and I/O types the converter gets."""
+"""How each TFLite mode is made from the one float32 file onnx2tf writes. Modes are data: `MODES`
+says, per mode, which rewrite or quantizer makes it and with what types.
+
+- fp32: onnx2tf's file as it is.
+- fp16: float16 weights behind DEQUANTIZE, float32 compute (`fp16.float16_weights`).
+- dynamic-int8: int8 weights for hybrid kernels (`dynamic.dynamic_int8`).
+- int8, int8-io, int16x8: calibrated by ai-edge-litert's own post-training quantizer
+  (`_pywrap_tensorflow_lite_calibration_wrapper`: TFLite's calibrator, which runs the float model on
+  our samples and records each tensor's range, and its quantizer, which writes integer kernels).
+  It is the quantizer TensorFlow's converter shipped before its MLIR one, and needs no TensorFlow.
+
+Not used, and why (measured, NOTES-issue12.md): onnx2tf 2.x's own quantized outputs (dynamic range
+at -5 dB SNR, per-channel integer failing its own validation, per-tensor int8 at 10-13 dB);
+ai-edge-quantizer (every release pins an ai-edge-litert other than onnx2tf's 2.1.2); a TFLite
+converter pass through TensorFlow (what 1.x needed: 3-10x slower, and TensorFlow in the lane).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from bridge.converters.tflite import flatbuffer as fbu
+from bridge.errors import ConversionError
+from bridge.lazy import require
 from bridge.modes import Mode
 
 
 @dataclass(frozen=True)
 class ModeConfig:
-    optimize: bool = False
-    float16: bool = False
-    calibrated: bool = False
-    ops: str = "builtins"  # builtins | int8 | int16x8
+    make: str  # float | fp16-weights | dynamic-range | calibrated
+    activations: str | None = None  # calibrated modes: int8 | int16
     integer_io: bool = False
-    # Kernels that may stay float when a full-integer conversion cannot quantize an op; the
-    # report warns when this fallback was needed.
+    # Kernels that may stay float where an op has no integer one. int8 tries without first and
+    # warns when it needed them; int16x8 admits them from the start (few ops have int16 kernels).
     float_fallback: bool = False
+
+    @property
+    def calibrated(self) -> bool:
+        return self.make == "calibrated"
+
+    @property
+    def float16(self) -> bool:
+        """float16 weights: GPU delegates compute such files in float16 (CPU kernels widen to float32)."""
+        return self.make == "fp16-weights"
 
 
 MODES: dict[Mode, ModeConfig] = {
-    Mode.FP32: ModeConfig(),
-    Mode.FP16: ModeConfig(optimize=True, float16=True),
-    Mode.DYNAMIC_INT8: ModeConfig(optimize=True),
-    Mode.INT8: ModeConfig(optimize=True, calibrated=True, ops="int8"),
-    Mode.INT8_IO: ModeConfig(optimize=True, calibrated=True, ops="int8", integer_io=True),
-    Mode.INT16X8: ModeConfig(optimize=True, calibrated=True, ops="int16x8", float_fallback=True),
+    Mode.FP32: ModeConfig("float"),
+    Mode.FP16: ModeConfig("fp16-weights"),
+    Mode.DYNAMIC_INT8: ModeConfig("dynamic-range"),
+    Mode.INT8: ModeConfig("calibrated", activations="int8"),
+    Mode.INT8_IO: ModeConfig("calibrated", activations="int8", integer_io=True),
+    Mode.INT16X8: ModeConfig("calibrated", activations="int16", float_fallback=True),
 }
 
+# activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
+_TYPES = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}
 
-def make_converter(tf, concrete_fn, holder, cfg: ModeConfig, representative: Callable[[], Iterable],
-                   *, allow_select: bool, allow_float: bool):
-    """A TFLiteConverter for one mode. `allow_select` admits Flex ops (listed and refused later
-    unless --allow-flex); `allow_float` admits float kernels in full-integer modes."""
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], holder)
-    ops = {
-        "builtins": [tf.lite.OpsSet.TFLITE_BUILTINS],
-        "int8": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
-        "int16x8": [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8],
-    }[cfg.ops]
-    if allow_float and cfg.ops != "builtins":
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    if allow_select:
-        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-    conv.target_spec.supported_ops = ops
-    if cfg.optimize:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if cfg.float16:
-        conv.target_spec.supported_types = [tf.float16]
-    if cfg.calibrated:
-        conv.representative_dataset = representative
-    if cfg.integer_io:
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    return conv
+
+def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> bytes:
+    """A calibrated integer model from the float32 file at `fp32_path`.
+
+    `samples`: the float32 file's inputs for each calibration sample, in its input order and
+    layout. Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the
+    process on some graphs (seen: a ViT in int16x8).
+    """
+    cw = require("ai_edge_litert._pywrap_tensorflow_lite_calibration_wrapper")
+    cfg = MODES[Mode(mode)]
+    act, bias = _TYPES[cfg.activations]
+    io_type = act if cfg.integer_io else np.float32
+    with open(fp32_path, "rb") as f:
+        model = f.read()  # the wrapper keeps a pointer into these bytes, not a reference: hold them
+    wrapper = cw.CalibrationWrapper(model, [], [])
+    prepared = False
+    for arrays in samples:
+        if not prepared:
+            wrapper.Prepare([list(a.shape) for a in arrays])
+            prepared = True
+        wrapper.FeedTensor(list(arrays))
+    if not prepared:
+        raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
+    try:
+        buf = wrapper.QuantizeModel(np.dtype(io_type).num, np.dtype(io_type).num, allow_float,
+                                    np.dtype(act).num, np.dtype(bias).num, False, False)
+    except RuntimeError as e:  # the quantizer's refusal, e.g. an op with no integer kernel
+        raise ConversionError(_brief(e), stage="tflite-convert") from None
+    del wrapper
+    return compact(bytes(buf))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One calibrated mode, for the child process that makes it (`python -m` this module, the job as
+    JSON): the float32 file, the calibration feeds on disk (`bridge.arrays.Feeds`, source layout),
+    the file's inputs in order as (source name, permutation, dtype), and where to write."""
+
+    fp32_path: str
+    feeds: dict  # Feeds' fields
+    order: list
+    mode: str
+    allow_float: bool
+    out_path: str
+
+    def run(self) -> None:
+        from bridge.arrays import Feeds
+
+        feeds = Feeds(self.feeds["folder"], tuple(self.feeds["names"]), self.feeds["length"])
+
+        def arrays():
+            for feed in feeds:
+                yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
+
+        data = calibrate(self.fp32_path, arrays(), self.mode, self.allow_float)
+        with open(self.out_path, "wb") as f:
+            f.write(data)
+
+
+def _to_file(x: np.ndarray, perm: tuple | None, dtype: str) -> np.ndarray:
+    x = np.asarray(x).transpose(perm) if perm else np.asarray(x)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def compact(buf: bytes) -> bytes:
+    """Drop the calibration min/max the quantizer leaves next to every scale (8 % of a MobileNetV2
+    int8 file; runtimes read only scale and zero point), and give a tensor calibrated to the single
+    value 0 a usable scale.
+
+    Such a tensor (an additive attention mask fed all-ones masks) gets a zero or denormal scale
+    (4.6e-41 seen), which XNNPACK refuses ("unsupported scale value"); every value it stores is
+    the zero point, so any normal scale represents it exactly.
+    """
+    model = fbu.load(buf)
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if q is None or q.scale is None or not len(q.scale):
+                continue
+            q.min = None
+            q.max = None
+            scale = np.asarray(q.scale, dtype=np.float32)
+            if np.any(scale < 1e-30):
+                q.scale = np.where(scale < 1e-30, np.float32(1e-12), scale).tolist()
+    return fbu.save(model)
+
+
+def _brief(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def main(argv: Sequence[str]) -> int:
+    """The quantizer's own process: exit 0 with the file written, 1 with the refusal on stderr's
+    last line, or death by a signal where the quantizer aborts."""
+    import json
+    import sys
+
+    try:
+        Job(**json.loads(argv[1])).run()
+    except ConversionError as e:
+        sys.stderr.write(f"\nrefused: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,96 @@
+"""What the TFLite lane refuses, found before anything converts: every node at once, with its reason.
+
+Two sources:
+- onnx2tf 2.x's own node validators (`build_op_coverage_report`, the check its `flatbuffer_direct`
+  backend makes node by node while converting): ops without a TFLite builtin lowering, and
+  attribute, rank or dtype combinations its lowerings do not take. They run on the graph as the
+  lane hands it to onnx2tf: after our rewrites (`rewrites.PIPELINE`) and onnx2tf's own
+  preprocessing, so a pattern a rewrite fixes (Conv SAME_LOWER, dilated MaxPool) is not refused.
+- `REFUSED`: combinations onnx2tf accepts but lowers wrongly, measured, that no rewrite fixes yet.
+  Refusing them is better than a file that fails parity after a full conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.converters.onnx.graph import get_attr
+from bridge.lazy import require
+
+
+@dataclass(frozen=True)
+class Refused:
+    op_type: str
+    reason: str
+    nodes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.nodes[:5]) + (f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else "")
+        return f"{self.op_type} ({shown}): {self.reason}"
+
+    def to_json(self) -> dict:
+        return {"op_type": self.op_type, "reason": self.reason, "nodes": list(self.nodes)}
+
+
+# op type -> a check returning why the node is refused, or None. Each entry is a measured silent
+# error of onnx2tf 2.6.9 (benchmarks/conformance), kept until a rewrite or an upgrade fixes it.
+REFUSED: dict[str, Callable] = {}
+
+
+def refuse(op_type: str) -> Callable[[Callable], Callable]:
+    def wrap(check: Callable) -> Callable:
+        REFUSED[op_type] = check
+        return check
+    return wrap
+
+
+def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool = False) -> list[Refused]:
+    """Every node of `model` (the hub) the lane would refuse, grouped by op type and reason.
+    `rewritten`: the lane's rewrites already ran on `model`."""
+    from bridge.converters.tflite.rewrites import apply_rewrites
+
+    if not rewritten:
+        model = copy.deepcopy(model)
+        apply_rewrites(model)
+    names = node_names or {}
+    found: dict[tuple[str, str], list[str]] = {}
+    for node in model.graph.node:
+        check = REFUSED.get(node.op_type)
+        reason = check(node) if check else None
+        if reason:
+            found.setdefault((node.op_type, reason), []).append(names.get(node.name, node.name))
+    for issue in _onnx2tf_refusals(model):
+        node = issue.get("node_name") or ""
+        key = (issue.get("onnx_op") or "?", _reason(issue))
+        found.setdefault(key, []).append(names.get(node, node))
+    return [Refused(op, reason, tuple(nodes)) for (op, reason), nodes in sorted(found.items())]
+
+
+def refused_in_file(path: str) -> list[dict]:
+    """For `bridge inspect`: run in a child (imports onnx2tf's builder)."""
+    onnx = require("onnx")
+    return [r.to_json() for r in refused_ops(onnx.load(path))]
+
+
+def _onnx2tf_refusals(model) -> list[dict]:
+    """The nodes onnx2tf's flatbuffer_direct validators reject, as its coverage report lists them."""
+    builder = require("onnx2tf.tflite_builder")
+    with contextlib.redirect_stdout(io.StringIO()):
+        graph, _ = builder.run_preprocess_pipeline(onnx_graph=copy.deepcopy(model))
+        report = builder.build_op_coverage_report(onnx_graph=graph, output_file_name="model")
+    return list(report.get("unsupported_nodes", []))
+
+
+def _reason(issue: dict) -> str:
+    message = " ".join(str(issue.get("message") or "").split())
+    code = issue.get("reason_code") or "unsupported"
+    return f"{message} [{code}]" if message else code
+
+
+def _attr(node, name: str, default):
+    value = get_attr(node, name, default)
+    return value.decode() if isinstance(value, bytes) else value
