@@ -13,25 +13,9 @@ from bridge.sources import Format, sniff
 
 
 def lane_support(op_types: set[str]) -> dict[str, dict]:
-    """Per lane: the model's ops it has converters for, and those it lacks."""
-    known = {"onnx": None, "tflite": _onnx2tf_ops()}
-    out = {}
-    for lane, ops in known.items():
-        if ops is None:
-            out[lane] = {"supported": True, "unsupported_ops": []}
-        else:
-            missing = sorted(op_types - ops)
-            out[lane] = {"supported": not missing, "unsupported_ops": missing}
-    return out
-
-
-def _onnx2tf_ops() -> set[str]:
-    """onnx2tf keeps one module per ONNX op type: list them without importing TensorFlow."""
-    spec = importlib.util.find_spec("onnx2tf")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    ops_dir = Path(next(iter(spec.submodule_search_locations))) / "ops"
-    return {p.stem for p in ops_dir.glob("*.py") if p.stem[:1].isupper()}
+    """Per lane that can tell from op types alone: the ONNX artifact is the hub, so it takes every op.
+    The TFLite and Core ML lanes decide per node, in their preflights (`_with_preflights`)."""
+    return {"onnx": {"supported": True, "unsupported_ops": []}}
 
 
 def describe_onnx(path: str) -> dict:
@@ -57,8 +41,18 @@ def describe_onnx(path: str) -> dict:
     }
 
 
-def _with_coreml(desc: dict, onnx_path: str, limits: Limits) -> dict:
-    """Core ML support comes from our converter registry, which imports coremltools: ask a child."""
+def _with_preflights(desc: dict, onnx_path: str, limits: Limits) -> dict:
+    """TFLite and Core ML support come from each lane's preflight, which imports its converter: ask
+    a child for each. TFLite's names the reason for every refused node (an op without a builtin
+    lowering, or an attribute combination the lane refuses)."""
+    if importlib.util.find_spec("onnx2tf") is None:
+        desc["lanes"]["tflite"] = {"supported": False, "unsupported_ops": [], "reason": "onnx2tf not installed"}
+    else:
+        refused = run_stage("tflite-preflight", "bridge.converters.tflite.preflight:refused_in_file", onnx_path,
+                            limits=limits)
+        desc["lanes"]["tflite"] = {"supported": not refused,
+                                   "unsupported_ops": sorted({r["op_type"] for r in refused}),
+                                   "refused": refused}
     if importlib.util.find_spec("coremltools") is None:
         desc["lanes"]["coreml"] = {"supported": False, "unsupported_ops": [], "reason": "coremltools not installed"}
         return desc
@@ -73,7 +67,7 @@ def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dic
     ref = sniff(target)
     limits = Limits(timeout=1800)
     if ref.format is Format.ONNX:
-        return _with_coreml(describe_onnx(str(ref.path)), str(ref.path), limits)
+        return _with_preflights(describe_onnx(str(ref.path)), str(ref.path), limits)
     if ref.format is Format.TFLITE:
         desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(ref.path), limits=limits)
         return {"format": "tflite", **desc}
@@ -88,7 +82,7 @@ def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dic
         exported = run_stage("export", "bridge.converters.onnx.export:export_source",
                              ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in inputs),
                                            samples=1, trust_code=trust_code), limits=limits)
-        desc = _with_coreml(describe_onnx(exported.hub_path), exported.hub_path, limits)
+        desc = _with_preflights(describe_onnx(exported.hub_path), exported.hub_path, limits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**desc, "format": str(ref.format), "framework": exported.framework, "hub_opset": desc.pop("opset")}

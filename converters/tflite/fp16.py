@@ -7,8 +7,11 @@ float32 kernels and XNNPACK folds the DEQUANTIZE of constant weights when it pre
 onnx2tf 2.x's own `*_float16.tflite` computes in float16 end to end (float16 inputs and
 activations), which ai-edge-litert's float kernels reject, and which is a different mode.
 
-Constants outside float16's range stay float32: an attention mask's -3.4e38 fill would become
--inf and the softmax after it NaN (TensorFlow clamps it to -65504; keeping it exact is better).
+Constants float16 cannot hold stay float32 (`_fits_float16`): beyond its range (an attention mask's
+-3.4e38 fill would become -inf and the softmax after it NaN; TensorFlow clamps such values to
+-65504, which silently rescales a gain of 1e5 by 0.655), and small constants whose nonzero values
+would round to 0 (an epsilon of 1e-12 guarding a division or square root). Large weight tensors
+that hold a few tiny values are stored in float16 like the rest, as TensorFlow does.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from bridge.converters.tflite import flatbuffer as fbu
 
 FP16_MAX = float(np.finfo(np.float16).max)
+SMALL = 16  # elements: scalars and short vectors (epsilons, scales) are checked for values lost to 0
 
 
 def float16_weights(buf: bytes) -> bytes:
@@ -32,7 +36,7 @@ def float16_weights(buf: bytes) -> bytes:
         loads = []
         for index, tensor in enumerate(list(sg.tensors)):
             values = _float32_constant(model, tensor)
-            if values is None or index in graph_io or np.any(np.abs(values) > FP16_MAX):
+            if values is None or index in graph_io or not _fits_float16(values):
                 continue
             if tensor.buffer not in halves:
                 halves[tensor.buffer] = fbu.add_buffer(model, values.astype("<f2"))
@@ -49,6 +53,13 @@ def float16_weights(buf: bytes) -> bytes:
         if users[old] == 0:
             model.buffers[old].data = None  # no float32 reader left: do not ship the bytes twice
     return fbu.save(model)
+
+
+def _fits_float16(values: np.ndarray) -> bool:
+    if np.any(np.abs(values) > FP16_MAX):
+        return False
+    small = values.size <= SMALL
+    return not (small and np.any((values != 0) & (values.astype(np.float16) == 0)))
 
 
 def _float32_constant(model, tensor) -> np.ndarray | None:

@@ -77,14 +77,8 @@ def _mode(req: LaneRequest, mode: Mode, fp32: Path, io_float: IO, shared: float,
     try:
         art.warnings += _make(req, cfg, mode, fp32, io_float, path)
         counts = op_counts(path.read_bytes())
-        flex, custom = flex_ops(counts), custom_ops(counts)
-        art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex})
-        if custom:
-            raise ConversionError(f"needs custom ops {', '.join(custom)}, which no stock TFLite runtime has",
-                                  stage="tflite-convert")
-        if flex and not req.options.get("allow_flex"):
-            raise ConversionError(f"needs Flex (Select TF) ops {', '.join(flex)}, which stock TFLite "
-                                  "runtimes reject; pass --allow-flex to ship them anyway", stage="tflite-convert")
+        art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
+        check_ops(counts, bool(req.options.get("allow_flex")))
         art.io = _read_io(path, io_float)
         art.path = str(path)
     except ConversionError as e:
@@ -93,6 +87,18 @@ def _mode(req: LaneRequest, mode: Mode, fp32: Path, io_float: IO, shared: float,
     art.seconds = shared + time.perf_counter() - t0
     art.details["shared_seconds"] = round(shared, 3)
     return art
+
+
+def check_ops(counts, allow_flex: bool) -> None:
+    """Refuse a file a stock runtime cannot run: custom ops always (onnx2tf 2.x falls back to
+    `ONNX_*` custom ops for a few patterns), Flex (Select TF) ops unless `--allow-flex`."""
+    custom, flex = custom_ops(counts), flex_ops(counts)
+    if custom:
+        raise ConversionError(f"needs custom ops {', '.join(custom)}, which no stock TFLite runtime has",
+                              stage="tflite-convert")
+    if flex and not allow_flex:
+        raise ConversionError(f"needs Flex (Select TF) ops {', '.join(flex)}, which stock TFLite "
+                              "runtimes reject; pass --allow-flex to ship them anyway", stage="tflite-convert")
 
 
 def _make(req: LaneRequest, cfg: ModeConfig, mode: Mode, fp32: Path, io_float: IO, path: Path) -> list[str]:

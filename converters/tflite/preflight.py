@@ -82,7 +82,10 @@ def _onnx2tf_refusals(model) -> list[dict]:
     with contextlib.redirect_stdout(io.StringIO()):
         graph, _ = builder.run_preprocess_pipeline(onnx_graph=copy.deepcopy(model))
         report = builder.build_op_coverage_report(onnx_graph=graph, output_file_name="model")
-    return list(report.get("unsupported_nodes", []))
+    custom = [{**n, "reason_code": "custom_op",
+               "message": "lowered to a CUSTOM op that no stock TFLite runtime has"}
+              for n in report.get("custom_lowered_nodes", [])]
+    return [*report.get("unsupported_nodes", []), *custom]
 
 
 def _reason(issue: dict) -> str:
