@@ -222,28 +222,21 @@ def overflow_warning(found: Sequence[Overflow], artifacts: Sequence[str]) -> str
 
 
 def constant_warning(found: Sequence[Constant], artifacts: Sequence[str]) -> str | None:
-    """One warning, or None when no artifact is hurt. A constant beyond +-65504 hurts TFLite's
-    fp16 files only: they store float constants in float16, clamped to +-65504, on CPU as on GPU,
-    while coremltools computes any op reading such a constant in fp32 (its FP16ComputePrecision
-    pass; only magnitudes from 1e38, masks' stand-ins for Inf, become Inf on purpose). A value that
-    rounds to zero is zero in every fp16 artifact."""
-    big = [c for c in found if c.overflows]
-    tflite = [a for a in artifacts if a.startswith("tflite/")]
+    """One warning, or None when no artifact is hurt. A value that rounds to zero in float16 is zero
+    in every Core ML fp16 artifact. TFLite's fp16 files are hurt by neither kind: they keep every
+    constant float16 cannot hold in float32 (converters/tflite/fp16.py), and constants beyond
+    +-65504 hurt no artifact, since coremltools computes any op reading such a constant in fp32
+    (its FP16ComputePrecision pass; only magnitudes from 1e38, masks' stand-ins for Inf, become Inf
+    on purpose)."""
     tiny = [c for c in found if c.vanishes]
-    coreml = (" (Core ML computes the ops reading them in fp32)"
-              if any(a.startswith("coreml/") for a in artifacts) else "")
-    parts = []
-    if big and tflite:
-        parts.append(f"{len(big)} float constant(s) exceed {FP16_MAX:.0f} (the float16 maximum) in magnitude, and "
-                     f"TFLite's fp16 files store them as +-{FP16_MAX:.0f}{coreml}: "
-                     f"{_listed((f'{c}: max |x| {c.max_abs:.4g}' for c in big), len(big))}. "
-                     f"Affected: {', '.join(tflite)}; rescale the model or use fp32 for these")
-    if tiny:
-        parts.append(f"{len(tiny)} single-valued float constant(s) are at or below 2**-25 (half the smallest "
-                     "float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a division "
-                     f"or square root from 0: {_listed((f'{c}: |x| {c.max_abs:.4g}' for c in tiny), len(tiny))}. "
-                     f"Affected: {', '.join(artifacts)}")
-    return "fp16 constants: " + "; besides, ".join(parts) if parts else None
+    hurt = [a for a in artifacts if not a.startswith("tflite/")]
+    if not tiny or not hurt:
+        return None
+    return ("fp16 constants: "
+            f"{len(tiny)} single-valued float constant(s) are at or below 2**-25 (half the smallest "
+            "float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a division "
+            f"or square root from 0: {_listed((f'{c}: |x| {c.max_abs:.4g}' for c in tiny), len(tiny))}. "
+            f"Affected: {', '.join(hurt)}")
 
 
 def _listed(items: Iterable[str], total: int) -> str:
