@@ -13,7 +13,7 @@ NEEDS = {
     "PyTorch sources": ("torch", "onnx", "onnxslim"),
     "Keras / TensorFlow sources": ("tensorflow", "keras", "tf2onnx"),
     "ONNX sources and the hub": ("onnx", "onnxruntime", "onnxslim"),
-    "tflite lane": ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert"),
+    "tflite lane": ("onnx2tf", "ai_edge_litert", "flatbuffers"),  # no TensorFlow: onnx2tf 2.x writes the files
     "coreml lane": ("coremltools", "sklearn"),
 }
 EXTRA = {"PyTorch sources": "torch", "Keras / TensorFlow sources": "keras", "ONNX sources and the hub": "onnx",
