@@ -45,18 +45,33 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     """Entry point of the `tflite-convert` stage."""
     start = time.perf_counter()
     model, applied = _rewritten_hub(req)
-    refused = refused_ops(model, req.node_names, rewritten=True)
-    if refused:
-        raise ConversionError(f"{len(refused)} op type(s) the TFLite lane refuses: "
-                              + "; ".join(str(r) for r in refused), stage="tflite-preflight",
-                              node=refused[0].nodes[0], op_type=refused[0].op_type)
+    if refused_ops(model, req.node_names, rewritten=True, thorough=False):
+        _refuse(model, req)
     plan = lay.plan_inputs(req.inputs, req.framework, req.options.get("tflite_layout", "nhwc"))
-    fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
+    try:
+        fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
+        if custom_ops(op_counts(fp32.path.read_bytes())):
+            _refuse(model, req)
+    except ConversionError as e:
+        _refuse(model, req, e)
     io_float = _bindings(req, fp32.path, plan)
     shared = time.perf_counter() - start
     warnings = [f"ONNX rewritten before onnx2tf: {', '.join(applied)}"] if applied else []
     details = {"onnx2tf_correspondence": direct.correspondence(fp32.correspondence)}
     return [_mode(req, Mode(m), fp32.path, io_float, shared, warnings, details) for m in req.modes]
+
+
+def _refuse(model, req: LaneRequest, failure: ConversionError | None = None) -> None:
+    """Name every node the lane refuses, all at once (the preflight's thorough check: onnx2tf's own
+    node validators). It runs when the quick check (op types alone) or onnx2tf itself found
+    something, so a graph that converts never pays for it."""
+    refused = refused_ops(model, req.node_names, rewritten=True)
+    if refused:
+        raise ConversionError(f"{len(refused)} op type(s) the TFLite lane refuses: "
+                              + "; ".join(str(r) for r in refused), stage="tflite-preflight",
+                              node=refused[0].nodes[0], op_type=refused[0].op_type)
+    if failure is not None:
+        raise failure
 
 
 def _rewritten_hub(req: LaneRequest):
