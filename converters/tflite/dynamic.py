@@ -52,16 +52,31 @@ def dynamic_int8(buf: bytes) -> bytes:
 
 
 def quantize_per_channel(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per channel along `axis`, range [-127, 127], rounding half away from zero
-    (C++'s std::round, as TensorFlow's quantizer rounds)."""
+    """Symmetric int8 per channel along `axis`, range [-127, 127], exactly as TensorFlow's converter
+    makes dynamic-range weights (matched bit for bit on every weight of a MobileNetV2): the scale
+    max |w| / 127 and each weight / scale in float64, rounded half away from zero; the file stores
+    the scale in float32."""
     reduce = tuple(a for a in range(values.ndim) if a != axis)
-    scale = np.max(np.abs(values), axis=reduce) / 127.0
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    scale = np.max(np.abs(values.astype(np.float64)), axis=reduce) / 127.0
+    scale = np.where(scale > 0, scale, 1.0)
     shape = [1] * values.ndim
     shape[axis] = -1
-    r = values / scale.reshape(shape)
+    r = values.astype(np.float64) / scale.reshape(shape)
     q = np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5), -127, 127).astype(np.int8)
-    return q, scale
+    return q, scale.astype(np.float32)
+
+
+def round_to_int8(values: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """Calibrated int8 weights to int8 exactly as TensorFlow's converter makes them for int8
+    activations: in float32, times the reciprocal of the (float32) scale, rounded half away from
+    zero. (Matched bit for bit on every weight of a MobileNetV2; dividing instead, as ai-edge-litert's
+    quantizer does, or in float64, rounds a few weights per layer to the other side of .5.)"""
+    scale = np.asarray(scale, np.float32)
+    shape = [1] * values.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    r = values.astype(np.float32) * (np.float32(1.0) / scale.reshape(shape))
+    return np.clip(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)), -127, 127).astype(np.int8)
 
 
 def _weights(model, tensor) -> np.ndarray | None:

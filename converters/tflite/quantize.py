@@ -88,7 +88,9 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     except RuntimeError as e:  # the quantizer's refusal, e.g. an op with no integer kernel
         raise ConversionError(_brief(e), stage="tflite-convert") from None
     del wrapper
-    return compact(bytes(buf))
+    # int8 weights rounded as TensorFlow does where that matches its files bit for bit (int8
+    # activations); its int16x8 files round some other way, left as the quantizer wrote them.
+    return compact(bytes(buf), model if cfg.activations == "int8" else None)
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,23 @@ def _to_file(x: np.ndarray, perm: tuple | None, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-def compact(buf: bytes) -> bytes:
-    """Drop the calibration min/max the quantizer leaves next to every scale (8 % of a MobileNetV2
-    int8 file; runtimes read only scale and zero point), and give a tensor calibrated to the single
-    value 0 a usable scale.
+def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
+    """Tidy the quantizer's file; with `fp32` (the float file it was made from), round its int8
+    weights again.
 
-    Such a tensor (an additive attention mask fed all-ones masks) gets a zero or denormal scale
-    (4.6e-41 seen), which XNNPACK refuses ("unsupported scale value"); every value it stores is
-    the zero point, so any normal scale represents it exactly.
+    - Drop the calibration min/max it leaves next to every scale (8 % of a MobileNetV2 int8 file;
+      runtimes read only scale and zero point).
+    - Give a tensor calibrated to the single value 0 a usable scale. Such a tensor (an additive
+      attention mask fed all-ones masks) gets a zero or denormal scale (4.6e-41 seen), which
+      XNNPACK refuses ("unsupported scale value"); every value it stores is the zero point, so any
+      normal scale represents it exactly.
+    - With `fp32`, round each symmetric int8 weight as TensorFlow's converter does (`dynamic.round_to_int8`):
+      the quantizer divides by the scale where TensorFlow multiplies by its reciprocal, and a few
+      weights per layer land on the other side of .5. Same scales, same biases; MobileNetV2 int8
+      on the same float file and calibration: 32.81 dB before, TensorFlow's 32.87 after.
     """
     model = fbu.load(buf)
+    floats = _float_weights(fp32) if fp32 is not None else {}
     for sg in model.subgraphs:
         for t in sg.tensors:
             q = t.quantization
@@ -143,7 +152,35 @@ def compact(buf: bytes) -> bytes:
             scale = np.asarray(q.scale, dtype=np.float32)
             if np.any(scale < 1e-30):
                 q.scale = np.where(scale < 1e-30, np.float32(1e-12), scale).tolist()
+            _reround(model, t, floats)
     return fbu.save(model)
+
+
+def _float_weights(fp32: bytes) -> dict[str, np.ndarray]:
+    """Name -> values of every float32 constant of the float file."""
+    model = fbu.load(fp32)
+    out = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            data = fbu.constant(model, t)
+            if data is not None and t.type == fbu.schema().TensorType.FLOAT32:
+                out[t.name.decode() if isinstance(t.name, bytes) else t.name] = data.view("<f4").reshape(t.shape)
+    return out
+
+
+def _reround(model, tensor, floats: dict[str, np.ndarray]) -> None:
+    """Round a symmetric int8 constant again from its float values, where the float file has them."""
+    from bridge.converters.tflite.dynamic import round_to_int8
+
+    name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+    values, data = floats.get(name), fbu.constant(model, tensor)
+    q = tensor.quantization
+    if values is None or data is None or tensor.type != fbu.schema().TensorType.INT8 \
+            or q.zeroPoint is None or any(q.zeroPoint) or tuple(values.shape) != tuple(tensor.shape):
+        return
+    exact = round_to_int8(values, np.asarray(q.scale, np.float32), q.quantizedDimension)
+    if exact.tobytes() != data.tobytes():
+        model.buffers[tensor.buffer].data = np.frombuffer(exact.tobytes(), np.uint8)
 
 
 def _brief(e: BaseException) -> str:
