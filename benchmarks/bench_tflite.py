@@ -53,8 +53,9 @@ MB = 1024 * 1024
 
 # Run in a child Python: import the model file by path and export it the way most users do.
 EXPORT_SNIPPET = """
-import importlib.util, sys
+import importlib.util, os, sys
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))  # as `python file.py` would: its folder first
 spec = importlib.util.spec_from_file_location("bench_models", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
