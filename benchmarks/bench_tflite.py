@@ -105,6 +105,7 @@ class Run:
     variant: str
     steps: list[Step] = field(default_factory=list)
     artifacts: dict[str, int] = field(default_factory=dict)  # file name -> bytes
+    stages: dict[str, float] = field(default_factory=dict)  # bridge: seconds per stage, from its progress lines
 
     @property
     def ok(self) -> bool:
@@ -258,7 +259,19 @@ def run_bridge(root: Path, case: Case, source: Path | None, timeout: float) -> R
     cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out"]
     run = Run("bridge", [measure("bridge convert", cmd, work, timeout)])
     run.artifacts = artifacts(work / "out")
+    run.stages = stages(Path(run.steps[0].log))
     return run
+
+
+def stages(log: Path) -> dict[str, float]:
+    """bridge's own progress lines ("✓ Converting to tflite (fp32, fp16) (5.1 s)"): seconds per stage,
+    to set the lane's conversion against onnx2tf's alone."""
+    found: dict[str, float] = {}
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    for what, seconds in re.findall(r"✓ (.+?) \(([0-9.]+) s\)\s*$", text, flags=re.MULTILINE):
+        key = re.sub(r" \(.*\)$", "", what)
+        found[key] = found.get(key, 0.0) + float(seconds)
+    return found
 
 
 def artifacts(folder: Path) -> dict[str, int]:
@@ -291,6 +304,7 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
                                "peak_mb": statistics.median(r.steps[i].peak_mb for r in good)}
                       for i, s in enumerate(good[0].steps)},
             "artifacts": good[-1].artifacts,
+            "stages": {k: statistics.median(r.stages.get(k, 0.0) for r in good) for k in good[0].stages},
         }
     return summary
 
@@ -383,7 +397,7 @@ def _report(case: Case, args: argparse.Namespace, runs: list[Run], summary: dict
         "summary": summary,
         "ratios_bridge_over_raw": ratio,
         "runs": [{"variant": r.variant, "ok": r.ok, "seconds": r.seconds, "peak_mb": r.peak_mb,
-                  "tree_peak_mb": r.tree_peak_mb, "artifacts": r.artifacts,
+                  "tree_peak_mb": r.tree_peak_mb, "artifacts": r.artifacts, "stages": r.stages,
                   "steps": [{k: v for k, v in asdict(s).items() if k != "log"} for s in r.steps]}
                  for r in runs],
     }
