@@ -105,7 +105,9 @@ def run_one(model: dict, variant: str, cache: Path, out_root: Path, timeout: flo
     result = {"model": model["name"], "variant": variant, "kind": model["kind"], "format": model["format"],
               "command": " ".join(["bridge", *cmd[1:]]), "exit_code": proc.returncode, "wall_s": round(wall, 1),
               "peak_rss_mb": round(int(peak.group(1)) / 1024) if peak else None}
-    report = out / "report.json"
+    # a run that failed leaves its report in .bridge-failed/ (the previous output stays untouched)
+    report = next((p for p in (out / "report.json", out / ".bridge-failed" / "report.json") if p.is_file()),
+                  out / "report.json")
     if report.is_file():
         r = json.loads(report.read_text())
         result["artifacts"] = summarize(r)

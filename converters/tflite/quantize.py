@@ -164,7 +164,8 @@ def _float_weights(fp32: bytes) -> dict[str, np.ndarray]:
         for t in sg.tensors:
             data = fbu.constant(model, t)
             if data is not None and t.type == fbu.schema().TensorType.FLOAT32:
-                out[t.name.decode() if isinstance(t.name, bytes) else t.name] = data.view("<f4").reshape(t.shape)
+                shape = tuple(t.shape) if t.shape is not None else ()
+                out[t.name.decode() if isinstance(t.name, bytes) else t.name] = data.view("<f4").reshape(shape)
     return out
 
 
@@ -175,8 +176,9 @@ def _reround(model, tensor, floats: dict[str, np.ndarray]) -> None:
     name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
     values, data = floats.get(name), fbu.constant(model, tensor)
     q = tensor.quantization
+    shape = tuple(tensor.shape) if tensor.shape is not None else ()
     if values is None or data is None or tensor.type != fbu.schema().TensorType.INT8 \
-            or q.zeroPoint is None or any(q.zeroPoint) or tuple(values.shape) != tuple(tensor.shape):
+            or q.zeroPoint is None or any(q.zeroPoint) or tuple(values.shape) != shape:
         return
     exact = round_to_int8(values, np.asarray(q.scale, np.float32), q.quantizedDimension)
     if exact.tobytes() != data.tobytes():
