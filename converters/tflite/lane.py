@@ -186,8 +186,7 @@ def _signal_name(number: int) -> str:
 def _bindings(req: LaneRequest, fp32: Path, plan: lay.InputPlan) -> IO:
     """How each source tensor appears in the float32 file: inputs from the plan (checked against the
     file), outputs from their shapes, and where a shape fits several layouts, from one probe sample."""
-    litert = require("ai_edge_litert.interpreter")
-    runner = litert.Interpreter(model_path=str(fp32)).get_signature_runner()
+    runner = _signature_runner(fp32)
     ins, outs = runner.get_input_details(), runner.get_output_details()
     if sorted(ins) != sorted(s.name for s in req.inputs) or sorted(outs) != sorted(s.name for s in req.outputs):
         raise ConversionError(f"onnx2tf's signature has inputs {sorted(ins)} and outputs {sorted(outs)}; the hub "
@@ -243,10 +242,18 @@ def _dynamic_outputs(hub_path: str) -> dict[str, tuple[int, ...]]:
             for o in graph.output}
 
 
+def _signature_runner(path: Path):
+    """The file's signature on the runtime's own kernels, without XNNPACK: the lane reads the file
+    and probes layouts here; whether the file runs on the default delegate, as on a phone, is the
+    parity stage's verdict (XNNPACK refuses to resize some graphs with dynamic shapes)."""
+    litert = require("ai_edge_litert.interpreter")
+    plain = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return litert.Interpreter(model_path=str(path), experimental_op_resolver_type=plain).get_signature_runner()
+
+
 def _read_io(path: Path, io_float: IO) -> IO:
     """The artifact's real I/O dtypes and quantization, read back from the file."""
-    litert = require("ai_edge_litert.interpreter")
-    runner = litert.Interpreter(model_path=str(path)).get_signature_runner()
+    runner = _signature_runner(path)
     details_in, details_out = runner.get_input_details(), runner.get_output_details()
 
     def read(b: Binding, details: dict) -> Binding:
