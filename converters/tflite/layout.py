@@ -82,6 +82,8 @@ def output_candidates(spec: TensorSpec, tfl_shape: tuple, dynamic: tuple[int, ..
 
     found = [p for p in layouts if fits(p, True)] if dynamic else []
     found += [p for p in layouts if p not in found and fits(p, False)]
+    if not spec.shape and tuple(tfl_shape) == (1,):
+        found = [None]  # onnx2tf writes a scalar as [1]; the comparison takes one value for one value
     if not found:
         raise ConversionError(f"onnx2tf turned output {spec.name} of shape {list(spec.shape)} into "
                               f"{list(tfl_shape)}, which no layout change explains", stage="tflite-convert")
