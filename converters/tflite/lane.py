@@ -163,7 +163,7 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: Mode, allow_fl
     job = Job(str(fp32), {"folder": feeds.folder, "names": list(feeds.names), "length": len(feeds)},
               [list(o) for o in order], mode.value, allow_float, str(path))
     done = subprocess.run([sys.executable, "-m", "bridge.converters.tflite.quantize", json.dumps(asdict(job))],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, preexec_fn=_die_with_parent)
     lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
     if done.returncode == 0:
         return
@@ -174,6 +174,14 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: Mode, allow_fl
     tail = " | ".join(lines[-3:])[:400]
     raise _Crashed(f"ai-edge-litert's quantizer died for {mode} ({how})" + (f": {tail}" if tail else ""),
                    stage="tflite-convert")
+
+
+def _die_with_parent() -> None:
+    """Linux: the quantizer dies with the stage that started it, as the stage dies with bridge."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _signal_name(number: int) -> str:
