@@ -6,8 +6,10 @@ Two sources:
   attribute, rank or dtype combinations its lowerings do not take. They run on the graph as the
   lane hands it to onnx2tf: after our rewrites (`rewrites.PIPELINE`) and onnx2tf's own
   preprocessing, so a pattern a rewrite fixes (Conv SAME_LOWER, dilated MaxPool) is not refused.
-- `REFUSED`: combinations onnx2tf accepts but lowers wrongly, measured, that no rewrite fixes yet.
-  Refusing them is better than a file that fails parity after a full conversion.
+- `REFUSED`: combinations onnx2tf's validators let through but that fail later, measured on onnx's
+  node tests: refused by onnx2tf during lowering, lowered wrongly, or run by no ai-edge-litert
+  kernel. Refusing them up front, all at once, is better than a failed conversion or a file that
+  fails parity.
 """
 
 from __future__ import annotations
@@ -36,16 +38,59 @@ class Refused:
         return {"op_type": self.op_type, "reason": self.reason, "nodes": list(self.nodes)}
 
 
-# op type -> a check returning why the node is refused, or None. Each entry is a measured silent
-# error of onnx2tf 2.6.9 (benchmarks/conformance), kept until a rewrite or an upgrade fixes it.
+# op type -> a check `(node, graph) -> reason or None`. Each entry is a measured failure of onnx2tf
+# 2.6.9 or of ai-edge-litert's kernels that its own validators let through (benchmarks/conformance),
+# kept until a rewrite or an upgrade fixes it: refused up front rather than after a conversion.
 REFUSED: dict[str, Callable] = {}
 
 
-def refuse(op_type: str) -> Callable[[Callable], Callable]:
+def refuse(*op_types: str) -> Callable[[Callable], Callable]:
     def wrap(check: Callable) -> Callable:
-        REFUSED[op_type] = check
+        for op in op_types:
+            REFUSED[op] = check
         return check
     return wrap
+
+
+class _Graph:
+    """What checks may ask of the graph: each tensor's element type (shape inference, run once)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._types: dict[str, int] | None = None
+
+    def elem_type(self, name: str) -> int | None:
+        if self._types is None:
+            from bridge.converters.onnx.graph import tensor_types
+
+            self._types = {n: t for n, (t, _) in tensor_types(self.model).items()}
+            self._types.update({t.name: t.data_type for t in self.model.graph.initializer})
+        return self._types.get(name)
+
+
+_FLOAT16, _DOUBLE = 10, 11  # TensorProto element types
+
+
+@refuse("AveragePool")
+def _dilated_average_pool(node, graph: _Graph) -> str | None:
+    if any(d > 1 for d in _attr(node, "dilations", [])):
+        return "onnx2tf 2.6.9 lowers no dilated AveragePool (dilations must be 1)"
+    return None
+
+
+@refuse("Cast", "CastLike")
+def _cast_to_float16(node, graph: _Graph) -> str | None:
+    to = _attr(node, "to", None) if node.op_type == "Cast" else graph.elem_type(node.input[1])
+    if to == _FLOAT16:
+        return "onnx2tf 2.6.9 leaves a cast to float16 in float32: the values are not rounded to float16"
+    return None
+
+
+@refuse("CumSum")
+def _double_cumsum(node, graph: _Graph) -> str | None:
+    if graph.elem_type(node.input[0]) == _DOUBLE:
+        return "TFLite's CUMSUM kernel takes no float64 input"
+    return None
 
 
 def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool = False,
@@ -61,9 +106,10 @@ def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool
         apply_rewrites(model)
     names = node_names or {}
     found: dict[tuple[str, str], list[str]] = {}
+    graph = _Graph(model)
     for node in model.graph.node:
         check = REFUSED.get(node.op_type)
-        reason = check(node) if check else None
+        reason = check(node, graph) if check else None
         if reason:
             found.setdefault((node.op_type, reason), []).append(names.get(node.name, node.name))
     for issue in _onnx2tf_refusals(model) if thorough else _unknown_op_types(model):

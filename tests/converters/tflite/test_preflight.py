@@ -67,3 +67,22 @@ def test_custom_and_flex_ops_in_a_file_are_refused(tmp_path):
         else:
             with pytest.raises(ConversionError, match="custom ops ONNX_LPPOOL"):
                 check_ops(counts, allow_flex=True)
+
+
+def test_combinations_onnx2tf_lets_through_but_that_fail_later_are_refused():
+    """Measured on onnx's node tests: onnx2tf refuses a dilated AveragePool only while lowering,
+    writes a cast to float16 as float32, and ai-edge-litert's CUMSUM takes no float64."""
+    axis = numpy_helper.from_array(np.array(0, np.int64), "axis")
+    model = _graph([
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], dilations=[2, 2], name="pool"),
+        helper.make_node("Cast", ["p"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
+        helper.make_node("Cast", ["h"], ["d"], to=TensorProto.DOUBLE, name="to_double"),
+        helper.make_node("CumSum", ["d", "axis"], ["y"], name="running_sum"),
+    ], shape=(1, 1, 6, 6), initializers=[axis])
+    refused = {r.op_type: r for r in refused_ops(model)}
+    assert refused["AveragePool"].nodes == ("pool",) and "dilated" in refused["AveragePool"].reason
+    assert refused["Cast"].nodes == ("to_half",) and "float16" in refused["Cast"].reason
+    assert refused["CumSum"].nodes == ("running_sum",) and "float64" in refused["CumSum"].reason
+    undilated = _graph([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], name="pool")],
+                       shape=(1, 1, 6, 6))
+    assert refused_ops(undilated) == []
