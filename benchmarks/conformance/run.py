@@ -406,11 +406,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo", action="store_true", help="run selected cases again even if already in results")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
+    parser.add_argument("--reclaim", action="store_true",
+                        help="recompute every result's claim with the current code (claims follow the lane's "
+                             "preflight, which a run may have changed under it) and save")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker, args.lane, args.timeout, args.record)
+        return
+    if args.reclaim:
+        path = args.results or default_results(args.lane)
+        doc = load_results(path, args.lane)
+        for rec in doc["results"].values():
+            unclaimed = unclaimed_ops(args.lane, rec)
+            rec["claimed"], rec["unclaimed_ops"] = not unclaimed, unclaimed
+        save_results(path, doc)
+        print_summary(doc)
         return
     if args.summary:
         doc = load_results(args.results or default_results(args.lane), args.lane)
