@@ -59,6 +59,13 @@ class _Graph:
         self.model = model
         self._types: dict[str, int] | None = None
 
+    def constant(self, name: str):
+        """An initializer's values, or None for a computed tensor."""
+        for t in self.model.graph.initializer:
+            if t.name == name:
+                return require("onnx").numpy_helper.to_array(t)
+        return None
+
     def elem_type(self, name: str) -> int | None:
         if self._types is None:
             from bridge.converters.onnx.graph import tensor_types
@@ -90,6 +97,14 @@ def _cast_to_float16(node, graph: _Graph) -> str | None:
 def _double_cumsum(node, graph: _Graph) -> str | None:
     if graph.elem_type(node.input[0]) == _DOUBLE:
         return "TFLite's CUMSUM kernel takes no float64 input"
+    return None
+
+
+@refuse("GatherElements")
+def _negative_gather_indices(node, graph: _Graph) -> str | None:
+    indices = graph.constant(node.input[1])
+    if indices is not None and (indices < 0).any():
+        return "onnx2tf 2.6.9 lowers it to GATHER_ND, which ai-edge-litert runs with non-negative indices only"
     return None
 
 
