@@ -72,6 +72,7 @@ class Case:
     build: Callable[[], onnx.ModelProto]
     fails_with: str | None = None  # the error, where onnx2tf or the runtime fails loudly instead of silently
     count: int = 1  # nodes the rewrite changes
+    broken: float = BROKEN  # rel. L2 onnx2tf's file exceeds without the rewrite (1e-4: bridge's fp32 bar)
 
 
 def _einsum_case(name: str, *equations: str, shape, w_shape=None, **options) -> Case:
@@ -91,6 +92,12 @@ CASES = [
     _einsum_case("einsum-shared-weight-dynamic", "bij,jk->bik", shape=[2, "T", 7], w_shape=[7, 3],
                  fails_with="reshape"),
     Case("elu-alpha", "elu-as-selu", lambda: _node("Elu", [3, 4, 5], alpha=2.0)),
+    # onnx2tf takes a missing Hardmax axis as 1 (the default before opset 13; -1 since)
+    Case("hardmax-default-axis", "explicit-default-axis", lambda: _node("Hardmax", [3, 4, 5])),
+    # TFLite's approximate GELU kernel approximates tanh GELU again: rel. L2 ~2e-4, over the fp32 bar
+    Case("gelu-tanh", "gelu-tanh-as-formula", lambda: _graph(
+        [helper.make_node("Gelu", ["x"], ["y"], approximate="tanh", name="gelu")], [3, 4, 5], opset=20),
+        broken=1e-4),
 ]
 
 
@@ -147,7 +154,7 @@ def test_onnx2tf_still_gets_it_wrong(case: Case, tmp_path):
             _tflite(model, feed, tmp_path, expected)
         return
     got = _tflite(model, feed, tmp_path, expected)
-    assert got.shape != expected.shape or _rel_l2(got, expected) > BROKEN
+    assert got.shape != expected.shape or _rel_l2(got, expected) > case.broken
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
