@@ -105,3 +105,31 @@ def correspondence(report: Path | None) -> dict:
     tensors = {r["onnx_output_name"]: r["resolved_tflite_tensor_name"] for r in data.get("records", [])
                if r.get("exists_in_final_model") and r.get("onnx_output_name") and r.get("resolved_tflite_tensor_name")}
     return {"summary": data.get("summary", {}), "tensors": tensors}
+
+
+def restore_float16_outputs(path: Path, names: set[str]) -> list[str]:
+    """Make the graph outputs in `names` (float16 in the hub) float16 in the file again, where
+    onnx2tf wrote them as float32 by a CAST: onnx2tf 2.6.9 turns a cast to float16 into a cast to
+    float32, so the values were never rounded to float16. TFLite's CAST kernel writes float16 (on
+    XNNPACK too). Returns the outputs changed."""
+    from bridge.converters.tflite import flatbuffer as fbu
+
+    fb = fbu.schema()
+    model = fbu.load(path.read_bytes())
+    changed = []
+    for sg in model.subgraphs[:1]:
+        producers = {out: op for op in sg.operators or [] for out in (op.outputs if op.outputs is not None else ())}
+        for index in sg.outputs if sg.outputs is not None else ():
+            tensor = sg.tensors[index]
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+            op = producers.get(index)
+            if name not in names or tensor.type != fb.TensorType.FLOAT32 or op is None \
+                    or fbu.code_name(model.operatorCodes[op.opcodeIndex]) != "CAST":
+                continue
+            tensor.type = fb.TensorType.FLOAT16
+            if op.builtinOptions is not None and hasattr(op.builtinOptions, "outDataType"):
+                op.builtinOptions.outDataType = fb.TensorType.FLOAT16
+            changed.append(name)
+    if changed:
+        path.write_bytes(fbu.save(model))
+    return changed

@@ -50,6 +50,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     plan = lay.plan_inputs(req.inputs, req.framework, req.options.get("tflite_layout", "nhwc"))
     try:
         fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
+        direct.restore_float16_outputs(fp32.path, {s.name for s in req.outputs if s.dtype == "float16"})
         if custom_ops(op_counts(fp32.path.read_bytes())):
             _refuse(model, req)
     except ConversionError as e:

@@ -57,6 +57,7 @@ class _Graph:
 
     def __init__(self, model):
         self.model = model
+        self.outputs = {o.name for o in model.graph.output}
         self._types: dict[str, int] | None = None
 
     def constant(self, name: str):
@@ -87,9 +88,12 @@ def _dilated_average_pool(node, graph: _Graph) -> str | None:
 
 @refuse("Cast", "CastLike")
 def _cast_to_float16(node, graph: _Graph) -> str | None:
+    """onnx2tf 2.6.9 writes a cast to float16 as a cast to float32, so the values are never rounded;
+    the lane makes it float16 again where it is a graph output (`direct.restore_float16_outputs`),
+    not inside the graph, where TFLite's float kernels would reject a float16 input."""
     to = _attr(node, "to", None) if node.op_type == "Cast" else graph.elem_type(node.input[1])
-    if to == _FLOAT16:
-        return "onnx2tf 2.6.9 leaves a cast to float16 in float32: the values are not rounded to float16"
+    if to == _FLOAT16 and node.output[0] not in graph.outputs:
+        return "onnx2tf 2.6.9 writes a cast to float16 inside the graph as float32: its values are not rounded"
     return None
 
 
