@@ -72,9 +72,9 @@ def unclaimed_ops(lane: str, case: dict) -> list[str]:
 def _tflite_unclaimed(name: str) -> list[str]:
     """The TFLite lane's preflight (onnx2tf 2.x's node validators after the lane's rewrites, and the
     lane's own refusals) on the case model at the opset the hub gives it."""
+    from bridge.base.errors import ConversionError
     from bridge.converters.onnx.hub import upgrade
     from bridge.converters.tflite.preflight import refused_ops
-    from bridge.errors import ConversionError
 
     model = build(name)[0]
     try:
@@ -87,9 +87,9 @@ def _tflite_unclaimed(name: str) -> list[str]:
 def _coreml_unclaimed(name: str) -> list[str]:
     """Bridge's own preflight on the case model at the opset the hub gives it (older than 13 is
     upgraded to 17 first, as `hub.upgrade` does)."""
+    from bridge.base.errors import ConversionError
     from bridge.converters.coreml.preflight import unsupported_ops
     from bridge.converters.onnx.hub import upgrade
-    from bridge.errors import ConversionError
 
     model = build(name)[0]
     try:
@@ -108,8 +108,8 @@ def run_case(name: str, lane: str, timeout: float, work: Path) -> dict:
     import onnx
 
     from bridge import ConvertOptions, convert
-    from bridge.calibration import CalibrationOptions
-    from bridge.errors import BridgeError
+    from bridge.base.errors import BridgeError
+    from bridge.base.samples import CalibrationOptions
 
     model, feeds, _ = build(name)
     path = work / f"{name}.onnx"

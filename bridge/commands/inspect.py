@@ -6,13 +6,14 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bridge.commands.common import say, stdout
 
 
 def command(
     target: Annotated[str, typer.Argument(help="A source (file.py:callable, .onnx, .keras, ...) or an artifact.")],
-    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE].")] = None,
+    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE]."))] = None,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -1,20 +1,10 @@
-"""Check the whole graph before converting anything: every unsupported op, at once."""
+"""Check the whole graph before converting anything: every op the lane cannot lower, at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from bridge.base.lane import Unsupported
+from bridge.base.lazy import require
 from bridge.converters.coreml.registry import lookup
-
-
-@dataclass(frozen=True)
-class Unsupported:
-    op_type: str
-    nodes: tuple[str, ...]
-
-    def __str__(self) -> str:
-        shown = ", ".join(self.nodes[:5]) + (f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else "")
-        return f"{self.op_type} ({shown})"
 
 
 def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Unsupported]:
@@ -28,9 +18,7 @@ def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Uns
     return [Unsupported(op, tuple(nodes)) for op, nodes in sorted(missing.items())]
 
 
-def unsupported_in_file(path: str) -> list[dict]:
-    """For `bridge inspect`: run in a child, since it imports coremltools."""
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return [{"op_type": u.op_type, "nodes": list(u.nodes)} for u in unsupported_ops(model)]
+def unsupported(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """The lane's declared preflight: run in a child, since the registry imports coremltools."""
+    onnx = require("onnx")
+    return unsupported_ops(onnx.load(hub_path, load_external_data=False), node_names)

@@ -31,9 +31,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.base.errors import ConversionError
+from bridge.base.lazy import require
 from bridge.converters.tflite.layout import InputPlan
-from bridge.errors import ConversionError
-from bridge.lazy import require
 
 
 @dataclass(frozen=True)

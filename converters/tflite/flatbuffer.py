@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from bridge.lazy import require
+from bridge.base.lazy import require
 
 
 @cache

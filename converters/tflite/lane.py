@@ -10,7 +10,7 @@
 Nothing here imports TensorFlow: onnx2tf 2.x builds the flatbuffer itself, and the modes are
 flatbuffer rewrites or ai-edge-litert's own calibrating quantizer. The quantizer runs in a child
 process per mode, because it aborts the process on some graphs; one failing mode never stops the
-others.
+others. The lane's preflight (`preflight.unsupported`) has run before `convert` in the same stage.
 """
 
 from __future__ import annotations
@@ -26,28 +26,29 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.arrays import Feeds, write_feeds
-from bridge.converters.base import IO, Binding, LaneArtifact, LaneRequest
-from bridge.converters.tflite import direct
+from bridge.base.arrays import Feeds, write_feeds
+from bridge.base.bindings import IO, Binding
+from bridge.base.errors import ConversionError
+from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lazy import require
+from bridge.base.modes import ModeSpec
+from bridge.converters.tflite import LANE, TFLiteOptions, direct
 from bridge.converters.tflite import layout as lay
 from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts
+from bridge.converters.tflite.modes import ModeConfig
 from bridge.converters.tflite.preflight import refused_ops
-from bridge.converters.tflite.quantize import MODES, Job, ModeConfig
-from bridge.errors import ConversionError
-from bridge.lazy import require
-from bridge.modes import Mode
+from bridge.converters.tflite.quantize import Job
 
 ROUTE = ("onnx", "onnx2tf(flatbuffer_direct)")
 MAKERS = {"fp16-weights": "fp16-weights", "dynamic-range": "dynamic-range", "calibrated": "litert-quantizer"}
 
 
 def convert(req: LaneRequest) -> list[LaneArtifact]:
-    """Entry point of the `tflite-convert` stage."""
+    """Entry point of the `tflite-convert` stage. One failing mode never stops the others."""
     start = time.perf_counter()
+    options: TFLiteOptions = req.options or TFLiteOptions()
     model, applied = _rewritten_hub(req)
-    if refused_ops(model, req.node_names, rewritten=True, thorough=False):
-        _refuse(model, req)
-    plan = lay.plan_inputs(req.inputs, req.framework, req.options.get("tflite_layout", "nhwc"))
+    plan = lay.plan_inputs(req.inputs, req.framework, options.layout)
     try:
         fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
         direct.restore_float16_outputs(fp32.path, {s.name for s in req.outputs if s.dtype == "float16"})
@@ -56,19 +57,37 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     except ConversionError as e:
         _refuse(model, req, e)
     io_float = _bindings(req, fp32.path, plan)
-    shared = time.perf_counter() - start
     warnings = [f"ONNX rewritten before onnx2tf: {', '.join(applied)}"] if applied else []
     details = {"onnx2tf_correspondence": direct.correspondence(fp32.correspondence)}
-    return [_mode(req, Mode(m), fp32.path, io_float, shared, warnings, details) for m in req.modes]
+
+    def make(mode_name: str, art: LaneArtifact) -> None:
+        mode = LANE.mode(mode_name)
+        cfg: ModeConfig = mode.config
+        path = Path(req.workdir) / f"{req.name}_{mode.name}.tflite"
+        art.route = (*ROUTE, MAKERS[cfg.make]) if cfg.make in MAKERS else ROUTE
+        art.warnings += warnings
+        art.details.update(details)
+        try:
+            art.warnings += _make(req, mode, fp32.path, io_float, path)
+            counts = op_counts(path.read_bytes())
+            art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
+            check_ops(counts, options.allow_flex)
+            art.io = _read_io(path, io_float)
+            art.path = str(path)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a refused file is never shipped
+            raise
+
+    return for_each_mode(req.modes, make, stage="tflite-convert", route=ROUTE,
+                         shared_seconds=time.perf_counter() - start)
 
 
 def _refuse(model, req: LaneRequest, failure: ConversionError | None = None) -> None:
     """Name every node the lane refuses, all at once (the preflight's thorough check: onnx2tf's own
-    node validators). It runs when the quick check (op types alone) or onnx2tf itself found
-    something, so a graph that converts never pays for it."""
+    node validators), when onnx2tf failed or wrote a custom op although the preflight passed."""
     refused = refused_ops(model, req.node_names, rewritten=True)
     if refused:
-        raise ConversionError(f"{len(refused)} op type(s) the TFLite lane refuses: "
+        raise ConversionError(f"{len(refused)} op type(s) the tflite lane refuses: "
                               + "; ".join(str(r) for r in refused), stage="tflite-preflight",
                               node=refused[0].nodes[0], op_type=refused[0].op_type)
     if failure is not None:
@@ -83,28 +102,6 @@ def _rewritten_hub(req: LaneRequest):
     return model, apply_rewrites(model)
 
 
-def _mode(req: LaneRequest, mode: Mode, fp32: Path, io_float: IO, shared: float, warnings: list[str],
-          details: dict) -> LaneArtifact:
-    t0 = time.perf_counter()
-    cfg = MODES[mode]
-    path = Path(req.workdir) / f"{req.name}_{mode.value}.tflite"
-    route = (*ROUTE, MAKERS[cfg.make]) if cfg.make in MAKERS else ROUTE
-    art = LaneArtifact(mode=mode.value, route=route, warnings=list(warnings), details=dict(details))
-    try:
-        art.warnings += _make(req, cfg, mode, fp32, io_float, path)
-        counts = op_counts(path.read_bytes())
-        art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
-        check_ops(counts, bool(req.options.get("allow_flex")))
-        art.io = _read_io(path, io_float)
-        art.path = str(path)
-    except ConversionError as e:
-        path.unlink(missing_ok=True)
-        art.error = {"stage": e.stage or "tflite-convert", "message": str(e), "node": e.node, "op_type": e.op_type}
-    art.seconds = shared + time.perf_counter() - t0
-    art.details["shared_seconds"] = round(shared, 3)
-    return art
-
-
 def check_ops(counts, allow_flex: bool) -> None:
     """Refuse a file a stock runtime cannot run: custom ops always (onnx2tf 2.x falls back to
     `ONNX_*` custom ops for a few patterns), Flex (Select TF) ops unless `--allow-flex`."""
@@ -117,8 +114,9 @@ def check_ops(counts, allow_flex: bool) -> None:
                               "runtimes reject; pass --allow-flex to ship them anyway", stage="tflite-convert")
 
 
-def _make(req: LaneRequest, cfg: ModeConfig, mode: Mode, fp32: Path, io_float: IO, path: Path) -> list[str]:
+def _make(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path) -> list[str]:
     """Writes `mode`'s file to `path`; returns its warnings."""
+    cfg: ModeConfig = mode.config
     if cfg.make == "float":
         shutil.copyfile(fp32, path)
     elif cfg.make == "fp16-weights":
@@ -130,31 +128,32 @@ def _make(req: LaneRequest, cfg: ModeConfig, mode: Mode, fp32: Path, io_float: I
 
         path.write_bytes(dynamic_int8(fp32.read_bytes()))
     else:
-        return _calibrated(req, cfg, mode, fp32, io_float, path)
+        return _calibrated(req, mode, fp32, io_float, path)
     return []
 
 
-def _calibrated(req: LaneRequest, cfg: ModeConfig, mode: Mode, fp32: Path, io_float: IO, path: Path) -> list[str]:
+def _calibrated(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path) -> list[str]:
     """Strict integer kernels first; where an op has none, retry with float kernels admitted and say
     so (int16x8 admits them from the start, as few ops have int16 kernels)."""
+    cfg: ModeConfig = mode.config
     if not req.calibration:
-        raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
+        raise ConversionError(f"{mode.name} needs calibration samples", stage="tflite-convert")
     order = [(b.name, b.perm, b.dtype) for b in io_float.inputs]
     try:
-        _quantize_in_child(fp32, req, order, mode, cfg.float_fallback, path)
+        _quantize_in_child(fp32, req, order, mode.name, cfg.float_fallback, path)
         return []
     except ConversionError as first:
         if cfg.float_fallback or isinstance(first, _Crashed):
             raise
-        _quantize_in_child(fp32, req, order, mode, True, path)
-        return [f"{mode}: some ops have no integer kernel and stay float ({first})"]
+        _quantize_in_child(fp32, req, order, mode.name, True, path)
+        return [f"{mode.name}: some ops have no integer kernel and stay float ({first})"]
 
 
 class _Crashed(ConversionError):
     pass
 
 
-def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: Mode, allow_float: bool, path: Path) -> None:
+def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_float: bool, path: Path) -> None:
     """ai-edge-litert's quantizer in a process of its own: it aborts the process on some graphs
     (seen: a ViT in int16x8), which must cost this mode only. A plain subprocess, since stage
     children may not start multiprocessing children; it stays in the stage's process group, so
@@ -162,7 +161,7 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: Mode, allow_fl
     feeds = req.calibration if isinstance(req.calibration, Feeds) else \
         write_feeds(Path(req.workdir) / "tflite-calibration", req.calibration)
     job = Job(str(fp32), {"folder": feeds.folder, "names": list(feeds.names), "length": len(feeds)},
-              [list(o) for o in order], mode.value, allow_float, str(path))
+              [list(o) for o in order], mode, allow_float, str(path))
     done = subprocess.run([sys.executable, "-m", "bridge.converters.tflite.quantize", json.dumps(asdict(job))],
                           capture_output=True, text=True, preexec_fn=_die_with_parent)
     lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]

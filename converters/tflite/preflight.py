@@ -10,6 +10,11 @@ Two sources:
   node tests: refused by onnx2tf during lowering, lowered wrongly, or run by no ai-edge-litert
   kernel. Refusing them up front, all at once, is better than a failed conversion or a file that
   fails parity.
+
+The lane's declared preflight (`unsupported`, run before every conversion) checks op types and
+`REFUSED` only, and asks onnx2tf's validators when that finds something, so the error names every
+refused node at once; a graph that converts never pays for them (2-8 s on a ResNet50). `bridge
+inspect` asks them always (`unsupported_all`), and so does the lane when onnx2tf itself fails.
 """
 
 from __future__ import annotations
@@ -18,25 +23,10 @@ import contextlib
 import copy
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from bridge.base.lane import Unsupported
+from bridge.base.lazy import require
 from bridge.converters.onnx.graph import get_attr
-from bridge.lazy import require
-
-
-@dataclass(frozen=True)
-class Refused:
-    op_type: str
-    reason: str
-    nodes: tuple[str, ...]
-
-    def __str__(self) -> str:
-        shown = ", ".join(self.nodes[:5]) + (f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else "")
-        return f"{self.op_type} ({shown}): {self.reason}"
-
-    def to_json(self) -> dict:
-        return {"op_type": self.op_type, "reason": self.reason, "nodes": list(self.nodes)}
-
 
 # op type -> a check `(node, graph) -> reason or None`. Each entry is a measured failure of onnx2tf
 # 2.6.9 or of ai-edge-litert's kernels that its own validators let through (benchmarks/conformance),
@@ -61,10 +51,13 @@ class _Graph:
         self._types: dict[str, int] | None = None
 
     def constant(self, name: str):
-        """An initializer's values, or None for a computed tensor."""
+        """An initializer's values, or None for a computed tensor (or one whose bytes were not loaded)."""
+        onnx = require("onnx")
         for t in self.model.graph.initializer:
             if t.name == name:
-                return require("onnx").numpy_helper.to_array(t)
+                if t.data_location == onnx.TensorProto.EXTERNAL:
+                    return None
+                return onnx.numpy_helper.to_array(t)
         return None
 
     def elem_type(self, name: str) -> int | None:
@@ -112,8 +105,22 @@ def _negative_gather_indices(node, graph: _Graph) -> str | None:
     return None
 
 
+def unsupported(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """The lane's declared preflight, run in its conversion stage before onnx2tf: the quick check,
+    then the thorough one only when the quick one finds something."""
+    onnx = require("onnx")
+    quick = refused_ops(onnx.load(hub_path, load_external_data=False), node_names, thorough=False)
+    return quick and refused_ops(onnx.load(hub_path), node_names)
+
+
+def unsupported_all(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """For `bridge inspect`: the thorough check always (onnx2tf's validators on every node)."""
+    onnx = require("onnx")
+    return refused_ops(onnx.load(hub_path), node_names)
+
+
 def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool = False,
-                thorough: bool = True) -> list[Refused]:
+                thorough: bool = True) -> list[Unsupported]:
     """Every node of `model` (the hub) the lane would refuse, grouped by op type and reason.
     `rewritten`: the lane's rewrites already ran on `model`. Without `thorough`, only op types
     onnx2tf has no lowering for are checked, not each node's attributes: onnx2tf's node validators
@@ -135,13 +142,7 @@ def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool
         node = issue.get("node_name") or ""
         key = (issue.get("onnx_op") or "?", _reason(issue))
         found.setdefault(key, []).append(names.get(node, node))
-    return [Refused(op, reason, tuple(nodes)) for (op, reason), nodes in sorted(found.items())]
-
-
-def refused_in_file(path: str) -> list[dict]:
-    """For `bridge inspect`: run in a child (imports onnx2tf's builder)."""
-    onnx = require("onnx")
-    return [r.to_json() for r in refused_ops(onnx.load(path))]
+    return [Unsupported(op, tuple(nodes), reason) for (op, reason), nodes in sorted(found.items())]
 
 
 def _onnx2tf_refusals(model) -> list[dict]:

@@ -1,5 +1,5 @@
-"""How each TFLite mode is made from the one float32 file onnx2tf writes. Modes are data: `MODES`
-says, per mode, which rewrite or quantizer makes it and with what types.
+"""How each TFLite mode is made from the one float32 file onnx2tf writes. Modes are data: the
+lane's table (`modes.MODES`) says, per mode, which rewrite or quantizer makes it and with what types.
 
 - fp32: onnx2tf's file as it is.
 - fp16: float16 weights behind DEQUANTIZE, float32 compute (`fp16.float16_weights`).
@@ -22,39 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.base.errors import ConversionError
+from bridge.base.lazy import require
 from bridge.converters.tflite import flatbuffer as fbu
-from bridge.errors import ConversionError
-from bridge.lazy import require
-from bridge.modes import Mode
-
-
-@dataclass(frozen=True)
-class ModeConfig:
-    make: str  # float | fp16-weights | dynamic-range | calibrated
-    activations: str | None = None  # calibrated modes: int8 | int16
-    integer_io: bool = False
-    # Kernels that may stay float where an op has no integer one. int8 tries without first and
-    # warns when it needed them; int16x8 admits them from the start (few ops have int16 kernels).
-    float_fallback: bool = False
-
-    @property
-    def calibrated(self) -> bool:
-        return self.make == "calibrated"
-
-    @property
-    def float16(self) -> bool:
-        """float16 weights: GPU delegates compute such files in float16 (CPU kernels widen to float32)."""
-        return self.make == "fp16-weights"
-
-
-MODES: dict[Mode, ModeConfig] = {
-    Mode.FP32: ModeConfig("float"),
-    Mode.FP16: ModeConfig("fp16-weights"),
-    Mode.DYNAMIC_INT8: ModeConfig("dynamic-range"),
-    Mode.INT8: ModeConfig("calibrated", activations="int8"),
-    Mode.INT8_IO: ModeConfig("calibrated", activations="int8", integer_io=True),
-    Mode.INT16X8: ModeConfig("calibrated", activations="int16", float_fallback=True),
-}
+from bridge.converters.tflite.modes import config
 
 # activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
 _TYPES = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}
@@ -68,7 +39,7 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     process on some graphs (seen: a ViT in int16x8).
     """
     cw = require("ai_edge_litert._pywrap_tensorflow_lite_calibration_wrapper")
-    cfg = MODES[Mode(mode)]
+    cfg = config(mode)
     act, bias = _TYPES[cfg.activations]
     io_type = act if cfg.integer_io else np.float32
     with open(fp32_path, "rb") as f:
@@ -96,7 +67,7 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
 @dataclass(frozen=True)
 class Job:
     """One calibrated mode, for the child process that makes it (`python -m` this module, the job as
-    JSON): the float32 file, the calibration feeds on disk (`bridge.arrays.Feeds`, source layout),
+    JSON): the float32 file, the calibration feeds on disk (`bridge.base.arrays.Feeds`, source layout),
     the file's inputs in order as (source name, permutation, dtype), and where to write."""
 
     fp32_path: str
@@ -107,7 +78,7 @@ class Job:
     out_path: str
 
     def run(self) -> None:
-        from bridge.arrays import Feeds
+        from bridge.base.arrays import Feeds
 
         feeds = Feeds(self.feeds["folder"], tuple(self.feeds["names"]), self.feeds["length"])
 

@@ -32,15 +32,15 @@ def test_inspect_onnx_lists_ops_and_lane_support(tmp_path):
     info = json.loads(r.output)
     assert info["ops"] == {"MatMul": 1, "Relu": 1}
     assert info["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
-    assert info["lanes"]["tflite"] == {"supported": True, "unsupported_ops": [], "refused": []}
+    assert info["lanes"]["tflite"] == {"supported": True, "unsupported_ops": []}
 
 
 def test_inspect_names_ops_a_lane_lacks(tmp_path):
     r = runner.invoke(app, ["inspect", str(_onnx(tmp_path / "m.onnx", "Swish")), "--json"])
     info = json.loads(r.output)
-    assert info["lanes"]["tflite"]["unsupported_ops"] == ["Swish"]
-    [refused] = info["lanes"]["tflite"]["refused"]
-    assert refused["nodes"] == ["act"] and "Swish" in refused["reason"]
+    tflite = info["lanes"]["tflite"]
+    assert tflite["unsupported_ops"] == ["Swish"] and tflite["nodes"] == {"Swish": ["act"]}
+    assert "Swish" in tflite["reasons"]["Swish"]
 
 
 def test_doctor_lists_backends():

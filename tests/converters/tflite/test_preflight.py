@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bridge.base.errors import ConversionError
 from bridge.converters.tflite.flatbuffer import op_counts
 from bridge.converters.tflite.lane import check_ops
-from bridge.converters.tflite.preflight import refused_ops
-from bridge.errors import ConversionError
+from bridge.converters.tflite.preflight import refused_ops, unsupported, unsupported_all
 from tests.converters.tflite.helpers import cnn, to_tflite
 
 onnx = pytest.importorskip("onnx")
@@ -34,6 +34,26 @@ def test_every_refused_node_named_at_once():
     assert "custom" in refused["Einsum"].reason.lower()  # onnx2tf would write ONNX_EINSUM, which no runtime has
     for r in refused.values():
         assert str(r).startswith(f"{r.op_type} (")
+
+
+def test_the_declared_preflight_is_quick_until_it_finds_something(tmp_path):
+    """Before every conversion: op types and the lane's own table; onnx2tf's node validators only once
+    that finds something, and then they name every refused node. `bridge inspect` always asks them."""
+    argmax = helper.make_node("ArgMax", ["x"], ["a"], axis=1, select_last_index=1, name="last_max")
+    cast = helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT, name="cast")
+    attribute_only = tmp_path / "attribute_only.onnx"
+    onnx.save(_graph([argmax, cast], shape=(4, 4)), attribute_only)
+    assert unsupported(str(attribute_only), {}) == []
+    [found] = unsupported_all(str(attribute_only), {"last_max": "model/argmax"})
+    assert (found.op_type, found.nodes) == ("ArgMax", ("model/argmax",)) and "select_last_index" in found.reason
+
+    swish = helper.make_node("Swish", ["f"], ["y"], name="act")
+    both = tmp_path / "both.onnx"
+    model = _graph([argmax, helper.make_node("Cast", ["a"], ["f"], to=TensorProto.FLOAT, name="cast"), swish],
+                   shape=(4, 4))
+    model.opset_import[0].version = 24
+    onnx.save(model, both)
+    assert {u.op_type for u in unsupported(str(both), {})} == {"ArgMax", "Swish"}
 
 
 def test_supported_graph_and_patterns_a_rewrite_fixes_pass():

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bridge.base.errors import ConversionError
 from bridge.converters.tflite import flatbuffer as fbu
-from bridge.converters.tflite.quantize import MODES, calibrate, compact
-from bridge.errors import ConversionError
-from bridge.modes import Mode
+from bridge.converters.tflite.modes import config
+from bridge.converters.tflite.quantize import calibrate, compact
 from tests.converters.tflite.helpers import cnn, images, run, snr_db, tensor_types, to_tflite
 
 
@@ -23,7 +23,7 @@ def fp32(tmp_path_factory):
 
 def _quantized(fp32, tmp_path, mode: str):
     path = tmp_path / f"{mode}.tflite"
-    cfg = MODES[Mode(mode)]
+    cfg = config(mode)
     path.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), mode, cfg.float_fallback))
     return path
 

@@ -16,10 +16,10 @@ onnx = pytest.importorskip("onnx")
 LANE = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from bridge.arrays import write_feeds
-    from bridge.converters.base import LaneRequest
+    from bridge.base.arrays import write_feeds
+    from bridge.base.lane import LaneRequest
     from bridge.converters.tflite.lane import convert
-    from bridge.tensors import TensorSpec
+    from bridge.base.tensors import TensorSpec
 
     work = sys.argv[1]
     rng = np.random.default_rng(0)
