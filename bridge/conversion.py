@@ -206,7 +206,8 @@ class _Run:
             except BridgeError as e:
                 report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
                 return e
-        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes) for r in fp16]
+        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes,
+                                  r.spec.keeps_fp16_constants) for r in fp16]
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 
