@@ -36,7 +36,8 @@ def overflow_warning(found: Sequence[Overflow], artifacts: Sequence[FP16Artifact
     """One warning: which tensors overflow (the first few), by how much, and which artifacts."""
     notes = _notes(artifacts, "fp16-activations")
     return (f"fp16 overflow: {len(found)} tensor(s) exceed {FP16_MAX:.0f} (the float16 maximum) in magnitude "
-            f"on the parity and calibration samples, and become Inf wherever they are computed in float16: "
+            f"on the parity samples (and the calibration data, when given), and become Inf wherever they are "
+            f"computed in float16: "
             f"{_listed(map(str, found), len(found))}. Affected: {', '.join(a.name for a in artifacts)}"
             f"{f' ({notes})' if notes else ''}; use fp32 for these or rescale the model")
 
