@@ -32,6 +32,7 @@ from bridge.base.errors import ConversionError
 from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.base.modes import ModeSpec
+from bridge.base.tensors import TensorSpec
 from bridge.converters.tflite import LANE, TFLiteOptions, direct
 from bridge.converters.tflite import layout as lay
 from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts
@@ -99,7 +100,37 @@ def _rewritten_hub(req: LaneRequest):
     from bridge.converters.tflite.rewrites import apply_rewrites
 
     model = onnx.load(req.hub_path)
-    return model, apply_rewrites(model)
+    model, pinned = static_input_dims(model, req.inputs)
+    return model, ([f"static-input-dims x{pinned}"] if pinned else []) + apply_rewrites(model)
+
+
+def static_input_dims(model, inputs: tuple[TensorSpec, ...]):
+    """The hub with every input dim the request keeps static written in, and its shape subgraphs
+    folded (onnxslim, as the hub itself is made); returns it and how many dims were pinned.
+
+    An ONNX source may name its dims ("batch", "sequence") while the run is static (no --dynamic):
+    the hub keeps the names, and onnx2tf 2.6.9 then lowers shape arithmetic over them wrongly. Seen
+    on BERT-style exports: the attention mask's Flatten reads a rank-3 shape from a rank-2 tensor,
+    and the file fails at run time (RESHAPE 32 != 0). Pinning the dims alone is not enough (RESHAPE
+    32 != 1); folded, the same graph converts and passes parity."""
+    dynamic = {s.name: set(s.dynamic) for s in inputs}
+    shapes = {s.name: s.shape for s in inputs}
+    pinned = 0
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        shape = shapes.get(value.name)
+        if shape is None or len(dims) != len(shape):
+            continue
+        for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
+            if axis not in dynamic[value.name] and not dim.HasField("dim_value") and size > 0:
+                dim.Clear()
+                dim.dim_value = size
+                pinned += 1
+    if not pinned:
+        return model, 0
+    from bridge.converters.onnx.hub import simplify
+
+    return simplify(model), pinned
 
 
 def check_ops(counts, allow_flex: bool) -> None:
