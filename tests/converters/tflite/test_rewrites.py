@@ -73,6 +73,11 @@ class Case:
     fails_with: str | None = None  # the error, where onnx2tf or the runtime fails loudly instead of silently
     count: int = 1  # nodes the rewrite changes
     broken: float = BROKEN  # rel. L2 onnx2tf's file exceeds without the rewrite (1e-4: bridge's fp32 bar)
+    then: tuple[str, ...] = ()  # passes later in the pipeline that take the rewrite's output further
+
+    @property
+    def applied(self) -> list[str]:
+        return [f"{self.rewrite} x{self.count}", *(f"{p} x{self.count}" for p in self.then)]
 
 
 def _einsum_case(name: str, *equations: str, shape, w_shape=None, **options) -> Case:
@@ -85,6 +90,13 @@ CASES = [
     # onnx2tf lowers an explicitly padded LpPool to a CUSTOM op no stock runtime has
     Case("lppool-same-pads", "lppool-explicit-pad", lambda: _node(
         "LpPool", [1, 4, 10, 7], kernel_shape=[3, 3], pads=[1, 1, 1, 1], p=2), fails_with="ONNX_LPPOOL"),
+    # SAME LpPool: lowered as SAME average pooling times the kernel size, border windows divided by
+    # their in-bounds count; spelled out, it becomes a zero Pad (lppool-explicit-pad)
+    Case("lppool-same-upper", "explicit-auto-pad", lambda: _node(
+        "LpPool", [1, 3, 7, 6], kernel_shape=[3, 2], auto_pad="SAME_UPPER", p=2), then=("lppool-explicit-pad",)),
+    Case("lppool-same-lower", "explicit-auto-pad", lambda: _node(
+        "LpPool", [1, 3, 7, 6], kernel_shape=[3, 2], strides=[2, 1], auto_pad="SAME_LOWER", p=3),
+        then=("lppool-explicit-pad",)),
     Case("maxpool-dilations", "maxpool-dilations", lambda: _node(
         "MaxPool", [1, 3, 9, 9], kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1], strides=[2, 1],
         ceil_mode=1), fails_with="dilations must be"),
@@ -162,7 +174,7 @@ def test_rewrite_matches_onnxruntime_in_tflite(case: Case, tmp_path):
     model = case.build()
     feed = _feed(model)
     rewritten = copy.deepcopy(model)
-    assert apply_rewrites(rewritten) == [f"{case.rewrite} x{case.count}"]
+    assert apply_rewrites(rewritten) == case.applied
     onnx.checker.check_model(rewritten, full_check=True)
     expected = _onnxruntime(model, feed)
     assert _rel_l2(_onnxruntime(rewritten, feed), expected) < SAME_GRAPH
