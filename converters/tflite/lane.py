@@ -236,7 +236,8 @@ def _bindings(req: LaneRequest, fp32: Path, plan: lay.InputPlan) -> IO:
         shape = tuple(int(d) for d in ins[spec.name]["shape_signature"])
         perm = plan.perms[spec.name]
         dyn = tuple(perm.index(a) if perm else a for a in spec.dynamic)
-        if not lay.same_shape(shape, lay.permuted(spec.shape, perm), dyn):
+        scalar = not spec.shape and shape == (1,)  # onnx2tf writes a scalar input as [1] (TFLite has no rank 0)
+        if not scalar and not lay.same_shape(shape, lay.permuted(spec.shape, perm), dyn):
             raise ConversionError(f"onnx2tf gave input {spec.name} shape {list(shape)}, expected "
                                   f"{list(lay.permuted(spec.shape, perm))}", stage="tflite-convert")
         inputs.append(Binding(spec.name, spec.name, shape, np.dtype(ins[spec.name]["dtype"]).name, perm,
