@@ -35,7 +35,7 @@ from bridge.base.modes import ModeSpec
 from bridge.base.tensors import TensorSpec
 from bridge.converters.tflite import LANE, TFLiteOptions, direct
 from bridge.converters.tflite import layout as lay
-from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts
+from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts, stateful_ops
 from bridge.converters.tflite.modes import ModeConfig
 from bridge.converters.tflite.preflight import refused_ops
 from bridge.converters.tflite.quantize import Job
@@ -53,8 +53,13 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     try:
         fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
         direct.restore_float16_outputs(fp32.path, {s.name for s in req.outputs if s.dtype == "float16"})
-        if custom_ops(op_counts(fp32.path.read_bytes())):
+        counts = op_counts(fp32.path.read_bytes())
+        if custom_ops(counts):
             _refuse(model, req)
+        if stateful_ops(counts):
+            _refuse(model, req, ConversionError(
+                f"onnx2tf's file keeps state between calls ({', '.join(stateful_ops(counts))}): every call after "
+                "the first would start from the last call's state", stage="tflite-convert"))
     except ConversionError as e:
         _refuse(model, req, e)
     io_float = _bindings(req, fp32.path, plan)

@@ -51,6 +51,7 @@ PIPELINE: tuple[str, ...] = (
     "maxpool-dilations",
     "einsum-as-matmul",  # independent of the passes above: none of them reads what it writes
     "elu-as-selu",
+    "gru-named-outputs",
     "explicit-default-axis",
     "gelu-tanh-as-formula",
 )
@@ -158,6 +159,24 @@ def elu_as_selu(model: onnx.ModelProto) -> int:
         node.op_type = "Selu"
         set_attr(node, "gamma", 1.0)
         count += 1
+    return count
+
+
+@rewrite("gru-named-outputs")
+def gru_named_outputs(model: onnx.ModelProto) -> int:
+    """GRU with an omitted output ("") before one the graph uses: the omitted one named (and left
+    unused). onnx2tf 2.6.9 places a GRU's outputs by position: one yielding only Y_h came out as a
+    file XNNPACK cannot size ("failed to reshape"); named, it converts right (onnx's node test
+    test_gru_seq_length). LSTM and RNN are refused by the preflight (their files keep state)."""
+    count = 0
+    for node in model.graph.node:
+        if node.op_type != "GRU" or node.domain not in ("", "ai.onnx"):
+            continue
+        used = [i for i, name in enumerate(node.output) if name]
+        omitted = [i for i in range(used[-1]) if not node.output[i]] if used else []
+        for i in omitted:
+            node.output[i] = fresh_name(model, f"{node.name or 'gru'}_unused_{i}")
+        count += bool(omitted)
     return count
 
 
