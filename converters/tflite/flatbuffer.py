@@ -104,3 +104,14 @@ def add_buffer(model, data: np.ndarray) -> int:
     buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
     model.buffers.append(buffer)
     return len(model.buffers) - 1
+
+
+# Builtins that write their state into variable tensors, kept from one call to the next.
+STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_LSTM",
+                      "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "RNN", "SVDF", "ASSIGN_VARIABLE"})
+
+
+def stateful_ops(counts: Counter) -> list[str]:
+    """Ops whose state carries over between calls. (A variable tensor alone does not: onnx2tf marks
+    a GRU's zero initial state variable, and no op writes it.)"""
+    return sorted(n for n in counts if n in STATEFUL)

@@ -32,9 +32,10 @@ from bridge.base.errors import ConversionError
 from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.base.modes import ModeSpec
+from bridge.base.tensors import TensorSpec
 from bridge.converters.tflite import LANE, TFLiteOptions, direct
 from bridge.converters.tflite import layout as lay
-from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts
+from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts, stateful_ops
 from bridge.converters.tflite.modes import ModeConfig
 from bridge.converters.tflite.preflight import refused_ops
 from bridge.converters.tflite.quantize import Job
@@ -52,8 +53,13 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     try:
         fp32 = direct.convert_float(model, Path(req.workdir) / "onnx2tf", plan, req.node_names)
         direct.restore_float16_outputs(fp32.path, {s.name for s in req.outputs if s.dtype == "float16"})
-        if custom_ops(op_counts(fp32.path.read_bytes())):
+        counts = op_counts(fp32.path.read_bytes())
+        if custom_ops(counts):
             _refuse(model, req)
+        if stateful_ops(counts):
+            _refuse(model, req, ConversionError(
+                f"onnx2tf's file keeps state between calls ({', '.join(stateful_ops(counts))}): every call after "
+                "the first would start from the last call's state", stage="tflite-convert"))
     except ConversionError as e:
         _refuse(model, req, e)
     io_float = _bindings(req, fp32.path, plan)
@@ -99,7 +105,37 @@ def _rewritten_hub(req: LaneRequest):
     from bridge.converters.tflite.rewrites import apply_rewrites
 
     model = onnx.load(req.hub_path)
-    return model, apply_rewrites(model)
+    model, pinned = static_input_dims(model, req.inputs)
+    return model, ([f"static-input-dims x{pinned}"] if pinned else []) + apply_rewrites(model)
+
+
+def static_input_dims(model, inputs: tuple[TensorSpec, ...]):
+    """The hub with every input dim the request keeps static written in, and its shape subgraphs
+    folded (onnxslim, as the hub itself is made); returns it and how many dims were pinned.
+
+    An ONNX source may name its dims ("batch", "sequence") while the run is static (no --dynamic):
+    the hub keeps the names, and onnx2tf 2.6.9 then lowers shape arithmetic over them wrongly. Seen
+    on BERT-style exports: the attention mask's Flatten reads a rank-3 shape from a rank-2 tensor,
+    and the file fails at run time (RESHAPE 32 != 0). Pinning the dims alone is not enough (RESHAPE
+    32 != 1); folded, the same graph converts and passes parity."""
+    dynamic = {s.name: set(s.dynamic) for s in inputs}
+    shapes = {s.name: s.shape for s in inputs}
+    pinned = 0
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        shape = shapes.get(value.name)
+        if shape is None or len(dims) != len(shape):
+            continue
+        for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
+            if axis not in dynamic[value.name] and not dim.HasField("dim_value") and size > 0:
+                dim.Clear()
+                dim.dim_value = size
+                pinned += 1
+    if not pinned:
+        return model, 0
+    from bridge.converters.onnx.hub import simplify
+
+    return simplify(model), pinned
 
 
 def check_ops(counts, allow_flex: bool) -> None:
@@ -205,7 +241,8 @@ def _bindings(req: LaneRequest, fp32: Path, plan: lay.InputPlan) -> IO:
         shape = tuple(int(d) for d in ins[spec.name]["shape_signature"])
         perm = plan.perms[spec.name]
         dyn = tuple(perm.index(a) if perm else a for a in spec.dynamic)
-        if not lay.same_shape(shape, lay.permuted(spec.shape, perm), dyn):
+        scalar = not spec.shape and shape == (1,)  # onnx2tf writes a scalar input as [1] (TFLite has no rank 0)
+        if not scalar and not lay.same_shape(shape, lay.permuted(spec.shape, perm), dyn):
             raise ConversionError(f"onnx2tf gave input {spec.name} shape {list(shape)}, expected "
                                   f"{list(lay.permuted(spec.shape, perm))}", stage="tflite-convert")
         inputs.append(Binding(spec.name, spec.name, shape, np.dtype(ins[spec.name]["dtype"]).name, perm,

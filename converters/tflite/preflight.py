@@ -72,6 +72,13 @@ class _Graph:
 _FLOAT16, _DOUBLE = 10, 11  # TensorProto element types
 
 
+@refuse("LSTM", "RNN")
+def _stateful_sequence(node, graph: _Graph) -> str | None:
+    return ("onnx2tf 2.6.9 lowers it to TFLite's UNIDIRECTIONAL_SEQUENCE op, whose state lives in variable "
+            "tensors and carries over from one call to the next: every call after the first starts from the "
+            "last call's state (ONNX starts from initial_h/initial_c, zeros by default)")
+
+
 @refuse("AveragePool")
 def _dilated_average_pool(node, graph: _Graph) -> str | None:
     if any(d > 1 for d in _attr(node, "dilations", [])):
@@ -94,6 +101,13 @@ def _cast_to_float16(node, graph: _Graph) -> str | None:
 def _double_cumsum(node, graph: _Graph) -> str | None:
     if graph.elem_type(node.input[0]) == _DOUBLE:
         return "TFLite's CUMSUM kernel takes no float64 input"
+    return None
+
+
+@refuse("Max", "Min")
+def _double_max_min(node, graph: _Graph) -> str | None:
+    if any(graph.elem_type(name) == _DOUBLE for name in node.input if name):
+        return "TFLite's MAXIMUM and MINIMUM kernels take no float64 input"
     return None
 
 
