@@ -83,6 +83,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     path: Path | None = None  # where report.json was written
+    # each stage run: {"stage", "cache": ran | reused | off, "seconds"} (stages the cache gave back took 0 s)
+    stage_runs: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -94,7 +96,10 @@ class Report:
         return max((a.exit_code for a in self.artifacts), default=1)
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, "passed": self.passed, "exit_code": self.exit_code, "source": self.source,
-                "environment": self.environment, "warnings": self.warnings,
-                "artifacts": [a.to_json() for a in self.artifacts]}
+        out = {"schema": SCHEMA, "passed": self.passed, "exit_code": self.exit_code, "source": self.source,
+               "environment": self.environment, "warnings": self.warnings,
+               "artifacts": [a.to_json() for a in self.artifacts]}
+        if self.stage_runs:
+            out["stage_runs"] = self.stage_runs
+        return out
 

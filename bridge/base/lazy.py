@@ -33,6 +33,7 @@ DEPENDENCIES = (
     Dependency("coremltools", "coremltools", "coreml"),
     Dependency("sklearn", "scikit-learn", "coreml"),
     Dependency("PIL", "pillow", "tflite"),
+    Dependency("ray", "ray", "ray"),  # `bridge batch --executor ray` only
 )
 EXTRAS = {d.module: d.extra for d in DEPENDENCIES}
 

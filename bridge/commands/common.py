@@ -6,11 +6,14 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bridge.base.errors import UsageError
+from bridge.commands.parsing import memory
 from bridge.progress import Progress
 from bridge.publish import FAILED
 from bridge.report import Report
@@ -35,6 +38,9 @@ class RichProgress(Progress):
 
     def note(self, text: str) -> None:
         say(text)
+
+    def reused(self, text: str) -> None:
+        say(("✓ ", "green"), text, (" (cached)", "dim"))
 
 
 def say(*parts: str | tuple[str, str], out: Console | None = None) -> None:
@@ -109,3 +115,15 @@ def print_outcome(report: Report) -> None:
                3: ("a conversion failed", "red")}[report.exit_code]
     say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()
+
+
+def open_cache(cache_dir: Path | None, no_cache: bool, cache_size: str | None):
+    """The stage cache the options ask for (`bridge.cache`), or None with `--no-cache`."""
+    from bridge.cache import DEFAULT_MAX_BYTES, StageCache, default_dir
+
+    bound = memory(cache_size, "--cache-size") if cache_size else DEFAULT_MAX_BYTES
+    if bound < 1 << 20:
+        raise UsageError(f"--cache-size {cache_size}: expected at least 1M")
+    if no_cache:
+        return None
+    return StageCache(Path(cache_dir) if cache_dir else default_dir(), bound)

@@ -32,11 +32,11 @@ def size(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def memory(text: str | None) -> int | None:
+def memory(text: str | None, flag: str = "--max-memory") -> int | None:
     """`8G`, `512M`, `512MiB`, `2048` (bytes)."""
     if not text:
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
     if not m:
-        raise UsageError(f"--max-memory {text!r}: expected a size such as 4G or 512M")
+        raise UsageError(f"{flag} {text!r}: expected a size such as 4G or 512M")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
