@@ -150,17 +150,32 @@ class Digests:
         self._known: dict[str, str] = {}
 
     def of(self, path: str | Path | None) -> str | None:
+        """Symlinks are never followed: a link is known by its target's name (reading through it
+        could read outside the folder the user named, which bridge never does)."""
         if path is None:
             return None
         key = os.path.abspath(path)
         if key not in self._known:
-            p = Path(key)
-            if p.is_dir():
-                lines = (f"{f.relative_to(p).as_posix()}\0{self.of(f)}\n"
-                         for f in sorted(p.rglob("*")) if f.is_file())
-                self._known[key] = hashlib.sha256("".join(lines).encode()).hexdigest()
-            else:
-                self._known[key] = sha256(p) if p.is_file() else "absent"
+            try:
+                st = os.lstat(key)
+            except OSError:
+                self._known[key] = "absent"
+                return "absent"
+            if stat.S_ISLNK(st.st_mode):
+                value = "link:" + os.readlink(key)
+            elif stat.S_ISDIR(st.st_mode):
+                lines = []
+                for folder, dirs, files in os.walk(key):  # does not descend into linked folders
+                    dirs.sort()
+                    for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+                        full = os.path.join(folder, name)
+                        lines.append(f"{os.path.relpath(full, key)}\0{self.of(full)}\n")
+                value = hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+            elif stat.S_ISREG(st.st_mode):
+                value = sha256(Path(key))
+            else:  # a FIFO or a device is never opened
+                value = f"special:{stat.S_IFMT(st.st_mode)}"
+            self._known[key] = value
         return self._known[key]
 
     def learn(self, path: str | Path, value: str) -> None:
@@ -340,7 +355,8 @@ class _Corrupt(Exception):
 def _own_folder(root: Path) -> None:
     """The cache folder must be a folder of this user that nobody else can write."""
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.path.lexists(root):
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(root)
     except OSError as e:
         raise UsageError(f"--cache-dir {root}: cannot create or open the folder ({e.strerror})") from None

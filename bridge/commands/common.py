@@ -126,4 +126,10 @@ def open_cache(cache_dir: Path | None, no_cache: bool, cache_size: str | None):
         raise UsageError(f"--cache-size {cache_size}: expected at least 1M")
     if no_cache:
         return None
-    return StageCache(Path(cache_dir) if cache_dir else default_dir(), bound)
+    if cache_dir:
+        return StageCache(Path(cache_dir), bound)
+    try:
+        return StageCache(default_dir(), bound)
+    except UsageError as e:  # the default folder is a convenience: without it, every stage runs
+        say(("warning: ", "yellow"), f"running without the stage cache: {e}")
+        return None
