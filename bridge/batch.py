@@ -328,22 +328,20 @@ def run_batch(matrix: Path, models: list[Model], plans: list[Plan], out: Path, *
               cache: StageCache | None, progress: BatchProgress | None = None) -> Summary:
     """Lock every output folder and check what it would replace, then run every model through
     `executor`; write the summary."""
-    from bridge.reporters.summary import check_destinations, write_summary
+    from bridge.reporters.summary import write_summary
 
     progress = progress or BatchProgress()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(OutputFolder(out, frozenset()))
-        check_destinations(out)
-        for m, p in zip(models, plans, strict=True):
-            try:
-                stack.enter_context(p.out)
-                p.check_destinations()
-            except UsageError as e:
-                raise UsageError(f"model {m.name!r}: {e}") from None
-        check = getattr(executor, "check_shared", None)
-        if check is not None:  # a cluster: every node must see what the stages read and write
-            check(out, [Path(os.getcwd()), *(path for p in plans for path in p.inputs if path is not None)])
+        made = [f for f in (out, *(p.out.path for p in plans)) if not os.path.lexists(f)]
+        try:
+            _lock_all(stack, out, models, plans, executor)
+        except BaseException:  # refused before anything ran: leave no empty folder behind
+            stack.close()
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
         summary = Summary(str(matrix), out, executor.describe())
         results: dict[str, ModelResult] = {}
         threads = [threading.Thread(target=_one, args=(m, p, executor, cache, progress, results), daemon=True,
@@ -357,6 +355,25 @@ def run_batch(matrix: Path, models: list[Model], plans: list[Plan], out: Path, *
         summary.seconds = time.perf_counter() - start
         write_summary(summary, out)
     return summary
+
+
+def _lock_all(stack: contextlib.ExitStack, out: Path, models: list[Model], plans: list[Plan],
+              executor: Executor) -> None:
+    """The batch's folder and every model's, locked for the whole batch; what each would replace
+    checked; on a cluster, every node must see the files."""
+    from bridge.reporters.summary import check_destinations
+
+    stack.enter_context(OutputFolder(out, frozenset()))
+    check_destinations(out)
+    for m, p in zip(models, plans, strict=True):
+        try:
+            stack.enter_context(p.out)
+            p.check_destinations()
+        except UsageError as e:
+            raise UsageError(f"model {m.name!r}: {e}") from None
+    check = getattr(executor, "check_shared", None)
+    if check is not None:  # a cluster: every node must see what the stages read and write
+        check(out, [Path(os.getcwd()), *(path for p in plans for path in p.inputs if path is not None)])
 
 
 def _one(model: Model, planned: Plan, executor: Executor, cache: StageCache | None, progress: BatchProgress,

@@ -170,14 +170,15 @@ class Ray(Executor):
         """Every node must see `folder` (a token written here is read there) and every path in
         `paths`, at the same absolute paths: the batch moves files, not bytes."""
         token = secrets.token_hex(16)
-        probe = folder / f".bridge-probe-{os.getpid()}-{token[:8]}"
+        probe = Path(os.path.abspath(folder)) / f".bridge-probe-{os.getpid()}-{token[:8]}"
+        paths = [os.path.abspath(p) for p in paths]
         probe.write_text(token)
         try:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             check = self.ray.remote(_see)
             refs = [check.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-                    .remote(str(probe), token, [str(p) for p in paths]) for node in self.nodes]
+                    .remote(str(probe), token, paths) for node in self.nodes]
             for node, missing in zip(self.nodes, self.ray.get(refs, timeout=300), strict=True):
                 if missing:
                     raise UsageError(f"--executor ray: node {node[:12]} cannot see {missing} at the path this machine "

@@ -56,7 +56,7 @@ class ReadRecorder:
         from bridge.base.files import sha256
 
         self.active = False
-        found = self.read | _imported_sources()
+        found = {_source_of(p) for p in self.read} | _imported_sources()
         skip = _installed_roots()
         out = []
         try:
@@ -69,6 +69,18 @@ class ReadRecorder:
         except OSError:
             return None
         return tuple(out)
+
+
+def _source_of(path: str) -> str:
+    """A compiled module stands for its source: the `.pyc` is rewritten whenever Python likes."""
+    if path.endswith(".pyc"):
+        import importlib.util
+
+        try:
+            return importlib.util.source_from_cache(path)
+        except ValueError:  # not in a __pycache__ folder: a .pyc someone ships as it is
+            return path
+    return path
 
 
 def _imported_sources() -> set[str]:

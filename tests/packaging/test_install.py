@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-HEAVY = ("torch", "tensorflow", "coremltools", "onnx", "onnxruntime", "onnx2tf", "keras", "ai_edge_litert")
+HEAVY = ("torch", "tensorflow", "coremltools", "onnx", "onnxruntime", "onnx2tf", "keras", "ai_edge_litert", "ray")
 
 
 def test_import_and_help_load_no_framework():
@@ -19,6 +19,7 @@ def test_import_and_help_load_no_framework():
             "from typer.testing import CliRunner;"
             "r = CliRunner().invoke(bridge.cli.app, ['--help']); assert r.exit_code == 0, r.output;"
             "r = CliRunner().invoke(bridge.cli.app, ['convert', '--help']); assert r.exit_code == 0, r.output;"
+            "r = CliRunner().invoke(bridge.cli.app, ['batch', '--help']); assert r.exit_code == 0, r.output;"
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at startup: {out.stdout}"
