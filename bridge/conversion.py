@@ -36,6 +36,7 @@ from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder
+from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
 from bridge.stages import Fault, Limits, Outcome, Stage
 
@@ -254,8 +255,8 @@ class _Run:
         root.mkdir(parents=True, exist_ok=True)
         prekey = self.cache.key(EXPORT, self._export_parts(request))
         for paths in self.cache.variants(prekey):
-            reads = [(p, self.digests.of(p)) for p in paths]
-            if any(d == "absent" for _, d in reads):
+            reads = [(p, read_digest(p)) for p in paths]
+            if any(d == ABSENT for _, d in reads):
                 continue
             key = self.cache.with_reads(prekey, reads)
             hit = self.cache.get(key, root)

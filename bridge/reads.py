@@ -53,8 +53,6 @@ class ReadRecorder:
     def files(self) -> tuple[tuple[str, str], ...] | None:
         """(path, sha256) of every file read, sorted; None when one could not be hashed (then the
         stage's result is not cached: a key that misses a file could serve a stale result)."""
-        from bridge.base.files import sha256
-
         self.active = False
         found = {_source_of(p) for p in self.read} | _imported_sources()
         skip = _installed_roots()
@@ -63,12 +61,26 @@ class ReadRecorder:
             for name in sorted(found - self.written):
                 if name.startswith(_SYSTEM) or any(name == r or name.startswith(r + os.sep) for r in skip):
                     continue
-                if not os.path.isfile(name):  # folders opened to walk them, temporaries already gone
-                    continue
-                out.append((name, sha256(Path(name))))
+                digest = read_digest(name)
+                if digest != ABSENT:  # folders opened to walk them, temporaries already gone
+                    out.append((name, digest))
         except OSError:
             return None
         return tuple(out)
+
+
+ABSENT = "absent"
+
+
+def read_digest(path: str) -> str:
+    """What a stage got by opening `path`: the content it read and the file that held it (a symlink
+    repointed to another file with the same bytes is still the same read; one repointed to other
+    bytes is not). The export's cache lookup hashes its recorded paths with this same function."""
+    from bridge.base.files import sha256
+
+    if not os.path.isfile(path):
+        return ABSENT
+    return f"{sha256(Path(path))}:{os.path.realpath(path)}"
 
 
 def _source_of(path: str) -> str:
