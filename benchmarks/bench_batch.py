@@ -1,7 +1,7 @@
 """`bridge batch` on the test zoo (benchmarks/batch_zoo.py), cold cache against warm, and a re-run
 with one model's quantize list changed.
 
-    python benchmarks/bench_batch.py [--jobs 2] [--repeat N] [--json PATH]
+    python benchmarks/bench_batch.py [--jobs 2] [--repeat N] [--json PATH] [--workdir DIR]
 
 Each repeat builds the zoo in a fresh temporary folder with an empty cache, then runs, through the
 installed console script:
@@ -43,8 +43,8 @@ def run(zoo: Path, matrix: Path, out: str, jobs: int) -> dict:
     return {"seconds": round(seconds, 2), "exit": r.returncode, "ran": ran}
 
 
-def once(jobs: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-batch-") as tmp:
+def once(jobs: int, workdir: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-batch-", dir=workdir) as tmp:
         zoo = Path(tmp)
         matrix = build(zoo)
         cold = run(zoo, matrix, "out-cold", jobs)
@@ -58,8 +58,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--json", type=Path)
+    p.add_argument("--workdir", type=Path, help="Where the zoo and its cache go (default: the temporary folder).")
     a = p.parse_args()
-    runs = [once(a.jobs) for _ in range(a.repeat)]
+    runs = [once(a.jobs, a.workdir) for _ in range(a.repeat)]
     median = {k: statistics.median(r[k]["seconds"] for r in runs) for k in ("cold", "warm", "changed")}
     figures = {"jobs": a.jobs, "repeat": a.repeat, "seconds": median,
                "warm_over_cold": round(median["warm"] / median["cold"], 4),

@@ -182,3 +182,20 @@ def test_run_stage_still_raises_and_call_stage_returns(tmp_path):
         run_stage(bad, [str(tmp_path / "missing")], str(tmp_path / "w"))
     outcome = call_stage(bad, [str(tmp_path / "missing")], str(tmp_path / "w"))
     assert isinstance(outcome.error, ConversionError) and not outcome.cacheable  # not bridge's own error
+
+
+def test_a_read_through_a_symlink_is_keyed_by_its_bytes_and_the_file_behind_it(tmp_path):
+    from bridge.reads import ABSENT, read_digest
+
+    (tmp_path / "v1.pt").write_bytes(b"weights")
+    (tmp_path / "v2.pt").write_bytes(b"weights")
+    link = tmp_path / "current.pt"
+    link.symlink_to(tmp_path / "v1.pt")
+    first = read_digest(str(link))
+    assert first == read_digest(str(link)) == read_digest(str(tmp_path / "v1.pt"))
+    link.unlink()
+    link.symlink_to(tmp_path / "v2.pt")  # repointed: another file, even with the same bytes
+    assert read_digest(str(link)) != first
+    (tmp_path / "v2.pt").write_bytes(b"other")
+    assert read_digest(str(link)).split(":")[0] != first.split(":")[0]
+    assert read_digest(str(tmp_path / "gone.pt")) == ABSENT
