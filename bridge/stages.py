@@ -255,7 +255,8 @@ def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, log_path: st
                                              stage=stage.name))
         else:
             message = ("error", text)
-    message = (*message, recorder.files() if recorder else None)  # hashed as the stage leaves them
+    # hashed as the stage leaves them; a failed stage is never cached, so its reads are not hashed
+    message = (*message, recorder.files() if recorder and message[0] == "ok" else None)
     try:
         sender.send(message)
     finally:
