@@ -32,12 +32,13 @@ from bridge.executors import Executor, GiB, Inline, Needs
 from bridge.lanes import lanes
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
-from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed
+from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import STAGED, OutputFolder
+from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Outcome, Stage
 
 # The export records the files it reads: for a Python entrypoint they are known only once it ran,
@@ -77,6 +78,7 @@ class ConvertOptions:
     max_memory: int | None = None
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
+    junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -105,6 +107,11 @@ class Plan:
     def check_destinations(self) -> None:
         """Once `out` is locked: nothing the run writes may be a user's file or an input."""
         self.out.check_destinations(self.destinations, self.inputs)
+        junit = self.options.junit
+        if junit:
+            check_report_destination(Path(junit), self.inputs, "--junit")
+            if self.out.writes(Path(junit)):
+                raise UsageError(f"--junit {junit}: bridge writes its report and artifacts there; choose another path")
 
 
 def plan(source: str, options: ConvertOptions = ConvertOptions(), *, faults: Sequence[Fault] = ()) -> Plan:
@@ -130,29 +137,34 @@ def plan(source: str, options: ConvertOptions = ConvertOptions(), *, faults: Seq
 
 
 def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
-            faults: Sequence[Fault] = (), cache: StageCache | None = None,
-            executor: Executor | None = None) -> Report:
+            faults: Sequence[Fault] = (), command_line: Sequence[str] | None = None,
+            cache: StageCache | None = None, executor: Executor | None = None) -> Report:
     """Convert `source` to every requested target and mode; returns the report (also written as
-    `report.json` in the output folder). Raises `UsageError` for bad usage before converting.
-    `cache` reuses stages whose inputs are unchanged (`bridge.cache`); `executor` decides where
-    stages run (`bridge.executors`; default: one after another here). `faults` is for the crash
-    tests only."""
+    `report.json` and `report.html` in the output folder). Raises `UsageError` for bad usage before
+    converting. `command_line` is recorded in the report (the CLI passes its argv); `cache` reuses
+    stages whose inputs are unchanged (`bridge.cache`); `executor` decides where stages run
+    (`bridge.executors`; default: one after another here); `faults` is for the crash tests only."""
     planned = plan(source, options, faults=faults)
     with planned.out:
         planned.check_destinations()
-        return run(planned, progress, cache=cache, executor=executor)
+        return run(planned, progress, command_line=command_line, cache=cache, executor=executor)
 
 
-def run(planned: Plan, progress: Progress | None = None, *, cache: StageCache | None = None,
-        executor: Executor | None = None) -> Report:
+def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequence[str] | None = None,
+        cache: StageCache | None = None, executor: Executor | None = None) -> Report:
     """Run a plan whose output folder is locked and checked; publish the result."""
+    report = Report(command="convert", source={"path": planned.source}, command_line=list(command_line or ()) or None)
     work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
                           planned.options, work, planned.limits, progress or Progress(), executor or Inline(), cache)
         hub = work / "export" / f"{planned.ref.name}.onnx"
-        report = conversion.execute(replace(planned.request, hub_path=str(hub)))
+        conversion.execute(report, replace(planned.request, hub_path=str(hub)))
+        report.finish()
         planned.out.publish(report, work / STAGED)
+        if planned.options.junit:
+            JUnitReporter().write(report.to_json(), Path(planned.options.junit))
+            report.written["junit"] = Path(planned.options.junit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
@@ -179,9 +191,10 @@ class _Run:
     export_key: str | None = None
     _folders: itertools.count = field(default_factory=itertools.count)
 
-    def execute(self, request: ExportRequest) -> Report:
-        report = Report(source={"path": self.source, "format": str(self.ref.format)},
-                        environment=environment.describe(self.options), stage_runs=self.stage_runs)
+    def execute(self, report: Report, request: ExportRequest) -> Report:
+        report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
+        report.environment = environment.describe(self.options)
+        report.stage_runs = self.stage_runs
         try:
             self.exported = self._export(request)
         except ConversionError as e:  # nothing can be converted: every planned artifact carries the error
@@ -199,6 +212,10 @@ class _Run:
         if isinstance(hub, BridgeError):  # the lanes still convert; stage metrics need the hub's outputs
             report.warnings.append(f"the ONNX hub could not run on onnxruntime: {hub}")
         self.hub_outputs = None if isinstance(hub, BridgeError) else hub[1]
+        report.hub = {"route": list(self.exported.route), "opset": self.exported.opset,
+                      "runtime": None if self.hub_outputs is None else hub[0],
+                      "outputs": None if self.hub_outputs is None
+                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
         ranges = self._numerics(report)
         jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
                 for t in dict.fromkeys(r.target for r in self.routes)]
@@ -307,13 +324,13 @@ class _Run:
             "outputs": [s.to_json() for s in ex.outputs],
             "shapes": "dynamic" if any(s.dynamic for s in ex.inputs) else "static",
             "params": ex.params,
-            "onnx_opset": ex.opset,
         })
         report.warnings += ex.warnings
-        if not any(r.spec.calibrated for r in self.routes):
+        report.samples["parity"] = ex.parity_origin.to_json()
+        if any(r.spec.calibrated for r in self.routes):
+            report.samples["calibration"] = ex.calibration_origin.to_json()
+        else:
             report.warnings = [w for w in report.warnings if "--calibration" not in w]
-        report.environment["calibration"] = ex.calibration_origin
-        report.source["parity_inputs"] = ex.parity_origin
         self.floor = noise_floor(ex.source_outputs, ex.nudged_outputs, self.names)
         if self.floor:
             report.source["noise_floor"] = floor_json(self.floor)
@@ -422,20 +439,22 @@ class _Run:
         spec = lane.mode(art.mode)
         thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
         is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
+        start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
                                data=rec.details.get("external_data", {}).get("sha256"))
         if isinstance(result, BridgeError):
-            return runtime_failed(rec, result)
+            runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
+            return rec
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
+        # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
         rec.parity = judge(actual=outputs, source=ex.source_outputs,
                            onnx=self.hub_outputs if from_hub and not is_hub else None, names=self.names,
-                           thresholds=thresholds, runtime=runtime,
-                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes(),
-                           floor=self.floor)
-        if is_hub:  # the hub itself: its parity is the source->onnx stage
-            rec.parity.stages = {"source->onnx": rec.parity.outputs}
+                           thresholds=thresholds, runtime=runtime, inputs=ex.parity_origin.origin,
+                           calibration=ex.calibration_origin.origin if spec.calibrated else None,
+                           sizes=self._sizes(), floor=self.floor)
+        rec.parity.seconds = time.perf_counter() - start
         return rec
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -106,8 +107,10 @@ def print_outcome(report: Report) -> None:
             say(("error: ", "red"), f"{a.target}/{a.quantization}: {message}")
         elif a.parity is not None and not a.parity.passed:
             say((f"parity {a.parity.status}: ", "red"), f"{a.path}: {a.parity.reason}")
+    for kind in ("report", "page", "junit"):
+        if kind in report.written:
+            say(f"{kind}: {report.written[kind]}")
     if report.path:
-        say(f"report: {report.path}")
         if report.path.parent.name == FAILED:
             say(("kept: ", "yellow"), f"the previous output in {report.path.parent.parent} is untouched; this "
                 f"run's files are in {report.path.parent}")
@@ -115,6 +118,12 @@ def print_outcome(report: Report) -> None:
                3: ("a conversion failed", "red")}[report.exit_code]
     say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()
+
+
+def command_line(ctx: typer.Context) -> list[str] | None:
+    """The argv the console script ran with (`bridge.cli.main` hands it down), for the report."""
+    obj = ctx.find_root().obj
+    return obj.get("command_line") if isinstance(obj, dict) else None
 
 
 def open_cache(cache_dir: Path | None, no_cache: bool, cache_size: str | None):
