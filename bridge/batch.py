@@ -49,8 +49,7 @@ from bridge.report import Report
 
 SCHEMA = "bridge.batch/1"
 SUMMARY = "summary.json"
-# What the batch writes beside the model folders; no model may be called so. summary.html and
-# junit.xml are reserved for issue 15's renderers (see `bridge.reporters.summary`).
+# What the batch writes beside the model folders (`bridge.reporters.summary`); no model may be called so.
 RESERVED = frozenset({SUMMARY, "summary.html", "junit.xml"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -325,7 +324,8 @@ def plan_models(models: list[Model]) -> list[Plan]:
 
 
 def run_batch(matrix: Path, models: list[Model], plans: list[Plan], out: Path, *, executor: Executor,
-              cache: StageCache | None, progress: BatchProgress | None = None) -> Summary:
+              cache: StageCache | None, progress: BatchProgress | None = None,
+              command_line: list[str] | None = None) -> Summary:
     """Lock every output folder and check what it would replace, then run every model through
     `executor`; write the summary."""
     from bridge.reporters.summary import write_summary
@@ -344,7 +344,8 @@ def run_batch(matrix: Path, models: list[Model], plans: list[Plan], out: Path, *
             raise
         summary = Summary(str(matrix), out, executor.describe())
         results: dict[str, ModelResult] = {}
-        threads = [threading.Thread(target=_one, args=(m, p, executor, cache, progress, results), daemon=True,
+        threads = [threading.Thread(target=_one, args=(m, p, executor, cache, progress, results, command_line),
+                                    daemon=True,
                                     name=f"bridge-model-{m.name}") for m, p in zip(models, plans, strict=True)]
         for t in threads:
             t.start()
@@ -377,12 +378,12 @@ def _lock_all(stack: contextlib.ExitStack, out: Path, models: list[Model], plans
 
 
 def _one(model: Model, planned: Plan, executor: Executor, cache: StageCache | None, progress: BatchProgress,
-         results: dict[str, ModelResult]) -> None:
+         results: dict[str, ModelResult], command_line: list[str] | None) -> None:
     """One model, start to publish; whatever stops it is its own result."""
     start = time.perf_counter()
     progress.started(model.name)
     try:
-        report = run(planned, progress.model(model.name), cache=cache, executor=executor)
+        report = run(planned, progress.model(model.name), command_line=command_line, cache=cache, executor=executor)
         result = ModelResult(model.name, model.source, report.exit_code, report)
     except BridgeError as e:
         result = ModelResult(model.name, model.source, e.exit_code, error=one_line(str(e)))

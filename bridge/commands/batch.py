@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bridge.base.errors import UsageError
-from bridge.commands.common import console, open_cache, say, stdout
+from bridge.commands.common import command_line, console, open_cache, say, stdout
 from bridge.commands.parsing import memory as parse_memory
 from bridge.progress import BatchProgress, Progress
 
@@ -30,6 +30,7 @@ class ExecutorKind(StrEnum):
 
 
 def command(
+    ctx: typer.Context,
     matrix: Annotated[Path, typer.Argument(help=escape("The matrix file (TOML): [defaults] and one [[model]] table "
                                                        "per model, with `bridge convert`'s options as keys."))],
     out: Annotated[Path, typer.Option(help="Folder of the model folders (<out>/<name>/) and summary.json.")]
@@ -63,7 +64,8 @@ def command(
     board = Board([m.name for m in models])
     try:
         with board.shown():
-            summary = run_batch(matrix, models, plans, out, executor=runner, cache=cache, progress=board)
+            summary = run_batch(matrix, models, plans, out, executor=runner, cache=cache, progress=board,
+                                command_line=command_line(ctx))
     finally:
         runner.close()
     print_summary(summary)
@@ -167,7 +169,7 @@ def print_summary(summary) -> None:
         for a in m["artifacts"]:
             if a["exit_code"] != 0:
                 say((f"{m['name']}: ", "red"), f"{a['target']}/{a['quantization']}: {a['status']}")
-    say(f"summary: {summary.path}")
+    say(f"summary: {summary.path} (and summary.html, junit.xml beside it)")
     counts = doc["counts"]
     verdict = ("every model passed", "green") if summary.exit_code == 0 else \
         (f"{counts['failed']} of {counts['models']} models failed", "red")

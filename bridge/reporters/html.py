@@ -52,6 +52,46 @@ def render(doc: dict) -> bytes:
     return page.encode()
 
 
+BATCH_GENERATOR = "bridge summary.html"
+
+
+def render_batch(summary: dict, docs: dict[str, dict | None]) -> bytes:
+    """`bridge batch`'s summary.html: the models in a table, then a section per model with its
+    artifacts' verdicts as its own page words them (`_row`), linking to that page."""
+    import os
+
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("bridge.reporters", "templates"), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=_num, size=_size)
+    models = []
+    for m in summary["models"]:
+        doc = docs.get(m["name"])
+        state = "passed" if m["exit_code"] == 0 else "failed" if m["exit_code"] == 1 else "error"
+        word = {0: "passed", 1: "parity failed", 2: "unusable input", 3: "conversion failed"}.get(m["exit_code"],
+                                                                                              "error")
+        page = os.path.join(os.path.dirname(m["report"]), "report.html") if m.get("report") else None
+        models.append({"doc": m, "state": state, "word": word, "page": page,
+                       "passed": sum(a["exit_code"] == 0 for a in m["artifacts"]),
+                       "rows": [_row(a) for a in doc["artifacts"]] if doc else []})
+    executor = ", ".join(f"{k} {_size(v) if k == 'memory' else v}" for k, v in summary["executor"].items()
+                         if k != "executor")
+    executor = f"{summary['executor']['executor']} ({executor})" if executor else summary["executor"]["executor"]
+    return env.get_template("summary.html.j2").render(
+        doc=summary, models=models, generator=BATCH_GENERATOR, executor=executor,
+        verdict="PASSED" if summary["passed"] else "FAILED").encode()
+
+
+def is_batch_page(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return False
+    return f'<meta name="generator" content="{BATCH_GENERATOR}">'.encode() in head
+
+
 def _summary(doc: dict) -> dict:
     states = [plots.verdict(a) for a in doc["artifacts"]]
     counts = {s: states.count(s) for s in ("passed", "failed", "error", "not_executed") if states.count(s)}

@@ -77,6 +77,13 @@ def test_local_batch_writes_what_bridge_convert_writes(zoo, cold):
     for name in EXIT:  # one line per model in the log, then the table
         assert f"{name}: " in r.stderr and name in r.stdout
     assert "1 of 4 models failed (exit 3" in r.stderr
+    from xml.etree import ElementTree as ET
+
+    suites = ET.parse(zoo / "out-local" / "junit.xml").getroot().findall("testsuite")  # one per model
+    assert [s.get("name").split()[2] for s in suites] == list(EXIT)
+    assert [int(s.get("errors")) for s in suites] == [0, 0, 0, 1]
+    page = (zoo / "out-local" / "summary.html").read_text()
+    assert all(f'href="{name}/' in page or f'href="{name}/.bridge-failed/' in page for name in EXIT)
     for model in summary["models"]:
         single = bridge("convert", *SINGLE[model["name"]], "--out", f"single/{model['name']}", "--no-cache",
                         cwd=zoo)
