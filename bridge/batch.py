@@ -216,7 +216,7 @@ def _typed(value, kind, what: str):
 
 
 def _floats(value, what: str) -> tuple[float, ...]:
-    from bridge.commands.parsing import floats
+    from bridge.options import floats
 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (float(value),)
@@ -228,7 +228,7 @@ def _floats(value, what: str) -> tuple[float, ...]:
 
 
 def _resize(value, what: str) -> tuple[int, int]:
-    from bridge.commands.parsing import size
+    from bridge.options import size
 
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
                                                            for v in value):
@@ -239,7 +239,7 @@ def _resize(value, what: str) -> tuple[int, int]:
 
 
 def _memory(value, what: str) -> int:
-    from bridge.commands.parsing import memory
+    from bridge.options import memory
 
     if isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -163,9 +163,9 @@ def test_a_stage_records_what_it_read_not_what_it_wrote(tmp_path):
     outcome = call_stage(READ, [str(weights)], str(made), str(modules))
     assert outcome.result == "done"
     reads = dict(outcome.reads)
-    from bridge.base.files import sha256
+    from bridge.reads import read_digest
 
-    assert reads[str(weights)] == sha256(weights)
+    assert reads[str(weights)] == read_digest(str(weights))
     assert str(modules / "helper_module.py") in reads  # an imported module, by its source
     assert str(made) not in reads  # written by the stage: an output
     import bridge

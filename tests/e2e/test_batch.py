@@ -47,9 +47,10 @@ def _stable(summary: dict) -> dict:
 
 
 def _files(folder: Path) -> dict[str, str]:
-    """Each artifact beside a report (not the report: it has timings), by name, with its sha256."""
+    """Each artifact beside a report (not the report nor its page: they hold timings), by name, with
+    its sha256."""
     return {p.name: sha256(p) for p in sorted(folder.iterdir()) if not p.name.startswith(".") and
-            p.name != "report.json"}
+            p.name not in ("report.json", "report.html")}
 
 
 def _model_folder(root: Path, model: dict) -> Path:
