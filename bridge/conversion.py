@@ -351,19 +351,23 @@ class _Run:
         if not (fp16 or calibrated) or self.hub_outputs is None:
             return None
         ex = self.exported
+        # Synthetic calibration samples tell the fp16 check nothing the parity samples do not:
+        # they are measured only when a route calibrates on them (on ResNet50: 40 samples -> 8).
+        samples = ex.calibration if calibrated or ex.calibration_origin.origin == "user" else ()
         parts = {**self._hub_parts(), "feeds": self.digests.of(ex.feeds.folder),
-                 "calibration": self.digests.of(ex.calibration.folder), "node_names": ex.node_names,
-                 "fp16": bool(fp16), "calibrated": calibrated}
+                 "calibration": self.digests.of(ex.calibration.folder) if samples else None,
+                 "node_names": ex.node_names, "fp16": bool(fp16), "calibrated": calibrated}
         try:
             ranges: Ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
-                                        (ex.hub_path, ex.feeds, ex.calibration, ex.node_names),
+                                        (ex.hub_path, ex.feeds, samples, ex.node_names),
                                         {"fp16": bool(fp16), "calibrated": calibrated}, parts=parts,
                                         root=self.work / "ranges", need=needs("runtime", _bytes(ex.hub_path),
                                                                               self.limits))
         except BridgeError as e:
             report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
             return e
-        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes) for r in fp16]
+        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes,
+                                  r.spec.keeps_fp16_constants) for r in fp16]
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 

@@ -49,6 +49,9 @@ class Lane:
     runner: str  # "module:Class" with load(path) / infer(feed), run in a runtime child stage
     describe: str | None = None  # "module:function": path -> {"inputs", "outputs", "mode"} (bridge validate)
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
+    # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
+    # once something is found) checks every node; None: `preflight`
+    inspect_preflight: str | None = None
     recognize: Callable[[Path], bool] | None = None  # is this file one of our artifacts? (cheap, no frameworks)
     options: type | None = None  # frozen dataclass; each field is an option of `bridge convert`
     variants: Mapping[str, str] = field(default_factory=dict)  # another convert, chosen by `select`

@@ -30,6 +30,7 @@ DEPENDENCIES = (
     Dependency("tf2onnx", "tf2onnx", "keras"),
     Dependency("onnx2tf", "onnx2tf", "tflite"),
     Dependency("ai_edge_litert", "ai-edge-litert", "tflite"),
+    Dependency("flatbuffers", "flatbuffers", "tflite"),
     Dependency("coremltools", "coremltools", "coreml"),
     Dependency("sklearn", "scikit-learn", "coreml"),
     Dependency("PIL", "pillow", "tflite"),
