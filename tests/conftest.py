@@ -31,6 +31,14 @@ SAMPLES = ROOT / "samples"
 BRIDGE = Path(sys.executable).parent / "bridge"  # the installed console script
 
 
+def pytest_configure(config):
+    """The CLI's stage cache lives in the user's cache folder (XDG_CACHE_HOME): the suite gets a
+    folder of its own, so it never reads or fills the developer's, and starts empty every run."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-cache-")
+
+
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
     """Run the installed `bridge` console script as a user would; returns the CompletedProcess."""
     return subprocess.run([str(BRIDGE), *map(str, args)], capture_output=True, text=True,

@@ -36,6 +36,7 @@ DEPENDENCIES = (
     Dependency("PIL", "pillow", "tflite"),
     Dependency("jinja2", "jinja2", ""),  # report.html
     Dependency("matplotlib", "matplotlib", ""),  # report.html's figures
+    Dependency("ray", "ray", "ray"),  # `bridge batch --executor ray` only
 )
 EXTRAS = {d.module: d.extra for d in DEPENDENCIES}
 
