@@ -9,7 +9,8 @@ Both variants turn a model into fp32 and fp16 .tflite files:
           -tb flatbuffer_direct` call with its other defaults (it writes float32 and float16 files).
           An ONNX source goes to onnx2tf alone.
   bridge  `bridge convert SOURCE --target tflite --quantize tflite=fp32,fp16 --out DIR`, which also
-          runs both files and the source on 8 samples and checks parity.
+          runs both files and the source on 8 samples and checks parity. Each run is cold: it gets an
+          empty stage cache folder of its own (`--cache-dir`), as a first conversion does.
 
 Cases:
   mobilenet  samples/mobilenet_shapes.py:load, a trained MobileNetV2-class torch model (96x96).
@@ -256,7 +257,10 @@ def run_raw(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
 def run_bridge(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
     work = fresh_folder(root, "bridge")
     src = str(source) if source is not None else f"{case.file}:{case.function}"
-    cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out"]
+    # A cold run, as a first conversion is: an empty stage cache of its own (the user's cache would
+    # answer every stage from the second pair on).
+    cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out",
+           "--cache-dir", str(work / "cache")]
     run = Run("bridge", [measure("bridge convert", cmd, work, timeout)])
     run.artifacts = artifacts(work / "out")
     run.stages = stages(Path(run.steps[0].log))

@@ -10,9 +10,22 @@ Importing this package imports no ML framework; each stage loads its own in a ch
 
 from __future__ import annotations
 
-from bridge.conversion import ConvertOptions, convert
-from bridge.report import Report
-from bridge.validation import ValidateOptions, validate
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["convert", "validate", "ConvertOptions", "ValidateOptions", "Report"]
+
+# Loaded on first use (PEP 562): a stage child imports `bridge.stages` and the modules its stage
+# names, not the orchestration (0.3 s and numpy's import in every child otherwise).
+_PUBLIC = {"convert": "bridge.conversion", "ConvertOptions": "bridge.conversion", "Report": "bridge.report",
+           "validate": "bridge.validation", "ValidateOptions": "bridge.validation"}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
-from bridge.executors import Executor, GiB, Inline, Needs
+from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
@@ -157,7 +158,8 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
-                          planned.options, work, planned.limits, progress or Progress(), executor or Inline(), cache)
+                          planned.options, work, planned.limits, progress or Progress(), executor or for_one_model(),
+                          cache)
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
@@ -184,7 +186,8 @@ class _Run:
     executor: Executor
     cache: StageCache | None = None
     exported: ExportResult | None = None
-    outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
+    outputs: dict = field(default_factory=dict)  # (runner, sha256, io) -> Future of (runtime, Feeds) or the error
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
     stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
     digests: Digests = field(default_factory=Digests)
@@ -207,6 +210,28 @@ class _Run:
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
         self.hub_sha = self.digests.of(self.exported.hub_path)
+        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
+                for t in dict.fromkeys(r.target for r in self.routes)]
+        if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes):
+            # Nothing a lane converts with comes from the hub's runs: the lanes convert and run
+            # their artifacts while the hub runs and its activations are measured.
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
+                self._check_hub(report)
+                done = [f.result() for f in running]
+        else:
+            ranges = self._check_hub(report)
+            if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side
+                with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                    done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
+            else:
+                done = [self._lane(*job, ranges) for job in jobs]
+        for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
+            report.artifacts += [self._judge(lane, *r) for r in ran]
+        return report
+
+    def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
+        """The hub on onnxruntime (`report.hub`), then its activation ranges (`_numerics`)."""
         hub = self._runtime(HUB_RUNNER, self.exported.hub_path, self.hub_sha, None, "onnx-runtime", blocks=(),
                             label="Running the ONNX hub on onnxruntime")
         if isinstance(hub, BridgeError):  # the lanes still convert; stage metrics need the hub's outputs
@@ -216,17 +241,7 @@ class _Run:
                       "runtime": None if self.hub_outputs is None else hub[0],
                       "outputs": None if self.hub_outputs is None
                       else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
-        ranges = self._numerics(report)
-        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
-                for t in dict.fromkeys(r.target for r in self.routes)]
-        if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side; the report keeps their order
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
-        else:
-            done = [self._lane(*job, ranges) for job in jobs]
-        for records in done:
-            report.artifacts += records
-        return report
+        return self._numerics(report)
 
     # --- stages, through the executor and the cache ----------------------------------------------------
 
@@ -371,7 +386,9 @@ class _Run:
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 
-    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges) -> list[ArtifactRecord]:
+    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges) -> list[tuple]:
+        """Convert, then run each artifact on the parity samples; judged later (`_judge`), once the
+        hub's outputs are known."""
         ex = self.exported
         options = self.options_by_lane[lane.name]
         converter = lane.converter(options)
@@ -381,7 +398,8 @@ class _Run:
             framework=ex.framework, inputs=tuple(ex.inputs), outputs=tuple(ex.outputs), calibration=ex.calibration,
             node_names=ex.node_names, options=options, source=self.ref, trust_code=self.options.trust_code,
             mean=self.options.calibration.mean, std=self.options.calibration.std,
-            ranges=ranges.calibration if isinstance(ranges, Ranges) else None, hub_route=ex.route)
+            ranges=ranges.calibration if isinstance(ranges, Ranges) and any(
+                r.spec.needs_ranges for r in self.routes) else None, hub_route=ex.route)
         Path(req.workdir).mkdir(exist_ok=True)
         start = time.perf_counter()
         try:
@@ -401,7 +419,7 @@ class _Run:
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
-        return [self._finish(lane, a) for a in arts]
+        return [self._place(lane, a) for a in arts]
 
     def _lane_parts(self, lane: Lane, converter: str, preflight: str | None, variant: bool,
                     req: LaneRequest) -> dict | None:
@@ -419,13 +437,14 @@ class _Run:
             "source": self.export_key if reads_source else None,
         }
 
-    def _finish(self, lane: Lane, art: LaneArtifact) -> ArtifactRecord:
+    def _place(self, lane: Lane, art: LaneArtifact) -> tuple:
+        """Stage the artifact under its published name and run it on the parity samples."""
         rec = ArtifactRecord(target=lane.name, quantization=art.mode, route=list(art.route), seconds=art.seconds,
                              warnings=art.warnings, details=art.details)
         if art.error:
             rec.error = art.error
             rec.parity = not_executed(f"conversion failed at stage {art.error.stage}")
-            return rec
+            return rec, art, None, 0.0
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
@@ -440,16 +459,24 @@ class _Run:
         ex = self.exported
         rec.bytes_per_param = round(rec.bytes / ex.params, 4) if ex.params else None
         rec.io = (art.io or IO.identity(ex.inputs, ex.outputs)).to_json()
-        spec = lane.mode(art.mode)
-        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
-        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
                                data=rec.details.get("external_data", {}).get("sha256"))
+        return rec, art, result, time.perf_counter() - start
+
+    def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
+        """The artifact's parity against the source (and the hub, for stage metrics)."""
+        if art.error:
+            return rec
+        start = time.perf_counter() - seconds
         if isinstance(result, BridgeError):
             runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
             return rec
+        ex = self.exported
+        spec = lane.mode(art.mode)
+        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
+        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
         # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
@@ -466,18 +493,26 @@ class _Run:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run."""
         key = (runner, digest, io)
-        if key not in self.outputs:
+        with self._lock:  # lanes run while the hub does: the first to ask runs it, the others wait
+            mine = key not in self.outputs
+            if mine:
+                self.outputs[key] = Future()
+        if mine:
             feeds = self.exported.feeds
             root = self.work / "runs" / f"outputs-{next(self._folders)}"
             parts = {"runner": runner, "artifact": digest, "artifact_data": data, "io": io,
                      "feeds": self.digests.of(feeds.folder)}
             try:
-                self.outputs[key] = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
-                                               (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                                               need=needs("runtime", _bytes(path), self.limits))
+                result = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
+                                    (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
+                                    need=needs("runtime", _bytes(path), self.limits))
             except BridgeError as e:
-                self.outputs[key] = e
-        return self.outputs[key]
+                result = e
+            except BaseException as e:  # a bug: whoever waits on this run sees it too
+                self.outputs[key].set_exception(e)
+                raise
+            self.outputs[key].set_result(result)
+        return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]
