@@ -52,12 +52,13 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # the frameworks it imports, plus a multiple of the model's bytes (the source file before the
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
-MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "convert": (2 * GiB, 8.0),
-          "runtime": (GiB // 2, 3.0)}
+# An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
+MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
+          "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0)}
 
 
-def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
-    base, per_byte = MEMORY[kind]
+def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
+    base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
@@ -159,7 +160,7 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
                           planned.options, work, planned.limits, progress or Progress(), executor or for_one_model(),
-                          cache)
+                          cache, bounded=executor is None)
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
@@ -192,6 +193,7 @@ class _Run:
     stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
     digests: Digests = field(default_factory=Digests)
     export_key: str | None = None
+    bounded: bool = False  # the executor is this run's own: `_bound` may cap it
     _folders: itertools.count = field(default_factory=itertools.count)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
@@ -212,6 +214,7 @@ class _Run:
         self.hub_sha = self.digests.of(self.exported.hub_path)
         jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
                 for t in dict.fromkeys(r.target for r in self.routes)]
+        self._bound(jobs)
         if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes):
             # Nothing a lane converts with comes from the hub's runs: the lanes convert and run
             # their artifacts while the hub runs and its activations are measured.
@@ -281,7 +284,7 @@ class _Run:
         earlier runs of it read, hashed now."""
         root = Path(request.hub_path).parent
         label = f"Exporting {self.ref.name} to ONNX"
-        need = needs("export", _bytes(self.ref.path), self.limits)
+        need = self._export_needs()
         if self.cache is None:
             return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
         root.mkdir(parents=True, exist_ok=True)
@@ -308,6 +311,24 @@ class _Run:
         # An export that failed is run again next time: its errors are the user's code's and files',
         # often fixed outside anything the key sees (a missing package installed, a file permission).
         return outcome.unwrap()
+
+    def _export_needs(self) -> Needs:
+        kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
+        return needs(kind, _bytes(self.ref.path), self.limits)
+
+    def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
+        """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit
+        within the largest single stage's: running side by side never raises the run's expected
+        peak above running one after another (a large model's conversion runs alone)."""
+        if not self.bounded:
+            return
+        hub = _bytes(self.exported.hub_path)
+        expected = [self._export_needs(), needs("runtime", hub, self.limits),
+                    needs("activation-ranges", hub, self.limits)]
+        for lane, _ in jobs:
+            expected += [needs("convert", hub, self.limits, lane.convert_memory),
+                         needs("runtime", hub, self.limits, lane.runtime_memory)]
+        self.executor.bound(max(n.memory for n in expected))
 
     def _export_parts(self, request: ExportRequest) -> dict:
         ref = request.source
@@ -376,8 +397,8 @@ class _Run:
             ranges: Ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
                                         (ex.hub_path, ex.feeds, samples, ex.node_names),
                                         {"fp16": bool(fp16), "calibrated": calibrated}, parts=parts,
-                                        root=self.work / "ranges", need=needs("runtime", _bytes(ex.hub_path),
-                                                                              self.limits))
+                                        root=self.work / "ranges",
+                                        need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
         except BridgeError as e:
             report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
             return e
@@ -414,11 +435,15 @@ class _Run:
                 arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
-                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits),
+                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits,
+                                                                     None if variant else lane.convert_memory),
                                   keep=lambda o: o.error is not None or not any(a.error for a in o.result))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
+        if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
+            with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
+                return list(pool.map(lambda a: self._place(lane, a), arts))
         return [self._place(lane, a) for a in arts]
 
     def _lane_parts(self, lane: Lane, converter: str, preflight: str | None, variant: bool,
@@ -462,7 +487,7 @@ class _Run:
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
-                               data=rec.details.get("external_data", {}).get("sha256"))
+                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory)
         return rec, art, result, time.perf_counter() - start
 
     def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
@@ -489,7 +514,8 @@ class _Run:
         return rec
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
-                 label: str, data: str | None = None) -> tuple[str, Feeds] | BridgeError:
+                 label: str, data: str | None = None, memory: tuple[int, float] | None = None
+                 ) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run."""
         key = (runner, digest, io)
@@ -505,7 +531,7 @@ class _Run:
             try:
                 result = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
                                     (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                                    need=needs("runtime", _bytes(path), self.limits))
+                                    need=needs("runtime", _bytes(path), self.limits, memory))
             except BridgeError as e:
                 result = e
             except BaseException as e:  # a bug: whoever waits on this run sees it too

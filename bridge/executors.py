@@ -51,6 +51,10 @@ class Executor:
     def close(self) -> None:
         pass
 
+    def bound(self, memory: int) -> None:
+        """From now on, no more at once than `memory` bytes of expected need (one stage still
+        runs, whatever it needs)."""
+
     def describe(self) -> dict:
         return {"executor": "inline"}
 
@@ -87,6 +91,10 @@ class Local(Executor):
 
     def describe(self) -> dict:
         return {"executor": "local", "jobs": self.jobs, "memory": self.memory}
+
+    def bound(self, memory: int) -> None:
+        with self._cond:
+            self.memory = min(self.memory, memory)
 
     def submit(self, stage, args, kwargs, limits, needs) -> Future:
         future: Future = Future()
