@@ -39,6 +39,7 @@ from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters import plots
 from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Outcome, Stage
 
@@ -208,6 +209,7 @@ class _Run:
                                                parity=not_executed("the source could not be exported"))
                                 for r in self.routes]
             return report
+        plots.preload()  # after the export, whose peak (a torch source's) it would raise
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
