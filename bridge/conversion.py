@@ -273,8 +273,10 @@ class _Run:
         start = time.perf_counter()
         with self.progress.step(label):
             outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+        total = time.perf_counter() - start
+        ran = outcome.seconds or total
         self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
-                                "seconds": round(time.perf_counter() - start, 3)})
+                                "seconds": round(ran, 3), "waited": round(max(0.0, total - ran), 3)})
         return outcome
 
     def _learn(self, key: str, root: Path) -> None:

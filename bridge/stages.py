@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class Outcome:
     error: BridgeError | None = None
     reads: tuple[tuple[str, str], ...] | None = None
     deliberate: bool = True  # the error is one the stage raised itself, not a crash, a time-out or memory
+    seconds: float = 0.0  # the child's wall time, from its start (not counting any wait for a slot)
 
     @property
     def cacheable(self) -> bool:
@@ -135,6 +137,13 @@ def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any
 
 def call_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Outcome:
     """`run_stage`, with the error returned in the `Outcome` rather than raised."""
+    start = time.perf_counter()
+    outcome = _outcome(stage, args, kwargs, limits)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _outcome(stage: Stage, args, kwargs, limits: Limits) -> Outcome:
     try:
         status, payload, reads = _spawn(stage, args, kwargs, limits)
     except StageCrashed as e:
