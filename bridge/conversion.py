@@ -55,6 +55,10 @@ MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "
           "runtime": (GiB // 2, 3.0)}
 
 
+class _StageFailed(Exception):
+    """Raised through a progress step whose stage returned an error, so the step is not shown as done."""
+
+
 def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
     base, per_byte = MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
@@ -251,8 +255,13 @@ class _Run:
 
     def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
         start = time.perf_counter()
-        with self.progress.step(label):
-            outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+        try:
+            with self.progress.step(label):
+                outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+                if outcome.error is not None:
+                    raise _StageFailed  # leaves the step unticked: the error is the user's one line
+        except _StageFailed:
+            pass
         self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
                                 "seconds": round(time.perf_counter() - start, 3)})
         return outcome
