@@ -26,6 +26,11 @@ Results are pickles; the folder must be the user's own and writable by no one el
 anyone who can write it can make bridge unpickle what they like. Errors a stage raises itself are
 cached too (the same inputs fail the same way); crashes, time-outs and memory exhaustion are not.
 
+The report page's figures are kept here too (`figures/`): an SVG keyed by what it plots, the
+matplotlib version and bridge's code (`Figures`), so a warm run's pages are written without
+drawing, or importing matplotlib. Verdicts are never cached: parity is judged again on every run
+from the cached outputs, since thresholds may have changed.
+
 Not seen: files that native code opens without Python's `open` (h5py's `.h5` weights, TensorFlow's
 file system). An entrypoint that loads weights that way must be run with `--no-cache` after they
 change (the README says so).
@@ -47,7 +52,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +194,9 @@ class StageCache:
         self.root = Path(os.path.abspath(root))
         self.max_bytes = max_bytes
         _own_folder(self.root)
-        for sub in ("entries", "deps", "tmp"):
+        for sub in ("entries", "deps", "tmp", "figures"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+        self.figures = Figures(self.root / "figures")
 
     # --- keys -------------------------------------------------------------------------------------
 
@@ -295,29 +301,39 @@ class StageCache:
     # --- size ---------------------------------------------------------------------------------------
 
     def trim(self) -> None:
-        """Delete the least recently used entries while the cache is over its bound. One process
-        trims at a time; the others skip it (the one trimming will get there)."""
+        """Delete the least recently used entries and figures while the cache is over its bound. One
+        process trims at a time; the others skip it (the one trimming will get there). Figures are
+        drawn without a trim (a few tens of KB each): the next stored stage's trim counts them."""
         from filelock import FileLock, Timeout
 
         try:
             with FileLock(str(self.root / "trim.lock"), timeout=0):
-                entries, total = [], 0
-                for manifest in (self.root / "entries").glob(f"*/*/{MANIFEST}"):
-                    try:
-                        size = int(json.loads(manifest.read_text())["bytes"])
-                        entries.append((manifest.stat().st_mtime, size, manifest.parent))
-                    except (OSError, ValueError, KeyError, TypeError):
-                        continue
-                    total += size
+                entries = [*self._entries(), *self.figures.sizes()]
+                total = sum(size for _, size, _ in entries)
                 if total > self.max_bytes:
                     for _, size, entry in sorted(entries):
-                        self._drop(entry)
+                        if entry.is_dir():
+                            self._drop(entry)
+                        else:  # a figure
+                            with contextlib.suppress(OSError):
+                                entry.unlink()
                         total -= size
                         if total <= self.max_bytes * TRIM_TO:
                             break
                 self._sweep_tmp()
         except Timeout:
             return
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, folder) of every entry."""
+        found = []
+        for manifest in (self.root / "entries").glob(f"*/*/{MANIFEST}"):
+            try:
+                found.append((manifest.stat().st_mtime, int(json.loads(manifest.read_text())["bytes"]),
+                              manifest.parent))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return found
 
     def _sweep_tmp(self) -> None:
         """Half-written entries of processes that died (this host's, by pid; any, after a day)."""
@@ -350,6 +366,46 @@ class StageCache:
 
 class _Corrupt(Exception):
     pass
+
+
+class Figures:
+    """The report page's figures by content (`bridge.reporters.plots.Figures`): an SVG is a pure
+    function of the data it plots, of the drawing code (bridge's, by content) and of matplotlib's
+    version, which together are its key. Each is one JSON file holding the SVG and its sha256,
+    written to a temporary name and renamed into place; one that does not match its sha256 is
+    deleted and drawn again."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def svg(self, name: str, data: Any, draw: Callable[[], str]) -> str:
+        key = digest({"schema": SCHEMA, "figure": name, "data": data, "environment": environment_digest()})
+        path = self.root / key[:2] / f"{key}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            kept = json.loads(path.read_text())
+            if kept["key"] == key and hashlib.sha256(kept["svg"].encode()).hexdigest() == kept["sha256"]:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # last use, for trimming
+                return kept["svg"]
+            path.unlink(missing_ok=True)
+        drawn = draw()
+        data_out = json.dumps({"key": key, "sha256": hashlib.sha256(drawn.encode()).hexdigest(), "svg": drawn})
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data_out)
+            os.replace(tmp, path)
+        return drawn
+
+    def sizes(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, file) of every figure, for trimming."""
+        found = []
+        for path in self.root.glob("*/*.json"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found.append((st.st_mtime, st.st_size, path))
+        return found
 
 
 def _own_folder(root: Path) -> None:

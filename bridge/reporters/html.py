@@ -42,20 +42,21 @@ def _environment():
     return env
 
 
-def render(doc: dict) -> bytes:
+def render(doc: dict, figures: plots.Figures | None = None) -> bytes:
+    """The page; `figures` may hand back figures drawn for the same data before (`plots`)."""
     from markupsafe import Markup
 
     env = _environment()
     outputs = list(dict.fromkeys(n for a in doc["artifacts"] for n in ((a.get("parity") or {}).get("outputs") or {})))
     histograms = []
     for i, name in enumerate(outputs[:MAX_HISTOGRAMS]):
-        svg = plots.histogram(doc, name, i)
+        svg = plots.histogram(doc, name, i, figures)
         if svg:
             histograms.append((name, Markup(svg)))
     page = env.get_template("report.html.j2").render(
         doc=doc, generator=GENERATOR, summary=_summary(doc), rows=[_row(a) for a in doc["artifacts"]],
         command_line=shlex.join(doc["command_line"]) if doc.get("command_line") else None,
-        overview=Markup(plots.overview(doc)) if doc["artifacts"] else None, histograms=histograms,
+        overview=Markup(plots.overview(doc, figures)) if doc["artifacts"] else None, histograms=histograms,
         unplotted=outputs[MAX_HISTOGRAMS:], options=json.dumps(doc["environment"].get("options"), indent=2),
         origins=ORIGINS,
     )
