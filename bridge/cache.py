@@ -26,10 +26,12 @@ Results are pickles; the folder must be the user's own and writable by no one el
 anyone who can write it can make bridge unpickle what they like. Errors a stage raises itself are
 cached too (the same inputs fail the same way); crashes, time-outs and memory exhaustion are not.
 
-The report page's figures are kept here too (`figures/`): an SVG keyed by what it plots, the
-matplotlib version and bridge's code (`Figures`), so a warm run's pages are written without
-drawing, or importing matplotlib. Verdicts are never cached: parity is judged again on every run
-from the cached outputs, since thresholds may have changed.
+What the report pages are made of is kept here too (`Pages`): each figure as an SVG keyed by what
+it plots, the matplotlib version and bridge's code (`figures/`), and the page templates compiled
+(`templates/`, jinja2's own bytecode cache, checked against each template's source), so a warm
+run's pages are written without drawing, importing matplotlib or compiling a template. Verdicts
+are never cached: parity is judged again on every run from the cached outputs, since thresholds
+may have changed.
 
 Not seen: files that native code opens without Python's `open` (h5py's `.h5` weights, TensorFlow's
 file system). An entrypoint that loads weights that way must be run with `--no-cache` after they
@@ -51,6 +53,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -90,10 +93,18 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-@functools.cache
+_ONCE = threading.Lock()
+
+
 def environment_digest() -> dict:
     """Backend versions (the executor's Ray excluded: it moves work, it does not compute), Python
-    and the architecture."""
+    and the architecture; computed once per process, however many threads ask at once."""
+    with _ONCE:
+        return _environment_digest()
+
+
+@functools.cache
+def _environment_digest() -> dict:
     from bridge.base.lazy import DEPENDENCIES
     from bridge.environment import versions
 
@@ -194,9 +205,9 @@ class StageCache:
         self.root = Path(os.path.abspath(root))
         self.max_bytes = max_bytes
         _own_folder(self.root)
-        for sub in ("entries", "deps", "tmp", "figures"):
+        for sub in ("entries", "deps", "tmp", "figures", "templates"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
-        self.figures = Figures(self.root / "figures")
+        self.pages = Pages(self.root / "figures", self.root / "templates")
 
     # --- keys -------------------------------------------------------------------------------------
 
@@ -308,13 +319,13 @@ class StageCache:
 
         try:
             with FileLock(str(self.root / "trim.lock"), timeout=0):
-                entries = [*self._entries(), *self.figures.sizes()]
+                entries = [*self._entries(), *self.pages.sizes()]
                 total = sum(size for _, size, _ in entries)
                 if total > self.max_bytes:
                     for _, size, entry in sorted(entries):
                         if entry.is_dir():
                             self._drop(entry)
-                        else:  # a figure
+                        else:  # a figure or a compiled template
                             with contextlib.suppress(OSError):
                                 entry.unlink()
                         total -= size
@@ -368,15 +379,20 @@ class _Corrupt(Exception):
     pass
 
 
-class Figures:
-    """The report page's figures by content (`bridge.reporters.plots.Figures`): an SVG is a pure
-    function of the data it plots, of the drawing code (bridge's, by content) and of matplotlib's
-    version, which together are its key. Each is one JSON file holding the SVG and its sha256,
-    written to a temporary name and renamed into place; one that does not match its sha256 is
-    deleted and drawn again."""
+class Pages:
+    """What report pages are made of (`bridge.reporters.html.PageCache`).
 
-    def __init__(self, root: Path):
+    Figures by content: an SVG is a pure function of the data it plots, of the drawing code
+    (bridge's, by content) and of matplotlib's version, which together are its key. Each is one
+    JSON file holding the SVG and its sha256, written to a temporary name and renamed into place;
+    one that does not match its sha256 is deleted and drawn again.
+
+    `templates`: the folder of jinja2's bytecode cache, which keys each compiled template by its
+    name and checks it against the template source's checksum and the Python version."""
+
+    def __init__(self, root: Path, templates: Path):
         self.root = root
+        self.templates = templates
 
     def svg(self, name: str, data: Any, draw: Callable[[], str]) -> str:
         key = digest({"schema": SCHEMA, "figure": name, "data": data, "environment": environment_digest()})
@@ -399,9 +415,9 @@ class Figures:
         return drawn
 
     def sizes(self) -> list[tuple[float, int, Path]]:
-        """(last use, bytes, file) of every figure, for trimming."""
+        """(last use, bytes, file) of every figure and compiled template, for trimming."""
         found = []
-        for path in self.root.glob("*/*.json"):
+        for path in [*self.root.glob("*/*.json"), *self.templates.glob("*.cache")]:
             with contextlib.suppress(OSError):
                 st = path.stat()
                 found.append((st.st_mtime, st.st_size, path))

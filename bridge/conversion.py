@@ -161,7 +161,7 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
-        planned.out.publish(report, work / STAGED, cache.figures if cache is not None else None)
+        planned.out.publish(report, work / STAGED, cache.pages if cache is not None else None)
         if planned.options.junit:
             JUnitReporter().write(report.to_json(), Path(planned.options.junit))
             report.written["junit"] = Path(planned.options.junit)

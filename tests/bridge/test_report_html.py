@@ -110,14 +110,14 @@ def test_kept_figures_give_the_page_drawn_afresh_and_never_outlive_their_data(tm
                                                             out=str(tmp_path / "o")))
     doc = report.to_json()
     drawn = render(doc)
-    figures = StageCache(tmp_path / "cache").figures
+    figures = StageCache(tmp_path / "cache").pages
     assert render(doc, figures) == drawn  # drawn, then kept
     kept = sorted((tmp_path / "cache" / "figures").glob("*/*.json"))
     assert len(kept) == 2  # the overview and one histogram
     (tmp_path / "doc.json").write_text(json.dumps(doc))
     code = ("import json, sys; from bridge.cache import StageCache; from bridge.reporters.html import render;"
             f"page = render(json.loads(open({str(tmp_path / 'doc.json')!r}).read()), "
-            f"StageCache({str(tmp_path / 'cache')!r}).figures);"
+            f"StageCache({str(tmp_path / 'cache')!r}).pages);"
             "sys.stdout.buffer.write(page); sys.stderr.write(str('matplotlib' in sys.modules))")
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert fresh.stdout == drawn and fresh.stderr.decode().endswith("False")
