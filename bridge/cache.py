@@ -197,6 +197,11 @@ class Digests:
     def learn(self, path: str | Path, value: str) -> None:
         self._known[os.path.abspath(path)] = value
 
+    def known(self, path: str | Path) -> str | None:
+        """The digest already known for `path` (hashed or learned from an entry's manifest), or
+        None: never reads the file."""
+        return self._known.get(os.path.abspath(path))
+
 
 class StageCache:
     """One cache folder, shared by every process and thread that opens it."""
@@ -221,9 +226,11 @@ class StageCache:
 
     # --- entries ----------------------------------------------------------------------------------
 
-    def get(self, key: str, root: Path) -> Outcome | None:
+    def get(self, key: str, root: Path, digests: Digests | None = None) -> Outcome | None:
         """The cached outcome with its files copied under `root` (which must not exist yet), or
-        None. An entry that fails its manifest is deleted, never used."""
+        None. An entry that fails its manifest is deleted, never used. `digests` learns each
+        restored file's sha256, as computed while it was copied (not re-read from the entry,
+        which another process may have replaced since)."""
         root = Path(os.path.abspath(root))
         if root.exists() and any(root.iterdir()):
             raise ValueError(f"{root}: a cached stage is restored into a new folder only")
@@ -238,8 +245,8 @@ class StageCache:
             blob = (entry / RESULT).read_bytes()
             if hashlib.sha256(blob).hexdigest() != manifest["result"]:
                 raise _Corrupt
-            for f in manifest["files"]:
-                _copy_checked(entry / "files" / f["path"], root / f["path"], f["sha256"])
+            verified = {f["path"]: _copy_checked(entry / "files" / f["path"], root / f["path"], f["sha256"])
+                        for f in manifest["files"]}
             outcome = pickle.loads(blob)  # noqa: S301 - our own folder (checked), hash-verified
             if not isinstance(outcome, Outcome):
                 raise _Corrupt
@@ -250,14 +257,9 @@ class StageCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(entry / MANIFEST)  # last use, for trimming
+        for rel, value in verified.items() if digests is not None else ():
+            digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
-
-    def files_of(self, key: str) -> dict[str, str]:
-        """{relative path: sha256} of an entry's files (after a `get`, they match)."""
-        try:
-            return {f["path"]: f["sha256"] for f in json.loads((self._entry(key) / MANIFEST).read_text())["files"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
 
     def put(self, key: str, outcome: Outcome, root: Path) -> None:
         """Store a cacheable outcome and the files under `root` that its result names."""
