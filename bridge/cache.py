@@ -22,8 +22,9 @@ key loses harmlessly), so readers need no lock. Only trimming the cache to its s
 one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
 timeout cases that a hand-rolled `fcntl` loop would have to).
 
-Results are pickles; the folder must be the user's own and writable by no one else (checked), since
-anyone who can write it can make bridge unpickle what they like. Errors a stage raises itself are
+Results are pickles, and compiled page templates are Python code; the folder must be the user's own
+and writable by no one else (checked), since anyone who can write it can make bridge unpickle or
+run what they like. Errors a stage raises itself are
 cached too (the same inputs fail the same way); crashes, time-outs and memory exhaustion are not.
 
 What the report pages are made of is kept here too (`Pages`): each figure as an SVG keyed by what
