@@ -165,7 +165,7 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
-        planned.out.publish(report, work / STAGED)
+        planned.out.publish(report, work / STAGED, cache.pages if cache is not None else None)
         if planned.options.junit:
             JUnitReporter().write(report.to_json(), Path(planned.options.junit))
             report.written["junit"] = Path(planned.options.junit)
@@ -242,9 +242,8 @@ class _Run:
         root.mkdir(parents=True, exist_ok=True)
         key = self.cache.key(stage, parts) if self.cache is not None and parts is not None else None
         if key is not None:
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
@@ -266,10 +265,6 @@ class _Run:
                                 "seconds": round(time.perf_counter() - start, 3)})
         return outcome
 
-    def _learn(self, key: str, root: Path) -> None:
-        for rel, digest in self.cache.files_of(key).items():
-            self.digests.learn(root / rel, digest)
-
     def _export(self, request: ExportRequest) -> ExportResult:
         """The export, keyed in two steps (`bridge.cache`): what is known up front, then the files
         earlier runs of it read, hashed now."""
@@ -285,9 +280,8 @@ class _Run:
             if any(d == ABSENT for _, d in reads):
                 continue
             key = self.cache.with_reads(prekey, reads)
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.export_key = key
                 self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
@@ -438,8 +432,11 @@ class _Run:
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
+        restored = self.digests.known(art.path) if os.path.isfile(art.path) else None
         os.replace(art.path, dest)
-        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), sha256(dest)
+        # A file the cache just restored was hashed as it was copied out (and checked against its
+        # entry): the same bytes, in this run's own work folder, are not read a second time.
+        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), restored or sha256(dest)
         data = Path(f"{art.path}.data")
         if data.exists():  # tensors beside the graph (models over 2 GB)
             moved = dest.with_name(f"{dest.name}.data")
