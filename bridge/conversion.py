@@ -58,6 +58,10 @@ MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activa
           "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0)}
 
 
+class _StageFailed(Exception):
+    """Raised through a progress step whose stage returned an error, so the step is not shown as done."""
+
+
 def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
     base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
@@ -165,7 +169,7 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
-        planned.out.publish(report, work / STAGED)
+        planned.out.publish(report, work / STAGED, cache.pages if cache is not None else None)
         if planned.options.junit:
             JUnitReporter().write(report.to_json(), Path(planned.options.junit))
             report.written["junit"] = Path(planned.options.junit)
@@ -209,7 +213,10 @@ class _Run:
                                                parity=not_executed("the source could not be exported"))
                                 for r in self.routes]
             return report
-        plots.preload()  # after the export, whose peak (a torch source's) it would raise
+        if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
+            # the page will draw new figures: load matplotlib while the stages work (after the
+            # export, whose peak, a torch source's, it would raise); a warm run draws none
+            plots.preload()
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
@@ -258,9 +265,8 @@ class _Run:
         root.mkdir(parents=True, exist_ok=True)
         key = self.cache.key(stage, parts) if self.cache is not None and parts is not None else None
         if key is not None:
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
@@ -271,17 +277,18 @@ class _Run:
 
     def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
         start = time.perf_counter()
-        with self.progress.step(label):
-            outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+        try:
+            with self.progress.step(label):
+                outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+                if outcome.error is not None:
+                    raise _StageFailed  # leaves the step unticked: the error is the user's one line
+        except _StageFailed:
+            pass
         total = time.perf_counter() - start
         ran = outcome.seconds or total
         self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
                                 "seconds": round(ran, 3), "waited": round(max(0.0, total - ran), 3)})
         return outcome
-
-    def _learn(self, key: str, root: Path) -> None:
-        for rel, digest in self.cache.files_of(key).items():
-            self.digests.learn(root / rel, digest)
 
     def _export(self, request: ExportRequest) -> ExportResult:
         """The export, keyed in two steps (`bridge.cache`): what is known up front, then the files
@@ -298,9 +305,8 @@ class _Run:
             if any(d == ABSENT for _, d in reads):
                 continue
             key = self.cache.with_reads(prekey, reads)
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.export_key = key
                 self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
@@ -477,8 +483,11 @@ class _Run:
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
+        restored = self.digests.known(art.path) if os.path.isfile(art.path) else None
         os.replace(art.path, dest)
-        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), sha256(dest)
+        # A file the cache just restored was hashed as it was copied out (and checked against its
+        # entry): the same bytes, in this run's own work folder, are not read a second time.
+        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), restored or sha256(dest)
         data = Path(f"{art.path}.data")
         if data.exists():  # tensors beside the graph (models over 2 GB)
             moved = dest.with_name(f"{dest.name}.data")

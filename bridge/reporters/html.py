@@ -13,6 +13,7 @@ import functools
 import json
 import shlex
 from pathlib import Path
+from typing import Protocol
 
 from bridge.base.files import write_atomic
 from bridge.reporters import plots
@@ -24,38 +25,48 @@ _CORE_FIELDS = {"target", "quantization", "path", "bytes", "bytes_per_param", "s
                 "error", "parity", "warnings"}
 
 
+class PageCache(plots.Figures, Protocol):
+    """Figures kept by what they plot (`plots.Figures`), and a folder for compiled templates."""
+
+    templates: Path
+
+
 class HtmlReporter:
     def write(self, doc: dict, path: Path) -> None:
         write_atomic(path, render(doc))
 
 
 @functools.cache
-def _environment():
+def _environment(compiled: str | None = None):
     """One per process: compiling the templates took 0.4 s of every page (a batch writes one per
-    model). Lenient about missing fields: a report upgraded from version 1 lacks some, and the page
-    must still open."""
+    model); with `compiled` (a folder), they are compiled once per template source, not once per
+    process. Lenient about missing fields: a report upgraded from version 1 lacks some, and the
+    page must still open."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("bridge.reporters", "templates"), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+                             bytecode_cache=jinja2.FileSystemBytecodeCache(compiled) if compiled else None)
     env.filters.update(num=_num, size=_size)
     return env
 
 
-def render(doc: dict) -> bytes:
+def render(doc: dict, pages: PageCache | None = None) -> bytes:
+    """The page; `pages` may hand back figures drawn for the same data before (`plots`) and the
+    template compiled before."""
     from markupsafe import Markup
 
-    env = _environment()
+    env = _environment(str(pages.templates) if pages is not None else None)
     outputs = list(dict.fromkeys(n for a in doc["artifacts"] for n in ((a.get("parity") or {}).get("outputs") or {})))
     histograms = []
     for i, name in enumerate(outputs[:MAX_HISTOGRAMS]):
-        svg = plots.histogram(doc, name, i)
+        svg = plots.histogram(doc, name, i, pages)
         if svg:
             histograms.append((name, Markup(svg)))
     page = env.get_template("report.html.j2").render(
         doc=doc, generator=GENERATOR, summary=_summary(doc), rows=[_row(a) for a in doc["artifacts"]],
         command_line=shlex.join(doc["command_line"]) if doc.get("command_line") else None,
-        overview=Markup(plots.overview(doc)) if doc["artifacts"] else None, histograms=histograms,
+        overview=Markup(plots.overview(doc, pages)) if doc["artifacts"] else None, histograms=histograms,
         unplotted=outputs[MAX_HISTOGRAMS:], options=json.dumps(doc["environment"].get("options"), indent=2),
         origins=ORIGINS,
     )
