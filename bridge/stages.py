@@ -127,7 +127,7 @@ class Outcome:
 
 
 def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
-    """Call the stage's function with `*args, **kwargs` in a spawned child and return its result.
+    """Call the stage's function with `*args, **kwargs` in a fresh child process and return its result.
 
     Errors the child raises on purpose come back as themselves; anything else becomes a
     `ConversionError` for the stage with the child's last log lines.
