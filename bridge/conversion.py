@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
-from bridge.executors import Executor, GiB, Inline, Needs
+from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
@@ -38,6 +39,7 @@ from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters import plots
 from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Outcome, Stage
 
@@ -51,16 +53,17 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # the frameworks it imports, plus a multiple of the model's bytes (the source file before the
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
-MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "convert": (2 * GiB, 8.0),
-          "runtime": (GiB // 2, 3.0)}
+# An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
+MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
+          "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0)}
 
 
 class _StageFailed(Exception):
     """Raised through a progress step whose stage returned an error, so the step is not shown as done."""
 
 
-def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
-    base, per_byte = MEMORY[kind]
+def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
+    base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
@@ -161,7 +164,8 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
-                          planned.options, work, planned.limits, progress or Progress(), executor or Inline(), cache)
+                          planned.options, work, planned.limits, progress or Progress(), executor or for_one_model(),
+                          cache, bounded=executor is None)
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
@@ -188,11 +192,13 @@ class _Run:
     executor: Executor
     cache: StageCache | None = None
     exported: ExportResult | None = None
-    outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
+    outputs: dict = field(default_factory=dict)  # (runner, sha256, io) -> Future of (runtime, Feeds) or the error
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
     stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
     digests: Digests = field(default_factory=Digests)
     export_key: str | None = None
+    bounded: bool = False  # the executor is this run's own: `_bound` may cap it
     _folders: itertools.count = field(default_factory=itertools.count)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
@@ -207,10 +213,37 @@ class _Run:
                                                parity=not_executed("the source could not be exported"))
                                 for r in self.routes]
             return report
+        if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
+            # the page will draw new figures: load matplotlib while the stages work (after the
+            # export, whose peak, a torch source's, it would raise); a warm run draws none
+            plots.preload()
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
         self.hub_sha = self.digests.of(self.exported.hub_path)
+        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
+                for t in dict.fromkeys(r.target for r in self.routes)]
+        self._bound(jobs)
+        if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes):
+            # Nothing a lane converts with comes from the hub's runs: the lanes convert and run
+            # their artifacts while the hub runs and its activations are measured.
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
+                self._check_hub(report)
+                done = [f.result() for f in running]
+        else:
+            ranges = self._check_hub(report)
+            if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side
+                with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                    done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
+            else:
+                done = [self._lane(*job, ranges) for job in jobs]
+        for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
+            report.artifacts += [self._judge(lane, *r) for r in ran]
+        return report
+
+    def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
+        """The hub on onnxruntime (`report.hub`), then its activation ranges (`_numerics`)."""
         hub = self._runtime(HUB_RUNNER, self.exported.hub_path, self.hub_sha, None, "onnx-runtime", blocks=(),
                             label="Running the ONNX hub on onnxruntime")
         if isinstance(hub, BridgeError):  # the lanes still convert; stage metrics need the hub's outputs
@@ -220,17 +253,7 @@ class _Run:
                       "runtime": None if self.hub_outputs is None else hub[0],
                       "outputs": None if self.hub_outputs is None
                       else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
-        ranges = self._numerics(report)
-        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
-                for t in dict.fromkeys(r.target for r in self.routes)]
-        if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side; the report keeps their order
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
-        else:
-            done = [self._lane(*job, ranges) for job in jobs]
-        for records in done:
-            report.artifacts += records
-        return report
+        return self._numerics(report)
 
     # --- stages, through the executor and the cache ----------------------------------------------------
 
@@ -261,8 +284,10 @@ class _Run:
                     raise _StageFailed  # leaves the step unticked: the error is the user's one line
         except _StageFailed:
             pass
+        total = time.perf_counter() - start
+        ran = outcome.seconds or total
         self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
-                                "seconds": round(time.perf_counter() - start, 3)})
+                                "seconds": round(ran, 3), "waited": round(max(0.0, total - ran), 3)})
         return outcome
 
     def _export(self, request: ExportRequest) -> ExportResult:
@@ -270,7 +295,7 @@ class _Run:
         earlier runs of it read, hashed now."""
         root = Path(request.hub_path).parent
         label = f"Exporting {self.ref.name} to ONNX"
-        need = needs("export", _bytes(self.ref.path), self.limits)
+        need = self._export_needs()
         if self.cache is None:
             return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
         root.mkdir(parents=True, exist_ok=True)
@@ -296,6 +321,24 @@ class _Run:
         # An export that failed is run again next time: its errors are the user's code's and files',
         # often fixed outside anything the key sees (a missing package installed, a file permission).
         return outcome.unwrap()
+
+    def _export_needs(self) -> Needs:
+        kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
+        return needs(kind, _bytes(self.ref.path), self.limits)
+
+    def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
+        """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit
+        within the largest single stage's: running side by side never raises the run's expected
+        peak above running one after another (a large model's conversion runs alone)."""
+        if not self.bounded:
+            return
+        hub = _bytes(self.exported.hub_path)
+        expected = [self._export_needs(), needs("runtime", hub, self.limits),
+                    needs("activation-ranges", hub, self.limits)]
+        for lane, _ in jobs:
+            expected += [needs("convert", hub, self.limits, lane.convert_memory),
+                         needs("runtime", hub, self.limits, lane.runtime_memory)]
+        self.executor.bound(max(n.memory for n in expected))
 
     def _export_parts(self, request: ExportRequest) -> dict:
         ref = request.source
@@ -364,8 +407,8 @@ class _Run:
             ranges: Ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
                                         (ex.hub_path, ex.feeds, samples, ex.node_names),
                                         {"fp16": bool(fp16), "calibrated": calibrated}, parts=parts,
-                                        root=self.work / "ranges", need=needs("runtime", _bytes(ex.hub_path),
-                                                                              self.limits))
+                                        root=self.work / "ranges",
+                                        need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
         except BridgeError as e:
             report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
             return e
@@ -374,7 +417,9 @@ class _Run:
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 
-    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges) -> list[ArtifactRecord]:
+    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges) -> list[tuple]:
+        """Convert, then run each artifact on the parity samples; judged later (`_judge`), once the
+        hub's outputs are known."""
         ex = self.exported
         options = self.options_by_lane[lane.name]
         converter = lane.converter(options)
@@ -384,7 +429,8 @@ class _Run:
             framework=ex.framework, inputs=tuple(ex.inputs), outputs=tuple(ex.outputs), calibration=ex.calibration,
             node_names=ex.node_names, options=options, source=self.ref, trust_code=self.options.trust_code,
             mean=self.options.calibration.mean, std=self.options.calibration.std,
-            ranges=ranges.calibration if isinstance(ranges, Ranges) else None, hub_route=ex.route)
+            ranges=ranges.calibration if isinstance(ranges, Ranges) and any(
+                r.spec.needs_ranges for r in self.routes) else None, hub_route=ex.route)
         Path(req.workdir).mkdir(exist_ok=True)
         start = time.perf_counter()
         try:
@@ -399,12 +445,16 @@ class _Run:
                 arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
-                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits),
+                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits,
+                                                                     None if variant else lane.convert_memory),
                                   keep=lambda o: o.error is not None or not any(a.error for a in o.result))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
-        return [self._finish(lane, a) for a in arts]
+        if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
+            with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
+                return list(pool.map(lambda a: self._place(lane, a), arts))
+        return [self._place(lane, a) for a in arts]
 
     def _lane_parts(self, lane: Lane, converter: str, preflight: str | None, variant: bool,
                     req: LaneRequest) -> dict | None:
@@ -422,13 +472,14 @@ class _Run:
             "source": self.export_key if reads_source else None,
         }
 
-    def _finish(self, lane: Lane, art: LaneArtifact) -> ArtifactRecord:
+    def _place(self, lane: Lane, art: LaneArtifact) -> tuple:
+        """Stage the artifact under its published name and run it on the parity samples."""
         rec = ArtifactRecord(target=lane.name, quantization=art.mode, route=list(art.route), seconds=art.seconds,
                              warnings=art.warnings, details=art.details)
         if art.error:
             rec.error = art.error
             rec.parity = not_executed(f"conversion failed at stage {art.error.stage}")
-            return rec
+            return rec, art, None, 0.0
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
@@ -446,16 +497,24 @@ class _Run:
         ex = self.exported
         rec.bytes_per_param = round(rec.bytes / ex.params, 4) if ex.params else None
         rec.io = (art.io or IO.identity(ex.inputs, ex.outputs)).to_json()
-        spec = lane.mode(art.mode)
-        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
-        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
-                               data=rec.details.get("external_data", {}).get("sha256"))
+                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory)
+        return rec, art, result, time.perf_counter() - start
+
+    def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
+        """The artifact's parity against the source (and the hub, for stage metrics)."""
+        if art.error:
+            return rec
+        start = time.perf_counter() - seconds
         if isinstance(result, BridgeError):
             runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
             return rec
+        ex = self.exported
+        spec = lane.mode(art.mode)
+        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
+        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
         # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
@@ -468,22 +527,31 @@ class _Run:
         return rec
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
-                 label: str, data: str | None = None) -> tuple[str, Feeds] | BridgeError:
+                 label: str, data: str | None = None, memory: tuple[int, float] | None = None
+                 ) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run."""
         key = (runner, digest, io)
-        if key not in self.outputs:
+        with self._lock:  # lanes run while the hub does: the first to ask runs it, the others wait
+            mine = key not in self.outputs
+            if mine:
+                self.outputs[key] = Future()
+        if mine:
             feeds = self.exported.feeds
             root = self.work / "runs" / f"outputs-{next(self._folders)}"
             parts = {"runner": runner, "artifact": digest, "artifact_data": data, "io": io,
                      "feeds": self.digests.of(feeds.folder)}
             try:
-                self.outputs[key] = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
-                                               (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                                               need=needs("runtime", _bytes(path), self.limits))
+                result = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
+                                    (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
+                                    need=needs("runtime", _bytes(path), self.limits, memory))
             except BridgeError as e:
-                self.outputs[key] = e
-        return self.outputs[key]
+                result = e
+            except BaseException as e:  # a bug: whoever waits on this run sees it too
+                self.outputs[key].set_exception(e)
+                raise
+            self.outputs[key].set_result(result)
+        return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]

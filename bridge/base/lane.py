@@ -64,6 +64,10 @@ class Lane:
     requires: tuple[str, ...] = ()  # import names the lane needs (bridge doctor)
     extra: str = ""  # the pip extra that installs them
     in_process: bool = False  # its convert is framework-free and cheap: no child stage
+    # What its convert and runtime stages are expected to peak at: (bytes, multiple of the hub's
+    # bytes); None: the orchestrator's defaults, sized for lanes that load TensorFlow or coremltools.
+    convert_memory: tuple[int, float] | None = None
+    runtime_memory: tuple[int, float] | None = None
 
     def mode(self, name: str) -> ModeSpec:
         for m in self.modes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,17 +26,41 @@ stdout = Console() if Console().is_terminal else Console(width=160)
 
 
 class RichProgress(Progress):
-    """A spinner with elapsed time on long steps (stderr, so stdout stays the table)."""
+    """A spinner with elapsed time on long steps (stderr, so stdout stays the table). Steps may
+    run side by side (a lane converts while the hub runs): one spinner names them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[str] = []
+        self._status = None
 
     @contextlib.contextmanager
     def step(self, text: str) -> Iterator[None]:
         start = time.perf_counter()
-        if console.is_terminal:
-            with console.status(Text(f"{text}...")):
-                yield
-        else:
+        self._show(text, +1)
+        try:
             yield
+        finally:
+            self._show(text, -1)
         say(("✓ ", "green"), text, (f" ({time.perf_counter() - start:.1f} s)", "dim"))
+
+    def _show(self, text: str, change: int) -> None:
+        if not console.is_terminal:
+            return
+        with self._lock:
+            if change > 0:
+                self._running.append(text)
+            else:
+                self._running.remove(text)
+            if self._running and self._status is None:
+                self._status = console.status("")
+                self._status.start()
+            if self._status is not None:
+                if self._running:
+                    self._status.update(Text(" · ".join(self._running) + "..."))
+                else:
+                    self._status.stop()
+                    self._status = None
 
     def note(self, text: str) -> None:
         say(text)

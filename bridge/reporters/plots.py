@@ -187,6 +187,20 @@ class _style:
 _DRAWING = threading.Lock()
 
 
+def preload() -> None:
+    """Import matplotlib in a background thread: 1-5 s on a loaded machine, which `bridge convert`
+    spends while its stage children work instead of after the last one (the page is drawn then)."""
+    threading.Thread(target=_import, name="bridge-matplotlib", daemon=True).start()
+
+
+def _import() -> None:
+    try:
+        import matplotlib.backends.backend_svg  # noqa: F401 - savefig(format="svg") loads it
+        import matplotlib.figure  # noqa: F401
+    except ImportError:  # the page then says so when it is drawn
+        pass
+
+
 def _svg(fig, name: str) -> str:
     """The figure as an `<svg>` element for an HTML page. matplotlib names its groups `figure_1`,
     `axes_1`... in every figure: each id (and each reference to one) gets the figure's name, so

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.base.arrays import Feed
+from bridge.base.cpus import onnxruntime_options
 from bridge.base.lazy import require
 from bridge.base.onnx_files import session_source
 
@@ -17,7 +18,7 @@ class OnnxRuntimeRunner:
 
     def load(self, path: str) -> None:
         ort = require("onnxruntime")
-        opts = ort.SessionOptions()
+        opts = onnxruntime_options(ort)
         opts.log_severity_level = 3
         # Parity wants the graph as written: no fusions that would hide what the file computes
         # differently from what the converters see.
