@@ -48,6 +48,9 @@ class Lane:
     convert: str  # "module:function": LaneRequest -> list[LaneArtifact], run in the lane's child stage
     runner: str  # "module:Class" with load(path) / infer(feed), run in a runtime child stage
     describe: str | None = None  # "module:function": path -> {"inputs", "outputs", "mode"} (bridge validate)
+    # "module:Class" that runs an artifact keeping every intermediate tensor (per-layer localisation,
+    # `bridge.validators.localisation.graph.Tracer`); None: the lane's artifacts cannot be localised
+    tracer: str | None = None
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
     recognize: Callable[[Path], bool] | None = None  # is this file one of our artifacts? (cheap, no frameworks)
     options: type | None = None  # frozen dataclass; each field is an option of `bridge convert`

@@ -1,0 +1,171 @@
+"""Per-layer metrics of an aligned artifact, the first divergent layer, and the fused groups.
+
+A *layer* is a hub tensor the artifact holds (its last artifact tensor mapped there: a lowering's
+intermediates and layout copies come before it) together with the hub nodes that compute it from
+the layer's inputs (the hub tensors its artifact op reads, through the artifact's own unmapped
+tensors). When the artifact fused nodes (Conv + bias + Relu6 in one TFLite op), that group has
+several nodes, and the layer is named by its convolution or matrix product, else its first node that
+computes (not a reshape or cast), else its last.
+
+**The first divergent layer** is the earliest (in the hub's order) whose tensor fails the mode's
+thresholds while every input it reads passes: error introduced there, not inherited. Float error
+can hover at the threshold, so among such onsets the first one whose failure reaches a failing
+graph output through failing layers wins; if none reaches one, the earliest onset. Each layer also
+reports `jump_db`, its inputs' worst SNR minus its own: the error it added. In quantized modes the
+cumulative profile crosses the threshold late (error accumulates), so the isolated profile (each
+layer fed the hub's own inputs) names the layer that loses most on its own: `isolated_worst`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bridge.base.modes import Thresholds
+from bridge.validators.compare import SNR_CAP_DB, Metrics, failures, metrics
+from bridge.validators.localisation.align import Hub, Match
+from bridge.validators.localisation.graph import TracedGraph
+
+# The convolution or matrix product of a fused group is the layer a user knows by name.
+MAIN_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger",
+                      "QLinearMatMul", "Einsum", "Attention", "LSTM", "GRU", "RNN"})
+MAX_GROUP = 64  # nodes listed per group
+MAX_LAYERS = 2000  # layers listed in the report
+
+
+@dataclass
+class Layer:
+    hub: str
+    match: Match
+    inputs: list[str]  # hub tensors it reads
+    nodes: list[int]  # hub op indices, in order
+    metrics: Metrics | None = None
+    reasons: list[str] = field(default_factory=list)
+    isolated: Metrics | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.metrics is not None and not self.reasons
+
+
+def layers_of(hub: Hub, art: TracedGraph, matches: Mapping[str, Match]) -> list[Layer]:
+    """One layer per hub tensor the artifact holds (graph inputs aside), in the hub's order."""
+    order = {t: i for i, op in enumerate(art.ops) for t in op.outputs}
+    rep: dict[str, Match] = {}
+    for m in matches.values():
+        if m.hub in hub.graph.inputs.values() or m.hub not in hub.producer:
+            continue
+        if m.hub not in rep or order.get(m.artifact, -1) > order.get(rep[m.hub].artifact, -1):
+            rep[m.hub] = m
+    producer = {t: op for op in art.ops for t in op.outputs}
+    out = []
+    for h, m in sorted(rep.items(), key=lambda hm: hub.order(hm[0])):
+        inputs = _inputs(m, matches, producer)
+        out.append(Layer(h, m, sorted(inputs, key=hub.order), _group(hub, h, inputs)))
+    return out
+
+
+def _inputs(m: Match, matches: Mapping[str, Match], producer: Mapping) -> set[str]:
+    """The hub tensors the artifact op behind `m` reads: walk back through the artifact's own
+    tensors (unmapped, or holding the same hub tensor) to mapped ones."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = list(producer[m.artifact].inputs) if m.artifact in producer else []
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        held = matches.get(t)
+        if held is not None and held.hub != m.hub:
+            found.add(held.hub)
+        elif t in producer:
+            stack.extend(producer[t].inputs)
+    return found
+
+
+def _group(hub: Hub, h: str, inputs: set[str]) -> list[int]:
+    """Hub nodes between the inputs and `h`: upstream of `h`, downstream of an input."""
+    if h not in hub.producer:
+        return []
+    downstream: set[str] = set()
+    for i in inputs:
+        downstream.update(hub.reach(i))
+    nodes: set[int] = set()
+    stack = [hub.producer[h]]
+    while stack:
+        n = stack.pop()
+        if n in nodes:
+            continue
+        nodes.add(n)
+        for t in hub.graph.ops[n].inputs:
+            if t in inputs or t not in hub.producer or t not in hub.dynamic:
+                continue
+            if not inputs or t in downstream:
+                stack.append(hub.producer[t])
+    return sorted(nodes)
+
+
+def measure(layers: list[Layer], hub_column: Callable[[str], Iterable[np.ndarray]],
+            art_column: Callable[[str], Iterable[np.ndarray]], thresholds: Thresholds) -> None:
+    """Every layer's metrics over all samples (the artifact's tensor laid out as the hub's)."""
+    for layer in layers:
+        view = layer.match.view
+        try:
+            layer.metrics = metrics((view.to_hub(a) for a in art_column(layer.match.artifact)), hub_column(layer.hub))
+        except ValueError as e:  # a shape that changed between samples: the layer cannot be compared
+            layer.reasons = [str(e)]
+            continue
+        layer.reasons = failures(layer.metrics, thresholds)
+
+
+def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:
+    by_hub = {layer.hub: layer for layer in layers}
+
+    def passes(h: str) -> bool:
+        return h not in by_hub or by_hub[h].passed  # graph inputs (and unheld tensors) are exact
+
+    failing = [layer for layer in layers if layer.metrics is not None and not layer.passed]
+    onsets = [layer for layer in failing if all(passes(i) for i in layer.inputs)]
+    if not onsets:
+        return max(failing, key=lambda layer: jump_db(layer, by_hub), default=None)
+    readers: dict[str, list[Layer]] = {}
+    for layer in failing:
+        for i in layer.inputs:
+            readers.setdefault(i, []).append(layer)
+    for onset in onsets:
+        stack, seen = [onset], set()
+        while stack:
+            layer = stack.pop()
+            if layer.hub in outputs:
+                return onset
+            if layer.hub not in seen:
+                seen.add(layer.hub)
+                stack.extend(readers.get(layer.hub, ()))
+    return onsets[0]
+
+
+def input_snr(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
+    snrs = [by_hub[i].metrics.snr_db for i in layer.inputs if i in by_hub and by_hub[i].metrics is not None]
+    finite = [s for s in snrs if np.isfinite(s)]
+    if len(finite) < len(snrs):
+        return float("nan")
+    return min(finite, default=SNR_CAP_DB)
+
+
+def jump_db(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
+    if layer.metrics is None or not np.isfinite(layer.metrics.snr_db):
+        return float("inf")
+    before = input_snr(layer, by_hub)
+    return before - layer.metrics.snr_db if np.isfinite(before) else float("-inf")
+
+
+def isolated_worst(layers: list[Layer]) -> Layer | None:
+    measured = [layer for layer in layers if layer.isolated is not None]
+    return min(measured, key=lambda layer: _snr_key(layer.isolated), default=None)
+
+
+def _snr_key(m: Metrics) -> float:
+    return m.snr_db if np.isfinite(m.snr_db) else float("-inf")

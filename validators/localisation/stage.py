@@ -1,0 +1,304 @@
+"""The localisation stage: runs in a child (`bridge.stages.run_stage`), with the artifact's lane's
+runtime blocks, since it runs that lane's tracer; the hub's tracer is onnxruntime.
+
+1. The hub runs on onnxruntime with every node output exposed, on the first parity samples; its
+   tensors are written to disk once per run (`hub_trace`) and read by every artifact's localisation.
+2. The artifact runs in its lane's tracer on the same samples (mapped to its names and layout by its
+   bindings, as parity feeds it); its tensors go to disk too.
+3. The aligner maps artifact tensors to hub tensors on the first sample; every layer is then
+   compared over all samples with `compare.metrics` and the mode's thresholds.
+4. The isolated profile: the artifact runs again with every held tensor replaced, for the ops that
+   read it, by the hub's value, so each layer computes from exact inputs.
+Memory stays bounded as in parity: samples live on disk, one sample's tensors in memory at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bridge.base.arrays import Feed, Feeds, FeedWriter
+from bridge.base.bindings import IO
+from bridge.base.modes import Thresholds
+from bridge.validators.localisation.align import Aligner, Hub, Match, View
+from bridge.validators.localisation.graph import TracedGraph
+from bridge.validators.localisation.profile import (
+    MAIN_OPS,
+    MAX_GROUP,
+    MAX_LAYERS,
+    Layer,
+    first_divergent,
+    input_snr,
+    isolated_worst,
+    jump_db,
+    layers_of,
+    measure,
+)
+from bridge.validators.runners import load_runner
+
+HUB_TRACER = "bridge.validators.runners.onnxruntime:OnnxRuntimeTracer"
+SAMPLES = 4  # parity samples localisation runs on (the first ones)
+TRACE_BYTES = 1 << 30  # hub tensors kept on disk per run: fewer samples past this
+MAX_TENSORS = 4000  # hub tensors exposed at once; more are thinned evenly (outputs kept)
+
+
+@dataclass(frozen=True)
+class LocalizeRequest:
+    artifact: str
+    tracer: str  # "module:Class" of the artifact's lane (`Lane.tracer`)
+    hub: str  # the hub ONNX file bridge wrote for this run
+    hub_trace: str  # folder of the hub's traced tensors, shared by every artifact of a run
+    work: str  # this artifact's scratch folder
+    feeds: Sequence[Feed]  # the parity samples, by source name and layout
+    io: IO | None  # the artifact's bindings (None: its tensors are the source's)
+    thresholds: Thresholds  # the artifact mode's, applied to every layer
+    node_names: Mapping[str, str] = field(default_factory=dict)  # hub node name -> original
+    correspondence: Mapping[str, str] = field(default_factory=dict)  # hub tensor -> artifact tensor name
+    framework: str = ""
+    samples: int = SAMPLES
+    isolated: bool = True
+
+
+def localize(req: LocalizeRequest) -> dict:
+    start = time.perf_counter()
+    hub_graph, hub_feeds = _hub_trace(req)
+    tracer = load_runner(req.tracer)
+    tracer.load(req.artifact)
+    graph: TracedGraph = tracer.graph()
+    art_feeds = _artifact_trace(tracer, graph, req, hub_feeds, Path(req.work) / "artifact")
+    hub = Hub(hub_graph, hub_feeds[0])
+    declared = _declared(req, graph, hub_graph, art_feeds[0], hub_feeds[0])
+    matches = Aligner(hub, graph, art_feeds[0], declared, req.thresholds).run()
+    layers = layers_of(hub, graph, matches)
+    measure(layers, hub_feeds.column, art_feeds.column, req.thresholds)
+    isolated_error = None
+    if req.isolated and layers:
+        try:
+            _isolate(tracer, graph, req, layers, hub_feeds, Path(req.work) / "isolated")
+        except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
+            isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+    outputs = set(hub_graph.outputs.values())
+    first = first_divergent(layers, outputs)
+    report = _Report(req, hub_graph, graph, layers)
+    out = {
+        "status": "localized" if first is not None else "no_divergence",
+        "reference": f"the hub on {HUB_RUNTIME}",
+        "runtime": tracer.runtime,
+        "runtime_note": tracer.note,
+        "samples": len(hub_feeds),
+        "thresholds": req.thresholds.to_json(),
+        "rule": "first layer failing the thresholds whose inputs pass (and whose failure reaches an output)",
+        "mapped": {"artifact_tensors": sum(1 for op in graph.ops for _ in op.outputs), "held": len(matches),
+                   "layers": len(layers), "hub_nodes": len(hub_graph.ops)},
+        "first_divergent": report.layer(first) if first is not None else None,
+    }
+    worst = isolated_worst(layers)
+    if req.isolated:
+        out["isolated"] = {
+            "method": "each layer fed the hub's values of its inputs (quantized to the artifact's own input "
+                      "encoding where it is integer), one run with the graph cut at every held tensor",
+            "worst": report.layer(worst) if worst is not None else None,
+        }
+        if isolated_error:
+            out["isolated"]["error"] = isolated_error
+    out["layers"] = [report.layer(layer, brief=True) for layer in layers[:MAX_LAYERS]]
+    if len(layers) > MAX_LAYERS:
+        out["layers_truncated"] = len(layers) - MAX_LAYERS
+    out["seconds"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+HUB_RUNTIME = "onnxruntime (graph optimizations off)"
+
+
+def _hub_trace(req: LocalizeRequest) -> tuple[TracedGraph, Feeds]:
+    tracer = load_runner(HUB_TRACER)
+    tracer.load(req.hub)
+    if len(tracer.traced) > MAX_TENSORS:
+        step = len(tracer.traced) / MAX_TENSORS
+        kept = {tracer.traced[int(i * step)] for i in range(MAX_TENSORS)}
+        tracer.keep_only(kept | set(tracer.graph().outputs.values()))
+    folder = Path(req.hub_trace)
+    if (folder / "feeds.json").exists():
+        return tracer.graph(), Feeds.open(folder)
+    count = min(req.samples, len(req.feeds))
+    writer = FeedWriter(folder)
+    for i in range(count):
+        feed = req.feeds[i]
+        inputs = {n: np.asarray(v) for n, v in feed.items() if n in tracer.graph().inputs}
+        traced = tracer.trace(inputs)
+        writer.append({**{n: np.asarray(v, np.float32) for n, v in inputs.items() if v.dtype.kind == "f"}, **traced})
+        if i == 0:
+            per_sample = sum(np.asarray(v).nbytes for v in traced.values())
+            count = max(1, min(count, TRACE_BYTES // max(per_sample, 1)))
+        if writer.count >= count:
+            break
+    return tracer.graph(), writer.close()
+
+
+def _artifact_trace(tracer, graph: TracedGraph, req: LocalizeRequest, hub_feeds: Feeds, folder: Path) -> Feeds:
+    writer = FeedWriter(folder)
+    for i in range(len(hub_feeds)):
+        feed = _artifact_feed(req.feeds[i], req.io)
+        traced = tracer.trace(feed)
+        inputs = {graph.inputs[n]: np.asarray(v, np.float32) for n, v in feed.items()
+                  if n in graph.inputs and np.asarray(v).dtype.kind in "fiu"}
+        writer.append({**inputs, **traced})
+    return writer.close()
+
+
+def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
+    if io is None:
+        return {n: np.asarray(v) for n, v in feed.items()}
+    return {b.artifact_name: b.to_artifact(np.asarray(feed[b.name])) for b in io.inputs}
+
+
+def _isolate(tracer, graph: TracedGraph, req: LocalizeRequest, layers: list[Layer], hub_feeds: Feeds,
+             folder: Path) -> None:
+    """Each layer's output with every held tensor given the hub's value for the ops reading it."""
+    held = {layer.match.artifact: layer for layer in layers}
+    writer = FeedWriter(folder, names=list(held))
+    for i in range(len(hub_feeds)):
+        hub_sample = hub_feeds[i]
+        given = {t: layer.match.view.to_artifact(hub_sample[layer.hub]) for t, layer in held.items()}
+        traced = tracer.trace(_artifact_feed(req.feeds[i], req.io), given)
+        writer.append({t: traced[t] for t in held})
+    isolated = writer.close()
+    from bridge.validators.compare import metrics
+
+    for t, layer in held.items():
+        layer.isolated = metrics((layer.match.view.to_hub(a) for a in isolated.column(t)), hub_feeds.column(layer.hub))
+
+
+def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, art0: Feed,
+              hub0: Feed) -> dict[str, tuple[str, str, View | None]]:
+    """Artifact tensors whose hub tensor is known without looking at values: the interface (by
+    the bindings), the converter's correspondence report, then names."""
+    declared: dict[str, tuple[str, str, View | None]] = {}
+    order = {t: i for i, op in enumerate(graph.ops) for t in op.outputs}
+    hub_tensors = {t for op in hub_graph.ops for t in op.outputs if t in hub0}
+    # names: a hub tensor's name as our converters and TensorFlow spell it
+    keys: dict[str, list[str]] = {}
+    for t in hub_tensors:
+        keys.setdefault(_key(t), []).append(t)
+    by_name: dict[str, list[str]] = {}
+    for t in order:
+        if t in art0:
+            for k in _name_keys(graph.name(t)):
+                by_name.setdefault(k, []).append(t)
+    for k, arts in by_name.items():
+        hubs = keys.get(k, [])
+        if len(hubs) == 1:
+            declared[max(arts, key=order.__getitem__)] = (hubs[0], "name", None)  # the last: a lowering's result
+    reverse: dict[str, list[str]] = {}
+    for t in order:
+        reverse.setdefault(graph.name(t), []).append(t)
+    for h, name in req.correspondence.items():
+        arts = reverse.get(name, [])
+        if h in hub_tensors and len(arts) == 1:
+            declared[arts[0]] = (h, "correspondence", None)
+    bindings = req.io.inputs + req.io.outputs if req.io else ()
+    for b in bindings:
+        t = graph.inputs.get(b.artifact_name) or graph.outputs.get(b.artifact_name)
+        if t is None or t not in art0 or b.name not in hub0:
+            continue
+        art_shape, hub_shape = np.shape(art0[t]), np.shape(hub0[b.name])
+        perm = tuple(int(p) for p in np.argsort(b.perm)) if b.perm else None
+        view = View(art_shape, hub_shape, art_shape, perm) if math.prod(art_shape) == math.prod(hub_shape) else None
+        declared[t] = (b.name, "interface", view)
+    if req.io is None:
+        for name, t in [*graph.inputs.items(), *graph.outputs.items()]:
+            if name in hub0 and t in art0:
+                declared[t] = (name, "interface", None)
+    return declared
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _key(name: str) -> str:
+    return _UNSAFE.sub("_", name)
+
+
+def _name_keys(name: str) -> list[str]:
+    """The hub names an artifact tensor's name may stand for: itself (ONNX), without coremltools'
+    fp16 suffix (our MIL ops are named after the ONNX tensor), TensorFlow's first fused name."""
+    out = [_key(name)]
+    if name.endswith("_cast_fp16"):
+        out.append(_key(name[: -len("_cast_fp16")]))
+    if ";" in name or name.endswith(":0"):
+        out.append(_key(name.split(";")[0].removesuffix(":0")))
+    return list(dict.fromkeys(out))
+
+
+class _Report:
+    """Layers as report.json shows them: hub nodes by the names the user knows."""
+
+    def __init__(self, req: LocalizeRequest, hub: TracedGraph, art: TracedGraph, layers: list[Layer]):
+        self.req, self.hub, self.art = req, hub, art
+        self.by_hub = {layer.hub: layer for layer in layers}
+
+    def original(self, index: int) -> str:
+        name = self.hub.ops[index].name
+        return self.req.node_names.get(name, name)
+
+    def layer(self, layer: Layer, brief: bool = False) -> dict:
+        ops = self.hub.ops
+        nodes = layer.nodes
+        main = next((n for n in nodes if ops[n].op_type in MAIN_OPS),
+                    next((n for n in nodes if not ops[n].copies), nodes[-1] if nodes else None))
+        out = {
+            "node": self.original(main) if main is not None else layer.hub,
+            "op_type": ops[main].op_type if main is not None else None,
+            "nodes": [self.original(n) for n in nodes[:MAX_GROUP]],
+            "op_types": [ops[n].op_type for n in nodes[:MAX_GROUP]],
+        }
+        if len(nodes) > MAX_GROUP:
+            out["nodes_truncated"] = len(nodes) - MAX_GROUP
+        module = _module(out["node"]) if self.req.framework == "torch" else None
+        if module:
+            out["module"] = module
+        m: Match = layer.match
+        out.update({"tensor": layer.hub, "artifact_tensor": self.art.name(m.artifact), "artifact_op": m.op_type,
+                    "matched_by": m.how, "layout": m.view.to_json(), "passed": layer.passed})
+        out.update(_brief(layer.metrics))
+        before = input_snr(layer, self.by_hub)
+        jump = jump_db(layer, self.by_hub)
+        out["input_snr_db"] = _finite(before)
+        out["jump_db"] = _finite(jump)
+        if layer.isolated is not None:
+            out["isolated"] = _brief(layer.isolated)
+        if not brief:
+            out["inputs"] = list(layer.inputs)
+            if layer.reasons:
+                out["reasons"] = layer.reasons
+        return out
+
+
+def _module(node: str) -> str | None:
+    """torch.onnx names nodes by the module path: `/features/features.3/features.3.0/Conv` is the
+    Conv of module `features.3.0`."""
+    parts = node.split("/")
+    if node.startswith("/") and len(parts) >= 3 and parts[-2]:
+        return parts[-2]
+    return None
+
+
+def _brief(m) -> dict:
+    if m is None:
+        return {}
+    full = m.to_json()
+    out = {k: full[k] for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")}
+    if m.nonfinite:
+        out["nonfinite"] = full["nonfinite"]
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
