@@ -25,6 +25,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.lanes import lanes
+from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed
@@ -56,6 +57,7 @@ class ConvertOptions:
     max_memory: int | None = None
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
+    localize: bool = True  # localise the first divergent layer of every artifact that fails parity
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -111,6 +113,7 @@ class _Run:
     limits: Limits
     progress: Progress
     exported: ExportResult | None = None
+    localizer: Localizer | None = None
     outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
 
@@ -136,6 +139,11 @@ class _Run:
             report.warnings.append(f"the ONNX hub could not run on onnxruntime: {hub}")
         self.hub_outputs = None if isinstance(hub, BridgeError) else hub[1]
         self.hub_sha = hub_sha
+        ex = self.exported
+        self.localizer = Localizer(ex.hub_path, ex.feeds, ex.node_names, ex.framework, self.work / "localize",
+                                   self.limits, self.progress, self.threshold_overrides,
+                                   When.on_failure if self.options.localize and self.hub_outputs is not None
+                                   else When.never)
         ranges = self._numerics(report)
         for target in dict.fromkeys(r.target for r in self.routes):
             modes = tuple(r.mode for r in self.routes if r.target == target)
@@ -260,6 +268,12 @@ class _Run:
                            floor=self.floor)
         if is_hub:  # the hub itself: its parity is the source->onnx stage
             rec.parity.stages = {"source->onnx": rec.parity.outputs}
+            if self.localizer.wanted(rec.parity):
+                rec.parity.localization = {"status": "not_applicable", "reason": (
+                    "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
+                    "from the export (source->onnx)")}
+        elif self.localizer.wanted(rec.parity):
+            self.localizer.attach(rec.parity, lane, spec, str(dest), art.io, art.correspondence, dest.name)
         return rec
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str,

@@ -25,6 +25,7 @@ class Parity:
     outputs: dict[str, dict] = field(default_factory=dict)
     stages: dict[str, dict[str, dict]] = field(default_factory=dict)
     sizes: dict[str, list[int]] = field(default_factory=dict)  # dynamic axes: sizes validated
+    localization: dict | None = None  # per-layer localisation (bridge.validators.localisation), when it ran
 
     @property
     def passed(self) -> bool:
@@ -39,6 +40,8 @@ class Parity:
                "outputs": self.outputs, "stages": self.stages}
         if self.sizes:
             out["sizes"] = self.sizes
+        if self.localization is not None:
+            out["localization"] = self.localization
         return out
 
 

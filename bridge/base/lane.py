@@ -132,6 +132,9 @@ class LaneArtifact:
     warnings: list[str] = field(default_factory=list)
     error: ErrorRecord | None = None
     details: dict = field(default_factory=dict)  # lane-specific report fields (flex ops, ...)
+    # hub tensor -> the artifact's tensor name, where the converter reports it (per-layer localisation
+    # trusts it over names and values)
+    correspondence: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -109,3 +109,43 @@ def print_outcome(report: Report) -> None:
                3: ("a conversion failed", "red")}[report.exit_code]
     say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()
+
+
+def print_layers(report: Report, limit: int) -> None:
+    """`bridge debug`: each localised artifact's layers, then its first divergent layer."""
+    from bridge.localization import describe, summary
+
+    for a in report.artifacts:
+        loc = a.parity.localization if a.parity is not None else None
+        if not loc:
+            continue
+        if loc.get("status") not in ("localized", "no_divergence"):
+            say(("localisation: ", "yellow"), f"{a.path}: {loc.get('status')}: {loc.get('reason', '')}")
+            continue
+        first = (loc.get("first_divergent") or {}).get("tensor")
+        worst = ((loc.get("isolated") or {}).get("worst") or {}).get("tensor")
+        table = Table(title=f"Layers of {a.path} against the hub ({loc['samples']} samples)")
+        for col in ("", "layer", "op", "fused", "artifact op", "by", "rel_l2", "snr_db", "jump_db", "alone dB"):
+            table.add_column(col, justify="right" if col in ("rel_l2", "snr_db", "jump_db", "alone dB") else "left")
+        for layer in loc["layers"][:limit]:
+            mark = ">" if layer["tensor"] == first else "*" if layer["tensor"] == worst else ""
+            style = "red" if not layer["passed"] else ""
+            table.add_row(Text(mark, "red"), Text(layer["node"], style), Text(layer["op_type"] or ""),
+                          Text(str(len(layer["nodes"])) if len(layer["nodes"]) > 1 else ""),
+                          Text(layer["artifact_op"] or ""), Text(layer["matched_by"]),
+                          Text(_fmt(layer.get("rel_l2"), ".2e")), Text(_fmt(layer.get("snr_db"), ".1f")),
+                          Text(_fmt(layer.get("jump_db"), ".1f")),
+                          Text(_fmt((layer.get("isolated") or {}).get("snr_db"), ".1f")))
+        stdout.print(table)
+        if len(loc["layers"]) > limit:
+            say(f"({len(loc['layers']) - limit} more layers in the report)")
+        if loc.get("first_divergent"):
+            say(("first divergent layer (>): ", "red"), describe(loc["first_divergent"]))
+        else:
+            say(summary(loc))
+        if worst and worst != first:
+            w = loc["isolated"]["worst"]
+            say(("worst on its own inputs (*): ", "yellow"), describe(w, w.get("isolated") or {}))
+        if (loc.get("isolated") or {}).get("error"):
+            say(("isolated profile not run: ", "yellow"), loc["isolated"]["error"])
+        say(f"{loc['runtime_note']}; {loc['seconds']:.1f} s")

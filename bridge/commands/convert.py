@@ -49,6 +49,8 @@ def core(
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
+                                                "parity (report.json: parity.localization).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
     **lane_values,
 ) -> None:
@@ -72,6 +74,7 @@ def core(
         timeout=timeout,
         max_memory=memory(max_memory),
         verbose=verbose,
+        localize=localize,
     )
     report = convert(source, options, RichProgress())
     print_outcome(report)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bridge.base.modes import Thresholds
-from bridge.validators.compare import SNR_CAP_DB, Metrics, failures, metrics
+from bridge.validators.compare import Metrics, failures, metrics
 from bridge.validators.localisation.align import Hub, Match
 from bridge.validators.localisation.graph import TracedGraph
 
@@ -130,7 +130,7 @@ def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:
     failing = [layer for layer in layers if layer.metrics is not None and not layer.passed]
     onsets = [layer for layer in failing if all(passes(i) for i in layer.inputs)]
     if not onsets:
-        return max(failing, key=lambda layer: jump_db(layer, by_hub), default=None)
+        return max(failing, key=lambda layer: _loss(layer, by_hub), default=None)
     readers: dict[str, list[Layer]] = {}
     for layer in failing:
         for i in layer.inputs:
@@ -148,18 +148,26 @@ def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:
 
 
 def input_snr(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
+    """The worst SNR among the layer's inputs; NaN when it reads only the graph's inputs (exact) or
+    an input is not finite."""
     snrs = [by_hub[i].metrics.snr_db for i in layer.inputs if i in by_hub and by_hub[i].metrics is not None]
-    finite = [s for s in snrs if np.isfinite(s)]
-    if len(finite) < len(snrs):
+    if not snrs or not all(np.isfinite(s) for s in snrs):
         return float("nan")
-    return min(finite, default=SNR_CAP_DB)
+    return min(snrs)
 
 
 def jump_db(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
-    if layer.metrics is None or not np.isfinite(layer.metrics.snr_db):
-        return float("inf")
-    before = input_snr(layer, by_hub)
-    return before - layer.metrics.snr_db if np.isfinite(before) else float("-inf")
+    """The SNR the layer loses against its inputs' worst (NaN where either is unknown)."""
+    if layer.metrics is None:
+        return float("nan")
+    return input_snr(layer, by_hub) - layer.metrics.snr_db
+
+
+def _loss(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
+    jump = jump_db(layer, by_hub)
+    if np.isfinite(jump):
+        return jump
+    return -layer.metrics.snr_db if layer.metrics is not None and np.isfinite(layer.metrics.snr_db) else float("inf")
 
 
 def isolated_worst(layers: list[Layer]) -> Layer | None:
