@@ -109,8 +109,16 @@ def summary(loc: dict | None) -> str:
     text = f"first divergent layer: {describe(first)}"
     worst = (loc.get("isolated") or {}).get("worst")
     if worst and worst.get("tensor") != first.get("tensor"):
-        iso = worst.get("isolated") or {}
-        text += f"; worst on its own inputs: {describe(worst, iso)}"
+        text += f"; worst on its own: {alone(worst)}"
+    return text
+
+
+def alone(layer: dict) -> str:
+    """The isolated figures: the layer fed exact inputs, and what that alone does to the outputs."""
+    iso = layer.get("isolated") or {}
+    text = describe(layer, iso)
+    if iso.get("output_snr_db") is not None:
+        text += f", alone it leaves the outputs at {iso['output_snr_db']:.1f} dB"
     return text
 
 

@@ -11,8 +11,9 @@ execution order and maps each computed tensor to a hub tensor:
 2. **Copies**: an op that only moves values (transpose, reshape, quantize...) holds its input's tensor.
 3. **Values**: among the hub tensors downstream of its inputs' (the window), with a shape that fits
    up to a permutation (NHWC vs NCHW) or dropped unit axes, the one its values match within the
-   mode's thresholds on the first sample; of equal matches the latest (a fused Conv+Relu6 holds the
-   Relu6's output, which equals the Conv's where nothing was clipped).
+   mode's thresholds on the first sample; of equal matches the earliest, then on along readers that
+   hold the same values (a fused Conv+Relu6 holds the Relu6's output, which equals the Conv's where
+   nothing was clipped), never across a node that changes them.
 4. **Structure**: a tensor that matches nothing (it diverges, or it is a lowering's own
    intermediate) goes to the nearest hub tensor downstream of its inputs that fits its shape, one
    not already held preferred, then along single-consumer same-shape chains (bias, activation) while
@@ -241,8 +242,15 @@ class Aligner:
         if not passing:
             return None
         best = min(c.metrics.rel_l2 for c in passing)
-        equal = [c for c in passing if c.metrics.rel_l2 <= best * TIE + 1e-7]
-        return max(equal, key=lambda c: self.hub.order(c.hub))
+        equal = {c.hub: c for c in passing if c.metrics.rel_l2 <= best * TIE + 1e-7}
+        # from the earliest, on through readers holding the same values (a fused Conv + Relu6 holds the
+        # Relu6's output), never across a node that changes them (x -> scale -> unscale equals x too)
+        h = min(equal, key=self.hub.order)
+        while True:
+            nxt = [o for i in self.hub.consumers.get(h, ()) for o in self.hub.graph.ops[i].outputs if o in equal]
+            if not nxt:
+                return equal[h]
+            h = min(nxt, key=self.hub.order)
 
     def _by_structure(self, t: str, fits: list[tuple[str, list[View]]], window: dict[str, int]):
         """The nearest fitting hub tensor downstream of the inputs (not one already held, if any),

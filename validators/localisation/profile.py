@@ -12,8 +12,11 @@ thresholds while every input it reads passes: error introduced there, not inheri
 can hover at the threshold, so among such onsets the first one whose failure reaches a failing
 graph output through failing layers wins; if none reaches one, the earliest onset. Each layer also
 reports `jump_db`, its inputs' worst SNR minus its own: the error it added. In quantized modes the
-cumulative profile crosses the threshold late (error accumulates), so the isolated profile (each
-layer fed the hub's own inputs) names the layer that loses most on its own: `isolated_worst`.
+cumulative profile crosses the threshold late (error accumulates), and a layer's own SNR can hide
+what it costs (an int8 tensor whose range one outlier channel sets keeps its energy and loses every
+other channel), so the isolated profile feeds each layer the hub's values of its inputs and carries
+its output on through the float hub to the graph outputs: `isolated_worst` is the layer whose own
+error costs the outputs most (qdq_loss_debug's per-layer comparison, taken to the outputs).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ MAIN_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "Ge
                       "QLinearMatMul", "Einsum", "Attention", "LSTM", "GRU", "RNN"})
 MAX_GROUP = 64  # nodes listed per group
 MAX_LAYERS = 2000  # layers listed in the report
+INHERITED_DB = 0.5  # output SNRs this close are the same loss, inherited through an integer tensor
 
 
 @dataclass
@@ -43,7 +47,8 @@ class Layer:
     nodes: list[int]  # hub op indices, in order
     metrics: Metrics | None = None
     reasons: list[str] = field(default_factory=list)
-    isolated: Metrics | None = None
+    isolated: Metrics | None = None  # its own tensor, computed from the hub's values of its inputs
+    propagated: Metrics | None = None  # that tensor carried to the outputs by the hub (the worst output)
 
     @property
     def passed(self) -> bool:
@@ -171,6 +176,14 @@ def _loss(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
 
 
 def isolated_worst(layers: list[Layer]) -> Layer | None:
+    """The layer whose own error costs the outputs most (its isolated tensor carried on through
+    the float hub); where that was not measured, the one whose own tensor is furthest off."""
+    carried = [layer for layer in layers if layer.propagated is not None]
+    if carried:
+        worst = min(_snr_key(layer.propagated) for layer in carried)
+        # A reader of an integer tensor is fed the hub's value in that tensor's encoding, so it inherits
+        # its producer's rounding: of the layers costing the outputs about as much, the earliest.
+        return next(layer for layer in carried if _snr_key(layer.propagated) <= worst + INHERITED_DB)
     measured = [layer for layer in layers if layer.isolated is not None]
     return min(measured, key=lambda layer: _snr_key(layer.isolated), default=None)
 

@@ -46,6 +46,8 @@ HUB_TRACER = "bridge.validators.runners.onnxruntime:OnnxRuntimeTracer"
 SAMPLES = 4  # parity samples localisation runs on (the first ones)
 TRACE_BYTES = 1 << 30  # hub tensors kept on disk per run: fewer samples past this
 MAX_TENSORS = 4000  # hub tensors exposed at once; more are thinned evenly (outputs kept)
+MAX_CARRIED = 256  # layers whose isolated error is carried to the outputs (the worst on their own first)
+CARRY_SECONDS = 120.0  # and for at most this long
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class LocalizeRequest:
 
 def localize(req: LocalizeRequest) -> dict:
     start = time.perf_counter()
-    hub_graph, hub_feeds = _hub_trace(req)
+    hub_tracer, hub_graph, hub_feeds = _hub_trace(req)
     tracer = load_runner(req.tracer)
     tracer.load(req.artifact)
     graph: TracedGraph = tracer.graph()
@@ -77,10 +79,11 @@ def localize(req: LocalizeRequest) -> dict:
     matches = Aligner(hub, graph, art_feeds[0], declared, req.thresholds).run()
     layers = layers_of(hub, graph, matches)
     measure(layers, hub_feeds.column, art_feeds.column, req.thresholds)
-    isolated_error = None
+    isolated_error, carried = None, 0
     if req.isolated and layers:
         try:
-            _isolate(tracer, graph, req, layers, hub_feeds, Path(req.work) / "isolated")
+            isolated = _isolate(tracer, req, layers, hub_feeds, Path(req.work) / "isolated")
+            carried = _carry(hub_tracer, req, layers, isolated, hub_feeds)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     outputs = set(hub_graph.outputs.values())
@@ -102,7 +105,9 @@ def localize(req: LocalizeRequest) -> dict:
     if req.isolated:
         out["isolated"] = {
             "method": "each layer fed the hub's values of its inputs (quantized to the artifact's own input "
-                      "encoding where it is integer), one run with the graph cut at every held tensor",
+                      "encoding where it is integer), one run with the graph cut at every held tensor; then each "
+                      "layer's output carried to the graph outputs through the float hub (output_snr_db)",
+            "carried": carried,
             "worst": report.layer(worst) if worst is not None else None,
         }
         if isolated_error:
@@ -117,7 +122,7 @@ def localize(req: LocalizeRequest) -> dict:
 HUB_RUNTIME = "onnxruntime (graph optimizations off)"
 
 
-def _hub_trace(req: LocalizeRequest) -> tuple[TracedGraph, Feeds]:
+def _hub_trace(req: LocalizeRequest):
     tracer = load_runner(HUB_TRACER)
     tracer.load(req.hub)
     if len(tracer.traced) > MAX_TENSORS:
@@ -126,7 +131,7 @@ def _hub_trace(req: LocalizeRequest) -> tuple[TracedGraph, Feeds]:
         tracer.keep_only(kept | set(tracer.graph().outputs.values()))
     folder = Path(req.hub_trace)
     if (folder / "feeds.json").exists():
-        return tracer.graph(), Feeds.open(folder)
+        return tracer, tracer.graph(), Feeds.open(folder)
     count = min(req.samples, len(req.feeds))
     writer = FeedWriter(folder)
     for i in range(count):
@@ -139,7 +144,7 @@ def _hub_trace(req: LocalizeRequest) -> tuple[TracedGraph, Feeds]:
             count = max(1, min(count, TRACE_BYTES // max(per_sample, 1)))
         if writer.count >= count:
             break
-    return tracer.graph(), writer.close()
+    return tracer, tracer.graph(), writer.close()
 
 
 def _artifact_trace(tracer, graph: TracedGraph, req: LocalizeRequest, hub_feeds: Feeds, folder: Path) -> Feeds:
@@ -159,8 +164,7 @@ def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
     return {b.artifact_name: b.to_artifact(np.asarray(feed[b.name])) for b in io.inputs}
 
 
-def _isolate(tracer, graph: TracedGraph, req: LocalizeRequest, layers: list[Layer], hub_feeds: Feeds,
-             folder: Path) -> None:
+def _isolate(tracer, req: LocalizeRequest, layers: list[Layer], hub_feeds: Feeds, folder: Path) -> Feeds:
     """Each layer's output with every held tensor given the hub's value for the ops reading it."""
     held = {layer.match.artifact: layer for layer in layers}
     writer = FeedWriter(folder, names=list(held))
@@ -174,6 +178,40 @@ def _isolate(tracer, graph: TracedGraph, req: LocalizeRequest, layers: list[Laye
 
     for t, layer in held.items():
         layer.isolated = metrics((layer.match.view.to_hub(a) for a in isolated.column(t)), hub_feeds.column(layer.hub))
+    return isolated
+
+
+def _carry(hub_tracer, req: LocalizeRequest, layers: list[Layer], isolated: Feeds, hub_feeds: Feeds) -> int:
+    """Each layer's isolated output fed to the hub in place of the hub's own tensor: what that layer
+    alone does to the outputs. One onnxruntime session per layer, so bounded (MAX_CARRIED layers,
+    CARRY_SECONDS), the worst on their own first."""
+    from bridge.validators.compare import metrics
+
+    outputs = list(hub_tracer.graph().outputs.values())
+    inputs = hub_tracer.graph().inputs
+    start = time.perf_counter()
+    order = sorted(layers, key=lambda layer: layer.isolated.snr_db if layer.isolated is not None
+                   and np.isfinite(layer.isolated.snr_db) else -np.inf)
+    done = 0
+    for layer in order[:MAX_CARRIED]:
+        if time.perf_counter() - start > CARRY_SECONDS:
+            break
+        if layer.hub in outputs:  # an output's isolated error is its error at the outputs
+            layer.propagated = layer.isolated
+            done += 1
+            continue
+        run = hub_tracer.propagate(layer.hub)
+        view = layer.match.view
+        samples = [run({n: np.asarray(v) for n, v in req.feeds[i].items() if n in inputs}, view.to_hub(value))
+                   for i, value in enumerate(isolated.column(layer.match.artifact))]
+        worst = None
+        for o in outputs:
+            m = metrics([s[o] for s in samples], hub_feeds.column(o))
+            if worst is None or not m.snr_db >= worst.snr_db:
+                worst = m
+        layer.propagated = worst
+        done += 1
+    return done
 
 
 def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, art0: Feed,
@@ -274,6 +312,9 @@ class _Report:
         out["jump_db"] = _finite(jump)
         if layer.isolated is not None:
             out["isolated"] = _brief(layer.isolated)
+            if layer.propagated is not None:
+                out["isolated"]["output_snr_db"] = _finite(layer.propagated.snr_db)
+                out["isolated"]["output_rel_l2"] = _finite(layer.propagated.rel_l2)
         if not brief:
             out["inputs"] = list(layer.inputs)
             if layer.reasons:

@@ -87,29 +87,44 @@ class OnnxRuntimeTracer:
 
     def _session(self, given: frozenset):
         if given not in self._sessions:
-            ort = require("onnxruntime")
-            onnx = require("onnx")
-            traced, types = self.traced, self.types
-
-            def edit(model) -> None:
-                graph = model.graph
-                existing = {o.name for o in graph.output}
-                for name in traced:
-                    if name not in existing:
-                        graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
-                for name in sorted(given):
-                    graph.input.append(onnx.helper.make_tensor_value_info(_given(name), types[name], None))
-                for node in graph.node:
-                    node.input[:] = [_given(n) if n in given else n for n in node.input]
-
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            with tempfile.TemporaryDirectory(prefix="bridge-ort-") as scratch:
-                source = session_source(self.path, Path(scratch), edit=edit)
-                session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-            self._sessions[given] = (session, [o.name for o in session.get_outputs()])
+            self._sessions[given] = self._build(given, traced=True)
         return self._sessions[given]
+
+    def propagate(self, tensor: str):
+        """`run(feed, value) -> outputs`: the graph's outputs when the readers of `tensor` read
+        `value`, so an error in that one tensor reaches the outputs through this (float) graph."""
+        session, names = self._build(frozenset({tensor}), traced=False)
+        dtype = _NUMPY[self.types[tensor]]
+
+        def run(feed: Feed, value: np.ndarray) -> Feed:
+            outs = session.run(names, {**feed, _given(tensor): np.asarray(value).astype(dtype, copy=False)})
+            return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs, strict=True)}
+
+        return run
+
+    def _build(self, given: frozenset, traced: bool):
+        ort = require("onnxruntime")
+        onnx = require("onnx")
+        exposed, types = (self.traced if traced else []), self.types
+
+        def edit(model) -> None:
+            graph = model.graph
+            existing = {o.name for o in graph.output}
+            for name in exposed:
+                if name not in existing:
+                    graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+            for name in sorted(given):
+                graph.input.append(onnx.helper.make_tensor_value_info(_given(name), types[name], None))
+            for node in graph.node:
+                node.input[:] = [_given(n) if n in given else n for n in node.input]
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        with tempfile.TemporaryDirectory(prefix="bridge-ort-") as scratch:
+            source = session_source(self.path, Path(scratch), edit=edit)
+            session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        return session, [o.name for o in session.get_outputs()]
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
