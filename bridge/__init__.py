@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bridge.conversion import ConvertOptions, convert
 from bridge.report import Report
-from bridge.validation import ValidateOptions, validate
+from bridge.validation import ValidateOptions, debug, validate
 
 __version__ = "0.1.0"
-__all__ = ["convert", "validate", "ConvertOptions", "ValidateOptions", "Report"]
+__all__ = ["convert", "validate", "debug", "ConvertOptions", "ValidateOptions", "Report"]

@@ -1,0 +1,128 @@
+"""The aligner and the profile on graphs written out by hand: no framework, real metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge.base.modes import FP32_PARITY, FULL_INT
+from bridge.validators.localisation.align import Aligner, Hub, View, views
+from bridge.validators.localisation.graph import TracedGraph, TracedOp
+from bridge.validators.localisation.profile import first_divergent, isolated_worst, layers_of, measure
+
+
+def test_views_move_channels_and_drop_unit_axes():
+    nhwc, nchw = (1, 8, 6, 4), (1, 4, 8, 6)
+    [view] = views(nhwc, nchw)
+    assert view.perm == (0, 3, 1, 2)
+    x = np.random.default_rng(0).standard_normal(nchw).astype(np.float32)
+    a = x.transpose(0, 2, 3, 1)  # what a channel-last artifact holds
+    np.testing.assert_array_equal(view.to_hub(a), x)
+    np.testing.assert_array_equal(view.to_artifact(x), a)
+    [squeezed] = views((1, 1, 1, 16), (1, 16))  # a global pool's [1,1,1,C] against a flattened [1,C]
+    assert squeezed.to_hub(np.arange(16.0).reshape(1, 1, 1, 16)).shape == (1, 16)
+    assert views((1, 8, 6, 4), (1, 4, 8, 5)) == []  # no layout explains another size
+    # ambiguous squares: the identity comes first, the channel moves next
+    assert [v.perm for v in views((1, 4, 4, 4), (1, 4, 4, 4))][:2] == [None, (0, 3, 1, 2)]
+
+
+def _conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A 1x1 convolution, NCHW."""
+    return np.einsum("nchw,oc->nohw", x, w).astype(np.float32)
+
+
+def _hub_and_values(x: np.ndarray, w1: np.ndarray, w2: np.ndarray):
+    """x -> Conv c1 -> Relu6 r1 -> Conv c2 -> Relu r2 -> Transpose-free head (y = r2)."""
+    ops = (TracedOp("/a/Conv", "Conv", ("x", "w1"), ("c1",)), TracedOp("/a/Clip", "Clip", ("c1",), ("r1",)),
+           TracedOp("/b/Conv", "Conv", ("r1", "w2"), ("c2",)), TracedOp("/b/Relu", "Relu", ("c2",), ("y",)))
+    c1 = _conv(x, w1)
+    r1 = np.clip(c1, 0, 6)
+    c2 = _conv(r1, w2)
+    y = np.maximum(c2, 0)
+    return TracedGraph(ops, {"x": "x"}, {"y": "y"}), {"x": x, "c1": c1, "r1": r1, "c2": c2, "y": y}
+
+
+def _artifact(hub_values: dict, w2: np.ndarray):
+    """A channel-last artifact that fused each Conv with its activation (and pads first, as TFLite
+    does before a 3x3 convolution: a tensor of its own that nothing in the hub holds)."""
+    nhwc = (0, 2, 3, 1)
+    x = hub_values["x"].transpose(nhwc)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    a1 = hub_values["r1"].transpose(nhwc)
+    a2 = np.maximum(_conv(a1.transpose(0, 3, 1, 2), w2), 0).transpose(nhwc)
+    ops = (TracedOp("PAD#0", "PAD", ("t0",), ("t1",)), TracedOp("CONV_2D#1", "CONV_2D", ("t1", "k1"), ("t2",)),
+           TracedOp("CONV_2D#2", "CONV_2D", ("t2", "k2"), ("t3",)))
+    return TracedGraph(ops, {"x": "t0"}, {"y": "t3"}), {"t0": x, "t1": padded, "t2": a1, "t3": a2}
+
+
+def _localize(hub_graph, hub_values, art_graph, art_values, thresholds=FP32_PARITY):
+    hub = Hub(hub_graph, hub_values)
+    declared = {"t0": ("x", "interface", View((1, 5, 5, 4), (1, 4, 5, 5), (1, 5, 5, 4), (0, 3, 1, 2))),
+                "t3": ("y", "interface", View((1, 5, 5, 3), (1, 3, 5, 5), (1, 5, 5, 3), (0, 3, 1, 2)))}
+    matches = Aligner(hub, art_graph, art_values, declared, thresholds).run()
+    layers = layers_of(hub, art_graph, matches)
+    measure(layers, lambda h: [hub_values[h]], lambda t: [art_values[t]], thresholds)
+    return matches, layers
+
+
+@pytest.fixture
+def model():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32) * 3
+    return x, rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+
+
+def test_fused_artifact_maps_to_the_activation_with_its_group(model):
+    x, w1, w2 = model
+    hub_graph, hub_values = _hub_and_values(x, w1, w2)
+    art_graph, art_values = _artifact(hub_values, w2)
+    matches, layers = _localize(hub_graph, hub_values, art_graph, art_values)
+    assert "t1" not in matches  # the padded copy is the artifact's own
+    assert matches["t2"].hub == "r1" and matches["t2"].how == "value" and matches["t2"].view.perm == (0, 3, 1, 2)
+    assert [(layer.hub, layer.nodes) for layer in layers] == [("r1", [0, 1]), ("y", [2, 3])]
+    assert all(layer.passed for layer in layers)
+    assert first_divergent(layers, {"y"}) is None
+
+
+def test_a_wrong_layer_is_the_first_divergent_with_passing_inputs(model):
+    x, w1, w2 = model
+    hub_graph, hub_values = _hub_and_values(x, w1, w2)
+    bad = dict(hub_values, r1=np.clip(_conv(x, w1 * 1.5), 0, 6))  # the first fused op computes wrongly
+    art_graph, art_values = _artifact(bad, w2)
+    matches, layers = _localize(hub_graph, hub_values, art_graph, art_values)
+    assert matches["t2"].how == "structure" and matches["t2"].hub == "r1"  # matches nothing; nearest by shape
+    first = first_divergent(layers, {"y"})
+    assert first.hub == "r1" and first.nodes == [0, 1]  # Conv and Clip, fused
+    assert first.metrics.rel_l2 > 0.1
+    assert not layers[1].passed  # the error travels on, but its input already failed
+
+
+def test_onset_that_reaches_an_output_wins_over_one_that_fades():
+    """A layer can cross the threshold and recover (float error near a threshold); the first onset
+    whose failure reaches a failing output is the culprit."""
+    from bridge.validators.compare import metrics
+    from bridge.validators.localisation.profile import Layer
+
+    ok = metrics(np.ones(10), np.ones(10))
+    bad = metrics(np.ones(10) * 2, np.ones(10))
+
+    def layer(hub, inputs, m):
+        return Layer(hub, None, inputs, [], metrics=m, reasons=[] if m is ok else ["off"])
+
+    layers = [layer("a", [], bad), layer("b", ["a"], ok), layer("c", ["b"], bad), layer("y", ["c"], bad)]
+    assert first_divergent(layers, {"y"}).hub == "c"
+    assert first_divergent(layers[:2], {"y"}).hub == "a"  # no failure reaches an output: the earliest onset
+
+
+def test_isolated_worst_prefers_what_costs_the_outputs(model):
+    from bridge.validators.compare import metrics
+    from bridge.validators.localisation.profile import Layer
+
+    local_good, local_bad = metrics(np.ones(9) * 1.01, np.ones(9)), metrics(np.ones(9) * 1.5, np.ones(9))
+    out_good, out_bad = metrics(np.ones(9) * 1.001, np.ones(9)), metrics(np.ones(9) * 3, np.ones(9))
+    a = Layer("a", None, [], [], isolated=local_good, propagated=out_bad)  # looks fine, ruins the outputs
+    b = Layer("b", None, ["a"], [], isolated=local_bad, propagated=out_good)
+    assert isolated_worst([a, b]) is a
+    c = Layer("c", None, ["a"], [], isolated=local_good, propagated=out_bad)  # inherits a's int8 rounding
+    assert isolated_worst([a, c]) is a
+    assert FULL_INT.snr_db_min == 15  # the int8 thresholds these figures are judged with elsewhere
