@@ -268,10 +268,10 @@ class _Run:
                            floor=self.floor)
         if is_hub:  # the hub itself: its parity is the source->onnx stage
             rec.parity.stages = {"source->onnx": rec.parity.outputs}
-            if self.localizer.wanted(rec.parity):
-                rec.parity.localization = {"status": "not_applicable", "reason": (
-                    "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
-                    "from the export (source->onnx)")}
+        if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
+            rec.parity.localization = {"status": "not_applicable", "reason": (
+                "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
+                "from the export (source->onnx)")}
         elif self.localizer.wanted(rec.parity):
             self.localizer.attach(rec.parity, lane, spec, str(dest), art.io, art.correspondence, dest.name)
         return rec

@@ -334,3 +334,46 @@ def test_no_localize(cnn, tmp_path):
     rep, r = validate(tmp_path, CNN, bad, args=("--no-localize",))
     assert r.returncode == 1 and "localization" not in rep["artifacts"][0]["parity"]
     assert "Localising" not in r.stderr
+
+
+SEQ = """
+    import torch
+    from torch import nn
+
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 64, 3, padding=1)  # weights over 1 KiB: saved as external data
+            self.proj = nn.Conv1d(64, 6, 1)
+
+        def forward(self, x):
+            return self.proj(torch.relu(self.conv(x)))
+
+    def make():
+        torch.manual_seed(0)
+        return Seq().eval(), torch.randn(1, 4, 20)
+    """
+
+
+def test_dynamic_axis_and_external_data_hub(tmp_path):
+    """A hub saved with external data (as past 2 GB) and a dynamic axis: localisation reads the hub
+    as parity does and runs both sizes (its samples are spread over the parity samples). A
+    threshold no float file meets makes every artifact fail, so every one is localised."""
+    from bridge import ConvertOptions, convert
+
+    source = f"{write_module(tmp_path / 'seq.py', SEQ)}:make"
+    rep = convert(source, ConvertOptions(targets=("onnx", "tflite", "coreml"), quantize=("coreml=fp32",),
+                                         dynamic=("x:2",), thresholds=("fp32@rel_l2=1e-12",),
+                                         out=str(tmp_path / "out"), external_data_bytes=0))
+    onnx_file = next(a for a in rep.artifacts if a.target == "onnx")
+    assert onnx_file.details["external_data"]
+    assert onnx_file.parity.localization["status"] == "not_applicable"  # it is the hub
+    for a in rep.artifacts:
+        if a.target == "onnx":
+            continue
+        loc = a.parity.localization
+        assert loc["status"] == "localized" and loc["samples"] == 4, loc
+        assert [x["node"] for x in loc["layers"]][-1] == "/proj/Conv"
+        assert all(x["rel_l2"] < 1e-6 for x in loc["layers"])  # right, judged by a threshold nothing meets
+        assert "error" not in loc["isolated"]
+        assert loc["sample_indices"] == [0, 5, 10, 15]  # of 8 samples at x:2=20, then 8 at 40

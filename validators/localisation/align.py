@@ -44,27 +44,38 @@ TIE = 1.1  # matches within this factor of the best rel_l2 are equally good
 
 @dataclass(frozen=True)
 class View:
-    """How an artifact tensor of shape `artifact` is laid out as a hub tensor of shape `hub`:
-    reshape to `middle` (the artifact's shape, or without its unit axes), transpose by `perm`,
-    reshape to `hub`."""
+    """How an artifact tensor of shape `artifact` is laid out as a hub tensor of shape `hub`: on
+    the same rank a transpose by `perm`; else drop unit axes, transpose, reshape to the hub's shape.
+    Shapes are those of the first sample; other samples (a dynamic axis at another size) give their
+    own shapes."""
 
     artifact: tuple[int, ...]
     hub: tuple[int, ...]
-    middle: tuple[int, ...]
+    middle: tuple[int, ...]  # the artifact's shape, without its unit axes when the ranks differ
     perm: tuple[int, ...] | None = None
 
-    def to_hub(self, a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a).reshape(self.middle)
-        if self.perm:
-            a = a.transpose(self.perm)
-        return np.ascontiguousarray(a).reshape(self.hub)
+    @property
+    def same_rank(self) -> bool:
+        return len(self.artifact) == len(self.hub)
 
-    def to_artifact(self, h: np.ndarray) -> np.ndarray:
-        mid = tuple(self.middle[p] for p in self.perm) if self.perm else self.middle
-        h = np.asarray(h).reshape(mid)
+    def to_hub(self, a: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        a = np.asarray(a)
+        if self.same_rank:
+            return np.ascontiguousarray(a.transpose(self.perm)) if self.perm else a
+        if len(self.middle) != len(self.artifact):
+            a = a.reshape(tuple(d for d in a.shape if d != 1) or (1,)) if a.ndim else a
+        if self.perm and a.ndim == len(self.perm):
+            a = a.transpose(self.perm)
+        return np.ascontiguousarray(a).reshape(shape or self.hub)
+
+    def to_artifact(self, h: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        h = np.asarray(h)
+        if self.same_rank:
+            return np.ascontiguousarray(h.transpose(np.argsort(self.perm))) if self.perm else h
         if self.perm:
-            h = h.transpose(np.argsort(self.perm))
-        return np.ascontiguousarray(h).reshape(self.artifact)
+            h = h.reshape(tuple(d for d in h.shape if d != 1) or (1,))
+            h = h.transpose(np.argsort(self.perm)) if h.ndim == len(self.perm) else h
+        return np.ascontiguousarray(h).reshape(shape or self.artifact)
 
     def to_json(self) -> list[int] | None:
         return list(self.perm) if self.perm else None

@@ -45,6 +45,7 @@ class Layer:
     match: Match
     inputs: list[str]  # hub tensors it reads
     nodes: list[int]  # hub op indices, in order
+    art_op: str | None = None  # the artifact op that computed it (the last one, copies aside)
     metrics: Metrics | None = None
     reasons: list[str] = field(default_factory=list)
     isolated: Metrics | None = None  # its own tensor, computed from the hub's values of its inputs
@@ -65,10 +66,15 @@ def layers_of(hub: Hub, art: TracedGraph, matches: Mapping[str, Match]) -> list[
         if m.hub not in rep or order.get(m.artifact, -1) > order.get(rep[m.hub].artifact, -1):
             rep[m.hub] = m
     producer = {t: op for op in art.ops for t in op.outputs}
+    computed: dict[str, str] = {}  # hub tensor -> the last artifact op that computed it (not a copy)
+    for t, m in sorted(matches.items(), key=lambda tm: order.get(tm[0], -1)):
+        if t in producer and not producer[t].copies:
+            computed[m.hub] = producer[t].op_type
     out = []
     for h, m in sorted(rep.items(), key=lambda hm: hub.order(hm[0])):
         inputs = _inputs(m, matches, producer)
-        out.append(Layer(h, m, sorted(inputs, key=hub.order), _group(hub, h, inputs)))
+        out.append(Layer(h, m, sorted(inputs, key=hub.order), _group(hub, h, inputs),
+                         art_op=computed.get(h, m.op_type)))
     return out
 
 
@@ -117,13 +123,20 @@ def measure(layers: list[Layer], hub_column: Callable[[str], Iterable[np.ndarray
             art_column: Callable[[str], Iterable[np.ndarray]], thresholds: Thresholds) -> None:
     """Every layer's metrics over all samples (the artifact's tensor laid out as the hub's)."""
     for layer in layers:
-        view = layer.match.view
         try:
-            layer.metrics = metrics((view.to_hub(a) for a in art_column(layer.match.artifact)), hub_column(layer.hub))
-        except ValueError as e:  # a shape that changed between samples: the layer cannot be compared
+            layer.metrics = metrics(as_hub(layer.match.view, art_column(layer.match.artifact), hub_column(layer.hub)),
+                                    hub_column(layer.hub))
+        except ValueError as e:  # a layout that does not fit another sample's shape: not comparable
             layer.reasons = [str(e)]
             continue
         layer.reasons = failures(layer.metrics, thresholds)
+
+
+def as_hub(view, artifact: Iterable[np.ndarray], hub: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    """The artifact's samples laid out as the hub's, each sample to the hub's shape for it (a
+    dynamic axis can change size between samples; memory-mapped samples give their shape unread)."""
+    for a, h in zip(artifact, hub, strict=True):
+        yield view.to_hub(a, np.shape(h))
 
 
 def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:

@@ -14,6 +14,7 @@ Memory stays bounded as in parity: samples live on disk, one sample's tensors in
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -33,6 +34,7 @@ from bridge.validators.localisation.profile import (
     MAX_GROUP,
     MAX_LAYERS,
     Layer,
+    as_hub,
     first_divergent,
     input_snr,
     isolated_worst,
@@ -43,7 +45,7 @@ from bridge.validators.localisation.profile import (
 from bridge.validators.runners import load_runner
 
 HUB_TRACER = "bridge.validators.runners.onnxruntime:OnnxRuntimeTracer"
-SAMPLES = 4  # parity samples localisation runs on (the first ones)
+SAMPLES = 4  # parity samples localisation runs on (spread over them)
 TRACE_BYTES = 1 << 30  # hub tensors kept on disk per run: fewer samples past this
 MAX_TENSORS = 4000  # hub tensors exposed at once; more are thinned evenly (outputs kept)
 MAX_CARRIED = 256  # layers whose isolated error is carried to the outputs (the worst on their own first)
@@ -69,11 +71,12 @@ class LocalizeRequest:
 
 def localize(req: LocalizeRequest) -> dict:
     start = time.perf_counter()
-    hub_tracer, hub_graph, hub_feeds = _hub_trace(req)
+    hub_tracer, hub_graph, hub_feeds, picks = _hub_trace(req)
+    feeds = [req.feeds[i] for i in picks]
     tracer = load_runner(req.tracer)
     tracer.load(req.artifact)
     graph: TracedGraph = tracer.graph()
-    art_feeds = _artifact_trace(tracer, graph, req, hub_feeds, Path(req.work) / "artifact")
+    art_feeds = _artifact_trace(tracer, graph, feeds, req.io, Path(req.work) / "artifact")
     hub = Hub(hub_graph, hub_feeds[0])
     declared = _declared(req, graph, hub_graph, art_feeds[0], hub_feeds[0])
     matches = Aligner(hub, graph, art_feeds[0], declared, req.thresholds).run()
@@ -82,8 +85,8 @@ def localize(req: LocalizeRequest) -> dict:
     isolated_error, carried = None, 0
     if req.isolated and layers:
         try:
-            isolated = _isolate(tracer, req, layers, hub_feeds, Path(req.work) / "isolated")
-            carried = _carry(hub_tracer, req, layers, isolated, hub_feeds)
+            isolated = _isolate(tracer, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
+            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     outputs = set(hub_graph.outputs.values())
@@ -95,6 +98,7 @@ def localize(req: LocalizeRequest) -> dict:
         "runtime": tracer.runtime,
         "runtime_note": tracer.note,
         "samples": len(hub_feeds),
+        "sample_indices": picks,
         "thresholds": req.thresholds.to_json(),
         "rule": "first layer failing the thresholds whose inputs pass (and whose failure reaches an output)",
         "mapped": {"artifact_tensors": sum(1 for op in graph.ops for _ in op.outputs), "held": len(matches),
@@ -123,6 +127,8 @@ HUB_RUNTIME = "onnxruntime (graph optimizations off)"
 
 
 def _hub_trace(req: LocalizeRequest):
+    """The hub's tensors on the samples localisation uses (spread over the parity samples, so a
+    dynamic axis's second size is among them), traced once per run, and which samples they are."""
     tracer = load_runner(HUB_TRACER)
     tracer.load(req.hub)
     if len(tracer.traced) > MAX_TENSORS:
@@ -131,26 +137,36 @@ def _hub_trace(req: LocalizeRequest):
         tracer.keep_only(kept | set(tracer.graph().outputs.values()))
     folder = Path(req.hub_trace)
     if (folder / "feeds.json").exists():
-        return tracer, tracer.graph(), Feeds.open(folder)
-    count = min(req.samples, len(req.feeds))
+        picks = json.loads((folder / PICKS).read_text())
+        return tracer, tracer.graph(), Feeds.open(folder), picks
+    picks = spread(len(req.feeds), req.samples)
     writer = FeedWriter(folder)
-    for i in range(count):
-        feed = req.feeds[i]
-        inputs = {n: np.asarray(v) for n, v in feed.items() if n in tracer.graph().inputs}
+    for n, i in enumerate(picks):
+        inputs = {k: np.asarray(v) for k, v in req.feeds[i].items() if k in tracer.graph().inputs}
         traced = tracer.trace(inputs)
-        writer.append({**{n: np.asarray(v, np.float32) for n, v in inputs.items() if v.dtype.kind == "f"}, **traced})
-        if i == 0:
+        writer.append({**{k: np.asarray(v, np.float32) for k, v in inputs.items() if v.dtype.kind == "f"}, **traced})
+        if n == 0:  # fewer samples when they would take too much disk
             per_sample = sum(np.asarray(v).nbytes for v in traced.values())
-            count = max(1, min(count, TRACE_BYTES // max(per_sample, 1)))
-        if writer.count >= count:
+            picks = spread(len(req.feeds), max(1, min(len(picks), TRACE_BYTES // max(per_sample, 1))))
+        if writer.count >= len(picks):
             break
-    return tracer, tracer.graph(), writer.close()
+    (folder / PICKS).write_text(json.dumps(picks))
+    return tracer, tracer.graph(), writer.close(), picks
 
 
-def _artifact_trace(tracer, graph: TracedGraph, req: LocalizeRequest, hub_feeds: Feeds, folder: Path) -> Feeds:
+PICKS = "picks.json"
+
+
+def spread(total: int, count: int) -> list[int]:
+    """`count` sample indices spread evenly over `total`, the first one first."""
+    count = max(1, min(count, total))
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def _artifact_trace(tracer, graph: TracedGraph, feeds: list[Feed], io: IO | None, folder: Path) -> Feeds:
     writer = FeedWriter(folder)
-    for i in range(len(hub_feeds)):
-        feed = _artifact_feed(req.feeds[i], req.io)
+    for source_feed in feeds:
+        feed = _artifact_feed(source_feed, io)
         traced = tracer.trace(feed)
         inputs = {graph.inputs[n]: np.asarray(v, np.float32) for n, v in feed.items()
                   if n in graph.inputs and np.asarray(v).dtype.kind in "fiu"}
@@ -164,24 +180,27 @@ def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
     return {b.artifact_name: b.to_artifact(np.asarray(feed[b.name])) for b in io.inputs}
 
 
-def _isolate(tracer, req: LocalizeRequest, layers: list[Layer], hub_feeds: Feeds, folder: Path) -> Feeds:
+def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_feeds: Feeds, art_feeds: Feeds,
+             folder: Path) -> Feeds:
     """Each layer's output with every held tensor given the hub's value for the ops reading it."""
     held = {layer.match.artifact: layer for layer in layers}
     writer = FeedWriter(folder, names=list(held))
-    for i in range(len(hub_feeds)):
-        hub_sample = hub_feeds[i]
-        given = {t: layer.match.view.to_artifact(hub_sample[layer.hub]) for t, layer in held.items()}
-        traced = tracer.trace(_artifact_feed(req.feeds[i], req.io), given)
+    for i, source_feed in enumerate(feeds):
+        hub_sample, art_sample = hub_feeds[i], art_feeds[i]
+        given = {t: layer.match.view.to_artifact(hub_sample[layer.hub], np.shape(art_sample[t]))
+                 for t, layer in held.items()}
+        traced = tracer.trace(_artifact_feed(source_feed, io), given)
         writer.append({t: traced[t] for t in held})
     isolated = writer.close()
     from bridge.validators.compare import metrics
 
     for t, layer in held.items():
-        layer.isolated = metrics((layer.match.view.to_hub(a) for a in isolated.column(t)), hub_feeds.column(layer.hub))
+        layer.isolated = metrics(as_hub(layer.match.view, isolated.column(t), hub_feeds.column(layer.hub)),
+                                 hub_feeds.column(layer.hub))
     return isolated
 
 
-def _carry(hub_tracer, req: LocalizeRequest, layers: list[Layer], isolated: Feeds, hub_feeds: Feeds) -> int:
+def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds) -> int:
     """Each layer's isolated output fed to the hub in place of the hub's own tensor: what that layer
     alone does to the outputs. One onnxruntime session per layer, so bounded (MAX_CARRIED layers,
     CARRY_SECONDS), the worst on their own first."""
@@ -202,8 +221,9 @@ def _carry(hub_tracer, req: LocalizeRequest, layers: list[Layer], isolated: Feed
             continue
         run = hub_tracer.propagate(layer.hub)
         view = layer.match.view
-        samples = [run({n: np.asarray(v) for n, v in req.feeds[i].items() if n in inputs}, view.to_hub(value))
-                   for i, value in enumerate(isolated.column(layer.match.artifact))]
+        values = as_hub(view, isolated.column(layer.match.artifact), hub_feeds.column(layer.hub))
+        samples = [run({n: np.asarray(v) for n, v in feeds[i].items() if n in inputs}, value)
+                   for i, value in enumerate(values)]
         worst = None
         for o in outputs:
             m = metrics([s[o] for s in samples], hub_feeds.column(o))
@@ -303,7 +323,7 @@ class _Report:
         if module:
             out["module"] = module
         m: Match = layer.match
-        out.update({"tensor": layer.hub, "artifact_tensor": self.art.name(m.artifact), "artifact_op": m.op_type,
+        out.update({"tensor": layer.hub, "artifact_tensor": self.art.name(m.artifact), "artifact_op": layer.art_op,
                     "matched_by": m.how, "layout": m.view.to_json(), "passed": layer.passed})
         out.update(_brief(layer.metrics))
         before = input_snr(layer, self.by_hub)

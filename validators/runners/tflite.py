@@ -149,22 +149,24 @@ class TFLiteTracer:
 
     def _interpreter(self, buf: bytes):
         litert = require("ai_edge_litert.interpreter")
-        return litert.Interpreter(model_content=buf, num_threads=1, experimental_preserve_all_tensors=True,
-                                  experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp = litert.Interpreter(model_content=buf, num_threads=1, experimental_preserve_all_tensors=True,
+                                    experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        return interp
 
     def trace(self, feed: Feed, given=None) -> Feed:
         given = dict(given or {})
         interp, extra = self._cut_model(frozenset(given))
-        inputs = {self._graph.inputs[n]: v for n, v in feed.items()}
-        shapes = {int(t[1:]): np.shape(v) for t, v in inputs.items()}
-        if any(tuple(self.details[i]["shape"]) != s for i, s in shapes.items()):
-            for i, s in shapes.items():
-                interp.resize_tensor_input(i, list(s), strict=False)
-        interp.allocate_tensors()
-        for t, value in inputs.items():
-            interp.set_tensor(int(t[1:]), _quantize(np.asarray(value), self.details[int(t[1:])]))
-        for t, value in given.items():
-            interp.set_tensor(extra[t], _quantize(np.asarray(value, np.float32), self.details[int(t[1:])]))
+        values = {int(self._graph.inputs[n][1:]): (np.asarray(v), self.details[int(self._graph.inputs[n][1:])])
+                  for n, v in feed.items()}
+        values.update({extra[t]: (np.asarray(v, np.float32), self.details[int(t[1:])]) for t, v in given.items()})
+        current = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
+        if any(current.get(i) != v.shape for i, (v, _) in values.items()):  # a dynamic axis at another size
+            for i, (v, _) in values.items():
+                interp.resize_tensor_input(i, list(v.shape), strict=False)
+            interp.allocate_tensors()
+        for i, (v, d) in values.items():
+            interp.set_tensor(i, _quantize(v, d))
         interp.invoke()
         out = {}
         for t in self.traced:
