@@ -28,11 +28,12 @@ from bridge.lanes import lanes
 from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
-from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed
+from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import STAGED, OutputFolder
+from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Stage, run_stage
 
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
@@ -57,6 +58,7 @@ class ConvertOptions:
     max_memory: int | None = None
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
+    junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
     localize: bool = True  # localise the first divergent layer of every artifact that fails parity
 
     def __post_init__(self):
@@ -67,10 +69,12 @@ class ConvertOptions:
 
 
 def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
-            faults: Sequence[Fault] = ()) -> Report:
+            faults: Sequence[Fault] = (), command_line: Sequence[str] | None = None) -> Report:
     """Convert `source` to every requested target and mode; returns the report (also written as
-    `report.json` in the output folder). Raises `UsageError` for bad usage before converting.
-    `faults` is for the crash tests only."""
+    `report.json` and `report.html` in the output folder). Raises `UsageError` for bad usage before
+    converting. `command_line` is recorded in the report (the CLI passes its argv); `faults` is for
+    the crash tests only."""
+    report = Report(command="convert", source={"path": source}, command_line=list(command_line or ()) or None)
     ref = sniff(source)
     if ref.path is not None and any(lane.recognize(ref.path) for lane in lanes().values()
                                     if lane.recognize and not lane.in_process):
@@ -88,14 +92,23 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
     out = OutputFolder(Path(options.out) if options.out else Path("bridge-out") / ref.name,
                        frozenset(lane.suffix for lane in lanes().values()), hook=limits.hit)
     with out:
-        out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)],
-                               [ref.path, *(Path(p) for p in (calibration.path, calibration.parity_path) if p)])
+        inputs = [ref.path, *(Path(p) for p in (calibration.path, calibration.parity_path) if p)]
+        out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)], inputs)
+        if options.junit:
+            check_report_destination(Path(options.junit), inputs, "--junit")
+            if out.writes(Path(options.junit)):
+                raise UsageError(f"--junit {options.junit}: bridge writes its report and artifacts there; "
+                                 "choose another path")
         work = scratch(out.path)
         try:
             run = _Run(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options,
                        work, limits, progress or Progress())
-            report = run.execute(replace(request, hub_path=str(work / f"{ref.name}.onnx")))
+            run.execute(report, replace(request, hub_path=str(work / f"{ref.name}.onnx")))
+            report.finish()
             out.publish(report, work / STAGED)
+            if options.junit:
+                JUnitReporter().write(report.to_json(), Path(options.junit))
+                report.written["junit"] = Path(options.junit)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return report
@@ -117,9 +130,9 @@ class _Run:
     outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
 
-    def execute(self, request: ExportRequest) -> Report:
-        report = Report(source={"path": self.source, "format": str(self.ref.format)},
-                        environment=environment.describe(self.options))
+    def execute(self, report: Report, request: ExportRequest) -> Report:
+        report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
+        report.environment = environment.describe(self.options)
         with self.progress.step(f"Exporting {self.ref.name} to ONNX"):
             try:
                 self.exported = run_stage(EXPORT, request, limits=self.limits)
@@ -139,6 +152,10 @@ class _Run:
             report.warnings.append(f"the ONNX hub could not run on onnxruntime: {hub}")
         self.hub_outputs = None if isinstance(hub, BridgeError) else hub[1]
         self.hub_sha = hub_sha
+        report.hub = {"route": list(self.exported.route), "opset": self.exported.opset,
+                      "runtime": None if self.hub_outputs is None else hub[0],
+                      "outputs": None if self.hub_outputs is None
+                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
         ex = self.exported
         self.localizer = Localizer(ex.hub_path, ex.feeds, ex.node_names, ex.framework, self.work / "localize",
                                    self.limits, self.progress, self.threshold_overrides,
@@ -163,13 +180,13 @@ class _Run:
             "outputs": [s.to_json() for s in ex.outputs],
             "shapes": "dynamic" if any(s.dynamic for s in ex.inputs) else "static",
             "params": ex.params,
-            "onnx_opset": ex.opset,
         })
         report.warnings += ex.warnings
-        if not any(r.spec.calibrated for r in self.routes):
+        report.samples["parity"] = ex.parity_origin.to_json()
+        if any(r.spec.calibrated for r in self.routes):
+            report.samples["calibration"] = ex.calibration_origin.to_json()
+        else:
             report.warnings = [w for w in report.warnings if "--calibration" not in w]
-        report.environment["calibration"] = ex.calibration_origin
-        report.source["parity_inputs"] = ex.parity_origin
         self.floor = noise_floor(ex.source_outputs, ex.nudged_outputs, self.names)
         if self.floor:
             report.source["noise_floor"] = floor_json(self.floor)
@@ -254,20 +271,22 @@ class _Run:
         spec = lane.mode(art.mode)
         thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
         is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
+        start = time.perf_counter()
         with self.progress.step(f"Checking parity of {dest.name}"):
             result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                    blocks=lane.runtime_blocks)
         if isinstance(result, BridgeError):
-            return runtime_failed(rec, result)
+            runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
+            return rec
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
+        # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
         rec.parity = judge(actual=outputs, source=ex.source_outputs,
                            onnx=self.hub_outputs if from_hub and not is_hub else None, names=self.names,
-                           thresholds=thresholds, runtime=runtime,
-                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes(),
-                           floor=self.floor)
-        if is_hub:  # the hub itself: its parity is the source->onnx stage
-            rec.parity.stages = {"source->onnx": rec.parity.outputs}
+                           thresholds=thresholds, runtime=runtime, inputs=ex.parity_origin.origin,
+                           calibration=ex.calibration_origin.origin if spec.calibrated else None,
+                           sizes=self._sizes(), floor=self.floor)
+        rec.parity.seconds = time.perf_counter() - start
         if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
             rec.parity.localization = {"status": "not_applicable", "reason": (
                 "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "

@@ -18,7 +18,7 @@ from bridge.base.arrays import Feed
 from bridge.base.bindings import IO
 from bridge.base.errors import ErrorRecord, UsageError
 from bridge.base.modes import ModeSpec
-from bridge.base.samples import CalibrationOptions
+from bridge.base.samples import CalibrationOptions, SampleOrigin
 from bridge.base.sources import SourceRef
 from bridge.base.tensors import InputOverride, TensorSpec
 
@@ -149,9 +149,8 @@ class ExportResult:
     feeds: Sequence[Feed]  # the parity samples (`bridge.base.arrays.Feeds` on disk)
     source_outputs: Sequence[Feed]  # the source's outputs on `feeds`
     calibration: Sequence[Feed]
-    calibration_origin: str
+    calibration_origin: SampleOrigin
     params: int
-    parity_origin: str = ""  # where the parity samples came from
     # The source's outputs on the first few parity samples with every float input moved by one
     # rounding step: how much the source itself moves (its noise floor). None: no float input.
     nudged_outputs: Sequence[Feed] | None = None
@@ -159,6 +158,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
     opset: int = 0
+    parity_origin: SampleOrigin | None = None  # of `feeds`
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ DEPENDENCIES = (
     Dependency("coremltools", "coremltools", "coreml"),
     Dependency("sklearn", "scikit-learn", "coreml"),
     Dependency("PIL", "pillow", "tflite"),
+    Dependency("jinja2", "jinja2", ""),  # report.html
+    Dependency("matplotlib", "matplotlib", ""),  # report.html's figures
 )
 EXTRAS = {d.module: d.extra for d in DEPENDENCIES}
 

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -100,8 +101,10 @@ def print_outcome(report: Report) -> None:
             say(("error: ", "red"), f"{a.target}/{a.quantization}: {message}")
         elif a.parity is not None and not a.parity.passed:
             say((f"parity {a.parity.status}: ", "red"), f"{a.path}: {a.parity.reason}")
+    for kind in ("report", "page", "junit"):
+        if kind in report.written:
+            say(f"{kind}: {report.written[kind]}")
     if report.path:
-        say(f"report: {report.path}")
         if report.path.parent.name == FAILED:
             say(("kept: ", "yellow"), f"the previous output in {report.path.parent.parent} is untouched; this "
                 f"run's files are in {report.path.parent}")
@@ -158,3 +161,9 @@ def _window(layers: list[dict], first: str | None, limit: int) -> list[dict]:
     at = next((i for i, layer in enumerate(layers) if layer["tensor"] == first), 0)
     start = max(0, min(at - limit // 4, len(layers) - limit))
     return layers[start:start + limit]
+
+
+def command_line(ctx: typer.Context) -> list[str] | None:
+    """The argv the console script ran with (`bridge.cli.main` hands it down), for the report."""
+    obj = ctx.find_root().obj
+    return obj.get("command_line") if isinstance(obj, dict) else None

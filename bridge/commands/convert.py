@@ -19,12 +19,13 @@ import typer
 from rich.markup import escape
 
 from bridge.base.samples import CalibrationOptions
-from bridge.commands.common import RichProgress, print_outcome
+from bridge.commands.common import RichProgress, command_line, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
 def core(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
                                                ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml, or an installed "
@@ -42,7 +43,10 @@ def core(
                                              "input's).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
                                                              "threshold (rel_l2, snr_db, cosine)."))] = None,
-    out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>); it gets the "
+                                           "artifacts, report.json and report.html.")] = None,
+    junit: Annotated[Path, typer.Option(help="Also write the verdicts as JUnit XML here, one test case per "
+                                             "artifact, for CI.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
@@ -54,7 +58,8 @@ def core(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
     **lane_values,
 ) -> None:
-    """Convert SOURCE to every target and mode, check each artifact against the source, write report.json."""
+    """Convert SOURCE to every target and mode, check each artifact against the source, write report.json
+    and report.html."""
     from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(
@@ -74,9 +79,10 @@ def core(
         timeout=timeout,
         max_memory=memory(max_memory),
         verbose=verbose,
+        junit=str(junit) if junit else None,
         localize=localize,
     )
-    report = convert(source, options, RichProgress())
+    report = convert(source, options, RichProgress(), command_line=command_line(ctx))
     print_outcome(report)
     raise typer.Exit(report.exit_code)
 

@@ -21,16 +21,20 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
                "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = report(out)
-    assert rep["passed"] and rep["schema"] == "bridge.report/1"
+    assert rep["passed"] and rep["schema"] == "bridge.report/2"
     assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", *TFLITE_MODES]
     onnx = artifact(rep, "onnx", "fp32")
     assert onnx["parity"]["outputs"]["output"]["rel_l2"] <= 1e-5
+    assert rep["hub"]["outputs"]["output"] == {k: v for k, v in onnx["parity"]["outputs"]["output"].items()
+                                               if k != "abs_error_histogram"}
+    assert rep["samples"]["parity"] == {"origin": "calibration", "count": 8, "path": str(SAMPLES / "calibration")}
+    assert {artifact(rep, "tflite", m)["parity"]["calibration"] for m in ("int8", "fp16")} == {"user", None}
     for mode in TFLITE_MODES:
         a = artifact(rep, "tflite", mode)
         assert (out / a["path"]).stat().st_size == a["bytes"] > 0
         m = a["parity"]["outputs"]["output"]
         assert a["parity"]["status"] == "passed" and a["parity"]["runtime"] == "ai-edge-litert"
-        assert set(a["parity"]["stages"]) == {"source->onnx", "onnx->target"}
+        assert set(a["parity"]["stages"]) == {"onnx->target"}  # source->onnx is held once, as `hub`
         if mode == "fp32":
             assert m["rel_l2"] <= 1e-4
         elif mode == "fp16":
@@ -61,7 +65,7 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
                "--report", tmp_path / "v8.json")
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     v8 = json.loads((tmp_path / "v8.json").read_text())
-    assert v8["source"]["parity_inputs"] == f"--parity-data {held} (8 samples)"
+    assert v8["samples"]["parity"] == {"origin": "user", "count": 8, "path": str(held)}
     for a, mode in zip(v8["artifacts"], ("int8", "int8-io", "int16x8"), strict=True):
         judged = artifact(rep, "tflite", mode)["parity"]["outputs"]["output"]["snr_db"]
         assert a["parity"]["status"] == "passed"

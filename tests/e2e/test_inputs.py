@@ -105,7 +105,7 @@ def test_old_opset_onnx_file_upgrades_and_converts(tmp_path):
                "--quantize", "coreml=fp16,int8-weights", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = report(out)
-    assert rep["source"]["onnx_opset"] == 17 and len(rep["artifacts"]) == 4
+    assert rep["hub"]["opset"] == 17 and len(rep["artifacts"]) == 4
     assert any("opset 9 upgraded to 17" in w for w in rep["warnings"])
     assert all(a["parity"]["passed"] for a in rep["artifacts"])
 

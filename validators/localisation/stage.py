@@ -333,8 +333,9 @@ class _Report:
         if layer.isolated is not None:
             out["isolated"] = _brief(layer.isolated)
             if layer.propagated is not None:
-                out["isolated"]["output_snr_db"] = _finite(layer.propagated.snr_db)
-                out["isolated"]["output_rel_l2"] = _finite(layer.propagated.rel_l2)
+                carried = layer.propagated.to_json()
+                out["isolated"]["output_snr_db"] = carried["snr_db"]
+                out["isolated"]["output_rel_l2"] = carried["rel_l2"]
         if not brief:
             out["inputs"] = list(layer.inputs)
             if layer.reasons:
@@ -362,4 +363,5 @@ def _brief(m) -> dict:
 
 
 def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+    """dB figures rounded as the report rounds snr_db."""
+    return round(float(x), 2) if math.isfinite(x) else None
