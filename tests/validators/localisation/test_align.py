@@ -126,3 +126,35 @@ def test_isolated_worst_prefers_what_costs_the_outputs(model):
     c = Layer("c", None, ["a"], [], isolated=local_good, propagated=out_bad)  # inherits a's int8 rounding
     assert isolated_worst([a, c]) is a
     assert FULL_INT.snr_db_min == 15  # the int8 thresholds these figures are judged with elsewhere
+
+
+def test_declared_names_correspondence_and_interface():
+    """What maps without looking at values: the bindings, a converter's correspondence report
+    (onnx2tf 2.x writes one per ONNX output), our MIL names (`_cast_fp16` appended by coremltools),
+    ONNX names; a name that several artifact tensors share goes to the last (a lowering's result)."""
+    from bridge.base.bindings import IO, Binding
+    from bridge.base.modes import FP32_PARITY
+    from bridge.validators.localisation.stage import LocalizeRequest, _declared
+
+    hub = TracedGraph((TracedOp("/a/Conv", "Conv", ("x",), ("/a/Conv_output_0",)),
+                       TracedOp("/b/Relu", "Relu", ("/a/Conv_output_0",), ("relu:0",)),
+                       TracedOp("/c/Add", "Add", ("relu:0",), ("y",))), {"x": "x"}, {"y": "y"})
+    hub0 = {"x": np.zeros((1, 2, 3, 3)), "/a/Conv_output_0": np.zeros((1, 4, 3, 3)), "relu:0": np.zeros((1, 4, 3, 3)),
+            "y": np.zeros((1, 4, 3, 3))}
+    art = TracedGraph((TracedOp("conv", "conv", ("in",), ("_a_Conv_output_0",)),
+                       TracedOp("conv2", "add", ("_a_Conv_output_0",), ("_a_Conv_output_0_cast_fp16",)),
+                       TracedOp("k", "CONV_2D", ("_a_Conv_output_0_cast_fp16",), ("t7",)),
+                       TracedOp("out", "ADD", ("t7",), ("t9",))),
+                      {"x_in": "in"}, {"y_out": "t9"}, {"t7": "model/tf.nn.relu/Relu"})
+    art0 = {t: np.zeros((1, 3, 3, 4)) for t in ("_a_Conv_output_0", "_a_Conv_output_0_cast_fp16", "t7", "t9")}
+    art0["in"] = np.zeros((1, 3, 3, 2))
+    io = IO((Binding("x", "x_in", (1, 3, 3, 2), "float32", (0, 2, 3, 1)),),
+            (Binding("y", "y_out", (1, 3, 3, 4), "float32", (0, 2, 3, 1)),))
+    req = LocalizeRequest("a", "t", "h", "", "", [], io, FP32_PARITY,
+                          correspondence={"relu:0": "model/tf.nn.relu/Relu", "gone": "t9"})
+    found = _declared(req, art, hub, art0, hub0)
+    assert found["_a_Conv_output_0_cast_fp16"][:2] == ("/a/Conv_output_0", "name")  # the last of the two
+    assert "_a_Conv_output_0" not in found
+    assert found["t7"][:2] == ("relu:0", "correspondence")
+    assert found["in"][:2] == ("x", "interface") and found["in"][2].perm == (0, 3, 1, 2)
+    assert found["t9"][:2] == ("y", "interface")
