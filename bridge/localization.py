@@ -133,6 +133,8 @@ def describe(layer: dict, metrics: dict | None = None) -> str:
         numbers.append(f"rel_l2 {metrics['rel_l2']:.3g}")
     if metrics.get("snr_db") is not None:
         numbers.append(f"{metrics['snr_db']:.1f} dB")
+    if not numbers and layer.get("reasons"):  # NaN/Inf where the hub has none, or the other way round
+        numbers.append("; ".join(layer["reasons"]))
     module = f" (module {layer['module']})" if layer.get("module") else ""
     numbers_text = f" ({', '.join(numbers)})" if numbers else ""
     return f"{layer.get('op_type')} {layer.get('node')}{module}{fused}{numbers_text}"

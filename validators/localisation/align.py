@@ -1,27 +1,33 @@
 """Which hub tensor each artifact tensor holds.
 
-Converters rename, fuse and re-lay tensors, so names alone rarely map an artifact back to the hub:
-onnx2tf 1.x names TFLite tensors after TensorFlow ops (`tf.nn.convolution_3`), fused ops carry one
-tensor for several ONNX nodes (Conv + bias + Relu6), layouts change (NCHW -> NHWC) and converters
-insert their own ops (explicit PAD before a CONV_2D). The aligner walks the artifact's ops in
-execution order and maps each computed tensor to a hub tensor:
+Converters rename, fuse, decompose and re-lay tensors, so names alone rarely map an artifact back
+to the hub: onnx2tf 1.x names TFLite tensors after TensorFlow ops (`tf.nn.convolution_3`), fused
+ops carry one tensor for several ONNX nodes (Conv + bias + Relu6), decomposed ones several tensors
+for one node (a LayerNormalization as MEAN, SQUARED_DIFFERENCE, RSQRT, MUL, ADD), layouts change
+(NCHW -> NHWC) and converters insert their own ops (an explicit PAD before a CONV_2D).
 
+**Pass 1** walks the artifact's ops in execution order and maps a computed tensor only on evidence:
 1. **Declared**: the interface (inputs and outputs, through the artifact's bindings) and names the
    converter reported (onnx2tf 2.x's correspondence report, our Core ML op names, ONNX names).
 2. **Copies**: an op that only moves values (transpose, reshape, quantize...) holds its input's tensor.
-3. **Values**: among the hub tensors downstream of its inputs' (the window), with a shape that fits
-   up to a permutation (NHWC vs NCHW) or dropped unit axes, the one its values match within the
-   mode's thresholds on the first sample; of equal matches the earliest, then on along readers that
-   hold the same values (a fused Conv+Relu6 holds the Relu6's output, which equals the Conv's where
-   nothing was clipped), never across a node that changes them.
-4. **Structure**: a tensor that matches nothing (it diverges, or it is a lowering's own
-   intermediate) goes to the nearest hub tensor downstream of its inputs that fits its shape, one
-   not already held preferred, then along single-consumer same-shape chains (bias, activation) while
-   its values get closer.
-Tensors that fit nothing (a PAD's padded copy) stay unmapped: they are the artifact's own.
+3. **Values**: among the hub tensors downstream of those its inputs hold (the window; tensors the
+   artifact computes on its own are looked through), with a shape that fits up to a permutation
+   (NHWC vs NCHW) or dropped unit axes, the one its values match within the mode's thresholds on
+   the first sample; of equal matches the earliest, then on along readers that hold the same
+   values (a fused Conv+Relu6 holds the Relu6's output, which equals the Conv's where nothing was
+   clipped), never across a node that changes them.
+Everything else stays unmapped: a lowering's intermediates, a PAD's padded copy, and whatever
+diverges. Nothing unmapped ever narrows a later window, so one odd tensor cannot shift the rest.
 
-After the first divergence, rule 4 places tensors by structure alone, so the layers listed after it
-may sit one node off; the first divergent layer itself always has matched inputs.
+**Pass 2, the frontier** (`frontier`, once pass 1's layers are judged over every sample): a hub
+tensor whose inputs are all reproduced within the thresholds (or are graph inputs, or are only
+fused away: some reproduced tensor depends on them, or only re-laid: a transpose of such a tensor)
+but that nothing reproduces, and on which no reproduced tensor depends, is where the artifact
+leaves the hub. Its name comes from the hub's
+structure alone. For its figures, the artifact tensor computed from the holders of its inputs
+(at most a few ops on) that fits its shape: the nearest one whose values still correlate with it
+(0.9), else the nearest; then on along single-reader same-shape hub nodes a converter folds
+(bias, batch norm, activation) while that tensor's values get closer, which names a fused group.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ import numpy as np
 
 from bridge.base.modes import Thresholds
 from bridge.validators.compare import Metrics, failures, metrics
-from bridge.validators.localisation.graph import TracedGraph
+from bridge.validators.localisation.graph import FUSIBLE_OPS, TracedGraph
 
 MAX_DEPTH = 256  # hub nodes searched downstream of a tensor's inputs
 FULL_CHECKS = 12  # candidates whose values are compared in full (the rest are ranked by summary stats)
 TIE = 1.1  # matches within this factor of the best rel_l2 are equally good
+FRONTIER_DEPTH = 12  # artifact ops searched on from a divergent layer's inputs
+CORRELATED = 0.9  # centered cosine above which a divergent tensor still resembles its hub tensor
 
 
 @dataclass(frozen=True)
@@ -180,8 +188,11 @@ class Aligner:
         self.declared, self.thresholds = declared, thresholds
         self.matches: dict[str, Match] = {}
         self._near: dict[str, frozenset[str]] = {}
-        self._held: set[str] = set()
         self._producer = {t: op for op in artifact.ops for t in op.outputs}
+        self._readers: dict[str, list] = {}
+        for op in artifact.ops:
+            for t in op.inputs:
+                self._readers.setdefault(t, []).append(op)
         self._stats: dict[int, tuple] = {}
         self._compared: dict[tuple, Metrics] = {}
         self._perm_votes: dict[int, dict] = {}
@@ -210,15 +221,11 @@ class Aligner:
             if len(inputs) == 1 and self._copy(t, op, self.matches[inputs[0]].hub):
                 return
         window = self.hub.window(sources)
-        fits = [(h, vs) for h, vs in ((h, views(self._shape(t), self._hub_shape(h))) for h in window) if vs]
+        fits = [(h, vs) for h, vs in ((h, views(self._shape(t), self._hub_shape(h))) for h in window
+                                      if h in self.hub.values) if vs]
         best = self._by_value(t, fits)
         if best is not None:
             self._add(Match(t, best.hub, best.view, "value", op.name, op.op_type))
-            return
-        placed = self._by_structure(t, [(h, vs) for h, vs in fits if window[h] > 0], window)
-        if placed is not None:
-            h, view = placed
-            self._add(Match(t, h, view, "structure", op.name, op.op_type))
 
     def _declared(self, t: str, op: str | None, op_type: str | None) -> bool:
         hub, how, view = self.declared[t]
@@ -263,37 +270,134 @@ class Aligner:
                 return equal[h]
             h = min(nxt, key=self.hub.order)
 
-    def _by_structure(self, t: str, fits: list[tuple[str, list[View]]], window: dict[str, int]):
-        """The nearest fitting hub tensor downstream of the inputs (not one already held, if any),
-        then on along a chain of single-consumer same-shape nodes while the values get closer."""
+    # -- pass 2 ------------------------------------------------------------------------------
+    def frontier(self, good: set[str]) -> list[Match]:
+        """Where the artifact leaves the hub, given `good`: the hub tensors pass 1's layers
+        reproduce within the thresholds over every sample. Returns the matches it adds."""
+        hub = self.hub
+        held = {m.hub for m in self.matches.values()}
+        inputs = set(hub.graph.inputs.values())
+        upstream = self._upstream(good)
+        found = []
+
+        memo: dict[str, bool] = {}
+
+        def explained(t: str) -> bool:
+            """Reproduced, a graph input or constant, fused away, or computed from explained
+            tensors by a node never compared (indices, masks) or one that only re-lays values (an
+            NCHW copy the artifact keeps NHWC)."""
+            if t not in memo:
+                memo[t] = False  # a cycle (none in a valid graph) explains nothing
+                if t in good or t in inputs or t not in hub.dynamic:
+                    memo[t] = True
+                elif t not in held and t in upstream:
+                    memo[t] = True
+                elif t in hub.producer and (t not in hub.values or hub.graph.ops[hub.producer[t]].copies):
+                    memo[t] = all(explained(i) for i in hub.graph.ops[hub.producer[t]].inputs)
+            return memo[t]
+
+        for op in hub.graph.ops:
+            data = [t for t in op.inputs if t in hub.dynamic]
+            if op.copies or not data or not all(explained(t) for t in data):
+                continue
+            for h in op.outputs:
+                if h in hub.values and h in hub.dynamic and h not in held and h not in upstream:
+                    m = self._frontier_match(h, data)
+                    if m is not None:
+                        self._add(m)
+                        held.add(m.hub)
+                        found.append(m)
+        return found
+
+    def _frontier_match(self, h: str, data: list[str]) -> Match | None:
+        start = {t for m in self._holders_of(data) for t in [m.artifact]}
+        near = self._art_reach(start)
+        fits = [(t, d, views(self._shape(t), self._hub_shape(h))) for t, d in near.items()
+                if d > 0 and t in self.values and t not in self.matches]
+        fits = [(t, d, self._view_for(t, h, vs)) for t, d, vs in fits if vs]
         if not fits:
             return None
-        nearest = min(window[h] for h, _ in fits)
-        ring = [(h, vs) for h, vs in fits if window[h] == nearest]
-        free = [(h, vs) for h, vs in ring if h not in self._held] or ring
-        scored = [(h, self._view_for(t, h, vs)) for h, vs in free]
-        h, view = max(scored, key=lambda hv: (self._compare(t, hv[0], hv[1]).cosine, -self.hub.order(hv[0])))
-        cosine = self._compare(t, h, view).cosine
-        while True:
+        scored = [(t, d, v, self._correlation(t, h, v)) for t, d, v in fits]
+        alike = [c for c in scored if c[3] >= CORRELATED]
+        t, _, view, score = min(alike or scored, key=lambda c: (c[1], -c[3]))
+        while True:  # a fused group: on along the hub while the artifact's values get closer
             nxt = self._chain_next(h)
-            if nxt is None:
-                break
-            vs = views(self._shape(t), self._hub_shape(nxt))
+            vs = views(self._shape(t), self._hub_shape(nxt)) if nxt else []
             if not vs:
                 break
             v = self._view_for(t, nxt, vs)
-            c = self._compare(t, nxt, v).cosine
-            if not c >= cosine - 1e-6:
+            c = self._correlation(t, nxt, v)
+            if not c > score + 1e-3:
                 break
-            h, view, cosine = nxt, v, c
-        return h, view
+            h, view, score = nxt, v, c
+        op = self._producer[t]
+        return Match(t, h, view, "structure", op.name, op.op_type)
+
+    def _holders_of(self, hub_tensors: list[str]) -> list[Match]:
+        """The matches holding these hub tensors or, for one the artifact does not hold (fused
+        away), the nearest held tensors upstream of it."""
+        by_hub: dict[str, list[Match]] = {}
+        for m in self.matches.values():
+            by_hub.setdefault(m.hub, []).append(m)
+        found, seen, stack = [], set(), list(hub_tensors)
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in by_hub:
+                found += by_hub[t]
+            elif t in self.hub.producer:
+                stack += [i for i in self.hub.graph.ops[self.hub.producer[t]].inputs if i in self.hub.dynamic]
+        return found
+
+    def _art_reach(self, start: set[str]) -> dict[str, int]:
+        """Artifact tensors computed from `start`, with their depth in ops (at most FRONTIER_DEPTH)."""
+        depth = dict.fromkeys(start, 0)
+        frontier = list(start)
+        while frontier:
+            nxt = []
+            for t in frontier:
+                if depth[t] >= FRONTIER_DEPTH:
+                    continue
+                for op in self._readers.get(t, ()):
+                    for out in op.outputs:
+                        if out not in depth:
+                            depth[out] = depth[t] + 1
+                            nxt.append(out)
+            frontier = nxt
+        return depth
+
+    def _upstream(self, good: set[str]) -> set[str]:
+        """Hub tensors some tensor in `good` is computed from."""
+        found: set[str] = set()
+        stack = [t for t in good if t in self.hub.producer]
+        while stack:
+            t = stack.pop()
+            for i in self.hub.graph.ops[self.hub.producer[t]].inputs:
+                if i not in found:
+                    found.add(i)
+                    if i in self.hub.producer:
+                        stack.append(i)
+        return found
+
+    def _correlation(self, t: str, h: str, view: View) -> float:
+        """How alike the values are whatever their scale and offset: the cosine of the centered
+        tensors (compare.metrics on both minus their means)."""
+        [a], [b] = comparable([view.to_hub(self.values[t])], [np.asarray(self.hub.values[h])])
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        c = metrics(a - a.mean(), b - b.mean()).cosine
+        return c if math.isfinite(c) else -1.0
 
     def _chain_next(self, h: str) -> str | None:
-        """The output of `h`'s only reader, if that node reads nothing else computed and keeps the shape."""
+        """The output of `h`'s only reader, if that node is one converters fold into the op before
+        (bias, batch norm, activation), reads nothing else computed and keeps the shape."""
         readers = self.hub.consumers.get(h, [])
         if len(readers) != 1:
             return None
         op = self.hub.graph.ops[readers[0]]
+        if op.op_type not in FUSIBLE_OPS:
+            return None
         computed = [i for i in op.inputs if i in self.hub.dynamic]
         outs = [o for o in op.outputs if o in self.hub.values]
         if set(computed) != {h} or len(outs) != 1 or self._hub_shape(outs[0]) != self._hub_shape(h):
@@ -302,19 +406,18 @@ class Aligner:
 
     def _view_for(self, t: str, h: str, vs: list[View]) -> View:
         """For a tensor that matches nothing: the layout the matched tensors of its rank use most,
-        else the one its values fit best."""
+        else the one its values correlate with best."""
         if len(vs) == 1:
             return vs[0]
         votes = self._perm_votes.get(len(self._shape(t)), {})
         voted = [v for v in vs if votes.get(v.perm)]
         if voted:
             return max(voted, key=lambda v: votes[v.perm])
-        return max(vs, key=lambda v: self._compare(t, h, v).cosine)
+        return max(vs, key=lambda v: self._correlation(t, h, v))
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _add(self, m: Match) -> None:
         self.matches[m.artifact] = m
-        self._held.add(m.hub)
         if m.how in ("value", "interface", "name"):
             votes = self._perm_votes.setdefault(len(m.view.artifact), {})
             votes[m.view.perm] = votes.get(m.view.perm, 0) + 1
@@ -346,15 +449,36 @@ class Aligner:
         key = id(a)
         if key not in self._stats:
             x = np.asarray(a, np.float64).reshape(-1)
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
             x = x[np.isfinite(x)]
-            self._stats[key] = (float(x.mean()), float(x.std()), float(np.abs(x).max())) if x.size else (0.0,) * 3
+            self._stats[key] = ((float(x.mean()), float(x.std()), float(np.abs(x).max()), float(bad)) if x.size
+                                else (0.0, 0.0, 0.0, float(bad)))
         return self._stats[key]
 
     def _compare(self, t: str, h: str, view: View) -> Metrics:
         key = (t, h, view)
         if key not in self._compared:
-            self._compared[key] = metrics(view.to_hub(self.values[t]), np.asarray(self.hub.values[h]))
+            a, b = comparable([view.to_hub(self.values[t])], [np.asarray(self.hub.values[h])])
+            self._compared[key] = metrics(a, b)
         return self._compared[key]
+
+
+def comparable(actual, reference) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sample by sample, the elements to compare. Inside a graph NaN/Inf can be right: an attention
+    mask holds -inf, a softmax over a fully masked row NaN. Where both sides hold the same
+    non-finite values at the same places, the finite elements are compared; anywhere else NaN/Inf
+    stay, and `compare.metrics` fails them as parity does."""
+    out_a, out_r = [], []
+    for a, r in zip(actual, reference, strict=True):
+        a, r = np.asarray(a), np.asarray(r)
+        if a.shape == r.shape and a.dtype.kind == "f" and r.dtype.kind == "f":
+            fa, fr = np.isfinite(a), np.isfinite(r)
+            if not (fa.all() and fr.all()) and np.array_equal(fa, fr) \
+                    and np.array_equal(a[~fa], r[~fr], equal_nan=True):
+                a, r = a[fa], r[fr]
+        out_a.append(a)
+        out_r.append(r)
+    return out_a, out_r
 
 
 def _distance(a: tuple, b: tuple) -> float:

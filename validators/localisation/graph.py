@@ -43,8 +43,9 @@ class Tracer(Protocol):
 
     `runtime` names what ran; `note` says how that differs from the parity run (other kernels, no
     delegate), for the report. `trace` takes a feed by interface name, in the artifact's layout and
-    units, and returns every traced tensor by id as float32 in the artifact's layout (integer
-    tensors dequantized with their own scale and zero point). With `given`, each op reading a tensor
+    units, and returns every float tensor it computed by id, as float32 in the artifact's layout
+    (quantized ones dequantized with their own scale and zero point; indices, masks and shapes are
+    left out). With `given`, each op reading a tensor
     named there reads the given value instead (float, artifact layout; quantized again where the
     tensor is), while the tensor itself still holds what its own op computed: one run then gives
     every layer's output from exact inputs (the isolated profile)."""
@@ -69,4 +70,12 @@ COPY_OPS = frozenset({
     "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CAST", "QUANTIZE", "DEQUANTIZE",
     # MIL
     "identity", "reshape", "squeeze", "expand_dims", "transpose", "cast", "quantize", "dequantize", "flatten2d",
+})
+
+
+# ONNX ops a converter folds into the op before them (bias, batch norm, activation): a divergent
+# artifact tensor may hold the result of a chain of these, which then names the fused group.
+FUSIBLE_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid",
+    "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus", "Mish", "Gelu", "Identity", "Cast",
 })

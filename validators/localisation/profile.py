@@ -4,8 +4,8 @@ A *layer* is a hub tensor the artifact holds (its last artifact tensor mapped th
 intermediates and layout copies come before it) together with the hub nodes that compute it from
 the layer's inputs (the hub tensors its artifact op reads, through the artifact's own unmapped
 tensors). When the artifact fused nodes (Conv + bias + Relu6 in one TFLite op), that group has
-several nodes, and the layer is named by its convolution or matrix product, else its first node that
-computes (not a reshape or cast), else its last.
+several nodes, and the layer is named by its convolution or matrix product, else its last node that
+computes (not a reshape or cast).
 
 **The first divergent layer** is the earliest (in the hub's order) whose tensor fails the mode's
 thresholds while every input it reads passes: error introduced there, not inherited. Float error
@@ -28,7 +28,7 @@ import numpy as np
 
 from bridge.base.modes import Thresholds
 from bridge.validators.compare import Metrics, failures, metrics
-from bridge.validators.localisation.align import Hub, Match
+from bridge.validators.localisation.align import Aligner, Hub, Match, comparable
 from bridge.validators.localisation.graph import TracedGraph
 
 # The convolution or matrix product of a fused group is the layer a user knows by name.
@@ -54,6 +54,25 @@ class Layer:
     @property
     def passed(self) -> bool:
         return self.metrics is not None and not self.reasons
+
+
+def align_layers(hub: Hub, art: TracedGraph, first: Mapping[str, np.ndarray], declared: Mapping,
+                 thresholds: Thresholds, hub_column: Callable[[str], Iterable[np.ndarray]],
+                 art_column: Callable[[str], Iterable[np.ndarray]]) -> tuple[dict[str, Match], list[Layer]]:
+    """Pass 1 of the aligner, its layers judged over every sample, then the frontier (pass 2)
+    from the layers that passed; the layers again with the frontier's."""
+    aligner = Aligner(hub, art, first, declared, thresholds)
+    layers = layers_of(hub, art, aligner.run())
+    measure(layers, hub_column, art_column, thresholds)
+    if aligner.frontier({layer.hub for layer in layers if layer.passed}):
+        measured = {(layer.hub, layer.match.artifact): layer for layer in layers}
+        layers = layers_of(hub, art, aligner.matches)
+        for layer in layers:
+            known = measured.get((layer.hub, layer.match.artifact))
+            if known is not None:
+                layer.metrics, layer.reasons = known.metrics, known.reasons
+        measure([layer for layer in layers if layer.metrics is None], hub_column, art_column, thresholds)
+    return aligner.matches, layers
 
 
 def layers_of(hub: Hub, art: TracedGraph, matches: Mapping[str, Match]) -> list[Layer]:
@@ -124,8 +143,7 @@ def measure(layers: list[Layer], hub_column: Callable[[str], Iterable[np.ndarray
     """Every layer's metrics over all samples (the artifact's tensor laid out as the hub's)."""
     for layer in layers:
         try:
-            layer.metrics = metrics(as_hub(layer.match.view, art_column(layer.match.artifact), hub_column(layer.hub)),
-                                    hub_column(layer.hub))
+            layer.metrics = compare_layer(layer.match.view, art_column(layer.match.artifact), hub_column(layer.hub))
         except ValueError as e:  # a layout that does not fit another sample's shape: not comparable
             layer.reasons = [str(e)]
             continue
@@ -137,6 +155,13 @@ def as_hub(view, artifact: Iterable[np.ndarray], hub: Iterable[np.ndarray]) -> I
     dynamic axis can change size between samples; memory-mapped samples give their shape unread)."""
     for a, h in zip(artifact, hub, strict=True):
         yield view.to_hub(a, np.shape(h))
+
+
+def compare_layer(view, artifact: Iterable[np.ndarray], hub: Iterable[np.ndarray]) -> Metrics:
+    """`compare.metrics` of the artifact's tensor against the hub's over every sample, where both
+    agree on their NaN/Inf (`align.comparable`)."""
+    hub = list(hub)
+    return metrics(*comparable(as_hub(view, artifact, hub), hub))
 
 
 def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:

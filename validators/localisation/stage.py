@@ -27,20 +27,20 @@ import numpy as np
 from bridge.base.arrays import Feed, Feeds, FeedWriter
 from bridge.base.bindings import IO
 from bridge.base.modes import Thresholds
-from bridge.validators.localisation.align import Aligner, Hub, Match, View
+from bridge.validators.localisation.align import Hub, Match, View, comparable
 from bridge.validators.localisation.graph import TracedGraph
 from bridge.validators.localisation.profile import (
     MAIN_OPS,
     MAX_GROUP,
     MAX_LAYERS,
     Layer,
+    align_layers,
     as_hub,
+    compare_layer,
     first_divergent,
     input_snr,
     isolated_worst,
     jump_db,
-    layers_of,
-    measure,
 )
 from bridge.validators.runners import load_runner
 
@@ -79,9 +79,8 @@ def localize(req: LocalizeRequest) -> dict:
     art_feeds = _artifact_trace(tracer, graph, feeds, req.io, Path(req.work) / "artifact")
     hub = Hub(hub_graph, hub_feeds[0])
     declared = _declared(req, graph, hub_graph, art_feeds[0], hub_feeds[0])
-    matches = Aligner(hub, graph, art_feeds[0], declared, req.thresholds).run()
-    layers = layers_of(hub, graph, matches)
-    measure(layers, hub_feeds.column, art_feeds.column, req.thresholds)
+    matches, layers = align_layers(hub, graph, art_feeds[0], declared, req.thresholds, hub_feeds.column,
+                                   art_feeds.column)
     isolated_error, carried = None, 0
     if req.isolated and layers:
         try:
@@ -144,7 +143,7 @@ def _hub_trace(req: LocalizeRequest):
     for n, i in enumerate(picks):
         inputs = {k: np.asarray(v) for k, v in req.feeds[i].items() if k in tracer.graph().inputs}
         traced = tracer.trace(inputs)
-        writer.append({**{k: np.asarray(v, np.float32) for k, v in inputs.items() if v.dtype.kind == "f"}, **traced})
+        writer.append({**{k: _stored(v) for k, v in inputs.items()}, **traced})
         if n == 0:  # fewer samples when they would take too much disk
             per_sample = sum(np.asarray(v).nbytes for v in traced.values())
             picks = spread(len(req.feeds), max(1, min(len(picks), TRACE_BYTES // max(per_sample, 1))))
@@ -168,10 +167,16 @@ def _artifact_trace(tracer, graph: TracedGraph, feeds: list[Feed], io: IO | None
     for source_feed in feeds:
         feed = _artifact_feed(source_feed, io)
         traced = tracer.trace(feed)
-        inputs = {graph.inputs[n]: np.asarray(v, np.float32) for n, v in feed.items()
-                  if n in graph.inputs and np.asarray(v).dtype.kind in "fiu"}
+        inputs = {graph.inputs[n]: _stored(v) for n, v in feed.items() if n in graph.inputs}
         writer.append({**inputs, **traced})
     return writer.close()
+
+
+def _stored(value) -> np.ndarray:
+    """A graph input as the traces keep it: float as float32; token ids and masks as they are
+    (inputs only anchor the alignment; only float tensors are compared)."""
+    value = np.asarray(value)
+    return value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
 
 
 def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
@@ -192,46 +197,67 @@ def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_
         traced = tracer.trace(_artifact_feed(source_feed, io), given)
         writer.append({t: traced[t] for t in held})
     isolated = writer.close()
-    from bridge.validators.compare import metrics
 
     for t, layer in held.items():
-        layer.isolated = metrics(as_hub(layer.match.view, isolated.column(t), hub_feeds.column(layer.hub)),
-                                 hub_feeds.column(layer.hub))
+        layer.isolated = compare_layer(layer.match.view, isolated.column(t), hub_feeds.column(layer.hub))
     return isolated
 
 
 def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds) -> int:
-    """Each layer's isolated output fed to the hub in place of the hub's own tensor: what that layer
-    alone does to the outputs. One onnxruntime session per layer, so bounded (MAX_CARRIED layers,
-    CARRY_SECONDS), the worst on their own first."""
+    """What each layer's own error does to the outputs: the hub runs with the readers of that
+    layer's tensor reading the hub's value plus (isolated output - hub's value), every other delta
+    zero. One onnxruntime session for all layers; the worst on their own first, at most MAX_CARRIED
+    of them and CARRY_SECONDS. A layer whose NaN/Inf differ from the hub's is not carried."""
     from bridge.validators.compare import metrics
 
-    outputs = list(hub_tracer.graph().outputs.values())
-    inputs = hub_tracer.graph().inputs
-    start = time.perf_counter()
-    order = sorted(layers, key=lambda layer: layer.isolated.snr_db if layer.isolated is not None
-                   and np.isfinite(layer.isolated.snr_db) else -np.inf)
-    done = 0
-    for layer in order[:MAX_CARRIED]:
+    graph = hub_tracer.graph()
+    outputs, inputs = list(graph.outputs.values()), graph.inputs
+    order = sorted((layer for layer in layers if layer.isolated is not None),
+                   key=lambda layer: layer.isolated.snr_db if np.isfinite(layer.isolated.snr_db) else -np.inf)
+    order = order[:MAX_CARRIED]
+    inner = [layer for layer in order if layer.hub not in outputs]
+    tensors, run = hub_tracer.perturbed([layer.hub for layer in inner]) if inner else ([], None)
+    shapes = [{t: np.shape(hub_feeds.tensor(i, t)) for t in tensors} for i in range(len(hub_feeds))]
+    start, done = time.perf_counter(), 0
+    for layer in order:
         if time.perf_counter() - start > CARRY_SECONDS:
             break
         if layer.hub in outputs:  # an output's isolated error is its error at the outputs
-            layer.propagated = layer.isolated
-            done += 1
+            layer.propagated, done = layer.isolated, done + 1
             continue
-        run = hub_tracer.propagate(layer.hub)
-        view = layer.match.view
-        values = as_hub(view, isolated.column(layer.match.artifact), hub_feeds.column(layer.hub))
-        samples = [run({n: np.asarray(v) for n, v in feeds[i].items() if n in inputs}, value)
-                   for i, value in enumerate(values)]
-        worst = None
-        for o in outputs:
-            m = metrics([s[o] for s in samples], hub_feeds.column(o))
-            if worst is None or not m.snr_db >= worst.snr_db:
-                worst = m
-        layer.propagated = worst
-        done += 1
+        if layer.hub not in tensors:
+            continue
+        samples = []
+        for i, (own, hub_value) in enumerate(zip(as_hub(layer.match.view, isolated.column(layer.match.artifact),
+                                                        hub_feeds.column(layer.hub)),
+                                                 hub_feeds.column(layer.hub), strict=True)):
+            delta = _delta(own, hub_value)
+            if delta is None:
+                break
+            feed = {n: np.asarray(v) for n, v in feeds[i].items() if n in inputs}
+            zeros = {t: np.zeros(shape, np.float32) for t, shape in shapes[i].items()}
+            samples.append(run(feed, {**zeros, layer.hub: delta}))
+        else:
+            worst = None
+            for o in outputs:
+                m = metrics(*comparable([s[o] for s in samples], hub_feeds.column(o)))
+                if worst is None or not m.snr_db >= worst.snr_db:
+                    worst = m
+            layer.propagated, done = worst, done + 1
     return done
+
+
+def _delta(own: np.ndarray, hub: np.ndarray) -> np.ndarray | None:
+    """own - hub, zero where both hold the same NaN/Inf; None where their NaN/Inf differ."""
+    own, hub = np.asarray(own, np.float32), np.asarray(hub, np.float32)
+    finite_own, finite_hub = np.isfinite(own), np.isfinite(hub)
+    if not np.array_equal(finite_own, finite_hub):
+        return None
+    if finite_own.all():
+        return own - hub
+    if not np.array_equal(own[~finite_own], hub[~finite_hub], equal_nan=True):
+        return None
+    return np.where(finite_own, own - np.where(finite_hub, hub, 0), 0).astype(np.float32)
 
 
 def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, art0: Feed,
@@ -310,7 +336,7 @@ class _Report:
         ops = self.hub.ops
         nodes = layer.nodes
         main = next((n for n in nodes if ops[n].op_type in MAIN_OPS),
-                    next((n for n in nodes if not ops[n].copies), nodes[-1] if nodes else None))
+                    next((n for n in reversed(nodes) if not ops[n].copies), nodes[-1] if nodes else None))
         out = {
             "node": self.original(main) if main is not None else layer.hub,
             "op_type": ops[main].op_type if main is not None else None,

@@ -90,17 +90,47 @@ class OnnxRuntimeTracer:
             self._sessions[given] = self._build(given, traced=True)
         return self._sessions[given]
 
-    def propagate(self, tensor: str):
-        """`run(feed, value) -> outputs`: the graph's outputs when the readers of `tensor` read
-        `value`, so an error in that one tensor reaches the outputs through this (float) graph."""
-        session, names = self._build(frozenset({tensor}), traced=False)
-        dtype = _NUMPY[self.types[tensor]]
+    def perturbed(self, tensors):
+        """`run(feed, deltas) -> outputs`: the graph's outputs when the readers of each tensor named
+        in `tensors` read it plus its delta (zeros where none is given). One session serves every
+        tensor: what an error in one tensor alone does to the outputs through this (float) graph."""
+        onnx = require("onnx")
+        tensors = [t for t in tensors if t in self.types]
+        types = self.types
 
-        def run(feed: Feed, value: np.ndarray) -> Feed:
-            outs = session.run(names, {**feed, _given(tensor): np.asarray(value).astype(dtype, copy=False)})
+        def edit(model) -> None:
+            graph = model.graph
+            wanted = set(tensors)
+            readers = [n for n in graph.node]
+            for node in readers:
+                node.input[:] = [_perturbed(n) if n in wanted else n for n in node.input]
+            nodes = []
+            for node in readers:
+                nodes.append(node)
+                nodes += [onnx.helper.make_node("Add", [o, _delta(o)], [_perturbed(o)], name=_perturbed(o))
+                          for o in node.output if o in wanted]
+            del graph.node[:]
+            graph.node.extend(nodes)
+            for name in tensors:
+                graph.input.append(onnx.helper.make_tensor_value_info(_delta(name), types[name], None))
+
+        ort = require("onnxruntime")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        with tempfile.TemporaryDirectory(prefix="bridge-ort-") as scratch:
+            session = ort.InferenceSession(session_source(self.path, Path(scratch), edit=edit), opts,
+                                           providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+
+        def run(feed: Feed, deltas: dict[str, np.ndarray]) -> Feed:
+            run_feed = dict(feed)
+            for t, d in deltas.items():
+                run_feed[_delta(t)] = np.asarray(d).astype(_NUMPY[types[t]], copy=False)
+            outs = session.run(names, run_feed)
             return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs, strict=True)}
 
-        return run
+        return tensors, run
 
     def _build(self, given: frozenset, traced: bool):
         ort = require("onnxruntime")
@@ -133,3 +163,11 @@ _NUMPY = {1: np.float32, 10: np.float16, 11: np.float64, 16: np.float32}
 
 def _given(name: str) -> str:
     return f"{name}__bridge_given"
+
+
+def _delta(name: str) -> str:
+    return f"{name}__bridge_delta"
+
+
+def _perturbed(name: str) -> str:
+    return f"{name}__bridge_perturbed"

@@ -171,9 +171,9 @@ class TFLiteTracer:
         out = {}
         for t in self.traced:
             i = int(t[1:])
-            value = np.asarray(interp.get_tensor(i))
-            if value.dtype.kind in "iuf" and value.dtype != np.bool_:
-                out[t] = _dequantize_tensor(value, self.details[i])
+            value = _dequantize_tensor(np.asarray(interp.get_tensor(i)), self.details[i])
+            if value is not None:
+                out[t] = value
         return out
 
     def _cut_model(self, given: frozenset):
@@ -212,9 +212,12 @@ def _cut(buf: bytes, tensors: list[int]) -> tuple[bytes, dict[str, int]]:
     return bytes(builder.Output()), extra
 
 
-def _dequantize_tensor(value: np.ndarray, d: dict) -> np.ndarray:
+def _dequantize_tensor(value: np.ndarray, d: dict) -> np.ndarray | None:
+    """A float tensor as float32, a quantized one dequantized; None for indices, masks, shapes."""
+    if value.dtype.kind == "f":
+        return value.astype(np.float32, copy=False)
     q = d.get("quantization_parameters") or {}
     scales, zeros = q.get("scales", ()), q.get("zero_points", ())
     if value.dtype.kind in "iu" and len(scales) == 1 and scales[0]:
         return (value.astype(np.float32) - np.float32(zeros[0])) * np.float32(scales[0])
-    return value.astype(np.float32, copy=False)
+    return None

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bridge.base.modes import FP32_PARITY, FULL_INT
-from bridge.validators.localisation.align import Aligner, Hub, View, views
+from bridge.validators.localisation.align import Hub, View, views
 from bridge.validators.localisation.graph import TracedGraph, TracedOp
-from bridge.validators.localisation.profile import first_divergent, isolated_worst, layers_of, measure
+from bridge.validators.localisation.profile import align_layers, first_divergent, isolated_worst
 
 
 def test_views_move_channels_and_drop_unit_axes():
@@ -59,10 +59,8 @@ def _localize(hub_graph, hub_values, art_graph, art_values, thresholds=FP32_PARI
     hub = Hub(hub_graph, hub_values)
     declared = {"t0": ("x", "interface", View((1, 5, 5, 4), (1, 4, 5, 5), (1, 5, 5, 4), (0, 3, 1, 2))),
                 "t3": ("y", "interface", View((1, 5, 5, 3), (1, 3, 5, 5), (1, 5, 5, 3), (0, 3, 1, 2)))}
-    matches = Aligner(hub, art_graph, art_values, declared, thresholds).run()
-    layers = layers_of(hub, art_graph, matches)
-    measure(layers, lambda h: [hub_values[h]], lambda t: [art_values[t]], thresholds)
-    return matches, layers
+    return align_layers(hub, art_graph, art_values, declared, thresholds, lambda h: [hub_values[h]],
+                        lambda t: [art_values[t]])
 
 
 @pytest.fixture
@@ -90,7 +88,7 @@ def test_a_wrong_layer_is_the_first_divergent_with_passing_inputs(model):
     bad = dict(hub_values, r1=np.clip(_conv(x, w1 * 1.5), 0, 6))  # the first fused op computes wrongly
     art_graph, art_values = _artifact(bad, w2)
     matches, layers = _localize(hub_graph, hub_values, art_graph, art_values)
-    assert matches["t2"].how == "structure" and matches["t2"].hub == "r1"  # matches nothing; nearest by shape
+    assert matches["t2"].how == "structure" and matches["t2"].hub == "r1"  # matches nothing: the frontier
     first = first_divergent(layers, {"y"})
     assert first.hub == "r1" and first.nodes == [0, 1]  # Conv and Clip, fused
     assert first.metrics.rel_l2 > 0.1

@@ -48,6 +48,12 @@ def test_given_tensor_feeds_its_readers_and_keeps_its_own_value(chain):
     np.testing.assert_array_equal(out["y"], np.ones((2, 3)))
 
 
-def test_one_tensor_carried_to_the_outputs(chain):
-    run = chain.propagate("r")
-    np.testing.assert_array_equal(run({"x": X}, np.full((2, 3), 7.0, np.float32))["y"], np.full((2, 3), 8.0))
+def test_an_error_in_one_tensor_carried_to_the_outputs(chain):
+    tensors, run = chain.perturbed(["m", "r"])
+    assert tensors == ["m", "r"]
+    zeros = {"m": np.zeros((2, 3), np.float32), "r": np.zeros((2, 3), np.float32)}
+    np.testing.assert_array_equal(run({"x": X}, zeros)["y"], np.maximum(X * 2, 0) + 1)  # nothing moved
+    np.testing.assert_array_equal(run({"x": X}, {**zeros, "r": np.full((2, 3), 0.5, np.float32)})["y"],
+                                  np.maximum(X * 2, 0) + 1.5)
+    moved = run({"x": X}, {**zeros, "m": np.full((2, 3), -100.0, np.float32)})["y"]  # the Relu of the reader
+    np.testing.assert_array_equal(moved, np.ones((2, 3)))
