@@ -120,7 +120,8 @@ def test_corrupted_layer_of_a_trained_mobilenet(tmp_path_factory, tmp_path, kind
     assert first["nodes"] == [target.name]
     assert first["input_snr_db"] > (50 if kind != "coreml" else 40)
     loc = rep["artifacts"][0]["parity"]["localization"]
-    assert loc["mapped"]["layers"] >= 50
+    before = loc["layers"][:loc["layers"].index(next(x for x in loc["layers"] if x["node"] == target.name))]
+    assert len(before) >= 20 and all(x["passed"] for x in before)  # every layer up to it reproduced
 
 
 _MOBILENET: dict = {}

@@ -87,7 +87,7 @@ class OnnxRuntimeTracer:
 
     def _session(self, given: frozenset):
         if given not in self._sessions:
-            self._sessions[given] = self._build(given, traced=True)
+            self._sessions[given] = self._build(given)
         return self._sessions[given]
 
     def perturbed(self, tensors):
@@ -132,10 +132,10 @@ class OnnxRuntimeTracer:
 
         return tensors, run
 
-    def _build(self, given: frozenset, traced: bool):
+    def _build(self, given: frozenset):
         ort = require("onnxruntime")
         onnx = require("onnx")
-        exposed, types = (self.traced if traced else []), self.types
+        exposed, types = self.traced, self.types
 
         def edit(model) -> None:
             graph = model.graph
