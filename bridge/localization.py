@@ -24,6 +24,7 @@ from bridge.report import Parity
 from bridge.stages import Limits, Stage, run_stage
 
 STAGE_FUNCTION = "bridge.validators.localisation.stage:localize"
+DEBUG_CARRY_SECONDS = 120.0  # `bridge debug` is asked for: it carries more layers to the outputs
 
 
 class When(StrEnum):
@@ -74,14 +75,15 @@ class Localizer:
             correspondence: Mapping[str, str] | None, label: str) -> dict:
         if lane.tracer is None:
             return {"status": "not_available", "reason": f"the {lane.name} lane declares no tracer"}
-        from bridge.validators.localisation.stage import LocalizeRequest
+        from bridge.validators.localisation.stage import CARRY_SECONDS, LocalizeRequest
 
         self.count += 1
         req = LocalizeRequest(
             artifact=artifact, tracer=lane.tracer, hub=self.hub_path, hub_trace=str(self.work / "hub"),
             work=str(self.work / f"artifact-{self.count}"), feeds=self.feeds, io=io,
             thresholds=layer_thresholds(spec, self.overrides), node_names=dict(self.node_names),
-            correspondence=dict(correspondence or {}), framework=self.framework)
+            correspondence=dict(correspondence or {}), framework=self.framework,
+            carry_seconds=DEBUG_CARRY_SECONDS if self.when == When.always else CARRY_SECONDS)
         start = time.perf_counter()
         with self.progress.step(f"Localising the divergence in {label} layer by layer"):
             try:

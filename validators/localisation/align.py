@@ -386,7 +386,7 @@ class Aligner:
         tensors (compare.metrics on both minus their means)."""
         [a], [b] = comparable([view.to_hub(self.values[t])], [np.asarray(self.hub.values[h])])
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        c = metrics(a - a.mean(), b - b.mean()).cosine
+        c = metrics(a - a.mean(), b - b.mean(), histogram=False).cosine
         return c if math.isfinite(c) else -1.0
 
     def _chain_next(self, h: str) -> str | None:
@@ -459,7 +459,7 @@ class Aligner:
         key = (t, h, view)
         if key not in self._compared:
             a, b = comparable([view.to_hub(self.values[t])], [np.asarray(self.hub.values[h])])
-            self._compared[key] = metrics(a, b)
+            self._compared[key] = metrics(a, b, histogram=False)
         return self._compared[key]
 
 

@@ -161,7 +161,7 @@ def compare_layer(view, artifact: Iterable[np.ndarray], hub: Iterable[np.ndarray
     """`compare.metrics` of the artifact's tensor against the hub's over every sample, where both
     agree on their NaN/Inf (`align.comparable`)."""
     hub = list(hub)
-    return metrics(*comparable(as_hub(view, artifact, hub), hub))
+    return metrics(*comparable(as_hub(view, artifact, hub), hub), histogram=False)
 
 
 def first_divergent(layers: list[Layer], outputs: set[str]) -> Layer | None:

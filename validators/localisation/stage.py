@@ -49,7 +49,7 @@ SAMPLES = 4  # parity samples localisation runs on (spread over them)
 TRACE_BYTES = 1 << 30  # hub tensors kept on disk per run: fewer samples past this
 MAX_TENSORS = 4000  # hub tensors exposed at once; more are thinned evenly (outputs kept)
 MAX_CARRIED = 256  # layers whose isolated error is carried to the outputs (the worst on their own first)
-CARRY_SECONDS = 120.0  # and for at most this long
+CARRY_SECONDS = 30.0  # and for at most this long (`bridge debug` gives it longer)
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class LocalizeRequest:
     framework: str = ""
     samples: int = SAMPLES
     isolated: bool = True
+    carry_seconds: float = CARRY_SECONDS
 
 
 def localize(req: LocalizeRequest) -> dict:
@@ -85,7 +86,7 @@ def localize(req: LocalizeRequest) -> dict:
     if req.isolated and layers:
         try:
             isolated = _isolate(tracer, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
-            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds)
+            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     outputs = set(hub_graph.outputs.values())
@@ -111,6 +112,7 @@ def localize(req: LocalizeRequest) -> dict:
                       "encoding where it is integer), one run with the graph cut at every held tensor; then each "
                       "layer's output carried to the graph outputs through the float hub (output_snr_db)",
             "carried": carried,
+            "carried_of": sum(1 for layer in layers if layer.isolated is not None),
             "worst": report.layer(worst) if worst is not None else None,
         }
         if isolated_error:
@@ -203,11 +205,12 @@ def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_
     return isolated
 
 
-def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds) -> int:
+def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds,
+           seconds: float) -> int:
     """What each layer's own error does to the outputs: the hub runs with the readers of that
     layer's tensor reading the hub's value plus (isolated output - hub's value), every other delta
     zero. One onnxruntime session for all layers; the worst on their own first, at most MAX_CARRIED
-    of them and CARRY_SECONDS. A layer whose NaN/Inf differ from the hub's is not carried."""
+    of them and `seconds`. A layer whose NaN/Inf differ from the hub's is not carried."""
     from bridge.validators.compare import metrics
 
     graph = hub_tracer.graph()
@@ -220,7 +223,7 @@ def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, 
     shapes = [{t: np.shape(hub_feeds.tensor(i, t)) for t in tensors} for i in range(len(hub_feeds))]
     start, done = time.perf_counter(), 0
     for layer in order:
-        if time.perf_counter() - start > CARRY_SECONDS:
+        if time.perf_counter() - start > seconds:
             break
         if layer.hub in outputs:  # an output's isolated error is its error at the outputs
             layer.propagated, done = layer.isolated, done + 1
@@ -240,7 +243,7 @@ def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, 
         else:
             worst = None
             for o in outputs:
-                m = metrics(*comparable([s[o] for s in samples], hub_feeds.column(o)))
+                m = metrics(*comparable([s[o] for s in samples], hub_feeds.column(o)), histogram=False)
                 if worst is None or not m.snr_db >= worst.snr_db:
                     worst = m
             layer.propagated, done = worst, done + 1
