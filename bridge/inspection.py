@@ -30,19 +30,26 @@ def lane_support(onnx_path: str, node_names: dict[str, str], limits: Limits) -> 
                               "reason": f"{', '.join(missing_backends)} not installed; pip install "
                                         f"\"bridge-convert[{lane.extra}]\""}
             continue
-        if lane.preflight is None:
+        preflight = lane.inspect_preflight or lane.preflight
+        if preflight is None:
             out[lane.name] = {"supported": True, "unsupported_ops": []}
             continue
         stage = Stage(f"{lane.name}-preflight", "bridge.lanes:call", lane.convert_blocks)
         try:
-            missing = run_stage(stage, lane.preflight, onnx_path, node_names, lane.make_options(), limits=limits)
+            missing = run_stage(stage, preflight, onnx_path, node_names, lane.make_options(), limits=limits)
         except BridgeError as e:
             out[lane.name] = {"supported": False, "unsupported_ops": [], "reason": str(e)}
             continue
-        out[lane.name] = {"supported": not missing, "unsupported_ops": [u.op_type for u in missing]}
+        out[lane.name] = {"supported": not missing, "unsupported_ops": list(dict.fromkeys(u.op_type for u in missing))}
         if missing:
-            out[lane.name]["nodes"] = {u.op_type: list(u.nodes) for u in missing}
-            out[lane.name]["reasons"] = {u.op_type: u.reason for u in missing if u.reason}
+            nodes: dict[str, list[str]] = {}
+            reasons: dict[str, list[str]] = {}
+            for u in missing:  # one op type may be refused for several reasons, node by node
+                nodes.setdefault(u.op_type, []).extend(u.nodes)
+                if u.reason:
+                    reasons.setdefault(u.op_type, []).append(u.reason)
+            out[lane.name]["nodes"] = nodes
+            out[lane.name]["reasons"] = {op: "; ".join(r) for op, r in reasons.items()}
     return out
 
 

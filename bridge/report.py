@@ -118,6 +118,8 @@ class Report:
     seconds: float = 0.0  # wall time of the whole run
     path: Path | None = None  # where report.json was written
     written: dict[str, Path] = field(default_factory=dict)  # every file written: "report", "page", "junit"
+    # each stage run: {"stage", "cache": ran | reused | off, "seconds"} (stages the cache gave back took 0 s)
+    stage_runs: list[dict] = field(default_factory=list)
     _start: float = field(default_factory=time.perf_counter, repr=False)
 
     @property
@@ -138,4 +140,4 @@ class Report:
                 "created": self.created, "seconds": round(self.seconds, 3), "bridge_version": self.bridge_version,
                 "command_line": self.command_line, "source": self.source, "hub": self.hub, "samples": self.samples,
                 "warnings": self.warnings, "artifacts": [a.to_json() for a in self.artifacts],
-                "environment": self.environment}
+                "environment": self.environment, **({"stage_runs": self.stage_runs} if self.stage_runs else {})}

@@ -3,6 +3,7 @@ one session-wide check that every report the suite made bridge write matches the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,11 +17,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# PyPI's torch for Python 3.12 is the CUDA build, which ships triton; torch imports it lazily (torch.export,
+# dynamo exports). A process that imported TensorFlow (or coremltools, which imports it) before triton
+# segfaults when triton loads. bridge's stages never load both, but this process imports everything the
+# tests touch: triton goes first.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 
 
 BRIDGE = Path(sys.executable).parent / "bridge"  # the installed console script
+
+
+def pytest_configure(config):
+    """The CLI's stage cache lives in the user's cache folder (XDG_CACHE_HOME): the suite gets a
+    folder of its own, so it never reads or fills the developer's, and starts empty every run."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-cache-")
 
 
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):

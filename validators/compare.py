@@ -182,8 +182,9 @@ def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | I
         if a is None or b is None:
             raise ValueError(f"sample count mismatch: {'the artifact' if a is None else 'the reference'} "
                              f"stops after {i} samples")
-        if a.shape != b.shape:
+        if a.shape != b.shape and not (a.size == b.size == 1):  # a scalar held as [1] (TFLite has no rank 0)
             raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+        a, b = (a.reshape(b.shape), b) if a.shape != b.shape else (a, b)
         one = _Sums(with_histogram=histogram)
         for ca, cb in zip(_chunks(a), _chunks(b), strict=True):
             one.add(ca, cb)

@@ -74,6 +74,8 @@ class Binding:
         return out
 
     def to_artifact(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim == 0 and tuple(self.shape) == (1,):  # a scalar the artifact holds as [1] (TFLite has no rank 0)
+            return x.reshape(1)
         x = np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
         return self.pixels.to_pixels(x, axis=1) if self.pixels else x
 

@@ -52,6 +52,9 @@ class Lane:
     # `bridge.validators.localisation.graph.Tracer`); None: the lane's artifacts cannot be localised
     tracer: str | None = None
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
+    # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
+    # once something is found) checks every node; None: `preflight`
+    inspect_preflight: str | None = None
     recognize: Callable[[Path], bool] | None = None  # is this file one of our artifacts? (cheap, no frameworks)
     options: type | None = None  # frozen dataclass; each field is an option of `bridge convert`
     variants: Mapping[str, str] = field(default_factory=dict)  # another convert, chosen by `select`

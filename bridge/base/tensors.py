@@ -90,7 +90,7 @@ class Values:
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         u = rng.random(shape)
         x = np.interp(u, np.linspace(0.0, 1.0, len(self.quantiles)), self.quantiles)
-        return (np.round(x) if self.whole else x).astype(dtype)
+        return np.asarray(np.round(x) if self.whole else x, dtype=dtype)  # 0-d stays an array (np.interp unboxes it)
 
     def to_json(self) -> dict:
         q = self.quantiles

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from bridge.base.samples import CalibrationOptions
-from bridge.commands.common import RichProgress, command_line, print_outcome
+from bridge.commands.common import RichProgress, command_line, open_cache, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
@@ -56,6 +56,11 @@ def core(
     localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
                                                 "parity (report.json: parity.localization).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
+    cache_dir: Annotated[Path, typer.Option(help="Stage cache folder (default ~/.cache/bridge/stages): stages "
+                                                 "whose inputs are unchanged are reused.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage; read and write no cache.")] = False,
+    cache_size: Annotated[str, typer.Option(help="Bound of the stage cache, e.g. 20G (least recently used "
+                                                 "entries go first).")] = None,
     **lane_values,
 ) -> None:
     """Convert SOURCE to every target and mode, check each artifact against the source, write report.json
@@ -82,7 +87,8 @@ def core(
         junit=str(junit) if junit else None,
         localize=localize,
     )
-    report = convert(source, options, RichProgress(), command_line=command_line(ctx))
+    report = convert(source, options, RichProgress(), command_line=command_line(ctx),
+                     cache=open_cache(cache_dir, no_cache, cache_size))
     print_outcome(report)
     raise typer.Exit(report.exit_code)
 

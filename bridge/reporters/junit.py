@@ -29,24 +29,59 @@ class JUnitReporter:
 
 
 def render(doc: dict) -> bytes:
+    return _document([suite(doc)])
+
+
+def render_batch(summary: dict, docs: dict[str, dict | None]) -> bytes:
+    """`bridge batch`: one `<testsuite>` per model (its report's, as `render` makes it); a model
+    that stopped before it had a report is a suite of one errored case."""
+    suites = []
+    for model in summary["models"]:
+        doc = docs.get(model["name"])
+        if doc is not None:
+            suites.append(suite(doc, name=model["name"]))
+            continue
+        case = ET.Element("testcase", {"classname": _text(model["name"]), "name": _text(model["source"]),
+                                       "time": f"{model['seconds']:.3f}"})
+        message = model.get("error") or "the model did not run"
+        ET.SubElement(case, "error", {"message": _text(message), "type": "batch"}).text = _text(message)
+        attrs = {"tests": "1", "failures": "0", "errors": "1", "time": f"{model['seconds']:.3f}", "skipped": "0"}
+        empty = ET.Element("testsuite", {"name": _text(f"bridge batch {model['name']}"), **attrs})
+        empty.append(case)
+        suites.append(empty)
+    return _document(suites)
+
+
+def suite(doc: dict, name: str | None = None) -> ET.Element:
+    """One run's `<testsuite>`: a case per artifact."""
     source = doc["source"]["path"]
-    model = doc["source"]["name"]
+    model = name or doc["source"]["name"]
     cases = [_case(a, model) for a in doc["artifacts"]]
+    attrs = _counts(cases)
+    title = f"bridge {doc['command']} {source}" if name is None else f"bridge batch {name} ({source})"
+    element = ET.Element("testsuite", {"name": _text(title), **attrs, "skipped": "0",
+                                       **({"timestamp": doc["created"].rstrip("Z")} if doc.get("created") else {})})
+    props = ET.SubElement(element, "properties")
+    for key, value in (("bridge_version", doc.get("bridge_version")),
+                       ("command_line", shlex.join(doc["command_line"]) if doc.get("command_line") else None),
+                       ("exit_code", doc.get("exit_code"))):
+        if value is not None:
+            ET.SubElement(props, "property", {"name": key, "value": _text(str(value))})
+    element.extend(cases)
+    return element
+
+
+def _counts(cases) -> dict[str, str]:
     counts = {kind: sum(1 for c in cases if c.find(kind) is not None) for kind in ("failure", "error")}
     total = sum(float(c.get("time")) for c in cases)
-    attrs = {"tests": str(len(cases)), "failures": str(counts["failure"]), "errors": str(counts["error"]),
-             "time": f"{total:.3f}"}
-    root = ET.Element("testsuites", {"name": SUITES_NAME, **attrs})
-    suite = ET.SubElement(root, "testsuite", {"name": _text(f"bridge {doc['command']} {source}"), **attrs,
-                                              "skipped": "0", **({"timestamp": doc["created"].rstrip("Z")}
-                                                                 if doc.get("created") else {})})
-    props = ET.SubElement(suite, "properties")
-    for name, value in (("bridge_version", doc.get("bridge_version")),
-                        ("command_line", shlex.join(doc["command_line"]) if doc.get("command_line") else None),
-                        ("exit_code", doc.get("exit_code"))):
-        if value is not None:
-            ET.SubElement(props, "property", {"name": name, "value": _text(str(value))})
-    suite.extend(cases)
+    return {"tests": str(len(cases)), "failures": str(counts["failure"]), "errors": str(counts["error"]),
+            "time": f"{total:.3f}"}
+
+
+def _document(suites: list[ET.Element]) -> bytes:
+    cases = [c for s in suites for c in s.iter("testcase")]
+    root = ET.Element("testsuites", {"name": SUITES_NAME, **_counts(cases)})
+    root.extend(suites)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 

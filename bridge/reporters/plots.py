@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 
 SNR_SHOWN_DB = 160.0  # bars stop here: past ~140 dB two float32 results agree to the last bit anyway
 COLORS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6d4c41", "not_executed": "#9e9e9e"}
@@ -127,11 +128,18 @@ class _style:
     def __enter__(self):
         import matplotlib
 
+        _DRAWING.acquire()  # rcParams are process-wide: `bridge batch` renders its models' pages from threads
         self.ctx = matplotlib.rc_context(self.rc)
         self.ctx.__enter__()
 
     def __exit__(self, *exc):
-        self.ctx.__exit__(*exc)
+        try:
+            self.ctx.__exit__(*exc)
+        finally:
+            _DRAWING.release()
+
+
+_DRAWING = threading.Lock()
 
 
 def _svg(fig, name: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from bridge import ConvertOptions, convert
@@ -20,18 +19,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def source(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"],
-                                                                                        name="act")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    path = tmp_path / "src" / "tiny.onnx"
-    path.parent.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return str(path)
+    return fake_lane.tiny_onnx(tmp_path / "src", relu=True)
 
 
 @pytest.fixture(autouse=True)

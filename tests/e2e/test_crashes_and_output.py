@@ -324,8 +324,9 @@ def test_killed_while_replacing_a_package_leaves_nothing_half_made(tmp_path):
 # --- Deterministic artifacts ----------------------------------------------------------------------------
 
 def test_same_source_same_options_same_bytes(tmp_path):
+    # --no-cache: the second run must convert again, not copy the first run's files back
     args = ("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "onnx", "--target", "tflite",
-            "--target", "coreml", "--quantize", "coreml=fp16,palettize-4")
+            "--target", "coreml", "--quantize", "coreml=fp16,palettize-4", "--no-cache")
     reports = []
     for name in ("a", "b"):
         r = bridge(*args, "--out", tmp_path / name)

@@ -124,7 +124,8 @@ def test_validate_writes_the_page_the_junit_file_and_the_report(validated):
     assert r.returncode == 1, r.stderr[-3000:]
     assert schema_problems(rep) == [] and rep["command"] == "validate" and rep["hub"] is None
     assert [a["parity"]["status"] for a in rep["artifacts"]] == ["passed", "passed", "failed"]
-    assert rep["samples"]["parity"] == {"origin": "synthetic", "count": 8, "seed": 0}
+    assert rep["samples"]["parity"] == {"origin": "synthetic", "count": 8, "seed": 0,
+                                        "detail": "x: drawn from its example values [0, 1]"}
     (suite,) = list(JUnitXml.fromfile(str(validated["junit"])))
     assert [bool(c.result) for c in suite] == [False, False, True]
     html = validated["page"].read_text()

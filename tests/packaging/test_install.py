@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "tensorflow", "coremltools", "onnx", "onnxruntime", "onnx2tf", "keras", "ai_edge_litert",
-         "matplotlib", "jinja2")  # the page's renderer loads when a page is written, not for --help
+         "matplotlib", "jinja2", "ray")  # the page's renderer loads when a page is written, not for --help
 
 
 def test_import_and_help_load_no_framework():
@@ -20,6 +20,7 @@ def test_import_and_help_load_no_framework():
             "from typer.testing import CliRunner;"
             "r = CliRunner().invoke(bridge.cli.app, ['--help']); assert r.exit_code == 0, r.output;"
             "r = CliRunner().invoke(bridge.cli.app, ['convert', '--help']); assert r.exit_code == 0, r.output;"
+            "r = CliRunner().invoke(bridge.cli.app, ['batch', '--help']); assert r.exit_code == 0, r.output;"
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at startup: {out.stdout}"

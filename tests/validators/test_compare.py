@@ -144,3 +144,12 @@ def _metrics_of(**figures):
 
     defaults = {"max_abs": 0.0, "mean_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0, "snr_db": 300.0}
     return Metrics(**(defaults | figures))
+
+
+def test_a_scalar_held_as_one_element_compares_but_other_shapes_do_not():
+    """TFLite has no rank-0 tensors: onnx2tf writes a scalar output as [1]."""
+    m = metrics(np.array([2.0], np.float32), np.array(2.0, np.float32))
+    assert m.rel_l2 == 0.0
+    assert metrics(np.array([2.5], np.float32), np.array(2.0, np.float32)).rel_l2 == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics(np.zeros((1, 2), np.float32), np.zeros(2, np.float32))

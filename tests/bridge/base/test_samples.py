@@ -108,3 +108,10 @@ def test_too_little_calibration_data_still_shapes_the_parity_inputs(tmp_path):
     x = np.concatenate([f["x"] for f in s.parity])
     assert len(s.parity) == 8 and 10.0 <= x.min() and x.max() <= 20.0
     assert "drawn from its calibration data values" in s.parity_origin.detail
+
+
+def test_a_scalar_input_stays_an_array():
+    """np.interp unboxes a 0-d input to a numpy scalar, which onnxruntime refuses as a feed."""
+    spec = TensorSpec("s", (), values=Values.of([np.array([0.25, 0.5, 0.75], np.float32)]))
+    x = split_samples(CalibrationOptions(), [spec], False, 2, 0).parity[0]["s"]
+    assert isinstance(x, np.ndarray) and x.shape == () and x.dtype == np.float32 and 0.25 <= x <= 0.75
