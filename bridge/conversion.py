@@ -53,7 +53,7 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
 MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "convert": (2 * GiB, 8.0),
-          "runtime": (GiB // 2, 3.0)}
+          "runtime": (GiB // 2, 3.0), "localize": (GiB, 12.0)}
 
 
 def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
@@ -223,7 +223,7 @@ class _Run:
         self.localizer = Localizer(ex.hub_path, ex.feeds, ex.node_names, ex.framework, self.work / "localize",
                                    self.limits, self.progress, self.threshold_overrides,
                                    When.on_failure if self.options.localize and self.hub_outputs is not None
-                                   else When.never)
+                                   else When.never, call=self._localize)
         ranges = self._numerics(report)
         jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
                 for t in dict.fromkeys(r.target for r in self.routes)]
@@ -252,16 +252,18 @@ class _Run:
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root)
         return outcome.unwrap()
 
-    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
+    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
+                cached: bool = True) -> Outcome:
         start = time.perf_counter()
         with self.progress.step(label):
             outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
-        self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
+        ran = ("ran" if cached else "uncached") if self.cache else "off"
+        self.stage_runs.append({"stage": stage.name, "cache": ran,
                                 "seconds": round(time.perf_counter() - start, 3)})
         return outcome
 
@@ -474,6 +476,11 @@ class _Run:
         elif self.localizer.wanted(rec.parity):
             self.localizer.attach(rec.parity, lane, spec, str(dest), art.io, art.correspondence, dest.name)
         return rec
+
+    def _localize(self, label: str, stage: Stage, req) -> dict:
+        """A localisation stage through the executor, uncached (`Localizer`): listed in `stage_runs`."""
+        return self._call(label, stage, (req,), {}, parts=None, root=Path(req.work),
+                          need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
                  label: str, data: str | None = None) -> tuple[str, Feeds] | BridgeError:

@@ -9,7 +9,7 @@ are written once per run and shared by every artifact localised in it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -43,9 +43,18 @@ def layer_thresholds(spec: ModeSpec, overrides: Sequence) -> Thresholds:
     return t
 
 
+# How a localisation stage is run: (progress label, stage, request) -> its result. `convert` runs it
+# through its executor (and lists it in `stage_runs`); by default it runs in a child here.
+Call = Callable[[str, Stage, object], dict]
+
+
 @dataclass
 class Localizer:
-    """One run's localisation: the hub and samples every artifact is compared on."""
+    """One run's localisation: the hub and samples every artifact is compared on.
+
+    Never cached: the isolated profile carries layers to the outputs for a bounded time, so the
+    same inputs need not give the same report, and a cache must only give back what would come again.
+    """
 
     hub_path: str
     feeds: Sequence[Feed]
@@ -56,6 +65,7 @@ class Localizer:
     progress: Progress
     overrides: Sequence = ()
     when: When = When.on_failure
+    call: Call | None = None
     count: int = field(default=0, init=False)
 
     def wanted(self, parity: Parity | None) -> bool:
@@ -85,14 +95,19 @@ class Localizer:
             correspondence=dict(correspondence or {}), framework=self.framework,
             carry_seconds=DEBUG_CARRY_SECONDS if self.when == When.always else CARRY_SECONDS)
         start = time.perf_counter()
-        with self.progress.step(f"Localising the divergence in {label} layer by layer"):
-            try:
-                found = run_stage(Stage(f"{lane.name}-localize", STAGE_FUNCTION, lane.runtime_blocks), req,
-                                  limits=self.limits)
-            except BridgeError as e:
-                found = {"status": "failed", "reason": one_line(str(e))}
+        stage = Stage(f"{lane.name}-localize", STAGE_FUNCTION, lane.runtime_blocks)
+        text = f"Localising the divergence in {label} layer by layer"
+        try:
+            found = self.call(text, stage, req) if self.call else self._run_here(text, stage, req)
+        except BridgeError as e:
+            found = {"status": "failed", "reason": one_line(str(e))}
         found["seconds"] = round(time.perf_counter() - start, 3)
         return found
+
+
+    def _run_here(self, label: str, stage: Stage, req: object) -> dict:
+        with self.progress.step(label):
+            return run_stage(stage, req, limits=self.limits)
 
 
 def summary(loc: dict | None) -> str:

@@ -283,13 +283,10 @@ def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, 
         hubs = keys.get(k, [])
         if len(hubs) == 1:
             declared[max(arts, key=order.__getitem__)] = (hubs[0], "name", None)  # the last: a lowering's result
-    reverse: dict[str, list[str]] = {}
-    for t in order:
-        reverse.setdefault(graph.name(t), []).append(t)
-    for h, name in req.correspondence.items():
-        arts = reverse.get(name, [])
-        if h in hub_tensors and len(arts) == 1:
-            declared[arts[0]] = (h, "correspondence", None)
+    for t, h in _relaid(graph, hub_graph, hub_tensors, order).items():
+        declared[t] = (h, "name", None)
+    for t, h in _corresponding(req.correspondence, graph, hub_graph, hub_tensors, order).items():
+        declared[t] = (h, "correspondence", None)
     bindings = req.io.inputs + req.io.outputs if req.io else ()
     for b in bindings:
         t = graph.inputs.get(b.artifact_name) or graph.outputs.get(b.artifact_name)
@@ -304,6 +301,48 @@ def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, 
             if name in hub0 and t in art0:
                 declared[t] = (name, "interface", None)
     return declared
+
+
+_RELAID = re.compile(r"^(?P<node>.+)_(?P<side>input|output)_(?:nwc|nhwc|ndhwc)$")
+
+
+def _relaid(graph: TracedGraph, hub_graph: TracedGraph, hub_tensors: set[str],
+            order: Mapping[str, int]) -> dict[str, str]:
+    """onnx2tf 2.x names the channel-last copy of a node's data input `<node>_input_nhwc` and of its
+    output `<node>_output_nhwc` (`_nwc`, `_ndhwc` in 1-D and 3-D), and keeps those names in every mode
+    it writes: the hub node's first input or output, re-laid. This maps a TFLite file without its
+    correspondence report (`bridge validate`, `bridge debug`); `_input_nhwc_padded` (a PAD's
+    output) matches nothing."""
+    by_node = {op.name: op for op in hub_graph.ops}
+    found: dict[str, list[str]] = {}
+    for t in order:
+        m = _RELAID.match(graph.name(t))
+        op = by_node.get(m["node"]) if m else None
+        tensors = (op.inputs if m and m["side"] == "input" else op.outputs) if op is not None else ()
+        if tensors and tensors[0] in hub_tensors:
+            found.setdefault(tensors[0], []).append(t)
+    return {arts[0]: h for h, arts in found.items() if len(arts) == 1}
+
+
+def _corresponding(correspondence: Mapping[str, str], graph: TracedGraph, hub_graph: TracedGraph,
+                   hub_tensors: set[str], order: Mapping[str, int]) -> dict[str, str]:
+    """Artifact tensor -> the hub tensor it holds, from the converter's report (onnx2tf 2.x: each
+    ONNX output -> the TFLite tensor its value ends up in, through renames and fusions). Several hub
+    tensors resolve to one TFLite tensor when nodes were fused (a Conv's output and its Relu6's both
+    become the fused CONV_2D's) or a copy was folded: the tensor holds the last of them in the hub's
+    order. Names that are not unique in the file are left to the other evidence."""
+    by_name: dict[str, list[str]] = {}
+    for t in order:
+        by_name.setdefault(graph.name(t), []).append(t)
+    hub_order = {t: i for i, op in enumerate(hub_graph.ops) for t in op.outputs}
+    held: dict[str, str] = {}
+    for h, name in correspondence.items():
+        arts = by_name.get(name, [])
+        if h not in hub_tensors or len(arts) != 1:
+            continue
+        if arts[0] not in held or hub_order.get(h, -1) > hub_order.get(held[arts[0]], -1):
+            held[arts[0]] = h
+    return held
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")

@@ -156,3 +156,37 @@ def test_declared_names_correspondence_and_interface():
     assert found["t7"][:2] == ("relu:0", "correspondence")
     assert found["in"][:2] == ("x", "interface") and found["in"][2].perm == (0, 3, 1, 2)
     assert found["t9"][:2] == ("y", "interface")
+
+
+def test_correspondence_of_a_fused_group_is_its_last_tensor():
+    """onnx2tf 2.x resolves a Conv's output and its Relu's to the one fused CONV_2D tensor (both
+    records say so): that tensor holds the Relu's values, whichever record comes first."""
+    from bridge.validators.localisation.stage import _corresponding
+
+    hub = TracedGraph((TracedOp("/a/Conv", "Conv", ("x",), ("conv",)),
+                       TracedOp("/a/Relu", "Relu", ("conv",), ("relu",)),
+                       TracedOp("/b/Conv", "Conv", ("relu",), ("y",))), {"x": "x"}, {"y": "y"})
+    art = TracedGraph((TracedOp("k", "CONV_2D", ("t0",), ("t1",)), TracedOp("m", "CONV_2D", ("t1",), ("t2",))),
+                      {"x": "t0"}, {"y": "t2"}, {"t1": "/b/Conv_input_nhwc", "t2": "y"})
+    order = {"t1": 0, "t2": 1}
+    for report in ({"conv": "/b/Conv_input_nhwc", "relu": "/b/Conv_input_nhwc"},
+                   {"relu": "/b/Conv_input_nhwc", "conv": "/b/Conv_input_nhwc"}):
+        assert _corresponding(report, art, hub, {"conv", "relu", "y"}, order) == {"t1": "relu"}
+    assert _corresponding({"conv": "/b/Conv_input_nhwc", "y": "missing"}, art, hub, {"conv", "y"}, order) \
+        == {"t1": "conv"}
+
+
+def test_onnx2tf_layout_names_map_without_the_report():
+    """`<node>_input_nhwc` is the hub node's data input, `<node>_output_nhwc` its output; a padded
+    copy and a name whose node the hub lacks map to nothing."""
+    from bridge.validators.localisation.stage import _relaid
+
+    hub = TracedGraph((TracedOp("/a/Conv", "Conv", ("x", "w"), ("conv",)),
+                       TracedOp("/b/MaxPool", "MaxPool", ("conv",), ("pool",)),
+                       TracedOp("/c/Conv", "Conv", ("pool", "w2"), ("y",))), {"x": "x"}, {"y": "y"})
+    names = {"t1": "/b/MaxPool_input_nhwc", "t2": "/b/MaxPool_output_nhwc", "t3": "/c/Conv_input_nhwc_padded",
+             "t4": "/z/Conv_input_nhwc", "t5": "y"}
+    art = TracedGraph(tuple(TracedOp(f"op{i}", "X", (), (t,)) for i, t in enumerate(names)), {"x": "t0"},
+                      {"y": "t5"}, names)
+    assert _relaid(art, hub, {"conv", "pool", "y"}, {t: i for i, t in enumerate(names)}) == \
+        {"t1": "conv", "t2": "pool"}
