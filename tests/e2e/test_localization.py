@@ -294,6 +294,8 @@ def test_int8_isolated_profile_names_the_sensitive_layer(tmp_path):
                   "--target", "coreml", "--quantize", "tflite=int8", "--quantize", "coreml=int8",
                   "--calibration", SAMPLES / "calibration")
     assert rep["exit_code"] == 1 and report_folder(out).name == ".bridge-failed"
+    runs = {(s["stage"], s["cache"]) for s in rep["stage_runs"]}
+    assert {("tflite-localize", "uncached"), ("coreml-localize", "uncached")} <= runs  # never cached
     for a in rep["artifacts"]:
         assert a["parity"]["status"] == "failed"
         loc = a["parity"]["localization"]
@@ -344,27 +346,29 @@ SEQ = """
     class Seq(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv1d(4, 64, 3, padding=1)  # weights over 1 KiB: saved as external data
-            self.proj = nn.Conv1d(64, 6, 1)
+            self.conv = nn.Conv2d(4, 64, 3, padding=1)  # weights over 1 KiB: saved as external data
+            self.proj = nn.Conv2d(64, 6, 1)
 
         def forward(self, x):
             return self.proj(torch.relu(self.conv(x)))
 
     def make():
         torch.manual_seed(0)
-        return Seq().eval(), torch.randn(1, 4, 20)
+        return Seq().eval(), torch.randn(1, 4, 10, 10)
     """
 
 
 def test_dynamic_axis_and_external_data_hub(tmp_path):
     """A hub saved with external data (as past 2 GB) and a dynamic axis: localisation reads the hub
     as parity does and runs both sizes (its samples are spread over the parity samples). A
-    threshold no float file meets makes every artifact fail, so every one is localised."""
+    threshold no float file meets makes every artifact fail, so every one is localised. (A dynamic
+    batch of a 2-D convolution: onnx2tf 2.6.9's file for a dynamic Conv1d, its SHAPE-GATHER-RESHAPE
+    tail, is one XNNPACK cannot reshape, so its parity is not executed and nothing is localised.)"""
     from bridge import ConvertOptions, convert
 
     source = f"{write_module(tmp_path / 'seq.py', SEQ)}:make"
     rep = convert(source, ConvertOptions(targets=("onnx", "tflite", "coreml"), quantize=("coreml=fp32",),
-                                         dynamic=("x:2",), thresholds=("fp32@rel_l2=1e-12",),
+                                         dynamic=("x:0",), thresholds=("fp32@rel_l2=1e-12",),
                                          out=str(tmp_path / "out"), external_data_bytes=0))
     onnx_file = next(a for a in rep.artifacts if a.target == "onnx")
     assert onnx_file.details["external_data"]
@@ -377,4 +381,4 @@ def test_dynamic_axis_and_external_data_hub(tmp_path):
         assert [x["node"] for x in loc["layers"]][-1] == "/proj/Conv"
         assert all(x["rel_l2"] < 1e-6 for x in loc["layers"])  # right, judged by a threshold nothing meets
         assert "error" not in loc["isolated"]
-        assert loc["sample_indices"] == [0, 5, 10, 15]  # of 8 samples at x:2=20, then 8 at 40
+        assert loc["sample_indices"] == [0, 5, 10, 15]  # of 8 samples at x:0=1, then 8 at 3
