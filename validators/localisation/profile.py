@@ -215,9 +215,11 @@ def _loss(layer: Layer, by_hub: Mapping[str, Layer]) -> float:
 
 def isolated_worst(layers: list[Layer]) -> Layer | None:
     """The layer whose own error costs the outputs most (its isolated tensor carried on through
-    the float hub); where that was not measured, the one whose own tensor is furthest off."""
+    the float hub); where that was not measured, or no layer's own error reaches the outputs at all
+    (a saturating gate after it: the outputs come out bit-identical), the one whose own tensor is
+    furthest off, rather than the earliest of equally harmless layers."""
     carried = [layer for layer in layers if layer.propagated is not None]
-    if carried:
+    if any(layer.propagated.rel_l2 > 0 for layer in carried):
         worst = min(_snr_key(layer.propagated) for layer in carried)
         # A reader of an integer tensor is fed the hub's value in that tensor's encoding, so it inherits
         # its producer's rounding: of the layers costing the outputs about as much, the earliest.

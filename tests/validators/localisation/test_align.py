@@ -123,6 +123,10 @@ def test_isolated_worst_prefers_what_costs_the_outputs(model):
     assert isolated_worst([a, b]) is a
     c = Layer("c", None, ["a"], [], isolated=local_good, propagated=out_bad)  # inherits a's int8 rounding
     assert isolated_worst([a, c]) is a
+    exact = metrics(np.ones(9), np.ones(9))  # a layer's own error that never reaches the outputs
+    d = Layer("d", None, [], [], isolated=local_good, propagated=exact)
+    e = Layer("e", None, ["d"], [], isolated=local_bad, propagated=exact)
+    assert isolated_worst([d, e]) is e
     assert FULL_INT.snr_db_min == 15  # the int8 thresholds these figures are judged with elsewhere
 
 
