@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bridge.conversion import ConvertOptions, convert
     from bridge.report import Report
-    from bridge.validation import ValidateOptions, validate
+    from bridge.validation import ValidateOptions, debug, validate
 
 __version__ = "0.1.0"
-__all__ = ["convert", "validate", "ConvertOptions", "ValidateOptions", "Report"]
+__all__ = ["convert", "validate", "debug", "ConvertOptions", "ValidateOptions", "Report"]
 _HOME = {"convert": "bridge.conversion", "ConvertOptions": "bridge.conversion", "validate": "bridge.validation",
-         "ValidateOptions": "bridge.validation", "Report": "bridge.report"}
+         "debug": "bridge.validation", "ValidateOptions": "bridge.validation", "Report": "bridge.report"}
 
 
 def __getattr__(name: str):

@@ -31,6 +31,7 @@ from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
 from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
+from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
@@ -55,7 +56,8 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # model from starting together on a machine that holds one.
 # An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
 MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
-          "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0)}
+          "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0),
+          "localize": (GiB, 12.0)}
 
 
 class _StageFailed(Exception):
@@ -86,6 +88,7 @@ class ConvertOptions:
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
     junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
+    localize: bool = True  # localise the first divergent layer of every artifact that fails parity
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -194,6 +197,7 @@ class _Run:
     exported: ExportResult | None = None
     outputs: dict = field(default_factory=dict)  # (runner, sha256, io) -> Future of (runtime, Feeds) or the error
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    localizer: Localizer | None = None
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
     stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
     digests: Digests = field(default_factory=Digests)
@@ -238,6 +242,11 @@ class _Run:
                     done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
             else:
                 done = [self._lane(*job, ranges) for job in jobs]
+        ex = self.exported
+        self.localizer = Localizer(ex.hub_path, ex.feeds, ex.node_names, ex.framework, self.work / "localize",
+                                   self.limits, self.progress, self.threshold_overrides,
+                                   When.on_failure if self.options.localize and self.hub_outputs is not None
+                                   else When.never, call=self._localize)
         for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
             report.artifacts += [self._judge(lane, *r) for r in ran]
         return report
@@ -270,12 +279,13 @@ class _Run:
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root)
         return outcome.unwrap()
 
-    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
+    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
+                cached: bool = True) -> Outcome:
         start = time.perf_counter()
         try:
             with self.progress.step(label):
@@ -286,7 +296,8 @@ class _Run:
             pass
         total = time.perf_counter() - start
         ran = outcome.seconds or total
-        self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
+        ran_as = ("ran" if cached else "uncached") if self.cache else "off"
+        self.stage_runs.append({"stage": stage.name, "cache": ran_as,
                                 "seconds": round(ran, 3), "waited": round(max(0.0, total - ran), 3)})
         return outcome
 
@@ -524,7 +535,19 @@ class _Run:
                            calibration=ex.calibration_origin.origin if spec.calibrated else None,
                            sizes=self._sizes(), floor=self.floor)
         rec.parity.seconds = time.perf_counter() - start
+        if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
+            rec.parity.localization = {"status": "not_applicable", "reason": (
+                "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
+                "from the export (source->onnx)")}
+        elif self.localizer.wanted(rec.parity):
+            path = self.work / STAGED / rec.path
+            self.localizer.attach(rec.parity, lane, spec, str(path), art.io, art.correspondence, rec.path)
         return rec
+
+    def _localize(self, label: str, stage: Stage, req) -> dict:
+        """A localisation stage through the executor, uncached (`Localizer`): listed in `stage_runs`."""
+        return self._call(label, stage, (req,), {}, parts=None, root=Path(req.work),
+                          need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
                  label: str, data: str | None = None, memory: tuple[int, float] | None = None

@@ -20,6 +20,7 @@ from bridge.reporters import plots
 
 GENERATOR = "bridge report.html"  # <meta name="generator">: how a later run knows the page is its own
 MAX_HISTOGRAMS = 12  # outputs plotted; a model with more lists them all in the table
+MAX_LAYERS = 40  # localised layers shown per artifact, around the first divergent one
 ORIGINS = {"synthetic": "synthetic inputs", "calibration": "held-out calibration data", "user": "the user's data"}
 _CORE_FIELDS = {"target", "quantization", "path", "bytes", "bytes_per_param", "sha256", "route", "seconds", "io",
                 "error", "parity", "warnings"}
@@ -135,9 +136,19 @@ def _row(a: dict) -> dict:
         limits = (parity.get("thresholds") or {}).get(name) or {}
         outputs.append({"name": name, "m": m, "limits": limits, "stage": stage,
                         "nonfinite": _nonfinite(m)})
+    loc = parity.get("localization") or {}
     return {"a": a, "label": plots.label(a), "state": plots.verdict(a), "problem": problem, "parity": parity,
-            "worst": worst, "outputs": outputs,
+            "worst": worst, "outputs": outputs, "loc": loc, "loc_layers": _layers_shown(loc),
             "details": {k: v for k, v in a.items() if k not in _CORE_FIELDS}}
+
+
+def _layers_shown(loc: dict) -> list[dict]:
+    """The layers around the first divergent one (the report lists them all)."""
+    layers = loc.get("layers") or []
+    first = (loc.get("first_divergent") or {}).get("tensor")
+    at = next((i for i, layer in enumerate(layers) if layer.get("tensor") == first), 0)
+    start = max(0, min(at - MAX_LAYERS // 4, len(layers) - MAX_LAYERS))
+    return layers[start:start + MAX_LAYERS]
 
 
 def _nonfinite(m: dict) -> str:

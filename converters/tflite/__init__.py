@@ -44,6 +44,7 @@ LANE = Lane(
     default=("fp32",),
     convert="bridge.converters.tflite.lane:convert",
     runner="bridge.validators.runners.tflite:TFLiteRunner",
+    tracer="bridge.validators.runners.tflite:TFLiteTracer",
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
