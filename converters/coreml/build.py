@@ -15,10 +15,10 @@ from bridge.converters.coreml.registry import lookup
 from bridge.errors import ConversionError
 from bridge.lazy import require
 
-# ONNX elem type -> (numpy dtype, MIL input dtype name). Core ML has no int64 tensors at its
-# interface: token ids arrive as int32 (the report says so).
+# ONNX elem type -> (numpy dtype, MIL input dtype name). Core ML has no int64 or float64 tensors
+# at its interface: token ids arrive as int32 and doubles as float32 (the report says so).
 INPUT_TYPES = {1: ("float32", "fp32"), 10: ("float16", "fp16"), 6: ("int32", "int32"), 7: ("int64", "int32"),
-               9: ("bool", "bool")}
+               9: ("bool", "bool"), 11: ("float64", "fp32")}
 
 
 @dataclass

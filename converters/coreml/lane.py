@@ -99,6 +99,8 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
             art.io = io
             if any(s.dtype == "int64" for s in req.inputs):
                 art.warnings.append("int64 inputs are int32 in Core ML (its interface has no int64)")
+            if any(s.dtype == "float64" for s in req.inputs):
+                art.warnings.append("float64 inputs are float32 in Core ML (it computes in float32 at most)")
         except ConversionError as e:
             art.error = {"stage": e.stage or "coreml-convert", "message": str(e), "node": e.node, "op_type": e.op_type}
         except Exception as e:  # noqa: BLE001 - coremltools' passes and compressors raise anything; one mode fails

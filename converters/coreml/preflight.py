@@ -1,31 +1,53 @@
-"""Check the whole graph before converting anything: every unsupported op, at once."""
+"""Check the whole graph before converting anything: every unsupported op, at once.
+
+An op is refused when no converter is registered for it at the model's opset, or when its
+converter exists but the node's attributes ask for something it does not lower exactly (see
+`limits`): a refused node is named with the reason, never converted into wrong numbers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.converters.coreml.limits import NodeFacts, graph_facts, limit_of
 from bridge.converters.coreml.registry import lookup
+
+NO_CONVERTER = "no Core ML converter"
 
 
 @dataclass(frozen=True)
 class Unsupported:
     op_type: str
     nodes: tuple[str, ...]
+    reason: str = NO_CONVERTER
 
     def __str__(self) -> str:
         shown = ", ".join(self.nodes[:5]) + (f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else "")
-        return f"{self.op_type} ({shown})"
+        why = "" if self.reason == NO_CONVERTER else f" [{self.reason}]"
+        return f"{self.op_type}{why} ({shown})"
+
+
+def refusal(node, opset: int, facts: NodeFacts | None = None) -> str | None:
+    """Why the lane refuses this node, or None when it claims it."""
+    if lookup(node.op_type, opset) is None:
+        return NO_CONVERTER
+    check = limit_of(node.op_type)
+    return check(facts or NodeFacts(node, opset)) if check else None
 
 
 def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Unsupported]:
     from bridge.converters.onnx.hub import opset_of
 
     opset = opset_of(model)
-    missing: dict[str, list[str]] = {}
+    facts = graph_facts(model, opset)
+    missing: dict[tuple[str, str], list[str]] = {}
     for node in model.graph.node:
-        if node.op_type != "Constant" and lookup(node.op_type, opset) is None:
-            missing.setdefault(node.op_type, []).append((node_names or {}).get(node.name, node.name))
-    return [Unsupported(op, tuple(nodes)) for op, nodes in sorted(missing.items())]
+        if node.op_type == "Constant":
+            continue
+        why = refusal(node, opset, facts(node))
+        if why:
+            missing.setdefault((node.op_type, why), []).append((node_names or {}).get(node.name, node.name))
+    return [Unsupported(op, tuple(nodes), why) for (op, why), nodes in sorted(missing.items())]
 
 
 def unsupported_in_file(path: str) -> list[dict]:
@@ -33,4 +55,4 @@ def unsupported_in_file(path: str) -> list[dict]:
     import onnx
 
     model = onnx.load(path, load_external_data=False)
-    return [{"op_type": u.op_type, "nodes": list(u.nodes)} for u in unsupported_ops(model)]
+    return [{"op_type": u.op_type, "nodes": list(u.nodes), "reason": u.reason} for u in unsupported_ops(model)]

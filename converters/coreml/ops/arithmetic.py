@@ -123,9 +123,20 @@ def pow_(ctx, node):
         base, exponent = values
         return fold(ctx, node, np.power(base.astype(np.float64), exponent), base.dtype)
     x, y = ctx.var(node.input[0]), ctx.var(node.input[1])
+    if is_int(x) and not is_int(y):
+        return ctx.set(node.output[0], _int_pow_float(ctx, node, x, y))
     if np_dtype(y) != np_dtype(x):
         y = y.astype(np_dtype(x)) if isinstance(y, np.ndarray) else mb.cast(x=y, dtype=MIL_DTYPE[np_dtype(x)])
     ctx.set(node.output[0], mb.pow(x=x, y=y, name=ctx.name(node)))
+
+
+def _int_pow_float(ctx, node, x, y):
+    """An integer base with a float exponent (2 ** 0.5) is computed in float and truncated toward
+    zero, as onnxruntime does; the truncation is explicit so the final cast only meets integers."""
+    base = x.astype(np_dtype(y)) if isinstance(x, np.ndarray) else mb.cast(x=x, dtype=MIL_DTYPE[np_dtype(y)])
+    p = mb.pow(x=base, y=y)
+    truncated = mb.mul(x=mb.floor(x=mb.abs(x=p)), y=mb.sign(x=p))
+    return mb.cast(x=truncated, dtype="int32", name=ctx.name(node))
 
 
 # unary -----------------------------------------------------------------------------------------
@@ -333,16 +344,30 @@ def _topk(ctx, node, k: int):
 def _arg(mil_op, np_op):
     def convert(ctx, node):
         a = attrs(node)
-        if a.get("select_last_index", 0):
-            raise ctx.unsupported(node, "select_last_index=1 (MIL picks the first of equal values)")
+        last = bool(a.get("select_last_index", 0))
         axis, keep = int(a.get("axis", 0)) % len(ctx.value(node.input[0]).shape), bool(a.get("keepdims", 1))
         x = ctx.const(node.input[0])
         if x is not None:
-            out = np_op(x, axis=axis)
+            out = np_op(np.flip(x, axis), axis=axis) if last else np_op(x, axis=axis)
+            out = x.shape[axis] - 1 - out if last else out
             return fold(ctx, node, np.expand_dims(out, axis) if keep else out, np.int64)
-        ctx.set(node.output[0], mil_op(x=ctx.var(node.input[0]), axis=axis, keep_dims=keep, name=ctx.name(node)))
+        if not last:
+            return ctx.set(node.output[0], mil_op(x=ctx.var(node.input[0]), axis=axis, keep_dims=keep,
+                                                  name=ctx.name(node)))
+        ctx.set(node.output[0], _arg_last(ctx, node, mil_op, axis, keep))
 
     return convert
+
+
+def _arg_last(ctx, node, mil_op, axis: int, keep: bool):
+    """select_last_index: MIL picks the first of equal values, so the axis is reversed first and
+    the index counted back from the end, (dim - 1) - i."""
+    x = ctx.var(node.input[0])
+    first = mil_op(x=mb.reverse(x=x, axes=[axis]), axis=axis, keep_dims=keep)
+    dim = x.shape[axis]
+    last = np.int32(dim - 1) if isinstance(dim, (int, np.integer)) else \
+        mb.sub(x=mb.gather(x=mb.shape(x=x), indices=np.int32(axis), axis=0), y=np.int32(1))
+    return mb.sub(x=last, y=first, name=ctx.name(node))
 
 
 register("ArgMax")(_arg(mb.reduce_argmax, np.argmax))
@@ -359,11 +384,24 @@ def einsum(ctx, node):
     values = constants(ctx, node)
     if values is not None:
         return fold(ctx, node, np.einsum(equation, *values))
-    if "..." in equation:
-        raise ctx.unsupported(node, f"equation {equation}: ellipsis is not supported")
-    if "->" not in equation:  # implicit output: the labels used once, alphabetically
-        letters = equation.replace(",", "")
-        equation += "->" + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
     inputs = [ctx.var(name) for name in node.input]
+    if "->" not in equation:  # implicit output: the ellipsis, then the labels used once, alphabetically
+        letters = equation.replace(",", "").replace("...", "")
+        equation += "->" + ("..." if "..." in equation else "") + "".join(
+            sorted(c for c in set(letters) if letters.count(c) == 1))
+    equation = _spell_out_ellipsis(equation, [len(v.shape) for v in inputs])
     inputs = [mb.const(val=v) if isinstance(v, np.ndarray) else v for v in inputs]
     ctx.set(node.output[0], build_einsum_mil(inputs, equation, ctx.name(node)))
+
+
+def _spell_out_ellipsis(equation: str, ranks: list[int]) -> str:
+    """'...' stands for each operand's leading dims not named by a label; they broadcast aligned
+    from the right, like numpy's. Fresh letters name them so the builder sees plain labels."""
+    if "..." not in equation:
+        return equation
+    operands, output = equation.split("->")
+    terms = operands.split(",")
+    spans = [rank - len(t.replace("...", "")) if "..." in t else 0 for t, rank in zip(terms, ranks, strict=True)]
+    fresh = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation][:max(spans)]
+    terms = [t.replace("...", "".join(fresh[len(fresh) - n:]) if n else "") for t, n in zip(terms, spans, strict=True)]
+    return ",".join(terms) + "->" + output.replace("...", "".join(fresh))

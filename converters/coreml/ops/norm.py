@@ -39,7 +39,7 @@ def batch_norm(ctx, node):
     axis for the op, as coremltools' torch frontend does."""
     a = attrs(node)
     if a.get("training_mode", 0):
-        raise ctx.unsupported(node, "training_mode=1 (batch statistics) is not an inference graph")
+        return _batch_norm_training(ctx, node, a)
     _only_first_output(ctx, node, "running statistics outputs exist only in training")
     x = ctx.var(node.input[0])
     if not 2 <= x.rank <= 5:
@@ -51,6 +51,29 @@ def batch_norm(ctx, node):
         return
     y = mb.batch_norm(x=mb.expand_dims(x=x, axes=[-1]), **kwargs)
     ctx.set(node.output[0], mb.squeeze(x=y, axes=[-1], name=ctx.name(node)))
+
+
+def _batch_norm_training(ctx, node, a: dict):
+    """training_mode=1 normalizes with the batch's own mean and (population) variance over every
+    axis but the channels, and outputs the running statistics blended with them by `momentum`."""
+    x = ctx.var(node.input[0])
+    if x.rank < 2:
+        raise ctx.unsupported(node, f"rank {x.rank}: batch statistics need a channel axis")
+    gamma, beta, mean, variance = _params(ctx, node, x, (1, 2, 3, 4))
+    axes, shape = [0, *range(2, x.rank)], [-1] + [1] * (x.rank - 2)
+    batch_mean = mb.reduce_mean(x=x, axes=axes, keep_dims=True)
+    centred = mb.sub(x=x, y=batch_mean)
+    batch_var = mb.reduce_mean(x=mb.mul(x=centred, y=centred), axes=axes, keep_dims=True)
+    dtype = types.nptype_from_builtin(x.dtype)
+    y = mb.mul(x=centred, y=mb.rsqrt(x=batch_var, epsilon=dtype(a.get("epsilon", 1e-5))))
+    y = mb.add(x=mb.mul(x=y, y=gamma.reshape(shape)), y=beta.reshape(shape), name=ctx.name(node))
+    ctx.set(node.output[0], y)
+    momentum = dtype(a.get("momentum", 0.9))
+    for index, running, batch in ((1, mean, batch_mean), (2, variance, batch_var)):
+        if len(node.output) > index and node.output[index]:
+            blended = mb.add(x=mb.mul(x=mb.reshape(x=batch, shape=[-1]), y=dtype(1) - momentum),
+                             y=running * momentum, name=ctx.name(node, index))
+            ctx.set(node.output[index], blended)
 
 
 @register("InstanceNormalization")
@@ -75,10 +98,11 @@ def layer_norm(ctx, node):
     """ONNX normalizes axes [axis, rank) and lets Scale and B broadcast against them; MIL wants
     gamma and beta of exactly that shape, so constants are broadcast here. Scale or B known only at
     run time are applied after the op."""
-    _only_first_output(ctx, node, "the Mean and InvStdDev outputs have no Core ML equivalent")
     a = attrs(node)
     x = ctx.var(node.input[0])
     axes = list(range(a.get("axis", -1) % x.rank, x.rank))
+    if any(node.output[1:]):
+        return _layer_norm_with_statistics(ctx, node, x, axes, a.get("epsilon", 1e-5))
     normalized = [x.shape[i] for i in axes]
     steps = [(node.input[i], op) for i, op in ((1, mb.mul), (2, mb.add)) if len(node.input) > i and node.input[i]]
     if all(ctx.const(name) is not None for name, _ in steps) and not any_symbolic(normalized):
@@ -90,6 +114,25 @@ def layer_norm(ctx, node):
     for i, (name, op) in enumerate(steps):
         y = op(x=y, y=ctx.var(name), **({"name": ctx.name(node)} if i == len(steps) - 1 else {}))
     ctx.set(node.output[0], y)
+
+
+def _layer_norm_with_statistics(ctx, node, x, axes: list[int], epsilon: float):
+    """When the graph reads Mean or InvStdDev (kept dims, as ONNX gives them), the normalization is
+    spelled out so the three outputs come from the same statistics: MIL's layer_norm exposes none."""
+    mean = mb.reduce_mean(x=x, axes=axes, keep_dims=True)
+    centred = mb.sub(x=x, y=mean)
+    variance = mb.reduce_mean(x=mb.mul(x=centred, y=centred), axes=axes, keep_dims=True)
+    inv_std = mb.rsqrt(x=variance, epsilon=np.asarray(epsilon, types.nptype_from_builtin(x.dtype)))
+    y = mb.mul(x=centred, y=inv_std)
+    steps = [(mb.mul, 1), (mb.add, 2)]
+    steps = [(op, ctx.var(node.input[i])) for op, i in steps if len(node.input) > i and node.input[i]]
+    for i, (op, param) in enumerate(steps):
+        param = param.astype(types.nptype_from_builtin(x.dtype)) if isinstance(param, np.ndarray) else param
+        y = op(x=y, y=param, **({"name": ctx.name(node)} if i == len(steps) - 1 else {}))
+    ctx.set(node.output[0], y)
+    for index, value in ((1, mean), (2, inv_std)):
+        if len(node.output) > index and node.output[index]:
+            ctx.set(node.output[index], value)
 
 
 @register("LRN")

@@ -43,16 +43,25 @@ def test_batch_norm_rank_2_to_5():
     _parity(graph(nodes, feed, [f"y{x}" for x in feed], params), feed, expect_ops=("batch_norm",))
 
 
-@pytest.mark.parametrize("attributes, outputs, runtime_mean, why", [
-    ({"training_mode": 1}, ["y", "running_mean", "running_var"], False, "training_mode"),
-    ({}, ["y"], True, "constant"),
-])
-def test_batch_norm_refusals(attributes, outputs, runtime_mean, why):
-    mean = {"mean": _randn(3)}
-    feed = {"x": _randn(1, 3, 4, 4), **(mean if runtime_mean else {})}
-    params = {"scale": _randn(3), "bias": _randn(3), "var": _positive(3), **({} if runtime_mean else mean)}
-    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], outputs, **attributes)
-    _refused(graph([node], feed, ["y"], params), why)
+def test_batch_norm_training_mode_uses_batch_statistics():
+    """Each node has its own statistics initializers: onnxruntime 1.23 gives wrong running
+    statistics when two training-mode nodes share them."""
+    feed = {"x": _randn(2, 3, 4, 5), "flat": _randn(6, 3)}
+    params = {f"{p}{i}": f(3) for i in (1, 2) for p, f in (("scale", _randn), ("bias", _randn), ("mean", _randn),
+                                                           ("var", _positive))}
+    nodes = [helper.make_node("BatchNormalization", ["x", "scale1", "bias1", "mean1", "var1"], ["y", "rm", "rv"],
+                              training_mode=1, epsilon=1e-2, momentum=0.8),
+             helper.make_node("BatchNormalization", ["flat", "scale2", "bias2", "mean2", "var2"], ["y2", "rm2", "rv2"],
+                              training_mode=1)]
+    _parity(graph(nodes, feed, ["y", "rm", "rv", "y2", "rm2", "rv2"], params, opset=15), feed,
+            expect_ops=("reduce_mean",))
+
+
+def test_batch_norm_refuses_runtime_statistics():
+    feed = {"x": _randn(1, 3, 4, 4), "mean": _randn(3)}
+    params = {"scale": _randn(3), "bias": _randn(3), "var": _positive(3)}
+    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"])
+    _refused(graph([node], feed, ["y"], params), "constant")
 
 
 # InstanceNormalization ------------------------------------------------------------------------------
@@ -75,9 +84,15 @@ def test_layer_norm_axes_and_parameters():
     _parity(graph(nodes, feed, outputs, params), feed, expect_ops=("layer_norm",))
 
 
-def test_layer_norm_refuses_mean_output():
-    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"])
-    _refused(graph([node], {"x": _randn(2, 4)}, ["y"], {"s": _randn(4)}), "Mean")
+def test_layer_norm_mean_and_inv_std_outputs():
+    """Mean and InvStdDev keep the normalized dims as 1; on a 4-D input over axis 1 and axis 3."""
+    feed = {"x": _randn(2, 3, 4, 5)}
+    nodes = [helper.make_node("LayerNormalization", ["x", "s345", "b345"], ["y1", "mean1", "inv1"], axis=1),
+             helper.make_node("LayerNormalization", ["x", "s5"], ["y3", "mean3", "inv3"], axis=3, epsilon=1e-2),
+             helper.make_node("LayerNormalization", ["x", "s5"], ["y_only", "", "inv_only"], axis=-1)]
+    params = {"s345": _randn(3, 4, 5), "b345": _randn(3, 4, 5), "s5": _randn(5)}
+    outputs = ["y1", "mean1", "inv1", "y3", "mean3", "inv3", "y_only", "inv_only"]
+    _parity(graph(nodes, feed, outputs, params), feed, expect_ops=("rsqrt",))
 
 
 # LRN ------------------------------------------------------------------------------------------------

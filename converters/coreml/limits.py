@@ -1,0 +1,114 @@
+"""What each op converter claims, attribute by attribute.
+
+A converter registered for an op type may lower only some of its attribute combinations exactly
+(an interpolation mode MIL has no sampler for, an output Core ML cannot produce). For those op
+types one small function here says why a node is refused, from its attributes and, where they are
+known before converting, its constant inputs and input ranks; the preflight calls it for every
+node, so `bridge inspect` and the lane name each refused combination before anything converts.
+The converters keep their own checks for what only conversion reveals (run-time shapes).
+
+    @limit("LRN")
+    def lrn(f: NodeFacts) -> str | None:
+        return "size=even (Core ML centres even windows differently)" if f.attr("size") % 2 == 0 else None
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+
+import numpy as np
+
+_LIMITS: dict[str, Callable[[NodeFacts], str | None]] = {}
+
+
+def limit(*op_types: str) -> Callable:
+    def wrap(fn: Callable) -> Callable:
+        for op_type in op_types:
+            if op_type in _LIMITS:
+                raise ValueError(f"Core ML limit for {op_type} registered twice")
+            _LIMITS[op_type] = fn
+        return fn
+
+    return wrap
+
+
+def limit_of(op_type: str) -> Callable[[NodeFacts], str | None] | None:
+    return _LIMITS.get(op_type)
+
+
+class NodeFacts:
+    """One node as the preflight sees it: attributes, and what the graph tells before converting."""
+
+    def __init__(self, node, opset: int, constants: dict | None = None, ranks: dict[str, int] | None = None):
+        self.node, self.opset = node, opset
+        self._constants, self._ranks = constants or {}, ranks or {}
+
+    @cached_property
+    def attrs(self) -> dict:
+        from bridge.converters.coreml.context import attrs
+
+        return attrs(self.node)
+
+    def attr(self, name: str, default=None):
+        return self.attrs.get(name, default)
+
+    def has_input(self, i: int) -> bool:
+        return len(self.node.input) > i and bool(self.node.input[i])
+
+    def has_output(self, i: int) -> bool:
+        return len(self.node.output) > i and bool(self.node.output[i])
+
+    def value(self, i: int) -> np.ndarray | None:
+        """Input i's value when it is an initializer or a Constant's output (and its data is loaded)."""
+        if not self.has_input(i):
+            return None
+        v = self._constants.get(self.node.input[i])
+        return v() if callable(v) else v
+
+    def rank(self, i: int) -> int | None:
+        return self._ranks.get(self.node.input[i]) if self.has_input(i) else None
+
+
+def graph_facts(model, opset: int) -> Callable[[object], NodeFacts]:
+    """A NodeFacts factory sharing the model's constants and inferred ranks."""
+    constants = {t.name: _lazy_tensor(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    constants[node.output[0]] = _lazy_tensor(a.t)
+    ranks = _ranks(model)
+    return lambda node: NodeFacts(node, opset, constants, ranks)
+
+
+def _lazy_tensor(proto) -> Callable[[], np.ndarray | None]:
+    def read():
+        from onnx import numpy_helper
+
+        if proto.data_location == proto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(proto)
+
+    return read
+
+
+def _ranks(model) -> dict[str, int]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = model
+    g = inferred.graph
+    out = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = len(t.shape.dim)
+    for t in g.initializer:
+        out[t.name] = len(t.dims)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
