@@ -112,3 +112,38 @@ def _ranks(model) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------------
+
+
+# pooling -----------------------------------------------------------------------------------------
+@limit("MaxPool", "AveragePool")
+def pool(f: NodeFacts) -> str | None:
+    from bridge.converters.coreml.ops.pool import MAX_WINDOW, PADDED_DILATED, SAME_DILATED
+
+    kernel = f.attr("kernel_shape") or []
+    dilated = any(d != 1 for d in f.attr("dilations") or [])
+    if dilated and f.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
+        return SAME_DILATED
+    if f.node.op_type == "AveragePool" and dilated and f.attr("count_include_pad", 0) and any(f.attr("pads") or []):
+        return PADDED_DILATED
+    if (dilated or f.has_output(1)) and int(np.prod(kernel)) > MAX_WINDOW:
+        return f"kernel_shape of over {MAX_WINDOW} elements with dilations or Indices (unrolled window by window)"
+    return None
+
+
+# resizing ----------------------------------------------------------------------------------------
+@limit("Resize", "Upsample")
+def resize(f: NodeFacts) -> str | None:
+    from bridge.converters.coreml.ops.resize import ANTIALIASED_CROP
+
+    mode = f.attr("mode", "nearest")
+    if mode not in ("nearest", "linear", "bilinear", "cubic"):
+        return f"mode={mode}"
+    if f.rank(0) not in (None, 4):
+        return f"a rank-{f.rank(0)} input (only 4-D NCHW resizes are lowered)"
+    cropped = f.attr("coordinate_transformation_mode") == "tf_crop_and_resize"
+    if cropped and f.attr("antialias", 0) and mode != "nearest":
+        return ANTIALIASED_CROP
+    scales = f.value(2) if f.node.op_type == "Resize" and f.opset >= 11 else f.value(1)
+    if scales is not None and scales.size and f.attr("axes") is None and list(scales.reshape(-1)[:2]) != [1, 1]:
+        return "scales over the batch or channel dims (only H and W are resized)"
+    return None

@@ -10,6 +10,8 @@ import pytest
 from onnx import helper
 
 from bridge.converters.coreml.build import build_program
+from bridge.converters.coreml.ops.pool import PADDED_DILATED, SAME_DILATED
+from bridge.converters.coreml.preflight import unsupported_ops
 from bridge.errors import ConversionError
 from tests.converters.coreml.harness import convert, graph, onnxruntime, parity, run_reference
 
@@ -123,36 +125,78 @@ def test_global_pools():
     _parity(graph(nodes, feed, [n.output[0] for n in nodes]), feed, expect_ops=("reduce_mean", "reduce_max"))
 
 
+# Window by window -----------------------------------------------------------------------------------
+def test_dilated_pools_2d_and_3d():
+    """Dilations (MIL's pooling has none): one strided slice per kernel offset, with pads, ceil_mode
+    and both averaging rules."""
+    feed = {"x": _randn(1, 2, 9, 8), "x3": _randn(1, 2, 9, 8, 7)}
+    dilated = {"kernel_shape": [3, 2], "strides": [2, 1], "dilations": [2, 3], "pads": [1, 0, 2, 1]}
+    dilated3 = {"kernel_shape": [3, 2, 2], "strides": [2, 2, 1], "dilations": [2, 2, 3], "ceil_mode": 1}
+    nodes = [helper.make_node("MaxPool", ["x"], ["max"], **dilated, ceil_mode=1),
+             helper.make_node("AveragePool", ["x"], ["avg"], **dilated),
+             helper.make_node("AveragePool", ["x"], ["avg_pad"], kernel_shape=[3, 2], dilations=[2, 3], ceil_mode=1,
+                              count_include_pad=1),
+             helper.make_node("MaxPool", ["x3"], ["max3"], **dilated3),
+             helper.make_node("AveragePool", ["x3"], ["avg3"], **dilated3, pads=[1, 0, 1, 1, 1, 0]),
+             helper.make_node("AveragePool", ["x3"], ["avg3_pad"], **dilated3, count_include_pad=1)]
+    outputs = [n.output[0] for n in nodes]
+    _parity(graph(nodes, feed, outputs, opset=19), feed, expect_ops=("slice_by_index", "maximum", "add"))
+
+
+def test_average_pool_ceil_modes_mil_lacks():
+    """3-D, or asymmetric pads, with ceil_mode and count_include_pad=1: MIL's ceil_mode takes
+    neither, so these go window by window (the spec's divisor, as test above)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feed = {"x": _randn(1, 1, 7, 7), "x3": _randn(1, 1, 6, 6, 6)}
+    nodes = [helper.make_node("AveragePool", ["x3"], ["avg3"], kernel_shape=[3, 3, 3], strides=[2, 2, 2],
+                              pads=[1] * 6, ceil_mode=1, count_include_pad=1),
+             helper.make_node("AveragePool", ["x"], ["asym"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1],
+                              ceil_mode=1, count_include_pad=1)]
+    model = graph(nodes, feed, ["avg3", "asym"], opset=19)
+    want = dict(zip(["avg3", "asym"], ReferenceEvaluator(model).run(None, feed), strict=True))
+    _parity(model, feed, expect_ops=("slice_by_index",), want=want)
+
+
+def test_max_pool_indices():
+    """The argmax Indices output: row-major over the whole input, or column-major over the spatial
+    dims with storage_order=1; padding never wins; ties keep the first index."""
+    x = _randn(2, 3, 7, 6)
+    x[0, 0, :2, :2] = 5.0  # a tie inside one window
+    feed = {"x": x, "x3": _randn(1, 2, 4, 5, 6)}
+    nodes = [helper.make_node("MaxPool", ["x"], ["v", "i"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["x"], ["vc", "ic"], kernel_shape=[2, 2], strides=[2, 2], storage_order=1,
+                              ceil_mode=1),
+             helper.make_node("MaxPool", ["x3"], ["v3", "i3"], kernel_shape=[2, 2, 3], strides=[1, 2, 2])]
+    outputs = ["v", "i", "vc", "ic", "v3", "i3"]
+    _parity(graph(nodes, feed, outputs, opset=12), feed, expect_ops=("select", "greater"))
+
+
 # Refusals -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op, shape, a, outputs, why", [
-    ("MaxPool", (1, 1, 6, 6), {"kernel_shape": [2, 2]}, ["y", "indices"], "Indices"),
-    ("MaxPool", (1, 1, 6, 6), {"kernel_shape": [2, 2], "dilations": [2, 2]}, ["y"], "dilations"),
-    ("AveragePool", (1, 1, 6, 6, 6), {"kernel_shape": [3, 3, 3], "strides": [2, 2, 2], "pads": [1] * 6,
-                                      "ceil_mode": 1, "count_include_pad": 1}, ["y"], "ceil_mode"),
-    ("AveragePool", (1, 1, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1],
-                                   "ceil_mode": 1, "count_include_pad": 1}, ["y"], "symmetric"),
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_window_by_window_needs_static_sizes():
+    feed = {"x": _randn(1, 1, 6, 6)}
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])
+    with pytest.raises(ConversionError, match="static sizes"):
+        build_program(_unknown_spatial_sizes(graph([node], feed, ["y"])), coremltools.target.iOS16)
+
+
+@pytest.mark.parametrize("op, a, why", [
+    ("MaxPool", {"auto_pad": "SAME_UPPER"}, SAME_DILATED),
+    ("AveragePool", {"auto_pad": "SAME_LOWER"}, SAME_DILATED),
+    ("AveragePool", {"pads": [1, 0, 1, 1], "count_include_pad": 1}, PADDED_DILATED),
 ])
-def test_refusals(op, shape, a, outputs, why):
-    model = graph([helper.make_node(op, ["x"], outputs, **a)], {"x": _randn(*shape)}, outputs[:1], opset=19)
-    with pytest.raises(ConversionError, match=why):
+def test_dilations_onnxruntime_and_the_spec_disagree_on_are_refused_before_converting(op, a, why):
+    """SAME_UPPER here: onnxruntime gives (8, 6), the ONNX reference evaluator (9, 8). Counting
+    padding: onnxruntime leaves the end padding of some windows out of the divisor."""
+    from onnx.reference import ReferenceEvaluator
+
+    feed = {"x": _randn(1, 2, 9, 8)}
+    model = graph([helper.make_node(op, ["x"], ["y"], kernel_shape=[3, 2], dilations=[2, 3], strides=[2, 1], **a)],
+                  feed, ["y"], opset=19)
+    ours, spec = onnxruntime(model, feed)["y"], ReferenceEvaluator(model).run(None, feed)[0]
+    assert ours.shape != spec.shape or not np.allclose(ours, spec)
+    [refused] = unsupported_ops(model)
+    assert (refused.op_type, refused.reason) == (op, why)
+    with pytest.raises(ConversionError, match="dilations"):
         build_program(model, coremltools.target.iOS16)
-
-
-# Exported from torch --------------------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore")  # the TorchScript exporter warns of its removal and of tracing
-def test_torch_ceil_mode_pools(tmp_path):
-    """torch's AvgPool2d counts padding by default; with an overrunning ceil window onnxruntime
-    disagrees with torch there, so the reference is torch itself."""
-    import onnx
-
-    class Pools(torch.nn.Module):
-        def forward(self, x):
-            return (F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), F.max_pool2d(x, 2, ceil_mode=True),
-                    F.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False))
-
-    x = torch.randn(1, 3, 8, 7)
-    path = tmp_path / "pools.onnx"
-    names = ["avg", "max", "avg_excl"]
-    torch.onnx.export(Pools(), (x,), str(path), input_names=["x"], output_names=names, opset_version=17, dynamo=False)
-    want = dict(zip(names, (t.numpy() for t in Pools()(x)), strict=True))
-    _parity(onnx.load(str(path)), {"x": x.numpy()}, expect_ops=("avg_pool", "max_pool"), want=want)
