@@ -31,6 +31,7 @@ import fnmatch
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -305,19 +306,48 @@ def print_summary(doc: dict) -> None:
             print(f"  {r['name']} ({', '.join(r['op_types'])}; claimed={r['claimed']}): {r['message']}")
 
 
+HUB_STAGES = ("usage", "export", "onnx-upgrade", "onnx-simplify", "onnx-check", "onnx-runtime")
+
+
+def stage_group(rec: dict) -> str:
+    """Where a failing case stopped: before the lane (the hub), at the lane's preflight, converting,
+    running the artifact, or comparing its numbers."""
+    stage = rec.get("stage") or ""
+    if rec["outcome"] == "wrong_numbers":
+        return "parity"
+    if stage in HUB_STAGES:
+        return "hub"
+    for part in ("preflight", "convert", "runtime"):
+        if stage.endswith(part):
+            return part
+    return stage or rec["outcome"]
+
+
+def _reason(rec: dict) -> str:
+    """The one-line reason without what differs from case to case (node and input names)."""
+    text = re.sub(r" \(\(?unnamed [^)]*\)\)?", "", rec.get("message") or "")
+    text = re.sub(r"\b(input|node) \S+ (has|node)", r"\1 … \2", text)
+    return text
+
+
 def markdown(doc: dict) -> str:
-    """The README's tables for one lane: totals, wrong-number cases, other failures by op type."""
+    """The README's tables for one lane: totals, where failures stop, every wrong-number case, and
+    the other failing cases grouped by op type and reason."""
     s = summarize(doc["results"].values())
     c = s["claimed_outcomes"]
     rate = f"{100 * s['claimed_pass_rate']:.1f}%" if s["claimed_pass_rate"] is not None else "-"
+    records = sorted(doc["results"].values(), key=lambda r: (r["op_types"][0], r["name"]))
     lines = ["| kept | claimed | passed | wrong numbers | errors | not executed | inconclusive "
              "| claimed cases passing |", "|---|---|---|---|---|---|---|---|",
-             f"| {s['kept']} | {s['claimed']} | {s['passed']} ({c['passed']} claimed) | "
-             f"{s['wrong_numbers']} ({c['wrong_numbers']} claimed) | {s['error']} ({c['error']} claimed) | "
-             f"{s['not_executed']} ({c['not_executed']} claimed) | {s['inconclusive']} | {rate} |", ""]
-    records = sorted(doc["results"].values(), key=lambda r: (r["op_types"][0], r["name"]))
+             f"| {s['kept']} | {s['claimed']} | {s['passed']} | {s['wrong_numbers']} ({c['wrong_numbers']} claimed) "
+             f"| {s['error']} ({c['error']} claimed) | {s['not_executed']} ({c['not_executed']} claimed) "
+             f"| {s['inconclusive']} | **{rate}** ({c['passed']}/{s['claimed']}) |", ""]
+    stops = Counter((stage_group(r), bool(r.get("claimed"))) for r in records if r["outcome"] != "passed")
+    lines += ["| failing cases stop at | claimed | not claimed |", "|---|---|---|"]
+    for group in dict.fromkeys(g for g, _ in sorted(stops, key=lambda k: -stops[k])):
+        lines.append(f"| {group} | {stops[(group, True)]} | {stops[(group, False)]} |")
     wrong = [r for r in records if r["outcome"] == "wrong_numbers"]
-    lines += [f"**Converted with wrong numbers ({len(wrong)}):**", ""]
+    lines += ["", f"**Converted with wrong numbers ({len(wrong)}):**", ""]
     if wrong:
         lines += ["| case | op | claimed | rel_l2 | reason |", "|---|---|---|---|---|"]
         lines += [f"| `{r['name']}` | {r['op_types'][0]} | {'yes' if r['claimed'] else 'no'} | "
@@ -325,15 +355,17 @@ def markdown(doc: dict) -> str:
     else:
         lines.append("none")
     other = [r for r in records if r["outcome"] not in ("passed", "wrong_numbers")]
-    lines += ["", f"**Other failing cases by op type ({len(other)}):**", ""]
-    by_op: dict[str, list[dict]] = defaultdict(list)
+    per_op = s["per_op"]
+    groups: dict[tuple, list[str]] = defaultdict(list)
     for r in other:
-        by_op[r["op_types"][0]].append(r)
-    lines += ["| op | case | claimed | outcome | stage: reason |", "|---|---|---|---|---|"]
-    for op, rs in by_op.items():
-        for r in rs:
-            lines.append(f"| {op} | `{r['name']}` | {'yes' if r['claimed'] else 'no'} | {r['outcome']} | "
-                         f"{r.get('stage') or ''}: {_cell(r['message'])} |")
+        groups[(r["op_types"][0], bool(r.get("claimed")), r["outcome"], r.get("stage") or "", _reason(r))].append(
+            r["name"])
+    lines += ["", f"**Other failing cases, by op type ({len(other)}):**", "",
+              "| op | claimed | cases | stage: reason |", "|---|---|---|---|"]
+    for (op, claimed, _, stage, reason), names in groups.items():
+        every = len(names) == per_op[op]["kept"] and len(names) > 3
+        cases = f"all {len(names)}" if every else ", ".join(f"`{n}`" for n in names)
+        lines.append(f"| {op} | {'yes' if claimed else 'no'} | {cases} | {stage}: {_cell(reason)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -341,8 +373,8 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")[:MESSAGE_CHARS]
+def _cell(text: str, limit: int = 150) -> str:
+    return text.replace("|", "\\|")[:limit]
 
 
 # ---------------------------------------------------------------- CLI
