@@ -80,7 +80,8 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
             except ConversionError:
                 raise
             except Exception as e:  # MIL's type and shape checks raise ValueError/TypeError/AssertionError
-                raise ctx.unsupported(node, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+                first = (str(e).splitlines() or ["(no message)"])[0]  # a bare `assert` has none
+                raise ctx.unsupported(node, f"{type(e).__name__}: {first[:300]}") from None
             if after_op is not None:
                 after_op(ctx, node)
         outputs, out_vars = {}, []

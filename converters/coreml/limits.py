@@ -69,6 +69,39 @@ class NodeFacts:
     def rank(self, i: int) -> int | None:
         return self._ranks.get(self.node.input[i]) if self.has_input(i) else None
 
+    def output_rank(self, i: int) -> int | None:
+        return self._ranks.get(self.node.output[i]) if self.has_output(i) else None
+
+    def folds(self) -> bool:
+        """Every input is a constant, so the converter computes the node in numpy."""
+        return all(name in self._constants for name in self.node.input if name)
+
+
+MAX_RANK = 5  # Core ML tensors have rank 5 at most
+
+
+def general_limit(f: NodeFacts) -> str | None:
+    """What no converter can produce, whatever the op: a tensor of rank above 5."""
+    if f.folds():
+        return None
+    for i in range(len(f.node.output)):
+        rank = f.output_rank(i)
+        if rank is not None and rank > MAX_RANK:
+            return f"a rank-{rank} output (Core ML tensors have rank {MAX_RANK} at most)"
+    return None
+
+
+def input_limit(value_info) -> str | None:
+    """Why a graph input cannot be a Core ML input, or None."""
+    from bridge.converters.coreml.build import INPUT_TYPES
+
+    t = value_info.type.tensor_type
+    if value_info.type.WhichOneof("value") != "tensor_type" or t.elem_type not in INPUT_TYPES:
+        return "an input type Core ML cannot take (float32, float16, float64, int32, int64 or bool)"
+    if t.HasField("shape") and not 1 <= len(t.shape.dim) <= MAX_RANK:
+        return f"a rank-{len(t.shape.dim)} input (Core ML inputs have rank 1 to {MAX_RANK})"
+    return None
+
 
 def graph_facts(model, opset: int) -> Callable[[object], NodeFacts]:
     """A NodeFacts factory sharing the model's constants and inferred ranks."""
@@ -147,3 +180,50 @@ def resize(f: NodeFacts) -> str | None:
     if scales is not None and scales.size and f.attr("axes") is None and list(scales.reshape(-1)[:2]) != [1, 1]:
         return "scales over the batch or channel dims (only H and W are resized)"
     return None
+
+
+# recurrent ---------------------------------------------------------------------------------------
+@limit("LSTM", "GRU", "RNN")
+def recurrent(f: NodeFacts) -> str | None:
+    from bridge.converters.coreml.ops.recurrent import refusal
+
+    return refusal(f.attrs)
+
+
+# normalization -----------------------------------------------------------------------------------
+@limit("LRN")
+def lrn(f: NodeFacts) -> str | None:
+    size = f.attr("size")
+    if size is not None and size % 2 == 0:
+        return f"size={size} (even sizes centre the window differently in Core ML)"
+    if f.rank(0) is not None and not 3 <= f.rank(0) <= 5:
+        return f"a rank-{f.rank(0)} input (Core ML's local_response_norm takes rank 3 to 5)"
+    return None
+
+
+# tensors -----------------------------------------------------------------------------------------
+@limit("Pad")
+def pad(f: NodeFacts) -> str | None:
+    mode = f.attr("mode", "constant")
+    return None if mode in ("constant", "reflect", "edge", "wrap") else f"mode={mode}"
+
+
+@limit("Cast")
+def cast(f: NodeFacts) -> str | None:
+    """Folded casts (shape arithmetic) take any type; a cast at run time only Core ML's."""
+    from onnx import helper
+
+    from bridge.converters.coreml.ops.arithmetic import MIL_DTYPE
+
+    to = f.attr("to")
+    try:
+        supported = np.dtype(helper.tensor_dtype_to_np_dtype(to)) in MIL_DTYPE
+    except (KeyError, TypeError):
+        supported = False
+    return None if supported or f.folds() else f"to={helper.tensor_dtype_to_string(to) if to else to}"
+
+
+@limit("Dropout")
+def dropout(f: NodeFacts) -> str | None:
+    training = f.value(2)
+    return "training_mode=True (random)" if training is not None and bool(training) else None

@@ -2,17 +2,19 @@
 
 An op is refused when no converter is registered for it at the model's opset, or when its
 converter exists but the node's attributes ask for something it does not lower exactly (see
-`limits`): a refused node is named with the reason, never converted into wrong numbers.
+`limits`): a refused node is named with the reason, never converted into wrong numbers. Graph
+inputs Core ML cannot take (a scalar, an int8 tensor) are refused the same way, as `(graph input)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.converters.coreml.limits import NodeFacts, graph_facts, limit_of
+from bridge.converters.coreml.limits import NodeFacts, general_limit, graph_facts, input_limit, limit_of
 from bridge.converters.coreml.registry import lookup
 
 NO_CONVERTER = "no Core ML converter"
+INPUT = "(graph input)"  # the op_type of a refused graph input's record
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ def refusal(node, opset: int, facts: NodeFacts | None = None) -> str | None:
     """Why the lane refuses this node, or None when it claims it."""
     if lookup(node.op_type, opset) is None:
         return NO_CONVERTER
+    facts = facts or NodeFacts(node, opset)
     check = limit_of(node.op_type)
-    return check(facts or NodeFacts(node, opset)) if check else None
+    return (check(facts) if check else None) or general_limit(facts)
 
 
 def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Unsupported]:
@@ -41,6 +44,11 @@ def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Uns
     opset = opset_of(model)
     facts = graph_facts(model, opset)
     missing: dict[tuple[str, str], list[str]] = {}
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        why = None if vi.name in initializers else input_limit(vi)
+        if why:
+            missing.setdefault((INPUT, why), []).append(vi.name)
     for node in model.graph.node:
         if node.op_type == "Constant":
             continue

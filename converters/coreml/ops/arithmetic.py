@@ -134,14 +134,37 @@ def _int_pow_float(ctx, node, x, y):
     """An integer base with a float exponent (2 ** 0.5) is computed in float and truncated toward
     zero, as onnxruntime does; the truncation is explicit so the final cast only meets integers."""
     base = x.astype(np_dtype(y)) if isinstance(x, np.ndarray) else mb.cast(x=x, dtype=MIL_DTYPE[np_dtype(y)])
-    p = mb.pow(x=base, y=y)
-    truncated = mb.mul(x=mb.floor(x=mb.abs(x=p)), y=mb.sign(x=p))
-    return mb.cast(x=truncated, dtype="int32", name=ctx.name(node))
+    return int32_toward_zero(mb.pow(x=base, y=y), name=ctx.name(node))
+
+
+def int32_toward_zero(x, name: str | None = None):
+    """A float tensor as int32, truncated toward zero as C casts do; the truncation is spelled out
+    so the cast itself only ever meets whole numbers."""
+    truncated = mb.mul(x=mb.floor(x=mb.abs(x=x)), y=mb.sign(x=x))
+    return mb.cast(x=truncated, dtype="int32", **({"name": name} if name else {}))
 
 
 # unary -----------------------------------------------------------------------------------------
 def _erf_np(x):
     return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
+def _acosh(x, name):
+    """log(x + sqrt(x^2 - 1)); MIL has no acosh."""
+    root = mb.sqrt(x=mb.sub(x=mb.mul(x=x, y=x), y=const_like(1, x)))
+    return mb.log(x=mb.add(x=x, y=root), name=name)
+
+
+def _asinh(x, name):
+    """sign(x) * log(|x| + sqrt(x^2 + 1)), on |x| so large negative x does not cancel to log(0)."""
+    magnitude = mb.abs(x=x)
+    root = mb.sqrt(x=mb.add(x=mb.mul(x=magnitude, y=magnitude), y=const_like(1, x)))
+    return mb.mul(x=mb.sign(x=x), y=mb.log(x=mb.add(x=magnitude, y=root)), name=name)
+
+
+def _isnan(x, name):
+    """NaN is the only value unequal to itself."""
+    return mb.not_equal(x=x, y=x, name=name)
 
 
 _UNARY = {
@@ -152,6 +175,7 @@ _UNARY = {
     "Acos": (mb.acos, np.arccos), "Atan": (mb.atan, np.arctan), "Sinh": (mb.sinh, np.sinh),
     "Cosh": (mb.cosh, np.cosh), "Atanh": (mb.atanh, np.arctanh),
     "Neg": (lambda x, name: mb.mul(x=x, y=const_like(-1, x), name=name), np.negative),
+    "Acosh": (_acosh, np.arccosh), "Asinh": (_asinh, np.arcsinh), "IsNaN": (_isnan, np.isnan),
     # MIL's inverse adds epsilon (default 1e-4) to x first; ONNX's Reciprocal does not.
     "Reciprocal": (lambda x, name: mb.inverse(x=x, epsilon=const_like(0, x), name=name), np.reciprocal),
 }
@@ -169,6 +193,37 @@ def _unary(mil_op, np_op):
 
 for _name, (_mil, _np) in _UNARY.items():
     register(_name)(_unary(_mil, _np))
+
+
+@register("IsInf", since=10)
+def is_inf(ctx, node):
+    a = attrs(node)
+    signs = [sign for sign, key in ((1, "detect_positive"), (-1, "detect_negative")) if a.get(key, 1)]
+    values = constants(ctx, node)
+    if values is not None:
+        x = values[0]
+        return fold(ctx, node, np.isin(x, [sign * np.inf for sign in signs]) if signs else np.zeros(x.shape, bool))
+    x = ctx.var(node.input[0])
+    if not signs:  # detects nothing: |x| < 0 is false for every x, NaN included
+        return ctx.set(node.output[0], mb.less(x=mb.abs(x=x), y=const_like(0, x), name=ctx.name(node)))
+    hits = [mb.equal(x=x, y=const_like(sign * np.inf, x)) for sign in signs]
+    ctx.set(node.output[0], hits[0] if len(hits) == 1 else mb.logical_or(x=hits[0], y=hits[1], name=ctx.name(node)))
+
+
+@register("Mod", since=10)
+def mod(ctx, node):
+    """fmod=0 (integers): the remainder takes the divisor's sign, which is MIL's mod. fmod=1: C's
+    fmod, the dividend's sign: the magnitudes' remainder with x's sign put back."""
+    fmod = bool(attrs(node).get("fmod", 0))
+    values = constants(ctx, node)
+    if values is not None:
+        x, y = values
+        return fold(ctx, node, np.fmod(x, y) if fmod else np.mod(x, y), x.dtype)
+    x, y = ctx.var(node.input[0]), ctx.var(node.input[1])
+    if not fmod:
+        return ctx.set(node.output[0], mb.mod(x=x, y=y, name=ctx.name(node)))
+    rest = mb.mod(x=mb.abs(x=x), y=mb.abs(x=y))
+    ctx.set(node.output[0], mb.mul(x=rest, y=mb.sign(x=x), name=ctx.name(node)))
 
 
 # variadic --------------------------------------------------------------------------------------

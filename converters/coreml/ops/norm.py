@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import types
-from coremltools.converters.mil.mil.types.symbolic import any_symbolic
+from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbolic
 
 from bridge.converters.coreml.context import attrs
 from bridge.converters.coreml.registry import register
@@ -133,6 +133,64 @@ def _layer_norm_with_statistics(ctx, node, x, axes: list[int], epsilon: float):
     for index, value in ((1, mean), (2, inv_std)):
         if len(node.output) > index and node.output[index]:
             ctx.set(node.output[index], value)
+
+
+def _group_norm(ctx, node, per_group: bool):
+    """Each sample's channels in num_groups groups, each normalized over its channels and spatial
+    positions (MIL's layer_norm over the last axis of an (N, groups, rest) view), then the per-
+    channel scale and bias. Opset 18 gave scale and bias per group: repeated over its channels."""
+    a = attrs(node)
+    x = ctx.var(node.input[0])
+    groups = int(a["num_groups"])
+    dims = [None if is_symbolic(d) else int(d) for d in x.shape]
+    if None in dims[1:] or dims[1] % groups:
+        raise ctx.unsupported(node, "static channel and spatial sizes, channels a multiple of num_groups")
+    rest = int(np.prod(dims[1:])) // groups
+    grouped = mb.reshape(x=x, shape=np.int32([-1 if dims[0] is None else dims[0], groups, rest]))
+    y = mb.reshape(x=mb.layer_norm(x=grouped, axes=[2], epsilon=np.float32(a.get("epsilon", 1e-5))),
+                   shape=np.int32([-1 if d is None else d for d in dims]))
+    scale, bias = _params(ctx, node, x, (1, 2))
+    if per_group:
+        scale, bias = (np.repeat(v, dims[1] // groups) for v in (scale, bias))
+    shape = [-1] + [1] * (x.rank - 2)
+    y = mb.mul(x=y, y=scale.reshape(shape))
+    ctx.set(node.output[0], mb.add(x=y, y=bias.reshape(shape), name=ctx.name(node)))
+
+
+@register("GroupNormalization", since=18)
+def group_norm_v18(ctx, node):
+    _group_norm(ctx, node, per_group=True)
+
+
+@register("GroupNormalization", since=21)
+def group_norm_v21(ctx, node):
+    _group_norm(ctx, node, per_group=False)
+
+
+@register("RMSNormalization", since=23)
+def rms_norm(ctx, node):
+    """x / sqrt(mean(x^2 over axes [axis, rank)) + epsilon) * scale."""
+    a = attrs(node)
+    x = ctx.var(node.input[0])
+    axes = list(range(a.get("axis", -1) % x.rank, x.rank))
+    dtype = types.nptype_from_builtin(x.dtype)
+    mean_square = mb.reduce_mean(x=mb.mul(x=x, y=x), axes=axes, keep_dims=True)
+    y = mb.mul(x=x, y=mb.rsqrt(x=mean_square, epsilon=dtype(a.get("epsilon", 1e-5))))
+    scale = ctx.var(node.input[1])
+    scale = scale.astype(dtype) if isinstance(scale, np.ndarray) else scale
+    ctx.set(node.output[0], mb.mul(x=y, y=scale, name=ctx.name(node)))
+
+
+@register("MeanVarianceNormalization", since=9)
+def mean_variance_norm(ctx, node):
+    """(x - mean) / (std + 1e-9) over `axes` (default: all but the channels), as ONNX's function
+    body defines it."""
+    x = ctx.var(node.input[0])
+    axes = [int(i) % x.rank for i in attrs(node).get("axes", [0, 2, 3])]
+    centred = mb.sub(x=x, y=mb.reduce_mean(x=x, axes=axes, keep_dims=True))
+    std = mb.sqrt(x=mb.reduce_mean(x=mb.mul(x=centred, y=centred), axes=axes, keep_dims=True))
+    dtype = types.nptype_from_builtin(x.dtype)
+    ctx.set(node.output[0], mb.real_div(x=centred, y=mb.add(x=std, y=dtype(1e-9)), name=ctx.name(node)))
 
 
 @register("LRN")

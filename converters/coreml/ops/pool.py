@@ -47,6 +47,12 @@ def avg_pool(ctx, node):
     ctx.set(node.output[0], mb.avg_pool(x=x, exclude_padding_from_average=not counts, name=ctx.name(node), **kwargs))
 
 
+@register("LpPool", since=11)
+def lp_pool(ctx, node):
+    """(sum over the window of |x|^p)^(1/p), window by window (padding adds zeros)."""
+    _by_slices(ctx, node, "lp")
+
+
 def _dilated(a: dict) -> bool:
     return any(d != 1 for d in a.get("dilations", [1] * len(a["kernel_shape"])))
 
@@ -190,6 +196,7 @@ def _by_slices(ctx, node, kind: str, indices: bool = False):
         raise ctx.unsupported(node, f"a window of over {MAX_WINDOW} elements is too large to unroll")
     dtype = types.nptype_from_builtin(x.dtype)
     fill = dtype(-np.inf) if kind == "max" else dtype(0)
+    power = float(a.get("p", 2))
     tails = [max(ax.reach() - ax.size - ax.begin, 0) for ax in axes]
     pads = interleave([ax.begin for ax in axes], tails)
     padded = mb.pad(x=x, pad=np.int32([0, 0, 0, 0] + pads), constant_val=fill) if any(pads) else x
@@ -202,10 +209,12 @@ def _by_slices(ctx, node, kind: str, indices: bool = False):
         tap = mb.slice_by_index(x=padded, begin=np.int32([0, 0, *starts]), end=np.int32([0, 0, *ends]),
                                 stride=np.int32([1, 1, *steps]), begin_mask=[True, True] + [False] * len(axes),
                                 end_mask=[True, True] + [False] * len(axes))
+        if kind == "lp":
+            tap = _lp_term(tap, power, dtype)
         if best is None:
             best = tap
             where = None if table is None else _slice_table(table, starts, ends, steps)
-        elif kind == "avg":
+        elif kind in ("avg", "lp"):
             best = mb.add(x=best, y=tap)
         elif table is None:
             best = mb.maximum(x=best, y=tap)
@@ -216,9 +225,20 @@ def _by_slices(ctx, node, kind: str, indices: bool = False):
     if kind == "avg":
         count = functools.reduce(np.multiply.outer, [ax.counted(bool(a.get("count_include_pad", 0))) for ax in axes])
         best = mb.real_div(x=best, y=count.astype(dtype), name=ctx.name(node))
-    ctx.set(node.output[0], best if kind == "avg" else mb.identity(x=best, name=ctx.name(node)))
+    elif kind == "lp":
+        best = mb.sqrt(x=best, name=ctx.name(node)) if power == 2 else \
+            mb.pow(x=best, y=dtype(1 / power), name=ctx.name(node))
+    ctx.set(node.output[0], best if kind in ("avg", "lp") else mb.identity(x=best, name=ctx.name(node)))
     if indices:
         ctx.set(node.output[1], mb.identity(x=where, name=ctx.name(node, 1)))
+
+
+def _lp_term(tap, power: float, dtype):
+    if power == 1:
+        return mb.abs(x=tap)
+    if power == 2:
+        return mb.mul(x=tap, y=tap)
+    return mb.pow(x=mb.abs(x=tap), y=dtype(power))
 
 
 def _index_table(dims, storage_order: int, axes: list[Axis], tails: list[int]) -> np.ndarray:

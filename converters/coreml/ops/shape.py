@@ -348,18 +348,51 @@ def _pad(ctx, node, pads, value, axes):
     if isinstance(x, np.ndarray) and min(min(p) for p in pairs) >= 0:
         kwargs = {"constant_values": value} if mode == "constant" else {}
         return _out(ctx, node, np.pad(x, pairs, mode=mode, **kwargs))
-    if mode not in _PAD_MODES:
+    if mode not in (*_PAD_MODES, "wrap"):
         raise ctx.unsupported(node, f"pad mode {mode}")
-    if min(min(p) for p in pairs) < 0:
-        raise ctx.unsupported(node, "negative pads (cropping)")
+    if min(min(p) for p in pairs) < 0:  # negative pads crop: pad the rest, then slice the crop away
+        grown = _pad_pairs(ctx, node, ctx.var(node.input[0]), [[max(b, 0), max(e, 0)] for b, e in pairs], mode, value)
+        return _out(ctx, node, _crop(ctx, node, grown, [[max(-b, 0), max(-e, 0)] for b, e in pairs]))
+    _out(ctx, node, _pad_pairs(ctx, node, ctx.var(node.input[0]), pairs, mode, value, name=ctx.name(node)))
+
+
+def _crop(ctx, node, x, crops):
+    dims = _dims(x)
+    if any(d is None and e for d, (_, e) in zip(dims, crops, strict=True)):
+        raise ctx.unsupported(node, "negative end pads on a run-time dim")
+    end = [0 if e == 0 else d - e for d, (_, e) in zip(dims, crops, strict=True)]
+    return mb.slice_by_index(x=x, begin=np.int32([b for b, _ in crops]), end=np.int32(end),
+                             end_mask=[e == 0 for _, e in crops], name=ctx.name(node))
+
+
+def _pad_pairs(ctx, node, var, pairs, mode: str, value, name: str | None = None):
+    """`var` padded by (begin, end) per dim. wrap is circular: slices of the other end, concatenated."""
+    named = {"name": name} if name else {}
+    if mode == "wrap":
+        for axis, (b, e) in enumerate(pairs):
+            if not b and not e:
+                continue
+            n = _dims(var)[axis]
+            if n is None or b > n or e > n:
+                raise ctx.unsupported(node, "wrap padding needs static sizes no smaller than the pads")
+            parts = [_axis_slice(var, axis, n - b, n)] if b else []
+            parts += [var] + ([_axis_slice(var, axis, 0, e)] if e else [])
+            var = mb.concat(values=parts, axis=axis)
+        return mb.identity(x=var, **named) if name else var
     while pairs and pairs[0] == [0, 0]:  # MIL pads trailing dims; fewer keeps reflect/replicate legal
         pairs.pop(0)
     if not pairs:
-        return _out(ctx, node, ctx.value(node.input[0]))
-    var = ctx.var(node.input[0])
+        return mb.identity(x=var, **named) if name else var
     fill = np.float16(value) if var.dtype == types.fp16 else np.float32(value)  # MIL wants x's dtype
-    _out(ctx, node, mb.pad(x=var, pad=np.int32(pairs).reshape(-1), mode=_PAD_MODES[mode], constant_val=fill,
-                           name=ctx.name(node)))
+    return mb.pad(x=var, pad=np.int32(pairs).reshape(-1), mode=_PAD_MODES[mode], constant_val=fill, **named)
+
+
+def _axis_slice(x, axis: int, start: int, end: int):
+    rank = len(x.shape)
+    begin, stop = [0] * rank, [0] * rank
+    begin[axis], stop[axis] = start, end
+    return mb.slice_by_index(x=x, begin=np.int32(begin), end=np.int32(stop),
+                             begin_mask=[i != axis for i in range(rank)], end_mask=[i != axis for i in range(rank)])
 
 
 @register("Pad", since=1)

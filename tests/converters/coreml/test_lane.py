@@ -27,10 +27,27 @@ def test_registry_refuses_duplicates_and_picks_by_opset():
 def test_preflight_lists_every_unsupported_op():
     from bridge.converters.coreml.preflight import unsupported_ops
 
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"), helper.make_node("Hardmax", ["a"], ["b"], name="h1"),
-             helper.make_node("Hardmax", ["b"], ["c"], name="h2"), helper.make_node("Celu", ["c"], ["y"], name="c")]
-    missing = unsupported_ops(graph(nodes, {"x": np.zeros((1, 4), np.float32)}, ["y"]))
-    assert [(u.op_type, u.nodes) for u in missing] == [("Celu", ("c",)), ("Hardmax", ("h1", "h2"))]
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"), helper.make_node("Det", ["a"], ["b"], name="d1"),
+             helper.make_node("Det", ["a"], ["c"], name="d2"), helper.make_node("Unique", ["a"], ["y"], name="u")]
+    missing = unsupported_ops(graph(nodes, {"x": np.zeros((3, 3), np.float32)}, ["b", "c", "y"]))
+    assert [(u.op_type, u.nodes, u.reason) for u in missing] == [("Det", ("d1", "d2"), "no Core ML converter"),
+                                                                 ("Unique", ("u",), "no Core ML converter")]
+
+
+def test_preflight_names_refused_attributes_inputs_and_ranks():
+    """A converter that exists but not for these attributes, a scalar graph input, a rank-6 result:
+    all refused by name before anything converts, each with its reason."""
+    from bridge.converters.coreml.preflight import INPUT, unsupported_ops
+
+    feed = {"x": np.zeros((1, 2, 3, 4), np.float32), "s": np.zeros((), np.float32)}
+    nodes = [helper.make_node("LRN", ["x"], ["lrn"], size=2, name="lrn"),
+             helper.make_node("Unsqueeze", ["x", "axes"], ["six"], name="unsq"),
+             helper.make_node("Mul", ["x", "s"], ["scaled"], name="mul")]
+    model = graph(nodes, feed, ["lrn", "six", "scaled"], {"axes": np.array([0, 5], np.int64)})
+    missing = {(u.op_type, u.nodes): u.reason for u in unsupported_ops(model)}
+    assert missing == {(INPUT, ("s",)): "a rank-0 input (Core ML inputs have rank 1 to 5)",
+                       ("LRN", ("lrn",)): "size=2 (even sizes centre the window differently in Core ML)",
+                       ("Unsqueeze", ("unsq",)): "a rank-6 output (Core ML tensors have rank 5 at most)"}
 
 
 def test_conv_relu_add():

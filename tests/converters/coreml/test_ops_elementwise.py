@@ -130,6 +130,24 @@ def test_pow_integer_base_float_exponent_truncates():
         parity(model, feed, expect_ops=("pow", "floor"), rtol=0, atol=0)
 
 
+def test_isnan_isinf_acosh_asinh_mod():
+    """Run by the reference executor: NaN and +-Inf among the data; asinh of large negative x
+    (no cancellation); C's fmod (the dividend's sign) and the integer mod (the divisor's sign)."""
+    x = np.array([[1.0, np.nan, np.inf, -np.inf, -0.0, 3.5], [-7.5, 2.0, 1e4, -1e4, 0.25, np.nan]], np.float32)
+    feed = {"x": x, "a": np.array([1.0, 1.5, 4.0, 100.0], np.float32),
+            "f": np.array([-4.3, 7.2, 5.0, -0.5, -7.0], np.float32),
+            "g": np.array([2.1, -3.4, 5.0, 2.0, 3.0], np.float32),
+            "i": np.array([-4, 7, 5, -1, -7], np.int32), "j": np.array([3, -3, 2, 2, -4], np.int32)}
+    nodes = [helper.make_node("IsNaN", ["x"], ["nan"]), helper.make_node("IsInf", ["x"], ["inf"]),
+             helper.make_node("IsInf", ["x"], ["pos"], detect_negative=0),
+             helper.make_node("IsInf", ["x"], ["neg"], detect_positive=0),
+             helper.make_node("Acosh", ["a"], ["acosh"]), helper.make_node("Asinh", ["x"], ["asinh"]),
+             helper.make_node("Mod", ["f", "g"], ["fmod"], fmod=1), helper.make_node("Mod", ["i", "j"], ["imod"]),
+             helper.make_node("Mod", ["i", "j"], ["ifmod"], fmod=1)]
+    outputs = [n.output[0] for n in nodes]
+    parity(graph(nodes, feed, outputs, opset=20), feed, expect_ops=("not_equal", "mod"), rtol=1e-5, atol=1e-6)
+
+
 def test_clip_with_runtime_bounds():
     """Bounds computed at run time (Core ML has no rank-0 inputs, so they come from reductions)."""
     feed = {"x": RNG.standard_normal((3, 4)).astype(np.float32), "b": RNG.standard_normal((2,)).astype(np.float32)}

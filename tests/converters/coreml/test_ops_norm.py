@@ -135,3 +135,33 @@ def test_torch_norms(tmp_path):
         want = dict(zip(names, (t.numpy() for t in module(x, v)), strict=True))
     _parity(onnx.load(str(path)), {"x": x.numpy(), "v": v.numpy()}, want=want,
             expect_ops=("batch_norm", "layer_norm", "instance_norm"))
+
+
+# GroupNormalization, RMSNormalization, MeanVarianceNormalization -----------------------------------------
+@pytest.mark.parametrize("opset", [18, 21])
+def test_group_norm(opset):
+    """Opset 18 scales per group, opset 21 per channel; a run of ranks 3 and 5 too."""
+    feed = {"x": _randn(2, 6, 3, 4), "x3": _randn(2, 4, 5), "x5": _randn(1, 4, 2, 3, 2)}
+    size = (lambda c, g: g) if opset == 18 else (lambda c, g: c)
+    params = {f"s{c}_{g}": _randn(size(c, g)) for c, g in ((6, 3), (4, 2))}
+    params.update({f"b{c}_{g}": _randn(size(c, g)) for c, g in ((6, 3), (4, 2))})
+    nodes = [helper.make_node("GroupNormalization", ["x", "s6_3", "b6_3"], ["y"], num_groups=3, epsilon=1e-3),
+             helper.make_node("GroupNormalization", ["x3", "s4_2", "b4_2"], ["y3"], num_groups=2),
+             helper.make_node("GroupNormalization", ["x5", "s4_2", "b4_2"], ["y5"], num_groups=2)]
+    model = graph(nodes, feed, [], params, opset=opset)  # ONNX's shape inference leaves these outputs untyped
+    model.graph.output.extend(helper.make_tensor_value_info(y, 1, feed[x].shape) for x, y in
+                              (("x", "y"), ("x3", "y3"), ("x5", "y5")))
+    # coremltools fuses the rank-4 scale and bias into a batch_norm with variance 1 and its default
+    # epsilon 1e-5, which scales by 1/sqrt(1 + 1e-5): a relative error of 5e-6 that is its own
+    parity(model, feed, expect_ops=("layer_norm",), rtol=1e-4, atol=1e-4)
+
+
+def test_rms_norm_and_mean_variance_norm():
+    feed = {"x": _randn(2, 3, 4, 5)}
+    params = {"s5": _randn(5), "s345": _randn(3, 4, 5)}
+    nodes = [helper.make_node("RMSNormalization", ["x", "s5"], ["rms"]),
+             helper.make_node("RMSNormalization", ["x", "s345"], ["rms1"], axis=1, epsilon=0.1),
+             helper.make_node("MeanVarianceNormalization", ["x"], ["mvn"]),
+             helper.make_node("MeanVarianceNormalization", ["x"], ["mvn_last"], axes=[2, 3])]
+    outputs = [n.output[0] for n in nodes]
+    _parity(graph(nodes, feed, outputs, params, opset=23), feed, expect_ops=("rsqrt", "real_div"))

@@ -119,6 +119,17 @@ def test_pools_1d_and_3d():
     _parity(graph(nodes, feed, ["max1", "avg1", "max3", "avg3"]), feed, expect_ops=("max_pool", "avg_pool"))
 
 
+def test_lp_pool():
+    """(sum |x|^p)^(1/p) per window for p = 1, 2, 3, with padding, SAME, dilations and ceil_mode."""
+    feed = {"x": _randn(1, 2, 9, 8), "x1": _randn(1, 3, 10)}
+    nodes = [helper.make_node("LpPool", ["x"], ["p2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("LpPool", ["x"], ["p3"], kernel_shape=[2, 3], p=3, auto_pad="SAME_UPPER"),
+             helper.make_node("LpPool", ["x"], ["p1"], kernel_shape=[2, 2], p=1, dilations=[2, 2], ceil_mode=1,
+                              strides=[2, 2]),
+             helper.make_node("LpPool", ["x1"], ["p1d"], kernel_shape=[3], p=4, strides=[2])]
+    _parity(graph(nodes, feed, [n.output[0] for n in nodes], opset=22), feed, expect_ops=("slice_by_index",))
+
+
 def test_global_pools():
     feed = {"x1": _randn(2, 3, 5), "x2": _randn(1, 4, 3, 6), "x3": _randn(1, 2, 3, 4, 5)}
     nodes = [helper.make_node(op, [x], [f"{op}_{x}"]) for op in ("GlobalAveragePool", "GlobalMaxPool") for x in feed]

@@ -277,12 +277,18 @@ def test_pad_opset2_attributes():
     verify([node("Pad", ["x"], pads=[0, 1, 2, 0, 2, 1], value=0.5)], {"x": f32(2, 3, 4)}, ["y"], opset=2)
 
 
-@pytest.mark.parametrize("case,why", [("wrap", "pad mode wrap"), ("crop", "negative pads")])
-def test_pad_refusals(case, why):
-    pads, mode = ([0, 0, 1, 1, 0, 0, 1, 1], "wrap") if case == "wrap" else ([0, 0, -1, 0, 0, 0, 0, 0], "constant")
-    model = graph([node("Pad", ["x", "p"], mode=mode)], {"x": f32(1, 2, 4, 5)}, ["y"], {"p": i64(*pads)}, opset=19)
-    with pytest.raises(ConversionError, match=why):
-        mil_values(model, {"x": f32(1, 2, 4, 5)})
+def test_pad_wrap_and_negative_pads():
+    """wrap (circular: the other end's slices concatenated) and negative pads (a crop after the rest
+    is padded), run by the reference executor."""
+    from tests.converters.coreml.harness import parity
+
+    feed = {"x": f32(1, 2, 4, 5)}
+    inits = {"wrap": i64(0, 0, 1, 3, 0, 0, 2, 1), "crop": i64(0, 0, -1, 2, 0, 0, 1, -2),
+             "crop_reflect": i64(0, 0, 2, -1, 0, 0, -1, 1)}
+    nodes = [node("Pad", ["x", "wrap"], ["w"], mode="wrap"), node("Pad", ["x", "crop"], ["c"]),
+             node("Pad", ["x", "crop_reflect"], ["r"], mode="reflect")]
+    parity(graph(nodes, feed, ["w", "c", "r"], inits, opset=19), feed, expect_ops=("concat", "slice_by_index"),
+           rtol=0, atol=0)
 
 
 # shape queries and generators ------------------------------------------------------------------
