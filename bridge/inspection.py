@@ -64,8 +64,13 @@ def _with_coreml(desc: dict, onnx_path: str, limits: Limits) -> dict:
         return desc
     missing = run_stage("coreml-preflight", "bridge.converters.coreml.preflight:unsupported_in_file", onnx_path,
                         limits=limits)
-    desc["lanes"]["coreml"] = {"supported": not missing, "unsupported_ops": [m["op_type"] for m in missing],
-                               "nodes": {m["op_type"]: m["nodes"] for m in missing}}
+    nodes: dict[str, list[str]] = {}
+    for m in missing:
+        nodes.setdefault(m["op_type"], []).extend(m["nodes"])
+    # `refused`: each op type (or graph input) with the reason and the nodes it covers, as the
+    # preflight found them: an op with a converter can still be refused for some attribute values
+    desc["lanes"]["coreml"] = {"supported": not missing, "unsupported_ops": sorted(nodes), "nodes": nodes,
+                               "refused": missing}
     return desc
 
 

@@ -36,7 +36,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     model = onnx.load(req.hub_path)
     missing = unsupported_ops(model, req.node_names)
     if missing:
-        raise ConversionError(f"{len(missing)} op type(s) have no Core ML converter: "
+        raise ConversionError(f"the Core ML lane refuses {len(missing)} op type(s) or input(s): "
                               + "; ".join(str(u) for u in missing), stage="coreml-preflight",
                               node=missing[0].nodes[0], op_type=missing[0].op_type)
     ranges = None

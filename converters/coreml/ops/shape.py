@@ -48,6 +48,11 @@ def _axes(axes, rank: int) -> list[int]:
     return [int(a) + rank if int(a) < 0 else int(a) for a in axes]
 
 
+def _np_dtype(v) -> np.dtype:
+    """The numpy dtype of a numpy constant or a MIL Var (a constant tensor can meet a run-time shape)."""
+    return v.dtype if isinstance(v, np.ndarray) else np.dtype(types.nptype_from_builtin(v.dtype))
+
+
 def _out(ctx, node, value) -> None:
     ctx.set(node.output[0], value)
 
@@ -76,8 +81,11 @@ def reshape(ctx, node):
         target = [-1 if t is None else t for t in target]
     elif unknown and len(target) == len(x.shape):
         target = [0 if t is None else t for t in target]  # MIL copies the same-index dim too
-    elif unknown:
-        raise ctx.unsupported(node, "0 in shape over several run-time dims")
+    elif unknown:  # several 0s over run-time dims: the target shape is assembled at run time
+        dims = mb.shape(x=x)
+        parts = [np.int32([t]) if t is not None else
+                 mb.slice_by_index(x=dims, begin=np.int32([i]), end=np.int32([i + 1])) for i, t in enumerate(target)]
+        return _out(ctx, node, mb.reshape(x=x, shape=mb.concat(values=parts, axis=0), name=ctx.name(node)))
     _out(ctx, node, mb.reshape(x=x, shape=np.asarray(target, np.int32), name=ctx.name(node)))
 
 
@@ -119,8 +127,21 @@ def _squeeze(ctx, node, axes):
     if _symbolic_value(x):
         shape = [d for i, d in enumerate(x.shape) if not (d == 1 and (axes is None or i in axes))]
         return _out(ctx, node, mb.reshape(x=x, shape=np.int32(shape), name=ctx.name(node)))
+    if axes is not None and None in [_dims(x)[a] for a in axes]:
+        return _out(ctx, node, _squeeze_run_time_dims(ctx, node, x, axes))
     kwargs = {} if axes is None else {"axes": axes}
     _out(ctx, node, mb.squeeze(x=ctx.var(node.input[0]), name=ctx.name(node), **kwargs))
+
+
+def _squeeze_run_time_dims(ctx, node, x, axes):
+    """ONNX promises a squeezed dim is 1 at run time; MIL's squeeze keeps a dim it cannot see is 1,
+    so the rank would not drop. A reshape to the kept dims (read at run time if need be) drops it."""
+    keep = [i for i in range(len(x.shape)) if i not in axes]
+    dims = [_dims(x)[i] for i in keep]
+    if dims.count(None) <= 1:
+        return mb.reshape(x=x, shape=np.int32([-1 if d is None else d for d in dims]), name=ctx.name(node))
+    kept = mb.gather(x=mb.shape(x=x), indices=np.int32(keep), axis=0)
+    return mb.reshape(x=x, shape=kept, name=ctx.name(node))
 
 
 @register("Squeeze", since=1)
@@ -282,7 +303,14 @@ def gather(ctx, node):
     x = ctx.var(node.input[0])
     axis = _axes([axis], len(x.shape))[0]
     indices = _positive_indices(ctx, node, x, axis)
-    _out(ctx, node, mb.gather(x=x, indices=indices, axis=axis, name=ctx.name(node)))
+    _out(ctx, node, _on_numbers(ctx, node, x, lambda v, **name: mb.gather(x=v, indices=indices, axis=axis, **name)))
+
+
+def _on_numbers(ctx, node, x, op):
+    """MIL's gathers take numbers only: a bool tensor (an attention mask) goes through as int32."""
+    if isinstance(x, np.ndarray) or x.dtype != types.bool:
+        return op(x, name=ctx.name(node))
+    return mb.cast(x=op(mb.cast(x=x, dtype="int32")), dtype="bool", name=ctx.name(node))
 
 
 @register("GatherElements")
@@ -294,7 +322,8 @@ def gather_elements(ctx, node):
     x = ctx.var(node.input[0])
     axis = _axes([axis], len(x.shape))[0]
     indices = _positive_indices(ctx, node, x, axis)
-    _out(ctx, node, mb.gather_along_axis(x=x, indices=indices, axis=axis, name=ctx.name(node)))
+    _out(ctx, node, _on_numbers(ctx, node, x, lambda v, **name: mb.gather_along_axis(x=v, indices=indices, axis=axis,
+                                                                                     **name)))
 
 
 # broadcasting and repetition -------------------------------------------------------------------
@@ -309,7 +338,7 @@ def expand(ctx, node):
     x = ctx.var(node.input[0])
     reps = None if shape is None else _tile_reps(_dims(x), [int(s) for s in shape])
     if reps is None:
-        zeros = mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), types.nptype_from_builtin(x.dtype)))
+        zeros = mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), _np_dtype(x)))
         return _out(ctx, node, mb.add(x=x, y=zeros, name=ctx.name(node)))
     if len(reps) > len(x.shape):
         x = mb.expand_dims(x=x, axes=list(range(len(reps) - len(x.shape))))

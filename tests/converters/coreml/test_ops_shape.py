@@ -101,6 +101,33 @@ def test_reshape_zero_over_a_run_time_dim_becomes_minus_one():
     assert out.shape[1] == 12 and "reshape" in op_types(program)
 
 
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_reshape_zeros_over_several_run_time_dims():
+    """PaddleOCR's recognizers reshape (N, C, H, W) to (0, 0, -1) with N and W unknown: the target
+    shape is assembled from the input's run-time shape, then run by the reference executor."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": f32(2, 3, 4, 5)}
+    model = graph([node("Reshape", ["x", "s"])], feed, ["y"], {"s": i64(0, 0, -1)})
+    for i, name in ((0, "n"), (3, "w")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], feed["x"].reshape(2, 3, 20))
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_squeeze_of_run_time_dims():
+    """PaddleOCR squeezes its height axis, unknown until run time (ONNX promises it is 1 then);
+    MIL's squeeze would keep an axis it cannot see is 1."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": f32(2, 3, 1, 5)}
+    nodes = [node("Squeeze", ["x", "a"], ["s"]), node("Transpose", ["s"], ["y"], perm=[0, 2, 1])]
+    model = graph(nodes, feed, ["y"], {"a": i64(2)})
+    for i, name in ((0, "n"), (2, "h"), (3, "w")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], feed["x"].squeeze(2).transpose(0, 2, 1))
+
+
 def test_reshape_allowzero_empty_is_refused():
     model = graph([node("Reshape", ["x", "s"], allowzero=1)], {"x": np.zeros((0, 3), np.float32)}, ["y"],
                   {"s": i64(3, 0)}, opset=14)
@@ -228,6 +255,18 @@ def test_gather_elements():
     verify([node("GatherElements", ["x", "i"], axis=0)], {"x": f32(3, 3), "i": np.array([[2, 0, 1]], np.int64)}, ["y"])
 
 
+def test_gather_of_a_bool_mask():
+    """Transformer exports gather rows of a bool attention mask; MIL's gathers take numbers only."""
+    from tests.converters.coreml.harness import parity
+
+    feed = {"x": f32(4, 3)}
+    nodes = [node("Greater", ["x", "zero"], ["mask"]), node("Gather", ["mask", "i"], ["rows"]),
+             node("GatherElements", ["mask", "j"], ["picked"], axis=1)]
+    inits = {"zero": np.float32(0), "i": i64(3, -1, 0), "j": np.array([[2], [0], [1], [-1]], np.int64)}
+    parity(graph(nodes, feed, ["rows", "picked"], inits), feed, expect_ops=("gather", "gather_along_axis"),
+           rtol=0, atol=0)
+
+
 # broadcasting and padding ----------------------------------------------------------------------
 @pytest.mark.parametrize("in_shape,shape", [((3, 1), (2, 1, 4)), ((2, 3), (1, 1)), ((1, 3, 1), (4, 3, 2))])
 def test_expand(in_shape, shape):
@@ -244,6 +283,17 @@ def test_expand_to_a_run_time_shape():
     nodes = [node("Shape", ["like"], ["s"]), node("Expand", ["x", "s"])]
     model = symbolic_batch(graph(nodes, {"like": f32(2, 3), "x": f32(1, 3)}, ["y"]))
     assert {"fill", "add"} <= set(op_types(lower(model)[1]))
+
+
+def test_expand_a_constant_to_a_run_time_shape():
+    """ViT's class token: a weight expanded to the run-time batch (was a KeyError on its dtype)."""
+    from tests.converters.coreml.harness import run_reference
+
+    nodes = [node("Shape", ["like"], ["s"], end=1), node("Concat", ["s", "rest"], ["shape"], axis=0),
+             node("Expand", ["token", "shape"])]
+    feed, token = {"like": f32(2, 3)}, f32(1, 1, 4)
+    model = symbolic_batch(graph(nodes, feed, ["y"], {"token": token, "rest": i64(1, 4)}))
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], np.broadcast_to(token, (2, 1, 4)))
 
 
 def test_tile():
