@@ -74,6 +74,8 @@ class Binding:
         return out
 
     def to_artifact(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim == 0 and self.shape == (1,):  # a scalar, where the artifact cannot take one
+            return x.reshape(1)
         x = np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
         return self.pixels.to_pixels(x, axis=1) if self.pixels else x
 

@@ -124,8 +124,8 @@ def _io(req: LaneRequest, built: Built, images: dict[str, Pixels], channel_last:
 
     def bind(s) -> Binding:
         name = built.inputs[s.name]
-        if s.name not in images:
-            return Binding(s.name, name, shape(s), built.dtypes[name])
+        if s.name not in images:  # a scalar is fed as shape (1,): Core ML has no scalar inputs
+            return Binding(s.name, name, shape(s) or (1,), built.dtypes[name])
         perm = (0, 3, 1, 2) if channel_last else None  # Core ML images are channel-first
         nchw = tuple(shape(s)[p] for p in perm) if perm else shape(s)
         return Binding(s.name, name, nchw, "image", perm, "image", pixels=images[s.name])

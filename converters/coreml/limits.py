@@ -98,8 +98,8 @@ def input_limit(value_info) -> str | None:
     t = value_info.type.tensor_type
     if value_info.type.WhichOneof("value") != "tensor_type" or t.elem_type not in INPUT_TYPES:
         return "an input type Core ML cannot take (float32, float16, float64, int32, int64 or bool)"
-    if t.HasField("shape") and not 1 <= len(t.shape.dim) <= MAX_RANK:
-        return f"a rank-{len(t.shape.dim)} input (Core ML inputs have rank 1 to {MAX_RANK})"
+    if t.HasField("shape") and len(t.shape.dim) > MAX_RANK:  # a scalar goes in as shape (1,)
+        return f"a rank-{len(t.shape.dim)} input (Core ML inputs have rank {MAX_RANK} at most)"
     return None
 
 

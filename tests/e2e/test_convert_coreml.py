@@ -44,19 +44,19 @@ def test_unsupported_ops_named_all_at_once_and_tflite_still_converts(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    axis = helper.make_tensor("axis", TensorProto.INT64, [], [0])
     nodes = [helper.make_node("Det", ["x"], ["a"], name="det1"), helper.make_node("Relu", ["a"], ["b"]),
-             helper.make_node("CumProd", ["b", "axis"], ["c"], name="cumprod1"),
-             helper.make_node("Det", ["x"], ["d"], name="det2"), helper.make_node("Add", ["c", "d"], ["y"])]
+             helper.make_node("LpNormalization", ["b"], ["c"], name="lpnorm1"),
+             helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Det", ["n"], ["d"], name="det2"),
+             helper.make_node("Add", ["c", "d"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[axis])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     path = tmp_path / "odd.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     r = bridge("convert", path, "--target", "onnx", "--target", "coreml", "--out", tmp_path / "out")
     assert r.returncode == 3, r.stderr
     a = artifact(report(tmp_path / "out"), "coreml", "fp16")
     assert a["error"]["stage"] == "coreml-preflight"
-    assert "CumProd (cumprod1)" in a["error"]["message"] and "Det (det1, det2)" in a["error"]["message"]
+    assert "LpNormalization (lpnorm1)" in a["error"]["message"] and "Det (det1, det2)" in a["error"]["message"]
     assert artifact(report(tmp_path / "out"), "onnx", "fp32")["parity"]["passed"]
 
 

@@ -490,6 +490,27 @@ def range_(ctx, node):
     _out(ctx, node, mb.range_1d(start=start, end=limit, step=delta, name=ctx.name(node)))
 
 
+@register("Trilu", since=14)
+def trilu(ctx, node):
+    """Keep the upper (j - i >= k) or lower (j - i <= k) triangle of the last two dims, zero the
+    rest: a constant mask when those dims are static, MIL's band_part for k = 0 otherwise."""
+    upper = bool(attrs(node).get("upper", 1))
+    k = _known(ctx, node, 1, "k")
+    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    x = ctx.value(node.input[0])
+    rows, cols = _dims(x)[-2:] if not isinstance(x, np.ndarray) else x.shape[-2:]
+    if rows is not None and cols is not None:
+        offset = np.arange(cols)[None, :] - np.arange(rows)[:, None]  # j - i
+        keep = offset >= k if upper else offset <= k
+        if isinstance(x, np.ndarray):
+            return _out(ctx, node, np.where(keep, x, np.zeros_like(x)))
+        return _out(ctx, node, mb.select(cond=keep, a=x, b=np.zeros((), _np_dtype(x)), name=ctx.name(node)))
+    if k != 0:
+        raise ctx.unsupported(node, "k other than 0 over run-time dims")
+    _out(ctx, node, mb.band_part(x=x, lower=np.int32(0 if upper else -1), upper=np.int32(-1 if upper else 0),
+                                 name=ctx.name(node)))
+
+
 # pass-throughs ---------------------------------------------------------------------------------
 @register("Identity")
 def identity(ctx, node):

@@ -128,6 +128,25 @@ def test_squeeze_of_run_time_dims():
     np.testing.assert_array_equal(run_reference(model, feed)["y"], feed["x"].squeeze(2).transpose(0, 2, 1))
 
 
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_trilu():
+    """Upper and lower triangles with offsets (a causal attention mask), and over run-time dims."""
+    from tests.converters.coreml.harness import parity, run_reference
+
+    feed = {"x": f32(2, 4, 5)}
+    nodes = [node("Trilu", ["x"], ["up"]), node("Trilu", ["x", "one"], ["up1"]),
+             node("Trilu", ["x", "minus2"], ["low"], upper=0), node("Trilu", ["x"], ["low0"], upper=0)]
+    inits = {"one": np.array(1, np.int64), "minus2": np.array(-2, np.int64)}
+    parity(graph(nodes, feed, ["up", "up1", "low", "low0"], inits, opset=14), feed, expect_ops=("select",),
+           rtol=0, atol=0)
+    model = graph(nodes[::3], feed, ["up", "low0"], opset=14)
+    for i, name in ((1, "rows"), (2, "cols")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    got = run_reference(model, feed)
+    np.testing.assert_array_equal(got["up"], np.triu(feed["x"]))
+    np.testing.assert_array_equal(got["low0"], np.tril(feed["x"]))
+
+
 def test_reshape_allowzero_empty_is_refused():
     model = graph([node("Reshape", ["x", "s"], allowzero=1)], {"x": np.zeros((0, 3), np.float32)}, ["y"],
                   {"s": i64(3, 0)}, opset=14)
