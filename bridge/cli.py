@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from bridge.base.errors import BridgeError, one_line
 from bridge.commands import convert, doctor, inspect, validate
-from bridge.errors import BridgeError, one_line
 
 app = typer.Typer(
     name="bridge",
@@ -22,9 +22,9 @@ app = typer.Typer(
          "artifact.",
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts hold [MODE@] and [:DTYPE]: never markup
+    rich_markup_mode="rich",  # for the lanes' option panels; help texts escape their brackets
 )
-app.command(name="convert", no_args_is_help=True)(convert.command)
+app.command(name="convert", no_args_is_help=True)(convert.command())
 app.command(name="validate", no_args_is_help=True)(validate.command)
 app.command(name="inspect", no_args_is_help=True)(inspect.command)
 app.command(name="doctor")(doctor.command)

@@ -6,8 +6,9 @@ import platform
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
 
-PACKAGES = ("bridge-convert", "numpy", "torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "keras",
-            "tf-keras", "tf2onnx", "onnx2tf", "ai-edge-litert", "coremltools", "scikit-learn", "pillow")
+from bridge.base.lazy import DEPENDENCIES
+
+PACKAGES = ("bridge-convert", *(d.distribution for d in DEPENDENCIES))
 
 
 def versions() -> dict[str, str | None]:

@@ -1,4 +1,5 @@
-"""`bridge inspect`: what a model or artifact contains, and which lanes can take its ops."""
+"""`bridge inspect`: what a model or artifact contains, and which ops each lane refuses, before
+anything converts. Each lane's answer comes from its own declared preflight, run in a child."""
 
 from __future__ import annotations
 
@@ -8,34 +9,48 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bridge.isolation import Limits, run_stage
-from bridge.sources import Format, sniff
+from bridge.base.errors import BridgeError, UnsafeInput, UsageError
+from bridge.base.lane import ExportRequest, Lane
+from bridge.base.sources import Format, sniff
+from bridge.base.tensors import parse_input
+from bridge.lanes import lanes
+from bridge.options import DEFAULT_TIMEOUT
+from bridge.stages import Limits, Stage, run_stage
+
+EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
 
 
-def lane_support(op_types: set[str]) -> dict[str, dict]:
-    """Per lane: the model's ops it has converters for, and those it lacks."""
-    known = {"onnx": None, "tflite": _onnx2tf_ops()}
+def lane_support(onnx_path: str, node_names: dict[str, str], limits: Limits) -> dict[str, dict]:
+    """Per lane: the ops of the graph it refuses (none when it declares no preflight)."""
     out = {}
-    for lane, ops in known.items():
-        if ops is None:
-            out[lane] = {"supported": True, "unsupported_ops": []}
-        else:
-            missing = sorted(op_types - ops)
-            out[lane] = {"supported": not missing, "unsupported_ops": missing}
+    for lane in lanes().values():
+        missing_backends = [m for m in lane.requires if importlib.util.find_spec(m) is None]
+        if missing_backends:
+            out[lane.name] = {"supported": False, "unsupported_ops": [],
+                              "reason": f"{', '.join(missing_backends)} not installed; pip install "
+                                        f"\"bridge-convert[{lane.extra}]\""}
+            continue
+        if lane.preflight is None:
+            out[lane.name] = {"supported": True, "unsupported_ops": []}
+            continue
+        stage = Stage(f"{lane.name}-preflight", "bridge.lanes:call", lane.convert_blocks)
+        try:
+            missing = run_stage(stage, lane.preflight, onnx_path, node_names, lane.make_options(), limits=limits)
+        except BridgeError as e:
+            out[lane.name] = {"supported": False, "unsupported_ops": [], "reason": str(e)}
+            continue
+        nodes: dict[str, list[str]] = {}
+        for u in missing:  # one op type may be refused for several reasons (attribute values)
+            nodes.setdefault(u.op_type, []).extend(u.nodes)
+        out[lane.name] = {"supported": not missing, "unsupported_ops": sorted(nodes)}
+        if missing:
+            out[lane.name]["nodes"] = nodes
+            out[lane.name]["refused"] = [u.to_json() for u in missing]  # each record: op, nodes, reason
     return out
 
 
-def _onnx2tf_ops() -> set[str]:
-    """onnx2tf keeps one module per ONNX op type: list them without importing TensorFlow."""
-    spec = importlib.util.find_spec("onnx2tf")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    ops_dir = Path(next(iter(spec.submodule_search_locations))) / "ops"
-    return {p.stem for p in ops_dir.glob("*.py") if p.stem[:1].isupper()}
-
-
 def describe_onnx(path: str) -> dict:
-    from bridge.lazy import require
+    from bridge.base.lazy import require
 
     onnx = require("onnx")
     model = onnx.load(path, load_external_data=False)
@@ -53,47 +68,40 @@ def describe_onnx(path: str) -> dict:
         "inputs": [tensor(v) for v in model.graph.input if v.name not in inits],
         "outputs": [tensor(v) for v in model.graph.output],
         "ops": dict(sorted(ops.items())),
-        "lanes": lane_support(set(ops)),
     }
 
 
-def _with_coreml(desc: dict, onnx_path: str, limits: Limits) -> dict:
-    """Core ML support comes from our converter registry, which imports coremltools: ask a child."""
-    if importlib.util.find_spec("coremltools") is None:
-        desc["lanes"]["coreml"] = {"supported": False, "unsupported_ops": [], "reason": "coremltools not installed"}
-        return desc
-    missing = run_stage("coreml-preflight", "bridge.converters.coreml.preflight:unsupported_in_file", onnx_path,
-                        limits=limits)
-    nodes: dict[str, list[str]] = {}
-    for m in missing:
-        nodes.setdefault(m["op_type"], []).extend(m["nodes"])
-    # `refused`: each op type (or graph input) with the reason and the nodes it covers, as the
-    # preflight found them: an op with a converter can still be refused for some attribute values
-    desc["lanes"]["coreml"] = {"supported": not missing, "unsupported_ops": sorted(nodes), "nodes": nodes,
-                               "refused": missing}
-    return desc
+def _artifact_lane(path: Path) -> Lane | None:
+    for lane in lanes().values():
+        if not lane.in_process and lane.recognize is not None and lane.recognize(path):
+            return lane
+    return None
 
 
 def inspect(target: str, *, trust_code: bool = False, inputs: tuple = ()) -> dict:
-    ref = sniff(target)
-    limits = Limits(timeout=1800)
+    limits = Limits(timeout=DEFAULT_TIMEOUT)
+    try:
+        ref = sniff(target)
+    except UnsafeInput:
+        raise
+    except UsageError:  # maybe an artifact only a plug-in lane knows
+        lane = _artifact_lane(Path(target))
+        if lane is None:
+            raise
+        ref = None
+    lane = _artifact_lane(ref.path) if ref is not None and ref.path is not None else lane
+    if lane is not None and lane.describe:
+        desc = run_stage(Stage(f"{lane.name}-inspect", "bridge.lanes:call", lane.runtime_blocks), lane.describe,
+                         target, limits=limits)
+        return {"format": lane.suffix.lstrip("."), **desc}
     if ref.format is Format.ONNX:
-        return _with_coreml(describe_onnx(str(ref.path)), str(ref.path), limits)
-    if ref.format is Format.TFLITE:
-        desc = run_stage("tflite-inspect", "bridge.validators.runners.tflite:describe", str(ref.path), limits=limits)
-        return {"format": "tflite", **desc}
-    if ref.format is Format.MLPACKAGE:
-        desc = run_stage("coreml-inspect", "bridge.validators.runners.coreml:describe", str(ref.path), limits=limits)
-        return {"format": "mlpackage", **desc}
-    from bridge.converters.onnx.export import ExportRequest
-    from bridge.tensors import parse_input
-
+        return {**describe_onnx(str(ref.path)), "lanes": lane_support(str(ref.path), {}, limits)}
     work = Path(tempfile.mkdtemp(prefix="bridge-inspect-"))
     try:
-        exported = run_stage("export", "bridge.converters.onnx.export:export_source",
-                             ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in inputs),
-                                           samples=1, trust_code=trust_code), limits=limits)
-        desc = _with_coreml(describe_onnx(exported.hub_path), exported.hub_path, limits)
+        exported = run_stage(EXPORT, ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in inputs),
+                                                   samples=1, trust_code=trust_code), limits=limits)
+        desc = describe_onnx(exported.hub_path)
+        desc["lanes"] = lane_support(exported.hub_path, exported.node_names, limits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**desc, "format": str(ref.format), "framework": exported.framework, "hub_opset": desc.pop("opset")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from bridge.errors import UsageError
+from bridge.base.errors import UsageError
 
 DEFAULT_TIMEOUT = 1800.0  # seconds per stage
 MIN_MEMORY = 256 << 20  # below this no stage can even import numpy
@@ -33,7 +33,7 @@ def check_limits(*, timeout: float | None, max_memory: int | None, samples: int,
 
 def check_normalization(mean: tuple[float, ...], std: tuple[float, ...], resize: tuple[int, int] | None) -> None:
     """`--mean`, `--std`, `--resize`: finite, nonzero divisors, positive sizes. Their length against
-    the model's channels is checked once the inputs are known (`bridge.calibration`)."""
+    the model's channels is checked once the inputs are known (`bridge.base.samples`)."""
     for flag, values in (("--mean", mean), ("--std", std)):
         if not all(_finite(v) for v in values):
             raise UsageError(f"{flag} {','.join(map(str, values))}: every value must be a finite number")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.arrays import Column, Feed, columns
-from bridge.errors import BridgeError, StageCrashed
-from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
-from bridge.report import ArtifactRecord, ErrorInfo, Parity
+from bridge.base.arrays import Column, Feed, columns
+from bridge.base.errors import BridgeError, ErrorRecord, StageCrashed
+from bridge.base.modes import FP32_PARITY, Thresholds
+from bridge.report import ArtifactRecord, Parity
 from bridge.validators.compare import compare, failures, metrics
 
 HUB_STAGE = "source->onnx"
@@ -56,7 +56,7 @@ def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed
 
 def _culprit(onnx: Sequence[Feed], source: Sequence[Feed], names: list[str]) -> str:
     """The hub is float32: if it already misses fp32 parity, the export introduced the error."""
-    fp32 = DEFAULT_THRESHOLDS[Mode.FP32]
+    fp32 = FP32_PARITY
     for n in names:
         try:
             if failures(metrics(Column(onnx, n), Column(source, n)), fp32):
@@ -74,6 +74,6 @@ def runtime_failed(rec: ArtifactRecord, e: BridgeError) -> ArtifactRecord:
     """An artifact that crashes or hangs its runtime failed like a conversion (exit 3); one the
     runtime cannot run (an op it lacks) was not executed (exit 1)."""
     if isinstance(e, StageCrashed):
-        rec.error = ErrorInfo(e.stage, str(e))
+        rec.error = ErrorRecord.of(e, e.stage)
     rec.parity = not_executed(str(e))
     return rec

@@ -1,17 +1,23 @@
 """Route planning: which artifacts a run produces and what each must achieve.
 
 Everything here is checked before any conversion runs, so bad usage is exit 2 in milliseconds.
+What a mode must achieve, and whether a lane accepts a combination of options, comes from the
+lanes' declarations (`bridge.base.lane.Lane`), never from a table here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.converters import LANES
-from bridge.errors import UsageError
-from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds, parse_mode
+from bridge.base.errors import UsageError
+from bridge.base.lane import Lane, LaneCheck
+from bridge.base.modes import ModeSpec, Thresholds
+from bridge.base.sources import SourceRef
+from bridge.lanes import all_modes, lanes
 
 
 @dataclass(frozen=True)
@@ -19,32 +25,37 @@ class Route:
     """One artifact to produce: the hub lowered to `target` in `mode`."""
 
     target: str
-    mode: Mode
+    mode: str
 
     def __str__(self) -> str:
         return f"{self.target}/{self.mode}"
+
+    @property
+    def spec(self) -> ModeSpec:
+        return lanes()[self.target].mode(self.mode)
 
 
 def plan_routes(targets: list[str], quantize: list[str]) -> list[Route]:
     """Targets in the order given (onnx first: it is the hub); `--quantize TARGET=MODE[,MODE]`
     replaces that target's default modes."""
+    found = lanes()
     for t in targets:
-        if t not in LANES:
-            raise UsageError(f"unknown target {t!r}; valid targets: {', '.join(LANES)}")
-    chosen: dict[str, list[Mode]] = {}
+        if t not in found:
+            raise UsageError(f"unknown target {t!r}; valid targets: {', '.join(found)}")
+    chosen: dict[str, list[str]] = {}
     for q in quantize:
         target, sep, modes = q.partition("=")
         target = target.strip()
         if not sep or not modes.strip():
             raise UsageError(f"--quantize {q!r}: expected TARGET=MODE[,MODE...], e.g. tflite=fp32,int8")
-        if target not in LANES:
-            raise UsageError(f"--quantize {q!r}: unknown target {target!r}; valid targets: {', '.join(LANES)}")
-        lane = LANES[target]
+        if target not in found:
+            raise UsageError(f"--quantize {q!r}: unknown target {target!r}; valid targets: {', '.join(found)}")
+        lane = found[target]
         for text in modes.split(","):
             mode = parse_mode(text)
-            if mode not in lane.modes:
+            if mode not in lane.mode_names:
                 raise UsageError(f"--quantize {q!r}: {target} has no mode {mode}; valid: "
-                                 f"{', '.join(m.value for m in lane.modes)}")
+                                 f"{', '.join(lane.mode_names)}")
             chosen.setdefault(target, [])
             if mode not in chosen[target]:
                 chosen[target].append(mode)
@@ -52,7 +63,53 @@ def plan_routes(targets: list[str], quantize: list[str]) -> list[Route]:
     if unrequested:
         raise UsageError(f"--quantize names target(s) {', '.join(unrequested)} not given with --target")
     ordered = sorted(dict.fromkeys(targets), key=lambda t: t != "onnx")
-    return [Route(t, m) for t in ordered for m in chosen.get(t, LANES[t].default)]
+    return [Route(t, m) for t in ordered for m in chosen.get(t, found[t].default)]
+
+
+def parse_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in all_modes():
+        raise UsageError(f"unknown quantization mode {text!r}; valid modes: {', '.join(all_modes())}")
+    return mode
+
+
+def lane_options(routes: list[Route], given: Mapping[str, object], source: SourceRef) -> dict[str, object]:
+    """Each targeted lane's options (defaults where not given), checked by the lane itself; an
+    option of a lane that is not targeted is bad usage (it would silently do nothing)."""
+    found = lanes()
+    for name, value in given.items():
+        if name not in found:
+            raise UsageError(f"options for {name!r}, which is not an installed lane ({', '.join(found)})")
+        if name not in {r.target for r in routes} and _non_default(found[name], value):
+            flags = ", ".join(_non_default(found[name], value))
+            raise UsageError(f"{flags} needs --target {name}")
+    out = {}
+    for target in dict.fromkeys(r.target for r in routes):
+        lane = found[target]
+        options = lane.make_options(given.get(target))
+        if lane.check:
+            lane.check(LaneCheck(tuple(r.mode for r in routes if r.target == target), options, source))
+        out[target] = options
+    return out
+
+
+def _non_default(lane: Lane, value: object) -> list[str]:
+    """The flags of the fields set to something other than their default."""
+    options = lane.make_options(value)
+    if options is None:
+        return []
+    default = lane.options()
+    out = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if value != getattr(default, f.name):
+            out.append(flag(lane, f) if isinstance(value, bool) else f"{flag(lane, f)} {value}")
+    return out
+
+
+def flag(lane: Lane, f: dataclasses.Field) -> str:
+    """An option field's command-line flag: `--<lane>-<field>` unless the field names its own."""
+    return f.metadata.get("flag") or f"--{lane.name}-{f.name.replace('_', '-')}"
 
 
 _METRICS = {"rel_l2": "rel_l2_max", "rel_l2_max": "rel_l2_max", "snr_db": "snr_db_min",
@@ -63,7 +120,7 @@ _METRICS = {"rel_l2": "rel_l2_max", "rel_l2_max": "rel_l2_max", "snr_db": "snr_d
 class ThresholdOverride:
     """`--threshold [MODE@][OUTPUT:]METRIC=VALUE`."""
 
-    mode: Mode | None
+    mode: str | None
     output: str | None
     field: str
     value: float
@@ -93,31 +150,16 @@ _RANGES = {"rel_l2_max": (0.0, 1e30, "a finite number >= 0"),
            "cosine_min": (-1.0, 1.0, "a number from -1 to 1")}
 
 
-def thresholds_for(mode: Mode, outputs: list[str], overrides: list[ThresholdOverride]) -> dict[str, Thresholds]:
+def thresholds_for(spec: ModeSpec, outputs: list[str], overrides: list[ThresholdOverride]) -> dict[str, Thresholds]:
     known = set(outputs)
     for o in overrides:
         if o.output is not None and o.output not in known:
             raise UsageError(f"--threshold names output {o.output!r}; the model's outputs are {', '.join(outputs)}")
     result = {}
     for name in outputs:
-        t = DEFAULT_THRESHOLDS[mode]
+        t = spec.thresholds
         for o in overrides:
-            if (o.mode is None or o.mode == mode) and (o.output is None or o.output == name):
+            if (o.mode is None or o.mode == spec.name) and (o.output is None or o.output == name):
                 t = t.replace(**{o.field: o.value})
         result[name] = t
     return result
-
-
-def check_coreml_target(routes: list[Route], target: str | None) -> None:
-    """An explicit `--coreml-target` too old for a requested mode is bad usage; without one, each
-    artifact's target is raised to what its mode needs (and the report says so)."""
-    if target is None:
-        return
-    from bridge.converters.coreml.compress import MODES, TARGETS, target_index
-
-    if target not in TARGETS:
-        raise UsageError(f"--coreml-target {target}: valid targets are {', '.join(TARGETS)}")
-    for r in routes:
-        if r.target == "coreml" and target_index(MODES[r.mode].min_target) > target_index(target):
-            raise UsageError(f"coreml mode {r.mode} needs --coreml-target {MODES[r.mode].min_target} or newer, "
-                             f"not {target}")

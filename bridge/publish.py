@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.errors import UsageError
-from bridge.files import alive, place, remove, sha256, sweep, write_atomic
+from bridge.base.errors import UsageError
+from bridge.base.files import alive, place, remove, sha256, sweep, write_atomic
 from bridge.report import Report
+from bridge.reporters.json import JsonReporter
 
 STAGED = "shipped"  # in the work folder: finished artifacts wait here until `publish`
 FAILED = ".bridge-failed"  # a failed run's artifacts and report, inside --out
@@ -34,6 +36,7 @@ class OutputFolder:
 
     path: Path
     suffixes: frozenset[str]  # what artifacts are called (.onnx, .tflite, .mlpackage): nothing else is ours
+    hook: Callable[[str], None] | None = None  # the crash tests' faults at "place" and "place-swap"
     _lock: object = field(default=None, repr=False)
 
     def __enter__(self) -> OutputFolder:
@@ -115,10 +118,10 @@ class OutputFolder:
         }).encode())
         path.unlink(missing_ok=True)
         for name in shipped:  # an ONNX file's external data goes in before the file that points at it
-            place(staged / name, folder / name)
+            place(staged / name, folder / name, self.hook)
         for name in sorted(previous - set(shipped)):
             remove(folder / name)
-        report.write(path)
+        JsonReporter().write(report, path)
         journal.unlink()
 
     def _clear(self, folder: Path) -> None:

@@ -1,29 +1,15 @@
-"""The report: one versioned JSON document per run, built from small records.
-
-Later issues add fields; none is ever renamed. Serialization happens here and nowhere else.
-"""
+"""The report of a run, as typed records. Writers (`bridge.reporters`) turn it into files; this
+module only says what each record means in JSON (`to_json`), once."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.files import write_atomic
+from bridge.base.errors import ErrorRecord
 
 SCHEMA = "bridge.report/1"
-
-
-@dataclass
-class ErrorInfo:
-    stage: str
-    message: str
-    node: str | None = None
-    op_type: str | None = None
-
-    def to_json(self) -> dict:
-        return {"stage": self.stage, "node": self.node, "op_type": self.op_type, "message": self.message}
 
 
 @dataclass
@@ -67,7 +53,7 @@ class ArtifactRecord:
     route: list[str] = field(default_factory=list)
     seconds: float = 0.0
     io: dict | None = None
-    error: ErrorInfo | None = None
+    error: ErrorRecord | None = None
     parity: Parity | None = None
     warnings: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
@@ -112,6 +98,3 @@ class Report:
                 "environment": self.environment, "warnings": self.warnings,
                 "artifacts": [a.to_json() for a in self.artifacts]}
 
-    def write(self, path: Path) -> None:
-        write_atomic(path, (json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n").encode())
-        self.path = path

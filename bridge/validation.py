@@ -7,28 +7,28 @@ import itertools
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bridge import environment
-from bridge.converters import LANES
-from bridge.converters.base import IO, Binding, ExportResult, Pixels
-from bridge.errors import BridgeError, UnsafeInput, UsageError
-from bridge.files import sha256, size
-from bridge.isolation import Limits, run_stage
-from bridge.modes import Mode
+from bridge.base.bindings import IO, Binding, Pixels
+from bridge.base.errors import BridgeError, UnsafeInput, UsageError
+from bridge.base.files import sha256, size
+from bridge.base.lane import ExportRequest, ExportResult, Lane
+from bridge.base.sources import sniff
+from bridge.base.tensors import TensorSpec, parse_dynamic, parse_input
+from bridge.lanes import lanes
 from bridge.options import DEFAULT_TIMEOUT, check_limits
 from bridge.parity import judge, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
 from bridge.publish import check_report_destination
 from bridge.report import ArtifactRecord, Report
-from bridge.sources import Format, sniff
-from bridge.tensors import TensorSpec, parse_dynamic, parse_input
+from bridge.reporters.json import JsonReporter
+from bridge.stages import Fault, Limits, Stage, run_stage
 
-TARGET_OF = {Format.ONNX: "onnx", Format.TFLITE: "tflite", Format.MLPACKAGE: "coreml"}
-DESCRIBE = {"tflite": "bridge.validators.runners.tflite:describe",
-            "coreml": "bridge.validators.runners.coreml:describe"}
+EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
 
 
 @dataclass(frozen=True)
@@ -51,83 +51,94 @@ class ValidateOptions:
 
 
 def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
-             progress: Progress | None = None) -> Report:
-    from bridge.converters.onnx.export import ExportRequest
-
+             progress: Progress | None = None, *, faults: Sequence[Fault] = ()) -> Report:
     progress = progress or Progress()
     ref = sniff(source)
-    refs = [sniff(a) for a in artifacts]
-    for a in refs:
-        if a.format not in TARGET_OF:
-            raise UsageError(f"{a.text}: a {a.format} file is not an artifact bridge can run "
-                             "(ONNX, TFLite, Core ML .mlpackage)")
+    found = [(Path(a), lane_of(a)) for a in artifacts]
     if options.report:
-        check_report_destination(Path(options.report), [ref.path, *(a.path for a in refs)])
+        check_report_destination(Path(options.report), [ref.path, *(p for p, _ in found)])
     overrides = [parse_threshold(t) for t in options.thresholds]
-    limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose)
+    limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose,
+                    faults=tuple(faults))
     work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
     report = Report(source={"path": source, "format": str(ref.format)}, environment=environment.describe(options))
     try:
         # Artifacts are read first: one unsafe to read stops the run before the source runs.
-        described = [_describe(a, limits) for a in refs]
+        described = [_describe(path, lane, limits) for path, lane in found]
         with progress.step(f"Running the source {ref.name}"):
             exported: ExportResult = run_stage(
-                "export", "bridge.converters.onnx.export:export_source",
-                ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in options.inputs),
-                              tuple(parse_dynamic(t) for t in options.dynamic), options.samples, options.seed,
-                              options.trust_code),
+                EXPORT, ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in options.inputs),
+                                      tuple(parse_dynamic(t) for t in options.dynamic), options.samples,
+                                      options.seed, options.trust_code),
                 limits=limits)
         report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
                               "outputs": [s.to_json() for s in exported.outputs]})
         names = [o.name for o in exported.outputs]
-        for a, desc in zip(refs, described, strict=True):
-            with progress.step(f"Checking parity of {a.path.name}"):
-                report.artifacts.append(_check(a, desc, exported, names, overrides, limits,
+        for (path, lane), desc in zip(found, described, strict=True):
+            with progress.step(f"Checking parity of {path.name}"):
+                report.artifacts.append(_check(path, lane, desc, exported, names, overrides, limits,
                                                work / "data" / f"artifact-{len(report.artifacts)}"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if options.report:
-        report.write(Path(options.report))
+        JsonReporter().write(report, Path(options.report))
     return report
 
 
-def _describe(a, limits: Limits) -> dict | BridgeError | None:
+def lane_of(artifact: str) -> Lane:
+    """The lane whose artifacts look like this file (each lane recognizes its own, from content)."""
+    path = Path(artifact)
+    try:
+        ref, unknown = sniff(artifact), None  # built-in formats get their checks here (ONNX tensors, packages)
+    except UnsafeInput:
+        raise
+    except UsageError as e:  # maybe a format only a plug-in lane knows: its recognizer decides
+        ref, unknown = None, e
+    for lane in lanes().values():
+        if lane.recognize is not None and lane.recognize(path):
+            return lane
+    if unknown is not None:
+        raise unknown
+    raise UsageError(f"{artifact}: a {ref.format} file is not an artifact any installed lane runs "
+                     f"({', '.join(lanes())})")
+
+
+def _describe(path: Path, lane: Lane, limits: Limits) -> dict | BridgeError | None:
     """The artifact's interface and mode, read in a child; the error, if it cannot be read (its
     record says so later); an artifact unsafe to read is refused here, with exit 2."""
-    target = TARGET_OF[a.format]
-    if target not in DESCRIBE:
+    if lane.describe is None:
         return None
     try:
-        return run_stage(f"{target}-inspect", DESCRIBE[target], str(a.path), limits=limits)
+        return run_stage(Stage(f"{lane.name}-inspect", "bridge.lanes:call", lane.runtime_blocks), lane.describe,
+                         str(path), limits=limits)
     except UnsafeInput:
         raise
     except BridgeError as e:
         return e
 
 
-def _check(a, desc: dict | BridgeError | None, exported: ExportResult, names: list[str], overrides, limits: Limits,
-           out_dir: Path) -> ArtifactRecord:
-    path = a.path
-    rec = ArtifactRecord(target=TARGET_OF[a.format], quantization="unknown", path=str(path),
-                         bytes=size(path), sha256=sha256(path))
+def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: ExportResult, names: list[str],
+           overrides, limits: Limits, out_dir: Path) -> ArtifactRecord:
+    rec = ArtifactRecord(target=lane.name, quantization="unknown", path=str(path), bytes=size(path),
+                         sha256=sha256(path))
     try:
         if isinstance(desc, BridgeError):
             raise desc
         if desc is not None:
             io = IO(match(exported.inputs, desc["inputs"]), match(exported.outputs, desc["outputs"]))
             rec.quantization = desc["mode"]
-        else:
+        else:  # a lane that cannot tell: its first mode, the artifact's tensors as the source's
             io = None
-            rec.quantization = Mode.FP32.value
+            rec.quantization = lane.default[0]
         rec.io = io.to_json() if io else IO.identity(exported.inputs, exported.outputs).to_json()
-        runtime, outputs = run_stage(f"{rec.target}-runtime", "bridge.validators.runners:run_samples",
-                                     LANES[rec.target].runner, str(path), exported.feeds, io, str(out_dir),
-                                     limits=limits)
+        stage = Stage(f"{lane.name}-runtime", "bridge.validators.runners:run_samples", lane.runtime_blocks)
+        runtime, outputs = run_stage(stage, lane.runner, str(path), exported.feeds, io, str(out_dir), limits=limits)
     except UnsafeInput:  # an artifact unsafe to read: refused whole (exit 2), like sniff's refusals
         raise
     except BridgeError as e:
         return runtime_failed(rec, e)
-    thresholds = thresholds_for(Mode(rec.quantization), names, overrides)
+    spec = lane.mode(rec.quantization)
+    thresholds = thresholds_for(spec, names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
                        thresholds=thresholds, runtime=runtime, calibration=None, sizes={})
     return rec

@@ -12,7 +12,7 @@ from itertools import zip_longest
 
 import numpy as np
 
-from bridge.modes import Thresholds
+from bridge.base.modes import Thresholds
 
 # An exact match has infinite SNR; JSON has no infinity, so the report caps it here.
 SNR_CAP_DB = 300.0

@@ -75,7 +75,7 @@ def _coreml_unclaimed(name: str) -> list[str]:
     upgraded to 17 first, as `hub.upgrade` does)."""
     from bridge.converters.coreml.preflight import unsupported_ops
     from bridge.converters.onnx.hub import upgrade
-    from bridge.errors import ConversionError
+    from bridge.base.errors import ConversionError
 
     model = build(name)[0]
     try:
@@ -94,8 +94,8 @@ def run_case(name: str, lane: str, timeout: float, work: Path) -> dict:
     import onnx
 
     from bridge import ConvertOptions, convert
-    from bridge.calibration import CalibrationOptions
-    from bridge.errors import BridgeError
+    from bridge.base.samples import CalibrationOptions
+    from bridge.base.errors import BridgeError
 
     model, feeds, _ = build(name)
     path = work / f"{name}.onnx"

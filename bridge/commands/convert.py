@@ -1,60 +1,53 @@
-"""`bridge convert SOURCE --target ... [--quantize ...]`"""
+"""`bridge convert SOURCE --target ... [--quantize ...]`
+
+The core options are written out here; each installed lane adds its own option group, built from
+the fields of its options dataclass (`Lane.options`), so a plug-in lane's flags appear in
+`bridge convert --help` without this file changing.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
+import dataclasses
+import inspect
+import types
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from bridge.calibration import CalibrationOptions
+from bridge.base.samples import CalibrationOptions
 from bridge.commands.common import RichProgress, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
-class Layout(StrEnum):
-    nhwc = "nhwc"
-    source = "source"
-
-
-class CoreMLRoute(StrEnum):
-    onnx = "onnx"
-    direct = "direct"
-
-
-def command(
+def core(
     source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
                                                ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml (repeatable).")] = None,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml, or an installed "
+                                                                     "plug-in lane (repeatable).")] = None,
     quantize: Annotated[list[str], typer.Option(help="TARGET=MODE[,MODE...] (repeatable), e.g. "
                                                      "tflite=fp32,fp16,int8.")] = None,
-    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
+    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     calibration: Annotated[Path, typer.Option(help="Folder of .npy/.npz/images, or one .npz.")] = None,
     mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
     resize: Annotated[str, typer.Option(help="Resize calibration images to HxW (default: the input's).")] = None,
-    threshold: Annotated[list[str], typer.Option(help="[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
-                                                      "threshold (rel_l2, snr_db, cosine).")] = None,
+    threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
+                                                             "threshold (rel_l2, snr_db, cosine)."))] = None,
     out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
-    tflite_layout: Annotated[Layout, typer.Option(help="Layout of 4-D image inputs in TFLite files.")] = Layout.nhwc,
-    coreml_target: Annotated[str, typer.Option(help="Core ML deployment target, iOS15..iOS18 (default iOS16; "
-                                                    "raised per mode when a mode needs newer).")] = None,
-    coreml_image_input: Annotated[bool, typer.Option(help="Core ML image inputs take 0-255 pixels (ImageType): "
-                                                          "scale 1/255, then --mean and --std.")] = False,
-    coreml_route: Annotated[CoreMLRoute, typer.Option(help="onnx: our converter from the ONNX hub (every "
-                                                           "source); direct: coremltools' own PyTorch/TensorFlow "
-                                                           "frontends, for comparison.")] = CoreMLRoute.onnx,
-    allow_flex: Annotated[bool, typer.Option(help="Ship TFLite files that need Flex (Select TF) ops.")] = False,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
+    **lane_values,
 ) -> None:
     """Convert SOURCE to every target and mode, check each artifact against the source, write report.json."""
     from bridge.conversion import ConvertOptions, convert
@@ -70,11 +63,7 @@ def command(
         out=str(out) if out else None,
         samples=samples,
         seed=seed,
-        tflite_layout=tflite_layout.value,
-        coreml_target=coreml_target,
-        coreml_image_input=coreml_image_input,
-        coreml_route=coreml_route.value,
-        allow_flex=allow_flex,
+        lanes=_by_lane(lane_values),
         trust_code=trust_code,
         timeout=timeout,
         max_memory=memory(max_memory),
@@ -83,3 +72,58 @@ def command(
     report = convert(source, options, RichProgress())
     print_outcome(report)
     raise typer.Exit(report.exit_code)
+
+
+_SEP = "__"  # parameter name: <lane>__<field>
+
+
+def _by_lane(values: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for key, value in values.items():
+        lane, field = key.split(_SEP, 1)
+        out.setdefault(lane, {})[field] = value
+    return out
+
+
+def _lane_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per field of every installed lane's options, in a help panel per lane."""
+    from bridge.lanes import lanes
+    from bridge.plan import flag
+
+    params = []
+    for lane in lanes().values():
+        if lane.options is None:
+            continue
+        hints = typing.get_type_hints(lane.options)
+        for f in dataclasses.fields(lane.options):
+            kind = _cli_type(hints[f.name])
+            option = typer.Option(flag(lane, f), help=escape(f.metadata.get("help", "")),
+                                  rich_help_panel=f"{lane.name} lane")
+            params.append(inspect.Parameter(f"{lane.name}{_SEP}{f.name}", inspect.Parameter.KEYWORD_ONLY,
+                                            default=f.default, annotation=Annotated[kind, option]))
+    return params
+
+
+def _cli_type(hint):
+    """`str | None` -> str: typer takes None defaults as optional."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return hint if hint in (bool, int, float, str) or (isinstance(hint, type) and issubclass(hint, Enum)) else str
+
+
+def command():
+    """The convert command with every installed lane's options (the signature typer reads)."""
+    signature = inspect.signature(core, eval_str=True)
+    base = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.default is not inspect.Parameter.empty else p
+              for p in base]
+
+    def run(**kwargs):
+        return core(**kwargs)
+
+    run.__signature__ = signature.replace(parameters=[*params, *_lane_parameters()])
+    run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}
+    run.__doc__ = core.__doc__
+    run.__name__ = "convert"
+    return run

@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import importlib.util
 
-from bridge.commands.common import stdout
-from bridge.converters import LANES
+from bridge.base.lazy import EXTRAS
+from bridge.commands.common import say, stdout
 from bridge.environment import versions
+from bridge.lanes import lanes
 
-# What each capability needs, by import name (checked without importing anything).
-NEEDS = {
+# What each kind of source needs, by import name (checked without importing anything). Lanes
+# declare their own needs (`Lane.requires`, `Lane.extra`).
+SOURCES = {
     "PyTorch sources": ("torch", "onnx", "onnxslim"),
     "Keras / TensorFlow sources": ("tensorflow", "keras", "tf2onnx"),
-    "ONNX sources and the hub": ("onnx", "onnxruntime", "onnxslim"),
-    "tflite lane": ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert"),
-    "coreml lane": ("coremltools", "sklearn"),
 }
-EXTRA = {"PyTorch sources": "torch", "Keras / TensorFlow sources": "keras", "ONNX sources and the hub": "onnx",
-         "tflite lane": "tflite", "coreml lane": "coreml"}
 
 
 def command() -> None:
     """Versions of every backend and what is missing."""
-    stdout.print("[bold]backends[/bold]")
+    say(("backends", "bold"), out=stdout)
     for name, version in versions().items():
-        stdout.print(f"  {name:16} {version or '[yellow]not installed[/yellow]'}")
-    stdout.print("[bold]capabilities[/bold]")
-    for what, modules in NEEDS.items():
+        say(f"  {name:16} ", (version, "") if version else ("not installed", "yellow"), out=stdout)
+    say(("capabilities", "bold"), out=stdout)
+    needs = {**{k: (v, EXTRAS[v[0]]) for k, v in SOURCES.items()},
+             **{f"{lane.name} lane": (lane.requires, lane.extra) for lane in lanes().values()}}
+    for what, (modules, extra) in needs.items():
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing:
-            stdout.print(f"  [red]✗[/red] {what}: missing {', '.join(missing)}; "
-                         f"pip install \"bridge-convert[{EXTRA[what]}]\"")
+            say(("  ✗ ", "red"), f"{what}: missing {', '.join(missing)}; pip install \"bridge-convert[{extra}]\"",
+                out=stdout)
         else:
-            stdout.print(f"  [green]✓[/green] {what}")
-    stdout.print(f"  targets: {', '.join(LANES)}")
+            say(("  ✓ ", "green"), what, out=stdout)
+    say(f"  targets: {', '.join(lanes())}", out=stdout)

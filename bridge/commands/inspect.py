@@ -6,13 +6,14 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bridge.commands.common import say, stdout
 
 
 def command(
     target: Annotated[str, typer.Argument(help="A source (file.py:callable, .onnx, .keras, ...) or an artifact.")],
-    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE].")] = None,
+    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE]."))] = None,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -33,8 +34,8 @@ def command(
     say(f"  ops    {sum(ops.values())} in {len(ops)} types: " + ", ".join(f"{k} x{v}" for k, v in ops.items()),
         out=stdout)
     for lane, s in info.get("lanes", {}).items():
-        refused = [f"{r['op_type']} ({r['reason']})" if r.get("reason") and r["reason"] != "no Core ML converter"
-                   else r["op_type"] for r in s.get("refused", ())] or s["unsupported_ops"]
+        refused = [f"{r['op_type']} ({r['reason']})" if r.get("reason") else r["op_type"]
+                   for r in s.get("refused", ())] or s["unsupported_ops"]
         verdict = ("all ops supported", "green") if s["supported"] else \
             (s.get("reason") or f"unsupported: {', '.join(refused)}", "red")
         say(f"  lane   {lane}: ", verdict, out=stdout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from bridge.errors import UsageError
+from bridge.base.errors import UsageError
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bridge.commands.common import RichProgress, print_outcome
 from bridge.commands.parsing import memory
@@ -16,9 +17,9 @@ def command(
     source: Annotated[str, typer.Argument(help="The source model the artifacts must match.")],
     artifacts: Annotated[list[str], typer.Argument(help="ONNX or TFLite files, made by any tool.")],
     report: Annotated[Path, typer.Option(help="Write the report here.")] = None,
-    input: Annotated[list[str], typer.Option("--input", help="NAME:D0,D1,...[:DTYPE] (repeatable).")] = None,
+    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
-    threshold: Annotated[list[str], typer.Option(help="[MODE@][OUTPUT:]METRIC=VALUE.")] = None,
+    threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,

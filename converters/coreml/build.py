@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.converters.base import Pixels
+from bridge.base.bindings import Pixels
+from bridge.base.errors import ConversionError, one_line
+from bridge.base.lazy import require
 from bridge.converters.coreml.context import Context
 from bridge.converters.coreml.images import image_type
 from bridge.converters.coreml.registry import lookup
-from bridge.errors import ConversionError
-from bridge.lazy import require
 
 # ONNX elem type -> (numpy dtype, MIL input dtype name). Core ML has no int64 or float64 tensors
 # at its interface: token ids arrive as int32 and doubles as float32 (the report says so).
@@ -83,8 +83,7 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
             except ConversionError:
                 raise
             except Exception as e:  # MIL's type and shape checks raise ValueError/TypeError/AssertionError
-                first = (str(e).splitlines() or ["(no message)"])[0]  # a bare `assert` has none
-                raise ctx.unsupported(node, f"{type(e).__name__}: {first[:300]}") from None
+                raise ctx.unsupported(node, one_line(e, pick="first", with_type=True, limit=300)) from None
             if after_op is not None:
                 after_op(ctx, node)
         outputs, out_vars = {}, []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.modes import Mode
+from bridge.base.modes import FP16_PARITY, FP32_PARITY, FULL_INT, WEIGHT_ONLY, Mode, ModeSpec
 
 WEIGHT_THRESHOLD = 2048
 TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
@@ -22,35 +22,48 @@ class CoreMLMode:
     compression: str | None = None  # linear | palettize | blockwise
     nbits: int = 8
     activations: bool = False  # int8 activations via quantize/dequantize pairs
-    min_target: str = "iOS15"
 
 
-MODES: dict[Mode, CoreMLMode] = {
-    Mode.FP32: CoreMLMode(precision="fp32"),
-    Mode.FP16: CoreMLMode(),
-    Mode.INT8_WEIGHTS: CoreMLMode(compression="linear", nbits=8, min_target="iOS16"),
-    Mode.PALETTIZE_8: CoreMLMode(compression="palettize", nbits=8, min_target="iOS16"),
-    Mode.PALETTIZE_6: CoreMLMode(compression="palettize", nbits=6, min_target="iOS16"),
-    Mode.PALETTIZE_4: CoreMLMode(compression="palettize", nbits=4, min_target="iOS16"),
-    Mode.INT4_WEIGHTS: CoreMLMode(compression="blockwise", nbits=4, min_target="iOS18"),
-    Mode.INT8: CoreMLMode(compression="linear", nbits=8, activations=True, min_target="iOS17"),
-}
+MODES = (
+    ModeSpec(Mode.FP32, FP32_PARITY, config=CoreMLMode(precision="fp32"), description="float32"),
+    ModeSpec(Mode.FP16, FP16_PARITY, fp16_compute=True, config=CoreMLMode(), description="float16 weights and compute"),
+    ModeSpec(Mode.INT8_WEIGHTS, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
+             config=CoreMLMode(compression="linear", nbits=8),
+             description="int8 weights (per channel), float compute"),
+    ModeSpec(Mode.INT8, FULL_INT, calibrated=True, fp16_compute=True, needs_ranges=True, min_target="iOS17",
+             config=CoreMLMode(compression="linear", nbits=8, activations=True),
+             description="int8 weights and activations, calibrated, float I/O"),
+    ModeSpec(Mode.PALETTIZE_8, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
+             config=CoreMLMode(compression="palettize", nbits=8),
+             description="k-means look-up table of 256 weights"),
+    ModeSpec(Mode.PALETTIZE_6, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
+             config=CoreMLMode(compression="palettize", nbits=6),
+             description="k-means look-up table of 64 weights"),
+    ModeSpec(Mode.PALETTIZE_4, FULL_INT, fp16_compute=True, min_target="iOS16",
+             config=CoreMLMode(compression="palettize", nbits=4),
+             description="k-means look-up table of 16 weights"),
+    ModeSpec(Mode.INT4_WEIGHTS, FULL_INT, fp16_compute=True, min_target="iOS18",
+             config=CoreMLMode(compression="blockwise", nbits=4),
+             description="4-bit weights in blocks of 16 input channels"),
+)
+SPECS = {m.name: m for m in MODES}
+CONFIG = {m.name: m.config for m in MODES}
 
 
 def target_index(name: str) -> int:
     return TARGETS.index(name)
 
 
-def mode_target(mode: Mode, requested: str) -> str:
+def mode_target(mode: str, requested: str) -> str:
     """The deployment target an artifact of `mode` gets: the requested one, raised to the mode's
     minimum when needed."""
-    need = MODES[mode].min_target
+    need = SPECS[mode].min_target or TARGETS[0]
     return need if target_index(need) > target_index(requested) else requested
 
 
-def compress(mlmodel, mode: Mode):
+def compress(mlmodel, mode: str):
     """Apply the mode's weight compression with coremltools.optimize.coreml."""
-    cfg = MODES[mode]
+    cfg = CONFIG[mode]
     if cfg.compression is None:
         return mlmodel
     from coremltools.optimize import coreml as opt

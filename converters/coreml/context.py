@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import ConversionError
+from bridge.base.errors import ConversionError
 
 
 def attrs(node) -> dict[str, Any]:

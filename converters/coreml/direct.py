@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.converters.base import IO, Binding, LaneArtifact, LaneRequest
+from bridge.base.bindings import IO, Binding
+from bridge.base.errors import ConversionError, one_line
+from bridge.base.lane import ExportRequest, LaneArtifact, LaneRequest
+from bridge.base.lazy import require
+from bridge.base.sources import Format, SourceRef
 from bridge.converters.coreml import compress as cm
 from bridge.converters.coreml.build import dynamic_upper_bound
 from bridge.converters.coreml.lane import convert_modes, precision
-from bridge.converters.onnx.export import ExportRequest
-from bridge.errors import ConversionError
-from bridge.lazy import require
-from bridge.modes import Mode
-from bridge.sources import Format, SourceRef
 
 
 def convert(req: LaneRequest) -> list[LaneArtifact]:
     """Entry point of the `coreml-convert` stage on the direct route."""
     ct = require("coremltools")
-    ref: SourceRef = req.options["source"]
+    ref: SourceRef = req.source
     model, example = _load(ref, req)
     if req.framework == "torch":
         source, frontend = _torch_source(model, req), "pytorch"
@@ -36,8 +35,8 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     inputs = [ct.TensorType(name=s.name, shape=_shape(ct, s), dtype=np.dtype(s.dtype).type) for s in req.inputs]
     outputs = [ct.TensorType(name=o.name) for o in req.outputs] if frontend == "pytorch" else None
 
-    def make(mode: Mode, target: str):
-        if cm.MODES[mode].activations:
+    def make(mode: str, target: str):
+        if cm.CONFIG[mode].activations:
             raise ConversionError(f"{mode}: int8 activations need the ONNX route (--coreml-route onnx)",
                                   stage="coreml-convert")
         mlmodel = ct.convert(source, source=frontend, inputs=inputs, outputs=outputs, convert_to="mlprogram",
@@ -54,7 +53,7 @@ def _load(ref: SourceRef, req: LaneRequest):
         from bridge.converters.onnx.entrypoint import load_entrypoint
 
         return load_entrypoint(ref)
-    ereq = ExportRequest(ref, req.hub_path, trust_code=req.options.get("trust_code", False))
+    ereq = ExportRequest(ref, req.hub_path, trust_code=req.trust_code)
     if ref.format in (Format.KERAS, Format.H5):
         from bridge.converters.onnx.keras_source import load_keras
 
@@ -75,7 +74,7 @@ def _torch_source(model, req: LaneRequest):
         with torch.no_grad():
             return torch.jit.trace(model.eval(), args)
     except Exception as e:  # noqa: BLE001 - tracing raises whatever the model's code raises
-        raise ConversionError(f"torch.jit.trace failed: {str(e).splitlines()[0][:300]}",
+        raise ConversionError(f"torch.jit.trace failed: {one_line(str(e))[:300]}",
                               stage="coreml-convert") from None
 
 

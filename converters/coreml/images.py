@@ -8,11 +8,9 @@ named pass `image-input-std` (converters/coreml/passes/) multiplies by 1/std[c] 
 
 from __future__ import annotations
 
-from bridge.converters.base import Pixels
-from bridge.errors import UsageError
-from bridge.tensors import TensorSpec, image_channels
-
-METADATA_KEY = "bridge.pixels"  # user-defined metadata: {feature name: Pixels.to_json()}, read by `validate`
+from bridge.base.bindings import Pixels
+from bridge.base.errors import UsageError
+from bridge.base.tensors import TensorSpec, image_channels
 
 
 def channel_last(framework: str) -> bool:

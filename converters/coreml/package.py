@@ -12,7 +12,7 @@ import json
 import uuid
 from pathlib import Path
 
-from bridge.files import sha256
+from bridge.base.files import sha256
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "bridge-convert:mlpackage")
 

@@ -1,32 +1,20 @@
-"""Check the whole graph before converting anything: every unsupported op, at once.
+"""Check the whole graph before converting anything: every op the lane cannot lower, at once.
 
 An op is refused when no converter is registered for it at the model's opset, or when its
 converter exists but the node's attributes ask for something it does not lower exactly (see
 `limits`): a refused node is named with the reason, never converted into wrong numbers. Graph
-inputs Core ML cannot take (a scalar, an int8 tensor) are refused the same way, as `(graph input)`.
+inputs Core ML cannot take (an int8 tensor, rank 6) are refused the same way, as `(graph input)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from bridge.base.lane import Unsupported
+from bridge.base.lazy import require
 from bridge.converters.coreml.limits import NodeFacts, general_limit, graph_facts, input_limit, limit_of
 from bridge.converters.coreml.registry import lookup
 
 NO_CONVERTER = "no Core ML converter"
 INPUT = "(graph input)"  # the op_type of a refused graph input's record
-
-
-@dataclass(frozen=True)
-class Unsupported:
-    op_type: str
-    nodes: tuple[str, ...]
-    reason: str = NO_CONVERTER
-
-    def __str__(self) -> str:
-        shown = ", ".join(self.nodes[:5]) + (f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else "")
-        why = "" if self.reason == NO_CONVERTER else f" [{self.reason}]"
-        return f"{self.op_type}{why} ({shown})"
 
 
 def refusal(node, opset: int, facts: NodeFacts | None = None) -> str | None:
@@ -58,9 +46,7 @@ def unsupported_ops(model, node_names: dict[str, str] | None = None) -> list[Uns
     return [Unsupported(op, tuple(nodes), why) for (op, why), nodes in sorted(missing.items())]
 
 
-def unsupported_in_file(path: str) -> list[dict]:
-    """For `bridge inspect`: run in a child, since it imports coremltools."""
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return [{"op_type": u.op_type, "nodes": list(u.nodes), "reason": u.reason} for u in unsupported_ops(model)]
+def unsupported(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """The lane's declared preflight: run in a child, since the registry imports coremltools."""
+    onnx = require("onnx")
+    return unsupported_ops(onnx.load(hub_path, load_external_data=False), node_names)

@@ -6,8 +6,8 @@ import importlib
 import importlib.util
 import sys
 
-from bridge.errors import UsageError
-from bridge.sources import SourceRef
+from bridge.base.errors import UsageError
+from bridge.base.sources import SourceRef
 
 
 def load_entrypoint(ref: SourceRef) -> tuple[object, object | None]:

@@ -1,6 +1,6 @@
 """The export stage: load the source, write the hub ONNX, run the source on the parity samples.
 
-Runs in a child process (`bridge.isolation.run_stage`); the per-framework modules (`torch_source`,
+Runs in a child process (`bridge.stages.run_stage`); the per-framework modules (`torch_source`,
 `keras_source`, `onnx_source`) load and export, `finish` does what every source shares.
 """
 
@@ -8,37 +8,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from bridge.arrays import FeedWriter, write_feeds
-from bridge.calibration import CalibrationOptions, split_samples
-from bridge.converters.base import ExportResult, Feed
+from bridge.base.arrays import Feed, FeedWriter, write_feeds
+from bridge.base.errors import UsageError
+from bridge.base.lane import ExportRequest, ExportResult
+from bridge.base.samples import split_samples
+from bridge.base.sources import Format
+from bridge.base.tensors import TensorSpec, second_size, synthetic_samples
 from bridge.converters.onnx import hub
-from bridge.errors import UsageError
-from bridge.sources import Format, SourceRef
-from bridge.tensors import InputOverride, TensorSpec, second_size, synthetic_samples
 
 OPSET = 17  # highest opset onnx2tf, tf2onnx and our Core ML converter all lower well
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    source: SourceRef
-    hub_path: str
-    overrides: tuple[InputOverride, ...] = ()
-    dynamic: tuple[tuple[str, int], ...] = ()
-    samples: int = 8
-    seed: int = 0
-    trust_code: bool = False
-    calibration: CalibrationOptions = CalibrationOptions()
-    data_dir: str | None = None  # where the samples go (default: `data/` beside the hub)
-
-    @property
-    def data(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else Path(self.hub_path).parent / "data"
 
 
 _BY_FORMAT = {
@@ -113,7 +94,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
            warnings: list[str] | None = None) -> ExportResult:
     """Finalize the hub graph, then run the source on the parity samples."""
     warnings = list(warnings or [])
-    model, names, hub_warnings = hub.finalize(model, req.hub_path)
+    model, names, hub_warnings = hub.finalize(model, req.hub_path, req.external_data_bytes)
     warnings += hub_warnings
     kept = {i.name for i in model.graph.input}
     inputs = [s for s in inputs if s.name in kept]

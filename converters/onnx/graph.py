@@ -1,13 +1,16 @@
-"""What every ONNX graph pass shares: a registry of named passes run in a declared order, and
-small node and shape helpers. The hub's passes (`converters/onnx/passes.py`) and the TFLite lane's
-rewrites (`converters/tflite/rewrites.py`) are both pipelines of this kind."""
+"""What every ONNX graph pass shares: a registry of named passes run in a declared order, small
+node and shape helpers, and the one home of pooling/convolution window geometry. The hub's passes
+(`converters/onnx/passes.py`) and the TFLite lane's rewrites (`converters/tflite/rewrites.py`) are
+both pipelines of this kind."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.lazy import require
+from bridge.base.lazy import require
+from bridge.base.registry import Registry
 
 if TYPE_CHECKING:
     import onnx
@@ -15,32 +18,19 @@ if TYPE_CHECKING:
 Pass = Callable[..., int]  # (model, *lane options) -> how many nodes it rewrote
 
 
-class PassRegistry:
+class PassRegistry(Registry):
     """Named passes; `apply` runs a pipeline in order, in place."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._passes: dict[str, Pass] = {}
-
-    def register(self, name: str) -> Callable[[Pass], Pass]:
-        def wrap(fn: Pass) -> Pass:
-            if name in self._passes:
-                raise ValueError(f"{self.kind} pass {name!r} is already registered")
-            self._passes[name] = fn
-            return fn
-
-        return wrap
 
     def apply(self, model: onnx.ModelProto, passes: Iterable[str], *args) -> list[str]:
         """Returns e.g. `["maxpool-dilations x2"]` for the passes that changed something. `args` go
         to every pass after the model (a lane's options)."""
         passes = list(passes)
-        unknown = [p for p in passes if p not in self._passes]
+        unknown = [p for p in passes if p not in self]
         if unknown:
             raise ValueError(f"unknown {self.kind} passes: {', '.join(unknown)}")
         applied = []
         for name in passes:
-            count = self._passes[name](model, *args)
+            count = self[name](model, *args)
             if count:
                 applied.append(f"{name} x{count}")
         return applied
@@ -87,3 +77,66 @@ def tensor_types(model) -> dict[str, tuple[int, tuple[int | None, ...]]]:
             types[value.name] = (tensor.elem_type, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
                                                          else None for d in tensor.shape.dim))
     return types
+
+
+@dataclass(frozen=True)
+class Window:
+    """One pooling or convolution node's sliding window per spatial axis, pads as written
+    (auto_pad not applied)."""
+
+    size: tuple[int, ...]  # the input's spatial dims
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    begin: tuple[int, ...]
+    end: tuple[int, ...]
+
+
+def window(node, shapes: dict[str, tuple[int, ...]]) -> Window | None:
+    """The node's window, or None when its input's spatial shape is not static."""
+    size = shapes.get(node.input[0])
+    kernel = get_attr(node, "kernel_shape", None)
+    if kernel is None and node.op_type == "Conv" and len(node.input) > 1:
+        kernel = shapes.get(node.input[1])  # Conv may leave kernel_shape to its weight's shape
+    if size is None or kernel is None or len(kernel) != len(size):
+        return None
+    rank = len(size)
+    pads = get_attr(node, "pads", None) or [0] * 2 * rank
+    return Window(tuple(size), tuple(kernel), tuple(get_attr(node, "strides", None) or [1] * rank),
+                  tuple(get_attr(node, "dilations", None) or [1] * rank), tuple(pads[:rank]), tuple(pads[rank:]))
+
+
+def spatial_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> its dims after batch and channels, for tensors whose dims there are all known
+    (initializers too: a Conv weight's kernel). Batch and channels may stay symbolic."""
+    onnx = require("onnx")
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {t.name: tuple(t.dims[2:]) for t in graph.initializer if len(t.dims) >= 3}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) >= 3 and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[2:]):
+            shapes[value.name] = tuple(d.dim_value for d in dims[2:])
+    return shapes
+
+
+def pooled_size(n: int, k: int, s: int, begin: int, end: int, *, ceil: bool, dilation: int = 1) -> int:
+    """Output length along one axis as onnxruntime and PyTorch count it: floor or ceil of the
+    window positions over the padded input, except that in ceil mode a last window that would start
+    in the end padding is dropped."""
+    room = n + begin + end - ((k - 1) * dilation + 1)
+    out = (-(-room // s) if ceil else room // s) + 1
+    return out - 1 if ceil and (out - 1) * s >= n + begin else out
+
+
+def ceil_out_size(n: int, k: int, s: int, begin: int, end: int) -> int | None:
+    """Output length along one axis in ceil mode; None where runtimes disagree on it.
+
+    onnxruntime (like PyTorch) drops a last window that would start in the end padding, while ONNX
+    shape inference keeps it; a window larger than the padded input is an error in some runtimes
+    and an empty output in others.
+    """
+    span = n + begin + end - k
+    if span < 0:
+        return None
+    out = -(-span // s) + 1
+    return out if pooled_size(n, k, s, begin, end, ceil=True) == out else None

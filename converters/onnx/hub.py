@@ -3,18 +3,17 @@ with names TensorFlow accepts, checked."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from bridge.base.errors import ConversionError, one_line
+from bridge.base.lazy import require
+from bridge.base.onnx_files import PROTOBUF_LIMIT
 from bridge.converters.onnx.passes import apply_passes
-from bridge.errors import ConversionError
-from bridge.lazy import require
-from bridge.onnx_files import PROTOBUF_LIMIT
 
 MIN_OPSET = 13  # below this, Split/Squeeze/Reduce* take attributes the lanes do not all handle
 UPGRADE_TO = 17
-EXTERNAL_DATA_BYTES = PROTOBUF_LIMIT - (64 << 20)  # see external_data_bytes()
+EXTERNAL_DATA_BYTES = PROTOBUF_LIMIT - (64 << 20)  # protobuf serializes no message past 2 GB; room for the graph
 _SAFE = re.compile(r"[^A-Za-z0-9_./-]")
 
 
@@ -148,7 +147,8 @@ def param_count(model) -> int:
     return total
 
 
-def finalize(model, out_path: str | Path) -> tuple[object, dict[str, str], list[str]]:
+def finalize(model, out_path: str | Path,
+             external_bytes: int | None = None) -> tuple[object, dict[str, str], list[str]]:
     """Upgrade, simplify, prune, sanitize, check and save. Returns the model, the node-name map
     and warnings."""
     onnx = require("onnx")
@@ -165,25 +165,19 @@ def finalize(model, out_path: str | Path) -> tuple[object, dict[str, str], list[
     if dropped:
         warnings.append(f"unused graph inputs removed: {', '.join(dropped)}")
     names = sanitize_names(model)
-    external = model.ByteSize() > external_data_bytes()
+    external = model.ByteSize() > (EXTERNAL_DATA_BYTES if external_bytes is None else external_bytes)
     if external:  # protobuf cannot hold it: weights go beside it first, the checker reads the path
         save(model, out_path, external=True)
     try:
         onnx.checker.check_model(str(out_path) if external else model, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ConversionError(f"the hub ONNX graph is invalid: {str(e).splitlines()[0]}", stage="onnx-check") from None
+        raise ConversionError(f"the hub ONNX graph is invalid: {one_line(e, pick='first')}",
+                              stage="onnx-check") from None
     if external:
         warnings.append(f"hub weights saved as external data in {data_file(out_path).name}")
     else:
         save(model, out_path, external=False)
     return model, names, warnings
-
-
-def external_data_bytes() -> int:
-    """Hub models bigger than this keep their tensors in `data_file(path)`. Protobuf serializes no
-    message past 2 GB; the margin leaves room for the graph. `BRIDGE_EXTERNAL_DATA_BYTES` lowers
-    it so tests exercise the external-data path on small models."""
-    return int(os.environ.get("BRIDGE_EXTERNAL_DATA_BYTES", EXTERNAL_DATA_BYTES))
 
 
 def data_file(path: str | Path) -> Path:

@@ -25,7 +25,7 @@ safe-mode bypasses, and a SavedModel graph may run any TensorFlow op, file I/O i
 Determinism: tf2onnx's optimizers run over node lists in an order that changes from run to run;
 `_nodes_in_graph_order` and `_canonicalize` make the same source give the same hub bytes.
 
-Logging: the export child (`bridge.isolation`) quiets TensorFlow, Keras and tf2onnx before they
+Logging: the export child (`bridge.stages`) quiets TensorFlow, Keras and tf2onnx before they
 load; grappler still prints a few lines per conversion to the child's log.
 """
 
@@ -37,12 +37,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from bridge.converters.base import ExportResult, Feed
-from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
-from bridge.errors import ConversionError, UsageError, require_trust
-from bridge.lazy import require
-from bridge.sources import Format
-from bridge.tensors import TensorSpec, apply_overrides
+from bridge.base.arrays import Feed
+from bridge.base.errors import ConversionError, UsageError, one_line, require_trust
+from bridge.base.lane import ExportRequest, ExportResult
+from bridge.base.lazy import require
+from bridge.base.sources import Format
+from bridge.base.tensors import TensorSpec, apply_overrides
+from bridge.converters.onnx.export import OPSET, example_tuple, finish, int_range
 
 
 def export_file(req: ExportRequest) -> ExportResult:
@@ -64,8 +65,8 @@ def load_keras(req: ExportRequest):
         if "safe_mode" in str(e):
             # Keras' first sentence names the layer; the rest advises safe_mode=False
             require_trust(req.trust_code, req.source.text,
-                          f"Keras safe mode refused it: {_first_line(e).split('. ')[0]}")
-        raise UsageError(f"{req.source.text}: Keras cannot load it: {_first_line(e)}") from None
+                          f"Keras safe mode refused it: {_brief(e).split('. ')[0]}")
+        raise UsageError(f"{req.source.text}: Keras cannot load it: {_brief(e)}") from None
 
 
 def export_model(model, example, req: ExportRequest) -> ExportResult:
@@ -233,11 +234,11 @@ def _to_onnx(call: Callable, specs: list[TensorSpec], output_names: list[str], *
     try:
         concrete = tf.function(call, input_signature=signature).get_concrete_function()
     except Exception as e:  # noqa: BLE001 - tracing raises whatever the model's layers raise
-        raise ConversionError(f"tracing the model failed: {_first_line(e)}", stage="export") from None
+        raise ConversionError(f"tracing the model failed: {_brief(e)}", stage="export") from None
     try:
         proto = _convert(concrete, specs, name)
     except Exception as e:  # noqa: BLE001 - tf2onnx handlers raise many types; the message names the op
-        raise ConversionError(f"tf2onnx failed: {_first_line(e)}", stage="export") from None
+        raise ConversionError(f"tf2onnx failed: {_brief(e)}", stage="export") from None
     _order_outputs(proto, output_names)
     _canonicalize(proto.graph)  # before the check, so its error names the same node every run
     _check_supported(proto)
@@ -436,9 +437,6 @@ def _name_dynamic_dims(proto, specs: list[TensorSpec]) -> None:
             inp.type.tensor_type.shape.dim[axis].dim_param = f"{inp.name}_{axis}"
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    if lines and lines[0] == "in user code:":  # AutoGraph puts the traced stack first, the error last
-        return lines[-1]
-    return lines[0] if lines else type(e).__name__
-
+def _brief(e: BaseException) -> str:
+    """AutoGraph puts the traced stack first ("in user code:"), the error last."""
+    return one_line(e, pick="last" if str(e).lstrip().startswith("in user code:") else "first")

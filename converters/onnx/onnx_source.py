@@ -1,6 +1,6 @@
 """ONNX files as sources: the file itself is the reference the hub graph is checked against.
 
-The file may be hostile. `bridge.onnx_files` reads it: every tensor anywhere is checked, and
+The file may be hostile. `bridge.base.onnx_files` reads it: every tensor anywhere is checked, and
 external bytes are read by us from checked paths into the model, so neither onnxruntime nor
 onnxslim ever resolves a location itself. Past protobuf's 2 GB, onnxruntime gets a copy we wrote.
 """
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.converters.base import ExportResult, Feed
-from bridge.converters.onnx.export import ExportRequest, finish
-from bridge.errors import UsageError
-from bridge.lazy import require
-from bridge.onnx_files import PROTOBUF_LIMIT, load_model
-from bridge.tensors import TensorSpec, apply_overrides
+from bridge.base.arrays import Feed
+from bridge.base.errors import UsageError
+from bridge.base.lane import ExportRequest, ExportResult
+from bridge.base.lazy import require
+from bridge.base.onnx_files import PROTOBUF_LIMIT, load_model
+from bridge.base.tensors import TensorSpec, apply_overrides
+from bridge.converters.onnx.export import finish
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8",
                 2: "uint8", 9: "bool"}

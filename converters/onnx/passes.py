@@ -20,8 +20,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bridge.converters.onnx.graph import PassRegistry, del_attr, fresh_name, get_attr, set_attr, tensor_types
-from bridge.lazy import require
+from bridge.base.lazy import require
+from bridge.converters.onnx.graph import (
+    PassRegistry,
+    Window,
+    ceil_out_size,
+    del_attr,
+    fresh_name,
+    get_attr,
+    set_attr,
+    spatial_shapes,
+    tensor_types,
+)
+from bridge.converters.onnx.graph import window as window_of
 
 if TYPE_CHECKING:
     import onnx
@@ -63,10 +74,11 @@ def avgpool_ceil_overhang(model: onnx.ModelProto) -> int:
                   and get_attr(n, "count_include_pad", 0) and get_attr(n, "auto_pad", b"NOTSET") == b"NOTSET"]
     if not candidates:
         return 0
-    types = tensor_types(model)
+    types, shapes = tensor_types(model), spatial_shapes(model)
     count = 0
     for node in candidates:
-        window = _window(node, types.get(node.input[0]))
+        typed = types.get(node.input[0])
+        window = _overhang(window_of(node, shapes), typed[0] if typed else None)
         if window is None or not any(window.overhang):
             continue  # dynamic shape, an output size runtimes disagree on, or nothing to fix
         _replace_with_whole_windows(model, node, window)
@@ -100,43 +112,19 @@ class _Window:
         return scale
 
 
-def _window(node, typed: tuple[int, tuple[int | None, ...]] | None) -> _Window | None:
-    """The node's windows, or None when its input's spatial shape is not static or runtimes
-    disagree on the output size."""
-    if typed is None or get_attr(node, "dilations", None):
+def _overhang(w: Window | None, elem_type: int | None) -> _Window | None:
+    """The node's windows and their overhang, or None when its input's spatial shape is not static
+    or runtimes disagree on the output size."""
+    if w is None or elem_type is None or any(d != 1 for d in w.dilations):
         return None  # AveragePool has dilations from opset 19 on, where onnxruntime is right
-    elem_type, shape = typed
-    if len(shape) < 3 or None in shape[2:]:
-        return None
-    rank = len(shape) - 2
-    kernel = get_attr(node, "kernel_shape", [])
-    strides = get_attr(node, "strides", None) or [1] * rank
-    pads = get_attr(node, "pads", None) or [0] * 2 * rank
-    begin, end = pads[:rank], pads[rank:]
     out, overhang = [], []
-    for n, k, s, b, e in zip(shape[2:], kernel, strides, begin, end, strict=True):
-        o = _ceil_out_size(n, k, s, b, e)
+    for n, k, s, b, e in zip(w.size, w.kernel, w.strides, w.begin, w.end, strict=True):
+        o = ceil_out_size(n, k, s, b, e)
         if o is None:
             return None
         out.append(o)
         overhang.append(max(0, (o - 1) * s + k - (n + b + e)))
-    return _Window(elem_type, list(kernel), list(begin), list(end), out, overhang)
-
-
-def _ceil_out_size(n: int, k: int, s: int, begin: int, end: int) -> int | None:
-    """Output length along one axis in ceil mode; None where runtimes disagree on it.
-
-    onnxruntime (like PyTorch) drops a last window that would start in the end padding, while ONNX
-    shape inference keeps it; a window larger than the padded input is an error in some runtimes
-    and an empty output in others.
-    """
-    span = n + begin + end - k
-    if span < 0:
-        return None
-    out = -(-span // s) + 1
-    if (out - 1) * s >= n + begin:
-        return None
-    return out
+    return _Window(elem_type, list(w.kernel), list(w.begin), list(w.end), out, overhang)
 
 
 # --- graph editing ----------------------------------------------------------------------------------

@@ -16,12 +16,13 @@ import warnings as _warnings
 
 import numpy as np
 
-from bridge.converters.base import ExportResult, Feed
-from bridge.converters.onnx.export import OPSET, ExportRequest, example_tuple, finish, int_range
-from bridge.errors import ConversionError, UsageError, require_trust
-from bridge.lazy import require
-from bridge.sources import Format
-from bridge.tensors import TensorSpec, apply_overrides
+from bridge.base.arrays import Feed
+from bridge.base.errors import ConversionError, UsageError, one_line, require_trust
+from bridge.base.lane import ExportRequest, ExportResult
+from bridge.base.lazy import require
+from bridge.base.sources import Format
+from bridge.base.tensors import TensorSpec, apply_overrides
+from bridge.converters.onnx.export import OPSET, example_tuple, finish, int_range
 
 # Formats that run code when loaded, whatever their content (torch 2.13): torch.export.load
 # unpickles a .pt2's sample inputs, pickled weights and opaque constants with full pickle, and
@@ -70,12 +71,12 @@ def _load_pickle(torch, req: ExportRequest):
         what = f"the pickle calls {found.group(1)}" if found else "the pickle holds more than tensors"
         require_trust(req.trust_code, req.source.text, f"{what}; unpickling it can run any code")
     except (RuntimeError, EOFError, ValueError) as e:  # torch's zip reader and unpickler on a broken file
-        raise UsageError(f"{req.source.text}: a damaged or truncated torch file ({_first_line(e)})") from None
+        raise UsageError(f"{req.source.text}: a damaged or truncated torch file ({_brief(e)})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, AttributeError, ImportError, RuntimeError, EOFError) as e:
         # a pickled module needs its class importable under the name it was saved with
-        raise UsageError(f"{req.source.text}: torch cannot unpickle it ({_first_line(e)}); a Python "
+        raise UsageError(f"{req.source.text}: torch cannot unpickle it ({_brief(e)}); a Python "
                          "entrypoint that builds the model avoids pickled classes") from None
 
 
@@ -85,13 +86,8 @@ def _damaged_is_usage(req: ExportRequest, load):
         return load()
     except (RuntimeError, ValueError, KeyError, AssertionError, OSError) as e:  # what torch's readers raise
         raise UsageError(f"{req.source.text}: torch cannot load this {req.source.format} file "
-                         f"({_first_line(e)})") from None
+                         f"({_brief(e)})") from None
 
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0][:200] if lines else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def export_model(model, example, req: ExportRequest) -> ExportResult:
@@ -125,7 +121,7 @@ def export_model(model, example, req: ExportRequest) -> ExportResult:
                                   do_constant_folding=True)
                 onnx_model = require("onnx").load_from_string(buf.getvalue())
     except Exception as e:  # torch.onnx raises many types; the message names the op
-        raise ConversionError(f"torch.onnx.export failed: {str(e).splitlines()[0]}", stage="export") from None
+        raise ConversionError(f"torch.onnx.export failed: {one_line(e, pick='first')}", stage="export") from None
 
     def run(feed: Feed) -> Feed:
         with torch.no_grad():
@@ -172,3 +168,7 @@ def _output_names(out) -> list[str]:
         return list(out)
     flat = _flatten(out)
     return ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
+
+
+def _brief(e: BaseException) -> str:
+    return one_line(e, pick="first", with_type=True, limit=200)

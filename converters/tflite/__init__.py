@@ -1,1 +1,54 @@
-"""The TFLite lane: hub ONNX -> onnx2tf -> one TFLite converter pass per mode."""
+"""The TFLite lane: hub ONNX -> onnx2tf -> one TFLite converter pass per mode.
+
+This module is the lane's declaration (registered in pyproject.toml's `bridge.lanes` entry points):
+data and paths only, no framework import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from bridge.base.lane import Lane, option
+from bridge.converters.tflite.modes import MODES
+
+
+class Layout(StrEnum):
+    nhwc = "nhwc"
+    source = "source"
+
+
+@dataclass(frozen=True)
+class TFLiteOptions:
+    layout: Layout = field(default=Layout.nhwc, metadata=option(
+        "Layout of 4-D image inputs in TFLite files: nhwc (what Android camera pipelines feed) or source."))
+    allow_flex: bool = field(default=False, metadata=option(
+        "Ship TFLite files that need Flex (Select TF) ops.", flag="--allow-flex"))
+
+
+def is_tflite(path: Path) -> bool:
+    """A TFLite flatbuffer carries the identifier TFL3 at bytes 4-8."""
+    try:
+        with path.open("rb") as f:
+            return path.is_file() and f.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
+
+
+LANE = Lane(
+    name="tflite",
+    suffix=".tflite",
+    modes=MODES,
+    default=("fp32",),
+    convert="bridge.converters.tflite.lane:convert",
+    runner="bridge.validators.runners.tflite:TFLiteRunner",
+    describe="bridge.validators.runners.tflite:describe",
+    preflight="bridge.converters.tflite.preflight:unsupported",
+    recognize=is_tflite,
+    options=TFLiteOptions,
+    notes={"fp16-activations": "TFLite runs fp16 files in fp32 on CPU, in fp16 on GPU delegates",
+           "fp16-constants": "TFLite's fp16 files store them as +-65504"},
+    requires=("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert"),
+    extra="tflite",
+)

@@ -25,13 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.converters.base import IO, Binding, LaneArtifact, LaneRequest
+from bridge.base.bindings import IO, Binding
+from bridge.base.errors import ConversionError, one_line
+from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lazy import require
+from bridge.base.modes import ModeSpec
+from bridge.converters.tflite import LANE
 from bridge.converters.tflite import layout as lay
 from bridge.converters.tflite.flatbuffer import flex_ops, op_counts
-from bridge.converters.tflite.quantize import MODES, make_converter
-from bridge.errors import ConversionError
-from bridge.lazy import require
-from bridge.modes import Mode
+from bridge.converters.tflite.modes import ModeConfig
+from bridge.converters.tflite.quantize import make_converter
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -43,35 +46,26 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     keras_model, plan, applied = _onnx2tf(req)
     io_float = _bindings(req, keras_model, plan)
     concrete = _concrete_function(tf, keras_model, io_float)
-    shared = time.perf_counter() - start
     warnings = [f"ONNX rewritten before onnx2tf: {', '.join(applied)}"] if applied else []
-    results = []
-    for mode_name in req.modes:
-        t0 = time.perf_counter()
-        mode = Mode(mode_name)
-        path = Path(req.workdir) / f"{req.name}_{mode.value}.tflite"
-        art = LaneArtifact(mode=mode.value, route=("onnx", "onnx2tf", "tflite-converter"),
-                           warnings=list(warnings))
-        try:
-            buf, mode_warnings = _convert_mode(tf, concrete, mode, io_float, req)
-            counts = op_counts(buf)
-            flex = flex_ops(counts)
-            art.details = {"ops": dict(sorted(counts.items())), "flex_ops": flex}
-            if flex and not req.options.get("allow_flex"):
-                raise ConversionError(f"needs Flex (Select TF) ops {', '.join(flex)}, which stock TFLite "
-                                      "runtimes reject; pass --allow-flex to ship them anyway",
-                                      stage="tflite-convert")
-            path.write_bytes(buf)
-            art.path = str(path)
-            art.io = _read_io(tf, buf, io_float)
-            art.warnings += mode_warnings
-        except ConversionError as e:
-            art.error = {"stage": e.stage or "tflite-convert", "message": str(e), "node": e.node,
-                         "op_type": e.op_type}
-        art.seconds = shared + time.perf_counter() - t0
-        art.details["shared_seconds"] = round(shared, 3)
-        results.append(art)
-    return results
+
+    def make(mode_name: str, art: LaneArtifact) -> None:
+        mode = LANE.mode(mode_name)
+        art.warnings += warnings
+        buf, mode_warnings = _convert_mode(tf, concrete, mode, io_float, req)
+        counts = op_counts(buf)
+        flex = flex_ops(counts)
+        art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex})
+        if flex and not req.options.allow_flex:
+            raise ConversionError(f"needs Flex (Select TF) ops {', '.join(flex)}, which stock TFLite "
+                                  "runtimes reject; pass --allow-flex to ship them anyway", stage="tflite-convert")
+        path = Path(req.workdir) / f"{req.name}_{mode.name}.tflite"
+        path.write_bytes(buf)
+        art.path = str(path)
+        art.io = _read_io(tf, buf, io_float)
+        art.warnings += mode_warnings
+
+    return for_each_mode(req.modes, make, stage="tflite-convert", route=("onnx", "onnx2tf", "tflite-converter"),
+                         shared_seconds=time.perf_counter() - start)
 
 
 def _onnx2tf(req: LaneRequest):
@@ -81,7 +75,7 @@ def _onnx2tf(req: LaneRequest):
 
     model = onnx.load(req.hub_path)
     applied = apply_rewrites(model)
-    plan = lay.plan_inputs(req.inputs, req.framework, req.options.get("tflite_layout", "nhwc"))
+    plan = lay.plan_inputs(req.inputs, req.framework, req.options.layout)
     scratch = Path(req.workdir) / "onnx2tf"
     scratch.mkdir(parents=True, exist_ok=True)
     np.save(scratch / SAMPLE_FILE, _sample_images(req))
@@ -127,10 +121,9 @@ def _onnx2tf_error(e: BaseException, log: str, node_names: dict[str, str]) -> Co
     node = _last(r"onnx_op_name:\s*(\S+)", log)
     op_type = _last(r"onnx_op_type:\s*(\S+)", log)
     node = node_names.get(node, node) if node else None
-    text = str(e).strip().splitlines()
-    message = text[-1] if text else type(e).__name__
+    message = one_line(e, pick="last", limit=300)  # onnx2tf logs its trace first, the error last
     where = f" at {op_type} node {node}" if node else ""
-    return ConversionError(f"onnx2tf failed{where}: {message[:300]}", stage="tflite-convert",
+    return ConversionError(f"onnx2tf failed{where}: {message}", stage="tflite-convert",
                            node=node, op_type=op_type)
 
 
@@ -208,16 +201,17 @@ def _concrete_function(tf, keras_model, io_float: IO):
     return serve.get_concrete_function(), holder
 
 
-def _convert_mode(tf, concrete, mode: Mode, io_float: IO, req: LaneRequest) -> tuple[bytes, list[str]]:
-    cfg = MODES[mode]
+def _convert_mode(tf, concrete, mode: ModeSpec, io_float: IO, req: LaneRequest) -> tuple[bytes, list[str]]:
+    cfg: ModeConfig = mode.config
     calibration = req.calibration
 
     def representative():
         for feed in calibration:
             yield [b.to_artifact(feed[b.name]).astype(b.dtype) for b in io_float.inputs]
 
-    if cfg.calibrated and not calibration:
-        raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
+    if mode.calibrated and not calibration:
+        raise ConversionError(f"{mode.name} needs calibration samples", stage="tflite-convert")
+    representative = representative if mode.calibrated else None
     warnings = []
     try:
         conv = make_converter(tf, *concrete, cfg, representative, allow_select=True,
@@ -225,7 +219,7 @@ def _convert_mode(tf, concrete, mode: Mode, io_float: IO, req: LaneRequest) -> t
         return conv.convert(), warnings
     except Exception as first:  # the TF converter raises ConverterError or RuntimeError
         if cfg.ops == "builtins" or cfg.float_fallback:
-            raise ConversionError(f"TFLite converter failed for {mode}: {_brief(first)}",
+            raise ConversionError(f"TFLite converter failed for {mode.name}: {_brief(first)}",
                                   stage="tflite-convert") from None
         # A full-integer conversion failed on an op with no integer kernel: retry with float
         # kernels admitted, and say so.
@@ -234,15 +228,15 @@ def _convert_mode(tf, concrete, mode: Mode, io_float: IO, req: LaneRequest) -> t
                                   allow_float=True)
             buf = conv.convert()
         except Exception as second:  # noqa: BLE001 - same converter, reported the same way
-            raise ConversionError(f"TFLite converter failed for {mode}: {_brief(second)}",
+            raise ConversionError(f"TFLite converter failed for {mode.name}: {_brief(second)}",
                                   stage="tflite-convert") from None
-        warnings.append(f"{mode}: some ops have no integer kernel and stay float ({_brief(first)})")
+        warnings.append(f"{mode.name}: some ops have no integer kernel and stay float ({_brief(first)})")
         return buf, warnings
 
 
 def _brief(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "error:" in ln.lower()]
-    return (lines[0] if lines else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:300]
+    """TensorFlow's converter marks its own message with "error:" among pages of MLIR dumps."""
+    return one_line(e, pick="first", prefer="error:", limit=300)
 
 
 def _read_io(tf, buf: bytes, io_float: IO) -> IO:

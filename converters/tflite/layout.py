@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.errors import ConversionError
-from bridge.tensors import TensorSpec, image_channels
+from bridge.base.errors import ConversionError
+from bridge.base.tensors import TensorSpec, image_channels
 
 CHANNEL_LAST = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 

@@ -25,8 +25,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bridge.converters.onnx.graph import PassRegistry, del_attr, fresh_name, get_attr, set_attr, tensor_types
-from bridge.lazy import require
+from bridge.base.lazy import require
+from bridge.converters.onnx.graph import (
+    PassRegistry,
+    Window,
+    del_attr,
+    fresh_name,
+    get_attr,
+    set_attr,
+    spatial_shapes,
+    tensor_types,
+)
+from bridge.converters.onnx.graph import window as window_of
 
 if TYPE_CHECKING:
     import onnx
@@ -65,10 +75,10 @@ def explicit_auto_pad(model: onnx.ModelProto) -> int:
                   and n.op_type in ("Conv", "MaxPool", "AveragePool", "LpPool")]
     if not candidates:
         return 0
-    shapes = _static_spatial_shapes(model)
+    shapes = spatial_shapes(model)
     count = 0
     for node in candidates:
-        window = _window(node, shapes)
+        window = window_of(node, shapes)
         pads = _same_pads(window, lower=_auto_pad(node) == "SAME_LOWER") if window else None
         if pads is None or get_attr(node, "ceil_mode", 0) or any(d > 1 for d in window.dilations):
             continue  # onnxruntime sizes these its own way (dilations left out): no one meaning to keep
@@ -95,10 +105,10 @@ def lppool_explicit_pad(model: onnx.ModelProto) -> int:
                   and any(get_attr(n, "pads", []))]
     if not candidates:
         return 0
-    shapes = _static_spatial_shapes(model)
+    shapes = spatial_shapes(model)
     count = 0
     for node in candidates:
-        window = _window(node, shapes)
+        window = window_of(node, shapes)
         if window is None or not _pad_keeps_shape(window, get_attr(node, "ceil_mode", 0)):
             continue
         _insert_zero_pad(model, node, window.begin, window.end)
@@ -121,10 +131,10 @@ def maxpool_dilations(model: onnx.ModelProto) -> int:
                   and any(d > 1 for d in get_attr(n, "dilations", []))]
     if not candidates:
         return 0
-    shapes = _static_spatial_shapes(model)
+    shapes = spatial_shapes(model)
     count = 0
     for node in candidates:
-        window = _window(node, shapes)
+        window = window_of(node, shapes)
         if window is None or _auto_pad(node) not in ("NOTSET", "VALID"):
             continue
         taps = [_axis_taps(window, axis, get_attr(node, "ceil_mode", 0)) for axis in range(len(window.size))]
@@ -365,33 +375,7 @@ def _strip_leading_none(dims: list) -> list:
 # --- pooling windows --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Window:
-    """One node's sliding window, per spatial axis; pads as written (auto_pad not applied)."""
-
-    size: list[int]
-    kernel: list[int]
-    strides: list[int]
-    dilations: list[int]
-    begin: list[int]
-    end: list[int]
-
-
-def _window(node, shapes: dict[str, tuple[int, ...]]) -> _Window | None:
-    """The node's window, or None when its input's spatial shape is not static."""
-    size = shapes.get(node.input[0])
-    kernel = get_attr(node, "kernel_shape", None)
-    if kernel is None and node.op_type == "Conv" and len(node.input) > 1:
-        kernel = shapes.get(node.input[1])  # Conv may leave kernel_shape to its weight's shape
-    if size is None or kernel is None or len(kernel) != len(size):
-        return None
-    rank = len(size)
-    pads = get_attr(node, "pads", None) or [0] * 2 * rank
-    return _Window(list(size), list(kernel), get_attr(node, "strides", None) or [1] * rank,
-                   get_attr(node, "dilations", None) or [1] * rank, list(pads[:rank]), list(pads[rank:]))
-
-
-def _same_pads(w: _Window, lower: bool) -> tuple[list[int], list[int]] | None:
+def _same_pads(w: Window, lower: bool) -> tuple[list[int], list[int]] | None:
     """ONNX's SAME_UPPER/SAME_LOWER padding: output = ceil(input / stride), the odd pixel at the
     end (UPPER) or the beginning (LOWER).
 
@@ -436,7 +420,7 @@ def _out_size(n: int, k: int, s: int, d: int, begin: int, end: int, ceil: int) -
     return out
 
 
-def _pad_keeps_shape(w: _Window, ceil: int) -> bool:
+def _pad_keeps_shape(w: Window, ceil: int) -> bool:
     """Moving pads into a Pad node can change a ceil_mode output size (the dropped-window rule
     looks at the input's end, which moves); rewrite only where it does not."""
     return all(
@@ -444,7 +428,7 @@ def _pad_keeps_shape(w: _Window, ceil: int) -> bool:
         for n, k, s, d, b, e in zip(w.size, w.kernel, w.strides, w.dilations, w.begin, w.end, strict=True))
 
 
-def _axis_taps(w: _Window, axis: int, ceil: int) -> list[list[int]] | None:
+def _axis_taps(w: Window, axis: int, ceil: int) -> list[list[int]] | None:
     """For each kernel tap on `axis`, the input index each output reads; taps outside the input
     read the window's first in-bounds tap. None if some window has no in-bounds tap."""
     n, k, s, d = w.size[axis], w.kernel[axis], w.strides[axis], w.dilations[axis]
@@ -550,30 +534,9 @@ def _insert_before(model, node, new_nodes: list) -> None:
         nodes.insert(at + offset, new)
 
 
-def _static_spatial_shapes(model) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> its dims after batch and channels, for tensors whose dims there are all known.
-    Batch and channels may stay symbolic: no pass here depends on them."""
-    onnx = require("onnx")
-    graph = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {t.name: tuple(t.dims[2:]) for t in graph.initializer if len(t.dims) >= 3}
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) >= 3 and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[2:]):
-            shapes[value.name] = tuple(d.dim_value for d in dims[2:])
-    return shapes
-
-
 def _static_shapes(model) -> dict[str, tuple[int | None, ...]]:
     """Tensor name -> its shape, None for a dim shape inference cannot pin down."""
-    onnx = require("onnx")
-    graph = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {}
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        tensor = value.type.tensor_type
-        if tensor.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                       for d in tensor.shape.dim)
-    return shapes
+    return {name: shape for name, (_, shape) in tensor_types(model).items()}
 
 
 def _auto_pad(node) -> str:

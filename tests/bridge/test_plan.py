@@ -1,7 +1,8 @@
 import pytest
 
-from bridge.errors import UsageError
-from bridge.modes import Mode
+from bridge.base.errors import UsageError
+from bridge.base.modes import Mode
+from bridge.lanes import lanes
 from bridge.plan import Route, parse_threshold, plan_routes, thresholds_for
 
 
@@ -34,10 +35,11 @@ def test_unknown_target():
 
 def test_threshold_overrides():
     o = parse_threshold("int8@logits:snr_db=12")
-    t = thresholds_for(Mode.INT8, ["logits", "box"], [o])
+    int8, fp16 = (lanes()["tflite"].mode(m) for m in (Mode.INT8, Mode.FP16))
+    t = thresholds_for(int8, ["logits", "box"], [o])
     assert t["logits"].snr_db_min == 12 and t["box"].snr_db_min == 15
-    assert thresholds_for(Mode.FP16, ["logits"], [o])["logits"].snr_db_min == 30
+    assert thresholds_for(fp16, ["logits"], [o])["logits"].snr_db_min == 30
     with pytest.raises(UsageError):
         parse_threshold("snr=abc")
     with pytest.raises(UsageError, match="names output 'nope'"):
-        thresholds_for(Mode.INT8, ["logits"], [parse_threshold("nope:cosine=0.9")])
+        thresholds_for(int8, ["logits"], [parse_threshold("nope:cosine=0.9")])

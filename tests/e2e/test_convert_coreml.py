@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from bridge.lanes import lanes
 from tests.conftest import SAMPLES, artifact, bridge, report
 
 pytestmark = pytest.mark.slow
@@ -38,6 +41,12 @@ def test_torch_cnn_every_coreml_mode_next_to_tflite(tmp_path):
     assert per_param["int4-weights"] <= 0.55
     sizes = {m: artifact(rep, "coreml", m)["bytes"] for m in COREML_MODES}
     assert sizes["palettize-4"] < sizes["int8-weights"] < sizes["fp16"] < sizes["fp32"]
+    # Every mode round-trips: CLI text -> package -> the mode `validate` reads back from its ops.
+    assert set(COREML_MODES) == set(lanes()["coreml"].mode_names), "a new mode must join this test"
+    packages = [out / artifact(rep, "coreml", m)["path"] for m in COREML_MODES]
+    r = bridge("validate", f"{SAMPLES}/shapes_cnn.py:load", *packages, "--report", tmp_path / "v.json")
+    checked = json.loads((tmp_path / "v.json").read_text())["artifacts"]
+    assert [a["quantization"] for a in checked] == list(COREML_MODES), r.stderr[-2000:]
 
 
 def test_unsupported_ops_named_all_at_once_and_tflite_still_converts(tmp_path):
@@ -56,7 +65,9 @@ def test_unsupported_ops_named_all_at_once_and_tflite_still_converts(tmp_path):
     assert r.returncode == 3, r.stderr
     a = artifact(report(tmp_path / "out"), "coreml", "fp16")
     assert a["error"]["stage"] == "coreml-preflight"
-    assert "LpNormalization (lpnorm1)" in a["error"]["message"] and "Det (det1, det2)" in a["error"]["message"]
+    message = a["error"]["message"]
+    assert "Det (det1, det2; no Core ML converter)" in message
+    assert "LpNormalization (lpnorm1; no Core ML converter)" in message
     assert artifact(report(tmp_path / "out"), "onnx", "fp32")["parity"]["passed"]
 
 

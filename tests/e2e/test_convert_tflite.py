@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from bridge.lanes import lanes
 from tests.conftest import SAMPLES, artifact, bridge, report
 
 pytestmark = pytest.mark.slow
@@ -45,6 +48,12 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
     sizes = {m: artifact(rep, "tflite", m)["bytes"] for m in TFLITE_MODES}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
     assert "held out" in " ".join(rep["warnings"])
+    # Every mode round-trips: CLI text -> artifact -> the mode `validate` reads back from the file.
+    assert TFLITE_MODES == lanes()["tflite"].mode_names, "a new mode must join this test"
+    files = [out / artifact(rep, "tflite", m)["path"] for m in TFLITE_MODES]
+    r = bridge("validate", f"{SAMPLES}/shapes_cnn.py:load", *files, "--report", tmp_path / "v.json")
+    checked = json.loads((tmp_path / "v.json").read_text())["artifacts"]
+    assert [a["quantization"] for a in checked] == list(TFLITE_MODES), r.stderr[-2000:]
 
 
 def test_same_shaped_outputs_keep_names_and_order(tmp_path, two_outputs):

@@ -1,8 +1,9 @@
 """Crashing stages, killed runs, re-runs into the same folder and byte-identical artifacts.
 
-Crashes come from the test hook `BRIDGE_TEST_CRASH=point[:how]` (bridge/isolation.py): a named
-stage's child segfaults, aborts or hangs before it imports anything, or the gateway hangs while
-placing an artifact so the test can SIGKILL it at that exact moment. Everything else is real.
+Crashes come from `bridge.stages.Fault` objects the tests pass in (through `tests/e2e/faulty.py`,
+which runs the Python API in a subprocess and prints like the console script): a named stage's
+child segfaults, aborts or hangs before it imports anything, or the gateway hangs while placing an
+artifact so the test can SIGKILL it at that exact moment. Everything else is real.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.files import sha256, size
-from tests.conftest import BRIDGE, SAMPLES, artifact, bridge, report, report_folder
+from bridge.base.files import sha256, size
+from tests.conftest import ROOT, SAMPLES, artifact, bridge, report, report_folder
 
 pytestmark = pytest.mark.slow
 
@@ -88,18 +89,28 @@ def stray_processes(mark: str, wait: float = 10.0) -> list[str]:
     return sorted(found.values())
 
 
-def kill_at_hook(*args, env: dict, timeout: float = 600) -> str:
-    """Run the CLI until a `hang` test hook says where it hangs, then SIGKILL it there; returns
+FAULTY = Path(__file__).with_name("faulty.py")
+
+
+def faulty(*args, fault: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Like `bridge(...)`, with `fault` ("point[:how]") injected (see faulty.py)."""
+    return subprocess.run([sys.executable, str(FAULTY), "--fault", fault, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def kill_at_hook(*args, fault: str, env: dict | None = None, timeout: float = 600) -> str:
+    """Run a conversion until a `hang` fault says where it hangs, then SIGKILL it there; returns
     the stderr read so far."""
-    proc = subprocess.Popen([str(BRIDGE), *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    proc = subprocess.Popen([sys.executable, str(FAULTY), "--fault", fault, *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     seen = []
     try:
         for line in proc.stderr:
             seen.append(line)
-            if "BRIDGE_TEST_CRASH: hanging at" in line:
+            if "bridge fault: hanging at" in line:
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait()
@@ -116,8 +127,8 @@ def kill_at_hook(*args, env: dict, timeout: float = 600) -> str:
 
 def test_export_segfault_fails_every_artifact(tmp_path):
     out = tmp_path / "out"
-    r = bridge("convert", tiny(tmp_path), "--target", "onnx", "--target", "tflite", "--out", out,
-               env={"BRIDGE_TEST_CRASH": "export:segv"})
+    r = faulty("convert", tiny(tmp_path), "--target", "onnx", "--target", "tflite", "--out", out,
+               fault="export:segv")
     assert r.returncode == 3, r.stderr[-3000:]
     rep = report(out)
     assert rep["exit_code"] == 3 and not rep["passed"]
@@ -137,8 +148,8 @@ def test_export_segfault_fails_every_artifact(tmp_path):
 def test_a_hanging_stage_times_out_and_leaves_nothing_running(tmp_path, stage, targets, timeout):
     out, mark = tmp_path / "out", uuid.uuid4().hex
     start = time.monotonic()
-    r = bridge("convert", tiny(tmp_path), *(a for t in targets for a in ("--target", t)), "--timeout", timeout,
-               "--out", out, env={"BRIDGE_TEST_CRASH": f"{stage}:hang-tree", "BRIDGE_TEST_MARK": mark})
+    r = faulty("convert", tiny(tmp_path), *(a for t in targets for a in ("--target", t)), "--timeout", timeout,
+               "--out", out, fault=f"{stage}:hang-tree", env={"BRIDGE_TEST_MARK": mark})
     elapsed = time.monotonic() - start
     assert r.returncode == 3, r.stderr[-3000:]
     rep = assert_folder_matches_report(out)
@@ -161,15 +172,15 @@ def test_killed_gateway_takes_its_running_stage_along(tmp_path):
         pytest.skip("parent-death signal is Linux only")
     out, mark = tmp_path / "out", uuid.uuid4().hex
     kill_at_hook("convert", tiny(tmp_path), "--target", "onnx", "--out", out, "--verbose",
-                 env={"BRIDGE_TEST_CRASH": "export:hang", "BRIDGE_TEST_MARK": mark})
+                 fault="export:hang", env={"BRIDGE_TEST_MARK": mark})
     assert stray_processes(mark) == []
     assert not (out / "report.json").exists()
 
 
 def test_lane_crash_keeps_the_other_targets(tmp_path):
     out = tmp_path / "out"
-    r = bridge("convert", tiny(tmp_path), "--target", "onnx", "--target", "coreml", "--quantize", "coreml=fp32",
-               "--out", out, env={"BRIDGE_TEST_CRASH": "coreml-convert:segv"})
+    r = faulty("convert", tiny(tmp_path), "--target", "onnx", "--target", "coreml", "--quantize", "coreml=fp32",
+               "--out", out, fault="coreml-convert:segv")
     assert r.returncode == 3, r.stderr[-3000:]
     rep = assert_folder_matches_report(out)
     onnx = artifact(rep, "onnx", "fp32")
@@ -187,8 +198,8 @@ def test_runtime_crash_fails_its_artifact_and_the_lanes_still_convert(tmp_path):
     """onnxruntime aborts on the hub: the ONNX artifact fails (exit 3), TFLite converts and passes
     against the source."""
     out = tmp_path / "out"
-    r = bridge("convert", tiny(tmp_path), "--target", "onnx", "--target", "tflite", "--out", out,
-               env={"BRIDGE_TEST_CRASH": "onnx-runtime:abort"})
+    r = faulty("convert", tiny(tmp_path), "--target", "onnx", "--target", "tflite", "--out", out,
+               fault="onnx-runtime:abort")
     assert r.returncode == 3, r.stderr[-3000:]
     rep = assert_folder_matches_report(out)
     assert any(w.startswith("the ONNX hub could not run on onnxruntime: stage onnx-runtime crashed "
@@ -246,8 +257,8 @@ def test_rerun_never_mixes_runs(tmp_path):
 
     # The TFLite converter aborts: the previous output stays whole; the failed run's report (with
     # its error and no path) and files are beside it in .bridge-failed.
-    r = bridge("convert", source, "--target", "onnx", "--target", "tflite", "--out", out,
-               env={"BRIDGE_TEST_CRASH": "tflite-convert:abort"})
+    r = faulty("convert", source, "--target", "onnx", "--target", "tflite", "--out", out,
+               fault="tflite-convert:abort")
     assert r.returncode == 3, r.stderr[-3000:]
     assert "the previous output in" in r.stderr and ".bridge-failed" in r.stderr
     assert listing(out) == [".bridge-failed", "report.json", "tiny.onnx", "tiny_fp32.tflite"]
@@ -274,7 +285,7 @@ def test_killed_while_placing_a_file_keeps_the_previous_one(tmp_path):
     before = artifact(report(out), "onnx", "fp32")["sha256"]
 
     kill_at_hook("convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", out,
-                 env={"BRIDGE_TEST_CRASH": "place:hang"})
+                 fault="place:hang")
     assert sha256(out / "tiny.onnx") == before
     # The old report went before anything was replaced; the killed run's work folder and its
     # publish journal (what it owned and brought in) are left, so the next run can still replace
@@ -299,7 +310,7 @@ def test_killed_while_replacing_a_package_leaves_nothing_half_made(tmp_path):
 
     # Killed between moving the old package aside and moving the new one in.
     kill_at_hook("convert", tiny(tmp_path, seed=1), "--target", "coreml", "--quantize", "coreml=fp32",
-                 "--out", out, env={"BRIDGE_TEST_CRASH": "place-swap:hang"})
+                 "--out", out, fault="place-swap:hang")
     assert not (out / "tiny_fp32.mlpackage").exists() and not (out / "report.json").exists()
     aside = [p for p in out.iterdir() if p.name.startswith(".tiny_fp32.mlpackage.old-")]
     assert len(aside) == 1 and sha256(aside[0]) == before  # the previous package, whole
@@ -334,7 +345,7 @@ def test_validate_reports_a_crashing_runtime_as_exit_3(tmp_path):
     """`bridge validate` judges a crash like `convert` does: that artifact failed (exit 3), it was
     not merely left unexecuted (exit 1)."""
     src = tiny(tmp_path)
-    r = bridge("validate", src, src, "--report", tmp_path / "v.json", env={"BRIDGE_TEST_CRASH": "onnx-runtime:segv"})
+    r = faulty("validate", src, src, "--report", tmp_path / "v.json", fault="onnx-runtime:segv")
     assert r.returncode == 3, r.stderr[-2000:]
     a = json.loads((tmp_path / "v.json").read_text())["artifacts"][0]
     assert a["error"]["stage"] == "onnx-runtime" and "crashed (signal 11, SIGSEGV)" in a["error"]["message"]

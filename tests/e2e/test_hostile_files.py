@@ -313,10 +313,12 @@ def test_valid_external_data_converts_through_every_lane(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
               save_as_external_data=True, all_tensors_to_one_file=True, location="weights/small.data",
               size_threshold=0)
+    from bridge import ConvertOptions, convert
+
     out = _out(tmp_path)
-    r = bridge("convert", path, "--target", "onnx", "--target", "tflite", "--target", "coreml", "--out", out,
-               env={"BRIDGE_EXTERNAL_DATA_BYTES": "0"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    result = convert(str(path), ConvertOptions(targets=("onnx", "tflite", "coreml"), out=str(out),
+                                               external_data_bytes=0))
+    assert result.exit_code == 0, [a.to_json() for a in result.artifacts]
     rep = report(out)
     assert any("external data" in w for w in rep["warnings"]), rep["warnings"]
     assert {a["target"] for a in rep["artifacts"]} == {"onnx", "tflite", "coreml"}
@@ -333,7 +335,7 @@ def test_shipped_external_data_hub_runs_on_its_own(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from bridge.files import sha256
+    from bridge.base.files import sha256
 
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")  # 16 KiB: over the 1 KiB inline limit
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
@@ -341,9 +343,11 @@ def test_shipped_external_data_hub_runs_on_its_own(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
     path = tmp_path / "big.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    from bridge import ConvertOptions, convert
+
     out = tmp_path / "out"
-    r = bridge("convert", path, "--target", "onnx", "--out", out, env={"BRIDGE_EXTERNAL_DATA_BYTES": "0"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    result = convert(str(path), ConvertOptions(targets=("onnx",), out=str(out), external_data_bytes=0))
+    assert result.exit_code == 0, [a.to_json() for a in result.artifacts]
     session = ort.InferenceSession(str(out / "big.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(None, {"x": np.ones((1, 64), np.float32)})[0], np.full((1, 64), 64.0))
     a = report(out)["artifacts"][0]

@@ -5,8 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from bridge.modes import DEFAULT_THRESHOLDS, Mode, Thresholds
+from bridge.base.modes import FP16_PARITY, FP32_PARITY, FULL_INT, WEIGHT_ONLY, Thresholds
 from bridge.validators.compare import SNR_CAP_DB, NonFinite, compare, failures, metrics
+
+BUILT_IN = {"fp32": FP32_PARITY, "fp16": FP16_PARITY, "weight-only": WEIGHT_ONLY, "full-int": FULL_INT}
 
 rng = np.random.default_rng(0)
 REF = rng.standard_normal((4, 10)).astype(np.float32)
@@ -30,7 +32,7 @@ def test_metrics_match_their_definitions():
 def test_scaled_output_fails_every_mode_despite_cosine_one():
     m = metrics(REF * 1.3, REF)
     assert m.cosine == pytest.approx(1.0)
-    for mode, t in DEFAULT_THRESHOLDS.items():
+    for mode, t in BUILT_IN.items():
         assert failures(m, t), f"{mode} accepted an output scaled by 1.3"
 
 
@@ -47,14 +49,14 @@ def test_nan_is_never_equal():
 def test_inf_fails():
     bad = REF.copy()
     bad[1, 1] = np.inf
-    assert failures(metrics(bad, REF), DEFAULT_THRESHOLDS[Mode.FP16])
+    assert failures(metrics(bad, REF), FP16_PARITY)
 
 
 def test_thresholds_per_mode():
     fp16_like = REF + rng.standard_normal(REF.shape).astype(np.float32) * 1e-3
     m = metrics(fp16_like, REF)
-    assert not failures(m, DEFAULT_THRESHOLDS[Mode.FP16])
-    assert failures(m, DEFAULT_THRESHOLDS[Mode.FP32])
+    assert not failures(m, FP16_PARITY)
+    assert failures(m, FP32_PARITY)
 
 
 def test_compare_names_missing_and_mismatched_outputs():
@@ -67,4 +69,4 @@ def test_compare_names_missing_and_mismatched_outputs():
 def test_zero_reference():
     z = np.zeros(5, np.float32)
     assert metrics(z, z).rel_l2 == 0
-    assert failures(metrics(z + 1, z), DEFAULT_THRESHOLDS[Mode.FP32])
+    assert failures(metrics(z + 1, z), FP32_PARITY)

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from bridge.arrays import Feeds, FeedWriter
-from bridge.converters.base import IO, Feed
+from bridge.base.arrays import Feed, Feeds, FeedWriter
+from bridge.base.bindings import IO
 
 
 class Runner(Protocol):
@@ -35,9 +35,9 @@ def load_runner(path: str) -> Runner:
 def run_samples(runner_path: str, artifact: str, feeds: Sequence[Feed], io: IO | None,
                 out_dir: str) -> tuple[str, Feeds]:
     """Run every feed through an artifact; returns the runtime's name and its outputs by source
-    name, written to `out_dir` one sample at a time (`bridge.arrays`).
+    name, written to `out_dir` one sample at a time (`bridge.base.arrays`).
 
-    Meant to run inside a child process (`bridge.isolation.run_stage`).
+    Meant to run inside a child process (`bridge.stages.run_stage`).
     """
     runner = load_runner(runner_path)
     runner.load(artifact)

@@ -12,9 +12,9 @@ import platform
 
 import numpy as np
 
-from bridge.converters.base import Feed
-from bridge.converters.coreml.images import METADATA_KEY
-from bridge.lazy import require
+from bridge.base.arrays import Feed
+from bridge.base.bindings import PIXELS_METADATA_KEY
+from bridge.base.lazy import require
 
 
 class CoreMLRunner:
@@ -71,7 +71,7 @@ def describe(path: str) -> dict:
         return {"name": var.name, "shape": shape, "dtype": types.builtin_to_string(var.dtype), "quantization": None}
 
     inputs = [tensor(func.inputs[n]) for n in package.input_names]
-    pixels = json.loads(package.metadata.get(METADATA_KEY, "{}"))
+    pixels = json.loads(package.metadata.get(PIXELS_METADATA_KEY, "{}"))
     for t in inputs:
         if t["name"] in package.images:
             t["dtype"] = "image"

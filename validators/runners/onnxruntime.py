@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.converters.base import Feed
-from bridge.lazy import require
-from bridge.onnx_files import session_source
+from bridge.base.arrays import Feed
+from bridge.base.lazy import require
+from bridge.base.onnx_files import session_source
 
 
 class OnnxRuntimeRunner:
@@ -23,7 +23,7 @@ class OnnxRuntimeRunner:
         # differently from what the converters see.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         # The file may be anyone's: onnxruntime gets it only once every tensor is checked, and its
-        # external bytes (if any) read by us (`bridge.onnx_files`).
+        # external bytes (if any) read by us (`bridge.base.onnx_files`).
         with tempfile.TemporaryDirectory(prefix="bridge-ort-") as scratch:  # only for models over 2 GB
             source = session_source(Path(path), Path(scratch))
             self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])

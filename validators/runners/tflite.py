@@ -1,6 +1,6 @@
 """TFLite artifacts on ai-edge-litert, the runtime Android ships.
 
-Runs in a process that never imported TensorFlow (see `bridge.isolation`): there, as on a phone,
+Runs in a process that never imported TensorFlow (see `bridge.stages`): there, as on a phone,
 a model with Flex ops fails instead of silently borrowing TensorFlow's kernels.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.converters.base import Feed
-from bridge.lazy import require
+from bridge.base.arrays import Feed
+from bridge.base.lazy import require
 
 
 class TFLiteRunner:

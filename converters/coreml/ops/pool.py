@@ -22,6 +22,7 @@ from coremltools.converters.mil.mil.types.symbolic import any_symbolic, is_symbo
 from bridge.converters.coreml.context import attrs
 from bridge.converters.coreml.ops.conv import interleave, pad_args
 from bridge.converters.coreml.registry import register
+from bridge.converters.onnx.graph import Window, pooled_size, window
 
 
 @register("MaxPool")
@@ -109,10 +110,9 @@ def _padding(ctx, node, a: dict, in_dims, kernel, strides, counts_padding: bool)
 
 
 def overrun_of(size: int, kernel: int, stride: int, begin: int, end: int) -> int:
-    """How far ceil_mode's last window reaches past the padded input. Output sizes follow
-    onnxruntime and torch: no window may start past the input and its leading padding."""
-    out = -(-(size + begin + end - kernel) // stride) + 1
-    out = out - 1 if (out - 1) * stride >= size + begin else out
+    """How far ceil_mode's last window reaches past the padded input (output sizes as onnxruntime
+    and torch count them, `pooled_size`)."""
+    out = pooled_size(size, kernel, stride, begin, end, ceil=True)
     return (out - 1) * stride + kernel - (size + begin + end)
 
 
@@ -153,28 +153,19 @@ class Axis:
         return ((taps >= lo) & (taps < hi)).sum(axis=1)
 
 
-def window_axes(a: dict, in_dims) -> list[Axis]:
-    """ONNX's output sizes and padding for static spatial sizes: explicit pads with floor or ceil
-    (no window may start past the input and its leading padding), SAME_* and VALID."""
-    kernel = a["kernel_shape"]
-    rank = len(kernel)
-    strides, dilations = a.get("strides", [1] * rank), a.get("dilations", [1] * rank)
-    auto_pad, pads = a.get("auto_pad", "NOTSET"), a.get("pads", [0] * 2 * rank)
+def window_axes(w: Window, auto_pad: str, ceil: bool) -> list[Axis]:
+    """ONNX's output sizes and padding for a static window (the hub's geometry, `Window`): explicit
+    pads with floor or ceil, SAME_* and VALID."""
     axes = []
-    for i, (n, k, s, d) in enumerate(zip(in_dims, kernel, strides, dilations, strict=True)):
-        span = (k - 1) * d + 1
+    for n, k, s, d, b, e in zip(w.size, w.kernel, w.strides, w.dilations, w.begin, w.end, strict=True):
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out = -(-n // s)
-            total = max(0, (out - 1) * s + span - n)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
             begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
             axes.append(Axis(n, k, s, d, begin, total - begin, out))
             continue
-        begin, end = (pads[i], pads[i + rank]) if auto_pad == "NOTSET" else (0, 0)
-        room = n + begin + end - span
-        out = (-(-room // s) if a.get("ceil_mode", 0) else room // s) + 1
-        if a.get("ceil_mode", 0) and (out - 1) * s >= n + begin:
-            out -= 1
-        axes.append(Axis(n, k, s, d, begin, end, out))
+        b, e = (b, e) if auto_pad == "NOTSET" else (0, 0)
+        axes.append(Axis(n, k, s, d, b, e, pooled_size(n, k, s, b, e, ceil=ceil, dilation=d)))
     return axes
 
 
@@ -191,7 +182,8 @@ def _by_slices(ctx, node, kind: str, indices: bool = False):
         raise ctx.unsupported(node, SAME_DILATED)
     if kind == "avg" and _counts_dilated_padding(a):
         raise ctx.unsupported(node, PADDED_DILATED)
-    axes = window_axes(a, dims[2:])
+    axes = window_axes(window(node, {node.input[0]: tuple(dims[2:])}), a.get("auto_pad", "NOTSET"),
+                       bool(a.get("ceil_mode", 0)))
     if int(np.prod(a["kernel_shape"])) > MAX_WINDOW:
         raise ctx.unsupported(node, f"a window of over {MAX_WINDOW} elements is too large to unroll")
     dtype = types.nptype_from_builtin(x.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.converters.base import Pixels
+from bridge.base.bindings import Pixels
 from bridge.converters.coreml.images import uniform_std
 from bridge.converters.coreml.passes import coreml_pass
 from bridge.converters.onnx.graph import fresh_name

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.converters.base import Binding, Pixels
+from bridge.base.bindings import Binding, Pixels
+from bridge.base.errors import UsageError
 from bridge.converters.coreml.passes import apply_passes
-from bridge.errors import UsageError
 from tests.converters.coreml.harness import graph
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -66,7 +66,7 @@ def test_conv_relu_add():
 def test_scalar_inputs_arrive_as_one_element():
     """Core ML has no scalar inputs: a rank-0 input is declared (1,) and squeezed inside, and the
     binding hands the artifact a one-element array (`bridge validate` pairs them the same way)."""
-    from bridge.converters.base import Binding
+    from bridge.base.bindings import Binding
     from bridge.validation import find_perm
     from tests.converters.coreml.harness import convert, onnxruntime, run_reference
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from bridge.errors import ConversionError
+from bridge.base.errors import ConversionError
 from tests.converters.coreml.harness import (
     assert_values,
     check,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from bridge.base.errors import ConversionError
 from bridge.converters.coreml.build import build_program
 from bridge.converters.coreml.ops.pool import PADDED_DILATED, SAME_DILATED
 from bridge.converters.coreml.preflight import unsupported_ops
-from bridge.errors import ConversionError
 from tests.converters.coreml.harness import convert, graph, onnxruntime, parity, run_reference
 
 coremltools = pytest.importorskip("coremltools")

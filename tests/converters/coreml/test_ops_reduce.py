@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.errors import ConversionError
+from bridge.base.errors import ConversionError
 from tests.converters.coreml.harness import check, export_torch, graph, lower, lowered_three_ways
 
 coremltools = pytest.importorskip("coremltools")

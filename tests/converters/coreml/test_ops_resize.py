@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from bridge.errors import ConversionError
+from bridge.base.errors import ConversionError
 from tests.converters.coreml.harness import check, graph, lower, onnxruntime, op_types, parity
 from tests.converters.coreml.test_ops_shape import mil_values, symbolic_batch
 

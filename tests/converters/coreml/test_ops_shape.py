@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from bridge.errors import ConversionError
+from bridge.base.errors import ConversionError
 from tests.converters.coreml.harness import OPSET, check, graph, lower, onnxruntime, op_types
 
 coremltools = pytest.importorskip("coremltools")

@@ -7,10 +7,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from bridge.converters.onnx.export import ExportRequest, export_source
-from bridge.errors import ConversionError, UsageError
-from bridge.sources import Format, SourceRef, sniff
-from bridge.tensors import InputOverride
+from bridge.base.errors import ConversionError, UsageError
+from bridge.base.lane import ExportRequest
+from bridge.base.sources import Format, SourceRef, sniff
+from bridge.base.tensors import InputOverride
+from bridge.converters.onnx.export import export_source
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")

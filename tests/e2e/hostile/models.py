@@ -143,7 +143,7 @@ def retarget_weights(package: Path, file_name: str) -> None:
     """Point every weight reference of the package's program at `file_name`."""
     from coremltools.proto import Model_pb2
 
-    from bridge.protos import walk
+    from bridge.base.protos import walk
 
     spec_path = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
     spec = Model_pb2.Model()

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bridge.errors import RuntimeUnavailable, UsageError
+from bridge.base.errors import RuntimeUnavailable, UsageError
 from tests.validators.coreml_reference.helpers import convert_program, run_file, save
 
 ct = pytest.importorskip("coremltools")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.errors import RuntimeUnavailable, UsageError
+from bridge.base.errors import RuntimeUnavailable, UsageError
 
 from .ops import load_families
 from .precision import round_to_fp16

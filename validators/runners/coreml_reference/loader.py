@@ -12,13 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.errors import RuntimeUnavailable, UnsafeInput
-from bridge.isolation import in_stage
-from bridge.lazy import require
-from bridge.protos import walk
-
-# Reading and running a package needs none of the frameworks coremltools probes for at import.
-UNUSED_FRAMEWORKS = ("tensorflow", "torch", "sklearn")
+from bridge.base.errors import RuntimeUnavailable, UnsafeInput
+from bridge.base.lazy import require
+from bridge.base.protos import walk
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,7 @@ def check_weight_files(path: str, spec, weights_dir: str) -> None:
 
 def load_package(path: str) -> LoadedPackage:
     """The ML Program in the .mlpackage at `path`, with its weights read from the package."""
-    ct = require("coremltools", without=UNUSED_FRAMEWORKS if in_stage() else ())
+    ct = require("coremltools")  # the runtime stage blocks the frameworks it probes for (Lane.runtime_blocks)
     from coremltools.converters.mil.frontend.milproto.load import load
 
     model = ct.models.MLModel(path, skip_model_load=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.converters.base import Feed
+from bridge.base.arrays import Feed
 
 from .executor import Executor
 from .loader import load_package

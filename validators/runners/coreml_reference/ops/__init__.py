@@ -21,10 +21,18 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-OPS: dict[str, Callable] = {}
+from bridge.base.registry import Registry
 
 FAMILIES = ("elementwise", "activation", "linear", "conv", "pool", "norm", "reduce", "tensor", "scatter_gather",
             "resize", "quantization", "constexpr")
+
+
+def _load() -> None:
+    for family in FAMILIES:
+        importlib.import_module(f"{__name__}.{family}")
+
+
+OPS = Registry("reference op", load=_load)
 
 
 def op(*names: str, copies_values: bool = False) -> Callable:
@@ -34,17 +42,11 @@ def op(*names: str, copies_values: bool = False) -> Callable:
     def register(fn: Callable) -> Callable:
         fn.wants_op = "mil_op" in inspect.signature(fn).parameters
         fn.copies_values = copies_values
-        for name in names:
-            if name in OPS:
-                raise ValueError(f"reference op {name!r} registered twice ({OPS[name].__module__}, {fn.__module__})")
-            OPS[name] = fn
-        return fn
+        return OPS.register(*names)(fn)
 
     return register
 
 
-def load_families() -> dict[str, Callable]:
-    """Import every family module once; returns the registry."""
-    for family in FAMILIES:
-        importlib.import_module(f"{__name__}.{family}")
+def load_families() -> Registry:
+    """Every family imported (once); the registry: op type -> implementation."""
     return OPS

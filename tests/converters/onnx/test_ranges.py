@@ -1,24 +1,13 @@
-"""Activation ranges on onnxruntime: the fp16 overflow check and int8 calibration share them."""
+"""The hub's activation ranges on onnxruntime: int8 calibration ranges and the fp16 check share them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bridge.activations import (
-    FP16_MAX,
-    Constant,
-    Overflow,
-    activation_ranges,
-    computes_in_fp16,
-    constant_warning,
-    fp16_constants,
-    fp16_overflows,
-    fp16_warnings,
-    overflow_warning,
-)
-from bridge.errors import ConversionError
-from bridge.modes import Mode
+from bridge.base.errors import ConversionError
+from bridge.base.numerics import Constant, Overflow
+from bridge.converters.onnx.ranges import activation_ranges, fp16_constants, measure
 
 pytest.importorskip("onnxruntime")
 
@@ -68,6 +57,19 @@ def _const(name, out, **value):
 FEEDS = [{"x": np.array([[1.0, 0.25, -1.0]], np.float32)}, {"x": np.array([[0.5, -0.5, 0.0]], np.float32)}]
 
 
+def overflows(path, feeds, names) -> list:
+    """What the `activation-ranges` stage reports for float16 on `feeds` (parity samples only)."""
+    return list(measure(str(path), feeds, [], names, fp16=True, calibrated=False).fp16)
+
+
+def test_calibration_ranges_come_from_calibration_samples_only(tmp_path):
+    path = tmp_path / "m.onnx"
+    _graph(path)
+    parity = [{"x": np.array([[10.0, 0.0, 0.0]], np.float32)}]
+    ranges = measure(str(path), parity, FEEDS, {}, fp16=False, calibrated=True)
+    assert ranges.calibration["a"] == (-300.0, 300.0) and ranges.fp16 == ()  # parity's 3000 never calibrates
+
+
 def test_ranges_cover_every_float_tensor_and_skip_nan():
     ranges = activation_ranges(_graph(), FEEDS)
     assert ranges["a"] == (-300.0, 300.0)
@@ -85,7 +87,7 @@ def test_ranges_need_samples():
 def test_overflow_names_the_tensor_by_its_source_node(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), [FEEDS], {"scale2": "model/amplify/mul"})
+    found = overflows(path, FEEDS, {"scale2": "model/amplify/mul"})
     assert found == [Overflow("b", "model/amplify/mul", 90000.0)]
     assert str(found[0]) == "model/amplify/mul (tensor b): max |x| 9e+04"
 
@@ -93,7 +95,7 @@ def test_overflow_names_the_tensor_by_its_source_node(tmp_path):
 def test_inputs_beyond_fp16_are_reported_first(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), [[{"x": np.array([[70000.0, 0.0, 1.0]], np.float32)}]], {})
+    found = overflows(path, [{"x": np.array([[70000.0, 0.0, 1.0]], np.float32)}], {})
     assert [(o.node, o.tensor) for o in found] == [("input", "x"), ("scale1", "a"), ("scale2", "b"), ("down", "c"),
                                                    ("back", "y")]
     assert found[0].max_abs == 70000.0 and str(found[0]) == "input x: max |x| 7e+04"
@@ -102,8 +104,8 @@ def test_inputs_beyond_fp16_are_reported_first(tmp_path):
 def test_nothing_found_within_range(tmp_path):
     path = tmp_path / "m.onnx"
     _graph(path)
-    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 0.5, np.float32)}]], {})
-    assert found == [] and fp16_warnings(found, ["tflite/fp16", "coreml/fp16"]) == []
+    found = overflows(path, [{"x": np.full((1, 3), 0.5, np.float32)}], {})
+    assert found == []
 
 
 def test_initializer_beyond_fp16_found_whatever_the_samples(tmp_path):
@@ -115,7 +117,7 @@ def test_initializer_beyond_fp16_found_whatever_the_samples(tmp_path):
     gain = [helper.make_node("Mul", ["x", big], ["gained"], name="gain"),
             helper.make_node("Div", ["gained", big], ["undone"], name="undo")]
     _graph(path, gain, [_init(big, 1e5)])
-    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 1e-3, np.float32)}]], {"gain": "model/gain"})
+    found = overflows(path, [{"x": np.full((1, 3), 1e-3, np.float32)}], {"gain": "model/gain"})
     assert found == [Constant(big, None, 1e5, 1)]
     assert found[0].overflows and not found[0].vanishes
     assert str(found[0]) == "initializer /gain/Constant_output_0"
@@ -129,7 +131,7 @@ def test_constant_node_named_by_its_source_node_and_not_as_an_activation_too(tmp
     nodes = [_const("neg_sanitized", "neg", value=np.array([[-7e4, 1.0, 0.0]], np.float32)),
              helper.make_node("Mul", ["x", "neg"], ["scaled"], name="use")]
     _graph(path, nodes)
-    found = fp16_overflows(str(path), [[{"x": np.full((1, 3), 1e-3, np.float32)}]], {"neg_sanitized": "model/neg:0"})
+    found = overflows(path, [{"x": np.full((1, 3), 1e-3, np.float32)}], {"neg_sanitized": "model/neg:0"})
     assert found == [Constant("neg", "model/neg:0", 7e4, 3)]
     assert str(found[0]) == "model/neg:0 (tensor neg)"
 
@@ -163,48 +165,3 @@ def test_which_constants_count():
     assert [(c.tensor, c.overflows, c.vanishes) for c in found] == [
         ("wide", True, False), ("eps", False, True), ("half_step", False, True)]
     assert found[0] == Constant("wide", None, 1e5, 1)
-
-
-def test_constant_warning_lists_tflite_for_big_constants_and_every_fp16_artifact_for_vanishing_ones():
-    big = [Constant(f"k{i}", None, FP16_MAX * (i + 2), 1) for i in range(4)]
-    eps = Constant("eps", "model/ln/eps", 1e-12, 1, "If model/branch (then_branch)")
-    text = constant_warning([*big, eps], ["tflite/fp16", "coreml/fp16"])
-    assert text == (
-        "fp16 constants: 4 float constant(s) exceed 65504 (the float16 maximum) in magnitude, and TFLite's fp16 files "
-        "store them as +-65504 (Core ML computes the ops reading them in fp32): initializer k0: max |x| 1.31e+05; "
-        "initializer k1: max |x| 1.965e+05; initializer k2: max |x| 2.62e+05; and 1 more. Affected: tflite/fp16; "
-        "rescale the model or use fp32 for these; besides, 1 single-valued float constant(s) are at or below 2**-25 "
-        "(half the smallest float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a "
-        "division or square root from 0: model/ln/eps (tensor eps) in If model/branch (then_branch): |x| 1e-12. "
-        "Affected: tflite/fp16, coreml/fp16")
-    assert constant_warning(big, ["coreml/fp16", "coreml/int8-weights"]) is None  # coremltools keeps them fp32
-    assert constant_warning(big, ["tflite/fp16"]).endswith("Affected: tflite/fp16; rescale the model or use fp32 "
-                                                           "for these")
-    assert "Core ML" not in constant_warning(big, ["tflite/fp16"])
-    assert constant_warning([eps], ["coreml/fp16"]).startswith("fp16 constants: 1 single-valued float constant(s)")
-
-
-def test_activations_and_constants_warned_apart():
-    found = [Overflow("b", "scale2", 9e4), Constant("k", None, 1e5, 1)]
-    overflow, constants = fp16_warnings(found, ["tflite/fp16"])
-    assert overflow == overflow_warning(found[:1], ["tflite/fp16"])
-    assert constants == constant_warning(found[1:], ["tflite/fp16"])
-    assert fp16_warnings(found[1:], ["coreml/fp16"]) == []
-
-
-def test_which_modes_compute_in_fp16():
-    assert computes_in_fp16("tflite", Mode.FP16)
-    assert not any(computes_in_fp16("tflite", m) for m in (Mode.FP32, Mode.DYNAMIC_INT8, Mode.INT8, Mode.INT16X8))
-    assert all(computes_in_fp16("coreml", m) for m in (Mode.FP16, Mode.INT8_WEIGHTS, Mode.PALETTIZE_4, Mode.INT8))
-    assert not computes_in_fp16("coreml", Mode.FP32)
-    assert not computes_in_fp16("onnx", Mode.FP32)
-
-
-def test_warning_names_the_first_tensors_the_limit_and_the_artifacts():
-    found = [Overflow(f"t{i}", f"node{i}", FP16_MAX * (i + 2)) for i in range(5)]
-    text = overflow_warning(found, ["tflite/fp16", "coreml/int8-weights"])
-    assert text.startswith("fp16 overflow: 5 tensor(s) exceed 65504 (the float16 maximum)")
-    assert "node0 (tensor t0): max |x| 1.31e+05; node1 (tensor t1): max |x| 1.965e+05; node2" in text
-    assert "node3" not in text and "and 2 more" in text
-    assert "Affected: tflite/fp16, coreml/int8-weights (TFLite runs fp16 files in fp32 on CPU" in text
-    assert "GPU" not in overflow_warning(found, ["coreml/fp16"])

@@ -1,6 +1,12 @@
-"""Typed errors. Only the CLI maps them to exit codes (`exit_code`); library callers catch them."""
+"""Typed errors. Only the CLI maps them to exit codes (`exit_code`); library callers catch them.
+
+`ErrorRecord` is what a report keeps of an error; `one_line` is the one way any exception becomes
+a printed or reported message.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class BridgeError(Exception):
@@ -71,9 +77,39 @@ class StageCrashed(ConversionError):
     """A child process died (signal, out of memory) or ran past its time limit."""
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    """A message on one line: some libraries put the substance on line two (torch's state-dict
-    errors), others spread one sentence over several. Every printed or reported error goes through
-    here."""
-    joined = " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-    return joined[:limit]
+def one_line(error: BaseException | str, *, pick: str = "all", prefer: str = "", with_type: bool = False,
+             limit: int = 500) -> str:
+    """The one way an exception (or a library's text) becomes a printed or reported message: its
+    non-blank lines, stripped, then `pick`ed: all of them joined (libraries spread one sentence
+    over several), the first (torch's state-dict errors put the substance there), or the last
+    (AutoGraph and onnx2tf put the error after the traced stack); a line containing `prefer`
+    (TensorFlow's converter marks its own with "error:") wins over `pick`."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    chosen = [ln for ln in lines if prefer and prefer in ln.lower()][:1]
+    if not chosen:
+        chosen = lines if pick == "all" else lines[:1] if pick == "first" else lines[-1:]
+    text = " ".join(chosen)[:limit]
+    if isinstance(error, BaseException) and (with_type or not text):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """Where a stage broke, for the report: built from an exception in one place."""
+
+    stage: str
+    message: str
+    node: str | None = None
+    op_type: str | None = None
+
+    @staticmethod
+    def of(e: BaseException, stage: str) -> ErrorRecord:
+        if isinstance(e, ConversionError):
+            return ErrorRecord(e.stage or stage, one_line(str(e)), e.node, e.op_type)
+        if isinstance(e, BridgeError):
+            return ErrorRecord(stage, one_line(str(e)))
+        return ErrorRecord(stage, f"{type(e).__name__}: {one_line(str(e)) or type(e).__name__}")
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "node": self.node, "op_type": self.op_type, "message": self.message}

@@ -1,17 +1,17 @@
-"""Value types that cross the process boundary between the orchestrator and the lanes."""
+"""How a source's tensors appear inside an artifact: names, layouts, quantization, pixel units."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.arrays import Feed
-from bridge.errors import UsageError
-from bridge.tensors import TensorSpec
+from bridge.base.errors import UsageError
+from bridge.base.tensors import TensorSpec
 
-__all__ = ["Feed"]
+# Where a Core ML package made with --coreml-image-input keeps its pixel normalization (user-defined
+# metadata: {feature name: Pixels.to_json()}): written by the lane, read by `bridge validate`.
+PIXELS_METADATA_KEY = "bridge.pixels"
 
 
 @dataclass(frozen=True)
@@ -96,53 +96,3 @@ class IO:
         def bind(s: TensorSpec) -> Binding:
             return Binding(s.name, s.name, s.shape, s.dtype)
         return IO(tuple(bind(s) for s in inputs), tuple(bind(s) for s in outputs))
-
-
-@dataclass
-class LaneArtifact:
-    """One mode's result from a lane: a file (or folder) in the work dir, or the error that stopped it."""
-
-    mode: str
-    path: str | None = None
-    io: IO | None = None
-    route: tuple[str, ...] = ()
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    error: dict | None = None  # {"stage", "message", "node", "op_type"}
-    details: dict = field(default_factory=dict)  # lane-specific report fields (flex ops, ...)
-
-
-@dataclass
-class ExportResult:
-    """What the export stage learned from the source and wrote to the hub."""
-
-    framework: str  # torch | keras | tensorflow | onnx
-    format: str
-    hub_path: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    feeds: Sequence[Feed]  # the parity samples (`bridge.arrays.Feeds` on disk)
-    source_outputs: Sequence[Feed]  # the source's outputs on `feeds`
-    calibration: Sequence[Feed]
-    calibration_origin: str
-    params: int
-    route: tuple[str, ...] = ()  # e.g. ("torch", "torch.onnx(legacy)", "onnxslim")
-    warnings: list[str] = field(default_factory=list)
-    node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
-    opset: int = 0
-
-
-@dataclass(frozen=True)
-class LaneRequest:
-    """Everything a lane's `convert` needs, picklable for its child process."""
-
-    hub_path: str
-    workdir: str
-    name: str  # artifact file stem
-    modes: tuple[str, ...]
-    framework: str  # of the source: decides the source layout of image inputs
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    calibration: Sequence[Feed] = ()  # `bridge.arrays.Feeds`: read when used
-    node_names: dict[str, str] = field(default_factory=dict)  # hub node name -> original
-    options: dict = field(default_factory=dict)  # lane options: tflite_layout, allow_flex, ...

@@ -25,9 +25,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from bridge import protos
-from bridge.errors import UnsafeInput
-from bridge.lazy import require
+from bridge.base import protos
+from bridge.base.errors import UnsafeInput
+from bridge.base.lazy import require
 
 PROTOBUF_LIMIT = 2**31  # onnx.checker.MAXIMUM_PROTOBUF: no ModelProto parses or serializes past it
 MAX_NESTING = 8  # subgraph levels below the main graph (real exporters nest 1-3)

@@ -1,7 +1,9 @@
-"""Quantization modes and their parity thresholds: one vocabulary for every lane.
+"""Quantization modes as data: a mode is a name, and each lane declares the modes it offers in one
+table of `ModeSpec` rows (what the mode must achieve, whether it needs calibration, whether it
+computes in fp16, its lane-specific configuration). Everything else is derived from those tables.
 
-Which lane supports which mode is declared by the lane (`bridge.converters.LANES`); what each mode
-must achieve to pass parity is declared here, once.
+The parity thresholds of the built-in modes are defined here once, with the reasons, so lanes that
+offer the same mode judge it the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from enum import StrEnum
 
 
 class Mode(StrEnum):
+    """The built-in mode names. A lane may declare others (a mode is any string)."""
+
     FP32 = "fp32"
     FP16 = "fp16"
     DYNAMIC_INT8 = "dynamic-int8"
@@ -49,31 +53,22 @@ class Thresholds:
 # - full integer and 4-bit modes also quantize activations (or keep 16 weight levels): 15 dB with
 #   cosine >= 0.98 requires both small error and the right direction, so neither a scaled output
 #   (cosine 1.0, SNR 10 dB at x1.3) nor a noisy one passes.
-_WEIGHT_ONLY = Thresholds(snr_db_min=20.0)
-_FULL_INT = Thresholds(snr_db_min=15.0, cosine_min=0.98)
-DEFAULT_THRESHOLDS: dict[Mode, Thresholds] = {
-    Mode.FP32: Thresholds(rel_l2_max=1e-4),
-    Mode.FP16: Thresholds(snr_db_min=30.0),
-    Mode.DYNAMIC_INT8: _WEIGHT_ONLY,
-    Mode.INT8_WEIGHTS: _WEIGHT_ONLY,
-    Mode.PALETTIZE_8: _WEIGHT_ONLY,
-    Mode.PALETTIZE_6: _WEIGHT_ONLY,
-    Mode.INT16X8: _WEIGHT_ONLY,
-    Mode.INT8: _FULL_INT,
-    Mode.INT8_IO: _FULL_INT,
-    Mode.PALETTIZE_4: _FULL_INT,
-    Mode.INT4_WEIGHTS: _FULL_INT,
-}
-
-# Modes whose converter needs calibration samples (activation ranges).
-CALIBRATED = frozenset({Mode.INT8, Mode.INT8_IO, Mode.INT16X8})
+FP32_PARITY = Thresholds(rel_l2_max=1e-4)
+FP16_PARITY = Thresholds(snr_db_min=30.0)
+WEIGHT_ONLY = Thresholds(snr_db_min=20.0)
+FULL_INT = Thresholds(snr_db_min=15.0, cosine_min=0.98)
 
 
-def parse_mode(text: str) -> Mode:
-    from bridge.errors import UsageError
+@dataclass(frozen=True)
+class ModeSpec:
+    """One row of a lane's modes table."""
 
-    try:
-        return Mode(text.strip().lower())
-    except ValueError:
-        valid = ", ".join(m.value for m in Mode)
-        raise UsageError(f"unknown quantization mode {text!r}; valid modes: {valid}") from None
+    name: str
+    thresholds: Thresholds
+    calibrated: bool = False  # the converter needs calibration samples
+    fp16_compute: bool = False  # computes in float16: activations beyond 65504 are checked first
+    clamps_fp16_constants: bool = False  # stores float constants in float16, clamped to +-65504
+    needs_ranges: bool = False  # the lane quantizes with the hub's measured activation ranges
+    min_target: str | None = None  # lane-specific minimum deployment target
+    description: str = ""
+    config: object = None  # the lane's own settings for this mode (converter flags, compression)

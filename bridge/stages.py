@@ -1,6 +1,8 @@
 """Run one heavy stage in a fresh child process.
 
-Every export, conversion and inference runs through `run_stage`: the child is spawned (never forked,
+A stage is declared (`Stage(name, function, blocked_imports)`), not switched: the child applies
+what it declares. Every export, conversion and inference runs through `run_stage`: the child is
+spawned (never forked,
 so it starts without TensorFlow or torch already imported: the TFLite interpreter only rejects Flex
 ops in a process that never imported TensorFlow), quiets framework logging before any import, and
 sends back either its result or its exception. A child that dies by a signal, runs out of memory
@@ -22,12 +24,11 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import BridgeError, ConversionError, StageCrashed
+from bridge.base.errors import BridgeError, ConversionError, StageCrashed, one_line
 
 # Set in every child before anything imports a framework.
 QUIET_ENV = {
@@ -46,48 +47,93 @@ QUIET_ENV = {
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One unit of work run in a child: its name (in errors and reports), the "module:function"
+    it calls, and frameworks the child makes look absent (coremltools imports TensorFlow, torch and
+    scikit-learn only to probe for them: 8 s of a Core ML runtime child's 9)."""
+
+    name: str
+    function: str
+    blocked_imports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Misbehaviour at a named point, for the crash tests, which pass it in (`convert(...,
+    faults=...)`); production code never looks for one anywhere else. A point is a stage name (the
+    child misbehaves before it imports anything) or `place` / `place-swap` in the gateway itself
+    (before anything is replaced, and between moving an old folder aside and moving the new one
+    in). `how`: segv, abort, hang (saying on stderr where, so a test can kill the gateway there) or
+    hang-tree (a hang that first starts a process of its own, as converters' worker pools do)."""
+
+    point: str
+    how: str = "segv"
+
+    def hit(self, point: str) -> None:
+        if point != self.point:
+            return
+        if self.how == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif self.how == "abort":
+            os.abort()
+        elif self.how in ("hang", "hang-tree"):
+            import subprocess
+            import time
+
+            if self.how == "hang-tree":
+                subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10**6)"])
+            sys.stderr.write(f"bridge fault: hanging at {point}\n")
+            sys.stderr.flush()
+            time.sleep(10**6)
+
+
+@dataclass(frozen=True)
 class Limits:
     timeout: float | None = None  # seconds
     max_memory: int | None = None  # bytes of address space
     verbose: bool = False
+    faults: tuple[Fault, ...] = ()
+
+    def hit(self, point: str) -> None:
+        for fault in self.faults:
+            fault.hit(point)
 
 
-def run_stage(stage: str, target: str | Callable, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
-    """Call `target(*args, **kwargs)` in a spawned child and return its result.
+def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
+    """Call the stage's function with `*args, **kwargs` in a spawned child and return its result.
 
-    `target` is a function importable by the child (or its "module:function" path). Errors the
-    child raises on purpose come back as themselves; anything else becomes a `ConversionError`
-    for `stage` with the child's last log lines.
+    Errors the child raises on purpose come back as themselves; anything else becomes a
+    `ConversionError` for the stage with the child's last log lines.
     """
-    path = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage}-", suffix=".log", delete=False) as f:
+    with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage.name}-", suffix=".log", delete=False) as f:
         log_path = f.name
     proc = ctx.Process(
         target=_child_main,
-        args=(sender, path, args, kwargs, stage, limits, log_path, os.getpid()),
-        name=f"bridge-{stage}",
+        args=(sender, stage, args, kwargs, limits, log_path, os.getpid()),
+        name=f"bridge-{stage.name}",
         daemon=True,
     )
+    name = stage.name
     try:
         proc.start()
         sender.close()
         if not receiver.poll(limits.timeout):
-            raise StageCrashed(f"stage {stage} timed out after {limits.timeout:g} s", stage=stage)
+            raise StageCrashed(f"stage {name} timed out after {limits.timeout:g} s", stage=name)
         try:
             status, payload = receiver.recv()
         except EOFError:
             proc.join()
-            raise StageCrashed(_death(stage, proc.exitcode, log_path, limits), stage=stage) from None
+            raise StageCrashed(_death(name, proc.exitcode, log_path, limits), stage=name) from None
         proc.join()
         if status == "ok":
             return payload
         if isinstance(payload, BridgeError):
             if isinstance(payload, ConversionError) and not payload.stage:
-                payload.stage = stage
+                payload.stage = name
             raise payload
-        raise ConversionError(str(payload), stage=stage)
+        raise ConversionError(str(payload), stage=name)
     finally:
         receiver.close()
         _kill(proc)
@@ -131,16 +177,7 @@ def log_tail(path: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
 
 
-_STAGE: str | None = None  # set in a stage's child process
-
-
-def in_stage() -> str | None:
-    """The stage this process runs, in a child started by `run_stage`; None elsewhere."""
-    return _STAGE
-
-
-def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log_path: str,
-                parent: int) -> None:
+def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, log_path: str, parent: int) -> None:
     os.setpgid(0, 0)
     _die_with(parent)
     os.environ.update(QUIET_ENV)
@@ -153,12 +190,12 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
-    crash_hook(stage)
-    global _STAGE
-    _STAGE = stage
+    limits.hit(stage.name)
+    if stage.blocked_imports:
+        sys.meta_path.insert(0, _Blocked(frozenset(stage.blocked_imports), stage.name))
     try:
         quiet_frameworks()
-        module_name, func_name = path.split(":")
+        module_name, func_name = stage.function.split(":")
         func = importlib.import_module(module_name)
         for part in func_name.split("."):
             func = getattr(func, part)
@@ -169,10 +206,11 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
     except BaseException as e:  # noqa: BLE001 - the parent reports it with the stage's name
         sys.stderr.write(traceback.format_exc())
         sys.stderr.flush()
-        text = f"{type(e).__name__}: {_first_line(e)}"
+        text = f"{type(e).__name__}: {one_line(str(e)) or type(e).__name__}"
         if _out_of_memory(e):
             limit = f" (--max-memory {limits.max_memory / (1 << 20):.0f} MiB)" if limits.max_memory else ""
-            message = ("error", ConversionError(f"stage {stage} ran out of memory{limit}: {text}", stage=stage))
+            message = ("error", ConversionError(f"stage {stage.name} ran out of memory{limit}: {text}",
+                                                stage=stage.name))
         else:
             message = ("error", text)
     try:
@@ -184,6 +222,20 @@ def _child_main(sender, path: str, args, kwargs, stage: str, limits: Limits, log
     os._exit(0)  # skip framework teardown (TensorFlow's can take seconds or crash on exit)
 
 
+class _Blocked:
+    """A meta path finder that makes `blocked` packages look not installed in this child: `import
+    torch` raises ModuleNotFoundError, and `"torch" in sys.modules` stays False (a None entry there
+    would break libraries that look it up, as scikit-learn's array-API layer does)."""
+
+    def __init__(self, blocked: frozenset[str], stage: str):
+        self.blocked, self.stage = blocked, stage
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (stage {self.stage} runs without it)", name=name)
+        return None
+
+
 # What an allocation refused under RLIMIT_AS looks like from Python: numpy and Python raise
 # MemoryError; a shared library that cannot be mapped fails its import; C++ code throws bad_alloc.
 _OOM_TEXT = ("failed to map segment", "cannot allocate memory", "bad_alloc", "out of memory")
@@ -191,12 +243,6 @@ _OOM_TEXT = ("failed to map segment", "cannot allocate memory", "bad_alloc", "ou
 
 def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or any(t in str(e).lower() for t in _OOM_TEXT)
-
-
-def _first_line(e: BaseException) -> str:
-    """The message on one line: some (torch's state-dict errors) put the substance on line two."""
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return text[:500] if text else type(e).__name__
 
 
 def _die_with(parent: int) -> None:
@@ -210,37 +256,6 @@ def _die_with(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent:  # the gateway died before the line above
         os._exit(1)
-
-
-def crash_hook(point: str) -> None:
-    """`BRIDGE_TEST_CRASH=point[:how]` makes that point misbehave, for the crash tests.
-
-    A point is a stage name (the hook runs in the stage's child before it imports anything) or
-    `place` / `place-swap` in the gateway itself (`bridge.files.place`, before anything is replaced
-    and between moving an old folder aside and moving the new one in). `how` is `segv` (default),
-    `abort`, `hang` (saying on stderr where, so tests can kill the gateway there) or `hang-tree`
-    (a hang that first starts a process of its own, as converters' worker pools do, so tests can
-    check that nothing a stage started outlives its timeout).
-    """
-    spec = os.environ.get("BRIDGE_TEST_CRASH", "")
-    if not spec:
-        return
-    name, _, how = spec.partition(":")
-    if name != point:
-        return
-    if how in ("", "segv"):
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif how == "abort":
-        os.abort()
-    elif how in ("hang", "hang-tree"):
-        import subprocess
-        import time
-
-        if how == "hang-tree":
-            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10**6)"])
-        sys.stderr.write(f"BRIDGE_TEST_CRASH: hanging at {point}\n")
-        sys.stderr.flush()
-        time.sleep(10**6)
 
 
 def quiet_frameworks() -> None:

@@ -3,7 +3,7 @@
 Sniffing reads magic bytes and zip directories only: nothing here imports a framework or runs
 code from the file. Zip archives are bounded (entries, uncompressed size) before any member is
 read. ONNX files are also parsed (protobuf only, no tensor data) and checked
-(`bridge.onnx_files.check_model`: every tensor's external data, subgraph nesting) before onnx or
+(`bridge.base.onnx_files.check_model`: every tensor's external data, subgraph nesting) before onnx or
 onnxruntime reads any of their data: every command sniffs its arguments first, so `convert`,
 `validate` and `inspect` all get the checks.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from bridge.errors import UnsafeInput, UsageError
+from bridge.base.errors import UnsafeInput, UsageError
 
 
 class Format(StrEnum):
@@ -172,7 +172,7 @@ def _looks_like_onnx(path: Path, head: bytes) -> bool:
         import onnx  # noqa: F401
     except ImportError:
         return True  # the ONNX loader will name the missing extra
-    from bridge.onnx_files import read_graph
+    from bridge.base.onnx_files import read_graph
 
     read_graph(path)  # parses the graph (no tensor bytes) and checks every tensor and subgraph
     return True

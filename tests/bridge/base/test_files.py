@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from bridge.files import place, sha256, sweep, write_atomic
-from bridge.publish import owned_artifacts
-
-SUFFIXES = frozenset({".onnx", ".tflite", ".mlpackage"})
+from bridge.base.files import place, sha256, sweep, write_atomic
 
 
 def _tree(root, files: dict[str, bytes]):
@@ -71,32 +67,3 @@ def test_sweep_removes_only_the_debris_of_dead_runs(tmp_path):
                                                    ".hidden", "m.onnx"])
 
 
-def _report(folder, artifacts, options=None):
-    doc = {"environment": {"options": options if options is not None else {"targets": ["onnx"]}},
-           "artifacts": artifacts}
-    (folder / "report.json").write_text(json.dumps(doc))
-    return folder / "report.json"
-
-
-def test_a_rerun_deletes_only_what_the_previous_convert_shipped(tmp_path):
-    out = _tree(tmp_path / "out", {"a.onnx": b"a", "b.tflite": b"b", "changed.onnx": b"now", "notes.txt": b"n",
-                                   ".h.onnx": b"h", "sub/d.onnx": b"d", "p.mlpackage/Manifest.json": b"p"})
-    _tree(tmp_path, {"outside.onnx": b"o"})
-    (out / "link.onnx").symlink_to(tmp_path / "outside.onnx")
-    listed = [{"path": n, "sha256": sha256(out / n)} for n in ("a.onnx", "b.tflite", "p.mlpackage", "notes.txt",
-                                                               ".h.onnx", "sub/d.onnx")]
-    listed += [{"path": "changed.onnx", "sha256": sha256(out / "a.onnx")},  # edited since
-               {"path": "../outside.onnx", "sha256": sha256(tmp_path / "outside.onnx")},
-               {"path": "link.onnx", "sha256": sha256(tmp_path / "outside.onnx")},
-               {"path": "missing.onnx", "sha256": "0" * 64}, {"path": None, "sha256": None},
-               {"path": ["not", "a", "name"]}, {"path": "nul\0.onnx", "sha256": "x"}]
-    path = _report(out, listed)
-    assert owned_artifacts(path, SUFFIXES) == {"a.onnx", "b.tflite", "p.mlpackage"}
-    # A `bridge validate` report names the user's own files: none of them is ours.
-    assert owned_artifacts(_report(out, listed, options={"report": "report.json"}), SUFFIXES) == set()
-    path.write_text("{not json")
-    assert owned_artifacts(path, SUFFIXES) == set()
-    path.write_text(json.dumps(["a", "list"]))
-    assert owned_artifacts(path, SUFFIXES) == set()
-    path.unlink()
-    assert owned_artifacts(path, SUFFIXES) == set()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from bridge.errors import UsageError
-from bridge.tensors import TensorSpec, apply_overrides, parse_dynamic, parse_input, synthetic_samples
+from bridge.base.errors import UsageError
+from bridge.base.tensors import TensorSpec, apply_overrides, parse_dynamic, parse_input, synthetic_samples
 
 
 def test_parse_input():

@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from bridge.errors import UsageError
-from bridge.sources import Format, sniff
+from bridge.base.errors import UsageError
+from bridge.base.sources import Format, sniff
 from tests.conftest import SAMPLES
 
 

@@ -13,9 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-from bridge.isolation import crash_hook
 
 _TEMPORARY = re.compile(r"^\..+\.(?:tmp|old|work)-(?P<pid>\d+)-[^/]+$")
 
@@ -75,20 +74,21 @@ def scratch(folder: Path, name: str = "bridge") -> Path:
     return Path(tempfile.mkdtemp(prefix=_prefix(name, "work"), dir=folder))
 
 
-def place(src: Path, dest: Path) -> None:
+def place(src: Path, dest: Path, hook: Callable[[str], None] | None = None) -> None:
     """Move a finished file or folder from the same filesystem into `dest`, replacing it.
 
     `os.replace` cannot overwrite a non-empty folder: the old one is moved aside first and deleted
     only once the new one is in place (a run killed in between leaves no `dest`, never a mix).
     """
+    hook = hook or (lambda point: None)  # the crash tests' faults (`bridge.stages.Fault`)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    crash_hook("place")
+    hook("place")
     if not dest.is_dir() or dest.is_symlink():
         os.replace(src, dest)
         return
     aside = Path(tempfile.mkdtemp(prefix=_prefix(dest.name, "old"), dir=dest.parent))
     os.replace(dest, aside)  # onto the empty folder just made
-    crash_hook("place-swap")
+    hook("place-swap")
     try:
         os.replace(src, dest)
     except BaseException:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.converters.base import Pixels
-from bridge.errors import UsageError, one_line
-from bridge.sources import check_archive
-from bridge.tensors import TensorSpec, image_channels, synthetic_samples
+from bridge.base.bindings import Pixels
+from bridge.base.errors import UsageError, one_line
+from bridge.base.sources import check_archive
+from bridge.base.tensors import TensorSpec, image_channels, synthetic_samples
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bridge.calibration import CalibrationOptions, load, split_samples
-from bridge.errors import UsageError
-from bridge.tensors import TensorSpec, synthetic_samples
+from bridge.base.errors import UsageError
+from bridge.base.samples import CalibrationOptions, load, split_samples
+from bridge.base.tensors import TensorSpec, synthetic_samples
 from tests.conftest import SAMPLES
 
 IMAGE = TensorSpec("image", (1, 3, 64, 64))

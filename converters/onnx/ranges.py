@@ -1,0 +1,149 @@
+"""The hub's activation ranges, measured once per run on onnxruntime (the `activation-ranges`
+stage): int8 calibration ranges for the lanes that quantize with them (coremltools' own activation
+calibration calls `predict`, which exists only on macOS), and the fp16 range check (activations
+beyond float16's maximum, and float constants it cannot hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bridge.base.arrays import Feed
+from bridge.base.errors import ConversionError
+from bridge.base.lazy import require
+from bridge.base.numerics import FP16_MAX, Constant, Overflow, Ranges
+
+_FLOAT_TYPES = (1, 11)  # TensorProto FLOAT, DOUBLE
+_CHUNK = 1 << 20  # elements measured at a time: a weight can be large
+
+
+def measure(hub_path: str, parity: Sequence[Feed], calibration: Sequence[Feed], node_names: dict[str, str], *,
+            fp16: bool, calibrated: bool) -> Ranges:
+    """The stage's entry point: calibration ranges when a lane quantizes with them (calibration
+    samples only: parity samples never calibrate), and the fp16 findings over every sample when a
+    route computes in float16."""
+    onnx = require("onnx")
+    model = onnx.load(hub_path)
+    cal = activation_ranges(model, calibration) if calibrated and len(calibration) else {}
+    found = tuple(fp16_overflows(model, [*parity, *calibration], node_names)) if fp16 else ()
+    return Ranges(calibration=cal, fp16=found)
+
+
+def activation_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
+    """Min/max of every float tensor the graph computes (its outputs included) over `feeds`, from
+    onnxruntime on the hub with every such tensor made a graph output (coremltools' own activation
+    calibration calls `predict`, which exists only on macOS). NaN/Inf values are left out of the
+    range; a tensor with no finite value has none."""
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    if not feeds:
+        raise ConversionError("activation ranges need at least one sample")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    floats = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type == 1}
+    existing = {o.name for o in probe.graph.output}
+    for name in sorted(floats - existing):
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            if value.dtype != np.float32:
+                continue
+            value = value[np.isfinite(value)]
+            if value.size == 0:
+                continue
+            lo[name] = min(lo.get(name, np.inf), float(value.min()))
+            hi[name] = max(hi.get(name, -np.inf), float(value.max()))
+    return {n: (lo[n], hi[n]) for n in lo}
+
+
+def fp16_overflows(model, feeds: Sequence[Feed], node_names: dict[str, str]) -> list[Overflow | Constant]:
+    """The `fp16-ranges` stage: every input and computed tensor of the hub beyond +-65504 on the
+    samples of `sets` (parity and calibration), in graph order (the first one is where the overflow
+    starts), then every float constant float16 cannot hold (`fp16_constants`). A Constant node's
+    output is reported as a constant only."""
+    ranges = activation_ranges(model, feeds)
+    ranges.update(_input_ranges(model, feeds))
+    produced = [("input", i.name) for i in model.graph.input]
+    produced += [(node_names.get(n.name, n.name), out) for n in model.graph.node if n.op_type != "Constant"
+                 for out in n.output]
+    found: list[Overflow | Constant] = []
+    for node, name in produced:
+        peak = max(map(abs, ranges.get(name, (0.0, 0.0))))
+        if peak > FP16_MAX:
+            found.append(Overflow(name, node, peak))
+    return found + fp16_constants(model, node_names)
+
+
+def fp16_constants(model, node_names: dict[str, str]) -> list[Constant]:
+    """Float constants beyond +-65504, or single values float16 rounds to zero, in graph order.
+    Read from the graph, not measured: the activation ranges see the main graph's Constant nodes
+    but neither initializers nor subgraphs."""
+    found = []
+    for tensor, node, graph, values in _float_constants(model.graph, node_names, None):
+        c = Constant(tensor, node, _peak(values), values.size, graph)
+        if c.overflows or c.vanishes:
+            found.append(c)
+    return found
+
+
+def _float_constants(graph, node_names: dict[str, str], owner: str | None):
+    """(tensor, Constant node or None, owner, values) for each float constant of `graph` and of
+    the subgraphs (If branches, Loop and Scan bodies) of its nodes."""
+    to_array = require("onnx").numpy_helper.to_array
+    for t in graph.initializer:
+        if t.data_type in _FLOAT_TYPES:
+            yield t.name, None, owner, to_array(t)
+    for node in graph.node:
+        name = node_names.get(node.name, node.name) if owner is None else node.name  # subgraphs keep names
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            values = _constant_value(node, to_array)
+            if values is not None:
+                yield node.output[0], name, owner, values
+        for attr in node.attribute:
+            for g in [attr.g] if attr.HasField("g") else attr.graphs:
+                yield from _float_constants(g, node_names, f"{node.op_type} {name} ({attr.name})")
+
+
+def _constant_value(node, to_array) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value" and attr.t.data_type in _FLOAT_TYPES:
+            return to_array(attr.t)
+        if attr.name == "sparse_value" and attr.sparse_tensor.values.data_type in _FLOAT_TYPES:
+            return to_array(attr.sparse_tensor.values)
+        if attr.name == "value_float":
+            return np.array([attr.f], np.float32)
+        if attr.name == "value_floats":
+            return np.array(attr.floats, np.float32)
+    return None
+
+
+def _peak(values: np.ndarray) -> float:
+    """The largest finite |x|, a chunk at a time (a whole-tensor `abs` would double a large weight
+    in memory). NaN and +-Inf are left out: they are the same in float16."""
+    flat = np.ravel(values)
+    peak = 0.0
+    for start in range(0, flat.size, _CHUNK):
+        mag = np.abs(flat[start:start + _CHUNK])
+        peak = max(peak, float(mag.max(initial=0.0, where=mag < np.inf)))
+    return peak
+
+
+def _input_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
+    """Inputs overflow too: Core ML casts an fp32 input to fp16 at its first fp16 op."""
+    out = {}
+    for spec in model.graph.input:
+        values = [f[spec.name][np.isfinite(f[spec.name])] for f in feeds
+                  if spec.name in f and f[spec.name].dtype.kind == "f"]
+        values = [v for v in values if v.size]
+        if values:
+            out[spec.name] = (min(float(v.min()) for v in values), max(float(v.max()) for v in values))
+    return out

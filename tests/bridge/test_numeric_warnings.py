@@ -1,0 +1,56 @@
+"""The warnings about the source's numbers, from the lanes' declarations (their notes, and which
+modes clamp float constants to float16)."""
+
+from __future__ import annotations
+
+from bridge.base.numerics import FP16_MAX, Constant, Overflow
+from bridge.lanes import lanes
+from bridge.numerics import FP16Artifact, constant_warning, fp16_warnings, overflow_warning
+
+
+def arts(names: list[str]) -> list[FP16Artifact]:
+    """"tflite/fp16" -> the artifact as its installed lane declares it."""
+    out = []
+    for name in names:
+        target, mode = name.split("/")
+        lane = lanes()[target]
+        out.append(FP16Artifact(name, lane.mode(mode).clamps_fp16_constants, lane.notes))
+    return out
+
+
+def test_constant_warning_lists_tflite_for_big_constants_and_every_fp16_artifact_for_vanishing_ones():
+    big = [Constant(f"k{i}", None, FP16_MAX * (i + 2), 1) for i in range(4)]
+    eps = Constant("eps", "model/ln/eps", 1e-12, 1, "If model/branch (then_branch)")
+    text = constant_warning([*big, eps], arts(["tflite/fp16", "coreml/fp16"]))
+    assert text == (
+        "fp16 constants: 4 float constant(s) exceed 65504 (the float16 maximum) in magnitude, and TFLite's fp16 files "
+        "store them as +-65504 (Core ML computes the ops reading them in fp32): initializer k0: max |x| 1.31e+05; "
+        "initializer k1: max |x| 1.965e+05; initializer k2: max |x| 2.62e+05; and 1 more. Affected: tflite/fp16; "
+        "rescale the model or use fp32 for these; besides, 1 single-valued float constant(s) are at or below 2**-25 "
+        "(half the smallest float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a "
+        "division or square root from 0: model/ln/eps (tensor eps) in If model/branch (then_branch): |x| 1e-12. "
+        "Affected: tflite/fp16, coreml/fp16")
+    assert constant_warning(big, arts(["coreml/fp16", "coreml/int8-weights"])) is None  # coremltools keeps them fp32
+    assert constant_warning(big, arts(["tflite/fp16"])).endswith("Affected: tflite/fp16; rescale the model or use fp32 "
+                                                           "for these")
+    assert "Core ML" not in constant_warning(big, arts(["tflite/fp16"]))
+    only_eps = constant_warning([eps], arts(["coreml/fp16"]))
+    assert only_eps.startswith("fp16 constants: 1 single-valued float constant(s)")
+
+
+def test_activations_and_constants_warned_apart():
+    found = [Overflow("b", "scale2", 9e4), Constant("k", None, 1e5, 1)]
+    overflow, constants = fp16_warnings(found, arts(["tflite/fp16"]))
+    assert overflow == overflow_warning(found[:1], arts(["tflite/fp16"]))
+    assert constants == constant_warning(found[1:], arts(["tflite/fp16"]))
+    assert fp16_warnings(found[1:], arts(["coreml/fp16"])) == []
+
+
+def test_warning_names_the_first_tensors_the_limit_and_the_artifacts():
+    found = [Overflow(f"t{i}", f"node{i}", FP16_MAX * (i + 2)) for i in range(5)]
+    text = overflow_warning(found, arts(["tflite/fp16", "coreml/int8-weights"]))
+    assert text.startswith("fp16 overflow: 5 tensor(s) exceed 65504 (the float16 maximum)")
+    assert "node0 (tensor t0): max |x| 1.31e+05; node1 (tensor t1): max |x| 1.965e+05; node2" in text
+    assert "node3" not in text and "and 2 more" in text
+    assert "Affected: tflite/fp16, coreml/int8-weights (TFLite runs fp16 files in fp32 on CPU" in text
+    assert "GPU" not in overflow_warning(found, arts(["coreml/fp16"]))
