@@ -73,9 +73,9 @@ def unclaimed_ops(lane: str, case: dict) -> list[str]:
 def _coreml_unclaimed(name: str) -> list[str]:
     """Bridge's own preflight on the case model at the opset the hub gives it (older than 13 is
     upgraded to 17 first, as `hub.upgrade` does)."""
+    from bridge.base.errors import ConversionError
     from bridge.converters.coreml.preflight import unsupported_ops
     from bridge.converters.onnx.hub import upgrade
-    from bridge.base.errors import ConversionError
 
     model = build(name)[0]
     try:
@@ -94,8 +94,8 @@ def run_case(name: str, lane: str, timeout: float, work: Path) -> dict:
     import onnx
 
     from bridge import ConvertOptions, convert
-    from bridge.base.samples import CalibrationOptions
     from bridge.base.errors import BridgeError
+    from bridge.base.samples import CalibrationOptions
 
     model, feeds, _ = build(name)
     path = work / f"{name}.onnx"
