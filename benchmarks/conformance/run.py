@@ -1,7 +1,7 @@
 """Run bridge's real pipeline on every kept node-test case, for one lane, and summarize.
 
     python -m benchmarks.conformance.run --lane coreml|tflite [--only GLOB] [--limit N] [--jobs 1]
-        [--timeout 600] [--results PATH] [--redo]
+        [--timeout 600] [--results PATH] [--redo | --failing]
     python -m benchmarks.conformance.run --lane coreml --summary [--markdown]
 
 Each case (cases.json, made by cases.py) runs in its own worker process, which writes the frozen
@@ -64,9 +64,9 @@ def default_results(lane: str) -> Path:
 def unclaimed_ops(lane: str, case: dict) -> list[str]:
     """The case's op types the lane has no converter for (empty: the lane claims the case)."""
     if lane == "tflite":
-        from bridge.inspection import lane_support
+        from bridge.converters.tflite.preflight import supported_ops
 
-        return lane_support(set(case["op_types"]))["tflite"]["unsupported_ops"]
+        return sorted(set(case["op_types"]) - supported_ops())
     return _coreml_unclaimed(case["name"])
 
 
@@ -216,16 +216,23 @@ def save_results(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def select(cases: list[dict], only: str | None, done: Iterable[str], redo: bool, limit: int | None) -> list[dict]:
-    done = set() if redo else set(done)
-    picked = [c for c in cases if (only is None or fnmatch.fnmatchcase(c["name"], only)) and c["name"] not in done]
+def select(cases: list[dict], only: str | None, results: dict[str, dict], redo: bool, limit: int | None,
+           failing: bool = False) -> list[dict]:
+    """Cases to run: those matching `only` not yet in the results (all of them with `redo`), or with
+    `failing` those the results hold with another outcome than passed."""
+    if failing:
+        picked = [c for c in cases if c["name"] in results and results[c["name"]]["outcome"] != "passed"]
+    else:
+        done = set() if redo else set(results)
+        picked = [c for c in cases if c["name"] not in done]
+    picked = [c for c in picked if only is None or fnmatch.fnmatchcase(c["name"], only)]
     return picked[:limit] if limit is not None else picked
 
 
 def run(args: argparse.Namespace) -> dict:
     path = args.results or default_results(args.lane)
     doc = load_results(path, args.lane)
-    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, args.limit)
+    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, args.limit, args.failing)
     print(f"{args.lane}: {len(pending)} case(s) to run, {len(doc['results'])} already in {path}", flush=True)
     lock = threading.Lock()
     started = time.perf_counter()
@@ -243,9 +250,9 @@ def run(args: argparse.Namespace) -> dict:
                   + (f" {rec['stage']}: {rec['message'][:100]}" if rec["outcome"] != "passed" else ""), flush=True)
 
     if args.lane == "coreml" and pending:  # import the op registry (and coremltools) once, before the threads
-        from bridge.converters.coreml.registry import load_all
+        from bridge.converters.coreml.registry import supported_ops
 
-        load_all()
+        supported_ops()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, pending))
     doc["wall_seconds"] = round(doc.get("wall_seconds", 0.0) + time.perf_counter() - started, 1)
@@ -390,6 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="results file (default results-LANE.json here); resumed")
     parser.add_argument("--cases", type=Path, default=CASES_FILE)
     parser.add_argument("--redo", action="store_true", help="run selected cases again even if already in results")
+    parser.add_argument("--failing", action="store_true",
+                        help="run again the cases the results file holds with another outcome than passed")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
