@@ -155,6 +155,7 @@ class _Run:
             "shapes": "dynamic" if any(s.dynamic for s in ex.inputs) else "static",
             "params": ex.params,
             "onnx_opset": ex.opset,
+            "hub": ex.hub,
         })
         report.warnings += ex.warnings
         if not any(r.spec.calibrated for r in self.routes):

@@ -149,6 +149,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
     opset: int = 0
+    hub: dict = field(default_factory=dict)  # what the hub fixed and folded (`source.hub` in the report)
 
 
 @dataclass(frozen=True)
