@@ -275,23 +275,62 @@ def slice_v1(ctx, node):
 
 @register("Slice", since=10)
 def slice_v10(ctx, node):
+    if any(len(node.input) > i and node.input[i] and ctx.const(node.input[i]) is None for i in (1, 2)):
+        return _slice_run_time(ctx, node)
     names = ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))
     _slice(ctx, node, *(_known(ctx, node, i, what) for i, what in names))
 
 
+def _slice_run_time(ctx, node):
+    """Starts or ends computed at run time (`position_ids[:, :seq]` with a dynamic sequence), with
+    constant axes and positive steps: each bound wrapped and clamped to [0, dim] as ONNX does, then
+    one slice_by_index with run-time begin and end."""
+    x = ctx.var(node.input[0])
+    rank = len(x.shape)
+    axes = _known(ctx, node, 3, "axes")
+    axes = _axes(range(int(ctx.value(node.input[1]).shape[0])) if axes is None else axes, rank)
+    steps = _known(ctx, node, 4, "steps")
+    steps = [1] * len(axes) if steps is None else [int(v) for v in steps]
+    if any(st <= 0 for st in steps):
+        raise ctx.unsupported(node, "run-time starts or ends with a negative step")
+    dims = _dims(x)
+    shape = mb.shape(x=x) if None in (dims[a] for a in axes) else None
+    bounds = {}
+    for which in (1, 2):
+        given = ctx.const(node.input[which])
+        given = ctx.var(node.input[which]) if given is None else np.asarray(given).astype(np.int64)
+        for i, a in enumerate(axes):
+            if isinstance(given, np.ndarray) and dims[a] is not None:  # this bound is known: numpy
+                bounds[which, a] = np.int32([slice(int(given[i]), int(given[i])).indices(dims[a])[0]])
+                continue
+            dim = np.int32(dims[a]) if dims[a] is not None else mb.slice_by_index(x=shape, begin=[a], end=[a + 1])
+            # a constant bound over a run-time dim: huge ONNX bounds (INT64_MAX) kept clear of int32 overflow
+            v = np.int32(np.clip(given[i:i + 1], -(2**30), 2**30)) if isinstance(given, np.ndarray) else \
+                mb.cast(x=mb.slice_by_index(x=given, begin=[i], end=[i + 1]), dtype="int32")
+            v = mb.select(cond=mb.less(x=v, y=np.int32(0)), a=mb.add(x=v, y=dim), b=v)
+            bounds[which, a] = mb.minimum(x=mb.maximum(x=v, y=np.int32(0)), y=dim)
+    zero = np.zeros(1, np.int32)
+    begin = mb.concat(values=[bounds.get((1, a), zero) for a in range(rank)], axis=0)
+    end = mb.concat(values=[bounds.get((2, a), zero) for a in range(rank)], axis=0)
+    stride = np.ones(rank, np.int32)
+    for a, st in zip(axes, steps, strict=True):
+        stride[a] = st
+    sliced = [a in axes for a in range(rank)]
+    _out(ctx, node, mb.slice_by_index(x=x, begin=begin, end=end, stride=stride, begin_mask=[not m for m in sliced],
+                                      end_mask=[not m for m in sliced], name=ctx.name(node)))
+
+
 def _positive_indices(ctx, node, x, axis: int):
     """ONNX indices may be negative; iOS17's gather treats negatives as out of bounds, so they are
-    wrapped here: in numpy when the indices are constant, else with a select at run time."""
+    wrapped here: in numpy when the indices and the dim are known, else with a select at run time
+    (against the dim read from the input's shape when it is a run-time dim)."""
     indices = ctx.const(node.input[1])
     dim = _dims(x)[axis]
-    if indices is not None:
-        if dim is None and (indices < 0).any():
-            raise ctx.unsupported(node, "negative indices into a run-time dim")
+    if indices is not None and (dim is not None or not (indices < 0).any()):
         return np.where(indices < 0, indices + (dim or 0), indices).astype(np.int32)
     idx = ctx.var(node.input[1])
-    if dim is None:
-        raise ctx.unsupported(node, "run-time indices into a run-time dim")
-    return mb.select(cond=mb.less(x=idx, y=np.int32(0)), a=mb.add(x=idx, y=np.int32(dim)), b=idx)
+    size = np.int32(dim) if dim is not None else mb.gather(x=mb.shape(x=x), indices=np.int32(axis), axis=0)
+    return mb.select(cond=mb.less(x=idx, y=np.int32(0)), a=mb.add(x=idx, y=size), b=idx)
 
 
 @register("Gather")
@@ -337,9 +376,11 @@ def expand(ctx, node):
         return _out(ctx, node, np.broadcast_to(data, np.broadcast_shapes(data.shape, shape)).copy())
     x = ctx.var(node.input[0])
     reps = None if shape is None else _tile_reps(_dims(x), [int(s) for s in shape])
-    if reps is None:
-        zeros = mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), _np_dtype(x)))
-        return _out(ctx, node, mb.add(x=x, y=zeros, name=ctx.name(node)))
+    if reps is None:  # MIL's add takes numbers only: a bool mask goes through as int32 (`_on_numbers`)
+        def broadcast(v, **name):
+            return mb.add(x=v, y=mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), _np_dtype(v))), **name)
+
+        return _out(ctx, node, _on_numbers(ctx, node, x, broadcast))
     if len(reps) > len(x.shape):
         x = mb.expand_dims(x=x, axes=list(range(len(reps) - len(x.shape))))
     _out(ctx, node, mb.tile(x=x, reps=np.int32(reps), name=ctx.name(node)))

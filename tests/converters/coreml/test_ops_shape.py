@@ -129,6 +129,38 @@ def test_squeeze_of_run_time_dims():
 
 
 @pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+@pytest.mark.parametrize("seq", [5, 9, 13])
+def test_slice_with_run_time_ends(seq):
+    """BERT's `position_ids[:, :seq]` with a dynamic sequence: the end is read from the input's
+    shape at run time, wrapped when negative and clamped to the sliced dim, as ONNX does. One
+    package runs at three sequence lengths, the last past the table (clamped)."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    table = np.arange(2 * 11, dtype=np.float32).reshape(2, 11)
+    nodes = [node("Shape", ["x"], ["shape"]), node("Gather", ["shape", "one"], ["len"], axis=0),
+             node("Unsqueeze", ["len", "zero"], ["end"]), node("Slice", ["table", "start", "end", "one_axis"], ["y"]),
+             node("Neg", ["end"], ["minus"]), node("Slice", ["table", "minus", "big", "one_axis"], ["tail"]),
+             node("Mul", ["y", "scale"], ["z"])]
+    inits = {"table": table, "one": np.array(1, np.int64), "zero": i64(0), "start": i64(1), "one_axis": i64(1),
+             "big": i64(I64_MAX), "scale": np.float32(2)}
+    model = graph(nodes, {"x": f32(1, 5)}, ["z", "tail"], inits)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    feed = {"x": f32(1, seq)}
+    got, want = run_reference(model, feed, converted=converted), onnxruntime(model, feed)
+    for name in ("z", "tail"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert want["z"].shape == (2, min(seq, 11) - 1) and want["tail"].shape == (2, min(seq, 11))
+
+
+def test_slice_with_run_time_bounds_and_a_negative_step_is_refused():
+    nodes = [node("Shape", ["x"], ["shape"]), node("Slice", ["x", "shape", "zero", "zero", "minus1"], ["y"])]
+    model = symbolic_batch(graph(nodes, {"x": f32(3)}, ["y"], {"zero": i64(0), "minus1": i64(-1)}))
+    with pytest.raises(ConversionError, match="run-time starts or ends with a negative step"):
+        lower(model)
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
 def test_trilu():
     """Upper and lower triangles with offsets (a causal attention mask), and over run-time dims."""
     from tests.converters.coreml.harness import parity, run_reference
@@ -267,6 +299,23 @@ def test_gather_run_time_indices_wrap_negatives():
            expect_ops=("gather", "select"))
 
 
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_gather_into_a_run_time_dim_wraps_negatives_at_run_time():
+    """A dynamic sequence: x[:, -1] (BERT's pooler reads token 0, GPT-2 the last) and run-time
+    indices both wrap against the length read from the input's shape, at two lengths."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    nodes = [node("Gather", ["x", "last"], ["y"], axis=1), node("Gather", ["x", "ids"], ["z"], axis=1)]
+    model = graph(nodes, {"x": f32(2, 5, 3), "ids": i64(0, -2, 1)}, ["y", "z"], {"last": i64(-1)[0]})
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    for seq in (5, 8):
+        feed = {"x": f32(2, seq, 3), "ids": i64(0, -2, -seq)}
+        got, want = run_reference(model, feed, converted=converted), onnxruntime(model, feed)
+        for name in ("y", "z"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at {seq}")
+
+
 def test_gather_elements():
     idx = np.array([[0, -1, 2], [1, 0, -3]], np.int64)
     verify([node("GatherElements", ["x", "i"], axis=1)], {"x": f32(2, 3)}, ["y"], {"i": idx}, convert=True,
@@ -313,6 +362,25 @@ def test_expand_a_constant_to_a_run_time_shape():
     feed, token = {"like": f32(2, 3)}, f32(1, 1, 4)
     model = symbolic_batch(graph(nodes, feed, ["y"], {"token": token, "rest": i64(1, 4)}))
     np.testing.assert_array_equal(run_reference(model, feed)["y"], np.broadcast_to(token, (2, 1, 4)))
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_expand_a_bool_mask_to_a_run_time_shape():
+    """BERT's extended attention mask with a dynamic sequence: a bool [N, 1, 1, S] expanded to
+    [N, 1, S, S] read from shapes at run time (MIL's add takes no bools: through int32)."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    nodes = [node("Greater", ["m", "half"], ["mask"]), node("Shape", ["m"], ["s"], start=1),
+             node("Concat", ["one", "one", "s", "s"], ["shape"], axis=0), node("Unsqueeze", ["mask", "axes"], ["m4"]),
+             node("Expand", ["m4", "shape"], ["y"])]
+    model = graph(nodes, {"m": f32(1, 5)}, ["y"], {"half": np.float32(0), "one": i64(1), "axes": i64(1, 2)})
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    for seq in (5, 7):
+        feed = {"m": f32(1, seq)}
+        got, want = run_reference(model, feed, converted=converted)["y"], onnxruntime(model, feed)["y"]
+        assert want.dtype == bool and want.shape == (1, 1, seq, seq)
+        np.testing.assert_array_equal(got, want.astype(got.dtype))  # Core ML outputs no bools
 
 
 def test_tile():
