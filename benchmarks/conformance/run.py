@@ -1,7 +1,7 @@
 """Run bridge's real pipeline on every kept node-test case, for one lane, and summarize.
 
     python -m benchmarks.conformance.run --lane coreml|tflite [--only GLOB] [--limit N] [--jobs 1]
-        [--timeout 600] [--results PATH] [--redo | --failing]
+        [--timeout 600] [--results PATH] [--redo | --failing] [--claimed]
     python -m benchmarks.conformance.run --lane coreml --summary [--markdown]
 
 Each case (cases.json, made by cases.py) runs in its own worker process, which writes the frozen
@@ -232,7 +232,10 @@ def select(cases: list[dict], only: str | None, results: dict[str, dict], redo: 
 def run(args: argparse.Namespace) -> dict:
     path = args.results or default_results(args.lane)
     doc = load_results(path, args.lane)
-    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, args.limit, args.failing)
+    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, None, args.failing)
+    if args.claimed:  # the preflight is cheap next to a conversion: the claimed cases first
+        pending = [c for c in pending if not unclaimed_ops(args.lane, c)]
+    pending = pending[:args.limit] if args.limit is not None else pending
     print(f"{args.lane}: {len(pending)} case(s) to run, {len(doc['results'])} already in {path}", flush=True)
     lock = threading.Lock()
     started = time.perf_counter()
@@ -399,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo", action="store_true", help="run selected cases again even if already in results")
     parser.add_argument("--failing", action="store_true",
                         help="run again the cases the results file holds with another outcome than passed")
+    parser.add_argument("--claimed", action="store_true", help="run only the cases the lane claims")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
