@@ -48,7 +48,17 @@ def upgrade(model):
 def simplify(model):
     onnxslim = require("onnxslim")
     try:
-        return onnxslim.slim(model)
+        try:
+            return onnxslim.slim(model)
+        except IndexError:
+            # onnxslim 0.1.98 writes the declared output dims back by position and fails when its
+            # inference gave an output another rank (Resize with `axes`): again without them; the
+            # outputs' shapes come back from onnx's inference (`shapes.reinfer`)
+            bare = require("onnx").ModelProto()
+            bare.CopyFrom(model)
+            for out in bare.graph.output:
+                out.type.tensor_type.ClearField("shape")
+            return onnxslim.slim(bare)
     except Exception as e:  # onnxslim raises whatever its passes raise
         raise ConversionError(f"onnxslim failed: {e}", stage="onnx-simplify") from None
 

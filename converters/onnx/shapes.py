@@ -10,7 +10,10 @@ that is constant. Three existing tools do the work, in this order:
 2. when a symbol is left, onnxruntime's symbolic shape inference propagates it by name through
    Reshape and Concat of shape values, where onnx's own inference gives up (`unk__12`), so the
    dims that do not depend on it are known: BERT's batch and head dims with a dynamic sequence;
-3. onnxslim (`hub.simplify`) infers shapes and folds every subgraph whose inputs are now known.
+3. onnxslim (`hub.simplify`) infers shapes and folds every subgraph whose inputs are now known;
+4. the shapes onnxslim wrote must agree with onnx's own inference wherever that pins a dim down
+   (`reinfer`): onnxslim 0.1.98 declares wrong output shapes for an uneven `Split(num_outputs=...)`
+   and a `ReduceSum` over empty axes, which the checker then rejects.
 
 No pass of our own is needed for the exports measured (benchmarks/zoo): PP-OCR det/rec/cls,
 YOLOv8, torch.onnx.export's transformers, tf2onnx's Keras models. What was folded is reported
@@ -94,12 +97,42 @@ def symbolic_inference(model) -> tuple[object, str]:
     return (inferred, "used") if inferred is not None else (model, "failed: no result")
 
 
+def reinfer(model):
+    """Where onnx's own inference (what the checker and onnxruntime follow) pins a dim down, the
+    stored shape must agree with it: a conflicting dim, or a rank, is replaced by onnx's. Dims it
+    cannot pin down keep what onnxslim (with the symbolic inference before it) found."""
+    onnx = require("onnx")
+    if model.ByteSize() > PROTOBUF_LIMIT - (64 << 20):
+        return model
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for out in bare.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    graph = onnx.shape_inference.infer_shapes(bare).graph
+    inferred = {v.name: v.type.tensor_type for v in (*graph.value_info, *graph.output)
+                if v.type.tensor_type.HasField("shape")}
+    outputs = {o.name for o in model.graph.output}
+    for value in (*model.graph.value_info, *model.graph.output):
+        theirs, ours = inferred.get(value.name), value.type.tensor_type
+        if theirs is None or not (ours.HasField("shape") or value.name in outputs):
+            continue
+        if not ours.HasField("shape") or len(theirs.shape.dim) != len(ours.shape.dim):
+            ours.shape.CopyFrom(theirs.shape)
+            continue
+        for dim, known in zip(ours.shape.dim, theirs.shape.dim, strict=True):
+            if known.HasField("dim_value") and not (dim.HasField("dim_value") and dim.dim_value == known.dim_value):
+                dim.Clear()
+                dim.dim_value = known.dim_value
+    return model
+
+
 def fold(model, specs: Sequence[TensorSpec], simplify: Callable) -> tuple[object, Folding]:
     """Fix the inputs, infer, simplify (`simplify` is the hub's onnxslim step)."""
     before = Counter(n.op_type for n in model.graph.node)
     written = fix_inputs(model, specs)
     model, symbolic = symbolic_inference(model)
-    model = simplify(model)
+    model = reinfer(simplify(model))
     after = Counter(n.op_type for n in model.graph.node)
     removed = {op: before[op] - after[op] for op in sorted(before) if before[op] > after[op]}
     weights = {t.name for t in model.graph.initializer}

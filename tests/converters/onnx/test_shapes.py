@@ -94,3 +94,37 @@ def test_an_input_of_another_rank_is_left_alone():
     model = attention_reshape()
     assert fix_inputs(model, [TensorSpec("x", (1, 6))]) == ()
     assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:2] == ["batch", "seq"]
+
+
+def _one_node(node, inputs, outputs, inits=(), opset=18):
+    graph = helper.make_graph([node], "g", inputs, outputs, initializer=list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def test_output_shapes_agree_with_onnx_inference_after_onnxslim():
+    """onnxslim 0.1.98 declares an uneven Split(num_outputs=4) of 7 as four [1] outputs; the
+    checker (full_check) rejects that, and onnx's own inference says [2, 2, 2, 1]."""
+    from bridge.converters.onnx.shapes import fold
+
+    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2 if i < 3 else 1]) for i in range(4)]
+    model = _one_node(helper.make_node("Split", ["x"], [o.name for o in outs], num_outputs=4),
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7])], outs)
+    folded, _ = fold(model, [TensorSpec("x", (7,))], simplify)
+    assert [o.type.tensor_type.shape.dim[0].dim_value for o in folded.graph.output] == [2, 2, 2, 1]
+    onnx.checker.check_model(folded, full_check=True)
+
+
+def test_resize_with_axes_simplifies():
+    """onnxslim 0.1.98 fails on a Resize with `axes` (it writes the declared output dims back by
+    position); the hub simplifies it again without them and onnx's inference restates them."""
+    from bridge.converters.onnx.shapes import fold
+
+    sizes = numpy_helper.from_array(np.asarray([7, 8], np.int64), "sizes")
+    model = _one_node(helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], axes=[2, 3], mode="nearest"),
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 7, 8])], [sizes])
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    want = run(model, x)
+    folded, _ = fold(model, [TensorSpec("x", (1, 1, 2, 2))], simplify)
+    assert [d.dim_value for d in folded.graph.output[0].type.tensor_type.shape.dim] == [1, 1, 7, 8]
+    np.testing.assert_array_equal(run(folded, x), want)
