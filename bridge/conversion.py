@@ -25,9 +25,9 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.lanes import lanes
-from bridge.numerics import FP16Artifact, fp16_warnings, nonfinite_warning
+from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
-from bridge.parity import judge, not_executed, runtime_failed
+from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder
@@ -87,7 +87,7 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                        frozenset(lane.suffix for lane in lanes().values()), hook=limits.hit)
     with out:
         out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)],
-                               [ref.path, Path(calibration.path) if calibration.path else None])
+                               [ref.path, *(Path(p) for p in (calibration.path, calibration.parity_path) if p)])
         work = scratch(out.path)
         try:
             run = _Run(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options,
@@ -112,6 +112,7 @@ class _Run:
     progress: Progress
     exported: ExportResult | None = None
     outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
+    floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
 
     def execute(self, request: ExportRequest) -> Report:
         report = Report(source={"path": self.source, "format": str(self.ref.format)},
@@ -161,6 +162,10 @@ class _Run:
         if not any(r.spec.calibrated for r in self.routes):
             report.warnings = [w for w in report.warnings if "--calibration" not in w]
         report.environment["calibration"] = ex.calibration_origin
+        report.source["parity_inputs"] = ex.parity_origin
+        self.floor = noise_floor(ex.source_outputs, ex.nudged_outputs, self.names)
+        if self.floor:
+            report.source["noise_floor"] = floor_json(self.floor)
 
     def _numerics(self, report: Report) -> Ranges | BridgeError | None:
         """NaN/Inf in the source's outputs (`source.nonfinite`); then, once per run and only when a
@@ -171,6 +176,8 @@ class _Run:
         counts = {o.name: NonFinite.of(Column(self.exported.source_outputs, o.name)) for o in self.exported.outputs}
         report.source["nonfinite"] = {n: c.to_json() for n, c in counts.items()}
         report.warnings += nonfinite_warning(counts)
+        report.warnings += flat_outputs({o.name: Column(self.exported.source_outputs, o.name)
+                                         for o in self.exported.outputs})
         fp16 = [r for r in self.routes if r.spec.fp16_compute]
         calibrated = any(r.spec.needs_ranges for r in self.routes)
         if not (fp16 or calibrated) or self.hub_outputs is None:
@@ -250,7 +257,8 @@ class _Run:
         rec.parity = judge(actual=outputs, source=ex.source_outputs,
                            onnx=self.hub_outputs if from_hub and not is_hub else None, names=self.names,
                            thresholds=thresholds, runtime=runtime,
-                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes())
+                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes(),
+                           floor=self.floor)
         if is_hub:  # the hub itself: its parity is the source->onnx stage
             rec.parity.stages = {"source->onnx": rec.parity.outputs}
         return rec

@@ -80,3 +80,35 @@ def nonfinite_warning(counts: Mapping[str, object]) -> list[str]:
     bad = "; ".join(f"{n}: {c}" for n, c in counts.items() if c)
     return [f"the source itself yields NaN/Inf on the parity samples ({bad}): NaN and Inf never count as "
             "equal, so no artifact can pass parity on those outputs"] if bad else []
+
+
+FLAT = 1e-6  # an output whose samples differ by less than this (relative) does not depend on its input
+
+
+def flat_outputs(outputs: Mapping[str, Iterable]) -> list[str]:
+    """A warning per source output that barely varies over the parity samples: parity against a
+    reference that ignores its input proves little (an untrained net whose softmax gives every
+    class 1/N, features that collapse to zero, or samples that never reach the model's range).
+    `outputs`: name -> that output's samples (read twice, one sample at a time)."""
+    import numpy as np
+
+    warnings = []
+    for name, column in outputs.items():
+        total, count = None, 0
+        for x in column:
+            x = np.asarray(x, np.float64)
+            if not np.isfinite(x).all() or total is not None and x.shape != total.shape:
+                total = None  # NaN is reported on its own; a second size (dynamic axes) has no common mean
+                break
+            total, count = (x.copy(), 1) if total is None else (total + x, count + 1)
+        if total is None or count < 2 or total.size == 0:
+            continue
+        mean = total / count
+        spread = sum(float(np.sum((np.asarray(x, np.float64) - mean) ** 2)) for x in column)
+        scale = float(np.sum(mean ** 2)) * count
+        if scale > 0 and (spread / scale) ** 0.5 < FLAT or scale == 0 and spread == 0:
+            ratio = (spread / scale) ** 0.5 if scale > 0 else 0.0
+            warnings.append(f"the source's output {name} barely varies over the {count} parity samples (relative "
+                            f"spread {ratio:.1e}): parity of {name} proves little; the model may ignore its input "
+                            "(untrained weights?) or the samples may not look like its inputs (give --parity-data)")
+    return warnings

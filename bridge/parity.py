@@ -8,7 +8,7 @@ from bridge.base.arrays import Column, Feed, columns
 from bridge.base.errors import BridgeError, ErrorRecord, StageCrashed
 from bridge.base.modes import FP32_PARITY, Thresholds
 from bridge.report import ArtifactRecord, Parity
-from bridge.validators.compare import compare, failures, metrics
+from bridge.validators.compare import Metrics, compare, failures, metrics
 
 HUB_STAGE = "source->onnx"
 TARGET_STAGE = "onnx->target"
@@ -24,11 +24,37 @@ def stage_metrics(actual: Sequence[Feed], reference: Sequence[Feed], names: list
     return out
 
 
+# An artifact whose error is within this multiple of the source's own noise floor cannot be told
+# apart from the source's sensitivity to its inputs' last bit.
+ILL_CONDITIONED = 10.0
+
+
+def noise_floor(source: Sequence[Feed], nudged: Sequence[Feed] | None, names: list[str]) -> dict[str, Metrics]:
+    """How far the source's outputs move when its float inputs move by one rounding step (the
+    export stage ran it on the first samples, nudged): per output."""
+    if not nudged:
+        return {}
+    first = source[:len(nudged)] if isinstance(source, Sequence) else source
+    out = {}
+    for n in names:
+        try:
+            out[n] = metrics(Column(nudged, n), Column(first, n))
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+def floor_json(floor: dict[str, Metrics]) -> dict[str, dict]:
+    return {n: {"rel_l2": m.to_json()["rel_l2"], "snr_db": m.to_json()["snr_db"]} for n, m in floor.items()}
+
+
 def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed] | None, names: list[str],
           thresholds: dict[str, Thresholds], runtime: str, calibration: str | None,
-          sizes: dict[str, list[int]]) -> Parity:
-    """Compare `actual` with the source; with `onnx` (the hub's outputs) also per stage."""
+          sizes: dict[str, list[int]], floor: dict[str, Metrics] | None = None) -> Parity:
+    """Compare `actual` with the source; with `onnx` (the hub's outputs) also per stage; with the
+    source's noise floor, say when a failure is within reach of the source's own sensitivity."""
     result = compare(columns(actual, names), columns(source, names), thresholds)
+    floor = floor or {}
     stages = {}
     if onnx is not None:
         stages[HUB_STAGE] = stage_metrics(onnx, source, names)
@@ -41,6 +67,7 @@ def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed
             reason += " (the source itself yields NaN/Inf on the parity samples: fix the model or its inputs)"
         elif onnx is not None:
             reason += f" (error introduced at {_culprit(onnx, source, names)})"
+        reason += _ill_conditioned(result.outputs, result.reasons, floor)
     return Parity(
         status="passed" if result.passed else "failed",
         reason=reason,
@@ -48,10 +75,30 @@ def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed
         samples=len(actual),
         calibration=calibration,
         thresholds={n: t.to_json() for n, t in thresholds.items()},
-        outputs={n: m.to_json() for n, m in result.outputs.items()},
+        outputs={n: _with_floor(m.to_json(), floor.get(n)) for n, m in result.outputs.items()},
         stages=stages,
         sizes=sizes,
     )
+
+
+def _with_floor(out: dict, floor: Metrics | None) -> dict:
+    if floor is not None:
+        out["source_noise_floor"] = floor_json({"": floor})[""]
+    return out
+
+
+def _ill_conditioned(outputs: dict[str, Metrics], reasons: dict[str, list[str]], floor: dict[str, Metrics]) -> str:
+    """The failing outputs whose error is within ILL_CONDITIONED x the source's noise floor."""
+    near = []
+    for n, why in reasons.items():
+        m, f = outputs.get(n), floor.get(n)
+        if why and m is not None and f is not None and f.rel_l2 > 0 and m.rel_l2 <= ILL_CONDITIONED * f.rel_l2:
+            near.append(f"{n} (rel_l2 {f.rel_l2:.3g})")
+    if not near:
+        return ""
+    return (f"; the source itself moves by {', '.join(near)} when its inputs move by one float rounding step: "
+            "it is ill-conditioned on these inputs, so this error may be the source's, not the conversion's "
+            "(give --parity-data with real inputs)")
 
 
 def _culprit(onnx: Sequence[Feed], source: Sequence[Feed], names: list[str]) -> str:

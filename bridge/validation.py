@@ -16,11 +16,12 @@ from bridge.base.bindings import IO, Binding, Pixels
 from bridge.base.errors import BridgeError, UnsafeInput, UsageError
 from bridge.base.files import sha256, size
 from bridge.base.lane import ExportRequest, ExportResult, Lane
+from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import sniff
 from bridge.base.tensors import TensorSpec, parse_dynamic, parse_input
 from bridge.lanes import lanes
-from bridge.options import DEFAULT_TIMEOUT, check_limits
-from bridge.parity import judge, runtime_failed
+from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
+from bridge.parity import floor_json, judge, noise_floor, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
 from bridge.publish import check_report_destination
@@ -43,9 +44,11 @@ class ValidateOptions:
     timeout: float | None = DEFAULT_TIMEOUT
     max_memory: int | None = None
     verbose: bool = False
+    data: CalibrationOptions = CalibrationOptions()  # parity_path (--parity-data) with --mean/--std/--resize
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
+        check_normalization(self.data.mean, self.data.std, self.data.resize)
         for t in self.thresholds:
             parse_threshold(t)
 
@@ -56,7 +59,8 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
     ref = sniff(source)
     found = [(Path(a), lane_of(a)) for a in artifacts]
     if options.report:
-        check_report_destination(Path(options.report), [ref.path, *(p for p, _ in found)])
+        data = [Path(options.data.parity_path)] if options.data.parity_path else []
+        check_report_destination(Path(options.report), [ref.path, *(p for p, _ in found), *data])
     overrides = [parse_threshold(t) for t in options.thresholds]
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose,
                     faults=tuple(faults))
@@ -69,15 +73,19 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
             exported: ExportResult = run_stage(
                 EXPORT, ExportRequest(ref, str(work / "hub.onnx"), tuple(parse_input(t) for t in options.inputs),
                                       tuple(parse_dynamic(t) for t in options.dynamic), options.samples,
-                                      options.seed, options.trust_code),
+                                      options.seed, options.trust_code, options.data),
                 limits=limits)
-        report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
-                              "outputs": [s.to_json() for s in exported.outputs]})
         names = [o.name for o in exported.outputs]
+        floor = noise_floor(exported.source_outputs, exported.nudged_outputs, names)
+        report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
+                              "outputs": [s.to_json() for s in exported.outputs],
+                              "parity_inputs": exported.parity_origin})
+        if floor:
+            report.source["noise_floor"] = floor_json(floor)
         for (path, lane), desc in zip(found, described, strict=True):
             with progress.step(f"Checking parity of {path.name}"):
                 report.artifacts.append(_check(path, lane, desc, exported, names, overrides, limits,
-                                               work / "data" / f"artifact-{len(report.artifacts)}"))
+                                               work / "data" / f"artifact-{len(report.artifacts)}", floor))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if options.report:
@@ -118,7 +126,7 @@ def _describe(path: Path, lane: Lane, limits: Limits) -> dict | BridgeError | No
 
 
 def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: ExportResult, names: list[str],
-           overrides, limits: Limits, out_dir: Path) -> ArtifactRecord:
+           overrides, limits: Limits, out_dir: Path, floor: dict) -> ArtifactRecord:
     rec = ArtifactRecord(target=lane.name, quantization="unknown", path=str(path), bytes=size(path),
                          sha256=sha256(path))
     try:
@@ -140,7 +148,7 @@ def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: Ex
     spec = lane.mode(rec.quantization)
     thresholds = thresholds_for(spec, names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
-                       thresholds=thresholds, runtime=runtime, calibration=None, sizes={})
+                       thresholds=thresholds, runtime=runtime, calibration=None, sizes={}, floor=floor)
     return rec
 
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,25 @@ def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
     """Run the installed `bridge` console script as a user would; returns the CompletedProcess."""
     return subprocess.run([str(BRIDGE), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def with_nonfinite(x: np.ndarray, nan: int = 0, inf: int = 0) -> np.ndarray:
+    """`x` with its first `nan` values NaN and the next `inf` values +-Inf."""
+    out = x.copy().ravel()
+    out[:nan] = np.nan
+    out[nan:nan + inf] = [np.inf if i % 2 else -np.inf for i in range(inf)]
+    return out.reshape(x.shape)
+
+
+def held_out_images(folder: Path, count: int = 8) -> Path:
+    """The last `count` calibration images (the ones `bridge convert --calibration` holds out for
+    parity and never calibrates on), copied to `folder`: parity data for `validate`."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in sorted((SAMPLES / "calibration").glob("*.png"))[-count:]:
+        shutil.copy(image, folder / image.name)
+    return folder
 
 
 def report_folder(out: Path) -> Path:

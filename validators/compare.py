@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 
 import numpy as np
@@ -63,13 +63,56 @@ class Metrics:
     snr_db: float
     nonfinite: NonFinite = NonFinite()
     reference_nonfinite: NonFinite = NonFinite()
+    worst: Worst | None = None  # the sample furthest from its reference (None with one sample)
+    agreement: TopK | None = None  # for outputs that look like class scores
 
     def to_json(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k))
                for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")}
         out["nonfinite"] = self.nonfinite.to_json()
         out["reference_nonfinite"] = self.reference_nonfinite.to_json()
+        if self.worst is not None:
+            out["worst_sample"] = self.worst.to_json()
+        if self.agreement is not None:
+            out["top_k"] = self.agreement.to_json()
         return out
+
+
+@dataclass(frozen=True)
+class Worst:
+    """Pooled metrics can hide one bad sample among many good ones: the worst sample's own figures."""
+
+    sample: int
+    rel_l2: float
+    snr_db: float
+
+    def to_json(self) -> dict:
+        return {"sample": self.sample, "rel_l2": _finite_or_none(self.rel_l2), "snr_db": _finite_or_none(self.snr_db)}
+
+
+@dataclass(frozen=True)
+class TopK:
+    """For class scores (a float output [..., C] with C >= MIN_CLASSES): over every row, how often the
+    artifact's top class is the reference's (`top1`), and how often the reference's top class is
+    among the artifact's five highest (`top5`)."""
+
+    rows: int
+    top1: float
+    top5: float
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "top1": round(self.top1, 6), "top5": round(self.top5, 6)}
+
+
+MIN_CLASSES = 10
+MAX_SCORE_ELEMENTS = 1 << 24  # per sample; larger outputs are feature maps, not class scores
+
+
+def _looks_like_scores(a: np.ndarray) -> bool:
+    """A 1-D or 2-D float output (or [N, 1, ..., C]) whose last axis holds the classes."""
+    if a.dtype.kind != "f" or a.ndim == 0 or a.size > MAX_SCORE_ELEMENTS or a.shape[-1] < MIN_CLASSES:
+        return False
+    return sum(d > 1 for d in a.shape[:-1]) <= 1
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -84,15 +127,44 @@ def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | I
     order (arrays or memory-mapped files), compared pairwise and in chunks so memory stays bounded
     whatever the outputs weigh."""
     sums = _Sums()
+    per_sample: list[Metrics] = []
+    rows = top1 = top5 = 0
+    scores = True
     for i, (a, b) in enumerate(zip_longest(_samples(actual), _samples(reference))):
         if a is None or b is None:
             raise ValueError(f"sample count mismatch: {'the artifact' if a is None else 'the reference'} "
                              f"stops after {i} samples")
         if a.shape != b.shape:
             raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+        one = _Sums()
         for ca, cb in zip(_chunks(a), _chunks(b), strict=True):
-            sums.add(ca, cb)
-    return sums.metrics()
+            one.add(ca, cb)
+        sums.merge(one)
+        per_sample.append(one.metrics())
+        scores = scores and _looks_like_scores(b)
+        if scores:
+            r, t1, t5 = _agreement(a, b)
+            rows, top1, top5 = rows + r, top1 + t1, top5 + t5
+    pooled = sums.metrics()
+    worst = None
+    if len(per_sample) > 1 and not (pooled.nonfinite or pooled.reference_nonfinite):
+        i = max(range(len(per_sample)), key=lambda k: (per_sample[k].rel_l2, -per_sample[k].snr_db))
+        worst = Worst(i, per_sample[i].rel_l2, per_sample[i].snr_db)
+    agreement = TopK(rows, top1 / rows, top5 / rows) if scores and rows else None
+    return replace(pooled, worst=worst, agreement=agreement)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
+    """(rows, rows whose top class agrees, rows whose reference top class is in the artifact's top 5)."""
+    a = np.asarray(a).reshape(-1, a.shape[-1])
+    b = np.asarray(b).reshape(-1, b.shape[-1])
+    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    ref = b.argmax(axis=1)
+    k = min(5, a.shape[1])
+    top = np.argpartition(-a, k - 1, axis=1)[:, :k]
+    t1 = int(np.count_nonzero((a.argmax(axis=1) == ref) & ok))
+    t5 = int(np.count_nonzero((top == ref[:, None]).any(axis=1) & ok))
+    return a.shape[0], t1, t5
 
 
 @dataclass
@@ -123,6 +195,11 @@ class _Sums:
         np.abs(diff, out=diff)
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.sum_abs += float(diff.sum())
+
+    def merge(self, other: _Sums) -> None:
+        for f in ("err", "ref", "act", "dot", "sum_abs", "size", "bad_a", "bad_b"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.max_abs = max(self.max_abs, other.max_abs)
 
     def metrics(self) -> Metrics:
         if self.bad_a or self.bad_b or self.size == 0:

@@ -145,6 +145,10 @@ class ExportResult:
     calibration: Sequence[Feed]
     calibration_origin: str
     params: int
+    parity_origin: str = ""  # where the parity samples came from
+    # The source's outputs on the first few parity samples with every float input moved by one
+    # rounding step: how much the source itself moves (its noise floor). None: no float input.
+    nudged_outputs: Sequence[Feed] | None = None
     route: tuple[str, ...] = ()  # e.g. ("torch", "torch.onnx(legacy)", "onnxslim")
     warnings: list[str] = field(default_factory=list)
     node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original

@@ -8,10 +8,11 @@ the source expects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from bridge.base.bindings import Pixels
 from bridge.base.errors import UsageError, one_line
 from bridge.base.sources import check_archive
-from bridge.base.tensors import TensorSpec, image_channels, synthetic_samples
+from bridge.base.tensors import TensorSpec, Values, image_channels, second_size, synthetic_samples
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
@@ -34,6 +35,7 @@ class CalibrationOptions:
     resize: tuple[int, int] | None = None  # (height, width); default: the input's
     limit: int = 200
     pixels: bool = False  # synthetic image inputs are whole 0-255 pixels, normalized (an artifact takes pixels)
+    parity_path: str | None = None  # --parity-data: the parity samples (same loader, same --mean/--std/--resize)
 
 
 @dataclass
@@ -42,30 +44,126 @@ class Samples:
     calibration: list[dict[str, np.ndarray]]
     origin: str  # where the calibration samples came from
     warnings: list[str]
+    parity_origin: str = ""  # where the parity samples came from, per input when synthetic
 
 
-def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool,
-                  parity: list[dict[str, np.ndarray]], seed: int) -> Samples:
-    """Calibration samples for `specs`; `parity` (synthetic) is replaced by held-out user data when
-    there is enough of it, so quantized modes are judged on the data they were calibrated for."""
+MAX_FEED_BYTES = 4 << 30  # every parity sample together; each is held by several stages
+
+
+def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool, count: int,
+                  seed: int) -> Samples:
+    """Parity and calibration samples for `specs`, always disjoint.
+
+    Parity samples come from `--parity-data`; else `count` held out of `--calibration` when it has
+    enough; else synthetic ones that look like the model's inputs: drawn from the example input's
+    values (or the calibration data's), pixel images for image inputs with neither, integers in
+    range. Standard-normal noise is the last resort, for a float input nothing describes."""
     check_channels(opts, specs, channel_last)
-    if opts.pixels:
-        parity = pixel_images(parity, specs, channel_last, opts, seed)
-    if not opts.path:
-        calib = synthetic_samples(specs, SYNTHETIC_CALIBRATION, seed + 1).feeds
-        if opts.pixels:
-            calib = pixel_images(calib, specs, channel_last, opts, seed + 1)
-        return Samples(parity, calib, f"synthetic (seed {seed + 1})",
-                       ["no --calibration data: quantized modes are calibrated on synthetic "
-                        "random inputs, which may not reflect real activation ranges"])
-    data = load(opts, specs, channel_last)
+    check_feed_size(specs, count)
+    data = load(opts, specs, channel_last) if opts.path else None
     dynamic = any(s.dynamic for s in specs)
-    if len(data) >= len(parity) + 4 and not dynamic:
-        held = data[-len(parity):]
-        return Samples(held, data[:-len(parity)], f"{opts.path} ({len(data) - len(held)} samples)",
-                       [f"parity runs on {len(held)} samples held out of {opts.path}"])
-    return Samples(parity, data, f"{opts.path} ({len(data)} samples)",
-                   [f"{opts.path} has too few samples to hold some out: parity runs on synthetic inputs"])
+    warnings: list[str] = []
+    if opts.parity_path:
+        parity = load(replace(opts, path=opts.parity_path, limit=count), specs, channel_last, flag="--parity-data")
+        parity_origin = f"--parity-data {opts.parity_path} ({len(parity)} samples)"
+        if dynamic:
+            warnings.append("dynamic axes are checked only at the sizes of the --parity-data samples")
+        if data is not None:
+            data = _disjoint(data, parity)
+    elif data is not None and len(data) >= count + 4 and not dynamic:
+        parity, data = data[-count:], data[:-count]
+        parity_origin = f"{count} samples held out of --calibration {opts.path}"
+        warnings.append(f"parity runs on {count} samples held out of {opts.path}")
+    else:
+        if data is not None:  # too few to hold some out: synthetic samples drawn like the data
+            specs = [replace(s, values=Values.of([f[s.name] for f in data], "calibration data") or s.values)
+                     for s in specs]
+            warnings.append(f"{opts.path} has too few samples to hold some out: parity runs on synthetic "
+                            "inputs drawn from its values")
+        parity, parity_origin = synthetic_parity(specs, channel_last, count, seed, opts)
+    if data is None:
+        calibration = synthetic_samples(specs, SYNTHETIC_CALIBRATION, seed + 1).feeds
+        calibration = _pixels_where_needed(calibration, specs, channel_last, opts, seed + 1)
+        warnings.append("no --calibration data: quantized modes are calibrated on synthetic "
+                        "random inputs, which may not reflect real activation ranges")
+        origin = f"synthetic (seed {seed + 1})"
+    else:
+        calibration, origin = data, f"{opts.path} ({len(data)} samples)"
+    return Samples(parity, calibration, origin, warnings, parity_origin)
+
+
+def synthetic_parity(specs: list[TensorSpec], channel_last: bool, count: int, seed: int,
+                     opts: CalibrationOptions) -> tuple[list[dict[str, np.ndarray]], str]:
+    """`count` seeded samples at the given sizes, and `count` more with every dynamic axis at a
+    second size (a dynamic artifact is proven at two sizes); with how each input was drawn."""
+    feeds = synthetic_samples(specs, count, seed).feeds
+    if any(s.dynamic for s in specs):
+        feeds += synthetic_samples([_grow(s) for s in specs], count, seed + 7919).feeds
+    feeds = _pixels_where_needed(feeds, specs, channel_last, opts, seed)
+    pixels = {s.name for s in _pixel_inputs(specs, channel_last, opts)}
+    how = []
+    for s in specs:
+        if s.name in pixels:
+            how.append(f"{s.name}: pixel images" + (" normalized by --mean/--std" if opts.mean or opts.std else
+                                                    " in [0, 1]"))
+        elif s.dtype.startswith("float") and s.values is not None:
+            v = s.values
+            how.append(f"{s.name}: drawn from its {v.origin} values [{v.quantiles[0]:.4g}, {v.quantiles[-1]:.4g}]")
+        elif s.dtype.startswith("float"):
+            how.append(f"{s.name}: standard normal (no example input or data describes it: give --parity-data)")
+        elif s.dtype != "bool":
+            lo, hi = s.int_range or (0, 10)
+            how.append(f"{s.name}: integers in [{lo}, {hi})")
+    return feeds, f"synthetic (seed {seed}): " + "; ".join(how)
+
+
+def check_feed_size(specs: list[TensorSpec], count: int) -> None:
+    """Inputs declared too large to sample (a hostile or mistaken shape) are bad usage, not an
+    out-of-memory crash minutes later."""
+    grown = [_grow(s) for s in specs] if any(s.dynamic for s in specs) else []
+    total = count * sum(s.nbytes for s in [*specs, *grown])
+    if total > MAX_FEED_BYTES:
+        biggest = max(specs, key=lambda s: s.nbytes)
+        raise UsageError(f"{count} parity samples of these inputs take {total / (1 << 30):.1f} GiB (the limit is "
+                         f"{MAX_FEED_BYTES >> 30} GiB); input {biggest.name} is {list(biggest.shape)}: give a smaller "
+                         "shape with --input, or fewer --samples")
+
+
+def _grow(s: TensorSpec) -> TensorSpec:
+    for axis in s.dynamic:
+        s = s.with_size(axis, second_size(s.shape[axis]))
+    return s
+
+
+def _pixel_inputs(specs: list[TensorSpec], channel_last: bool, opts: CalibrationOptions) -> list[TensorSpec]:
+    """Image inputs that get pixel images: all of them when an artifact takes pixels, else those
+    whose source gives no example values to draw from."""
+    return [s for s in specs if s.dtype.startswith("float") and image_channels(s, channel_last) in (1, 3)
+            and (opts.pixels or s.values is None)]
+
+
+def _pixels_where_needed(feeds, specs, channel_last, opts, seed):
+    images = _pixel_inputs(specs, channel_last, opts)
+    return pixel_images(feeds, images, channel_last, opts, seed) if images else feeds
+
+
+def _disjoint(data: list[dict[str, np.ndarray]], parity: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Calibration data without the parity samples: a sample that calibrated a file vouches for nothing."""
+    held = {_digest(f) for f in parity}
+    kept = [f for f in data if _digest(f) not in held]
+    if not kept:
+        raise UsageError("every --calibration sample is also a --parity-data sample: "
+                         "give parity data the calibration never saw")
+    return kept
+
+
+def _digest(feed: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(feed):
+        a = np.ascontiguousarray(feed[name])
+        h.update(f"{name}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def check_channels(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> None:
@@ -86,11 +184,11 @@ def check_channels(opts: CalibrationOptions, specs: list[TensorSpec], channel_la
 
 def pixel_images(feeds: list[dict[str, np.ndarray]], specs: list[TensorSpec], channel_last: bool,
                  opts: CalibrationOptions, seed: int) -> list[dict[str, np.ndarray]]:
-    """`feeds` with every image input replaced by seeded whole-valued 0-255 pixels, normalized with
+    """`feeds` with every image input in `specs` replaced by seeded whole-valued 0-255 pixels, normalized with
     `--mean/--std`: an artifact that takes pixels (`--coreml-image-input`) then gets exactly the
     values a camera frame can hold, and every other artifact the same image in its own units."""
     rng = np.random.default_rng(seed + 104729)
-    images = [s for s in specs if s.dtype.startswith("float") and image_channels(s, channel_last) in (1, 3)]
+    images = specs
     out = []
     for feed in feeds:
         feed = dict(feed)
@@ -107,17 +205,18 @@ def pixel_images(feeds: list[dict[str, np.ndarray]], specs: list[TensorSpec], ch
     return out
 
 
-def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool) -> list[dict[str, np.ndarray]]:
+def load(opts: CalibrationOptions, specs: list[TensorSpec], channel_last: bool,
+         flag: str = "--calibration") -> list[dict[str, np.ndarray]]:
     root = Path(opts.path)
     if not root.exists():
-        raise UsageError(f"--calibration {root}: no such file or folder")
+        raise UsageError(f"{flag} {root}: no such file or folder")
     if root.is_file():
         if root.suffix != ".npz":
-            raise UsageError(f"--calibration {root}: a single file must be an .npz (one array per input name)")
+            raise UsageError(f"{flag} {root}: a single file must be an .npz (one array per input name)")
         return _from_npz(_regular(root, root.parent), specs)[: opts.limit]
     files = sorted(_regular(p, root) for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
     if not files:
-        raise UsageError(f"--calibration {root}: no .npy, .npz, .png or .jpg files in it")
+        raise UsageError(f"{flag} {root}: no .npy, .npz, .png or .jpg files in it")
     feeds: list[dict[str, np.ndarray]] = []
     for f in files:
         if len(feeds) >= opts.limit:

@@ -18,7 +18,8 @@ class TensorSpec:
     """Name, static shape and dtype of one model input or output.
 
     `dynamic` lists axes the artifacts keep dynamic (`--dynamic`); `shape` holds the size used for
-    sample data. `int_range` bounds integer samples (token ids must stay inside the vocabulary).
+    sample data. `int_range` bounds integer samples (token ids must stay inside the vocabulary);
+    `values` is the distribution of a float input's example, which synthetic samples follow.
     """
 
     name: str
@@ -26,11 +27,14 @@ class TensorSpec:
     dtype: str = "float32"
     dynamic: tuple[int, ...] = ()
     int_range: tuple[int, int] | None = None
+    values: Values | None = None
 
     def to_json(self) -> dict:
         out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
         if self.dynamic:
             out["dynamic_axes"] = list(self.dynamic)
+        if self.values is not None:
+            out["example_values"] = self.values.to_json()
         return out
 
     @property
@@ -44,6 +48,45 @@ class TensorSpec:
         shape = list(self.shape)
         shape[axis] = size
         return replace(self, shape=tuple(shape))
+
+
+QUANTILES = 33  # of an example's values: enough to follow a skewed or bimodal distribution
+
+
+@dataclass(frozen=True)
+class Values:
+    """The distribution of a float tensor's values (an example input, or calibration data), kept
+    as quantiles so synthetic samples can be drawn from it: an image in [0, 1) gives samples in
+    [0, 1), whole 0-255 pixels give whole 0-255 values, a normalized image its own range."""
+
+    quantiles: tuple[float, ...]
+    whole: bool  # every value is an integer (pixels): samples are rounded too
+    origin: str = "example"
+
+    @staticmethod
+    def of(arrays: Iterable[np.ndarray], origin: str = "example") -> Values | None:
+        """None when the values say nothing: not float, non-finite, or constant (a `torch.zeros`
+        example gives the shape, not the range)."""
+        parts = [np.asarray(a).reshape(-1) for a in arrays]
+        parts = [p for p in parts if p.size and p.dtype.kind == "f"]
+        if not parts:
+            return None
+        flat = np.concatenate(parts).astype(np.float64)
+        if flat.size > 1 << 20:  # quantiles of a seeded subsample: same distribution, bounded cost
+            flat = np.random.default_rng(0).choice(flat, 1 << 20, replace=False)
+        if not np.isfinite(flat).all() or flat.min() == flat.max():
+            return None
+        q = np.quantile(flat, np.linspace(0.0, 1.0, QUANTILES))
+        return Values(tuple(float(v) for v in q), bool(np.all(flat == np.round(flat))), origin)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        u = rng.random(shape)
+        x = np.interp(u, np.linspace(0.0, 1.0, len(self.quantiles)), self.quantiles)
+        return (np.round(x) if self.whole else x).astype(dtype)
+
+    def to_json(self) -> dict:
+        q = self.quantiles
+        return {"origin": self.origin, "min": q[0], "median": q[len(q) // 2], "max": q[-1], "whole": self.whole}
 
 
 @dataclass(frozen=True)
@@ -142,13 +185,16 @@ class SampleSet:
 
 
 def synthetic_samples(specs: Sequence[TensorSpec], count: int, seed: int) -> SampleSet:
-    """Deterministic samples: standard normal floats, integers uniform in each input's range."""
+    """Deterministic samples: floats drawn from the input's example values (standard normal when
+    it has none), integers uniform in each input's range."""
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
         feed = {}
         for s in specs:
-            if s.dtype.startswith("float"):
+            if s.dtype.startswith("float") and s.values is not None:
+                feed[s.name] = s.values.sample(rng, s.shape, s.dtype)
+            elif s.dtype.startswith("float"):
                 feed[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
             elif s.dtype == "bool":
                 feed[s.name] = rng.integers(0, 2, s.shape).astype(bool)

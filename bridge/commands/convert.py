@@ -34,9 +34,12 @@ def core(
     input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     calibration: Annotated[Path, typer.Option(help="Folder of .npy/.npz/images, or one .npz.")] = None,
+    parity_data: Annotated[Path, typer.Option(help="Parity inputs: a folder of .npy/.npz/images, or one .npz "
+                                                   "(at most --samples of them; never used to calibrate).")] = None,
     mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
-    resize: Annotated[str, typer.Option(help="Resize calibration images to HxW (default: the input's).")] = None,
+    resize: Annotated[str, typer.Option(help="Resize calibration and parity images to HxW (default: the "
+                                             "input's).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
                                                              "threshold (rel_l2, snr_db, cosine)."))] = None,
     out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,
@@ -59,7 +62,8 @@ def core(
         dynamic=tuple(dynamic or ()),
         thresholds=tuple(threshold or ()),
         calibration=CalibrationOptions(str(calibration) if calibration else None, floats(mean, "--mean"),
-                                       floats(std, "--std"), size(resize)),
+                                       floats(std, "--std"), size(resize),
+                                       parity_path=str(parity_data) if parity_data else None),
         out=str(out) if out else None,
         samples=samples,
         seed=seed,

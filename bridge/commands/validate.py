@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from bridge.commands.common import RichProgress, print_outcome
-from bridge.commands.parsing import memory
+from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
@@ -20,6 +20,11 @@ def command(
     input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
+    parity_data: Annotated[Path, typer.Option(help="Parity inputs: a folder of .npy/.npz/images, or one .npz "
+                                                   "(at most --samples of them).")] = None,
+    mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
+    resize: Annotated[str, typer.Option(help="Resize parity images to HxW (default: the input's).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
@@ -28,12 +33,15 @@ def command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
+    from bridge.base.samples import CalibrationOptions
     from bridge.validation import ValidateOptions, validate
 
     options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
                               thresholds=tuple(threshold or ()), report=str(report) if report else None,
                               samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
-                              max_memory=memory(max_memory), verbose=verbose)
+                              max_memory=memory(max_memory), verbose=verbose,
+                              data=CalibrationOptions(None, floats(mean, "--mean"), floats(std, "--std"), size(resize),
+                                                      parity_path=str(parity_data) if parity_data else None))
     result = validate(source, artifacts, options, RichProgress())
     print_outcome(result)
     raise typer.Exit(result.exit_code)

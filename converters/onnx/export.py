@@ -7,16 +7,16 @@ Runs in a child process (`bridge.stages.run_stage`); the per-framework modules (
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bridge.base.arrays import Feed, FeedWriter, write_feeds
+from bridge.base.arrays import Feed, Feeds, FeedWriter, write_feeds
 from bridge.base.errors import UsageError
 from bridge.base.lane import ExportRequest, ExportResult
 from bridge.base.samples import split_samples
 from bridge.base.sources import Format
-from bridge.base.tensors import TensorSpec, second_size, synthetic_samples
+from bridge.base.tensors import TensorSpec
 from bridge.converters.onnx import hub
 
 OPSET = 17  # highest opset onnx2tf, tf2onnx and our Core ML converter all lower well
@@ -57,38 +57,6 @@ def _framework_module(model: object) -> str:
                      "not a torch.nn.Module or keras.Model")
 
 
-MAX_FEED_BYTES = 4 << 30  # every parity sample together; each is held by several stages
-
-
-def parity_feeds(specs: list[TensorSpec], count: int, seed: int) -> list[Feed]:
-    """The parity samples: `count` at the given sizes, and `count` more with every dynamic axis at
-    a second size, so a dynamic artifact is proven at two sizes."""
-    check_feed_size(specs, count)
-    feeds = synthetic_samples(specs, count, seed).feeds
-    if any(s.dynamic for s in specs):
-        grown = [_grow(s) for s in specs]
-        feeds += synthetic_samples(grown, count, seed + 7919).feeds
-    return feeds
-
-
-def check_feed_size(specs: list[TensorSpec], count: int) -> None:
-    """Inputs declared too large to sample (a hostile or mistaken shape) are bad usage, not an
-    out-of-memory crash minutes later."""
-    grown = [_grow(s) for s in specs] if any(s.dynamic for s in specs) else []
-    total = count * sum(s.nbytes for s in [*specs, *grown])
-    if total > MAX_FEED_BYTES:
-        biggest = max(specs, key=lambda s: s.nbytes)
-        raise UsageError(f"{count} parity samples of these inputs take {total / (1 << 30):.1f} GiB (the limit is "
-                         f"{MAX_FEED_BYTES >> 30} GiB); input {biggest.name} is {list(biggest.shape)}: give a smaller "
-                         "shape with --input, or fewer --samples")
-
-
-def _grow(s: TensorSpec) -> TensorSpec:
-    for axis in s.dynamic:
-        s = s.with_size(axis, second_size(s.shape[axis]))
-    return s
-
-
 def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec],
            run_source: Callable[[Feed], Feed], route: tuple[str, ...],
            warnings: list[str] | None = None) -> ExportResult:
@@ -99,9 +67,8 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
     kept = {i.name for i in model.graph.input}
     inputs = [s for s in inputs if s.name in kept]
     channel_last = framework in ("keras", "tensorflow")
-    samples = split_samples(req.calibration, inputs, channel_last,
-                            parity_feeds(inputs, req.samples, req.seed), req.seed)
-    origin = samples.origin
+    samples = split_samples(req.calibration, inputs, channel_last, req.samples, req.seed)
+    origin, parity_origin = samples.origin, samples.parity_origin
     warnings += samples.warnings
     feeds = write_feeds(req.data / "feeds", samples.parity)
     calibration = write_feeds(req.data / "calibration", samples.calibration)
@@ -118,6 +85,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         del out
     source_outputs = writer.close()
     outputs = [TensorSpec(o.name, *first[o.name]) for o in model.graph.output]
+    nudged = _nudged_outputs(feeds, inputs, run_source, req, [o.name for o in model.graph.output])
     return ExportResult(
         framework=framework,
         format=str(req.source.format),
@@ -128,6 +96,8 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         source_outputs=source_outputs,
         calibration=calibration,
         calibration_origin=origin,
+        parity_origin=parity_origin,
+        nudged_outputs=nudged,
         params=hub.param_count(model),
         route=(*route, "onnxslim"),
         warnings=warnings,
@@ -135,6 +105,31 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         opset=hub.opset_of(model),
         hub=folding.to_json(),
     )
+
+
+NOISE_FLOOR_SAMPLES = 4
+
+
+def _nudged_outputs(feeds: Sequence[Feed], inputs: list[TensorSpec], run_source: Callable[[Feed], Feed],
+                    req: ExportRequest, names: list[str]) -> Feeds | None:
+    """The source's outputs on its first parity samples with every float input value moved one
+    representable step up or down (seeded): a conversion cannot be expected to match the source
+    more closely than the source matches itself under that change."""
+    floats = {s.name for s in inputs if s.dtype.startswith("float")}
+    if not floats:
+        return None
+    rng = np.random.default_rng(req.seed + 3)
+    writer = FeedWriter(req.data / "source-nudged", names)
+    for feed in feeds[:NOISE_FLOOR_SAMPLES]:
+        moved = {}
+        for k, v in feed.items():
+            if k in floats:
+                v = np.asarray(v)
+                moved[k] = np.nextafter(v, np.where(rng.random(v.shape) < 0.5, -np.inf, np.inf).astype(v.dtype))
+            else:
+                moved[k] = v
+        writer.append(run_source(moved))
+    return writer.close()
 
 
 def example_tuple(example) -> tuple:

@@ -42,7 +42,7 @@ from bridge.base.errors import ConversionError, UsageError, one_line, require_tr
 from bridge.base.lane import ExportRequest, ExportResult
 from bridge.base.lazy import require
 from bridge.base.sources import Format
-from bridge.base.tensors import TensorSpec, apply_overrides
+from bridge.base.tensors import TensorSpec, Values, apply_overrides
 from bridge.converters.onnx.export import OPSET, example_tuple, finish, int_range
 
 
@@ -128,7 +128,7 @@ def _specs(model, example) -> list[TensorSpec]:
     if example is not None:
         names = _input_names(model, example)
         arrays = [np.asarray(a) for a in example_tuple(example)]
-        return [TensorSpec(n, a.shape, str(a.dtype), int_range=int_range(a))
+        return [TensorSpec(n, a.shape, str(a.dtype), int_range=int_range(a), values=Values.of([a]))
                 for n, a in zip(names, arrays, strict=True)]
     inputs = _declared_inputs(model)
     tf = require("tensorflow")

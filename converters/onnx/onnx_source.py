@@ -7,6 +7,7 @@ onnxslim ever resolves a location itself. Past protobuf's 2 GB, onnxruntime gets
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ def export_file(req: ExportRequest) -> ExportResult:
     model = load_model(path)
     inits = {t.name for t in model.graph.initializer}
     declared = [v for v in model.graph.input if v.name not in inits]
-    specs = apply_overrides([_spec(v) for v in declared], req.overrides, req.dynamic)
+    ranges = int_ranges(model)
+    specs = apply_overrides([replace(_spec(v), int_range=ranges.get(v.name)) for v in declared], req.overrides,
+                            req.dynamic)
     _check_dynamic(declared, specs)
     session = _session(model, Path(req.hub_path).parent)
     names = [o.name for o in session.get_outputs()]
@@ -44,6 +47,46 @@ def _spec(value_info) -> TensorSpec:
     t = value_info.type.tensor_type
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
     return TensorSpec(value_info.name, shape, _ONNX_DTYPES.get(t.elem_type, "float32"))
+
+
+_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
+
+
+def int_ranges(model) -> dict[str, tuple[int, int]]:
+    """What an ONNX file says about its integer inputs, which has no example to bound them: an
+    input used as the indices of a Gather over a constant table (token ids into an embedding,
+    through casts and reshapes) stays inside that table, [0, rows); an input named like a mask
+    that indexes nothing is all ones (every position attended; 2-9, the default range, means
+    nothing to a mask and makes rows that runtimes may legitimately disagree on)."""
+    graph = model.graph
+    constants = {t.name: tuple(t.dims) for t in graph.initializer}
+    constants |= {n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant"
+                  for a in n.attribute if a.name == "value"}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    ints = [v.name for v in graph.input if v.name not in constants
+            and v.type.tensor_type.elem_type in (6, 7, 2, 3, 12, 13)]  # int32/64, uint8/int8, uint32/64
+    out = {}
+    for name in ints:
+        rows, frontier, seen = [], [name], set()
+        while frontier:
+            current = frontier.pop()
+            for n in consumers.get(current, []):
+                if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == current:
+                    axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+                    dims = constants.get(n.input[0])
+                    if dims and axis in (0, -len(dims)) and dims[0] > 0:
+                        rows.append(dims[0])
+                elif n.op_type in _PASS_THROUGH and n.input and n.input[0] == current and n.output[0] not in seen:
+                    seen.add(n.output[0])
+                    frontier.append(n.output[0])
+        if rows:
+            out[name] = (0, min(rows))
+        elif "mask" in name.lower():
+            out[name] = (1, 2)
+    return out
 
 
 def _check_dynamic(declared, specs: list[TensorSpec]) -> None:

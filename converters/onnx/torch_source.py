@@ -21,7 +21,7 @@ from bridge.base.errors import ConversionError, UsageError, one_line, require_tr
 from bridge.base.lane import ExportRequest, ExportResult
 from bridge.base.lazy import require
 from bridge.base.sources import Format
-from bridge.base.tensors import TensorSpec, apply_overrides
+from bridge.base.tensors import TensorSpec, Values, apply_overrides
 from bridge.converters.onnx.export import OPSET, example_tuple, finish, int_range
 
 # Formats that run code when loaded, whatever their content (torch 2.13): torch.export.load
@@ -151,7 +151,8 @@ def _specs(names: list[str], example) -> list[TensorSpec]:
     specs = []
     for name, t in zip(names, example_tuple(example), strict=True):
         arr = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-        specs.append(TensorSpec(name, tuple(arr.shape), str(arr.dtype), int_range=int_range(arr)))
+        specs.append(TensorSpec(name, tuple(arr.shape), str(arr.dtype), int_range=int_range(arr),
+                                values=Values.of([arr])))
     return specs
 
 

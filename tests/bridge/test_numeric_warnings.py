@@ -3,9 +3,11 @@ modes clamp float constants to float16)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from bridge.base.numerics import FP16_MAX, Constant, Overflow
 from bridge.lanes import lanes
-from bridge.numerics import FP16Artifact, constant_warning, fp16_warnings, overflow_warning
+from bridge.numerics import FP16Artifact, constant_warning, flat_outputs, fp16_warnings, overflow_warning
 
 
 def arts(names: list[str]) -> list[FP16Artifact]:
@@ -54,3 +56,15 @@ def test_warning_names_the_first_tensors_the_limit_and_the_artifacts():
     assert "node3" not in text and "and 2 more" in text
     assert "Affected: tflite/fp16, coreml/int8-weights (TFLite runs fp16 files in fp32 on CPU" in text
     assert "GPU" not in overflow_warning(found, arts(["coreml/fp16"]))
+
+
+def test_a_source_output_that_ignores_its_input_is_flagged():
+    rng = np.random.default_rng(0)
+    softmax_of_nothing = [np.full((1, 1000), 1e-3, np.float32) + np.float32(1e-12) * i for i in range(8)]
+    varying = [rng.standard_normal((1, 10)).astype(np.float32) for _ in range(8)]
+    barely = [np.ones((1, 10), np.float32) + np.float32(1e-4) * v for v in varying]  # 1e-4: real, if small
+    found = flat_outputs({"probs": softmax_of_nothing, "logits": varying, "scores": barely})
+    assert len(found) == 1 and found[0].startswith("the source's output probs barely varies over the 8 parity")
+    assert flat_outputs({"probs": softmax_of_nothing[:1]}) == []  # one sample: nothing to compare
+    grown = [np.ones((1, 4), np.float32), np.ones((1, 8), np.float32)]  # two sizes of a dynamic axis
+    assert flat_outputs({"y": grown}) == []

@@ -7,18 +7,14 @@ from rich.console import Console
 
 from bridge.base.modes import FP32_PARITY
 from bridge.commands.common import parity_table
-from bridge.parity import judge
+from bridge.parity import judge, noise_floor
 from bridge.report import ArtifactRecord, Report
+from tests.conftest import with_nonfinite
 
 REF = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(4, 6)
 FP32 = {"y": FP32_PARITY}
 
 
-def _with(x: np.ndarray, nan: int = 0, inf: int = 0) -> np.ndarray:
-    out = x.copy().ravel()
-    out[:nan] = np.nan
-    out[nan:nan + inf] = [np.inf if i % 2 else -np.inf for i in range(inf)]
-    return out.reshape(x.shape)
 
 def _judge(actual, source, onnx=None):
     return judge(actual=[{"y": actual}], source=[{"y": source}], onnx=None if onnx is None else [{"y": onnx}],
@@ -26,7 +22,7 @@ def _judge(actual, source, onnx=None):
 
 
 def test_inf_from_the_target_is_blamed_on_the_target():
-    parity = _judge(_with(REF, inf=4), REF, onnx=REF)
+    parity = _judge(with_nonfinite(REF, inf=4), REF, onnx=REF)
     assert parity.status == "failed"
     assert parity.reason == "y: the artifact has 4 Inf (error introduced at onnx->target)"
     assert parity.outputs["y"]["nonfinite"] == {"nan": 0, "inf": 4}
@@ -35,12 +31,12 @@ def test_inf_from_the_target_is_blamed_on_the_target():
 
 
 def test_nan_from_the_export_is_blamed_on_the_export():
-    parity = _judge(_with(REF, nan=1), REF, onnx=_with(REF, nan=1))
+    parity = _judge(with_nonfinite(REF, nan=1), REF, onnx=with_nonfinite(REF, nan=1))
     assert parity.reason == "y: the artifact has 1 NaN (error introduced at source->onnx)"
 
 
 def test_source_nan_is_the_sources_fault_and_no_artifact_passes():
-    bad = _with(REF, nan=5)
+    bad = with_nonfinite(REF, nan=5)
     parity = _judge(bad, bad, onnx=bad)
     assert not parity and parity.status == "failed"
     assert parity.reason.startswith("y: the source has 5 NaN, the artifact has 5 NaN (the source itself yields NaN/Inf")
@@ -57,9 +53,34 @@ def _render(report: Report) -> str:
 def test_table_shows_nan_inf_column_only_when_needed():
     ok = ArtifactRecord("onnx", "fp32", path="m.onnx", parity=_judge(REF, REF))
     assert "nan/inf" not in _render(Report(source={}, artifacts=[ok]))
-    bad = _with(REF, nan=5)
+    bad = with_nonfinite(REF, nan=5)
     src = ArtifactRecord("onnx", "fp32", path="m.onnx", parity=_judge(bad, bad))
-    tgt = ArtifactRecord("tflite", "fp16", path="m.tflite", parity=_judge(_with(REF, inf=2), REF))
+    tgt = ArtifactRecord("tflite", "fp16", path="m.tflite", parity=_judge(with_nonfinite(REF, inf=2), REF))
     text = _render(Report(source={}, artifacts=[ok, src, tgt]))
     assert "nan/inf" in text
     assert "5 NaN (source 5 NaN)" in text and "2 Inf" in text
+
+
+def _floor(source: np.ndarray, nudged: np.ndarray) -> dict:
+    return noise_floor([{"y": source}], [{"y": nudged}], ["y"])
+
+
+def test_a_failure_within_the_sources_noise_floor_says_the_source_is_ill_conditioned():
+    rng = np.random.default_rng(0)
+    wobble = REF * (1 + np.float32(3e-5) * rng.standard_normal(REF.shape).astype(np.float32))
+    floor = _floor(REF, wobble)  # the source moves by rel_l2 ~3e-5 when its inputs move by one ulp
+    assert 1e-5 < floor["y"].rel_l2 < 1e-4
+    off = REF * (1 + np.float32(1e-4) * rng.standard_normal(REF.shape).astype(np.float32))  # fails fp32 (1e-5)
+    parity = judge(actual=[{"y": off}], source=[{"y": REF}], onnx=None, names=["y"], thresholds=FP32,
+                   runtime="test", calibration=None, sizes={}, floor=floor)
+    assert parity.status == "failed"
+    assert "the source itself moves by y (rel_l2 " in parity.reason and "ill-conditioned" in parity.reason
+    assert parity.outputs["y"]["source_noise_floor"]["rel_l2"] == floor["y"].rel_l2
+
+
+def test_a_failure_far_above_the_noise_floor_is_the_conversions():
+    floor = _floor(REF, np.nextafter(REF, np.float32(np.inf)))  # a well-conditioned source: ~1e-7
+    assert 0 < floor["y"].rel_l2 < 1e-6
+    parity = judge(actual=[{"y": REF * np.float32(1.01)}], source=[{"y": REF}], onnx=None, names=["y"],
+                   thresholds=FP32, runtime="test", calibration=None, sizes={}, floor=floor)
+    assert parity.status == "failed" and "ill-conditioned" not in parity.reason

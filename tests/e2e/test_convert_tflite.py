@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bridge.lanes import lanes
-from tests.conftest import SAMPLES, artifact, bridge, report
+from tests.conftest import SAMPLES, artifact, bridge, held_out_images, report
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +54,18 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
     r = bridge("validate", f"{SAMPLES}/shapes_cnn.py:load", *files, "--report", tmp_path / "v.json")
     checked = json.loads((tmp_path / "v.json").read_text())["artifacts"]
     assert [a["quantization"] for a in checked] == list(TFLITE_MODES), r.stderr[-2000:]
+    # validate judges the integer files on the images convert held out, as convert did.
+    held = held_out_images(tmp_path / "held")
+    ints = [out / artifact(rep, "tflite", m)["path"] for m in ("int8", "int8-io", "int16x8")]
+    r = bridge("validate", f"{SAMPLES}/shapes_cnn.py:load", *ints, "--parity-data", held,
+               "--report", tmp_path / "v8.json")
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    v8 = json.loads((tmp_path / "v8.json").read_text())
+    assert v8["source"]["parity_inputs"] == f"--parity-data {held} (8 samples)"
+    for a, mode in zip(v8["artifacts"], ("int8", "int8-io", "int16x8"), strict=True):
+        judged = artifact(rep, "tflite", mode)["parity"]["outputs"]["output"]["snr_db"]
+        assert a["parity"]["status"] == "passed"
+        assert a["parity"]["outputs"]["output"]["snr_db"] == pytest.approx(judged, abs=1e-3)  # the same samples
 
 
 def test_same_shaped_outputs_keep_names_and_order(tmp_path, two_outputs):

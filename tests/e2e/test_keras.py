@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.conftest import SAMPLES, artifact, bridge, report
+from tests.conftest import SAMPLES, artifact, bridge, held_out_images, report
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +33,25 @@ def test_keras_file_to_tflite_with_calibration(tmp_path):
 def test_validate_a_file_from_tensorflows_own_converter(tmp_path):
     """Artifacts made by other tools get the same verdict: names, layout and mode are read from the file."""
     script = f"""
-import tensorflow as tf, keras
+import pathlib
+import numpy as np, tensorflow as tf, keras
+from PIL import Image
 model = keras.saving.load_model({str(SAMPLES / 'shapes_keras.keras')!r})
-for name, opt in (("tf_fp32", None), ("tf_fp16", "fp16")):
+images = sorted(pathlib.Path({str(SAMPLES / 'calibration')!r}).glob("*.png"))[:16]  # not the held-out 8
+
+def representative():
+    for p in images:
+        yield [np.asarray(Image.open(p).convert("RGB"), np.float32)[None] / 255.0]
+
+for name, opt in (("tf_fp32", None), ("tf_fp16", "fp16"), ("tf_int8", "int8")):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if opt:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if opt == "fp16":
         conv.target_spec.supported_types = [tf.float16]
+    if opt == "int8":
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     open(f"{{name}}.tflite", "wb").write(conv.convert())
 """
     import subprocess
@@ -50,3 +64,11 @@ for name, opt in (("tf_fp32", None), ("tf_fp16", "fp16")):
     rep = report(tmp_path)
     assert [a["quantization"] for a in rep["artifacts"]] == ["fp32", "fp16"]
     assert rep["artifacts"][0]["parity"]["outputs"]["logits"]["rel_l2"] <= 1e-4
+    # TensorFlow's int8 file, calibrated on 16 images, judged on the 8 it never saw.
+    held = held_out_images(tmp_path / "held")
+    r = bridge("validate", SAMPLES / "shapes_keras.keras", tmp_path / "tf_int8.tflite", "--parity-data", held,
+               "--report", tmp_path / "int8.json")
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    int8 = json.loads((tmp_path / "int8.json").read_text())["artifacts"][0]
+    assert int8["quantization"] == "int8" and int8["parity"]["status"] == "passed"
+    assert int8["parity"]["outputs"]["logits"]["snr_db"] >= 15

@@ -70,3 +70,32 @@ def test_zero_reference():
     z = np.zeros(5, np.float32)
     assert metrics(z, z).rel_l2 == 0
     assert failures(metrics(z + 1, z), FP32_PARITY)
+
+
+def test_worst_sample_is_the_one_that_is_off():
+    ref = [rng.standard_normal((4, 32)).astype(np.float32) for _ in range(6)]
+    act = [r + np.float32(1e-4) * r for r in ref]
+    act[4] = ref[4] * np.float32(1.5)  # rel_l2 0.5 on this sample only
+    m = metrics(act, ref)
+    assert m.worst.sample == 4
+    assert m.worst.rel_l2 == pytest.approx(0.5, rel=1e-6)
+    assert m.worst.snr_db == pytest.approx(20 * np.log10(2), abs=1e-4)
+    assert m.rel_l2 < m.worst.rel_l2  # pooled figures dilute it
+    assert metrics(ref[0], ref[0]).worst is None  # one sample: nothing to single out
+
+
+def test_top_k_agreement_on_class_scores():
+    ref = rng.standard_normal((10, 1000)).astype(np.float32)
+    act = ref.copy()
+    for row in range(3):  # rows 0-2: the top class swaps with the runner-up (still in the top 5)
+        first, second = np.argsort(-ref[row])[:2]
+        act[row, first], act[row, second] = ref[row, second], ref[row, first]
+    act[9] = -ref[9]  # row 9: the top class becomes the lowest
+    top = metrics(act, ref).agreement
+    assert (top.rows, top.top1, top.top5) == (10, 0.6, 0.9)
+
+
+def test_no_top_k_for_feature_maps():
+    fm = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    assert metrics(fm, fm).agreement is None
+    assert metrics(np.ones((1, 4), np.float32), np.ones((1, 4), np.float32)).agreement is None
