@@ -445,6 +445,8 @@ def einsum(ctx, node):
         equation += "->" + ("..." if "..." in equation else "") + "".join(
             sorted(c for c in set(letters) if letters.count(c) == 1))
     equation = _spell_out_ellipsis(equation, [len(v.shape) for v in inputs])
+    if equation == "->":  # a scalar in, the same scalar out (the builder would transpose it by [])
+        return ctx.set(node.output[0], mb.identity(x=inputs[0], name=ctx.name(node)))
     inputs = [mb.const(val=v) if isinstance(v, np.ndarray) else v for v in inputs]
     ctx.set(node.output[0], build_einsum_mil(inputs, equation, ctx.name(node)))
 

@@ -225,6 +225,15 @@ def test_einsum_ellipsis_and_diagonal():
     parity(model, data, rtol=1e-5, atol=1e-5)
 
 
+def test_einsum_of_a_scalar():
+    """'->' on a scalar input (fed to Core ML as one element and squeezed inside): the scalar back."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": np.array(2.5, np.float32)}
+    model = graph([helper.make_node("Einsum", ["x"], ["y"], equation="->")], feed, ["y"], opset=12)
+    assert float(np.ravel(run_reference(model, {"x": feed["x"].reshape(1)})["y"])[0]) == 2.5
+
+
 def test_shape_arithmetic_folds_to_numpy():
     """A typical exported shape computation on int64 constants: nothing reaches MIL but the result."""
     shape = np.array([1, 64, 7, 7], np.int64)
