@@ -194,4 +194,4 @@ def test_trained_ppocrv4_recognizer_on_rendered_text_lines(tmp_path):
     rep = report(out)
     figures = assert_passed(rep, ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("coreml", "fp32"),
                             ("coreml", "fp16"))
-    assert rep["source"]["hub"]["removed"]["Shape"] == 4 and rep["source"]["hub"]["shape_ops_left"] == {}, figures
+    assert rep["source"]["hub"]["removed"]["Shape"] >= 4 and rep["source"]["hub"]["shape_ops_left"] == {}, figures
