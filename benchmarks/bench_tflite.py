@@ -1,27 +1,30 @@
-"""Time and peak memory of `bridge convert` against the raw torch -> ONNX -> onnx2tf chain.
+"""Time and peak memory of `bridge convert` against the raw onnx2tf chain, in alternating pairs.
 
-    python benchmarks/bench_tflite.py [--repeat N] [--json PATH] [--variant raw|bridge ...]
+    python benchmarks/bench_tflite.py [--pairs N] [--json PATH] [--case mobilenet|resnet50 ...]
 
-Both variants turn `benchmarks/models.py:mobilenet_v2` (3.5M parameters, 96x96) into fp32 and fp16
-.tflite files:
+Both variants turn a model into fp32 and fp16 .tflite files:
 
-  raw     what a user runs by hand: `torch.onnx.export(..., dynamo=False, opset_version=17)` in
-          one Python process, then one `onnx2tf -i model.onnx -o outdir` call with its defaults
-          (it writes float32 and float16 .tflite files). Seconds add up; peak memory is the larger
-          of the two steps, since they never run at the same time.
-  bridge  `bridge convert benchmarks/models.py:mobilenet_v2 --target tflite
-          --quantize tflite=fp32,fp16 --out DIR`, which also runs every artifact and checks parity.
+  raw     what a user runs by hand: for a torch source, `torch.onnx.export(..., dynamo=False,
+          opset_version=17)` in one Python process; then one `onnx2tf -i model.onnx -o out
+          -tb flatbuffer_direct` call with its other defaults (it writes float32 and float16 files).
+          An ONNX source goes to onnx2tf alone.
+  bridge  `bridge convert SOURCE --target tflite --quantize tflite=fp32,fp16 --out DIR`, which also
+          runs both files and the source on 8 samples and checks parity.
 
-Every step runs in its own subprocess so its memory can be measured: "peak MB" (MiB) is the maximum
-resident set of the largest process in the step's tree (`/usr/bin/time -v` when present, else the
-rusage that `os.wait4` returns, which covers the child's waited-for descendants too). Processes
-that run at the same time are not added up by that figure, so a second column samples the summed
-RSS of the whole tree every 50 ms from /proc.
+Cases:
+  mobilenet  samples/mobilenet_shapes.py:load, a trained MobileNetV2-class torch model (96x96).
+  resnet50   a ResNet50-class ONNX file (25.6M parameters, 224x224): benchmarks/models.py:resnet50
+             exported once before the pairs, not timed.
 
-Nothing here touches the network: each step runs in a fresh temporary folder holding the sample
-file onnx2tf would otherwise download (`calibration_image_sample_data_20x128x128x3_float32.npy`,
-here seeded random data), and HTTP(S) proxies point at a closed local port so any attempt fails
-instead of downloading.
+Each step runs in its own subprocess. Time is wall seconds over the variant's steps. Memory is the
+peak summed RSS of the step's whole process tree (every child and grandchild: bridge's stage
+children, onnx2tf's onnxsim subprocess), sampled every 50 ms from /proc, the larger over the
+variant's steps (they never overlap); the largest single process (`/usr/bin/time -v`) is kept too.
+Pairs alternate (raw, bridge, raw, bridge, ...) so drifting machine load hits both alike; the
+ratios are of medians.
+
+Nothing here touches the network: HTTP(S) proxies point at a closed local port so any attempt to
+download fails instead.
 """
 
 from __future__ import annotations
@@ -42,24 +45,36 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 MODELS = HERE / "models.py"
-ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 GNU_TIME = Path("/usr/bin/time")
 MB = 1024 * 1024
 
 # Run in a child Python: import the model file by path and export it the way most users do.
 EXPORT_SNIPPET = """
-import importlib.util, sys
+import importlib.util, os, sys
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))  # as `python file.py` would: its folder first
 spec = importlib.util.spec_from_file_location("bench_models", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 model, example = getattr(module, sys.argv[2])()
 torch.onnx.export(model, (example,), sys.argv[3], opset_version=17, dynamo=False)
 """
+
+
+@dataclass(frozen=True)
+class Case:
+    file: Path  # a Python file with `function` returning (torch module, example input)
+    function: str
+    onnx: bool  # the benchmark's source is the ONNX export of it (made once, untimed), not the torch model
+
+
+CASES = {
+    "mobilenet": Case(ROOT / "samples" / "mobilenet_shapes.py", "load", onnx=False),
+    "resnet50": Case(MODELS, "resnet50", onnx=True),
+}
 
 OFFLINE_ENV = {
     # A closed port: a library that tries to download fails at once rather than reaching out.
@@ -90,6 +105,7 @@ class Run:
     variant: str
     steps: list[Step] = field(default_factory=list)
     artifacts: dict[str, int] = field(default_factory=dict)  # file name -> bytes
+    stages: dict[str, float] = field(default_factory=dict)  # bridge: seconds per stage, from its progress lines
 
     @property
     def ok(self) -> bool:
@@ -208,31 +224,54 @@ def tool(name: str) -> str:
 
 
 def fresh_folder(root: Path, name: str) -> Path:
-    """An empty working folder holding the sample data onnx2tf would otherwise download."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
-    rng = np.random.default_rng(0)
-    np.save(folder / ONNX2TF_SAMPLE, rng.uniform(0.0, 1.0, (20, 128, 128, 3)).astype(np.float32))
-    return folder
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
-def run_raw(root: Path, model: str, timeout: float) -> Run:
+def export_once(root: Path, case: Case, timeout: float) -> Path:
+    """The ONNX source of an ONNX case, written before any pair runs."""
+    path = root / f"{case.function}.onnx"
+    if not path.exists():
+        step = measure("export source", [sys.executable, "-c", EXPORT_SNIPPET, str(case.file), case.function,
+                                         str(path)], root, timeout)
+        if step.returncode:
+            raise SystemExit(f"could not export {case.file}:{case.function}:\n{_tail(Path(step.log))}")
+    return path
+
+
+def run_raw(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
     work = fresh_folder(root, "raw")
     run = Run("raw")
-    export = [sys.executable, "-c", EXPORT_SNIPPET, str(MODELS), model, "model.onnx"]
-    run.steps.append(measure("torch.onnx.export", export, work, timeout))
-    if run.ok:
-        run.steps.append(measure("onnx2tf", [tool("onnx2tf"), "-i", "model.onnx", "-o", "out"], work, timeout))
+    model = source
+    if model is None:
+        model = work / "model.onnx"
+        export = [sys.executable, "-c", EXPORT_SNIPPET, str(case.file), case.function, str(model)]
+        run.steps.append(measure("torch.onnx.export", export, work, timeout))
+    if run.ok or not run.steps:
+        onnx2tf = [tool("onnx2tf"), "-i", str(model), "-o", "out", "-tb", "flatbuffer_direct"]
+        run.steps.append(measure("onnx2tf", onnx2tf, work, timeout))
     run.artifacts = artifacts(work / "out")
     return run
 
 
-def run_bridge(root: Path, model: str, timeout: float) -> Run:
+def run_bridge(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
     work = fresh_folder(root, "bridge")
-    cmd = [tool("bridge"), "convert", f"{MODELS}:{model}", "--target", "tflite",
-           "--quantize", "tflite=fp32,fp16", "--out", "out"]
+    src = str(source) if source is not None else f"{case.file}:{case.function}"
+    cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out"]
     run = Run("bridge", [measure("bridge convert", cmd, work, timeout)])
     run.artifacts = artifacts(work / "out")
+    run.stages = stages(Path(run.steps[0].log))
     return run
+
+
+def stages(log: Path) -> dict[str, float]:
+    """bridge's own progress lines ("✓ Converting to tflite (fp32, fp16) (5.1 s)"): seconds per stage,
+    to set the lane's conversion against onnx2tf's alone."""
+    found: dict[str, float] = {}
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    for what, seconds in re.findall(r"✓ (.+?) \(([0-9.]+) s\)\s*$", text, flags=re.MULTILINE):
+        key = re.sub(r" \(.*\)$", "", what)
+        found[key] = found.get(key, 0.0) + float(seconds)
+    return found
 
 
 def artifacts(folder: Path) -> dict[str, int]:
@@ -241,7 +280,6 @@ def artifacts(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*.tflite"))}
 
 
-VARIANTS = {"raw": run_raw, "bridge": run_bridge}
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -266,6 +304,7 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
                                "peak_mb": statistics.median(r.steps[i].peak_mb for r in good)}
                       for i, s in enumerate(good[0].steps)},
             "artifacts": good[-1].artifacts,
+            "stages": {k: statistics.median(r.stages.get(k, 0.0) for r in good) for k in good[0].stages},
         }
     return summary
 
@@ -298,41 +337,48 @@ def print_table(summary: dict[str, dict], ratio: dict[str, float] | None) -> Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (medians are reported)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating raw/bridge pairs per case (medians)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
-                        help="run only these (repeatable; default: raw and bridge)")
-    parser.add_argument("--model", default="mobilenet_v2", help="a function in benchmarks/models.py")
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per step")
     parser.add_argument("--keep", action="store_true", help="keep the working folders and logs")
     args = parser.parse_args()
-    variants = args.variant or ["raw", "bridge"]
 
     root = Path(tempfile.mkdtemp(prefix="bench-tflite-"))
-    runs: list[Run] = []
+    results: dict[str, dict] = {}
+    ok = True
     try:
-        for i in range(args.repeat):
-            for variant in variants:  # interleaved, so drifting machine load hits both alike
-                print(f"[{i + 1}/{args.repeat}] {variant} ...", flush=True)
-                run = VARIANTS[variant](root, args.model, args.timeout)
-                runs.append(run)
-                for step in run.steps:
-                    state = "ok" if step.returncode == 0 else f"FAILED (exit {step.returncode}), log:"
-                    print(f"  {step.name}: {step.seconds:.1f} s, {step.peak_mb:.0f} MB  {state}")
-                    if step.returncode:
-                        print(_tail(Path(step.log)), file=sys.stderr)
-        summary = summarize(runs)
-        ratio = ratios(summary)
-        print_table(summary, ratio)
+        for name in args.case or list(CASES):
+            case = CASES[name]
+            source = export_once(root, case, args.timeout) if case.onnx else None
+            runs: list[Run] = []
+            for i in range(args.pairs):
+                for variant, fn in (("raw", run_raw), ("bridge", run_bridge)):
+                    print(f"[{name} {i + 1}/{args.pairs}] {variant} ...", flush=True)
+                    run = fn(root, case, source, args.timeout)
+                    runs.append(run)
+                    for step in run.steps:
+                        state = "ok" if step.returncode == 0 else f"FAILED (exit {step.returncode}), log:"
+                        tree = f", tree {step.tree_peak_mb:.0f} MB" if step.tree_peak_mb else ""
+                        print(f"  {step.name}: {step.seconds:.1f} s, {step.peak_mb:.0f} MB{tree}  {state}")
+                        if step.returncode:
+                            print(_tail(Path(step.log)), file=sys.stderr)
+            summary = summarize(runs)
+            ratio = ratios(summary)
+            print(f"\n{name}:")
+            print_table(summary, ratio)
+            ok = ok and all(r.ok for r in runs)
+            results[name] = _report(case, args, runs, summary, ratio)
         if args.json:
-            args.json.write_text(json.dumps(_report(args, runs, summary, ratio), indent=2) + "\n")
+            args.json.write_text(json.dumps({"machine": _machine(), "pairs": args.pairs, "cases": results},
+                                            indent=2) + "\n")
             print(f"wrote {args.json}")
     finally:
         if args.keep:
             print(f"working folders kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    return 0 if all(r.ok for r in runs) else 1
+    return 0 if ok else 1
 
 
 def _tail(log: Path, lines: int = 25) -> str:
@@ -340,16 +386,18 @@ def _tail(log: Path, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
-def _report(args: argparse.Namespace, runs: list[Run], summary: dict, ratio: dict | None) -> dict:
+def _machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "meter": "GNU time -v + /proc tree sampling" if GNU_TIME.is_file() else "os.wait4 rusage + /proc"}
+
+
+def _report(case: Case, args: argparse.Namespace, runs: list[Run], summary: dict, ratio: dict | None) -> dict:
     return {
-        "model": f"benchmarks/models.py:{args.model}",
-        "meter": "GNU time -v" if GNU_TIME.is_file() else "os.wait4 rusage",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "repeat": args.repeat,
+        "source": f"{case.file.relative_to(ROOT)}:{case.function}" + (" exported to ONNX" if case.onnx else ""),
         "summary": summary,
         "ratios_bridge_over_raw": ratio,
         "runs": [{"variant": r.variant, "ok": r.ok, "seconds": r.seconds, "peak_mb": r.peak_mb,
-                  "tree_peak_mb": r.tree_peak_mb, "artifacts": r.artifacts,
+                  "tree_peak_mb": r.tree_peak_mb, "artifacts": r.artifacts, "stages": r.stages,
                   "steps": [{k: v for k, v in asdict(s).items() if k != "log"} for s in r.steps]}
                  for r in runs],
     }

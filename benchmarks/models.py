@@ -126,3 +126,50 @@ def mobilenet_v2() -> tuple[nn.Module, torch.Tensor]:
     _settle_batch_norm(model, torch.randn(8, 3, INPUT_SIZE, INPUT_SIZE, generator=generator))
     example = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE, generator=generator)
     return model.eval(), example
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck block (He et al. 2016): 1x1 reduce, 3x3 (strided), 1x1 expand, residual."""
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * 4
+        self.body = nn.Sequential(conv_bn(cin, width, 1, relu6=False), nn.ReLU(),
+                                  conv_bn(width, width, 3, stride, relu6=False), nn.ReLU(),
+                                  conv_bn(width, cout, 1, relu6=False))
+        self.shortcut = conv_bn(cin, cout, 1, stride, relu6=False) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 (25.6M parameters, 1000 classes), torchvision's layer table."""
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(3, 64, 7, 2, relu6=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        cin = 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(blocks):
+                layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                cin = width * 4
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+RESNET_INPUT_SIZE = 224
+
+
+def resnet50() -> tuple[nn.Module, torch.Tensor]:
+    """ResNet-50 with seeded random weights (BatchNorm settled on one batch) and a 224x224 example."""
+    generator = torch.Generator().manual_seed(SEED)
+    model = ResNet50()
+    _init(model, generator)
+    _settle_batch_norm(model, torch.randn(4, 3, RESNET_INPUT_SIZE, RESNET_INPUT_SIZE, generator=generator))
+    example = torch.randn(1, 3, RESNET_INPUT_SIZE, RESNET_INPUT_SIZE, generator=generator)
+    return model.eval(), example

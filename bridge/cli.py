@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from bridge.base.errors import BridgeError, one_line
-from bridge.commands import convert, doctor, inspect, validate
+from bridge.commands import batch, convert, doctor, inspect, validate
 
 app = typer.Typer(
     name="bridge",
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command(name="convert", no_args_is_help=True)(convert.command())
 app.command(name="validate", no_args_is_help=True)(validate.command)
 app.command(name="inspect", no_args_is_help=True)(inspect.command)
+app.command(name="batch", no_args_is_help=True)(batch.command)
 app.command(name="doctor")(doctor.command)
 
 
@@ -71,9 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     # Stage children exit without multiprocessing's cleanup (framework teardown is slow or crashes);
     # the shared resource tracker would then print a harmless "leaked semaphore" warning.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
-    verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
+    args = list(argv if argv is not None else sys.argv[1:])
+    verbose = any(a in ("-v", "--verbose") for a in args)
     try:
-        code = app(args=argv, prog_name="bridge", standalone_mode=False)  # typer.Exit's code, not sys.exit
+        # The command line goes into the report as typed (the context object hands it to commands).
+        code = app(args=args, prog_name="bridge", standalone_mode=False,  # typer.Exit's code, not sys.exit
+                   obj={"command_line": ["bridge", *args]})
     except BridgeError as e:
         _fail(f"bridge: error: {one_line(str(e))}", e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         if type(e).__name__ == "NoArgsIsHelpError":  # `bridge convert` alone: the help, as a usage error
             typer.echo(e.ctx.get_help(), err=True)
             sys.exit(2)
-        _fail(f"bridge: error: {_usage_message(e, argv if argv is not None else sys.argv[1:])}", 2)
+        _fail(f"bridge: error: {_usage_message(e, args)}", 2)
     except Exception as e:  # noqa: BLE001 - last line of defence: no traceback unless asked for
         if _is_pydantic_error(e):
             _fail(f"bridge: error: {_usage_message(e, [])}", 2)

@@ -7,12 +7,15 @@ artifacts with the thresholds they declare. Nothing here names a target.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bridge import environment
 from bridge.base.arrays import Column, Feeds
@@ -22,21 +25,40 @@ from bridge.base.files import scratch, sha256, size
 from bridge.base.lane import ExportRequest, ExportResult, Lane, LaneArtifact, LaneRequest
 from bridge.base.numerics import Ranges
 from bridge.base.samples import CalibrationOptions
-from bridge.base.sources import SourceRef, sniff
+from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
+from bridge.cache import Digests, StageCache, package_digest
+from bridge.executors import Executor, GiB, Inline, Needs
 from bridge.lanes import lanes
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
-from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed
+from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import STAGED, OutputFolder
+from bridge.publish import STAGED, OutputFolder, check_report_destination
+from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
-from bridge.stages import Fault, Limits, Stage, run_stage
+from bridge.reporters.junit import JUnitReporter
+from bridge.stages import Fault, Limits, Outcome, Stage
 
-EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
+# The export records the files it reads: for a Python entrypoint they are known only once it ran,
+# and the stage cache keys on their content (`bridge.cache`).
+EXPORT = Stage("export", "bridge.converters.onnx.export:export_source", records_reads=True)
 RANGES = Stage("activation-ranges", "bridge.converters.onnx.ranges:measure")
 HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
+
+# What a stage is expected to peak at, for the executors that run several at once (`--jobs`, Ray):
+# the frameworks it imports, plus a multiple of the model's bytes (the source file before the
+# export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
+# model from starting together on a machine that holds one.
+MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "convert": (2 * GiB, 8.0),
+          "runtime": (GiB // 2, 3.0)}
+
+
+def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
+    base, per_byte = MEMORY[kind]
+    memory = int(base + per_byte * model_bytes)
+    return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class ConvertOptions:
     max_memory: int | None = None
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
+    junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -64,11 +87,34 @@ class ConvertOptions:
             parse_threshold(t)
 
 
-def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
-            faults: Sequence[Fault] = ()) -> Report:
-    """Convert `source` to every requested target and mode; returns the report (also written as
-    `report.json` in the output folder). Raises `UsageError` for bad usage before converting.
-    `faults` is for the crash tests only."""
+@dataclass
+class Plan:
+    """A conversion checked and ready: everything `bridge convert` refuses is refused by `plan`,
+    before any stage runs (`bridge batch` plans every model before it runs any)."""
+
+    source: str
+    ref: SourceRef
+    routes: list[Route]
+    per_lane: dict[str, object]
+    thresholds: list
+    options: ConvertOptions
+    request: ExportRequest
+    limits: Limits
+    out: OutputFolder
+    destinations: list[str]
+    inputs: list[Path | None]
+
+    def check_destinations(self) -> None:
+        """Once `out` is locked: nothing the run writes may be a user's file or an input."""
+        self.out.check_destinations(self.destinations, self.inputs)
+        junit = self.options.junit
+        if junit:
+            check_report_destination(Path(junit), self.inputs, "--junit")
+            if self.out.writes(Path(junit)):
+                raise UsageError(f"--junit {junit}: bridge writes its report and artifacts there; choose another path")
+
+
+def plan(source: str, options: ConvertOptions = ConvertOptions(), *, faults: Sequence[Fault] = ()) -> Plan:
     ref = sniff(source)
     if ref.path is not None and any(lane.recognize(ref.path) for lane in lanes().values()
                                     if lane.recognize and not lane.in_process):
@@ -85,17 +131,42 @@ def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: P
                     faults=tuple(faults))
     out = OutputFolder(Path(options.out) if options.out else Path("bridge-out") / ref.name,
                        frozenset(lane.suffix for lane in lanes().values()), hook=limits.hit)
-    with out:
-        out.check_destinations([f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)],
-                               [ref.path, *(Path(p) for p in (calibration.path, calibration.parity_path) if p)])
-        work = scratch(out.path)
-        try:
-            run = _Run(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options,
-                       work, limits, progress or Progress())
-            report = run.execute(replace(request, hub_path=str(work / f"{ref.name}.onnx")))
-            out.publish(report, work / STAGED)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    return Plan(source, ref, routes, per_lane, [parse_threshold(t) for t in options.thresholds], options, request,
+                limits, out, [f for r in routes for f in lanes()[r.target].files(ref.name, r.mode)],
+                [ref.path, *(Path(p) for p in (calibration.path, calibration.parity_path) if p)])
+
+
+def convert(source: str, options: ConvertOptions = ConvertOptions(), progress: Progress | None = None, *,
+            faults: Sequence[Fault] = (), command_line: Sequence[str] | None = None,
+            cache: StageCache | None = None, executor: Executor | None = None) -> Report:
+    """Convert `source` to every requested target and mode; returns the report (also written as
+    `report.json` and `report.html` in the output folder). Raises `UsageError` for bad usage before
+    converting. `command_line` is recorded in the report (the CLI passes its argv); `cache` reuses
+    stages whose inputs are unchanged (`bridge.cache`); `executor` decides where stages run
+    (`bridge.executors`; default: one after another here); `faults` is for the crash tests only."""
+    planned = plan(source, options, faults=faults)
+    with planned.out:
+        planned.check_destinations()
+        return run(planned, progress, command_line=command_line, cache=cache, executor=executor)
+
+
+def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequence[str] | None = None,
+        cache: StageCache | None = None, executor: Executor | None = None) -> Report:
+    """Run a plan whose output folder is locked and checked; publish the result."""
+    report = Report(command="convert", source={"path": planned.source}, command_line=list(command_line or ()) or None)
+    work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
+    try:
+        conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
+                          planned.options, work, planned.limits, progress or Progress(), executor or Inline(), cache)
+        hub = work / "export" / f"{planned.ref.name}.onnx"
+        conversion.execute(report, replace(planned.request, hub_path=str(hub)))
+        report.finish()
+        planned.out.publish(report, work / STAGED)
+        if planned.options.junit:
+            JUnitReporter().write(report.to_json(), Path(planned.options.junit))
+            report.written["junit"] = Path(planned.options.junit)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -110,37 +181,136 @@ class _Run:
     work: Path
     limits: Limits
     progress: Progress
+    executor: Executor
+    cache: StageCache | None = None
     exported: ExportResult | None = None
     outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
+    stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
+    digests: Digests = field(default_factory=Digests)
+    export_key: str | None = None
+    _folders: itertools.count = field(default_factory=itertools.count)
 
-    def execute(self, request: ExportRequest) -> Report:
-        report = Report(source={"path": self.source, "format": str(self.ref.format)},
-                        environment=environment.describe(self.options))
-        with self.progress.step(f"Exporting {self.ref.name} to ONNX"):
-            try:
-                self.exported = run_stage(EXPORT, request, limits=self.limits)
-            except ConversionError as e:  # nothing can be converted: every planned artifact carries the error
-                error = ErrorRecord.of(e, "export")
-                report.artifacts = [ArtifactRecord(r.target, r.mode, error=error,
-                                                   parity=not_executed("the source could not be exported"))
-                                    for r in self.routes]
-                return report
+    def execute(self, report: Report, request: ExportRequest) -> Report:
+        report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
+        report.environment = environment.describe(self.options)
+        report.stage_runs = self.stage_runs
+        try:
+            self.exported = self._export(request)
+        except ConversionError as e:  # nothing can be converted: every planned artifact carries the error
+            error = ErrorRecord.of(e, "export")
+            report.artifacts = [ArtifactRecord(r.target, r.mode, error=error,
+                                               parity=not_executed("the source could not be exported"))
+                                for r in self.routes]
+            return report
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
-        hub_sha = sha256(Path(self.exported.hub_path))
-        with self.progress.step("Running the ONNX hub on onnxruntime"):
-            hub = self._runtime(HUB_RUNNER, self.exported.hub_path, hub_sha, None, "onnx-runtime", blocks=())
+        self.hub_sha = self.digests.of(self.exported.hub_path)
+        hub = self._runtime(HUB_RUNNER, self.exported.hub_path, self.hub_sha, None, "onnx-runtime", blocks=(),
+                            label="Running the ONNX hub on onnxruntime")
         if isinstance(hub, BridgeError):  # the lanes still convert; stage metrics need the hub's outputs
             report.warnings.append(f"the ONNX hub could not run on onnxruntime: {hub}")
         self.hub_outputs = None if isinstance(hub, BridgeError) else hub[1]
-        self.hub_sha = hub_sha
+        report.hub = {"route": list(self.exported.route), "opset": self.exported.opset,
+                      "runtime": None if self.hub_outputs is None else hub[0],
+                      "outputs": None if self.hub_outputs is None
+                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names),
+                      "folding": self.exported.folding}
         ranges = self._numerics(report)
-        for target in dict.fromkeys(r.target for r in self.routes):
-            modes = tuple(r.mode for r in self.routes if r.target == target)
-            report.artifacts += self._lane(lanes()[target], modes, ranges)
+        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
+                for t in dict.fromkeys(r.target for r in self.routes)]
+        if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side; the report keeps their order
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
+        else:
+            done = [self._lane(*job, ranges) for job in jobs]
+        for records in done:
+            report.artifacts += records
         return report
+
+    # --- stages, through the executor and the cache ----------------------------------------------------
+
+    def _call(self, label: str, stage: Stage, args: tuple, kwargs: dict, *, parts: Mapping[str, Any] | None,
+              root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True) -> Any:
+        """Run one stage (or take it from the cache: same key, same result) and return its result
+        or raise its error. `root` is the fresh folder the stage writes in; `keep` says whether a
+        finished outcome may be cached."""
+        root.mkdir(parents=True, exist_ok=True)
+        key = self.cache.key(stage, parts) if self.cache is not None and parts is not None else None
+        if key is not None:
+            hit = self.cache.get(key, root)
+            if hit is not None:
+                self._learn(key, root)
+                self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
+                self.progress.reused(label)
+                return hit.unwrap()
+        outcome = self._submit(label, stage, args, kwargs, need)
+        if key is not None and keep(outcome):
+            self.cache.put(key, outcome, root)
+        return outcome.unwrap()
+
+    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
+        start = time.perf_counter()
+        with self.progress.step(label):
+            outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+        self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
+                                "seconds": round(time.perf_counter() - start, 3)})
+        return outcome
+
+    def _learn(self, key: str, root: Path) -> None:
+        for rel, digest in self.cache.files_of(key).items():
+            self.digests.learn(root / rel, digest)
+
+    def _export(self, request: ExportRequest) -> ExportResult:
+        """The export, keyed in two steps (`bridge.cache`): what is known up front, then the files
+        earlier runs of it read, hashed now."""
+        root = Path(request.hub_path).parent
+        label = f"Exporting {self.ref.name} to ONNX"
+        need = needs("export", _bytes(self.ref.path), self.limits)
+        if self.cache is None:
+            return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
+        root.mkdir(parents=True, exist_ok=True)
+        prekey = self.cache.key(EXPORT, self._export_parts(request))
+        for paths in self.cache.variants(prekey):
+            reads = [(p, read_digest(p)) for p in paths]
+            if any(d == ABSENT for _, d in reads):
+                continue
+            key = self.cache.with_reads(prekey, reads)
+            hit = self.cache.get(key, root)
+            if hit is not None:
+                self._learn(key, root)
+                self.export_key = key
+                self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
+                self.progress.reused(label)
+                return hit.unwrap()
+        outcome = self._submit(label, EXPORT, (request,), {}, need)
+        if outcome.error is None and outcome.reads is not None:  # the export's errors are not kept: see below
+            work = str(self.work) + os.sep
+            reads = [(p, d) for p, d in outcome.reads if not p.startswith(work)]
+            self.export_key = self.cache.with_reads(prekey, reads)
+            self.cache.put(self.export_key, outcome, root)
+            self.cache.remember(prekey, [p for p, _ in reads])
+        # An export that failed is run again next time: its errors are the user's code's and files',
+        # often fixed outside anything the key sees (a missing package installed, a file permission).
+        return outcome.unwrap()
+
+    def _export_parts(self, request: ExportRequest) -> dict:
+        ref = request.source
+        calibration = request.calibration
+        return {
+            # the work folder is new each run; the hub's file name is the model's
+            "request": replace(request, source=replace(ref, text=""), hub_path=Path(request.hub_path).name,
+                               data_dir=None, calibration=replace(calibration, path=None, parity_path=None)),
+            "source": self.digests.of(ref.path) if ref.path is not None else None,
+            "calibration": [(os.path.abspath(p), self.digests.of(p)) if p else None
+                            for p in (calibration.path, calibration.parity_path)],
+            "cwd": os.getcwd() if ref.format is Format.PYTHON and ref.path is None else None,  # module entrypoints
+        }
+
+    def _hub_parts(self) -> dict:
+        hub = self.exported.hub_path
+        return {"hub": self.digests.of(hub), "hub_data": self.digests.of(f"{hub}.data")}
 
     @property
     def names(self) -> list[str]:
@@ -155,14 +325,13 @@ class _Run:
             "outputs": [s.to_json() for s in ex.outputs],
             "shapes": "dynamic" if any(s.dynamic for s in ex.inputs) else "static",
             "params": ex.params,
-            "onnx_opset": ex.opset,
-            "hub": ex.hub,
         })
         report.warnings += ex.warnings
-        if not any(r.spec.calibrated for r in self.routes):
+        report.samples["parity"] = ex.parity_origin.to_json()
+        if any(r.spec.calibrated for r in self.routes):
+            report.samples["calibration"] = ex.calibration_origin.to_json()
+        else:
             report.warnings = [w for w in report.warnings if "--calibration" not in w]
-        report.environment["calibration"] = ex.calibration_origin
-        report.source["parity_inputs"] = ex.parity_origin
         self.floor = noise_floor(ex.source_outputs, ex.nudged_outputs, self.names)
         if self.floor:
             report.source["noise_floor"] = floor_json(self.floor)
@@ -182,15 +351,24 @@ class _Run:
         calibrated = any(r.spec.needs_ranges for r in self.routes)
         if not (fp16 or calibrated) or self.hub_outputs is None:
             return None
-        with self.progress.step("Measuring activations" + (" for fp16" if fp16 else "")):
-            try:
-                ranges: Ranges = run_stage(RANGES, self.exported.hub_path, self.exported.feeds,
-                                           self.exported.calibration, self.exported.node_names, fp16=bool(fp16),
-                                           calibrated=calibrated, limits=self.limits)
-            except BridgeError as e:
-                report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
-                return e
-        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes) for r in fp16]
+        ex = self.exported
+        # Synthetic calibration samples tell the fp16 check nothing the parity samples do not:
+        # they are measured only when a route calibrates on them (on ResNet50: 40 samples -> 8).
+        samples = ex.calibration if calibrated or ex.calibration_origin.origin == "user" else ()
+        parts = {**self._hub_parts(), "feeds": self.digests.of(ex.feeds.folder),
+                 "calibration": self.digests.of(ex.calibration.folder) if samples else None,
+                 "node_names": ex.node_names, "fp16": bool(fp16), "calibrated": calibrated}
+        try:
+            ranges: Ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
+                                        (ex.hub_path, ex.feeds, samples, ex.node_names),
+                                        {"fp16": bool(fp16), "calibrated": calibrated}, parts=parts,
+                                        root=self.work / "ranges", need=needs("runtime", _bytes(ex.hub_path),
+                                                                              self.limits))
+        except BridgeError as e:
+            report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
+            return e
+        artifacts = [FP16Artifact(str(r), r.spec.clamps_fp16_constants, lanes()[r.target].notes,
+                                  r.spec.keeps_fp16_constants) for r in fp16]
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 
@@ -213,15 +391,34 @@ class _Run:
 
                 arts: list[LaneArtifact] = call(converter, req)
             else:
-                with self.progress.step(f"Converting to {lane.name} ({', '.join(modes)})"):
-                    stage = Stage(f"{lane.name}-convert", "bridge.lanes:preflight_then_convert",
-                                  () if variant else lane.convert_blocks)
-                    arts = run_stage(stage, lane.name, None if variant else lane.preflight, converter, req,
-                                     limits=self.limits)
+                stage = Stage(f"{lane.name}-convert", "bridge.lanes:preflight_then_convert",
+                              () if variant else lane.convert_blocks)
+                preflight = None if variant else lane.preflight
+                arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
+                                  (lane.name, preflight, converter, req), {},
+                                  parts=self._lane_parts(lane, converter, preflight, variant, req),
+                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits),
+                                  keep=lambda o: o.error is not None or not any(a.error for a in o.result))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
         return [self._finish(lane, a) for a in arts]
+
+    def _lane_parts(self, lane: Lane, converter: str, preflight: str | None, variant: bool,
+                    req: LaneRequest) -> dict | None:
+        """A lane reads the hub and the calibration samples (by content), its options, and the
+        source only on a route that reloads it (then the export's key stands for the source; with
+        none, the lane is not cached)."""
+        reads_source = variant or not converter.startswith("bridge.")
+        if reads_source and self.export_key is None:
+            return None
+        return {
+            "lane": lane.name, "converter": converter, "preflight": preflight, **self._hub_parts(),
+            "code": None if converter.startswith("bridge.") else package_digest(converter),
+            "request": replace(req, hub_path="", workdir="", calibration=self.digests.of(req.calibration.folder),
+                               source=None),
+            "source": self.export_key if reads_source else None,
+        }
 
     def _finish(self, lane: Lane, art: LaneArtifact) -> ArtifactRecord:
         rec = ArtifactRecord(target=lane.name, quantization=art.mode, route=list(art.route), seconds=art.seconds,
@@ -247,33 +444,38 @@ class _Run:
         spec = lane.mode(art.mode)
         thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
         is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
-        with self.progress.step(f"Checking parity of {dest.name}"):
-            result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
-                                   blocks=lane.runtime_blocks)
+        start = time.perf_counter()
+        result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
+                               blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
+                               data=rec.details.get("external_data", {}).get("sha256"))
         if isinstance(result, BridgeError):
-            return runtime_failed(rec, result)
+            runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
+            return rec
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
+        # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
         rec.parity = judge(actual=outputs, source=ex.source_outputs,
                            onnx=self.hub_outputs if from_hub and not is_hub else None, names=self.names,
-                           thresholds=thresholds, runtime=runtime,
-                           calibration=ex.calibration_origin if spec.calibrated else None, sizes=self._sizes(),
-                           floor=self.floor)
-        if is_hub:  # the hub itself: its parity is the source->onnx stage
-            rec.parity.stages = {"source->onnx": rec.parity.outputs}
+                           thresholds=thresholds, runtime=runtime, inputs=ex.parity_origin.origin,
+                           calibration=ex.calibration_origin.origin if spec.calibrated else None,
+                           sizes=self._sizes(), floor=self.floor)
+        rec.parity.seconds = time.perf_counter() - start
         return rec
 
-    def _runtime(self, runner: str, path: str, digest: str, io, stage: str,
-                 blocks: tuple[str, ...]) -> tuple[str, Feeds] | BridgeError:
+    def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
+                 label: str, data: str | None = None) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run."""
         key = (runner, digest, io)
         if key not in self.outputs:
+            feeds = self.exported.feeds
+            root = self.work / "runs" / f"outputs-{next(self._folders)}"
+            parts = {"runner": runner, "artifact": digest, "artifact_data": data, "io": io,
+                     "feeds": self.digests.of(feeds.folder)}
             try:
-                self.outputs[key] = run_stage(Stage(stage, "bridge.validators.runners:run_samples", blocks), runner,
-                                              path, self.exported.feeds, io,
-                                              str(self.work / "data" / f"outputs-{len(self.outputs)}"),
-                                              limits=self.limits)
+                self.outputs[key] = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
+                                               (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
+                                               need=needs("runtime", _bytes(path), self.limits))
             except BridgeError as e:
                 self.outputs[key] = e
         return self.outputs[key]
@@ -282,3 +484,13 @@ class _Run:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]
                 for s in self.exported.inputs for a in s.dynamic}
 
+
+def _bytes(path) -> int:
+    """A model's size on disk (0 for an entrypoint's module: its weights are found by running it)."""
+    if path is None:
+        return 0
+    p = Path(path)
+    try:
+        return size(p) if p.exists() and (p.is_dir() or p.suffix != ".py") else 0
+    except OSError:
+        return 0

@@ -24,4 +24,4 @@ def versions() -> dict[str, str | None]:
 def describe(options) -> dict:
     opts = asdict(options) if is_dataclass(options) else dict(options)
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions(),
-            "options": opts, "seeds": {"parity": opts.get("seed", 0), "calibration": opts.get("seed", 0) + 1}}
+            "options": opts}

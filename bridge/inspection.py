@@ -30,23 +30,35 @@ def lane_support(onnx_path: str, node_names: dict[str, str], limits: Limits) -> 
                               "reason": f"{', '.join(missing_backends)} not installed; pip install "
                                         f"\"bridge-convert[{lane.extra}]\""}
             continue
-        if lane.preflight is None:
+        preflight = lane.inspect_preflight or lane.preflight
+        if preflight is None:
             out[lane.name] = {"supported": True, "unsupported_ops": []}
             continue
         stage = Stage(f"{lane.name}-preflight", "bridge.lanes:call", lane.convert_blocks)
         try:
-            missing = run_stage(stage, lane.preflight, onnx_path, node_names, lane.make_options(), limits=limits)
+            missing = run_stage(stage, preflight, onnx_path, node_names, lane.make_options(), limits=limits)
         except BridgeError as e:
             out[lane.name] = {"supported": False, "unsupported_ops": [], "reason": str(e)}
             continue
-        nodes: dict[str, list[str]] = {}
-        for u in missing:  # one op type may be refused for several reasons (attribute values)
-            nodes.setdefault(u.op_type, []).extend(u.nodes)
-        out[lane.name] = {"supported": not missing, "unsupported_ops": sorted(nodes)}
+        out[lane.name] = {"supported": not missing, "unsupported_ops": list(dict.fromkeys(u.op_type for u in missing))}
         if missing:
-            out[lane.name]["nodes"] = nodes
-            out[lane.name]["refused"] = [u.to_json() for u in missing]  # each record: op, nodes, reason
+            out[lane.name].update(refusals(missing))
     return out
+
+
+def refusals(missing) -> dict[str, dict[str, object]]:
+    """`nodes` (op type -> its refused nodes) and `reasons` (op type -> why), the one shape every
+    lane's refusals take in `bridge inspect --json`. One op type may be refused for several reasons
+    (attribute values): then each reason names its nodes, so no node loses its reason."""
+    nodes: dict[str, list[str]] = {}
+    reasons: dict[str, list] = {}
+    for u in missing:
+        nodes.setdefault(u.op_type, []).extend(u.nodes)
+        if u.reason:
+            reasons.setdefault(u.op_type, []).append(u)
+    said = {op: "; ".join(us[0].reason if len(us) == 1 else f"{u.reason} ({', '.join(u.nodes)})" for u in us)
+            for op, us in reasons.items()}
+    return {"nodes": nodes, "reasons": said}
 
 
 def describe_onnx(path: str) -> dict:

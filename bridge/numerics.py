@@ -29,26 +29,30 @@ class FP16Artifact:
     name: str  # "tflite/fp16"
     clamps_constants: bool = False  # stores float constants in float16, clamped to +-65504
     notes: Mapping[str, str] = field(default_factory=dict)  # its lane's notes ("fp16-activations", ...)
+    keeps_constants: bool = False  # keeps the constants float16 cannot hold in float32
 
 
 def overflow_warning(found: Sequence[Overflow], artifacts: Sequence[FP16Artifact]) -> str:
     """One warning: which tensors overflow (the first few), by how much, and which artifacts."""
     notes = _notes(artifacts, "fp16-activations")
     return (f"fp16 overflow: {len(found)} tensor(s) exceed {FP16_MAX:.0f} (the float16 maximum) in magnitude "
-            f"on the parity and calibration samples, and become Inf wherever they are computed in float16: "
+            f"on the parity samples (and the calibration data, when given), and become Inf wherever they are "
+            f"computed in float16: "
             f"{_listed(map(str, found), len(found))}. Affected: {', '.join(a.name for a in artifacts)}"
             f"{f' ({notes})' if notes else ''}; use fp32 for these or rescale the model")
 
 
 def constant_warning(found: Sequence[Constant], artifacts: Sequence[FP16Artifact]) -> str | None:
     """One warning, or None when no artifact is hurt. A constant beyond +-65504 hurts only the
-    artifacts whose mode stores float constants in float16 (TFLite's fp16 files, on CPU as on GPU),
-    while other lanes say why theirs are safe (coremltools computes any op reading such a constant in
-    fp32: its FP16ComputePrecision pass; only magnitudes from 1e38, masks' stand-ins for Inf, become
-    Inf on purpose). A value that rounds to zero is zero in every fp16 artifact."""
+    artifacts whose mode stores float constants in float16, clamped, while other lanes say why theirs
+    are safe (coremltools computes any op reading such a constant in fp32: its FP16ComputePrecision
+    pass; only magnitudes from 1e38, masks' stand-ins for Inf, become Inf on purpose; TFLite's fp16
+    files keep such constants in float32). A value that rounds to zero is zero in every fp16 artifact
+    but those whose mode keeps such constants in float32."""
     big = [c for c in found if c.overflows]
     clamping = [a for a in artifacts if a.clamps_constants]
     tiny = [c for c in found if c.vanishes]
+    rounding = [a for a in artifacts if not a.keeps_constants]
     others = _notes([a for a in artifacts if not a.clamps_constants], "fp16-constants")
     parts = []
     if big and clamping:
@@ -56,11 +60,11 @@ def constant_warning(found: Sequence[Constant], artifacts: Sequence[FP16Artifact
                      f"{_notes(clamping, 'fp16-constants')}{f' ({others})' if others else ''}: "
                      f"{_listed((f'{c}: max |x| {c.max_abs:.4g}' for c in big), len(big))}. "
                      f"Affected: {', '.join(a.name for a in clamping)}; rescale the model or use fp32 for these")
-    if tiny:
+    if tiny and rounding:
         parts.append(f"{len(tiny)} single-valued float constant(s) are at or below 2**-25 (half the smallest "
                      "float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a division "
                      f"or square root from 0: {_listed((f'{c}: |x| {c.max_abs:.4g}' for c in tiny), len(tiny))}. "
-                     f"Affected: {', '.join(a.name for a in artifacts)}")
+                     f"Affected: {', '.join(a.name for a in rounding)}")
     return "fp16 constants: " + "; besides, ".join(parts) if parts else None
 
 

@@ -1,13 +1,15 @@
 """Checks every run option's value before anything runs, for the CLI and the Python API alike.
 
 A value that cannot work (a timeout of NaN, a negative seed, a std of 0) is bad usage: exit 2 in
-milliseconds, never exit 1 or 3 after minutes of export. The CLI parses text into these values
-(`bridge.commands.parsing`); the checks live with the options so library callers get them too.
+milliseconds, never exit 1 or 3 after minutes of export. Option text becomes these values here too
+(`floats`, `size`, `memory`): the CLI and `bridge batch`'s matrix file read the same spellings;
+the checks live with the options so library callers get them too.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from bridge.base.errors import UsageError
 
@@ -45,3 +47,39 @@ def check_normalization(mean: tuple[float, ...], std: tuple[float, ...], resize:
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# --- option text -> values ----------------------------------------------------------------------
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def floats(text: str | None, flag: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{flag} {text!r}: every value must be a finite number")
+    return values
+
+
+def size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise UsageError(f"--resize {text!r}: expected HEIGHTxWIDTH, e.g. 224x224")
+    return int(m.group(1)), int(m.group(2))
+
+
+def memory(text: str | None, flag: str = "--max-memory") -> int | None:
+    """`8G`, `512M`, `512MiB`, `2048` (bytes)."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise UsageError(f"{flag} {text!r}: expected a size such as 4G or 512M")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])

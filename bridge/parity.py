@@ -49,34 +49,38 @@ def floor_json(floor: dict[str, Metrics]) -> dict[str, dict]:
 
 
 def judge(*, actual: Sequence[Feed], source: Sequence[Feed], onnx: Sequence[Feed] | None, names: list[str],
-          thresholds: dict[str, Thresholds], runtime: str, calibration: str | None,
+          thresholds: dict[str, Thresholds], runtime: str, inputs: str | None, calibration: str | None,
           sizes: dict[str, list[int]], floor: dict[str, Metrics] | None = None) -> Parity:
-    """Compare `actual` with the source; with `onnx` (the hub's outputs) also per stage; with the
-    source's noise floor, say when a failure is within reach of the source's own sensitivity."""
+    """Compare `actual` with the source; with `onnx` (the hub's outputs) also the onnx->target
+    stage (the source->onnx stage is the same for every artifact: the report holds it once, as
+    `hub`). `inputs` and `calibration` say where the samples came from. With the source's noise
+    floor, say when a failure is within reach of the source's own sensitivity."""
     result = compare(columns(actual, names), columns(source, names), thresholds)
     floor = floor or {}
     stages = {}
     if onnx is not None:
-        stages[HUB_STAGE] = stage_metrics(onnx, source, names)
         stages[TARGET_STAGE] = stage_metrics(actual, onnx, names)
-    reason = ""
+    reason, culprit = "", None
     if not result.passed:
         reason = result.reason()
         if any(m.reference_nonfinite for m in result.outputs.values()):
             # No stage introduced it: the reference is undefined there, so no artifact can pass.
             reason += " (the source itself yields NaN/Inf on the parity samples: fix the model or its inputs)"
         elif onnx is not None:
-            reason += f" (error introduced at {_culprit(onnx, source, names)})"
+            culprit = _culprit(onnx, source, names)
+            reason += f" (error introduced at {culprit})"
         reason += _ill_conditioned(result.outputs, result.reasons, floor)
     return Parity(
         status="passed" if result.passed else "failed",
         reason=reason,
         runtime=runtime,
         samples=len(actual),
+        inputs=inputs,
         calibration=calibration,
         thresholds={n: t.to_json() for n, t in thresholds.items()},
-        outputs={n: _with_floor(m.to_json(), floor.get(n)) for n, m in result.outputs.items()},
+        outputs={n: _with_floor(m.to_json(histogram=True), floor.get(n)) for n, m in result.outputs.items()},
         stages=stages,
+        introduced_at=culprit,
         sizes=sizes,
     )
 

@@ -15,3 +15,20 @@ class Progress:
 
     def note(self, text: str) -> None:
         pass
+
+    def reused(self, text: str) -> None:
+        """A step the stage cache answered without running it."""
+
+
+class BatchProgress:
+    """`bridge batch`: one `Progress` per model, told when each model starts and ends (from the
+    models' threads). Silent by default; the CLI draws one live line per model."""
+
+    def model(self, name: str) -> Progress:
+        return Progress()
+
+    def started(self, name: str) -> None:
+        pass
+
+    def finished(self, name: str, result) -> None:
+        pass

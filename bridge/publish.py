@@ -8,7 +8,10 @@ Promises, each tested (tests/e2e/hostile/):
   matching sha256 (folders included), and none may be an input of the run.
 - A run that fails (exit 1 or 3) or is killed leaves the previous output whole. A failed run's
   files and report go to `<out>/.bridge-failed/` instead, which the message names.
-- `report.json` always describes exactly the files beside it.
+- `report.json` always describes exactly the files beside it; `report.html` is the same report as
+  a page, written just before it.
+- `--junit` and validate's `--report`/`--html` may replace only a file an earlier run wrote in that
+  format, never an input or anything else.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from pathlib import Path
 from bridge.base.errors import UsageError
 from bridge.base.files import alive, place, remove, sha256, sweep, write_atomic
 from bridge.report import Report
+from bridge.reporters import html, junit
 from bridge.reporters.json import JsonReporter
+from bridge.reporters.json import read as read_report
 
 STAGED = "shipped"  # in the work folder: finished artifacts wait here until `publish`
 FAILED = ".bridge-failed"  # a failed run's artifacts and report, inside --out
 REPORT = "report.json"
+PAGE = "report.html"  # the same report for people, beside report.json
 JOURNAL = ".bridge-publish.json"  # what a publish in progress may replace and brings in
 
 
@@ -82,6 +88,17 @@ class OutputFolder:
             if os.path.lexists(dest) and name not in owned:
                 raise UsageError(f"{dest} exists and no earlier bridge report in {self.path} lists it with this "
                                  "content; move it away or choose another --out")
+        for name, ours, what in ((REPORT, _is_report, "a bridge report"), (PAGE, html.is_page, "a bridge page")):
+            dest = self.path / name
+            if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_file() or not ours(dest)):
+                raise UsageError(f"{dest} exists and is not {what}; move it away or choose another --out")
+
+    def writes(self, path: Path) -> bool:
+        """Whether `path` is one this run may write in `--out` (its report, page or an artifact name):
+        another output (`--junit`) must not land on it."""
+        folder = path.parent.resolve() if path.parent.exists() else None
+        return folder in (self.path.resolve(), (self.path / FAILED).resolve()) and (
+            path.name in (REPORT, PAGE, JOURNAL) or Path(path.name).suffix in self.suffixes | {".data"})
 
     def publish(self, report: Report, staged: Path) -> None:
         """Swap the previous run's output for this run's when every artifact passed; otherwise put
@@ -107,6 +124,7 @@ class OutputFolder:
         the new report is written last."""
         folder.mkdir(exist_ok=True)
         path = folder / REPORT
+        page = html.render(report.to_json())  # before anything moves: a rendering failure changes nothing
         previous = self._owned(folder)
         incoming = {name: digest for a in report.artifacts if a.path for name, digest in _files(a.to_json())}
         shipped = list(incoming)
@@ -117,10 +135,13 @@ class OutputFolder:
             "incoming": [{"path": n, "sha256": d} for n, d in incoming.items()],
         }).encode())
         path.unlink(missing_ok=True)
+        (folder / PAGE).unlink(missing_ok=True)
         for name in shipped:  # an ONNX file's external data goes in before the file that points at it
             place(staged / name, folder / name, self.hook)
         for name in sorted(previous - set(shipped)):
             remove(folder / name)
+        write_atomic(folder / PAGE, page)
+        report.written["page"] = folder / PAGE
         JsonReporter().write(report, path)
         journal.unlink()
 
@@ -129,6 +150,8 @@ class OutputFolder:
             remove(folder / name)
         if _is_report(folder / REPORT):
             (folder / REPORT).unlink()
+        if html.is_page(folder / PAGE):
+            (folder / PAGE).unlink()
         (folder / JOURNAL).unlink(missing_ok=True)
         if not any(folder.iterdir()):
             folder.rmdir()
@@ -169,23 +192,43 @@ def _files(artifact: dict) -> list[tuple[str, str]]:
 
 
 def _is_report(path: Path) -> bool:
+    """Any version's: a report of a version this bridge cannot read is still bridge's to replace."""
     try:
         return str(json.loads(path.read_text())["schema"]).startswith("bridge.report/")
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def check_report_destination(path: Path, inputs: list[Path]) -> None:
-    """`--report PATH` may replace only an earlier bridge report, never an input or a user's file."""
+# What each report option writes, and how an earlier run's file of that kind is recognized.
+KINDS = {"--report": (_is_report, "a bridge report"), "--html": (html.is_page, "a bridge page"),
+         "--junit": (junit.is_junit, "a bridge JUnit file")}
+
+
+def check_report_destination(path: Path, inputs: list[Path], flag: str = "--report") -> None:
+    """`--report`, `--html` or `--junit PATH` may replace only a file an earlier bridge run wrote
+    in that format, never an input or a user's file."""
+    ours, what = KINDS[flag]
     if path.is_dir():
-        raise UsageError(f"--report {path}: is a folder")
+        raise UsageError(f"{flag} {path}: is a folder")
     if not os.path.lexists(path):
         return
     for p in inputs:
         if p is not None and (_same(path, p) or (p.is_dir() and _inside(path, p))):
-            raise UsageError(f"--report {path} is an input of this run ({p}); bridge never writes over its inputs")
-    if path.is_symlink() or not _is_report(path):
-        raise UsageError(f"--report {path}: exists and is not a bridge report; move it away or choose another path")
+            raise UsageError(f"{flag} {path} is an input of this run ({p}); bridge never writes over its inputs")
+    if path.is_symlink() or not path.is_file() or not ours(path):
+        raise UsageError(f"{flag} {path}: exists and is not {what}; move it away or choose another path")
+
+
+def check_distinct(paths: dict[str, str | None]) -> None:
+    """Two report options naming one file would overwrite each other."""
+    seen: dict[str, str] = {}
+    for flag, p in paths.items():
+        if not p:
+            continue
+        key = os.path.abspath(p)
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {flag} name the same file {p}")
+        seen[key] = flag
 
 
 def owned_artifacts(path: Path, suffixes: frozenset[str]) -> set[str]:
@@ -194,8 +237,8 @@ def owned_artifacts(path: Path, suffixes: frozenset[str]) -> set[str]:
     (it names the user's own files), names with a folder in them, other suffixes, files changed
     since."""
     try:
-        old = json.loads(path.read_text())
-        if "targets" not in old["environment"]["options"]:  # only convert reports have targets
+        old = read_report(path)  # version 1 reports of earlier runs too
+        if old["command"] != "convert":
             return set()
         found = set()
         for a in old["artifacts"]:

@@ -55,6 +55,7 @@ class Stage:
     name: str
     function: str
     blocked_imports: tuple[str, ...] = ()
+    records_reads: bool = False  # list every file it read (the stage cache keys on their content)
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,54 @@ class Limits:
             fault.hit(point)
 
 
+@dataclass
+class Outcome:
+    """What a stage ended with: its result, or the error it raised; and, for a stage that
+    `records_reads`, the files it read with their sha256 when it ended."""
+
+    result: Any = None
+    error: BridgeError | None = None
+    reads: tuple[tuple[str, str], ...] | None = None
+    deliberate: bool = True  # the error is one the stage raised itself, not a crash, a time-out or memory
+
+    @property
+    def cacheable(self) -> bool:
+        """Only what the same inputs would give again: a result, or an error the stage's own code
+        raised (bridge is deterministic). A crash, a time-out or running out of memory depends on
+        the machine and the moment, and a non-bridge exception may be the disk's or the network's."""
+        return self.error is None or self.deliberate
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
     """Call the stage's function with `*args, **kwargs` in a spawned child and return its result.
 
     Errors the child raises on purpose come back as themselves; anything else becomes a
     `ConversionError` for the stage with the child's last log lines.
     """
+    return call_stage(stage, *args, limits=limits, **kwargs).unwrap()
+
+
+def call_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Outcome:
+    """`run_stage`, with the error returned in the `Outcome` rather than raised."""
+    try:
+        status, payload, reads = _spawn(stage, args, kwargs, limits)
+    except StageCrashed as e:
+        return Outcome(error=e, deliberate=False)
+    if status == "ok":
+        return Outcome(result=payload, reads=reads)
+    if isinstance(payload, BridgeError):
+        if isinstance(payload, ConversionError) and not payload.stage:
+            payload.stage = stage.name
+        return Outcome(error=payload, reads=reads, deliberate=not isinstance(payload, StageCrashed))
+    return Outcome(error=ConversionError(str(payload), stage=stage.name), reads=reads, deliberate=False)
+
+
+def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage.name}-", suffix=".log", delete=False) as f:
@@ -122,18 +165,12 @@ def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any
         if not receiver.poll(limits.timeout):
             raise StageCrashed(f"stage {name} timed out after {limits.timeout:g} s", stage=name)
         try:
-            status, payload = receiver.recv()
+            message = receiver.recv()
         except EOFError:
             proc.join()
             raise StageCrashed(_death(name, proc.exitcode, log_path, limits), stage=name) from None
         proc.join()
-        if status == "ok":
-            return payload
-        if isinstance(payload, BridgeError):
-            if isinstance(payload, ConversionError) and not payload.stage:
-                payload.stage = name
-            raise payload
-        raise ConversionError(str(payload), stage=name)
+        return message
     finally:
         receiver.close()
         _kill(proc)
@@ -193,6 +230,11 @@ def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, log_path: st
     limits.hit(stage.name)
     if stage.blocked_imports:
         sys.meta_path.insert(0, _Blocked(frozenset(stage.blocked_imports), stage.name))
+    recorder = None
+    if stage.records_reads:
+        from bridge.reads import ReadRecorder
+
+        recorder = ReadRecorder().install()
     try:
         quiet_frameworks()
         module_name, func_name = stage.function.split(":")
@@ -209,10 +251,12 @@ def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, log_path: st
         text = f"{type(e).__name__}: {one_line(str(e)) or type(e).__name__}"
         if _out_of_memory(e):
             limit = f" (--max-memory {limits.max_memory / (1 << 20):.0f} MiB)" if limits.max_memory else ""
-            message = ("error", ConversionError(f"stage {stage.name} ran out of memory{limit}: {text}",
-                                                stage=stage.name))
+            message = ("error", StageCrashed(f"stage {stage.name} ran out of memory{limit}: {text}",
+                                             stage=stage.name))
         else:
             message = ("error", text)
+    # hashed as the stage leaves them; a failed stage is never cached, so its reads are not hashed
+    message = (*message, recorder.files() if recorder and message[0] == "ok" else None)
     try:
         sender.send(message)
     finally:

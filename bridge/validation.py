@@ -7,6 +7,7 @@ import itertools
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,11 @@ from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import floor_json, judge, noise_floor, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
 from bridge.progress import Progress
-from bridge.publish import check_report_destination
+from bridge.publish import check_distinct, check_report_destination
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters.html import HtmlReporter
 from bridge.reporters.json import JsonReporter
+from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Stage, run_stage
 
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source")
@@ -37,7 +40,9 @@ class ValidateOptions:
     inputs: tuple[str, ...] = ()
     dynamic: tuple[str, ...] = ()
     thresholds: tuple[str, ...] = ()
-    report: str | None = None
+    report: str | None = None  # report.json here
+    html: str | None = None  # the same report as a page
+    junit: str | None = None  # the verdicts as JUnit XML
     samples: int = 8
     seed: int = 0
     trust_code: bool = False
@@ -54,18 +59,26 @@ class ValidateOptions:
 
 
 def validate(source: str, artifacts: list[str], options: ValidateOptions = ValidateOptions(),
-             progress: Progress | None = None, *, faults: Sequence[Fault] = ()) -> Report:
+             progress: Progress | None = None, *, faults: Sequence[Fault] = (),
+             command_line: Sequence[str] | None = None) -> Report:
+    """Check each artifact against `source`; returns the report (also written to `options.report`,
+    `options.html` and `options.junit` when given). `command_line` is recorded in the report."""
+    report = Report(command="validate", source={"path": source}, command_line=list(command_line or ()) or None)
     progress = progress or Progress()
     ref = sniff(source)
     found = [(Path(a), lane_of(a)) for a in artifacts]
-    if options.report:
-        data = [Path(options.data.parity_path)] if options.data.parity_path else []
-        check_report_destination(Path(options.report), [ref.path, *(p for p, _ in found), *data])
+    outputs = {"--report": options.report, "--html": options.html, "--junit": options.junit}
+    check_distinct(outputs)
+    data = [Path(options.data.parity_path)] if options.data.parity_path else []
+    for flag, path in outputs.items():
+        if path:
+            check_report_destination(Path(path), [ref.path, *(p for p, _ in found), *data], flag)
     overrides = [parse_threshold(t) for t in options.thresholds]
     limits = Limits(timeout=options.timeout, max_memory=options.max_memory, verbose=options.verbose,
                     faults=tuple(faults))
     work = Path(tempfile.mkdtemp(prefix="bridge-validate-"))
-    report = Report(source={"path": source, "format": str(ref.format)}, environment=environment.describe(options))
+    report.source.update({"name": ref.name, "format": str(ref.format)})
+    report.environment = environment.describe(options)
     try:
         # Artifacts are read first: one unsafe to read stops the run before the source runs.
         described = [_describe(path, lane, limits) for path, lane in found]
@@ -75,19 +88,30 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
                                       tuple(parse_dynamic(t) for t in options.dynamic), options.samples,
                                       options.seed, options.trust_code, options.data),
                 limits=limits)
+        report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
+                              "outputs": [s.to_json() for s in exported.outputs]})
+        report.samples["parity"] = exported.parity_origin.to_json()
         names = [o.name for o in exported.outputs]
         floor = noise_floor(exported.source_outputs, exported.nudged_outputs, names)
-        report.source.update({"framework": exported.framework, "inputs": [s.to_json() for s in exported.inputs],
-                              "outputs": [s.to_json() for s in exported.outputs],
-                              "parity_inputs": exported.parity_origin})
         if floor:
             report.source["noise_floor"] = floor_json(floor)
         for (path, lane), desc in zip(found, described, strict=True):
+            start = time.perf_counter()
             with progress.step(f"Checking parity of {path.name}"):
-                report.artifacts.append(_check(path, lane, desc, exported, names, overrides, limits,
-                                               work / "data" / f"artifact-{len(report.artifacts)}", floor))
+                rec = _check(path, lane, desc, exported, names, overrides, limits,
+                             work / "data" / f"artifact-{len(report.artifacts)}", floor)
+            rec.parity.seconds = time.perf_counter() - start
+            report.artifacts.append(rec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report.finish()
+    doc = report.to_json()
+    if options.html:  # the page first: report.json, when asked for, is written last, as by convert
+        HtmlReporter().write(doc, Path(options.html))
+        report.written["page"] = Path(options.html)
+    if options.junit:
+        JUnitReporter().write(doc, Path(options.junit))
+        report.written["junit"] = Path(options.junit)
     if options.report:
         JsonReporter().write(report, Path(options.report))
     return report
@@ -148,7 +172,8 @@ def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: Ex
     spec = lane.mode(rec.quantization)
     thresholds = thresholds_for(spec, names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
-                       thresholds=thresholds, runtime=runtime, calibration=None, sizes={}, floor=floor)
+                       thresholds=thresholds, runtime=runtime, inputs=exported.parity_origin.origin, calibration=None,
+                       sizes={}, floor=floor)
     return rec
 
 

@@ -1,22 +1,42 @@
-"""Shared test helpers: run the real CLI, read the report, write small model files in code."""
+"""Shared test helpers: run the real CLI, read the report, write small model files in code; and
+one session-wide check that every report the suite made bridge write matches the published schema."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# PyPI's torch for Python 3.12 is the CUDA build, which ships triton; torch imports it lazily (torch.export,
+# dynamo exports). A process that imported TensorFlow (or coremltools, which imports it) before triton
+# segfaults when triton loads. bridge's stages never load both, but this process imports everything the
+# tests touch: triton goes first.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 
 
 BRIDGE = Path(sys.executable).parent / "bridge"  # the installed console script
+
+
+def pytest_configure(config):
+    """The CLI's stage cache lives in the user's cache folder (XDG_CACHE_HOME): the suite gets a
+    folder of its own, so it never reads or fills the developer's, and starts empty every run."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-cache-")
 
 
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
@@ -91,3 +111,60 @@ def two_outputs(tmp_path: Path) -> Path:
             torch.manual_seed(0)
             return TwoHeads().eval(), torch.randn(1, 3, 16, 16)
         """)
+
+
+# --- Every report.json bridge writes in the suite validates against the published schema --------------
+
+REPORT_SCHEMA = json.loads((resources.files("bridge") / "schemas" / "report-v2.json").read_text())
+_FORGED: dict[Path, str] = {}  # reports a test wrote by hand -> sha256 of what it wrote
+
+
+def forge_report(path: Path, doc: object) -> Path:
+    """Write a report by hand: an edited, forged or partial one that a test feeds to bridge. The
+    schema check leaves it alone unless bridge has since written over it."""
+    data = json.dumps(doc).encode()
+    path.write_bytes(data)
+    _FORGED[path.resolve()] = hashlib.sha256(data).hexdigest()
+    return path
+
+
+def schema_problems(doc: dict) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    return [f"{e.json_path}: {e.message[:300]}" for e in validator.iter_errors(doc)]
+
+
+def written_reports(root: Path):
+    """(path, document) of every bridge report under `root`, whatever its file name (`validate
+    --report` takes any): regular JSON files whose `schema` says bridge.report/*."""
+    # pytest loads this file as `conftest`, tests import it as `tests.conftest`: the forged list is
+    # the latter's, where `forge_report` recorded it.
+    from tests.conftest import _FORGED
+
+    for path in root.rglob("*.json"):
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:  # no FIFO, symlink or huge file
+                continue
+            data = path.read_bytes()
+            doc = json.loads(data)
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and str(doc.get("schema", "")).startswith("bridge.report/"):
+            if _FORGED.get(path.resolve()) != hashlib.sha256(data).hexdigest():
+                yield path, doc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_report_matches_the_schema(tmp_path_factory):
+    """At the end of the session, every report bridge wrote under the suite's temporary folders
+    (subprocess runs of the console script included) must be a version 2 report that validates."""
+    yield
+    problems, checked = [], 0
+    for path, doc in written_reports(tmp_path_factory.getbasetemp()):
+        checked += 1
+        if doc["schema"] != "bridge.report/2":
+            problems.append(f"{path}: written as {doc['schema']}")
+        problems += [f"{path}: {p}" for p in schema_problems(doc)[:5]]
+    assert not problems, f"{len(problems)} schema problem(s) in {checked} report(s):\n" + "\n".join(problems[:40])

@@ -16,6 +16,9 @@ from bridge.base.modes import Thresholds
 
 # An exact match has infinite SNR; JSON has no infinity, so the report caps it here.
 SNR_CAP_DB = 300.0
+# Error histograms bin |artifact - reference| by quarter decades (x1.78 per bin): fine enough to tell
+# fp16 rounding (~1e-3 relative) from int8 steps (~1e-2) on one axis, coarse enough to stay ~40 bins.
+BINS_PER_DECADE = 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,34 @@ class NonFinite:
 
 
 @dataclass(frozen=True)
+class ErrorHistogram:
+    """How |artifact - reference| is spread over every element of one output: a pooled metric
+    cannot tell one wild element from error everywhere, the histogram can. Bin `k` holds errors in
+    [10^(k/4), 10^((k+1)/4)); exact matches are counted apart (log 0 has no bin)."""
+
+    exact: int = 0
+    bins: tuple[tuple[int, int], ...] = ()  # (k, count), sorted by k, counts > 0
+
+    def __add__(self, other: ErrorHistogram) -> ErrorHistogram:
+        merged = dict(self.bins)
+        for k, n in other.bins:
+            merged[k] = merged.get(k, 0) + n
+        return ErrorHistogram(self.exact + other.exact, tuple(sorted(merged.items())))
+
+    @staticmethod
+    def of(abs_error: np.ndarray) -> ErrorHistogram:
+        nonzero = abs_error[abs_error > 0]
+        k, counts = np.unique(np.floor(np.log10(nonzero) * BINS_PER_DECADE).astype(np.int64), return_counts=True)
+        return ErrorHistogram(int(abs_error.size - nonzero.size),
+                              tuple((int(a), int(b)) for a, b in zip(k, counts, strict=True)))
+
+    def to_json(self) -> dict:
+        """Each bin as [log10 of its lower edge, count]."""
+        return {"exact": self.exact, "log10_bin_width": 1 / BINS_PER_DECADE,
+                "bins": [[k / BINS_PER_DECADE, n] for k, n in self.bins]}
+
+
+@dataclass(frozen=True)
 class Metrics:
     """How far `actual` is from `reference`, over every sample of one output.
 
@@ -65,16 +96,22 @@ class Metrics:
     reference_nonfinite: NonFinite = NonFinite()
     worst: Worst | None = None  # the sample furthest from its reference (None with one sample)
     agreement: TopK | None = None  # for outputs that look like class scores
+    histogram: ErrorHistogram | None = None  # None when NaN/Inf make the distances undefined
 
-    def to_json(self) -> dict:
-        out = {k: _finite_or_none(getattr(self, k))
-               for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")}
-        out["nonfinite"] = self.nonfinite.to_json()
-        out["reference_nonfinite"] = self.reference_nonfinite.to_json()
+    def to_json(self, *, histogram: bool = False) -> dict:
+        """Rounded to what each figure means (the verdict is taken on the unrounded values):
+        distances to 4 significant digits, SNR to 0.01 dB, cosine to 4 significant digits of its
+        distance from 1 (0.99988209 -> 0.9998821; fp32 noise of 1e-14 reads 1.0)."""
+        out = {"max_abs": _significant(self.max_abs), "mean_abs": _significant(self.mean_abs),
+               "rel_l2": _significant(self.rel_l2), "cosine": _cosine(self.cosine),
+               "snr_db": round(self.snr_db, 2) if math.isfinite(self.snr_db) else None,
+               "nonfinite": self.nonfinite.to_json(), "reference_nonfinite": self.reference_nonfinite.to_json()}
         if self.worst is not None:
             out["worst_sample"] = self.worst.to_json()
         if self.agreement is not None:
             out["top_k"] = self.agreement.to_json()
+        if histogram:
+            out["abs_error_histogram"] = self.histogram.to_json() if self.histogram is not None else None
         return out
 
 
@@ -87,7 +124,8 @@ class Worst:
     snr_db: float
 
     def to_json(self) -> dict:
-        return {"sample": self.sample, "rel_l2": _finite_or_none(self.rel_l2), "snr_db": _finite_or_none(self.snr_db)}
+        return {"sample": self.sample, "rel_l2": _significant(self.rel_l2),
+                "snr_db": round(self.snr_db, 2) if math.isfinite(self.snr_db) else None}
 
 
 @dataclass(frozen=True)
@@ -115,8 +153,16 @@ def _looks_like_scores(a: np.ndarray) -> bool:
     return sum(d > 1 for d in a.shape[:-1]) <= 1
 
 
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+def _significant(x: float, digits: int = 4) -> float | None:
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+
+
+def _cosine(c: float) -> float | None:
+    if not math.isfinite(c):
+        return None
+    gap = abs(1.0 - c)
+    decimals = 10 if gap == 0 else min(10, max(4, 3 - math.floor(math.log10(gap))))
+    return round(c, decimals) + 0.0  # + 0.0: no -0.0
 
 
 CHUNK = 1 << 22  # elements compared at a time: float64 temporaries stay at a few tens of MB
@@ -134,8 +180,9 @@ def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | I
         if a is None or b is None:
             raise ValueError(f"sample count mismatch: {'the artifact' if a is None else 'the reference'} "
                              f"stops after {i} samples")
-        if a.shape != b.shape:
+        if a.shape != b.shape and not (a.size == b.size == 1):  # a scalar held as [1] (TFLite has no rank 0)
             raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+        a, b = (a.reshape(b.shape), b) if a.shape != b.shape else (a, b)
         one = _Sums()
         for ca, cb in zip(_chunks(a), _chunks(b), strict=True):
             one.add(ca, cb)
@@ -180,6 +227,7 @@ class _Sums:
     size: int = 0
     bad_a: NonFinite = NonFinite()
     bad_b: NonFinite = NonFinite()
+    histogram: ErrorHistogram = ErrorHistogram()
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
         self.size += a.size
@@ -195,9 +243,10 @@ class _Sums:
         np.abs(diff, out=diff)
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.sum_abs += float(diff.sum())
+        self.histogram += ErrorHistogram.of(diff)
 
     def merge(self, other: _Sums) -> None:
-        for f in ("err", "ref", "act", "dot", "sum_abs", "size", "bad_a", "bad_b"):
+        for f in ("err", "ref", "act", "dot", "sum_abs", "size", "bad_a", "bad_b", "histogram"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.max_abs = max(self.max_abs, other.max_abs)
 
@@ -220,7 +269,7 @@ class _Sums:
         else:
             snr = min(SNR_CAP_DB, 10.0 * math.log10(ref / err))
         return Metrics(max_abs=self.max_abs, mean_abs=self.sum_abs / self.size, rel_l2=rel_l2, cosine=cosine,
-                       snr_db=snr)
+                       snr_db=snr, histogram=self.histogram)
 
 
 def _samples(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:

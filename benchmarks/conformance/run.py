@@ -20,8 +20,9 @@ already in the file are skipped unless `--redo`). Each record: exit code, the la
 `status` (passed / failed / not_executed / error), its worst `rel_l2`, the failing `stage` and
 `message` (200 chars), wall `seconds`, and whether the lane `claimed` every op type of the case:
 for Core ML, what bridge's own preflight decides (a registered converter for the op at the hub's
-opset); for TFLite, which has no preflight, whether onnx2tf 1.29 has an `onnx2tf/ops/<OpType>.py`
-handler (it imports that module by op type and fails on a missing one).
+opset); for TFLite, what the lane's preflight decides (onnx2tf 2.x's node validators after the
+lane's rewrites: op types, attributes, ranks, dtypes). (The 3.11 baseline, on onnx2tf 1.29, which
+had no preflight, counted an op claimed when onnx2tf had an `onnx2tf/ops/<OpType>.py` handler.)
 """
 
 from __future__ import annotations
@@ -64,10 +65,23 @@ def default_results(lane: str) -> Path:
 def unclaimed_ops(lane: str, case: dict) -> list[str]:
     """The case's op types the lane has no converter for (empty: the lane claims the case)."""
     if lane == "tflite":
-        from bridge.converters.tflite.preflight import supported_ops
-
-        return sorted(set(case["op_types"]) - supported_ops())
+        return _tflite_unclaimed(case["name"])
     return _coreml_unclaimed(case["name"])
+
+
+def _tflite_unclaimed(name: str) -> list[str]:
+    """The TFLite lane's preflight (onnx2tf 2.x's node validators after the lane's rewrites, and the
+    lane's own refusals) on the case model at the opset the hub gives it."""
+    from bridge.base.errors import ConversionError
+    from bridge.converters.onnx.hub import upgrade
+    from bridge.converters.tflite.preflight import refused_ops
+
+    model = build(name)[0]
+    try:
+        model = upgrade(model)
+    except ConversionError:  # the hub fails too; judge the ops at the opset they were stored at
+        pass
+    return sorted({r.op_type for r in refused_ops(model)})
 
 
 def _coreml_unclaimed(name: str) -> list[str]:
@@ -405,11 +419,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--claimed", action="store_true", help="run only the cases the lane claims")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
+    parser.add_argument("--reclaim", action="store_true",
+                        help="recompute every result's claim with the current code (claims follow the lane's "
+                             "preflight, which a run may have changed under it) and save")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker, args.lane, args.timeout, args.record)
+        return
+    if args.reclaim:
+        path = args.results or default_results(args.lane)
+        doc = load_results(path, args.lane)
+        for rec in doc["results"].values():
+            unclaimed = unclaimed_ops(args.lane, rec)
+            rec["claimed"], rec["unclaimed_ops"] = not unclaimed, unclaimed
+        save_results(path, doc)
+        print_summary(doc)
         return
     if args.summary:
         doc = load_results(args.results or default_results(args.lane), args.lane)

@@ -36,16 +36,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEFAULT_CACHE = Path(os.environ.get("BRIDGE_ZOO_CACHE", "~/.cache/bridge-zoo")).expanduser()
-TARGETS = ["--target", "onnx", "--target", "tflite", "--target", "coreml"]
 
 
-def command(model: dict, variant: str, cache: Path, out: Path, timeout: float) -> list[str]:
+def command(model: dict, variant: str, cache: Path, out: Path, timeout: float,
+            targets: tuple[str, ...] = ("onnx", "tflite", "coreml")) -> list[str]:
     path, _, fn = (model["static"] if variant == "static" else model)["source"].partition(":")
     # `file.py:callable` entrypoints sit in the repository, model files in the cache
     src = str((cache if model["root"] == "cache" else REPO) / path) + (f":{fn}" if fn else "")
     real = variant == "realistic" or (variant == "static" and model.get("calibration"))
     modes = "fp32,fp16,int8" if real and model.get("int8") else "fp32,fp16"
-    cmd = ["bridge", "convert", src, *TARGETS, "--quantize", f"tflite={modes}", "--quantize", f"coreml={modes}"]
+    cmd = ["bridge", "convert", src, *(a for t in targets for a in ("--target", t))]
+    cmd += [a for t in targets if t != "onnx" for a in ("--quantize", f"{t}={modes}")]
     for flag in model.get("inputs", []) if variant != "static" else []:
         cmd += ["--input", flag]
     if real:
@@ -87,12 +88,13 @@ def summarize(report: dict) -> list[dict]:
     return rows
 
 
-def run_one(model: dict, variant: str, cache: Path, out_root: Path, timeout: float) -> dict:
+def run_one(model: dict, variant: str, cache: Path, out_root: Path, timeout: float,
+            targets: tuple[str, ...] = ("onnx", "tflite", "coreml")) -> dict:
     out = out_root / model["name"] / variant
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cmd = command(model, variant, cache, out, timeout)
+    cmd = command(model, variant, cache, out, timeout, targets)
     env = {**os.environ, **{k: v.replace("{cache}", str(cache)) for k, v in model.get("env", {}).items()}}
     t0 = time.monotonic()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env, cwd=REPO)
@@ -103,7 +105,9 @@ def run_one(model: dict, variant: str, cache: Path, out_root: Path, timeout: flo
     result = {"model": model["name"], "variant": variant, "kind": model["kind"], "format": model["format"],
               "command": " ".join(["bridge", *cmd[1:]]), "exit_code": proc.returncode, "wall_s": round(wall, 1),
               "peak_rss_mb": round(int(peak.group(1)) / 1024) if peak else None}
-    report = out / "report.json"
+    # a run that failed leaves its report in .bridge-failed/ (the previous output stays untouched)
+    report = next((p for p in (out / "report.json", out / ".bridge-failed" / "report.json") if p.is_file()),
+                  out / "report.json")
     if report.is_file():
         r = json.loads(report.read_text())
         result["artifacts"] = summarize(r)
@@ -146,7 +150,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="bridge's per-stage --timeout")
     ap.add_argument("--table", action="store_true", help="print the markdown table of --json and exit")
     ap.add_argument("--models", action="store_true", help="print the markdown list of the zoo's models and exit")
+    ap.add_argument("--target", action="append", choices=["onnx", "tflite", "coreml"],
+                    help="the targets to convert to (repeatable; default: all three)")
     args = ap.parse_args()
+    targets = tuple(args.target or ("onnx", "tflite", "coreml"))
     cache = args.cache.expanduser().resolve()
     if args.table:
         from table import markdown
@@ -171,7 +178,7 @@ def main() -> None:
         if args.resume and (model["name"], variant) in done:
             continue
         print(f"{model['name']} [{variant}] ...", end=" ", flush=True)
-        result = run_one(model, variant, cache, args.out, args.timeout)
+        result = run_one(model, variant, cache, args.out, args.timeout, targets)
         baseline["results"] = [r for r in baseline["results"]
                                if (r["model"], r["variant"]) != (model["name"], variant)] + [result]
         args.json.write_text(json.dumps(baseline, indent=1) + "\n")

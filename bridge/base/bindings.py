@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.base.errors import UsageError
-from bridge.base.tensors import TensorSpec
+from bridge.base.tensors import TensorSpec, dtype_name
 
 # Where a Core ML package made with --coreml-image-input keeps its pixel normalization (user-defined
 # metadata: {feature name: Pixels.to_json()}): written by the lane, read by `bridge validate`.
@@ -65,7 +65,7 @@ class Binding:
 
     def to_json(self) -> dict:
         out = {"name": self.name, "artifact_name": self.artifact_name, "shape": list(self.shape),
-               "dtype": self.dtype, "layout": self.layout,
+               "dtype": dtype_name(self.dtype), "layout": self.layout,
                "permutation": list(self.perm) if self.perm else None}
         if self.quant:
             out["quantization"] = {"scale": self.quant[0], "zero_point": self.quant[1]}
@@ -74,7 +74,7 @@ class Binding:
         return out
 
     def to_artifact(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim == 0 and self.shape == (1,):  # a scalar, where the artifact cannot take one
+        if x.ndim == 0 and tuple(self.shape) == (1,):  # a scalar the artifact holds as [1] (TFLite has no rank 0)
             return x.reshape(1)
         x = np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
         return self.pixels.to_pixels(x, axis=1) if self.pixels else x

@@ -18,7 +18,7 @@ from bridge.base.arrays import Feed
 from bridge.base.bindings import IO
 from bridge.base.errors import ErrorRecord, UsageError
 from bridge.base.modes import ModeSpec
-from bridge.base.samples import CalibrationOptions
+from bridge.base.samples import CalibrationOptions, SampleOrigin
 from bridge.base.sources import SourceRef
 from bridge.base.tensors import InputOverride, TensorSpec
 
@@ -49,6 +49,9 @@ class Lane:
     runner: str  # "module:Class" with load(path) / infer(feed), run in a runtime child stage
     describe: str | None = None  # "module:function": path -> {"inputs", "outputs", "mode"} (bridge validate)
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
+    # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
+    # once something is found) checks every node; None: `preflight`
+    inspect_preflight: str | None = None
     recognize: Callable[[Path], bool] | None = None  # is this file one of our artifacts? (cheap, no frameworks)
     options: type | None = None  # frozen dataclass; each field is an option of `bridge convert`
     variants: Mapping[str, str] = field(default_factory=dict)  # another convert, chosen by `select`
@@ -143,9 +146,8 @@ class ExportResult:
     feeds: Sequence[Feed]  # the parity samples (`bridge.base.arrays.Feeds` on disk)
     source_outputs: Sequence[Feed]  # the source's outputs on `feeds`
     calibration: Sequence[Feed]
-    calibration_origin: str
+    calibration_origin: SampleOrigin
     params: int
-    parity_origin: str = ""  # where the parity samples came from
     # The source's outputs on the first few parity samples with every float input moved by one
     # rounding step: how much the source itself moves (its noise floor). None: no float input.
     nudged_outputs: Sequence[Feed] | None = None
@@ -153,7 +155,8 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
     opset: int = 0
-    hub: dict = field(default_factory=dict)  # what the hub fixed and folded (`source.hub` in the report)
+    parity_origin: SampleOrigin | None = None  # of `feeds`
+    folding: dict = field(default_factory=dict)  # what the hub fixed and folded (report.json's `hub.folding`)
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,13 @@ DEPENDENCIES = (
     Dependency("tf2onnx", "tf2onnx", "keras"),
     Dependency("onnx2tf", "onnx2tf", "tflite"),
     Dependency("ai_edge_litert", "ai-edge-litert", "tflite"),
+    Dependency("flatbuffers", "flatbuffers", "tflite"),
     Dependency("coremltools", "coremltools", "coreml"),
     Dependency("sklearn", "scikit-learn", "coreml"),
     Dependency("PIL", "pillow", "tflite"),
+    Dependency("jinja2", "jinja2", ""),  # report.html
+    Dependency("matplotlib", "matplotlib", ""),  # report.html's figures
+    Dependency("ray", "ray", "ray"),  # `bridge batch --executor ray` only
 )
 EXTRAS = {d.module: d.extra for d in DEPENDENCIES}
 

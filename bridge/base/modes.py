@@ -68,6 +68,9 @@ class ModeSpec:
     calibrated: bool = False  # the converter needs calibration samples
     fp16_compute: bool = False  # computes in float16: activations beyond 65504 are checked first
     clamps_fp16_constants: bool = False  # stores float constants in float16, clamped to +-65504
+    # stores the float constants float16 cannot hold (beyond +-65504, or single values that round
+    # to 0) in float32 instead: neither kind changes its numbers
+    keeps_fp16_constants: bool = False
     needs_ranges: bool = False  # the lane quantizes with the hub's measured activation ranges
     min_target: str | None = None  # lane-specific minimum deployment target
     description: str = ""

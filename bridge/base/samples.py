@@ -38,13 +38,41 @@ class CalibrationOptions:
     parity_path: str | None = None  # --parity-data: the parity samples (same loader, same --mean/--std/--resize)
 
 
+@dataclass(frozen=True)
+class SampleOrigin:
+    """Where a set of samples came from, as the report states it: `synthetic` (seeded random inputs),
+    `calibration` (held out of the --calibration data, never calibrated on) or `user` (the user's
+    data as given)."""
+
+    origin: str  # synthetic | calibration | user
+    count: int
+    seed: int | None = None  # synthetic sets
+    path: str | None = None  # sets read from the user's data
+    detail: str | None = None  # synthetic sets: how each input was drawn
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return f"synthetic (seed {self.seed})" + (f": {self.detail}" if self.detail else "")
+        return f"{self.path} ({self.count} samples)"
+
+    def to_json(self) -> dict:
+        out: dict = {"origin": self.origin, "count": self.count}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.path is not None:
+            out["path"] = self.path
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+
 @dataclass
 class Samples:
     parity: list[dict[str, np.ndarray]]
     calibration: list[dict[str, np.ndarray]]
-    origin: str  # where the calibration samples came from
+    origin: SampleOrigin  # of the calibration samples
     warnings: list[str]
-    parity_origin: str = ""  # where the parity samples came from, per input when synthetic
+    parity_origin: SampleOrigin
 
 
 MAX_FEED_BYTES = 4 << 30  # every parity sample together; each is held by several stages
@@ -65,14 +93,14 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
     warnings: list[str] = []
     if opts.parity_path:
         parity = load(replace(opts, path=opts.parity_path, limit=count), specs, channel_last, flag="--parity-data")
-        parity_origin = f"--parity-data {opts.parity_path} ({len(parity)} samples)"
+        parity_origin = SampleOrigin("user", len(parity), path=opts.parity_path)
         if dynamic:
             warnings.append("dynamic axes are checked only at the sizes of the --parity-data samples")
         if data is not None:
             data = _disjoint(data, parity)
     elif data is not None and len(data) >= count + 4 and not dynamic:
         parity, data = data[-count:], data[:-count]
-        parity_origin = f"{count} samples held out of --calibration {opts.path}"
+        parity_origin = SampleOrigin("calibration", count, path=opts.path)
         warnings.append(f"parity runs on {count} samples held out of {opts.path}")
     else:
         if data is not None:  # too few to hold some out: synthetic samples drawn like the data
@@ -86,14 +114,14 @@ def split_samples(opts: CalibrationOptions, specs: list[TensorSpec], channel_las
         calibration = _pixels_where_needed(calibration, specs, channel_last, opts, seed + 1)
         warnings.append("no --calibration data: quantized modes are calibrated on synthetic "
                         "random inputs, which may not reflect real activation ranges")
-        origin = f"synthetic (seed {seed + 1})"
+        origin = SampleOrigin("synthetic", len(calibration), seed=seed + 1)
     else:
-        calibration, origin = data, f"{opts.path} ({len(data)} samples)"
+        calibration, origin = data, SampleOrigin("user", len(data), path=opts.path)
     return Samples(parity, calibration, origin, warnings, parity_origin)
 
 
 def synthetic_parity(specs: list[TensorSpec], channel_last: bool, count: int, seed: int,
-                     opts: CalibrationOptions) -> tuple[list[dict[str, np.ndarray]], str]:
+                     opts: CalibrationOptions) -> tuple[list[dict[str, np.ndarray]], SampleOrigin]:
     """`count` seeded samples at the given sizes, and `count` more with every dynamic axis at a
     second size (a dynamic artifact is proven at two sizes); with how each input was drawn."""
     feeds = synthetic_samples(specs, count, seed).feeds
@@ -114,7 +142,7 @@ def synthetic_parity(specs: list[TensorSpec], channel_last: bool, count: int, se
         elif s.dtype != "bool":
             lo, hi = s.int_range or (0, 10)
             how.append(f"{s.name}: integers in [{lo}, {hi})")
-    return feeds, f"synthetic (seed {seed}): " + "; ".join(how)
+    return feeds, SampleOrigin("synthetic", len(feeds), seed=seed, detail="; ".join(how))
 
 
 def check_feed_size(specs: list[TensorSpec], count: int) -> None:

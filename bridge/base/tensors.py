@@ -11,6 +11,14 @@ import numpy as np
 from bridge.base.errors import UsageError
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+# Core ML's MIL spells floats fp16/fp32; the report uses numpy's names for every tensor, so one
+# artifact's float32 is never another's fp32 (modes keep their short names: fp16 is a mode).
+_DTYPE_NAMES = {"fp16": "float16", "fp32": "float32", "fp64": "float64"}
+
+
+def dtype_name(dtype: str) -> str:
+    """numpy's name for a tensor dtype however a runtime spells it (`image` stays: a Core ML ImageType)."""
+    return _DTYPE_NAMES.get(dtype, dtype)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ class Values:
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         u = rng.random(shape)
         x = np.interp(u, np.linspace(0.0, 1.0, len(self.quantiles)), self.quantiles)
-        return (np.round(x) if self.whole else x).astype(dtype)
+        return np.asarray(np.round(x) if self.whole else x, dtype=dtype)  # 0-d stays an array (np.interp unboxes it)
 
     def to_json(self) -> dict:
         q = self.quantiles

@@ -6,11 +6,15 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bridge.base.errors import UsageError
+from bridge.commands.parsing import memory
 from bridge.progress import Progress
 from bridge.publish import FAILED
 from bridge.report import Report
@@ -35,6 +39,9 @@ class RichProgress(Progress):
 
     def note(self, text: str) -> None:
         say(text)
+
+    def reused(self, text: str) -> None:
+        say(("✓ ", "green"), text, (" (cached)", "dim"))
 
 
 def say(*parts: str | tuple[str, str], out: Console | None = None) -> None:
@@ -100,8 +107,10 @@ def print_outcome(report: Report) -> None:
             say(("error: ", "red"), f"{a.target}/{a.quantization}: {message}")
         elif a.parity is not None and not a.parity.passed:
             say((f"parity {a.parity.status}: ", "red"), f"{a.path}: {a.parity.reason}")
+    for kind in ("report", "page", "junit"):
+        if kind in report.written:
+            say(f"{kind}: {report.written[kind]}")
     if report.path:
-        say(f"report: {report.path}")
         if report.path.parent.name == FAILED:
             say(("kept: ", "yellow"), f"the previous output in {report.path.parent.parent} is untouched; this "
                 f"run's files are in {report.path.parent}")
@@ -109,3 +118,27 @@ def print_outcome(report: Report) -> None:
                3: ("a conversion failed", "red")}[report.exit_code]
     say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()
+
+
+def command_line(ctx: typer.Context) -> list[str] | None:
+    """The argv the console script ran with (`bridge.cli.main` hands it down), for the report."""
+    obj = ctx.find_root().obj
+    return obj.get("command_line") if isinstance(obj, dict) else None
+
+
+def open_cache(cache_dir: Path | None, no_cache: bool, cache_size: str | None):
+    """The stage cache the options ask for (`bridge.cache`), or None with `--no-cache`."""
+    from bridge.cache import DEFAULT_MAX_BYTES, StageCache, default_dir
+
+    bound = memory(cache_size, "--cache-size") if cache_size else DEFAULT_MAX_BYTES
+    if bound < 1 << 20:
+        raise UsageError(f"--cache-size {cache_size}: expected at least 1M")
+    if no_cache:
+        return None
+    if cache_dir:
+        return StageCache(Path(cache_dir), bound)
+    try:
+        return StageCache(default_dir(), bound)
+    except UsageError as e:  # the default folder is a convenience: without it, every stage runs
+        say(("warning: ", "yellow"), f"running without the stage cache: {e}")
+        return None

@@ -19,12 +19,13 @@ import typer
 from rich.markup import escape
 
 from bridge.base.samples import CalibrationOptions
-from bridge.commands.common import RichProgress, print_outcome
+from bridge.commands.common import RichProgress, command_line, open_cache, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
 def core(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Model: file.py:callable, package.module:callable, .onnx, "
                                                ".pt2, TorchScript, .keras, .h5 or a SavedModel folder.")],
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx, tflite, coreml, or an installed "
@@ -42,7 +43,10 @@ def core(
                                              "input's).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
                                                              "threshold (rel_l2, snr_db, cosine)."))] = None,
-    out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (default ./bridge-out/<model name>); it gets the "
+                                           "artifacts, report.json and report.html.")] = None,
+    junit: Annotated[Path, typer.Option(help="Also write the verdicts as JUnit XML here, one test case per "
+                                             "artifact, for CI.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
@@ -50,9 +54,15 @@ def core(
     timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
+    cache_dir: Annotated[Path, typer.Option(help="Stage cache folder (default ~/.cache/bridge/stages): stages "
+                                                 "whose inputs are unchanged are reused.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage; read and write no cache.")] = False,
+    cache_size: Annotated[str, typer.Option(help="Bound of the stage cache, e.g. 20G (least recently used "
+                                                 "entries go first).")] = None,
     **lane_values,
 ) -> None:
-    """Convert SOURCE to every target and mode, check each artifact against the source, write report.json."""
+    """Convert SOURCE to every target and mode, check each artifact against the source, write report.json
+    and report.html."""
     from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(
@@ -72,8 +82,10 @@ def core(
         timeout=timeout,
         max_memory=memory(max_memory),
         verbose=verbose,
+        junit=str(junit) if junit else None,
     )
-    report = convert(source, options, RichProgress())
+    report = convert(source, options, RichProgress(), command_line=command_line(ctx),
+                     cache=open_cache(cache_dir, no_cache, cache_size))
     print_outcome(report)
     raise typer.Exit(report.exit_code)
 

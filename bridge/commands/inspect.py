@@ -34,8 +34,8 @@ def command(
     say(f"  ops    {sum(ops.values())} in {len(ops)} types: " + ", ".join(f"{k} x{v}" for k, v in ops.items()),
         out=stdout)
     for lane, s in info.get("lanes", {}).items():
-        refused = [f"{r['op_type']} ({r['reason']})" if r.get("reason") else r["op_type"]
-                   for r in s.get("refused", ())] or s["unsupported_ops"]
+        why = s.get("reasons", {})
+        refused = [f"{op} ({why[op]})" if op in why else op for op in s["unsupported_ops"]]
         verdict = ("all ops supported", "green") if s["supported"] else \
             (s.get("reason") or f"unsupported: {', '.join(refused)}", "red")
         say(f"  lane   {lane}: ", verdict, out=stdout)

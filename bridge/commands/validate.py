@@ -8,15 +8,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from bridge.commands.common import RichProgress, print_outcome
+from bridge.commands.common import RichProgress, command_line, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.options import DEFAULT_TIMEOUT
 
 
 def command(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="The source model the artifacts must match.")],
     artifacts: Annotated[list[str], typer.Argument(help="ONNX or TFLite files, made by any tool.")],
-    report: Annotated[Path, typer.Option(help="Write the report here.")] = None,
+    report: Annotated[Path, typer.Option(help="Write report.json here.")] = None,
+    html: Annotated[Path, typer.Option(help="Write the report as a self-contained HTML page here.")] = None,
+    junit: Annotated[Path, typer.Option(help="Write the verdicts as JUnit XML here, one test case per "
+                                             "artifact, for CI.")] = None,
     input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
     dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
@@ -38,10 +42,11 @@ def command(
 
     options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
                               thresholds=tuple(threshold or ()), report=str(report) if report else None,
+                              html=str(html) if html else None, junit=str(junit) if junit else None,
                               samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
                               max_memory=memory(max_memory), verbose=verbose,
                               data=CalibrationOptions(None, floats(mean, "--mean"), floats(std, "--std"), size(resize),
                                                       parity_path=str(parity_data) if parity_data else None))
-    result = validate(source, artifacts, options, RichProgress())
+    result = validate(source, artifacts, options, RichProgress(), command_line=command_line(ctx))
     print_outcome(result)
     raise typer.Exit(result.exit_code)

@@ -22,7 +22,7 @@ from bridge.converters.coreml import CoreMLOptions
 from bridge.converters.coreml import compress as cm
 from bridge.converters.coreml.build import Built, build_program, feature_name
 from bridge.converters.coreml.images import channel_last, image_inputs
-from bridge.converters.coreml.package import stable_identifiers
+from bridge.converters.coreml.package import deterministic_spec, stable_identifiers
 from bridge.converters.coreml.passes import apply_passes
 
 
@@ -79,6 +79,7 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
                                 "elements in a shape the mode accepts)")
         path = Path(req.workdir) / f"{req.name}_{mode}.mlpackage"
         mlmodel.save(str(path))
+        deterministic_spec(path)  # protobuf 7 writes map fields in a varying order
         stable_identifiers(path)  # coremltools names items with random UUIDs
         art.path = str(path)
         art.io = io

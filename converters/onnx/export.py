@@ -103,7 +103,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         warnings=warnings,
         node_names=names,
         opset=hub.opset_of(model),
-        hub=folding.to_json(),
+        folding=folding.to_json(),
     )
 
 
@@ -125,7 +125,8 @@ def _nudged_outputs(feeds: Sequence[Feed], inputs: list[TensorSpec], run_source:
         for k, v in feed.items():
             if k in floats:
                 v = np.asarray(v)
-                moved[k] = np.nextafter(v, np.where(rng.random(v.shape) < 0.5, -np.inf, np.inf).astype(v.dtype))
+                toward = np.where(rng.random(v.shape) < 0.5, -np.inf, np.inf).astype(v.dtype)
+                moved[k] = np.asarray(np.nextafter(v, toward), dtype=v.dtype)
             else:
                 moved[k] = v
         writer.append(run_source(moved))

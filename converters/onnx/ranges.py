@@ -27,8 +27,21 @@ def measure(hub_path: str, parity: Sequence[Feed], calibration: Sequence[Feed], 
     onnx = require("onnx")
     model = onnx.load(hub_path)
     cal = activation_ranges(model, calibration) if calibrated and len(calibration) else {}
-    found = tuple(fp16_overflows(model, [*parity, *calibration], node_names)) if fp16 else ()
+    found: tuple = ()
+    if fp16:  # each sample runs once: the calibration ranges serve the fp16 check too
+        ranges = activation_ranges(model, parity) if len(parity) else {}
+        if len(calibration):
+            ranges = _union(ranges, cal if cal else activation_ranges(model, calibration))
+        ranges.update(_input_ranges(model, [*parity, *calibration]))
+        found = tuple(_fp16_findings(model, ranges, node_names))
     return Ranges(calibration=cal, fp16=found)
+
+
+def _union(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    out = dict(a)
+    for name, (lo, hi) in b.items():
+        out[name] = (min(lo, out[name][0]), max(hi, out[name][1])) if name in out else (lo, hi)
+    return out
 
 
 def activation_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
@@ -72,6 +85,11 @@ def fp16_overflows(model, feeds: Sequence[Feed], node_names: dict[str, str]) -> 
     output is reported as a constant only."""
     ranges = activation_ranges(model, feeds)
     ranges.update(_input_ranges(model, feeds))
+    return _fp16_findings(model, ranges, node_names)
+
+
+def _fp16_findings(model, ranges: dict[str, tuple[float, float]],
+                   node_names: dict[str, str]) -> list[Overflow | Constant]:
     produced = [("input", i.name) for i in model.graph.input]
     produced += [(node_names.get(n.name, n.name), out) for n in model.graph.node if n.op_type != "Constant"
                  for out in n.output]

@@ -17,7 +17,7 @@ that is constant. Three existing tools do the work, in this order:
 
 No pass of our own is needed for the exports measured (benchmarks/zoo): PP-OCR det/rec/cls,
 YOLOv8, torch.onnx.export's transformers, tf2onnx's Keras models. What was folded is reported
-(`Folding`, the report's `source.hub`).
+(`Folding`, report.json's `hub.folding`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SHAPE_SOURCES = ("Shape", "Size")  # where run-time shapes enter a graph
 
 @dataclass(frozen=True)
 class Folding:
-    """What the hub did to the source's shapes: for `report.json`'s `source.hub`."""
+    """What the hub did to the source's shapes: for report.json's `hub.folding`."""
 
     inputs: dict[str, list[int | str]]  # each input's dims in the hub; a symbol names a --dynamic axis
     written: tuple[str, ...]  # inputs whose dims the hub fixed (the source left them dynamic)

@@ -1,4 +1,5 @@
-"""The TFLite lane: hub ONNX -> onnx2tf -> one TFLite converter pass per mode.
+"""The TFLite lane: hub ONNX -> onnx2tf 2.x `flatbuffer_direct` -> one float32 .tflite file, and every
+mode made from that file without TensorFlow (`lane.py`).
 
 This module is the lane's declaration (registered in pyproject.toml's `bridge.lanes` entry points):
 data and paths only, no framework import.
@@ -45,10 +46,11 @@ LANE = Lane(
     runner="bridge.validators.runners.tflite:TFLiteRunner",
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
+    inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,
     notes={"fp16-activations": "TFLite runs fp16 files in fp32 on CPU, in fp16 on GPU delegates",
-           "fp16-constants": "TFLite's fp16 files store them as +-65504"},
-    requires=("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert"),
+           "fp16-constants": "TFLite's fp16 files keep them in float32"},
+    requires=("onnx2tf", "ai_edge_litert", "flatbuffers"),  # no TensorFlow: onnx2tf 2.x writes the files
     extra="tflite",
 )

@@ -1,32 +1,191 @@
-"""The ONNX ops the TFLite lane refuses, named all at once before anything converts.
+"""What the TFLite lane refuses, found before anything converts: every node at once, with its reason.
 
-onnx2tf keeps one module per ONNX op type it converts: an op with none cannot convert. Listed
-without importing onnx2tf (which imports TensorFlow).
+Two sources:
+- onnx2tf 2.x's own node validators (`build_op_coverage_report`, the check its `flatbuffer_direct`
+  backend makes node by node while converting): ops without a TFLite builtin lowering, and
+  attribute, rank or dtype combinations its lowerings do not take. They run on the graph as the
+  lane hands it to onnx2tf: after our rewrites (`rewrites.PIPELINE`) and onnx2tf's own
+  preprocessing, so a pattern a rewrite fixes (Conv SAME_LOWER, dilated MaxPool) is not refused.
+- `REFUSED`: combinations onnx2tf's validators let through but that fail later, measured on onnx's
+  node tests: refused by onnx2tf during lowering, lowered wrongly, or run by no ai-edge-litert
+  kernel. Refusing them up front, all at once, is better than a failed conversion or a file that
+  fails parity.
+
+The lane's declared preflight (`unsupported`, run before every conversion) checks op types and
+`REFUSED` only, and asks onnx2tf's validators when that finds something, so the error names every
+refused node at once; a graph that converts never pays for them (2-8 s on a ResNet50). `bridge
+inspect` asks them always (`unsupported_all`), and so does the lane when onnx2tf itself fails.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import contextlib
+import copy
+import io
+from collections.abc import Callable
 
 from bridge.base.lane import Unsupported
 from bridge.base.lazy import require
+from bridge.converters.onnx.graph import get_attr
+
+# op type -> a check `(node, graph) -> reason or None`. Each entry is a measured failure of onnx2tf
+# 2.6.9 or of ai-edge-litert's kernels that its own validators let through (benchmarks/conformance),
+# kept until a rewrite or an upgrade fixes it: refused up front rather than after a conversion.
+REFUSED: dict[str, Callable] = {}
 
 
-def supported_ops() -> set[str]:
-    spec = importlib.util.find_spec("onnx2tf")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    ops_dir = Path(next(iter(spec.submodule_search_locations))) / "ops"
-    return {p.stem for p in ops_dir.glob("*.py") if p.stem[:1].isupper()}
+def refuse(*op_types: str) -> Callable[[Callable], Callable]:
+    def wrap(check: Callable) -> Callable:
+        for op in op_types:
+            REFUSED[op] = check
+        return check
+    return wrap
+
+
+class _Graph:
+    """What checks may ask of the graph: each tensor's element type (shape inference, run once)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.outputs = {o.name for o in model.graph.output}
+        self._types: dict[str, int] | None = None
+
+    def constant(self, name: str):
+        """An initializer's values, or None for a computed tensor (or one whose bytes were not loaded)."""
+        onnx = require("onnx")
+        for t in self.model.graph.initializer:
+            if t.name == name:
+                if t.data_location == onnx.TensorProto.EXTERNAL:
+                    return None
+                return onnx.numpy_helper.to_array(t)
+        return None
+
+    def elem_type(self, name: str) -> int | None:
+        if self._types is None:
+            from bridge.converters.onnx.graph import tensor_types
+
+            self._types = {n: t for n, (t, _) in tensor_types(self.model).items()}
+            self._types.update({t.name: t.data_type for t in self.model.graph.initializer})
+        return self._types.get(name)
+
+
+_FLOAT16, _DOUBLE = 10, 11  # TensorProto element types
+
+
+@refuse("LSTM", "RNN")
+def _stateful_sequence(node, graph: _Graph) -> str | None:
+    return ("onnx2tf 2.6.9 lowers it to TFLite's UNIDIRECTIONAL_SEQUENCE op, whose state lives in variable "
+            "tensors and carries over from one call to the next: every call after the first starts from the "
+            "last call's state (ONNX starts from initial_h/initial_c, zeros by default)")
+
+
+@refuse("AveragePool")
+def _dilated_average_pool(node, graph: _Graph) -> str | None:
+    if any(d > 1 for d in _attr(node, "dilations", [])):
+        return "onnx2tf 2.6.9 lowers no dilated AveragePool (dilations must be 1)"
+    return None
+
+
+@refuse("Cast", "CastLike")
+def _cast_to_float16(node, graph: _Graph) -> str | None:
+    """onnx2tf 2.6.9 writes a cast to float16 as a cast to float32, so the values are never rounded;
+    the lane makes it float16 again where it is a graph output (`direct.restore_float16_outputs`),
+    not inside the graph, where TFLite's float kernels would reject a float16 input."""
+    to = _attr(node, "to", None) if node.op_type == "Cast" else graph.elem_type(node.input[1])
+    if to == _FLOAT16 and node.output[0] not in graph.outputs:
+        return "onnx2tf 2.6.9 writes a cast to float16 inside the graph as float32: its values are not rounded"
+    return None
+
+
+@refuse("CumSum")
+def _double_cumsum(node, graph: _Graph) -> str | None:
+    if graph.elem_type(node.input[0]) == _DOUBLE:
+        return "TFLite's CUMSUM kernel takes no float64 input"
+    return None
+
+
+@refuse("Max", "Min")
+def _double_max_min(node, graph: _Graph) -> str | None:
+    if any(graph.elem_type(name) == _DOUBLE for name in node.input if name):
+        return "TFLite's MAXIMUM and MINIMUM kernels take no float64 input"
+    return None
+
+
+@refuse("GatherElements")
+def _negative_gather_indices(node, graph: _Graph) -> str | None:
+    indices = graph.constant(node.input[1])
+    if indices is not None and (indices < 0).any():
+        return "onnx2tf 2.6.9 lowers it to GATHER_ND, which ai-edge-litert runs with non-negative indices only"
+    return None
 
 
 def unsupported(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """The lane's declared preflight, run in its conversion stage before onnx2tf: the quick check,
+    then the thorough one only when the quick one finds something."""
     onnx = require("onnx")
-    graph = onnx.load(hub_path, load_external_data=False).graph
-    known = supported_ops()
-    missing: dict[str, list[str]] = {}
-    for node in graph.node:
-        if node.op_type not in known:
-            missing.setdefault(node.op_type, []).append(node_names.get(node.name, node.name))
-    return [Unsupported(op, tuple(nodes), "onnx2tf has no converter for it") for op, nodes in sorted(missing.items())]
+    quick = refused_ops(onnx.load(hub_path, load_external_data=False), node_names, thorough=False)
+    return quick and refused_ops(onnx.load(hub_path), node_names)
+
+
+def unsupported_all(hub_path: str, node_names: dict[str, str], options: object = None) -> list[Unsupported]:
+    """For `bridge inspect`: the thorough check always (onnx2tf's validators on every node)."""
+    onnx = require("onnx")
+    return refused_ops(onnx.load(hub_path), node_names)
+
+
+def refused_ops(model, node_names: dict[str, str] | None = None, rewritten: bool = False,
+                thorough: bool = True) -> list[Unsupported]:
+    """Every node of `model` (the hub) the lane would refuse, grouped by op type and reason.
+    `rewritten`: the lane's rewrites already ran on `model`. Without `thorough`, only op types
+    onnx2tf has no lowering for are checked, not each node's attributes: onnx2tf's node validators
+    take 2-8 s on a ResNet50, longer than a conversion that fails at its first refused node."""
+    from bridge.converters.tflite.rewrites import apply_rewrites
+
+    if not rewritten:
+        model = copy.deepcopy(model)
+        apply_rewrites(model)
+    names = node_names or {}
+    found: dict[tuple[str, str], list[str]] = {}
+    graph = _Graph(model)
+    for node in model.graph.node:
+        check = REFUSED.get(node.op_type)
+        reason = check(node, graph) if check else None
+        if reason:
+            found.setdefault((node.op_type, reason), []).append(names.get(node.name, node.name))
+    for issue in _onnx2tf_refusals(model) if thorough else _unknown_op_types(model):
+        node = issue.get("node_name") or ""
+        key = (issue.get("onnx_op") or "?", _reason(issue))
+        found.setdefault(key, []).append(names.get(node, node))
+    return [Unsupported(op, tuple(nodes), reason) for (op, reason), nodes in sorted(found.items())]
+
+
+def _onnx2tf_refusals(model) -> list[dict]:
+    """The nodes onnx2tf's flatbuffer_direct validators reject, as its coverage report lists them."""
+    builder = require("onnx2tf.tflite_builder")
+    with contextlib.redirect_stdout(io.StringIO()):
+        graph, _ = builder.run_preprocess_pipeline(onnx_graph=copy.deepcopy(model))
+        report = builder.build_op_coverage_report(onnx_graph=graph, output_file_name="model")
+    custom = [{**n, "reason_code": "custom_op",
+               "message": "lowered to a CUSTOM op that no stock TFLite runtime has"}
+              for n in report.get("custom_lowered_nodes", [])]
+    return [*report.get("unsupported_nodes", []), *custom]
+
+
+def _unknown_op_types(model) -> list[dict]:
+    """Nodes whose op type onnx2tf's flatbuffer_direct registry has no builtin lowering for."""
+    registry = require("onnx2tf.tflite_builder.op_registry")
+    known = set(registry.get_supported_onnx_ops())
+    return [{"node_name": n.name, "onnx_op": n.op_type, "reason_code": "unsupported_onnx_op",
+             "message": f"ONNX op is not supported by flatbuffer_direct: {n.op_type}"}
+            for n in model.graph.node if n.op_type not in known and n.op_type != "Constant"]
+
+
+def _reason(issue: dict) -> str:
+    message = " ".join(str(issue.get("message") or "").split())
+    code = issue.get("reason_code") or "unsupported"
+    return f"{message} [{code}]" if message else code
+
+
+def _attr(node, name: str, default):
+    value = get_attr(node, name, default)
+    return value.decode() if isinstance(value, bytes) else value

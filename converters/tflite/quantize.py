@@ -1,34 +1,181 @@
-"""One TFLiteConverter configuration per mode, from the mode's `ModeConfig` (`modes.py`)."""
+"""How each TFLite mode is made from the one float32 file onnx2tf writes. Modes are data: the
+lane's table (`modes.MODES`) says, per mode, which rewrite or quantizer makes it and with what types.
+
+- fp32: onnx2tf's file as it is.
+- fp16: float16 weights behind DEQUANTIZE, float32 compute (`fp16.float16_weights`).
+- dynamic-int8: int8 weights for hybrid kernels (`dynamic.dynamic_int8`).
+- int8, int8-io, int16x8: calibrated by ai-edge-litert's own post-training quantizer
+  (`_pywrap_tensorflow_lite_calibration_wrapper`: TFLite's calibrator, which runs the float model on
+  our samples and records each tensor's range, and its quantizer, which writes integer kernels).
+  It is the quantizer TensorFlow's converter shipped before its MLIR one, and needs no TensorFlow.
+
+Not used, and why (measured, NOTES-issue12.md): onnx2tf 2.x's own quantized outputs (dynamic range
+at -5 dB SNR, per-channel integer failing its own validation, per-tensor int8 at 10-13 dB);
+ai-edge-quantizer (every release pins an ai-edge-litert other than onnx2tf's 2.1.2); a TFLite
+converter pass through TensorFlow (what 1.x needed: 3-10x slower, and TensorFlow in the lane).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from bridge.converters.tflite.modes import ModeConfig
+import numpy as np
+
+from bridge.base.errors import ConversionError
+from bridge.base.lazy import require
+from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.modes import config
+
+# activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
+_TYPES = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}
 
 
-def make_converter(tf, concrete_fn, holder, cfg: ModeConfig, representative: Callable[[], Iterable] | None,
-                   *, allow_select: bool, allow_float: bool):
-    """A TFLiteConverter for one mode. `allow_select` admits Flex ops (listed and refused later
-    unless --allow-flex); `allow_float` admits float kernels in full-integer modes."""
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], holder)
-    ops = {
-        "builtins": [tf.lite.OpsSet.TFLITE_BUILTINS],
-        "int8": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
-        "int16x8": [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8],
-    }[cfg.ops]
-    if allow_float and cfg.ops != "builtins":
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    if allow_select:
-        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-    conv.target_spec.supported_ops = ops
-    if cfg.optimize:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if cfg.float16:
-        conv.target_spec.supported_types = [tf.float16]
-    if representative is not None:  # calibrated modes
-        conv.representative_dataset = representative
-    if cfg.integer_io:
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    return conv
+def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> bytes:
+    """A calibrated integer model from the float32 file at `fp32_path`.
+
+    `samples`: the float32 file's inputs for each calibration sample, in its input order and
+    layout. Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the
+    process on some graphs (seen: a ViT in int16x8).
+    """
+    cw = require("ai_edge_litert._pywrap_tensorflow_lite_calibration_wrapper")
+    cfg = config(mode)
+    act, bias = _TYPES[cfg.activations]
+    io_type = act if cfg.integer_io else np.float32
+    with open(fp32_path, "rb") as f:
+        model = f.read()  # the wrapper keeps a pointer into these bytes, not a reference: hold them
+    wrapper = cw.CalibrationWrapper(model, [], [])
+    prepared = False
+    for arrays in samples:
+        if not prepared:
+            wrapper.Prepare([list(a.shape) for a in arrays])
+            prepared = True
+        wrapper.FeedTensor(list(arrays))
+    if not prepared:
+        raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
+    try:
+        buf = wrapper.QuantizeModel(np.dtype(io_type).num, np.dtype(io_type).num, allow_float,
+                                    np.dtype(act).num, np.dtype(bias).num, False, False)
+    except RuntimeError as e:  # the quantizer's refusal, e.g. an op with no integer kernel
+        raise ConversionError(_brief(e), stage="tflite-convert") from None
+    del wrapper
+    # int8 weights rounded as TensorFlow does where that matches its files bit for bit (int8
+    # activations); its int16x8 files round some other way, left as the quantizer wrote them.
+    return compact(bytes(buf), model if cfg.activations == "int8" else None)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One calibrated mode, for the child process that makes it (`python -m` this module, the job as
+    JSON): the float32 file, the calibration feeds on disk (`bridge.base.arrays.Feeds`, source layout),
+    the file's inputs in order as (source name, permutation, dtype), and where to write."""
+
+    fp32_path: str
+    feeds: dict  # Feeds' fields
+    order: list
+    mode: str
+    allow_float: bool
+    out_path: str
+
+    def run(self) -> None:
+        from bridge.base.arrays import Feeds
+
+        feeds = Feeds(self.feeds["folder"], tuple(self.feeds["names"]), self.feeds["length"])
+
+        def arrays():
+            for feed in feeds:
+                yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
+
+        data = calibrate(self.fp32_path, arrays(), self.mode, self.allow_float)
+        with open(self.out_path, "wb") as f:
+            f.write(data)
+
+
+def _to_file(x: np.ndarray, perm: tuple | None, dtype: str) -> np.ndarray:
+    x = np.asarray(x).transpose(perm) if perm else np.asarray(x)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
+    """Tidy the quantizer's file; with `fp32` (the float file it was made from), round its int8
+    weights again.
+
+    - Drop the calibration min/max it leaves next to every scale (8 % of a MobileNetV2 int8 file;
+      runtimes read only scale and zero point).
+    - Give a tensor calibrated to the single value 0 a usable scale. Such a tensor (an additive
+      attention mask fed all-ones masks) gets a zero or denormal scale (4.6e-41 seen), which
+      XNNPACK refuses ("unsupported scale value"); every value it stores is the zero point, so any
+      normal scale represents it exactly.
+    - With `fp32`, round each symmetric int8 weight as TensorFlow's converter does (`dynamic.round_to_int8`):
+      the quantizer divides by the scale where TensorFlow multiplies by its reciprocal, and a few
+      weights per layer land on the other side of .5. Same scales, same biases; MobileNetV2 int8
+      on the same float file and calibration: 32.81 dB before, TensorFlow's 32.87 after.
+    """
+    model = fbu.load(buf)
+    floats = _float_weights(fp32) if fp32 is not None else {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if q is None or q.scale is None or not len(q.scale):
+                continue
+            q.min = None
+            q.max = None
+            scale = np.asarray(q.scale, dtype=np.float32)
+            if np.any(scale < 1e-30):
+                q.scale = np.where(scale < 1e-30, np.float32(1e-12), scale).tolist()
+            _reround(model, t, floats)
+    return fbu.save(model)
+
+
+def _float_weights(fp32: bytes) -> dict[str, np.ndarray]:
+    """Name -> values of every float32 constant of the float file."""
+    model = fbu.load(fp32)
+    out = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            data = fbu.constant(model, t)
+            if data is not None and t.type == fbu.schema().TensorType.FLOAT32:
+                shape = tuple(t.shape) if t.shape is not None else ()
+                out[t.name.decode() if isinstance(t.name, bytes) else t.name] = data.view("<f4").reshape(shape)
+    return out
+
+
+def _reround(model, tensor, floats: dict[str, np.ndarray]) -> None:
+    """Round a symmetric int8 constant again from its float values, where the float file has them."""
+    from bridge.converters.tflite.dynamic import round_to_int8
+
+    name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+    values, data = floats.get(name), fbu.constant(model, tensor)
+    q = tensor.quantization
+    shape = tuple(tensor.shape) if tensor.shape is not None else ()
+    if values is None or data is None or tensor.type != fbu.schema().TensorType.INT8 \
+            or q.zeroPoint is None or any(q.zeroPoint) or tuple(values.shape) != shape:
+        return
+    exact = round_to_int8(values, np.asarray(q.scale, np.float32), q.quantizedDimension)
+    if exact.tobytes() != data.tobytes():
+        model.buffers[tensor.buffer].data = np.frombuffer(exact.tobytes(), np.uint8)
+
+
+def _brief(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def main(argv: Sequence[str]) -> int:
+    """The quantizer's own process: exit 0 with the file written, 1 with the refusal on stderr's
+    last line, or death by a signal where the quantizer aborts."""
+    import json
+    import sys
+
+    try:
+        Job(**json.loads(argv[1])).run()
+    except ConversionError as e:
+        sys.stderr.write(f"\nrefused: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv))

@@ -70,3 +70,21 @@ LANE = Lane(
     preflight="tests.bridge.fake_lane:preflight",
     options=FakeOptions,
 )
+
+
+def tiny_onnx(folder: Path, *, output: str = "y", relu: bool = False) -> str:
+    """A 4x4 MatMul (optionally followed by Relu) saved as `folder/tiny.onnx`: a real ONNX source
+    small enough for orchestration tests."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if relu else output], name="mm")]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["h"], [output], name="act"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 4])], initializer=[w])
+    path = folder / "tiny.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from bridge import ConvertOptions, convert
@@ -20,18 +19,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def source(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"],
-                                                                                        name="act")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    path = tmp_path / "src" / "tiny.onnx"
-    path.parent.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return str(path)
+    return fake_lane.tiny_onnx(tmp_path / "src", relu=True)
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +35,9 @@ def test_each_mode_is_judged_by_its_own_row(source, tmp_path):
     assert exact.parity.thresholds["y"] == {"rel_l2_max": 1e-4} and exact.parity.outputs["y"]["rel_l2"] == 0
     assert close.parity.thresholds["y"] == {"snr_db_min": 50.0}
     assert close.parity.outputs["y"]["snr_db"] == pytest.approx(60.0, abs=0.1)  # 0.1% off: 60 dB
-    assert set(exact.parity.stages) == {"source->onnx", "onnx->target"}
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.json", "tiny_close.fake", "tiny_exact.fake"]
+    assert set(exact.parity.stages) == {"onnx->target"} and report.hub["outputs"]["y"]["rel_l2"] == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["report.html", "report.json", "tiny_close.fake",
+                                                                  "tiny_exact.fake"]
 
 
 def test_a_wrong_artifact_fails_and_nothing_is_published(source, tmp_path):
@@ -56,6 +45,7 @@ def test_a_wrong_artifact_fails_and_nothing_is_published(source, tmp_path):
     report = convert(source, ConvertOptions(targets=("fake",), quantize=("fake=wrong",), out=str(out)))
     assert report.exit_code == 1 and report.artifacts[0].parity.status == "failed"
     assert "rel_l2 0.5 > 0.0001 (error introduced at onnx->target)" in report.artifacts[0].parity.reason
+    assert report.artifacts[0].parity.introduced_at == "onnx->target"
     assert sorted(p.name for p in out.iterdir()) == [".bridge-failed"]
     assert json.loads((out / ".bridge-failed" / "report.json").read_text())["exit_code"] == 1
 
@@ -93,5 +83,5 @@ def test_the_hub_artifact_is_run_once(source, tmp_path):
     """The ONNX artifact is the hub's bytes: the hub's onnxruntime run is its parity run."""
     report = convert(source, ConvertOptions(targets=("onnx",), out=str(tmp_path / "o")))
     onnx = report.artifacts[0]
-    assert onnx.parity.passed and set(onnx.parity.stages) == {"source->onnx"}
+    assert onnx.parity.passed and onnx.parity.stages == {}  # its parity is the hub's: `report.hub`
     assert onnx.parity.outputs["y"]["rel_l2"] == 0

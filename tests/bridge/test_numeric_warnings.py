@@ -16,36 +16,62 @@ def arts(names: list[str]) -> list[FP16Artifact]:
     for name in names:
         target, mode = name.split("/")
         lane = lanes()[target]
-        out.append(FP16Artifact(name, lane.mode(mode).clamps_fp16_constants, lane.notes))
+        spec = lane.mode(mode)
+        out.append(FP16Artifact(name, spec.clamps_fp16_constants, lane.notes, spec.keeps_fp16_constants))
     return out
 
 
-def test_constant_warning_lists_tflite_for_big_constants_and_every_fp16_artifact_for_vanishing_ones():
-    big = [Constant(f"k{i}", None, FP16_MAX * (i + 2), 1) for i in range(4)]
-    eps = Constant("eps", "model/ln/eps", 1e-12, 1, "If model/branch (then_branch)")
-    text = constant_warning([*big, eps], arts(["tflite/fp16", "coreml/fp16"]))
+# A lane whose fp16 files store constants in float16, clamped (TFLite's did, through TensorFlow's converter).
+CLAMPING = FP16Artifact("clamping/fp16", clamps_constants=True,
+                        notes={"fp16-constants": "its files store them as +-65504"})
+BIG = [Constant(f"k{i}", None, FP16_MAX * (i + 2), 1) for i in range(4)]
+EPS = Constant("eps", "model/ln/eps", 1e-12, 1, "If model/branch (then_branch)")
+
+
+def test_tflite_and_core_ml_fp16_files_take_big_constants_and_only_core_ml_loses_an_epsilon():
+    """TFLite's fp16 files keep constants float16 cannot hold in float32 (converters/tflite/fp16.py);
+    coremltools computes ops reading big constants in fp32 but stores an epsilon in float16."""
+    text = constant_warning([*BIG, EPS], arts(["tflite/fp16", "coreml/fp16"]))
     assert text == (
-        "fp16 constants: 4 float constant(s) exceed 65504 (the float16 maximum) in magnitude, and TFLite's fp16 files "
-        "store them as +-65504 (Core ML computes the ops reading them in fp32): initializer k0: max |x| 1.31e+05; "
-        "initializer k1: max |x| 1.965e+05; initializer k2: max |x| 2.62e+05; and 1 more. Affected: tflite/fp16; "
-        "rescale the model or use fp32 for these; besides, 1 single-valued float constant(s) are at or below 2**-25 "
-        "(half the smallest float16 subnormal) and round to zero in float16, where an epsilon no longer keeps a "
-        "division or square root from 0: model/ln/eps (tensor eps) in If model/branch (then_branch): |x| 1e-12. "
-        "Affected: tflite/fp16, coreml/fp16")
-    assert constant_warning(big, arts(["coreml/fp16", "coreml/int8-weights"])) is None  # coremltools keeps them fp32
-    assert constant_warning(big, arts(["tflite/fp16"])).endswith("Affected: tflite/fp16; rescale the model or use fp32 "
-                                                           "for these")
-    assert "Core ML" not in constant_warning(big, arts(["tflite/fp16"]))
-    only_eps = constant_warning([eps], arts(["coreml/fp16"]))
-    assert only_eps.startswith("fp16 constants: 1 single-valued float constant(s)")
+        "fp16 constants: 1 single-valued float constant(s) are at or below 2**-25 (half the smallest float16 "
+        "subnormal) and round to zero in float16, where an epsilon no longer keeps a division or square root "
+        "from 0: model/ln/eps (tensor eps) in If model/branch (then_branch): |x| 1e-12. Affected: coreml/fp16")
+    assert constant_warning(BIG, arts(["coreml/fp16", "coreml/int8-weights", "tflite/fp16"])) is None
+    assert constant_warning([EPS], arts(["tflite/fp16"])) is None
+
+
+def test_constant_warning_names_clamping_artifacts_for_big_constants_and_the_others_notes():
+    text = constant_warning([*BIG, EPS], [CLAMPING, *arts(["tflite/fp16", "coreml/fp16"])])
+    assert text == (
+        "fp16 constants: 4 float constant(s) exceed 65504 (the float16 maximum) in magnitude, and its files store "
+        "them as +-65504 (TFLite's fp16 files keep them in float32; Core ML computes the ops reading them in fp32): "
+        "initializer k0: max |x| 1.31e+05; initializer k1: max |x| 1.965e+05; initializer k2: max |x| 2.62e+05; "
+        "and 1 more. Affected: clamping/fp16; rescale the model or use fp32 for these; besides, 1 single-valued "
+        "float constant(s) are at or below 2**-25 (half the smallest float16 subnormal) and round to zero in "
+        "float16, where an epsilon no longer keeps a division or square root from 0: model/ln/eps (tensor eps) in "
+        "If model/branch (then_branch): |x| 1e-12. Affected: clamping/fp16, coreml/fp16")
+    assert constant_warning(BIG, [CLAMPING]).endswith(
+        "Affected: clamping/fp16; rescale the model or use fp32 for these")
+    assert "Core ML" not in constant_warning(BIG, [CLAMPING])
 
 
 def test_activations_and_constants_warned_apart():
-    found = [Overflow("b", "scale2", 9e4), Constant("k", None, 1e5, 1)]
-    overflow, constants = fp16_warnings(found, arts(["tflite/fp16"]))
-    assert overflow == overflow_warning(found[:1], arts(["tflite/fp16"]))
-    assert constants == constant_warning(found[1:], arts(["tflite/fp16"]))
-    assert fp16_warnings(found[1:], arts(["coreml/fp16"])) == []
+    found = [Overflow("b", "scale2", 9e4), Constant("k", None, 1e-12, 1)]
+    overflow, constants = fp16_warnings(found, arts(["tflite/fp16", "coreml/fp16"]))
+    assert overflow == overflow_warning(found[:1], arts(["tflite/fp16", "coreml/fp16"]))
+    assert constants == constant_warning(found[1:], arts(["coreml/fp16"]))
+    assert fp16_warnings(found[1:], arts(["tflite/fp16"])) == []
+
+
+def test_which_modes_compute_in_fp16_and_how_they_keep_constants():
+    """Declared in each lane's modes table: TFLite's fp16 file computes in fp16 on GPU delegates only,
+    and keeps the constants float16 cannot hold in float32; every Core ML mode but fp32 computes in fp16."""
+    tflite, coreml = lanes()["tflite"], lanes()["coreml"]
+    assert [m.name for m in tflite.modes if m.fp16_compute] == ["fp16"]
+    assert tflite.mode("fp16").keeps_fp16_constants and not tflite.mode("fp16").clamps_fp16_constants
+    assert all(coreml.mode(m).fp16_compute for m in ("fp16", "int8-weights", "palettize-4", "int8"))
+    assert not coreml.mode("fp32").fp16_compute
+    assert not any(m.keeps_fp16_constants or m.clamps_fp16_constants for m in coreml.modes)
 
 
 def test_warning_names_the_first_tensors_the_limit_and_the_artifacts():

@@ -31,7 +31,7 @@ def test_torch_cnn_every_coreml_mode_next_to_tflite(tmp_path):
         ct.models.MLModel(str(path), skip_model_load=True)
         assert a["parity"]["status"] == "passed", a["parity"]["reason"]
         assert a["parity"]["runtime"] == "coreml-reference"
-        assert set(a["parity"]["stages"]) == {"source->onnx", "onnx->target"}
+        assert set(a["parity"]["stages"]) == {"onnx->target"}
     targets = {m: artifact(rep, "coreml", m)["deployment_target"] for m in COREML_MODES}
     assert targets["fp16"] == "iOS16" and targets["int8"] == "iOS17" and targets["int4-weights"] == "iOS18"
     per_param = {m: artifact(rep, "coreml", m)["compressed_weights"]["bytes_per_param"] for m in COREML_MODES}

@@ -24,7 +24,7 @@ def test_direct_route_converts_and_is_judged_like_the_onnx_route(tmp_path, sourc
     assert fp32["route"] == [framework, f"coremltools({frontend})"]
     assert fp32["parity"]["runtime"] == "coreml-reference"
     assert fp32["parity"]["outputs"][output]["rel_l2"] <= 1e-4
-    assert "onnx->target" not in (fp32["parity"]["stages"] or {}), "the file never passed through the hub"
+    assert "stages" not in fp32["parity"], "the file never passed through the hub"
     pal = artifact(rep, "coreml", "palettize-4")
     assert pal["compressed_weights"]["bytes_per_param"] <= 0.55 and pal["parity"]["passed"]
 

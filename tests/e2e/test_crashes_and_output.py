@@ -57,7 +57,7 @@ def assert_folder_matches_report(out: Path) -> dict:
     folder = report_folder(out)
     rep = report(out)
     shipped = {a["path"] for a in rep["artifacts"] if a["path"]}
-    assert {n for n in listing(folder) if not n.startswith(".")} - {"report.json"} == shipped
+    assert {n for n in listing(folder) if not n.startswith(".")} - {"report.json", "report.html"} == shipped
     for a in rep["artifacts"]:
         if a["path"]:
             assert sha256(folder / a["path"]) == a["sha256"] and size(folder / a["path"]) == a["bytes"]
@@ -137,7 +137,7 @@ def test_export_segfault_fails_every_artifact(tmp_path):
         assert a["error"]["stage"] == "export"
         assert a["error"]["message"].startswith("stage export crashed (signal 11, SIGSEGV)"), a["error"]
         assert a["parity"]["status"] == "not_executed" and a["path"] is None and a["sha256"] is None
-    assert listing(out) == [".bridge-failed"] and listing(out / ".bridge-failed") == ["report.json"]
+    assert listing(out) == [".bridge-failed"] and listing(out / ".bridge-failed") == ["report.html", "report.json"]
 
 
 @pytest.mark.parametrize("stage, targets, timeout", [
@@ -190,7 +190,7 @@ def test_lane_crash_keeps_the_other_targets(tmp_path):
     assert coreml["error"]["message"].startswith("stage coreml-convert crashed (signal 11, SIGSEGV)")
     assert coreml["parity"]["status"] == "not_executed" and coreml["path"] is None
     assert listing(out) == [".bridge-failed"]  # a failed run publishes nothing into --out
-    assert listing(out / ".bridge-failed") == ["report.json", "tiny.onnx"]
+    assert listing(out / ".bridge-failed") == ["report.html", "report.json", "tiny.onnx"]
     assert "stage coreml-convert crashed" in r.stderr
 
 
@@ -236,7 +236,7 @@ def test_rerun_never_mixes_runs(tmp_path):
                "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     first = assert_folder_matches_report(out)
-    assert listing(out) == ["report.json", "tiny.onnx", "tiny_fp16.tflite", "tiny_fp32.tflite"]
+    assert listing(out) == ["report.html", "report.json", "tiny.onnx", "tiny_fp16.tflite", "tiny_fp32.tflite"]
     # The user's own files in the folder are not the gateway's to delete.
     (out / "notes.txt").write_text("mine\n")
     mine = (out / "tiny_fp16.tflite").read_bytes()  # a copy under another name: not listed, so kept
@@ -250,7 +250,7 @@ def test_rerun_never_mixes_runs(tmp_path):
     (out / "notes.txt").unlink()
     (out / "mine.tflite").unlink()
     second = assert_folder_matches_report(out)
-    assert listing(out) == ["report.json", "tiny.onnx", "tiny_fp32.tflite"]
+    assert listing(out) == ["report.html", "report.json", "tiny.onnx", "tiny_fp32.tflite"]
     assert [a["path"] for a in second["artifacts"]] == ["tiny.onnx", "tiny_fp32.tflite"]
     assert {a["path"]: a["sha256"] for a in second["artifacts"]} == \
         {a["path"]: a["sha256"] for a in first["artifacts"] if a["quantization"] == "fp32"}
@@ -261,10 +261,10 @@ def test_rerun_never_mixes_runs(tmp_path):
                fault="tflite-convert:abort")
     assert r.returncode == 3, r.stderr[-3000:]
     assert "the previous output in" in r.stderr and ".bridge-failed" in r.stderr
-    assert listing(out) == [".bridge-failed", "report.json", "tiny.onnx", "tiny_fp32.tflite"]
+    assert listing(out) == [".bridge-failed", "report.html", "report.json", "tiny.onnx", "tiny_fp32.tflite"]
     assert json.loads((out / "report.json").read_text()) == second
     third = assert_folder_matches_report(out)
-    assert listing(out / ".bridge-failed") == ["report.json", "tiny.onnx"]
+    assert listing(out / ".bridge-failed") == ["report.html", "report.json", "tiny.onnx"]
     tfl = artifact(third, "tflite", "fp32")
     assert tfl["path"] is None and tfl["error"]["stage"] == "tflite-convert"
     assert tfl["error"]["message"].startswith("stage tflite-convert crashed (signal 6, SIGABRT)")
@@ -273,7 +273,7 @@ def test_rerun_never_mixes_runs(tmp_path):
     # A good run afterwards clears the stale failure.
     r = bridge("convert", source, "--target", "onnx", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert listing(out) == ["report.json", "tiny.onnx"]
+    assert listing(out) == ["report.html", "report.json", "tiny.onnx"]
 
 
 # --- Killed while placing: the previous artifact or nothing, never half of one -------------------------
@@ -297,7 +297,7 @@ def test_killed_while_placing_a_file_keeps_the_previous_one(tmp_path):
     r = bridge("convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = assert_folder_matches_report(out)  # the dead run's work folder is swept too
-    assert listing(out) == ["report.json", "tiny.onnx"]
+    assert listing(out) == ["report.html", "report.json", "tiny.onnx"]
     assert artifact(rep, "onnx", "fp32")["sha256"] != before
 
 
@@ -306,7 +306,7 @@ def test_killed_while_replacing_a_package_leaves_nothing_half_made(tmp_path):
     r = bridge("convert", tiny(tmp_path, seed=0), "--target", "coreml", "--quantize", "coreml=fp32", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     before = assert_folder_matches_report(out)["artifacts"][0]["sha256"]
-    assert listing(out) == ["report.json", "tiny_fp32.mlpackage"]
+    assert listing(out) == ["report.html", "report.json", "tiny_fp32.mlpackage"]
 
     # Killed between moving the old package aside and moving the new one in.
     kill_at_hook("convert", tiny(tmp_path, seed=1), "--target", "coreml", "--quantize", "coreml=fp32",
@@ -318,14 +318,15 @@ def test_killed_while_replacing_a_package_leaves_nothing_half_made(tmp_path):
     r = bridge("convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_folder_matches_report(out)
-    assert listing(out) == ["report.json", "tiny.onnx"]  # debris of the killed run swept
+    assert listing(out) == ["report.html", "report.json", "tiny.onnx"]  # debris of the killed run swept
 
 
 # --- Deterministic artifacts ----------------------------------------------------------------------------
 
 def test_same_source_same_options_same_bytes(tmp_path):
+    # --no-cache: the second run must convert again, not copy the first run's files back
     args = ("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "onnx", "--target", "tflite",
-            "--target", "coreml", "--quantize", "coreml=fp16,palettize-4")
+            "--target", "coreml", "--quantize", "coreml=fp16,palettize-4", "--no-cache")
     reports = []
     for name in ("a", "b"):
         r = bridge(*args, "--out", tmp_path / name)

@@ -358,7 +358,7 @@ def test_shipped_external_data_hub_runs_on_its_own(tmp_path):
     r = bridge("convert", path, "--target", "onnx", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not data.exists() and "external_data" not in report(out)["artifacts"][0]
-    assert sorted(f.name for f in out.iterdir()) == ["big.onnx", "report.json"]
+    assert sorted(f.name for f in out.iterdir()) == ["big.onnx", "report.html", "report.json"]
 
 
 # ----------------------------------------------------------------------------- broken and odd

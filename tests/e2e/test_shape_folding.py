@@ -96,7 +96,7 @@ def test_paddleocr_style_export_with_fixed_input_converts_to_every_lane(tmp_path
     figures = assert_passed(rep, ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("coreml", "fp32"),
                             ("coreml", "fp16"))
     assert all(rel <= 1e-5 for key, (rel, _) in figures.items() if key.endswith("fp32")), figures
-    hub = rep["source"]["hub"]
+    hub = rep["hub"]["folding"]
     assert hub["inputs"] == {"x": [1, 3, 32, 96]} and hub["written"] == ["x"]
     assert hub["removed"]["Shape"] >= 2 and hub["shape_ops_left"] == {}
     onnx_file = out / artifact(rep, "onnx", "fp32")["path"]
@@ -154,7 +154,7 @@ def test_transformers_text_model_with_fixed_input_converts_to_every_lane(tmp_pat
     rep = report(out)
     figures = assert_passed(rep, ("onnx", "fp32"), ("tflite", "fp32"), ("coreml", "fp32"), ("coreml", "fp16"))
     assert figures["coreml/fp16"][1] >= 40, figures
-    hub = rep["source"]["hub"]
+    hub = rep["hub"]["folding"]
     assert hub["inputs"] == {"input_ids": [1, 16], "attention_mask": [1, 16]} and hub["shape_ops_left"] == {}
     assert rep["source"]["shapes"] == "static"
 
@@ -171,7 +171,7 @@ def test_transformers_text_model_keeps_a_dynamic_sequence(tmp_path):
     rep = report(out)
     assert_passed(rep, ("onnx", "fp32"), ("coreml", "fp32"), ("coreml", "fp16"))
     assert artifact(rep, "coreml", "fp32")["parity"]["sizes"] == {"input_ids:1": [16, 32], "attention_mask:1": [16, 32]}
-    hub = rep["source"]["hub"]
+    hub = rep["hub"]["folding"]
     assert hub["inputs"] == {"input_ids": [1, "sequence"], "attention_mask": [1, "sequence"]}
     assert hub["symbolic_inference"] == "used" and 0 < sum(hub["shape_ops_left"].values()) < shape_ops(source)
     assert input_dims(out / artifact(rep, "onnx", "fp32")["path"])["input_ids"] == [1, "sequence"]
@@ -194,4 +194,4 @@ def test_trained_ppocrv4_recognizer_on_rendered_text_lines(tmp_path):
     rep = report(out)
     figures = assert_passed(rep, ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("coreml", "fp32"),
                             ("coreml", "fp16"))
-    assert rep["source"]["hub"]["removed"]["Shape"] >= 4 and rep["source"]["hub"]["shape_ops_left"] == {}, figures
+    assert rep["hub"]["folding"]["removed"]["Shape"] >= 4 and rep["hub"]["folding"]["shape_ops_left"] == {}, figures

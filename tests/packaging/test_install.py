@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-HEAVY = ("torch", "tensorflow", "coremltools", "onnx", "onnxruntime", "onnx2tf", "keras", "ai_edge_litert")
+HEAVY = ("torch", "tensorflow", "coremltools", "onnx", "onnxruntime", "onnx2tf", "keras", "ai_edge_litert",
+         "matplotlib", "jinja2", "ray")  # the page's renderer loads when a page is written, not for --help
 
 
 def test_import_and_help_load_no_framework():
@@ -19,6 +20,7 @@ def test_import_and_help_load_no_framework():
             "from typer.testing import CliRunner;"
             "r = CliRunner().invoke(bridge.cli.app, ['--help']); assert r.exit_code == 0, r.output;"
             "r = CliRunner().invoke(bridge.cli.app, ['convert', '--help']); assert r.exit_code == 0, r.output;"
+            "r = CliRunner().invoke(bridge.cli.app, ['batch', '--help']); assert r.exit_code == 0, r.output;"
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at startup: {out.stdout}"
@@ -38,7 +40,8 @@ def test_regular_install_imports(tmp_path):
                     tmp_path / "dist", ROOT], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("bridge/cli.py", "bridge/converters/tflite/lane.py", "bridge/validators/compare.py"):
+    for module in ("bridge/cli.py", "bridge/converters/tflite/lane.py", "bridge/validators/compare.py",
+                   "bridge/schemas/report-v2.json", "bridge/reporters/templates/report.html.j2"):
         assert module in names
     assert not any(n.startswith(("converters/", "validators/")) for n in names), "no top-level collisions"
     target = tmp_path / "site"

@@ -12,6 +12,8 @@ def test_coremltools_is_the_pinned_version():
 
 
 def test_onnx2tf_stack_is_the_pinned_version():
-    assert metadata.version("onnx2tf") == "1.29.24"
-    assert metadata.version("tensorflow") == "2.19.0"
+    """The TFLite lane's rewrites, preflight and flatbuffer edits are measured on these versions."""
+    assert metadata.version("onnx2tf") == "2.6.9"
+    assert metadata.version("ai-edge-litert") == "2.1.2"
+    assert metadata.version("tensorflow") == "2.21.0"
     assert metadata.version("torch").startswith("2.13.0")

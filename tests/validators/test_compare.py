@@ -99,3 +99,57 @@ def test_no_top_k_for_feature_maps():
     fm = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
     assert metrics(fm, fm).agreement is None
     assert metrics(np.ones((1, 4), np.float32), np.ones((1, 4), np.float32)).agreement is None
+
+
+def test_error_histogram_counts_every_element_in_its_quarter_decade():
+    ref = np.zeros(10, np.float64)
+    # errors 1e-3 (bin -3.0), 2e-3 (log10 -2.70: bin -2.75), 0.5 (log10 -0.30: bin -0.5), and 7 exact
+    actual = ref.copy()
+    actual[:3] = [1e-3, -2e-3, 0.5]
+    h = metrics(actual, ref).histogram
+    assert h.to_json() == {"exact": 7, "log10_bin_width": 0.25, "bins": [[-3.0, 1], [-2.75, 1], [-0.5, 1]]}
+
+
+def test_error_histogram_sums_over_samples_and_chunks(monkeypatch):
+    import bridge.validators.compare as compare_module
+
+    monkeypatch.setattr(compare_module, "CHUNK", 7)  # chunk boundaries inside samples
+    samples = [rng.standard_normal((3, 5)).astype(np.float32) for _ in range(4)]
+    noisy = [s + rng.standard_normal(s.shape).astype(np.float32) * 1e-2 for s in samples]
+    whole = metrics(np.concatenate(noisy), np.concatenate(samples)).histogram
+    assert metrics(noisy, samples).histogram == whole
+    assert whole.exact + sum(n for _, n in whole.bins) == 60
+
+
+def test_nonfinite_outputs_have_no_histogram():
+    bad = REF.copy()
+    bad[0, 0] = np.nan
+    assert metrics(bad, REF).to_json(histogram=True)["abs_error_histogram"] is None
+
+
+def test_report_figures_are_rounded_to_what_they_mean():
+    m = _metrics_of(max_abs=0.200257301, mean_abs=6.880727596580982e-07, rel_l2=0.016684834270189464,
+                               cosine=0.9998820976883347, snr_db=35.55356205635958)
+    assert m.to_json() == {"max_abs": 0.2003, "mean_abs": 6.881e-07, "rel_l2": 0.01668, "cosine": 0.9998821,
+                                "snr_db": 35.55, "nonfinite": {"nan": 0, "inf": 0},
+                                "reference_nonfinite": {"nan": 0, "inf": 0}}
+    # fp32 noise in float64 sums is not a figure: cosine 1 - 3e-14 reads 1.0; a large gap keeps 4 decimals
+    assert _metrics_of(cosine=0.9999999999999657).to_json()["cosine"] == 1.0
+    assert _metrics_of(cosine=-0.30000001).to_json()["cosine"] == -0.3
+    assert _metrics_of(snr_db=300.0).to_json()["snr_db"] == 300.0
+
+
+def _metrics_of(**figures):
+    from bridge.validators.compare import Metrics
+
+    defaults = {"max_abs": 0.0, "mean_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0, "snr_db": 300.0}
+    return Metrics(**(defaults | figures))
+
+
+def test_a_scalar_held_as_one_element_compares_but_other_shapes_do_not():
+    """TFLite has no rank-0 tensors: onnx2tf writes a scalar output as [1]."""
+    m = metrics(np.array([2.0], np.float32), np.array(2.0, np.float32))
+    assert m.rel_l2 == 0.0
+    assert metrics(np.array([2.5], np.float32), np.array(2.0, np.float32)).rel_l2 == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics(np.zeros((1, 2), np.float32), np.zeros(2, np.float32))

@@ -43,11 +43,15 @@ def test_arrays_and_archives(tmp_path):
 def test_parity_samples_are_held_out():
     s = split_samples(CalibrationOptions(str(SAMPLES / "calibration")), [IMAGE], False, 8, 0)
     assert len(s.parity) == 8 and len(s.calibration) == 16
+    assert s.parity_origin.to_json() == {"origin": "calibration", "count": 8, "path": str(SAMPLES / "calibration")}
+    assert s.origin.to_json() == {"origin": "user", "count": 16, "path": str(SAMPLES / "calibration")}
     held = {f["image"].tobytes() for f in s.parity}
     assert not held & {f["image"].tobytes() for f in s.calibration}
-    assert s.parity_origin.startswith("8 samples held out of --calibration")
+    assert s.parity_origin.to_json() == {"origin": "calibration", "count": 8, "path": str(SAMPLES / "calibration")}
     synthetic = split_samples(CalibrationOptions(), [IMAGE], False, 8, 0)
-    assert "synthetic" in synthetic.origin and synthetic.warnings
+    assert synthetic.origin.origin == "synthetic" and synthetic.warnings
+    assert synthetic.parity_origin.to_json() == {"origin": "synthetic", "count": 8, "seed": 0,
+                                                 "detail": "image: pixel images in [0, 1]"}
     assert not np.array_equal(synthetic.calibration[0]["image"], synthetic.parity[0]["image"])
 
 
@@ -56,7 +60,7 @@ def test_image_inputs_without_an_example_get_pixel_images():
     x = np.concatenate([f["image"] for f in s.parity])
     assert x.min() >= 0.0 and x.max() <= 1.0  # not standard-normal noise
     assert np.allclose(x * 255, np.round(x * 255), atol=1e-4)  # whole pixel values
-    assert "image: pixel images in [0, 1]" in s.parity_origin
+    assert "image: pixel images in [0, 1]" in s.parity_origin.detail
     normalized = split_samples(CalibrationOptions(mean=(0.5,), std=(0.25,)), [IMAGE], False, 4, 0)
     y = np.concatenate([f["image"] for f in normalized.parity])
     assert y.min() >= -2.0 - 1e-6 and y.max() <= 2.0 + 1e-6 and y.min() < -1.9
@@ -69,7 +73,7 @@ def test_synthetic_samples_follow_the_example():
     x = np.concatenate([f["x"] for f in s.parity])
     assert 0.0 <= x.min() < 0.01 and 0.99 < x.max() < 1.0
     assert abs(x.mean() - example.mean()) < 0.01 and abs(x.std() - example.std()) < 0.01
-    assert "x: drawn from its example values [" in s.parity_origin
+    assert s.parity_origin.detail.startswith("x: drawn from its example values [")
     calib = np.concatenate([f["x"] for f in s.calibration])  # synthetic calibration follows it too
     assert 0.0 <= calib.min() and calib.max() < 1.0
     pixels = (np.random.default_rng(1).integers(0, 256, (1, 8, 8, 3))).astype(np.float32)
@@ -90,7 +94,7 @@ def test_parity_data_is_used_and_kept_out_of_calibration(tmp_path):
     s = split_samples(opts, [spec], False, 8, 0)
     assert [f["x"].tolist() for f in s.parity] == [[r.tolist()] for r in data[7:]]
     assert len(s.calibration) == 7  # calib.npy's 10 samples without the 3 that are parity data
-    assert s.parity_origin == f"--parity-data {parity_dir} (3 samples)"
+    assert s.parity_origin.to_json() == {"origin": "user", "count": 3, "path": str(parity_dir)}
     with pytest.raises(UsageError, match="every --calibration sample is also a --parity-data sample"):
         split_samples(CalibrationOptions(str(parity_dir), parity_path=str(parity_dir)), [spec], False, 8, 0)
     with pytest.raises(UsageError, match="--parity-data .*no such file"):
@@ -103,4 +107,11 @@ def test_too_little_calibration_data_still_shapes_the_parity_inputs(tmp_path):
     s = split_samples(CalibrationOptions(str(tmp_path)), [spec], False, 8, 0)
     x = np.concatenate([f["x"] for f in s.parity])
     assert len(s.parity) == 8 and 10.0 <= x.min() and x.max() <= 20.0
-    assert "drawn from its calibration data values" in s.parity_origin
+    assert "drawn from its calibration data values" in s.parity_origin.detail
+
+
+def test_a_scalar_input_stays_an_array():
+    """np.interp unboxes a 0-d input to a numpy scalar, which onnxruntime refuses as a feed."""
+    spec = TensorSpec("s", (), values=Values.of([np.array([0.25, 0.5, 0.75], np.float32)]))
+    x = split_samples(CalibrationOptions(), [spec], False, 2, 0).parity[0]["s"]
+    assert isinstance(x, np.ndarray) and x.shape == () and x.dtype == np.float32 and 0.25 <= x <= 0.75

@@ -53,3 +53,27 @@ def test_stable_twice(tmp_path):
     first = (a / "Manifest.json").read_bytes()
     stable_identifiers(a)
     assert (a / "Manifest.json").read_bytes() == first
+
+
+def test_spec_map_entries_in_one_order_whatever_order_they_were_set_in(tmp_path):
+    """protobuf 7 (upb) writes a map in an order that can vary from process to process; the spec is
+    written again in protobuf's deterministic order, so packages of the same model match byte for byte."""
+    from coremltools.proto import Model_pb2
+
+    from bridge.converters.coreml.package import deterministic_spec
+
+    keys = [f"key{i}" for i in range(40)]
+    texts = []
+    for name, order in (("a", keys), ("b", keys[::-1])):
+        spec = Model_pb2.Model(specificationVersion=7)
+        for k in order:
+            spec.description.metadata.userDefined[k] = k.upper()
+        package = _package(tmp_path / f"{name}.mlpackage", b"w")
+        (package / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec.SerializeToString())
+        deterministic_spec(package)
+        texts.append((package / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes())
+    assert texts[0] == texts[1]
+    again = Model_pb2.Model()
+    again.ParseFromString(texts[0])
+    assert dict(again.description.metadata.userDefined) == {k: k.upper() for k in keys}
+    assert again.specificationVersion == 7

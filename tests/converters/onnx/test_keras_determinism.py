@@ -24,7 +24,7 @@ def _hub_sha256s(source, tmp_path, runs: int, env=lambda run: None) -> list[str]
     hashes = []
     for i in range(runs):
         out = tmp_path / f"out{i}"
-        r = bridge("convert", source, "--target", "onnx", "--out", out, env=env(i))
+        r = bridge("convert", source, "--target", "onnx", "--out", out, "--no-cache", env=env(i))
         assert r.returncode == 0, r.stderr[-3000:]
         (art,) = report(out)["artifacts"]
         assert hashlib.sha256((out / art["path"]).read_bytes()).hexdigest() == art["sha256"]

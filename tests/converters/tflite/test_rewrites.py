@@ -1,16 +1,14 @@
 """The TFLite lane's ONNX rewrites, each checked against onnx2tf itself.
 
-Every case is a small graph onnx2tf (1.29.24) lowers wrongly. One test shows it still does, so it
-fails the day onnx2tf fixes the pattern and the pass can go; the next shows the rewritten graph
-keeps onnxruntime's result and converts to a TFLite model that matches it.
+Every case is a small graph onnx2tf (2.6.9, flatbuffer_direct, as the lane runs it) lowers wrongly
+or refuses. One test shows it still does, so it fails the day onnx2tf fixes the pattern and the pass
+can go; the next shows the rewritten graph keeps onnxruntime's result and converts to a TFLite model
+that matches it on ai-edge-litert.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,9 +22,8 @@ from tests.conftest import artifact, bridge, report, write_module
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-onnx2tf = pytest.importorskip("onnx2tf")
-tf = pytest.importorskip("tensorflow")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("onnx2tf")
+pytest.importorskip("ai_edge_litert.interpreter")
 helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
 
 OPSET = 17  # the hub's opset
@@ -52,14 +49,6 @@ def _node(op: str, shape, *extra_inputs, initializers=(), **attrs) -> onnx.Model
     return _graph([node], shape, initializers)
 
 
-def _with_constant(op: str, shape, const_shape, first: bool) -> onnx.ModelProto:
-    """Relu, then `op` with a constant operand (first or second), as in a network's body."""
-    const = np.random.default_rng(2).uniform(0.5, 1.5, const_shape).astype(np.float32)
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-             helper.make_node(op, ["c", "r"] if first else ["r", "c"], ["y"], name=op.lower())]
-    return _graph(nodes, shape, [numpy_helper.from_array(const, "c")])
-
-
 def _einsum(*equations: str, shape, w_shape=None) -> onnx.ModelProto:
     """A chain of Einsums, each reading the previous result (first x) and, for a second operand,
     a constant "w" of `w_shape`, or x again where `w_shape` is None."""
@@ -76,61 +65,64 @@ def _conv(shape, **attrs) -> onnx.ModelProto:
     return _node("Conv", shape, "w", initializers=[numpy_helper.from_array(weight, "w")], **attrs)
 
 
+def _recurrent(op: str, gates: int, hidden: int, bias: bool = False) -> onnx.ModelProto:
+    """`op` over x [seq 2, batch 3, input 3] yielding its last hidden state Y_h only (output "y")."""
+    rng = np.random.default_rng(1)
+    weights = {"w": [1, gates * hidden, 3], "r": [1, gates * hidden, hidden], "b": [1, 2 * gates * hidden]}
+    names = ["w", "r", "b"] if bias else ["w", "r"]
+    inits = [numpy_helper.from_array((rng.standard_normal(weights[n]) * 0.5).astype(np.float32), n) for n in names]
+    node = helper.make_node(op, ["x", *names], ["", "y"], hidden_size=hidden, name=op.lower())
+    return _graph([node], [2, 3, 3], inits)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     rewrite: str
     build: Callable[[], onnx.ModelProto]
-    fails_with: str | None = None  # the error, where onnx2tf's TFLite fails loudly instead of silently
+    fails_with: str | None = None  # the error, where onnx2tf or the runtime fails loudly instead of silently
     count: int = 1  # nodes the rewrite changes
-    channel_last: bool = True  # whether onnx2tf leaves the output channel-last (not after MatMul or Einsum)
+    broken: float = BROKEN  # rel. L2 onnx2tf's file exceeds without the rewrite (1e-4: bridge's fp32 bar)
+    then: tuple[str, ...] = ()  # passes later in the pipeline that take the rewrite's output further
+
+    @property
+    def applied(self) -> list[str]:
+        return [f"{self.rewrite} x{self.count}", *(f"{p} x{self.count}" for p in self.then)]
 
 
 def _einsum_case(name: str, *equations: str, shape, w_shape=None, **options) -> Case:
-    """An einsum-as-matmul case; onnx2tf gives MatMul and Einsum outputs in ONNX order."""
-    return Case(name, "einsum-as-matmul", lambda: _einsum(*equations, shape=shape, w_shape=w_shape),
-                channel_last=False, **options)
+    return Case(name, "einsum-as-matmul", lambda: _einsum(*equations, shape=shape, w_shape=w_shape), **options)
 
 
 CASES = [
-    Case("avgpool-same-upper-include-pad", "explicit-auto-pad", lambda: _node(
-        "AveragePool", [1, 4, 10, 7], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER",
-        count_include_pad=1)),
-    Case("maxpool-same-lower", "explicit-auto-pad", lambda: _node(
-        "MaxPool", [1, 4, 10, 7], kernel_shape=[2, 2], auto_pad="SAME_LOWER")),
     Case("conv-same-lower", "explicit-auto-pad", lambda: _conv(
-        [1, 4, 10, 7], strides=[2, 2], auto_pad="SAME_LOWER"), fails_with="SAME_LOWER"),
+        [1, 4, 10, 7], strides=[2, 2], auto_pad="SAME_LOWER"), fails_with="SAME_LOWER is not supported"),
+    # onnx2tf lowers an explicitly padded LpPool to a CUSTOM op no stock runtime has
     Case("lppool-same-pads", "lppool-explicit-pad", lambda: _node(
-        "LpPool", [1, 4, 10, 7], kernel_shape=[3, 3], pads=[1, 1, 1, 1], p=2)),
+        "LpPool", [1, 4, 10, 7], kernel_shape=[3, 3], pads=[1, 1, 1, 1], p=2), fails_with="ONNX_LPPOOL"),
+    # SAME LpPool: lowered as SAME average pooling times the kernel size, border windows divided by
+    # their in-bounds count; spelled out, it becomes a zero Pad (lppool-explicit-pad)
+    Case("lppool-same-upper", "explicit-auto-pad", lambda: _node(
+        "LpPool", [1, 3, 7, 6], kernel_shape=[3, 2], auto_pad="SAME_UPPER", p=2), then=("lppool-explicit-pad",)),
+    Case("lppool-same-lower", "explicit-auto-pad", lambda: _node(
+        "LpPool", [1, 3, 7, 6], kernel_shape=[3, 2], strides=[2, 1], auto_pad="SAME_LOWER", p=3),
+        then=("lppool-explicit-pad",)),
     Case("maxpool-dilations", "maxpool-dilations", lambda: _node(
         "MaxPool", [1, 3, 9, 9], kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1], strides=[2, 1],
-        ceil_mode=1), fails_with="Dilation2D"),
-    # constants onnx2tf broadcasts along the wrong axis where C equals H or W, or crashes on
-    Case("mul-channel-constant-cube", "expand-broadcast-constants", lambda: _with_constant(
-        "Mul", [1, 16, 16, 16], [1, 16, 1, 1], first=False)),
-    Case("sub-channel-constant-first-c-equals-w", "expand-broadcast-constants", lambda: _with_constant(
-        "Sub", [1, 16, 12, 16], [1, 16, 1, 1], first=True)),
-    Case("mul-spatial-constant", "expand-broadcast-constants", lambda: _with_constant(
-        "Mul", [1, 16, 12, 14], [1, 1, 12, 14], first=False), fails_with="Dimensions must be equal"),
-    Case("sub-rank-3-channel-constant-first", "expand-broadcast-constants", lambda: _with_constant(
-        "Sub", [1, 16, 12, 14], [16, 1, 1], first=True), fails_with="axes don't match"),
-    Case("mul-full-constant-batch-2", "expand-broadcast-constants", lambda: _with_constant(
-        "Mul", [2, 4, 10, 7], [1, 4, 10, 7], first=False), fails_with="Dimensions must be equal"),
-    Case("mul-channel-constant-5d-cube", "expand-broadcast-constants", lambda: _with_constant(
-        "Mul", [1, 8, 8, 8, 8], [1, 8, 1, 1, 1], first=False)),
-    # matrix products with a dynamic dim, which onnx2tf hands to tf.einsum on its channel-last
-    # tensors: TFLite files the runtime cannot size, or outputs of the wrong shape
-    _einsum_case("einsum-batched-matmul-dynamic", "bij,bjk->bik", shape=[2, "T", 7], w_shape=[2, 7, 3],
-                 fails_with="failed to prepare"),
-    _einsum_case("einsum-shared-weight-dynamic", "bij,jk->bik", shape=[2, "T", 7], w_shape=[7, 3]),
-    _einsum_case("einsum-matrix-vector-dynamic", "bij,bj->bi", shape=[2, "T", 7], w_shape=[2, 7],
-                 fails_with="failed to prepare"),
-    _einsum_case("einsum-transposed-operand-dynamic", "bik,bjk->bij", shape=[2, "T", 7], w_shape=[2, 3, 7],
-                 fails_with="failed to prepare"),
-    _einsum_case("einsum-attention-dynamic", "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", shape=[1, 2, "T", 8], count=2),
-    _einsum_case("einsum-attention-heads-last-dynamic", "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", shape=[1, "T", 2, 8],
-                 count=2),
-    _einsum_case("einsum-gram-dynamic-batch", "bij,bkj->bik", shape=["N", 5, 7]),
+        ceil_mode=1), fails_with="dilations must be"),
+    # a matrix product with a shared 2-D weight and a dynamic dim: the file cannot be sized at run time
+    _einsum_case("einsum-shared-weight-dynamic", "bij,jk->bik", shape=[2, "T", 7], w_shape=[7, 3],
+                 fails_with="reshape"),
+    Case("elu-alpha", "elu-as-selu", lambda: _node("Elu", [3, 4, 5], alpha=2.0)),
+    # a GRU yielding Y_h only, with a bias: a file XNNPACK cannot size
+    Case("gru-y-h-only", "gru-named-outputs", lambda: _recurrent("GRU", 3, 3, bias=True),
+         fails_with="failed to reshape"),
+    # onnx2tf takes a missing Hardmax axis as 1 (the default before opset 13; -1 since)
+    Case("hardmax-default-axis", "explicit-default-axis", lambda: _node("Hardmax", [3, 4, 5])),
+    # TFLite's approximate GELU kernel approximates tanh GELU again: rel. L2 ~2e-4, over the fp32 bar
+    Case("gelu-tanh", "gelu-tanh-as-formula", lambda: _graph(
+        [helper.make_node("Gelu", ["x"], ["y"], approximate="tanh", name="gelu")], [3, 4, 5], opset=20),
+        broken=1e-4),
 ]
 
 
@@ -147,34 +139,23 @@ def _onnxruntime(model, feed) -> np.ndarray:
     return session.run(["y"], feed)[0]
 
 
-def _tflite(model, feed, workdir, channel_last: bool = True) -> np.ndarray:
-    """onnx2tf as the lane runs it (in memory, no onnxsim, strict), then TFLite from a signature
-    named after the ONNX graph, dynamic dims left dynamic; channel-first tensors go channel-last,
-    and the output back unless `channel_last` is False (MatMul and Einsum give theirs in ONNX
-    order; onnx2tf's per-output flag cannot tell, it is False after pooling and Mul too)."""
-    os.makedirs(workdir, exist_ok=True)
-    np.save(os.path.join(workdir, "calibration_image_sample_data_20x128x128x3_float32.npy"),
-            np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-    cwd = os.getcwd()
-    try:
-        os.chdir(workdir)  # onnx2tf reads its sample images from here instead of downloading them
-        with contextlib.redirect_stdout(io.StringIO()):
-            keras_model = onnx2tf.convert(onnx_graph=copy.deepcopy(model), output_folder_path="saved_model",
-                                          disable_model_save=True, output_signaturedefs=True,
-                                          not_use_onnxsim=True, non_verbose=True, verbosity="error")
-    finally:
-        os.chdir(cwd)
-    x = _channel_last(feed["x"])
-    spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name="x")
-    function = tf.function(lambda t: {"y": keras_model(t)}, input_signature=[spec]).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], keras_model)
-    runner = litert.Interpreter(model_content=converter.convert()).get_signature_runner()
-    y = runner(x=x)["y"]
-    return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1)) if channel_last else y
+def _tflite(model, feed, workdir, reference: np.ndarray) -> np.ndarray:
+    """onnx2tf as the lane runs it (in memory, flatbuffer_direct, x kept channel-first), run on
+    ai-edge-litert as bridge's runner runs it (XNNPACK; dynamic dims sized before allocation). The
+    output comes back in the layout, channel-first or channel-last, closest to `reference`: where
+    even that is far off, no layout change explains it."""
+    from bridge.converters.tflite.direct import convert_float
+    from bridge.converters.tflite.layout import CHANNEL_LAST, InputPlan
+    from bridge.validators.runners.tflite import TFLiteRunner
 
-
-def _channel_last(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, *range(2, x.ndim), 1)
+    plan = InputPlan(("x",), (), {"x": None}, {"x": "source"})
+    fp32 = convert_float(copy.deepcopy(model), workdir / "onnx2tf", plan, {})
+    runner = TFLiteRunner()
+    runner.load(str(fp32.path))
+    y = runner.infer(feed)["y"]
+    layouts = [y] + ([y.transpose(np.argsort(CHANNEL_LAST[y.ndim]))] if y.ndim in CHANNEL_LAST else [])
+    fitting = [c for c in layouts if c.shape == reference.shape]
+    return min(fitting, key=lambda c: _rel_l2(c, reference)) if fitting else y
 
 
 def _rel_l2(actual: np.ndarray, reference: np.ndarray) -> float:
@@ -192,12 +173,13 @@ def test_onnx2tf_still_gets_it_wrong(case: Case, tmp_path):
     last case."""
     model = case.build()
     feed = _feed(model)
+    expected = _onnxruntime(model, feed)
     if case.fails_with:
         with pytest.raises(Exception, match=case.fails_with):
-            _tflite(model, feed, tmp_path, case.channel_last)
+            _tflite(model, feed, tmp_path, expected)
         return
-    expected, got = _onnxruntime(model, feed), _tflite(model, feed, tmp_path, case.channel_last)
-    assert got.shape != expected.shape or _rel_l2(got, expected) > BROKEN
+    got = _tflite(model, feed, tmp_path, expected)
+    assert got.shape != expected.shape or _rel_l2(got, expected) > case.broken
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -205,11 +187,11 @@ def test_rewrite_matches_onnxruntime_in_tflite(case: Case, tmp_path):
     model = case.build()
     feed = _feed(model)
     rewritten = copy.deepcopy(model)
-    assert apply_rewrites(rewritten) == [f"{case.rewrite} x{case.count}"]
+    assert apply_rewrites(rewritten) == case.applied
     onnx.checker.check_model(rewritten, full_check=True)
     expected = _onnxruntime(model, feed)
     assert _rel_l2(_onnxruntime(rewritten, feed), expected) < SAME_GRAPH
-    assert _rel_l2(_tflite(rewritten, feed, tmp_path, case.channel_last), expected) < TFLITE
+    assert _rel_l2(_tflite(rewritten, feed, tmp_path, expected), expected) < TFLITE
 
 
 # Patterns the passes must not change in onnxruntime's eyes, beyond the fixtures above: other ranks,
@@ -218,11 +200,9 @@ EQUIVALENT = [
     ("MaxPool", [2, 3, 11], dict(kernel_shape=[3], dilations=[3], strides=[2], pads=[2, 1], ceil_mode=1)),
     ("MaxPool", [1, 2, 5, 6, 7], dict(kernel_shape=[2, 3, 2], dilations=[2, 1, 3], pads=[1, 2, 0, 1, 1, 1])),
     ("MaxPool", [1, 2, 8, 9], dict(kernel_shape=[4, 2], dilations=[3, 2], strides=[3, 2], pads=[3, 1, 3, 0])),
-    ("AveragePool", [1, 2, 5, 6, 7], dict(kernel_shape=[2, 3, 4], strides=[2, 1, 2], auto_pad="SAME_LOWER")),
-    ("AveragePool", [2, 3, 9], dict(kernel_shape=[4], strides=[3], auto_pad="SAME_UPPER",
-                                    count_include_pad=1)),
-    ("LpPool", [1, 2, 6, 7, 5], dict(kernel_shape=[3, 2, 2], strides=[2, 1, 2], auto_pad="SAME_UPPER", p=3)),
     ("LpPool", [1, 2, 9], dict(kernel_shape=[4], strides=[2], pads=[3, 1], p=1)),
+    ("LpPool", [1, 2, 6, 7, 5], dict(kernel_shape=[3, 2, 2], strides=[2, 1, 2], pads=[1, 0, 1, 1, 1, 0], p=3)),
+    ("Elu", [2, 5], dict(alpha=0.5)),
 ]
 
 
@@ -235,29 +215,6 @@ def test_rewrites_keep_onnxruntime_results(op, shape, attrs):
     assert apply_rewrites(rewritten)
     onnx.checker.check_model(rewritten, full_check=True)
     assert _rel_l2(_onnxruntime(rewritten, feed), _onnxruntime(model, feed)) < SAME_GRAPH
-
-
-def _shared_constant_graph(batch) -> onnx.ModelProto:
-    """One per-channel constant, C == H, read by Div (first operand) and Add (second)."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6, 6, 5])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    c = numpy_helper.from_array(np.random.default_rng(2).uniform(0.5, 1.5, [6, 1, 1]).astype(np.float32), "c")
-    nodes = [helper.make_node("Div", ["c", "x"], ["a"]), helper.make_node("Add", ["a", "c"], ["y"])]
-    graph = helper.make_graph(nodes, "shared", [x], [y], [c])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-@pytest.mark.parametrize("batch", [1, 2, "N"])
-def test_expanded_constants_keep_onnxruntime_results(batch):
-    model = _shared_constant_graph(batch)
-    x = np.random.default_rng(0).uniform(0.5, 1.5, [2 if batch == "N" else batch, 6, 6, 5]).astype(np.float32)
-    rewritten = copy.deepcopy(model)
-    assert apply_rewrites(rewritten) == ["expand-broadcast-constants x2"]
-    onnx.checker.check_model(rewritten, full_check=True)
-    # one copy for both nodes, and the original gone
-    assert [list(t.dims) for t in rewritten.graph.initializer] == [[1 if batch == "N" else batch, 6, 6, 5]]
-    assert _rel_l2(_onnxruntime(rewritten, {"x": x}), _onnxruntime(model, {"x": x})) < SAME_GRAPH
 
 
 def _untouched_graph() -> onnx.ModelProto:
@@ -346,14 +303,15 @@ EINSUM_RIGHT_AS_IS = [
     ("ij,jk->ik", [5, 7], [7, 3]),
     ("bij,jk->bik", [2, 5, 7], [7, 3]),
     ("bi,bi->b", [3, 7], [3, 7]),
-    ("ij->ji", [5, 7], None),
     ("ij,jk->ik", ["T", 7], [7, 3]),
-    ("bi,bi->b", ["T", 7], None),
+    pytest.param("bi,bi->b", ["T", 7], None, marks=pytest.mark.xfail(
+        strict=True, reason="ai-edge-litert's XNNPACK cannot reshape the file at T=5 (onnx2tf 2.6.9)")),
 ]
 
 
 @pytest.mark.parametrize(("equation", "shape", "w_shape"), EINSUM_RIGHT_AS_IS,
-                         ids=[f"{e}-{'x'.join(map(str, s))}" for e, s, _ in EINSUM_RIGHT_AS_IS])
+                         ids=[f"{e}-{'x'.join(map(str, s))}" for e, s, _ in
+                              (getattr(c, "values", c) for c in EINSUM_RIGHT_AS_IS)])
 def test_einsums_onnx2tf_lowers_right_are_left_alone(equation, shape, w_shape, tmp_path):
     """If the TFLite check fails, onnx2tf broke the pattern: widen the pass to cover it."""
     model = _einsum(equation, shape=shape, w_shape=w_shape)
@@ -361,7 +319,8 @@ def test_einsums_onnx2tf_lowers_right_are_left_alone(equation, shape, w_shape, t
     assert apply_rewrites(model) == []
     assert model.SerializeToString() == before
     feed = _feed(model)
-    assert _rel_l2(_tflite(model, feed, tmp_path, channel_last=False), _onnxruntime(model, feed)) < TFLITE
+    expected = _onnxruntime(model, feed)
+    assert _rel_l2(_tflite(model, feed, tmp_path, expected), expected) < TFLITE
 
 
 @pytest.mark.parametrize("equation", [

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import forge_report
 from tests.e2e.hostile import models as m
 from tests.e2e.hostile.harness import BRIDGE, Case, Run
 
@@ -385,7 +386,7 @@ def user_forged_report_escape(tmp):
     report = json.loads((tmp / "out" / "report.json").read_text())
     report["artifacts"].append({"path": "../victim.txt", "sha256": hashlib.sha256(b"precious").hexdigest(),
                                 "target": "onnx"})
-    (tmp / "out" / "report.json").write_text(json.dumps(report))
+    forge_report(tmp / "out" / "report.json", report)
 
     def after(r):
         assert victim.read_text() == "precious"

@@ -1,0 +1,453 @@
+"""The stage cache: a stage whose inputs are unchanged is not run again; its files are copied back.
+
+A stage's key is the sha256 of everything its result depends on:
+- the stage (its name and "module:function") and its options, as data;
+- bridge's own code, by content (every file of the installed `bridge`, `bridge.converters` and
+  `bridge.validators`: an editable install keeps version 0.1.0 while its code changes);
+- the installed version of every backend, Python's version and the machine's architecture;
+- the content of every file it reads. For the export that is the source (a model file, a folder),
+  the calibration and parity data, and for a Python entrypoint every file the export actually
+  opened: its module, the modules it imported from outside the installed packages, the weights it
+  loaded. Those are only known once it has run, so the export is keyed in two steps, as ccache's
+  depend mode does: the key of what is known up front names the file lists earlier runs read
+  (`deps/`), and each list, hashed again now, gives a full key. Every later stage reads the hub
+  and the sample folders by content hash, so a re-run whose export changed nothing still reuses
+  the lanes.
+
+An entry holds the stage's result (pickled), the files it made (relative to the folder it made
+them in), and a manifest with the sha256 of each. An entry is checked against its manifest as it is
+copied out; one that does not match is deleted and the stage runs. Entries are written to a
+temporary folder and renamed into place (a rename is atomic, and a concurrent writer of the same
+key loses harmlessly), so readers need no lock. Only trimming the cache to its size bound takes
+one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
+timeout cases that a hand-rolled `fcntl` loop would have to).
+
+Results are pickles; the folder must be the user's own and writable by no one else (checked), since
+anyone who can write it can make bridge unpickle what they like. Errors a stage raises itself are
+cached too (the same inputs fail the same way); crashes, time-outs and memory exhaustion are not.
+
+Not seen: files that native code opens without Python's `open` (h5py's `.h5` weights, TensorFlow's
+file system). An entrypoint that loads weights that way must be run with `--no-cache` after they
+change (the README says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import functools
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bridge.base.errors import UsageError
+from bridge.base.files import sha256
+from bridge.stages import Outcome, Stage
+
+SCHEMA = "bridge.stage-cache/1"
+DEFAULT_MAX_BYTES = 20 << 30
+MAX_VARIANTS = 8  # file lists remembered per export pre-key
+TRIM_TO = 0.8  # a trim leaves the cache at this fraction of its bound
+MANIFEST = "manifest.json"
+RESULT = "result.pickle"
+
+
+def default_dir() -> Path:
+    """The user's cache folder (XDG), as pip and torch use it."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bridge" / "stages"
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over bridge's installed files (relative path and bytes), caches excluded."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for package in ("bridge", "bridge.converters", "bridge.validators"):
+        spec = importlib.util.find_spec(package)
+        for folder in sorted(spec.submodule_search_locations or ()):
+            for f in sorted(Path(folder).rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"):
+                    h.update(f"{package}/{f.relative_to(folder).as_posix()}\0".encode())
+                    h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@functools.cache
+def environment_digest() -> dict:
+    """Backend versions (the executor's Ray excluded: it moves work, it does not compute), Python
+    and the architecture."""
+    from bridge.base.lazy import DEPENDENCIES
+    from bridge.environment import versions
+
+    executors = {d.distribution for d in DEPENDENCIES if d.extra == "ray"}
+    return {"versions": {k: v for k, v in versions().items() if k not in executors},
+            "python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+            "code": code_digest()}
+
+
+def canonical(value: Any) -> Any:
+    """Data for the key: dataclasses by type and fields, enums by value, sets sorted, floats by repr."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__type__": type(value).__qualname__,
+                **{f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, enum.Enum):
+        return canonical(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (set, frozenset)):
+        return sorted((canonical(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float):
+        return repr(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return repr(value)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(canonical(value), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@functools.cache
+def package_digest(function: str) -> str:
+    """A plug-in's code by content: the files of the top-level package of a "module:function"."""
+    import importlib.util
+
+    top = function.split(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    h = hashlib.sha256()
+    folders = spec.submodule_search_locations if spec and spec.submodule_search_locations else None
+    files = [Path(spec.origin)] if spec and spec.origin and not folders else []
+    for folder in folders or ():
+        files += sorted(f for f in Path(folder).rglob("*.py") if "__pycache__" not in f.parts)
+    for f in files:
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class Digests:
+    """Content hashes of files and folders, computed once per path (one run's work files never
+    change once made). A file's is its sha256; a folder's, the sha256 of its files' relative
+    paths and sha256s, so a folder restored from the cache is known from the entry's manifest."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def of(self, path: str | Path | None) -> str | None:
+        """Symlinks are never followed: a link is known by its target's name (reading through it
+        could read outside the folder the user named, which bridge never does)."""
+        if path is None:
+            return None
+        key = os.path.abspath(path)
+        if key not in self._known:
+            try:
+                st = os.lstat(key)
+            except OSError:
+                self._known[key] = "absent"
+                return "absent"
+            if stat.S_ISLNK(st.st_mode):
+                value = "link:" + os.readlink(key)
+            elif stat.S_ISDIR(st.st_mode):
+                lines = []
+                for folder, dirs, files in os.walk(key):  # does not descend into linked folders
+                    dirs.sort()
+                    for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+                        full = os.path.join(folder, name)
+                        lines.append(f"{os.path.relpath(full, key)}\0{self.of(full)}\n")
+                value = hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+            elif stat.S_ISREG(st.st_mode):
+                value = sha256(Path(key))
+            else:  # a FIFO or a device is never opened
+                value = f"special:{stat.S_IFMT(st.st_mode)}"
+            self._known[key] = value
+        return self._known[key]
+
+    def learn(self, path: str | Path, value: str) -> None:
+        self._known[os.path.abspath(path)] = value
+
+
+class StageCache:
+    """One cache folder, shared by every process and thread that opens it."""
+
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.root = Path(os.path.abspath(root))
+        self.max_bytes = max_bytes
+        _own_folder(self.root)
+        for sub in ("entries", "deps", "tmp"):
+            (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    def key(self, stage: Stage, parts: Mapping[str, Any]) -> str:
+        return digest({"schema": SCHEMA, "stage": stage.name, "function": stage.function,
+                       "blocked": stage.blocked_imports, "environment": environment_digest(), "parts": parts})
+
+    @staticmethod
+    def with_reads(prekey: str, reads: Iterable[tuple[str, str]]) -> str:
+        return digest({"prekey": prekey, "reads": sorted(reads)})
+
+    # --- entries ----------------------------------------------------------------------------------
+
+    def get(self, key: str, root: Path) -> Outcome | None:
+        """The cached outcome with its files copied under `root` (which must not exist yet), or
+        None. An entry that fails its manifest is deleted, never used."""
+        root = Path(os.path.abspath(root))
+        if root.exists() and any(root.iterdir()):
+            raise ValueError(f"{root}: a cached stage is restored into a new folder only")
+        entry = self._entry(key)
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            if manifest.get("schema") != SCHEMA or manifest.get("key") != key:
+                raise _Corrupt
+            blob = (entry / RESULT).read_bytes()
+            if hashlib.sha256(blob).hexdigest() != manifest["result"]:
+                raise _Corrupt
+            for f in manifest["files"]:
+                _copy_checked(entry / "files" / f["path"], root / f["path"], f["sha256"])
+            outcome = pickle.loads(blob)  # noqa: S301 - our own folder (checked), hash-verified
+            if not isinstance(outcome, Outcome):
+                raise _Corrupt
+        except (_Corrupt, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError,
+                ImportError, EOFError):
+            shutil.rmtree(root, ignore_errors=True)
+            self._drop(entry)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(entry / MANIFEST)  # last use, for trimming
+        return rebase(outcome, manifest["root"], str(root))
+
+    def files_of(self, key: str) -> dict[str, str]:
+        """{relative path: sha256} of an entry's files (after a `get`, they match)."""
+        try:
+            return {f["path"]: f["sha256"] for f in json.loads((self._entry(key) / MANIFEST).read_text())["files"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def put(self, key: str, outcome: Outcome, root: Path) -> None:
+        """Store a cacheable outcome and the files under `root` that its result names."""
+        if not outcome.cacheable:
+            return
+        root = Path(os.path.abspath(root))
+        entry = self._entry(key)
+        if entry.exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f"{socket.gethostname()}-{os.getpid()}-", dir=self.root / "tmp"))
+        try:
+            files = []
+            for rel in referenced(outcome, root):
+                files.append({"path": rel, "sha256": _copy_checked(root / rel, tmp / "files" / rel, None),
+                              "bytes": (root / rel).stat().st_size})
+            blob = pickle.dumps(Outcome(outcome.result, outcome.error, None, outcome.deliberate))
+            (tmp / RESULT).write_bytes(blob)
+            total = len(blob) + sum(f["bytes"] for f in files)
+            (tmp / MANIFEST).write_text(json.dumps({
+                "schema": SCHEMA, "key": key, "root": str(root), "result": hashlib.sha256(blob).hexdigest(),
+                "files": files, "bytes": total, "created": time.time()}))
+            entry.parent.mkdir(mode=0o700, exist_ok=True)
+            try:
+                os.rename(tmp, entry)
+            except OSError:  # another process stored the same key meanwhile: theirs is as good
+                shutil.rmtree(tmp, ignore_errors=True)
+        except (OSError, pickle.PicklingError, TypeError, AttributeError):
+            shutil.rmtree(tmp, ignore_errors=True)  # a cache that cannot store is only slower
+            return
+        self.trim()
+
+    # --- the export's file lists --------------------------------------------------------------------
+
+    def variants(self, prekey: str) -> list[list[str]]:
+        try:
+            found = json.loads(self._deps(prekey).read_text())["variants"]
+            return [[str(p) for p in v] for v in found if isinstance(v, list)]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def remember(self, prekey: str, paths: list[str]) -> None:
+        found = [v for v in self.variants(prekey) if v != paths]
+        data = json.dumps({"variants": [paths, *found][:MAX_VARIANTS]}).encode()
+        path = self._deps(prekey)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+
+    # --- size ---------------------------------------------------------------------------------------
+
+    def trim(self) -> None:
+        """Delete the least recently used entries while the cache is over its bound. One process
+        trims at a time; the others skip it (the one trimming will get there)."""
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(self.root / "trim.lock"), timeout=0):
+                entries, total = [], 0
+                for manifest in (self.root / "entries").glob(f"*/*/{MANIFEST}"):
+                    try:
+                        size = int(json.loads(manifest.read_text())["bytes"])
+                        entries.append((manifest.stat().st_mtime, size, manifest.parent))
+                    except (OSError, ValueError, KeyError, TypeError):
+                        continue
+                    total += size
+                if total > self.max_bytes:
+                    for _, size, entry in sorted(entries):
+                        self._drop(entry)
+                        total -= size
+                        if total <= self.max_bytes * TRIM_TO:
+                            break
+                self._sweep_tmp()
+        except Timeout:
+            return
+
+    def _sweep_tmp(self) -> None:
+        """Half-written entries of processes that died (this host's, by pid; any, after a day)."""
+        host = socket.gethostname()
+        for tmp in (self.root / "tmp").iterdir():
+            owner, _, rest = tmp.name.partition("-")
+            pid = rest.partition("-")[0]
+            try:
+                dead = owner == host and pid.isdigit() and not _alive(int(pid))
+                if dead or time.time() - tmp.stat().st_mtime > 86400:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except OSError:
+                continue
+
+    def _entry(self, key: str) -> Path:
+        return self.root / "entries" / key[:2] / key
+
+    def _deps(self, prekey: str) -> Path:
+        return self.root / "deps" / prekey[:2] / f"{prekey}.json"
+
+    def _drop(self, entry: Path) -> None:
+        """Out of sight first (a rename), then deleted: a reader sees a whole entry or none."""
+        aside = self.root / "tmp" / f"{socket.gethostname()}-{os.getpid()}-drop-{entry.name}-{time.monotonic_ns()}"
+        try:
+            os.rename(entry, aside)
+        except OSError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _own_folder(root: Path) -> None:
+    """The cache folder must be a folder of this user that nobody else can write."""
+    try:
+        if not os.path.lexists(root):
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(root)
+    except OSError as e:
+        raise UsageError(f"--cache-dir {root}: cannot create or open the folder ({e.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"--cache-dir {root}: exists and is not a folder")
+    if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(f"--cache-dir {root}: must belong to you and be writable by nobody else (cached results "
+                         "are loaded as they are; `chmod go-w` it, or choose another folder or --no-cache)")
+
+
+def _copy_checked(src: Path, dest: Path, expected: str | None) -> str:
+    """Copy `src` to `dest`, hashing as it goes; raise `_Corrupt` if the hash is not `expected`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dest, "xb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            h.update(chunk)
+            fout.write(chunk)
+    value = h.hexdigest()
+    if expected is not None and value != expected:
+        raise _Corrupt
+    shutil.copystat(src, dest)
+    return value
+
+
+def _alive(pid: int) -> bool:
+    from bridge.base.files import alive
+
+    return alive(pid)
+
+
+# --- paths inside results ---------------------------------------------------------------------------
+
+def _walk_strings(value: Any, seen: set[int] | None = None) -> Iterable[str]:
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    if isinstance(value, str):
+        yield value
+        return
+    if isinstance(value, os.PathLike):
+        yield os.fspath(value)
+        return
+    seen.add(id(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _walk_strings(getattr(value, f.name), seen)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk_strings(k, seen)
+            yield from _walk_strings(v, seen)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            yield from _walk_strings(v, seen)
+
+
+def referenced(outcome: Outcome, root: Path) -> list[str]:
+    """Files under `root` the result names (a folder stands for every file in it; a file's
+    `<name>.data`, an ONNX model's external tensors, comes with it), relative to `root`."""
+    base = os.path.abspath(root)
+    found: set[str] = set()
+    for text in _walk_strings(outcome.result):
+        if not (text == base or text.startswith(base + os.sep)):
+            continue
+        path = Path(text)
+        if path.is_dir():
+            found.update(str(f.relative_to(base)) for f in path.rglob("*") if f.is_file())
+        elif path.is_file():
+            found.add(str(path.relative_to(base)))
+            data = Path(f"{text}.data")
+            if data.is_file():
+                found.add(str(data.relative_to(base)))
+    return sorted(found)
+
+
+def rebase(value: Any, old: str, new: str) -> Any:
+    """`value` with every path under `old` moved under `new` (dataclasses, containers, strings)."""
+    if isinstance(value, str):
+        return new + value[len(old):] if value == old or value.startswith(old + os.sep) else value
+    if isinstance(value, Path):
+        return Path(rebase(str(value), old, new))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        copy = object.__new__(type(value))
+        copy.__dict__.update(value.__dict__)
+        for f in dataclasses.fields(value):
+            object.__setattr__(copy, f.name, rebase(getattr(value, f.name), old, new))
+        return copy
+    if isinstance(value, dict):
+        return type(value)({rebase(k, old, new): rebase(v, old, new) for k, v in value.items()})
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(rebase(v, old, new) for v in value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(rebase(v, old, new) for v in value)
+    return value

@@ -1,0 +1,212 @@
+"""Where stages run. A stage is the unit of work: an export, one lane's conversion, one runtime's
+parity run, each in its own child process (`bridge.stages`), whichever executor starts it.
+
+- `Inline`: one after another, in the caller's thread (`bridge convert`).
+- `Local`: up to `jobs` at once on this machine, and no more at once than the memory the stages
+  are expected to need (`Needs`) fits in; first come, first served, so a large stage waits for
+  room rather than being overtaken forever.
+- `Ray`: Ray tasks that ask for one CPU and the stage's memory, on a local Ray instance or an
+  existing cluster (`--ray-address`). The task calls the same `call_stage`, so a crash, a time-out
+  or a blocked import behaves as it does locally. Sources, samples and artifacts are files: every
+  node must see the paths the gateway sees (a shared filesystem), which `check_shared` proves
+  before anything runs.
+
+Results travel back as `Outcome`s (small: arrays stay in files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.base.errors import StageCrashed, UsageError, one_line
+from bridge.stages import Limits, Outcome, Stage, call_stage
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a stage is expected to take at its peak."""
+
+    memory: int  # bytes
+    cpus: float = 1.0
+
+
+class Executor:
+    parallel = False  # may one model's lanes run at the same time?
+
+    def submit(self, stage: Stage, args: tuple, kwargs: dict, limits: Limits, needs: Needs) -> Future:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"executor": "inline"}
+
+
+class Inline(Executor):
+    def submit(self, stage, args, kwargs, limits, needs) -> Future:
+        future: Future = Future()
+        future.set_result(call_stage(stage, *args, limits=limits, **kwargs))
+        return future
+
+
+class Local(Executor):
+    """`jobs` stages at once, within a memory budget (default: the memory available at start)."""
+
+    parallel = True
+
+    def __init__(self, jobs: int, memory: int | None = None):
+        if jobs < 1:
+            raise UsageError(f"--jobs {jobs}: expected 1 or more")
+        self.jobs = jobs
+        self.memory = memory or available_memory()
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[Future, Callable[[], Outcome], int]] = deque()
+        self._running = 0
+        self._used = 0
+
+    def describe(self) -> dict:
+        return {"executor": "local", "jobs": self.jobs, "memory": self.memory}
+
+    def submit(self, stage, args, kwargs, limits, needs) -> Future:
+        future: Future = Future()
+        need = min(needs.memory, self.memory)  # the largest stage still runs, alone
+        with self._cond:
+            self._queue.append((future, lambda: call_stage(stage, *args, limits=limits, **kwargs), need))
+            self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        """Start queued stages in order while a slot and their memory are free (lock held)."""
+        while self._queue and self._running < self.jobs and (
+                self._running == 0 or self._used + self._queue[0][2] <= self.memory):
+            future, work, need = self._queue.popleft()
+            self._running += 1
+            self._used += need
+            threading.Thread(target=self._run, args=(future, work, need), daemon=True).start()
+
+    def _run(self, future: Future, work: Callable[[], Outcome], need: int) -> None:
+        try:
+            future.set_result(work())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(e)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._used -= need
+                self._dispatch()
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo; elsewhere, 8 GiB."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 8 * GiB
+
+
+class Ray(Executor):
+    """Stages as Ray tasks. Without an address, a local instance with `jobs` CPUs is started (and
+    stopped at the end); with one, the driver joins that cluster."""
+
+    parallel = True
+
+    def __init__(self, address: str | None = None, jobs: int | None = None):
+        from bridge.base.lazy import require
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise report usage online
+        self.ray = require("ray")
+        self.address = address
+        options = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
+        try:
+            if address:
+                self.ray.init(address=address, **options)
+            else:
+                self.ray.init(address="local", num_cpus=jobs or os.cpu_count() or 1, include_dashboard=False,
+                              _node_ip_address="127.0.0.1", **options)
+        except Exception as e:  # noqa: BLE001 - Ray's start-up errors are many; each is one line here
+            what = f"join {address}" if address else "start a local Ray instance"
+            raise UsageError(f"--executor ray: could not {what} ({one_line(e, with_type=True)})") from None
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        self.nodes = [n["NodeID"] for n in nodes]
+        self.memory = max((int(n["Resources"].get("memory", 0)) for n in nodes), default=0) or None
+        self._task = self.ray.remote(_ray_stage)
+        self._cwd = os.getcwd()
+        self._path = [self._cwd if p == "" else p for p in sys.path]
+
+    def describe(self) -> dict:
+        return {"executor": "ray", "address": self.address or "local", "nodes": len(self.nodes)}
+
+    def submit(self, stage, args, kwargs, limits, needs) -> Future:
+        need = min(needs.memory, self.memory) if self.memory else needs.memory
+        ref = self._task.options(num_cpus=needs.cpus, memory=need, max_retries=0, name=f"bridge-{stage.name}").remote(
+            stage, args, kwargs, limits, self._cwd, self._path)
+        future: Future = Future()
+
+        def done(f: Future) -> None:
+            try:
+                future.set_result(f.result())
+            except Exception as e:  # noqa: BLE001 - Ray lost the task (a node died, a worker crashed)
+                future.set_result(Outcome(error=StageCrashed(f"stage {stage.name} was lost by Ray: "
+                                                             f"{one_line(e, with_type=True)}", stage=stage.name),
+                                          deliberate=False))
+
+        ref.future().add_done_callback(done)
+        return future
+
+    def check_shared(self, folder: Path, paths: Sequence[Path]) -> None:
+        """Every node must see `folder` (a token written here is read there) and every path in
+        `paths`, at the same absolute paths: the batch moves files, not bytes."""
+        token = secrets.token_hex(16)
+        probe = Path(os.path.abspath(folder)) / f".bridge-probe-{os.getpid()}-{token[:8]}"
+        paths = [os.path.abspath(p) for p in paths]
+        probe.write_text(token)
+        try:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            check = self.ray.remote(_see)
+            refs = [check.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                    .remote(str(probe), token, paths) for node in self.nodes]
+            for node, missing in zip(self.nodes, self.ray.get(refs, timeout=300), strict=True):
+                if missing:
+                    raise UsageError(f"--executor ray: node {node[:12]} cannot see {missing} at the path this machine "
+                                     "uses; a batch on a cluster needs its sources, --out and calibration data on a "
+                                     "filesystem every node mounts at the same path")
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def _ray_stage(stage: Stage, args: tuple, kwargs: dict, limits: Limits, cwd: str, path: list[str]) -> Outcome:
+    """A stage inside a Ray worker: in the gateway's folder, with its import path (a module
+    entrypoint resolves as it would locally), then the usual child process."""
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    sys.path[:0] = [p for p in path if p not in sys.path]
+    return call_stage(stage, *args, limits=limits, **kwargs)
+
+
+def _see(probe: str, token: str, paths: list[str]) -> str | None:
+    try:
+        if Path(probe).read_text() != token:
+            return str(Path(probe).parent)
+    except OSError:
+        return str(Path(probe).parent)
+    for p in paths:
+        if not os.path.exists(p):
+            return p
+    return None

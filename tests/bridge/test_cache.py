@@ -1,0 +1,201 @@
+"""The stage cache: keys, verified entries, concurrent writers, the size bound, the folder's owner,
+and the files a stage reads (recorded in a real stage child)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from bridge.base.errors import ConversionError, StageCrashed, UsageError
+from bridge.cache import Digests, StageCache, rebase
+from bridge.stages import Outcome, Stage, call_stage
+
+MAKE = Stage("make", "tests.bridge.stage_functions:make_files")
+READ = Stage("read", "tests.bridge.stage_functions:read_files", records_reads=True)
+
+
+def _made(root: Path) -> Outcome:
+    outcome = call_stage(MAKE, str(root))
+    assert outcome.error is None
+    return outcome
+
+
+def _cache(tmp_path: Path, **kw) -> StageCache:
+    return StageCache(tmp_path / "cache", **kw)
+
+
+def test_a_stored_result_comes_back_with_its_files_under_the_new_folder(tmp_path):
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {"option": 1})
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1")
+    back = cache.get(key, tmp_path / "run2")
+    assert back.result == {"model": str(tmp_path / "run2" / "model.onnx"), "samples": str(tmp_path / "run2" / "data"),
+                           "name": "model"}
+    run2 = tmp_path / "run2"
+    assert (run2 / "model.onnx").read_bytes() == b"graph"
+    assert (run2 / "model.onnx.data").read_bytes() == b"tensors"  # a named file's external data comes along
+    assert (run2 / "data" / "000000_0000.npy").read_bytes() == b"sample"
+    assert not (run2 / "unlisted.tmp").exists()  # what the result does not name is not kept
+    assert cache.get(cache.key(MAKE, {"option": 2}), tmp_path / "run3") is None
+
+
+def test_keys_follow_stage_and_options_not_their_order(tmp_path):
+    cache = _cache(tmp_path)
+    assert cache.key(MAKE, {"a": 1, "b": [1.5, "x"]}) == cache.key(MAKE, {"b": [1.5, "x"], "a": 1})
+    assert cache.key(MAKE, {"a": 1}) != cache.key(MAKE, {"a": 2})
+    assert cache.key(MAKE, {"a": 1}) != cache.key(Stage("make", "other:function"), {"a": 1})
+    assert cache.key(MAKE, {"a": 1}) != cache.key(Stage("make", MAKE.function, ("torch",)), {"a": 1})
+
+
+@pytest.mark.parametrize("damage", ["file", "result", "manifest", "truncate"])
+def test_a_damaged_entry_is_never_used_and_is_deleted(tmp_path, damage):
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1")
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    if damage == "file":
+        (entry / "files" / "model.onnx").write_bytes(b"grapH")
+    elif damage == "truncate":
+        (entry / "files" / "data" / "000000_0000.npy").write_bytes(b"")
+    elif damage == "result":
+        blob = bytearray((entry / "result.pickle").read_bytes())
+        blob[-3] ^= 1
+        (entry / "result.pickle").write_bytes(bytes(blob))
+    else:
+        (entry / "manifest.json").write_text("{not json")
+    assert cache.get(key, tmp_path / "run2") is None
+    assert not entry.exists() or damage == "manifest"  # an unreadable manifest is simply no entry
+    assert not (tmp_path / "run2" / "model.onnx").exists()  # nothing half-copied is left to be used
+
+
+def test_crashes_and_foreign_errors_are_not_cached_deliberate_errors_are(tmp_path):
+    cache = _cache(tmp_path)
+    crashed = Outcome(error=StageCrashed("stage x crashed", stage="x"), deliberate=False)
+    cache.put("a" * 64, crashed, tmp_path)
+    assert cache.get("a" * 64, tmp_path / "r1") is None
+    refused = Outcome(error=ConversionError("2 op type(s) the coreml lane refuses", stage="coreml-preflight"))
+    cache.put("b" * 64, refused, tmp_path)
+    back = cache.get("b" * 64, tmp_path / "r2")
+    with pytest.raises(ConversionError, match="refuses") as e:
+        back.unwrap()
+    assert e.value.stage == "coreml-preflight"
+
+
+def test_concurrent_writers_of_one_key_leave_one_whole_entry(tmp_path):
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    runs = [(tmp_path / f"w{i}", _made(tmp_path / f"w{i}")) for i in range(6)]
+    threads = [threading.Thread(target=cache.put, args=(key, o, root)) for root, o in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(list((tmp_path / "cache" / "entries").glob(f"*/{key}"))) == 1
+    assert not list((tmp_path / "cache" / "tmp").iterdir())  # the losers cleaned up
+    assert cache.get(key, tmp_path / "back").result["name"] == "model"
+
+
+def test_the_size_bound_drops_the_least_recently_used(tmp_path):
+    cache = _cache(tmp_path, max_bytes=1 << 20)
+    big = tmp_path / "big"
+    keys = []
+    for i in range(3):
+        root = tmp_path / f"r{i}"
+        root.mkdir()
+        (root / "blob.bin").write_bytes(os.urandom(400 << 10))
+        key = cache.key(MAKE, {"i": i})
+        cache.put(key, Outcome(result=str(root / "blob.bin")), root)
+        keys.append(key)
+        if i == 1:  # two fit; the first is used again, so the second is now the least recent
+            assert cache.get(keys[0], big / "touch") is not None
+    entries = (tmp_path / "cache" / "entries")
+    assert {p.name for p in entries.glob("*/*")} == {keys[0], keys[2]}
+    total = sum(json.loads(m.read_text())["bytes"] for m in entries.glob("*/*/manifest.json"))
+    assert total <= 1 << 20
+
+
+def test_the_folder_must_be_yours_and_closed_to_others(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(UsageError, match="writable by nobody else"):
+        StageCache(folder)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a folder"):
+        StageCache(tmp_path / "file")
+    assert oct(os.stat(StageCache(tmp_path / "new" / "cache").root).st_mode & 0o777) == "0o700"
+
+
+def test_rebase_moves_paths_in_dataclasses_and_containers(tmp_path):
+    from bridge.base.arrays import Feeds
+
+    value = {"feeds": Feeds("/w/old/data/feeds", ("x",), 2), "list": ["/w/old/a", "/w/older/b", 3],
+             "tuple": ("/w/old",)}
+    moved = rebase(value, "/w/old", "/w/new")
+    assert moved == {"feeds": Feeds("/w/new/data/feeds", ("x",), 2), "list": ["/w/new/a", "/w/older/b", 3],
+                     "tuple": ("/w/new",)}
+
+
+def test_digests_never_follow_links_nor_open_special_files(tmp_path):
+    secret = tmp_path / "secret"
+    os.mkfifo(secret)  # opening it would block: the test hangs if a digest reads through a link
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.npy").write_bytes(b"a")
+    (data / "link.npy").symlink_to(secret)
+    os.mkfifo(data / "pipe")
+    first = Digests().of(data)
+    (data / "a.npy").write_bytes(b"b")
+    assert Digests().of(data) != first
+
+
+def test_a_stage_records_what_it_read_not_what_it_wrote(tmp_path):
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w1")
+    modules = tmp_path / "mods"
+    modules.mkdir()
+    (modules / "helper_module.py").write_text("VALUE = 1\n")
+    made = tmp_path / "made.txt"
+    outcome = call_stage(READ, [str(weights)], str(made), str(modules))
+    assert outcome.result == "done"
+    reads = dict(outcome.reads)
+    from bridge.reads import read_digest
+
+    assert reads[str(weights)] == read_digest(str(weights))
+    assert str(modules / "helper_module.py") in reads  # an imported module, by its source
+    assert str(made) not in reads  # written by the stage: an output
+    import bridge
+
+    own = str(Path(bridge.__file__).parent)
+    assert not any("site-packages" in p or p.startswith(own) for p in reads)  # installed code: by version
+
+
+def test_run_stage_still_raises_and_call_stage_returns(tmp_path):
+    from bridge.stages import run_stage
+
+    bad = Stage("bad", "tests.bridge.stage_functions:read_files")
+    with pytest.raises(ConversionError, match="FileNotFoundError"):
+        run_stage(bad, [str(tmp_path / "missing")], str(tmp_path / "w"))
+    outcome = call_stage(bad, [str(tmp_path / "missing")], str(tmp_path / "w"))
+    assert isinstance(outcome.error, ConversionError) and not outcome.cacheable  # not bridge's own error
+
+
+def test_a_read_through_a_symlink_is_keyed_by_its_bytes_and_the_file_behind_it(tmp_path):
+    from bridge.reads import ABSENT, read_digest
+
+    (tmp_path / "v1.pt").write_bytes(b"weights")
+    (tmp_path / "v2.pt").write_bytes(b"weights")
+    link = tmp_path / "current.pt"
+    link.symlink_to(tmp_path / "v1.pt")
+    first = read_digest(str(link))
+    assert first == read_digest(str(link)) == read_digest(str(tmp_path / "v1.pt"))
+    link.unlink()
+    link.symlink_to(tmp_path / "v2.pt")  # repointed: another file, even with the same bytes
+    assert read_digest(str(link)) != first
+    (tmp_path / "v2.pt").write_bytes(b"other")
+    assert read_digest(str(link)).split(":")[0] != first.split(":")[0]
+    assert read_digest(str(tmp_path / "gone.pt")) == ABSENT
