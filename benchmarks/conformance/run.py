@@ -1,7 +1,7 @@
 """Run bridge's real pipeline on every kept node-test case, for one lane, and summarize.
 
     python -m benchmarks.conformance.run --lane coreml|tflite [--only GLOB] [--limit N] [--jobs 1]
-        [--timeout 600] [--results PATH] [--redo | --failing] [--claimed]
+        [--timeout 600] [--results PATH] [--redo | --failing] [--claimed | --unclaimed]
     python -m benchmarks.conformance.run --lane coreml --summary [--markdown]
 
 Each case (cases.json, made by cases.py) runs in its own worker process, which writes the frozen
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import os
 import platform
@@ -243,12 +244,23 @@ def select(cases: list[dict], only: str | None, results: dict[str, dict], redo: 
     return picked[:limit] if limit is not None else picked
 
 
+def spread(cases: list[dict]) -> list[dict]:
+    """Round robin over op types (each one's first case, then each one's second, ...), so a run
+    stopped early has sampled every op rather than the first letters of the alphabet."""
+    by_op: dict[str, list[dict]] = defaultdict(list)
+    for c in cases:
+        by_op[c["op_types"][0]].append(c)
+    rounds = itertools.zip_longest(*by_op.values())
+    return [c for r in rounds for c in r if c is not None]
+
+
 def run(args: argparse.Namespace) -> dict:
     path = args.results or default_results(args.lane)
     doc = load_results(path, args.lane)
     pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, None, args.failing)
-    if args.claimed:  # the preflight is cheap next to a conversion: the claimed cases first
-        pending = [c for c in pending if not unclaimed_ops(args.lane, c)]
+    if args.claimed or args.unclaimed:  # the preflight is cheap next to a conversion: the claimed cases first
+        pending = [c for c in pending if (not unclaimed_ops(args.lane, c)) == args.claimed]
+    pending = spread(pending) if args.spread else pending
     pending = pending[:args.limit] if args.limit is not None else pending
     print(f"{args.lane}: {len(pending)} case(s) to run, {len(doc['results'])} already in {path}", flush=True)
     lock = threading.Lock()
@@ -416,7 +428,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo", action="store_true", help="run selected cases again even if already in results")
     parser.add_argument("--failing", action="store_true",
                         help="run again the cases the results file holds with another outcome than passed")
-    parser.add_argument("--claimed", action="store_true", help="run only the cases the lane claims")
+    claims = parser.add_mutually_exclusive_group()
+    claims.add_argument("--claimed", action="store_true", help="run only the cases the lane claims")
+    claims.add_argument("--unclaimed", action="store_true",
+                        help="run only the cases the lane does not claim (each should stop at its preflight)")
+    parser.add_argument("--spread", action="store_true",
+                        help="order the pending cases round robin over op types (a partial run samples every op)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
     parser.add_argument("--reclaim", action="store_true",

@@ -150,14 +150,12 @@ def _ranks(model) -> dict[str, int]:
 # pooling -----------------------------------------------------------------------------------------
 @limit("MaxPool", "AveragePool")
 def pool(f: NodeFacts) -> str | None:
-    from bridge.converters.coreml.ops.pool import MAX_WINDOW, PADDED_DILATED, SAME_DILATED
+    from bridge.converters.coreml.ops.pool import MAX_WINDOW, SAME_DILATED
 
     kernel = f.attr("kernel_shape") or []
     dilated = any(d != 1 for d in f.attr("dilations") or [])
     if dilated and f.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
         return SAME_DILATED
-    if f.node.op_type == "AveragePool" and dilated and f.attr("count_include_pad", 0) and any(f.attr("pads") or []):
-        return PADDED_DILATED
     if (dilated or f.has_output(1)) and int(np.prod(kernel)) > MAX_WINDOW:
         return f"kernel_shape of over {MAX_WINDOW} elements with dilations or Indices (unrolled window by window)"
     return None

@@ -58,10 +58,6 @@ def _dilated(a: dict) -> bool:
     return any(d != 1 for d in a.get("dilations", [1] * len(a["kernel_shape"])))
 
 
-def _counts_dilated_padding(a: dict) -> bool:
-    return bool(a.get("count_include_pad", 0)) and _dilated(a) and any(a.get("pads", ()))
-
-
 def _window(ctx, node, counts_padding: bool):
     """The input, MIL's window arguments (None when MIL's pooling cannot express them), and whether
     the average must count padding."""
@@ -120,8 +116,6 @@ def overrun_of(size: int, kernel: int, stride: int, begin: int, end: int) -> int
 MAX_WINDOW = 1024  # kernel elements unrolled into slices
 SAME_DILATED = ("auto_pad=SAME_* with dilations (onnxruntime pads for the undilated kernel, the ONNX spec for "
                 "the dilated one: no agreed output)")
-PADDED_DILATED = ("count_include_pad=1 with dilations and pads (onnxruntime leaves some padding out of the "
-                  "divisor that the ONNX spec counts: no agreed output)")
 
 
 @dataclass(frozen=True)
@@ -180,8 +174,6 @@ def _by_slices(ctx, node, kind: str, indices: bool = False):
         raise ctx.unsupported(node, "dilations, this ceil_mode and the Indices output need static sizes")
     if _dilated(a) and a.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
         raise ctx.unsupported(node, SAME_DILATED)
-    if kind == "avg" and _counts_dilated_padding(a):
-        raise ctx.unsupported(node, PADDED_DILATED)
     axes = window_axes(window(node, {node.input[0]: tuple(dims[2:])}), a.get("auto_pad", "NOTSET"),
                        bool(a.get("ceil_mode", 0)))
     if int(np.prod(a["kernel_shape"])) > MAX_WINDOW:

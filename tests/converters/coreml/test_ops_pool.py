@@ -11,7 +11,7 @@ from onnx import helper
 
 from bridge.base.errors import ConversionError
 from bridge.converters.coreml.build import build_program
-from bridge.converters.coreml.ops.pool import PADDED_DILATED, SAME_DILATED
+from bridge.converters.coreml.ops.pool import SAME_DILATED
 from bridge.converters.coreml.preflight import unsupported_ops
 from tests.converters.coreml.harness import convert, graph, onnxruntime, parity, run_reference
 
@@ -192,14 +192,10 @@ def test_window_by_window_needs_static_sizes():
         build_program(_unknown_spatial_sizes(graph([node], feed, ["y"])), coremltools.target.iOS16)
 
 
-@pytest.mark.parametrize("op, a, why", [
-    ("MaxPool", {"auto_pad": "SAME_UPPER"}, SAME_DILATED),
-    ("AveragePool", {"auto_pad": "SAME_LOWER"}, SAME_DILATED),
-    ("AveragePool", {"pads": [1, 0, 1, 1], "count_include_pad": 1}, PADDED_DILATED),
-])
-def test_dilations_onnxruntime_and_the_spec_disagree_on_are_refused_before_converting(op, a, why):
-    """SAME_UPPER here: onnxruntime gives (8, 6), the ONNX reference evaluator (9, 8). Counting
-    padding: onnxruntime leaves the end padding of some windows out of the divisor."""
+@pytest.mark.parametrize("op, a", [("MaxPool", {"auto_pad": "SAME_UPPER"}),
+                                   ("AveragePool", {"auto_pad": "SAME_LOWER"})])
+def test_dilations_onnxruntime_and_the_spec_disagree_on_are_refused_before_converting(op, a):
+    """SAME_UPPER here: onnxruntime gives (8, 6), the ONNX reference evaluator (9, 8)."""
     from onnx.reference import ReferenceEvaluator
 
     feed = {"x": _randn(1, 2, 9, 8)}
@@ -208,6 +204,26 @@ def test_dilations_onnxruntime_and_the_spec_disagree_on_are_refused_before_conve
     ours, spec = onnxruntime(model, feed)["y"], ReferenceEvaluator(model).run(None, feed)[0]
     assert ours.shape != spec.shape or not np.allclose(ours, spec)
     [refused] = unsupported_ops(model)
-    assert (refused.op_type, refused.reason) == (op, why)
+    assert (refused.op_type, refused.reason) == (op, SAME_DILATED)
     with pytest.raises(ConversionError, match="dilations"):
         build_program(model, coremltools.target.iOS16)
+
+
+def test_dilated_average_counting_padding_converts_where_onnxruntime_follows_the_spec():
+    """count_include_pad=1 with dilations and pads: onnxruntime 1.23 left some padding out of the
+    divisor the spec counts, so the lane refused it; onnxruntime 1.26 counts it as the spec does
+    (168 configurations of rank, kernel, dilation, stride, pads and ceil_mode agreed), so the lane
+    converts it, checked against both."""
+    from onnx.reference import ReferenceEvaluator
+
+    feed = {"x": _randn(1, 2, 9, 8), "x3": _randn(1, 2, 9, 8, 7)}
+    nodes = [helper.make_node("AveragePool", ["x"], ["avg"], kernel_shape=[3, 2], dilations=[2, 3], strides=[2, 1],
+                              pads=[1, 0, 1, 1], count_include_pad=1),
+             helper.make_node("AveragePool", ["x3"], ["avg3"], kernel_shape=[2, 2, 2], dilations=[2, 2, 2],
+                              strides=[1, 1, 1], pads=[1, 1, 1, 1, 1, 1], count_include_pad=1, ceil_mode=1)]
+    model = graph(nodes, feed, ["avg", "avg3"], opset=19)
+    spec = dict(zip(["avg", "avg3"], ReferenceEvaluator(model).run(None, feed), strict=True))
+    for name, got in onnxruntime(model, feed).items():
+        np.testing.assert_allclose(got, spec[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert unsupported_ops(model) == []
+    _parity(model, feed, expect_ops=("slice_by_index",), want=spec)
