@@ -64,40 +64,42 @@ def default_results(lane: str) -> Path:
 
 
 def unclaimed_ops(lane: str, case: dict) -> list[str]:
-    """The case's op types the lane has no converter for (empty: the lane claims the case)."""
+    """The case's op types the lane refuses (empty: the lane claims the case)."""
+    return sorted({u.op_type for u in refusals(lane, case["name"])})
+
+
+def refusals(lane: str, name: str) -> list:
+    """The lane's own preflight records (op type, nodes, reason) on the case model at the opset the
+    hub gives it (older than 13 is upgraded to 17 first, as `hub.upgrade` does). TFLite: onnx2tf
+    2.x's node validators after the lane's rewrites, and the lane's own refusals; Core ML: a
+    registered converter for the op and its attribute limits."""
+    from bridge.base.errors import ConversionError
+    from bridge.converters.onnx.hub import upgrade
+
     if lane == "tflite":
-        return _tflite_unclaimed(case["name"])
-    return _coreml_unclaimed(case["name"])
-
-
-def _tflite_unclaimed(name: str) -> list[str]:
-    """The TFLite lane's preflight (onnx2tf 2.x's node validators after the lane's rewrites, and the
-    lane's own refusals) on the case model at the opset the hub gives it."""
-    from bridge.base.errors import ConversionError
-    from bridge.converters.onnx.hub import upgrade
-    from bridge.converters.tflite.preflight import refused_ops
-
+        from bridge.converters.tflite.preflight import refused_ops as preflight
+    else:
+        from bridge.converters.coreml.preflight import unsupported_ops as preflight
     model = build(name)[0]
     try:
         model = upgrade(model)
     except ConversionError:  # the hub fails too; judge the ops at the opset they were stored at
         pass
-    return sorted({r.op_type for r in refused_ops(model)})
+    return preflight(model)
 
 
-def _coreml_unclaimed(name: str) -> list[str]:
-    """Bridge's own preflight on the case model at the opset the hub gives it (older than 13 is
-    upgraded to 17 first, as `hub.upgrade` does)."""
-    from bridge.base.errors import ConversionError
-    from bridge.converters.coreml.preflight import unsupported_ops
-    from bridge.converters.onnx.hub import upgrade
-
-    model = build(name)[0]
-    try:
-        model = upgrade(model)
-    except ConversionError:  # the hub fails too; judge the ops at the opset they were stored at
-        pass
-    return sorted({u.op_type for u in unsupported_ops(model)})
+def refusals_markdown(lane: str, cases: list[dict]) -> str:
+    """Every (op, reason) the lane's preflight refuses over the kept cases, with the cases: the
+    README's list of what each lane refuses, measured without converting anything."""
+    found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for case in cases:
+        for u in refusals(lane, case["name"]):
+            found[(u.op_type, u.reason or "refused")].append(case["name"])
+    lines = [f"| op | refused ({lane} preflight) | node-test cases |", "|---|---|---|"]
+    for (op, reason), names in sorted(found.items()):
+        shown = ", ".join(f"`{n}`" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        lines.append(f"| {op} | {_cell(reason, 200)} | {len(names)}: {shown} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- one case (worker process)
@@ -434,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only the cases the lane does not claim (each should stop at its preflight)")
     parser.add_argument("--spread", action="store_true",
                         help="order the pending cases round robin over op types (a partial run samples every op)")
+    parser.add_argument("--refusals", action="store_true",
+                        help="only print every op and reason the lane's preflight refuses over the cases (markdown)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
     parser.add_argument("--reclaim", action="store_true",
@@ -453,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
             rec["claimed"], rec["unclaimed_ops"] = not unclaimed, unclaimed
         save_results(path, doc)
         print_summary(doc)
+        return
+    if args.refusals:
+        print(refusals_markdown(args.lane, read_cases(args.cases)), end="")
         return
     if args.summary:
         doc = load_results(args.results or default_results(args.lane), args.lane)
