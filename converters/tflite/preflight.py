@@ -142,12 +142,10 @@ def _float_one_hot_indices(node, graph: _Graph) -> str | None:
 
 @refuse("Resize")
 def _downsampling_resize(node, graph: _Graph) -> str | None:
-    """Linear and cubic downsampling, as measured on the node tests (rel. L2 0.07-0.49): onnx2tf
-    2.6.9 ignores `antialias`, places samples by the output/input size ratio where `scales` says
-    otherwise (0.6 of 4 is 2: ratio 0.5), and maps an output of length 1 under
+    """Downsampling, as measured on the node tests (rel. L2 0.07-0.49): onnx2tf 2.6.9 places
+    samples by the output/input size ratio where `scales` says otherwise (0.6 of 4 is 2: ratio 0.5;
+    every mode), and for linear and cubic ignores `antialias` and maps an output of length 1 under
     pytorch_half_pixel elsewhere than ONNX (to 0): refused before converting."""
-    if _attr(node, "mode", "nearest") not in ("linear", "cubic"):
-        return None
     shape = graph.shape(node.input[0])
     scales = graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     sizes = graph.constant(node.input[3]) if len(node.input) > 3 and node.input[3] else None
@@ -159,10 +157,12 @@ def _downsampling_resize(node, graph: _Graph) -> str | None:
     out = [int(np.floor(n * f)) for n, f in zip(shape, scales, strict=True)] if scales is not None else list(sizes)
     if not any(o < n for o, n in zip(out, shape, strict=True)):
         return None
-    if _attr(node, "antialias", 0):
-        return "onnx2tf 2.6.9 downsamples without antialias=1's wider filter"
     if scales is not None and any(o != n * f for o, n, f in zip(out, shape, scales, strict=True)):
         return "onnx2tf 2.6.9 downsamples by the size ratio, not by scales that do not divide the input evenly"
+    if _attr(node, "mode", "nearest") not in ("linear", "cubic"):
+        return None
+    if _attr(node, "antialias", 0):
+        return "onnx2tf 2.6.9 downsamples without antialias=1's wider filter"
     if _attr(node, "coordinate_transformation_mode", "half_pixel") == "pytorch_half_pixel" and \
             any(o == 1 < n for o, n in zip(out, shape, strict=True)):
         return "onnx2tf 2.6.9 maps an output of length 1 under pytorch_half_pixel elsewhere than ONNX's 0"

@@ -166,6 +166,7 @@ def _resize(name: str, shape, scales=None, sizes=None, **attrs):
 
 @pytest.mark.parametrize("model, why", [
     (_resize("uneven", (1, 1, 2, 4), scales=[1, 1, 0.6, 0.6], mode="linear"), "size ratio"),
+    (_resize("uneven_nearest", (1, 1, 2, 4), scales=[1, 1, 0.6, 0.6], mode="nearest"), "size ratio"),
     (_resize("aa", (1, 1, 4, 4), sizes=[1, 1, 3, 3], mode="cubic", antialias=1), "antialias"),
     (_resize("one", (1, 1, 4, 4), sizes=[1, 1, 3, 1], mode="linear",
              coordinate_transformation_mode="pytorch_half_pixel"), "length 1"),
@@ -181,7 +182,7 @@ def test_downsampling_resize_onnx2tf_gets_wrong_is_refused(model, why):
 @pytest.mark.parametrize("model", [
     _resize("up", (1, 1, 2, 4), scales=[1, 1, 2, 2], mode="cubic"),
     _resize("even", (1, 1, 4, 4), sizes=[1, 1, 3, 3], mode="cubic"),
-    _resize("nearest", (1, 1, 2, 4), scales=[1, 1, 0.6, 0.6], mode="nearest"),
+    _resize("nearest", (1, 1, 2, 4), scales=[1, 1, 0.5, 0.5], mode="nearest"),
 ])
 def test_resizes_that_pass_parity_on_the_node_tests_are_not_refused(model):
     assert refused_ops(model) == []
