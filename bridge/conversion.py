@@ -261,7 +261,8 @@ class _Run:
         report.hub = {"route": list(self.exported.route), "opset": self.exported.opset,
                       "runtime": None if self.hub_outputs is None else hub[0],
                       "outputs": None if self.hub_outputs is None
-                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
+                      else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names),
+                      "folding": self.exported.folding}
         return self._numerics(report)
 
     # --- stages, through the executor and the cache ----------------------------------------------------

@@ -42,15 +42,23 @@ def lane_support(onnx_path: str, node_names: dict[str, str], limits: Limits) -> 
             continue
         out[lane.name] = {"supported": not missing, "unsupported_ops": list(dict.fromkeys(u.op_type for u in missing))}
         if missing:
-            nodes: dict[str, list[str]] = {}
-            reasons: dict[str, list[str]] = {}
-            for u in missing:  # one op type may be refused for several reasons, node by node
-                nodes.setdefault(u.op_type, []).extend(u.nodes)
-                if u.reason:
-                    reasons.setdefault(u.op_type, []).append(u.reason)
-            out[lane.name]["nodes"] = nodes
-            out[lane.name]["reasons"] = {op: "; ".join(r) for op, r in reasons.items()}
+            out[lane.name].update(refusals(missing))
     return out
+
+
+def refusals(missing) -> dict[str, dict[str, object]]:
+    """`nodes` (op type -> its refused nodes) and `reasons` (op type -> why), the one shape every
+    lane's refusals take in `bridge inspect --json`. One op type may be refused for several reasons
+    (attribute values): then each reason names its nodes, so no node loses its reason."""
+    nodes: dict[str, list[str]] = {}
+    reasons: dict[str, list] = {}
+    for u in missing:
+        nodes.setdefault(u.op_type, []).extend(u.nodes)
+        if u.reason:
+            reasons.setdefault(u.op_type, []).append(u)
+    said = {op: "; ".join(us[0].reason if len(us) == 1 else f"{u.reason} ({', '.join(u.nodes)})" for u in us)
+            for op, us in reasons.items()}
+    return {"nodes": nodes, "reasons": said}
 
 
 def describe_onnx(path: str) -> dict:

@@ -217,6 +217,8 @@ def find_perm(source: tuple, artifact: tuple):
     def fits(p):
         return all(a in (-1, source[i]) for a, i in zip(artifact, p, strict=True))
 
+    if source == () and artifact in ((1,), (-1,)):  # a scalar fed as one element (Core ML)
+        return None
     if len(source) != len(artifact):
         return False
     identity = tuple(range(len(source)))

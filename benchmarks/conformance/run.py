@@ -1,7 +1,7 @@
 """Run bridge's real pipeline on every kept node-test case, for one lane, and summarize.
 
     python -m benchmarks.conformance.run --lane coreml|tflite [--only GLOB] [--limit N] [--jobs 1]
-        [--timeout 600] [--results PATH] [--redo]
+        [--timeout 600] [--results PATH] [--redo | --failing] [--claimed | --unclaimed]
     python -m benchmarks.conformance.run --lane coreml --summary [--markdown]
 
 Each case (cases.json, made by cases.py) runs in its own worker process, which writes the frozen
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import os
 import platform
@@ -63,40 +64,42 @@ def default_results(lane: str) -> Path:
 
 
 def unclaimed_ops(lane: str, case: dict) -> list[str]:
-    """The case's op types the lane has no converter for (empty: the lane claims the case)."""
+    """The case's op types the lane refuses (empty: the lane claims the case)."""
+    return sorted({u.op_type for u in refusals(lane, case["name"])})
+
+
+def refusals(lane: str, name: str) -> list:
+    """The lane's own preflight records (op type, nodes, reason) on the case model at the opset the
+    hub gives it (older than 13 is upgraded to 17 first, as `hub.upgrade` does). TFLite: onnx2tf
+    2.x's node validators after the lane's rewrites, and the lane's own refusals; Core ML: a
+    registered converter for the op and its attribute limits."""
+    from bridge.base.errors import ConversionError
+    from bridge.converters.onnx.hub import upgrade
+
     if lane == "tflite":
-        return _tflite_unclaimed(case["name"])
-    return _coreml_unclaimed(case["name"])
-
-
-def _tflite_unclaimed(name: str) -> list[str]:
-    """The TFLite lane's preflight (onnx2tf 2.x's node validators after the lane's rewrites, and the
-    lane's own refusals) on the case model at the opset the hub gives it."""
-    from bridge.base.errors import ConversionError
-    from bridge.converters.onnx.hub import upgrade
-    from bridge.converters.tflite.preflight import refused_ops
-
+        from bridge.converters.tflite.preflight import refused_ops as preflight
+    else:
+        from bridge.converters.coreml.preflight import unsupported_ops as preflight
     model = build(name)[0]
     try:
         model = upgrade(model)
     except ConversionError:  # the hub fails too; judge the ops at the opset they were stored at
         pass
-    return sorted({r.op_type for r in refused_ops(model)})
+    return preflight(model)
 
 
-def _coreml_unclaimed(name: str) -> list[str]:
-    """Bridge's own preflight on the case model at the opset the hub gives it (older than 13 is
-    upgraded to 17 first, as `hub.upgrade` does)."""
-    from bridge.base.errors import ConversionError
-    from bridge.converters.coreml.preflight import unsupported_ops
-    from bridge.converters.onnx.hub import upgrade
-
-    model = build(name)[0]
-    try:
-        model = upgrade(model)
-    except ConversionError:  # the hub fails too; judge the ops at the opset they were stored at
-        pass
-    return sorted({u.op_type for u in unsupported_ops(model)})
+def refusals_markdown(lane: str, cases: list[dict]) -> str:
+    """Every (op, reason) the lane's preflight refuses over the kept cases, with the cases: the
+    README's list of what each lane refuses, measured without converting anything."""
+    found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for case in cases:
+        for u in refusals(lane, case["name"]):
+            found[(u.op_type, u.reason or "refused")].append(case["name"])
+    lines = [f"| op | refused ({lane} preflight) | node-test cases |", "|---|---|---|"]
+    for (op, reason), names in sorted(found.items()):
+        shown = ", ".join(f"`{n}`" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        lines.append(f"| {op} | {_cell(reason, 200)} | {len(names)}: {shown} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- one case (worker process)
@@ -230,16 +233,37 @@ def save_results(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def select(cases: list[dict], only: str | None, done: Iterable[str], redo: bool, limit: int | None) -> list[dict]:
-    done = set() if redo else set(done)
-    picked = [c for c in cases if (only is None or fnmatch.fnmatchcase(c["name"], only)) and c["name"] not in done]
+def select(cases: list[dict], only: str | None, results: dict[str, dict], redo: bool, limit: int | None,
+           failing: bool = False) -> list[dict]:
+    """Cases to run: those matching `only` not yet in the results (all of them with `redo`), or with
+    `failing` those the results hold with another outcome than passed."""
+    if failing:
+        picked = [c for c in cases if c["name"] in results and results[c["name"]]["outcome"] != "passed"]
+    else:
+        done = set() if redo else set(results)
+        picked = [c for c in cases if c["name"] not in done]
+    picked = [c for c in picked if only is None or fnmatch.fnmatchcase(c["name"], only)]
     return picked[:limit] if limit is not None else picked
+
+
+def spread(cases: list[dict]) -> list[dict]:
+    """Round robin over op types (each one's first case, then each one's second, ...), so a run
+    stopped early has sampled every op rather than the first letters of the alphabet."""
+    by_op: dict[str, list[dict]] = defaultdict(list)
+    for c in cases:
+        by_op[c["op_types"][0]].append(c)
+    rounds = itertools.zip_longest(*by_op.values())
+    return [c for r in rounds for c in r if c is not None]
 
 
 def run(args: argparse.Namespace) -> dict:
     path = args.results or default_results(args.lane)
     doc = load_results(path, args.lane)
-    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, args.limit)
+    pending = select(read_cases(args.cases), args.only, doc["results"], args.redo, None, args.failing)
+    if args.claimed or args.unclaimed:  # the preflight is cheap next to a conversion: the claimed cases first
+        pending = [c for c in pending if (not unclaimed_ops(args.lane, c)) == args.claimed]
+    pending = spread(pending) if args.spread else pending
+    pending = pending[:args.limit] if args.limit is not None else pending
     print(f"{args.lane}: {len(pending)} case(s) to run, {len(doc['results'])} already in {path}", flush=True)
     lock = threading.Lock()
     started = time.perf_counter()
@@ -257,9 +281,9 @@ def run(args: argparse.Namespace) -> dict:
                   + (f" {rec['stage']}: {rec['message'][:100]}" if rec["outcome"] != "passed" else ""), flush=True)
 
     if args.lane == "coreml" and pending:  # import the op registry (and coremltools) once, before the threads
-        from bridge.converters.coreml.registry import load_all
+        from bridge.converters.coreml.registry import supported_ops
 
-        load_all()
+        supported_ops()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, pending))
     doc["wall_seconds"] = round(doc.get("wall_seconds", 0.0) + time.perf_counter() - started, 1)
@@ -404,6 +428,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="results file (default results-LANE.json here); resumed")
     parser.add_argument("--cases", type=Path, default=CASES_FILE)
     parser.add_argument("--redo", action="store_true", help="run selected cases again even if already in results")
+    parser.add_argument("--failing", action="store_true",
+                        help="run again the cases the results file holds with another outcome than passed")
+    claims = parser.add_mutually_exclusive_group()
+    claims.add_argument("--claimed", action="store_true", help="run only the cases the lane claims")
+    claims.add_argument("--unclaimed", action="store_true",
+                        help="run only the cases the lane does not claim (each should stop at its preflight)")
+    parser.add_argument("--spread", action="store_true",
+                        help="order the pending cases round robin over op types (a partial run samples every op)")
+    parser.add_argument("--refusals", action="store_true",
+                        help="only print every op and reason the lane's preflight refuses over the cases (markdown)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     parser.add_argument("--markdown", action="store_true", help="with --summary: print the README tables")
     parser.add_argument("--reclaim", action="store_true",
@@ -423,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
             rec["claimed"], rec["unclaimed_ops"] = not unclaimed, unclaimed
         save_results(path, doc)
         print_summary(doc)
+        return
+    if args.refusals:
+        print(refusals_markdown(args.lane, read_cases(args.cases)), end="")
         return
     if args.summary:
         doc = load_results(args.results or default_results(args.lane), args.lane)

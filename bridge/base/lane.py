@@ -166,6 +166,7 @@ class ExportResult:
     node_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
     opset: int = 0
     parity_origin: SampleOrigin | None = None  # of `feeds`
+    folding: dict = field(default_factory=dict)  # what the hub fixed and folded (report.json's `hub.folding`)
 
 
 @dataclass(frozen=True)

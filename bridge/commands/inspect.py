@@ -34,6 +34,8 @@ def command(
     say(f"  ops    {sum(ops.values())} in {len(ops)} types: " + ", ".join(f"{k} x{v}" for k, v in ops.items()),
         out=stdout)
     for lane, s in info.get("lanes", {}).items():
+        why = s.get("reasons", {})
+        refused = [f"{op} ({why[op]})" if op in why else op for op in s["unsupported_ops"]]
         verdict = ("all ops supported", "green") if s["supported"] else \
-            (f"unsupported: {', '.join(s['unsupported_ops'])}", "red")
+            (s.get("reason") or f"unsupported: {', '.join(refused)}", "red")
         say(f"  lane   {lane}: ", verdict, out=stdout)

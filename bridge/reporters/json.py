@@ -58,6 +58,7 @@ def upgrade_v1(doc: dict) -> dict:
     source = dict(doc.get("source") or {})
     source.setdefault("name", _model_name(str(source.get("path", ""))))
     opset = source.pop("onnx_opset", None)
+    folding = source.pop("hub", None)  # v1 as issue 11's branch wrote it: what the hub folded
     artifacts = [_artifact_v1(a) for a in doc.get("artifacts") or [] if isinstance(a, dict)]
     hub_outputs = next((a["_hub"] for a in artifacts if a.get("_hub") is not None), None)
     for a in artifacts:
@@ -71,6 +72,10 @@ def upgrade_v1(doc: dict) -> dict:
             parity["inputs"] = samples["parity"]["origin"] if parity.get("status") != "not_executed" else None
             if parity.get("calibration"):
                 parity["calibration"] = samples.get("calibration", {}).get("origin", "user")
+    hub = None if opset is None else {"route": [], "opset": opset,
+                                      "runtime": "onnxruntime" if hub_outputs else None, "outputs": hub_outputs}
+    if hub is not None and isinstance(folding, dict):
+        hub["folding"] = folding
     return {
         "schema": SCHEMA, "upgraded_from": SCHEMA_V1,
         "command": "convert" if "targets" in options else "validate",
@@ -78,8 +83,7 @@ def upgrade_v1(doc: dict) -> dict:
         "created": None, "seconds": None,
         "bridge_version": (env.get("versions") or {}).get("bridge-convert"),
         "command_line": None, "source": source,
-        "hub": None if opset is None else {"route": [], "opset": opset,
-                                           "runtime": "onnxruntime" if hub_outputs else None, "outputs": hub_outputs},
+        "hub": hub,
         "samples": samples, "warnings": list(doc.get("warnings") or []), "artifacts": artifacts, "environment": env,
     }
 

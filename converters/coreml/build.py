@@ -15,10 +15,10 @@ from bridge.converters.coreml.context import Context
 from bridge.converters.coreml.images import image_type
 from bridge.converters.coreml.registry import lookup
 
-# ONNX elem type -> (numpy dtype, MIL input dtype name). Core ML has no int64 tensors at its
-# interface: token ids arrive as int32 (the report says so).
+# ONNX elem type -> (numpy dtype, MIL input dtype name). Core ML has no int64 or float64 tensors
+# at its interface: token ids arrive as int32 and doubles as float32 (the report says so).
 INPUT_TYPES = {1: ("float32", "fp32"), 10: ("float16", "fp16"), 6: ("int32", "int32"), 7: ("int64", "int32"),
-               9: ("bool", "bool")}
+               9: ("bool", "bool"), 11: ("float64", "fp32")}
 
 
 @dataclass
@@ -59,15 +59,18 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
         if t.elem_type not in INPUT_TYPES:
             raise ConversionError(f"input {vi.name} has a type Core ML cannot take", stage="coreml-convert")
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else _symbol() for d in t.shape.dim]
+        shape = shape or [1]  # Core ML has no scalar inputs: a scalar arrives as shape (1,), squeezed inside
         mil_type = getattr(types, INPUT_TYPES[t.elem_type][1])
         fname = feature_name(vi.name)
         placeholders[fname] = mb.placeholder(shape=shape, dtype=mil_type)
         inputs[vi.name] = fname
         dtypes[fname] = INPUT_TYPES[t.elem_type][1]
     ctx = Context(opset_of(model), constants, node_names)
+    scalars = {vi.name for vi in graph.input if vi.name in inputs and not vi.type.tensor_type.shape.dim}
     with Function(placeholders, opset_version=target) as func:
         for onnx_name, fname in inputs.items():
-            ctx.set(onnx_name, func.inputs[fname])
+            value = func.inputs[fname]
+            ctx.set(onnx_name, mb.squeeze(x=value) if onnx_name in scalars else value)
         for node in graph.node:
             if node.op_type == "Constant":
                 ctx.set(node.output[0], _constant(node))

@@ -57,8 +57,8 @@ class Context:
         constants narrowed: Core ML computes in int32 and fp32 at most)."""
         v = self.value(name)
         if isinstance(v, np.ndarray):
-            if v.dtype.kind in "iu" and v.dtype != np.int32:
-                return v.astype(np.int32)
+            if v.dtype.kind in "iu" and v.dtype != np.int32:  # saturated: INT64_MAX means "to the end", not -1
+                return np.clip(v, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
             if v.dtype == np.float64:
                 return v.astype(np.float32)
         return v

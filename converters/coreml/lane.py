@@ -85,6 +85,8 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
         art.io = io
         if any(s.dtype == "int64" for s in req.inputs):
             art.warnings.append("int64 inputs are int32 in Core ML (its interface has no int64)")
+        if any(s.dtype == "float64" for s in req.inputs):
+            art.warnings.append("float64 inputs are float32 in Core ML (it computes in float32 at most)")
 
     return for_each_mode(req.modes, one, stage="coreml-convert", route=route)
 
@@ -101,8 +103,8 @@ def _io(req: LaneRequest, built: Built, images: dict[str, Pixels], channel_last:
 
     def bind(s) -> Binding:
         name = built.inputs[s.name]
-        if s.name not in images:
-            return Binding(s.name, name, shape(s), built.dtypes[name])
+        if s.name not in images:  # a scalar is fed as shape (1,): Core ML has no scalar inputs
+            return Binding(s.name, name, shape(s) or (1,), built.dtypes[name])
         perm = (0, 3, 1, 2) if channel_last else None  # Core ML images are channel-first
         nchw = tuple(shape(s)[p] for p in perm) if perm else shape(s)
         return Binding(s.name, name, nchw, "image", perm, "image", pixels=images[s.name])

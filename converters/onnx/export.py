@@ -62,7 +62,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
            warnings: list[str] | None = None) -> ExportResult:
     """Finalize the hub graph, then run the source on the parity samples."""
     warnings = list(warnings or [])
-    model, names, hub_warnings = hub.finalize(model, req.hub_path, req.external_data_bytes)
+    model, names, hub_warnings, folding = hub.finalize(model, req.hub_path, req.external_data_bytes, inputs)
     warnings += hub_warnings
     kept = {i.name for i in model.graph.input}
     inputs = [s for s in inputs if s.name in kept]
@@ -103,6 +103,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         warnings=warnings,
         node_names=names,
         opset=hub.opset_of(model),
+        folding=folding.to_json(),
     )
 
 

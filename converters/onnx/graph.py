@@ -119,6 +119,15 @@ def spatial_shapes(model) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def pooled_size(n: int, k: int, s: int, begin: int, end: int, *, ceil: bool, dilation: int = 1) -> int:
+    """Output length along one axis as onnxruntime and PyTorch count it: floor or ceil of the
+    window positions over the padded input, except that in ceil mode a last window that would start
+    in the end padding is dropped."""
+    room = n + begin + end - ((k - 1) * dilation + 1)
+    out = (-(-room // s) if ceil else room // s) + 1
+    return out - 1 if ceil and (out - 1) * s >= n + begin else out
+
+
 def ceil_out_size(n: int, k: int, s: int, begin: int, end: int) -> int | None:
     """Output length along one axis in ceil mode; None where runtimes disagree on it.
 
@@ -130,6 +139,4 @@ def ceil_out_size(n: int, k: int, s: int, begin: int, end: int) -> int | None:
     if span < 0:
         return None
     out = -(-span // s) + 1
-    if (out - 1) * s >= n + begin:
-        return None
-    return out
+    return out if pooled_size(n, k, s, begin, end, ceil=True) == out else None

@@ -4,12 +4,15 @@ with names TensorFlow accepts, checked."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.base.errors import ConversionError, one_line
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT
+from bridge.base.tensors import TensorSpec
 from bridge.converters.onnx.passes import apply_passes
+from bridge.converters.onnx.shapes import Folding, fold
 
 MIN_OPSET = 13  # below this, Split/Squeeze/Reduce* take attributes the lanes do not all handle
 UPGRADE_TO = 17
@@ -45,7 +48,17 @@ def upgrade(model):
 def simplify(model):
     onnxslim = require("onnxslim")
     try:
-        return onnxslim.slim(model)
+        try:
+            return onnxslim.slim(model)
+        except IndexError:
+            # onnxslim 0.1.98 writes the declared output dims back by position and fails when its
+            # inference gave an output another rank (Resize with `axes`): again without them; the
+            # outputs' shapes come back from onnx's inference (`shapes.reinfer`)
+            bare = require("onnx").ModelProto()
+            bare.CopyFrom(model)
+            for out in bare.graph.output:
+                out.type.tensor_type.ClearField("shape")
+            return onnxslim.slim(bare)
     except Exception as e:  # onnxslim raises whatever its passes raise
         raise ConversionError(f"onnxslim failed: {e}", stage="onnx-simplify") from None
 
@@ -147,17 +160,21 @@ def param_count(model) -> int:
     return total
 
 
-def finalize(model, out_path: str | Path,
-             external_bytes: int | None = None) -> tuple[object, dict[str, str], list[str]]:
-    """Upgrade, simplify, prune, sanitize, check and save. Returns the model, the node-name map
-    and warnings."""
+def finalize(model, out_path: str | Path, external_bytes: int | None = None, inputs: Sequence[TensorSpec] = (),
+             ) -> tuple[object, dict[str, str], list[str], Folding]:
+    """Upgrade, fix the input shapes and fold (`shapes.fold`, with onnxslim), run the hub passes,
+    prune, sanitize, check and save. Returns the model, the node-name map, warnings and what was
+    folded."""
     onnx = require("onnx")
     warnings = []
     before = opset_of(model)
     model = upgrade(model)
     if opset_of(model) != before:
         warnings.append(f"ONNX opset {before} upgraded to {opset_of(model)}")
-    model = simplify(model)
+    model, folding = fold(model, inputs, simplify)
+    if folding.symbolic.startswith("failed"):
+        warnings.append(f"onnxruntime's symbolic shape inference {folding.symbolic}; dims were folded by onnx's "
+                        "own inference only")
     applied = apply_passes(model)
     if applied:
         warnings.append(f"hub passes: {', '.join(applied)}")
@@ -177,7 +194,7 @@ def finalize(model, out_path: str | Path,
         warnings.append(f"hub weights saved as external data in {data_file(out_path).name}")
     else:
         save(model, out_path, external=False)
-    return model, names, warnings
+    return model, names, warnings, folding
 
 
 def data_file(path: str | Path) -> Path:

@@ -24,6 +24,8 @@ import copy
 import io
 from collections.abc import Callable
 
+import numpy as np
+
 from bridge.base.lane import Unsupported
 from bridge.base.lazy import require
 from bridge.converters.onnx.graph import get_attr
@@ -49,6 +51,7 @@ class _Graph:
         self.model = model
         self.outputs = {o.name for o in model.graph.output}
         self._types: dict[str, int] | None = None
+        self._shapes: dict[str, tuple[int | None, ...]] = {}
 
     def constant(self, name: str):
         """An initializer's values, or None for a computed tensor (or one whose bytes were not loaded)."""
@@ -61,15 +64,26 @@ class _Graph:
         return None
 
     def elem_type(self, name: str) -> int | None:
+        self._infer()
+        return self._types.get(name)
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        self._infer()
+        return self._shapes.get(name)
+
+    def _infer(self) -> None:
         if self._types is None:
             from bridge.converters.onnx.graph import tensor_types
 
-            self._types = {n: t for n, (t, _) in tensor_types(self.model).items()}
+            inferred = tensor_types(self.model)
+            self._types = {n: t for n, (t, _) in inferred.items()}
             self._types.update({t.name: t.data_type for t in self.model.graph.initializer})
-        return self._types.get(name)
+            self._shapes = {n: s for n, (_, s) in inferred.items()}
+            self._shapes.update({t.name: tuple(t.dims) for t in self.model.graph.initializer})
 
 
 _FLOAT16, _DOUBLE = 10, 11  # TensorProto element types
+_INTEGERS = (2, 3, 4, 5, 6, 7, 12, 13)  # uint8, int8, uint16, int16, int32, int64, uint32, uint64
 
 
 @refuse("LSTM", "RNN")
@@ -116,6 +130,42 @@ def _negative_gather_indices(node, graph: _Graph) -> str | None:
     indices = graph.constant(node.input[1])
     if indices is not None and (indices < 0).any():
         return "onnx2tf 2.6.9 lowers it to GATHER_ND, which ai-edge-litert runs with non-negative indices only"
+    return None
+
+
+@refuse("OneHot")
+def _float_one_hot_indices(node, graph: _Graph) -> str | None:
+    if graph.elem_type(node.input[0]) not in (None, *_INTEGERS):
+        return "onnx2tf 2.6.9 reads float indices otherwise than ONNX's cast to int64 (rel. L2 0.63 on the node tests)"
+    return None
+
+
+@refuse("Resize")
+def _downsampling_resize(node, graph: _Graph) -> str | None:
+    """Downsampling, as measured on the node tests (rel. L2 0.07-0.49): onnx2tf 2.6.9 places
+    samples by the output/input size ratio where `scales` says otherwise (0.6 of 4 is 2: ratio 0.5;
+    every mode), and for linear and cubic ignores `antialias` and maps an output of length 1 under
+    pytorch_half_pixel elsewhere than ONNX (to 0): refused before converting."""
+    shape = graph.shape(node.input[0])
+    scales = graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    sizes = graph.constant(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if shape is None or None in shape or (scales is None and sizes is None):
+        return None  # dims or factors known only at run time: onnx2tf's own check decides
+    if len(_attr(node, "axes", [])) or (scales is not None and len(scales) != len(shape)) or \
+            (sizes is not None and len(sizes) != len(shape)):
+        return None
+    out = [int(np.floor(n * f)) for n, f in zip(shape, scales, strict=True)] if scales is not None else list(sizes)
+    if not any(o < n for o, n in zip(out, shape, strict=True)):
+        return None
+    if scales is not None and any(o != n * f for o, n, f in zip(out, shape, scales, strict=True)):
+        return "onnx2tf 2.6.9 downsamples by the size ratio, not by scales that do not divide the input evenly"
+    if _attr(node, "mode", "nearest") not in ("linear", "cubic"):
+        return None
+    if _attr(node, "antialias", 0):
+        return "onnx2tf 2.6.9 downsamples without antialias=1's wider filter"
+    if _attr(node, "coordinate_transformation_mode", "half_pixel") == "pytorch_half_pixel" and \
+            any(o == 1 < n for o, n in zip(out, shape, strict=True)):
+        return "onnx2tf 2.6.9 maps an output of length 1 under pytorch_half_pixel elsewhere than ONNX's 0"
     return None
 
 

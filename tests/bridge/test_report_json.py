@@ -51,6 +51,8 @@ def test_a_run_records_its_command_time_version_and_sample_origins(source, tmp_p
     assert {a["parity"]["inputs"] for a in doc["artifacts"]} == {"synthetic"}
     # source->onnx once, as `hub`; each artifact made from the hub carries only its onnx->target stage
     assert doc["hub"]["outputs"]["y"]["rel_l2"] == 0 and doc["hub"]["opset"] == 17
+    folding = doc["hub"]["folding"]  # a static source: nothing to fix, so no symbolic inference
+    assert (folding["written"], folding["shape_ops_left"], folding["symbolic_inference"]) == ([], {}, "not needed")
     assert "stages" not in onnx["parity"] and set(exact["parity"]["stages"]) == {"onnx->target"}
     assert wrong["parity"]["introduced_at"] == "onnx->target" and "introduced_at" not in exact["parity"]
     assert wrong["parity"]["outputs"]["y"]["rel_l2"] == 0.5 and wrong["parity"]["seconds"] > 0
@@ -92,6 +94,18 @@ def test_a_version_1_convert_report_keeps_what_it_knew():
     coreml = doc["artifacts"][3]
     assert [t["dtype"] for t in old["artifacts"][3]["io"]["inputs"]] == ["fp32"]  # what v1 wrote for Core ML
     assert [t["dtype"] for t in coreml["io"]["inputs"]] == ["float32"]
+
+
+def test_a_version_1_report_with_shape_folding_keeps_it_as_hub_folding():
+    """Issue 11's branch wrote what the hub folded as `source.hub` in version 1 reports."""
+    old = json.loads((DATA / "report-v1-convert.json").read_text())
+    folding = {"inputs": {"x": [1, 3, 48, 320]}, "written": ["x"], "nodes_before": 40, "nodes_after": 12,
+               "removed": {"Shape": 7, "Gather": 7}, "shape_ops_left": {}, "symbolic_inference": "used"}
+    old["source"]["hub"] = folding
+    doc = upgrade(old)
+    assert schema_problems(doc) == [] and doc["hub"]["folding"] == folding and "hub" not in doc["source"]
+    doc["hub"]["folding"]["removed"] = {"Shape": 0}  # a count of nothing removed is not a removal
+    assert schema_problems(doc) != []
 
 
 def test_a_version_1_validate_report_is_a_validate_report():

@@ -43,6 +43,44 @@ def test_inspect_names_ops_a_lane_lacks(tmp_path):
     assert "Swish" in tflite["reasons"]["Swish"]
 
 
+def test_inspect_names_what_the_coreml_lane_refuses_and_why(tmp_path):
+    """Before anything converts: an op with no converter, and one whose converter exists but not
+    for this attribute value, each with its nodes and reason."""
+    pytest.importorskip("coremltools")
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Det", ["x"], ["d"], name="det"), helper.make_node("LRN", ["x"], ["y"], size=2, name="n")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3, 3]),
+                           helper.make_tensor_value_info("d", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    info = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "m.onnx"), "--json"]).output)
+    coreml = info["lanes"]["coreml"]
+    assert coreml["unsupported_ops"] == ["Det", "LRN"] and coreml["nodes"] == {"Det": ["det"], "LRN": ["n"]}
+    assert coreml["reasons"] == {
+        "Det": "no Core ML converter", "LRN": "size=2 (even sizes centre the window differently in Core ML)"}
+    text = runner.invoke(app, ["inspect", str(tmp_path / "m.onnx")]).output
+    assert ("Det (no Core ML converter), LRN (size=2 (even sizes centre the window differently in Core ML))"
+            in " ".join(text.split()))
+
+
+def test_inspect_keeps_each_nodes_reason_when_one_op_is_refused_for_several(tmp_path):
+    pytest.importorskip("coremltools")
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("LRN", ["x"], ["a"], size=2, name="n2"),
+             helper.make_node("LRN", ["a"], ["y"], size=4, name="n4")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3, 3])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    coreml = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "m.onnx"), "--json"]).output)["lanes"]["coreml"]
+    assert coreml["nodes"] == {"LRN": ["n2", "n4"]}
+    assert coreml["reasons"]["LRN"] == ("size=2 (even sizes centre the window differently in Core ML) (n2); "
+                                        "size=4 (even sizes centre the window differently in Core ML) (n4)")
+
+
 def test_doctor_lists_backends():
     r = runner.invoke(app, ["doctor"])
     assert r.exit_code == 0

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil.mil import types
 
 from bridge.converters.coreml.context import attrs
 from bridge.converters.coreml.ops.arithmetic import const_like, constants, fold
@@ -72,6 +73,31 @@ def elu(a):
 def hard_sigmoid(a):
     """MIL's sigmoid_hard is ONNX's definition exactly: min(max(alpha * x + beta, 0), 1)."""
     return {"alpha": float(a.get("alpha", 0.2)), "beta": float(a.get("beta", 0.5))}
+
+
+def _celu(x, alpha, name):
+    """alpha * elu(x / alpha): x above 0, alpha * (exp(x / alpha) - 1) below."""
+    scaled = mb.elu(x=mb.real_div(x=x, y=alpha), alpha=const_like(1, x))
+    return mb.mul(x=scaled, y=alpha, name=name)
+
+
+@_activation("Celu", _celu, lambda x, alpha: alpha * _elu_np(x / alpha, 1.0), since=12)
+def celu(a):
+    return {"alpha": float(a.get("alpha", 1.0))}
+
+
+def _shrink(x, lambd, bias, name):
+    below = mb.select(cond=mb.less(x=x, y=-lambd), a=mb.add(x=x, y=bias), b=const_like(0, x))
+    return mb.select(cond=mb.greater(x=x, y=lambd), a=mb.sub(x=x, y=bias), b=below, name=name)
+
+
+def _shrink_np(x, lambd, bias):
+    return np.where(x > lambd, x - bias, np.where(x < -lambd, x + bias, 0)).astype(x.dtype)
+
+
+@_activation("Shrink", _shrink, _shrink_np, since=9)
+def shrink(a):
+    return {"lambd": float(a.get("lambd", 0.5)), "bias": float(a.get("bias", 0.0))}
 
 
 def _selu(x, alpha, gamma, name):
@@ -186,6 +212,29 @@ def _softmax_family(np_op, mil_op, flatten: bool):
     return convert
 
 
+def _hardmax_np(x, axes):
+    flat = np.moveaxis(x, axes[0], -1) if len(axes) == 1 else x.reshape(*x.shape[:axes[0]], -1)
+    hot = (np.arange(flat.shape[-1]) == flat.argmax(axis=-1)[..., None]).astype(x.dtype)
+    return np.moveaxis(hot, -1, axes[0]) if len(axes) == 1 else hot.reshape(x.shape)
+
+
+def _hardmax_mil(x, axes, name):
+    """1 at the first maximum along the axis, 0 elsewhere. Before opset 13 the axes from `axis` on
+    count as one, so they are flattened for the argmax (static sizes needed)."""
+    dtype = types.nptype_from_builtin(x.dtype)
+    if len(axes) == 1:
+        index = mb.reduce_argmax(x=x, axis=axes[0], keep_dims=False)
+        return mb.one_hot(indices=index, one_hot_vector_size=x.shape[axes[0]], axis=axes[0],
+                          on_value=dtype(1), off_value=dtype(0), name=name)
+    lead = list(x.shape[:axes[0]])
+    flat = mb.reshape(x=x, shape=np.int32([*lead, -1]))
+    index = mb.reduce_argmax(x=flat, axis=-1, keep_dims=False)
+    hot = mb.one_hot(indices=index, one_hot_vector_size=int(np.prod(x.shape[axes[0]:])), axis=-1,
+                     on_value=dtype(1), off_value=dtype(0))
+    return mb.reshape(x=hot, shape=np.int32(list(x.shape)), name=name)
+
+
 for _flatten, _since in ((True, 1), (False, 13)):
+    register("Hardmax", since=_since)(_softmax_family(_hardmax_np, _hardmax_mil, _flatten))
     register("Softmax", since=_since)(_softmax_family(_softmax_np, _softmax_mil, _flatten))
     register("LogSoftmax", since=_since)(_softmax_family(_log_softmax_np, _log_softmax_mil, _flatten))

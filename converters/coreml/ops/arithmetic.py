@@ -123,14 +123,48 @@ def pow_(ctx, node):
         base, exponent = values
         return fold(ctx, node, np.power(base.astype(np.float64), exponent), base.dtype)
     x, y = ctx.var(node.input[0]), ctx.var(node.input[1])
+    if is_int(x) and not is_int(y):
+        return ctx.set(node.output[0], _int_pow_float(ctx, node, x, y))
     if np_dtype(y) != np_dtype(x):
         y = y.astype(np_dtype(x)) if isinstance(y, np.ndarray) else mb.cast(x=y, dtype=MIL_DTYPE[np_dtype(x)])
     ctx.set(node.output[0], mb.pow(x=x, y=y, name=ctx.name(node)))
 
 
+def _int_pow_float(ctx, node, x, y):
+    """An integer base with a float exponent (2 ** 0.5) is computed in float and truncated toward
+    zero, as onnxruntime does; the truncation is explicit so the final cast only meets integers."""
+    base = x.astype(np_dtype(y)) if isinstance(x, np.ndarray) else mb.cast(x=x, dtype=MIL_DTYPE[np_dtype(y)])
+    return int32_toward_zero(mb.pow(x=base, y=y), name=ctx.name(node))
+
+
+def int32_toward_zero(x, name: str | None = None):
+    """A float tensor as int32, truncated toward zero as C casts do; the truncation is spelled out
+    so the cast itself only ever meets whole numbers."""
+    truncated = mb.mul(x=mb.floor(x=mb.abs(x=x)), y=mb.sign(x=x))
+    return mb.cast(x=truncated, dtype="int32", **({"name": name} if name else {}))
+
+
 # unary -----------------------------------------------------------------------------------------
 def _erf_np(x):
     return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
+def _acosh(x, name):
+    """log(x + sqrt(x^2 - 1)); MIL has no acosh."""
+    root = mb.sqrt(x=mb.sub(x=mb.mul(x=x, y=x), y=const_like(1, x)))
+    return mb.log(x=mb.add(x=x, y=root), name=name)
+
+
+def _asinh(x, name):
+    """sign(x) * log(|x| + sqrt(x^2 + 1)), on |x| so large negative x does not cancel to log(0)."""
+    magnitude = mb.abs(x=x)
+    root = mb.sqrt(x=mb.add(x=mb.mul(x=magnitude, y=magnitude), y=const_like(1, x)))
+    return mb.mul(x=mb.sign(x=x), y=mb.log(x=mb.add(x=magnitude, y=root)), name=name)
+
+
+def _isnan(x, name):
+    """NaN is the only value unequal to itself."""
+    return mb.not_equal(x=x, y=x, name=name)
 
 
 _UNARY = {
@@ -141,6 +175,7 @@ _UNARY = {
     "Acos": (mb.acos, np.arccos), "Atan": (mb.atan, np.arctan), "Sinh": (mb.sinh, np.sinh),
     "Cosh": (mb.cosh, np.cosh), "Atanh": (mb.atanh, np.arctanh),
     "Neg": (lambda x, name: mb.mul(x=x, y=const_like(-1, x), name=name), np.negative),
+    "Acosh": (_acosh, np.arccosh), "Asinh": (_asinh, np.arcsinh), "IsNaN": (_isnan, np.isnan),
     # MIL's inverse adds epsilon (default 1e-4) to x first; ONNX's Reciprocal does not.
     "Reciprocal": (lambda x, name: mb.inverse(x=x, epsilon=const_like(0, x), name=name), np.reciprocal),
 }
@@ -158,6 +193,37 @@ def _unary(mil_op, np_op):
 
 for _name, (_mil, _np) in _UNARY.items():
     register(_name)(_unary(_mil, _np))
+
+
+@register("IsInf", since=10)
+def is_inf(ctx, node):
+    a = attrs(node)
+    signs = [sign for sign, key in ((1, "detect_positive"), (-1, "detect_negative")) if a.get(key, 1)]
+    values = constants(ctx, node)
+    if values is not None:
+        x = values[0]
+        return fold(ctx, node, np.isin(x, [sign * np.inf for sign in signs]) if signs else np.zeros(x.shape, bool))
+    x = ctx.var(node.input[0])
+    if not signs:  # detects nothing: |x| < 0 is false for every x, NaN included
+        return ctx.set(node.output[0], mb.less(x=mb.abs(x=x), y=const_like(0, x), name=ctx.name(node)))
+    hits = [mb.equal(x=x, y=const_like(sign * np.inf, x)) for sign in signs]
+    ctx.set(node.output[0], hits[0] if len(hits) == 1 else mb.logical_or(x=hits[0], y=hits[1], name=ctx.name(node)))
+
+
+@register("Mod", since=10)
+def mod(ctx, node):
+    """fmod=0 (integers): the remainder takes the divisor's sign, which is MIL's mod. fmod=1: C's
+    fmod, the dividend's sign: the magnitudes' remainder with x's sign put back."""
+    fmod = bool(attrs(node).get("fmod", 0))
+    values = constants(ctx, node)
+    if values is not None:
+        x, y = values
+        return fold(ctx, node, np.fmod(x, y) if fmod else np.mod(x, y), x.dtype)
+    x, y = ctx.var(node.input[0]), ctx.var(node.input[1])
+    if not fmod:
+        return ctx.set(node.output[0], mb.mod(x=x, y=y, name=ctx.name(node)))
+    rest = mb.mod(x=mb.abs(x=x), y=mb.abs(x=y))
+    ctx.set(node.output[0], mb.mul(x=rest, y=mb.sign(x=x), name=ctx.name(node)))
 
 
 # variadic --------------------------------------------------------------------------------------
@@ -333,16 +399,30 @@ def _topk(ctx, node, k: int):
 def _arg(mil_op, np_op):
     def convert(ctx, node):
         a = attrs(node)
-        if a.get("select_last_index", 0):
-            raise ctx.unsupported(node, "select_last_index=1 (MIL picks the first of equal values)")
+        last = bool(a.get("select_last_index", 0))
         axis, keep = int(a.get("axis", 0)) % len(ctx.value(node.input[0]).shape), bool(a.get("keepdims", 1))
         x = ctx.const(node.input[0])
         if x is not None:
-            out = np_op(x, axis=axis)
+            out = np_op(np.flip(x, axis), axis=axis) if last else np_op(x, axis=axis)
+            out = x.shape[axis] - 1 - out if last else out
             return fold(ctx, node, np.expand_dims(out, axis) if keep else out, np.int64)
-        ctx.set(node.output[0], mil_op(x=ctx.var(node.input[0]), axis=axis, keep_dims=keep, name=ctx.name(node)))
+        if not last:
+            return ctx.set(node.output[0], mil_op(x=ctx.var(node.input[0]), axis=axis, keep_dims=keep,
+                                                  name=ctx.name(node)))
+        ctx.set(node.output[0], _arg_last(ctx, node, mil_op, axis, keep))
 
     return convert
+
+
+def _arg_last(ctx, node, mil_op, axis: int, keep: bool):
+    """select_last_index: MIL picks the first of equal values, so the axis is reversed first and
+    the index counted back from the end, (dim - 1) - i."""
+    x = ctx.var(node.input[0])
+    first = mil_op(x=mb.reverse(x=x, axes=[axis]), axis=axis, keep_dims=keep)
+    dim = x.shape[axis]
+    last = np.int32(dim - 1) if isinstance(dim, (int, np.integer)) else \
+        mb.sub(x=mb.gather(x=mb.shape(x=x), indices=np.int32(axis), axis=0), y=np.int32(1))
+    return mb.sub(x=last, y=first, name=ctx.name(node))
 
 
 register("ArgMax")(_arg(mb.reduce_argmax, np.argmax))
@@ -359,11 +439,26 @@ def einsum(ctx, node):
     values = constants(ctx, node)
     if values is not None:
         return fold(ctx, node, np.einsum(equation, *values))
-    if "..." in equation:
-        raise ctx.unsupported(node, f"equation {equation}: ellipsis is not supported")
-    if "->" not in equation:  # implicit output: the labels used once, alphabetically
-        letters = equation.replace(",", "")
-        equation += "->" + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
     inputs = [ctx.var(name) for name in node.input]
+    if "->" not in equation:  # implicit output: the ellipsis, then the labels used once, alphabetically
+        letters = equation.replace(",", "").replace("...", "")
+        equation += "->" + ("..." if "..." in equation else "") + "".join(
+            sorted(c for c in set(letters) if letters.count(c) == 1))
+    equation = _spell_out_ellipsis(equation, [len(v.shape) for v in inputs])
+    if equation == "->":  # a scalar in, the same scalar out (the builder would transpose it by [])
+        return ctx.set(node.output[0], mb.identity(x=inputs[0], name=ctx.name(node)))
     inputs = [mb.const(val=v) if isinstance(v, np.ndarray) else v for v in inputs]
     ctx.set(node.output[0], build_einsum_mil(inputs, equation, ctx.name(node)))
+
+
+def _spell_out_ellipsis(equation: str, ranks: list[int]) -> str:
+    """'...' stands for each operand's leading dims not named by a label; they broadcast aligned
+    from the right, like numpy's. Fresh letters name them so the builder sees plain labels."""
+    if "..." not in equation:
+        return equation
+    operands, output = equation.split("->")
+    terms = operands.split(",")
+    spans = [rank - len(t.replace("...", "")) if "..." in t else 0 for t, rank in zip(terms, ranks, strict=True)]
+    fresh = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation][:max(spans)]
+    terms = [t.replace("...", "".join(fresh[len(fresh) - n:]) if n else "") for t, n in zip(terms, spans, strict=True)]
+    return ",".join(terms) + "->" + output.replace("...", "".join(fresh))

@@ -48,6 +48,11 @@ def _axes(axes, rank: int) -> list[int]:
     return [int(a) + rank if int(a) < 0 else int(a) for a in axes]
 
 
+def _np_dtype(v) -> np.dtype:
+    """The numpy dtype of a numpy constant or a MIL Var (a constant tensor can meet a run-time shape)."""
+    return v.dtype if isinstance(v, np.ndarray) else np.dtype(types.nptype_from_builtin(v.dtype))
+
+
 def _out(ctx, node, value) -> None:
     ctx.set(node.output[0], value)
 
@@ -76,8 +81,11 @@ def reshape(ctx, node):
         target = [-1 if t is None else t for t in target]
     elif unknown and len(target) == len(x.shape):
         target = [0 if t is None else t for t in target]  # MIL copies the same-index dim too
-    elif unknown:
-        raise ctx.unsupported(node, "0 in shape over several run-time dims")
+    elif unknown:  # several 0s over run-time dims: the target shape is assembled at run time
+        dims = mb.shape(x=x)
+        parts = [np.int32([t]) if t is not None else
+                 mb.slice_by_index(x=dims, begin=np.int32([i]), end=np.int32([i + 1])) for i, t in enumerate(target)]
+        return _out(ctx, node, mb.reshape(x=x, shape=mb.concat(values=parts, axis=0), name=ctx.name(node)))
     _out(ctx, node, mb.reshape(x=x, shape=np.asarray(target, np.int32), name=ctx.name(node)))
 
 
@@ -119,8 +127,21 @@ def _squeeze(ctx, node, axes):
     if _symbolic_value(x):
         shape = [d for i, d in enumerate(x.shape) if not (d == 1 and (axes is None or i in axes))]
         return _out(ctx, node, mb.reshape(x=x, shape=np.int32(shape), name=ctx.name(node)))
+    if axes is not None and None in [_dims(x)[a] for a in axes]:
+        return _out(ctx, node, _squeeze_run_time_dims(ctx, node, x, axes))
     kwargs = {} if axes is None else {"axes": axes}
     _out(ctx, node, mb.squeeze(x=ctx.var(node.input[0]), name=ctx.name(node), **kwargs))
+
+
+def _squeeze_run_time_dims(ctx, node, x, axes):
+    """ONNX promises a squeezed dim is 1 at run time; MIL's squeeze keeps a dim it cannot see is 1,
+    so the rank would not drop. A reshape to the kept dims (read at run time if need be) drops it."""
+    keep = [i for i in range(len(x.shape)) if i not in axes]
+    dims = [_dims(x)[i] for i in keep]
+    if dims.count(None) <= 1:
+        return mb.reshape(x=x, shape=np.int32([-1 if d is None else d for d in dims]), name=ctx.name(node))
+    kept = mb.gather(x=mb.shape(x=x), indices=np.int32(keep), axis=0)
+    return mb.reshape(x=x, shape=kept, name=ctx.name(node))
 
 
 @register("Squeeze", since=1)
@@ -254,23 +275,62 @@ def slice_v1(ctx, node):
 
 @register("Slice", since=10)
 def slice_v10(ctx, node):
+    if any(len(node.input) > i and node.input[i] and ctx.const(node.input[i]) is None for i in (1, 2)):
+        return _slice_run_time(ctx, node)
     names = ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))
     _slice(ctx, node, *(_known(ctx, node, i, what) for i, what in names))
 
 
+def _slice_run_time(ctx, node):
+    """Starts or ends computed at run time (`position_ids[:, :seq]` with a dynamic sequence), with
+    constant axes and positive steps: each bound wrapped and clamped to [0, dim] as ONNX does, then
+    one slice_by_index with run-time begin and end."""
+    x = ctx.var(node.input[0])
+    rank = len(x.shape)
+    axes = _known(ctx, node, 3, "axes")
+    axes = _axes(range(int(ctx.value(node.input[1]).shape[0])) if axes is None else axes, rank)
+    steps = _known(ctx, node, 4, "steps")
+    steps = [1] * len(axes) if steps is None else [int(v) for v in steps]
+    if any(st <= 0 for st in steps):
+        raise ctx.unsupported(node, "run-time starts or ends with a negative step")
+    dims = _dims(x)
+    shape = mb.shape(x=x) if None in (dims[a] for a in axes) else None
+    bounds = {}
+    for which in (1, 2):
+        given = ctx.const(node.input[which])
+        given = ctx.var(node.input[which]) if given is None else np.asarray(given).astype(np.int64)
+        for i, a in enumerate(axes):
+            if isinstance(given, np.ndarray) and dims[a] is not None:  # this bound is known: numpy
+                bounds[which, a] = np.int32([slice(int(given[i]), int(given[i])).indices(dims[a])[0]])
+                continue
+            dim = np.int32(dims[a]) if dims[a] is not None else mb.slice_by_index(x=shape, begin=[a], end=[a + 1])
+            # a constant bound over a run-time dim: huge ONNX bounds (INT64_MAX) kept clear of int32 overflow
+            v = np.int32(np.clip(given[i:i + 1], -(2**30), 2**30)) if isinstance(given, np.ndarray) else \
+                mb.cast(x=mb.slice_by_index(x=given, begin=[i], end=[i + 1]), dtype="int32")
+            v = mb.select(cond=mb.less(x=v, y=np.int32(0)), a=mb.add(x=v, y=dim), b=v)
+            bounds[which, a] = mb.minimum(x=mb.maximum(x=v, y=np.int32(0)), y=dim)
+    zero = np.zeros(1, np.int32)
+    begin = mb.concat(values=[bounds.get((1, a), zero) for a in range(rank)], axis=0)
+    end = mb.concat(values=[bounds.get((2, a), zero) for a in range(rank)], axis=0)
+    stride = np.ones(rank, np.int32)
+    for a, st in zip(axes, steps, strict=True):
+        stride[a] = st
+    sliced = [a in axes for a in range(rank)]
+    _out(ctx, node, mb.slice_by_index(x=x, begin=begin, end=end, stride=stride, begin_mask=[not m for m in sliced],
+                                      end_mask=[not m for m in sliced], name=ctx.name(node)))
+
+
 def _positive_indices(ctx, node, x, axis: int):
     """ONNX indices may be negative; iOS17's gather treats negatives as out of bounds, so they are
-    wrapped here: in numpy when the indices are constant, else with a select at run time."""
+    wrapped here: in numpy when the indices and the dim are known, else with a select at run time
+    (against the dim read from the input's shape when it is a run-time dim)."""
     indices = ctx.const(node.input[1])
     dim = _dims(x)[axis]
-    if indices is not None:
-        if dim is None and (indices < 0).any():
-            raise ctx.unsupported(node, "negative indices into a run-time dim")
+    if indices is not None and (dim is not None or not (indices < 0).any()):
         return np.where(indices < 0, indices + (dim or 0), indices).astype(np.int32)
     idx = ctx.var(node.input[1])
-    if dim is None:
-        raise ctx.unsupported(node, "run-time indices into a run-time dim")
-    return mb.select(cond=mb.less(x=idx, y=np.int32(0)), a=mb.add(x=idx, y=np.int32(dim)), b=idx)
+    size = np.int32(dim) if dim is not None else mb.gather(x=mb.shape(x=x), indices=np.int32(axis), axis=0)
+    return mb.select(cond=mb.less(x=idx, y=np.int32(0)), a=mb.add(x=idx, y=size), b=idx)
 
 
 @register("Gather")
@@ -282,7 +342,14 @@ def gather(ctx, node):
     x = ctx.var(node.input[0])
     axis = _axes([axis], len(x.shape))[0]
     indices = _positive_indices(ctx, node, x, axis)
-    _out(ctx, node, mb.gather(x=x, indices=indices, axis=axis, name=ctx.name(node)))
+    _out(ctx, node, _on_numbers(ctx, node, x, lambda v, **name: mb.gather(x=v, indices=indices, axis=axis, **name)))
+
+
+def _on_numbers(ctx, node, x, op):
+    """MIL's gathers take numbers only: a bool tensor (an attention mask) goes through as int32."""
+    if isinstance(x, np.ndarray) or x.dtype != types.bool:
+        return op(x, name=ctx.name(node))
+    return mb.cast(x=op(mb.cast(x=x, dtype="int32")), dtype="bool", name=ctx.name(node))
 
 
 @register("GatherElements")
@@ -294,7 +361,8 @@ def gather_elements(ctx, node):
     x = ctx.var(node.input[0])
     axis = _axes([axis], len(x.shape))[0]
     indices = _positive_indices(ctx, node, x, axis)
-    _out(ctx, node, mb.gather_along_axis(x=x, indices=indices, axis=axis, name=ctx.name(node)))
+    _out(ctx, node, _on_numbers(ctx, node, x, lambda v, **name: mb.gather_along_axis(x=v, indices=indices, axis=axis,
+                                                                                     **name)))
 
 
 # broadcasting and repetition -------------------------------------------------------------------
@@ -308,9 +376,11 @@ def expand(ctx, node):
         return _out(ctx, node, np.broadcast_to(data, np.broadcast_shapes(data.shape, shape)).copy())
     x = ctx.var(node.input[0])
     reps = None if shape is None else _tile_reps(_dims(x), [int(s) for s in shape])
-    if reps is None:
-        zeros = mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), types.nptype_from_builtin(x.dtype)))
-        return _out(ctx, node, mb.add(x=x, y=zeros, name=ctx.name(node)))
+    if reps is None:  # MIL's add takes numbers only: a bool mask goes through as int32 (`_on_numbers`)
+        def broadcast(v, **name):
+            return mb.add(x=v, y=mb.fill(shape=ctx.var(node.input[1]), value=np.zeros((), _np_dtype(v))), **name)
+
+        return _out(ctx, node, _on_numbers(ctx, node, x, broadcast))
     if len(reps) > len(x.shape):
         x = mb.expand_dims(x=x, axes=list(range(len(reps) - len(x.shape))))
     _out(ctx, node, mb.tile(x=x, reps=np.int32(reps), name=ctx.name(node)))
@@ -348,18 +418,51 @@ def _pad(ctx, node, pads, value, axes):
     if isinstance(x, np.ndarray) and min(min(p) for p in pairs) >= 0:
         kwargs = {"constant_values": value} if mode == "constant" else {}
         return _out(ctx, node, np.pad(x, pairs, mode=mode, **kwargs))
-    if mode not in _PAD_MODES:
+    if mode not in (*_PAD_MODES, "wrap"):
         raise ctx.unsupported(node, f"pad mode {mode}")
-    if min(min(p) for p in pairs) < 0:
-        raise ctx.unsupported(node, "negative pads (cropping)")
+    if min(min(p) for p in pairs) < 0:  # negative pads crop: pad the rest, then slice the crop away
+        grown = _pad_pairs(ctx, node, ctx.var(node.input[0]), [[max(b, 0), max(e, 0)] for b, e in pairs], mode, value)
+        return _out(ctx, node, _crop(ctx, node, grown, [[max(-b, 0), max(-e, 0)] for b, e in pairs]))
+    _out(ctx, node, _pad_pairs(ctx, node, ctx.var(node.input[0]), pairs, mode, value, name=ctx.name(node)))
+
+
+def _crop(ctx, node, x, crops):
+    dims = _dims(x)
+    if any(d is None and e for d, (_, e) in zip(dims, crops, strict=True)):
+        raise ctx.unsupported(node, "negative end pads on a run-time dim")
+    end = [0 if e == 0 else d - e for d, (_, e) in zip(dims, crops, strict=True)]
+    return mb.slice_by_index(x=x, begin=np.int32([b for b, _ in crops]), end=np.int32(end),
+                             end_mask=[e == 0 for _, e in crops], name=ctx.name(node))
+
+
+def _pad_pairs(ctx, node, var, pairs, mode: str, value, name: str | None = None):
+    """`var` padded by (begin, end) per dim. wrap is circular: slices of the other end, concatenated."""
+    named = {"name": name} if name else {}
+    if mode == "wrap":
+        for axis, (b, e) in enumerate(pairs):
+            if not b and not e:
+                continue
+            n = _dims(var)[axis]
+            if n is None or b > n or e > n:
+                raise ctx.unsupported(node, "wrap padding needs static sizes no smaller than the pads")
+            parts = [_axis_slice(var, axis, n - b, n)] if b else []
+            parts += [var] + ([_axis_slice(var, axis, 0, e)] if e else [])
+            var = mb.concat(values=parts, axis=axis)
+        return mb.identity(x=var, **named) if name else var
     while pairs and pairs[0] == [0, 0]:  # MIL pads trailing dims; fewer keeps reflect/replicate legal
         pairs.pop(0)
     if not pairs:
-        return _out(ctx, node, ctx.value(node.input[0]))
-    var = ctx.var(node.input[0])
+        return mb.identity(x=var, **named) if name else var
     fill = np.float16(value) if var.dtype == types.fp16 else np.float32(value)  # MIL wants x's dtype
-    _out(ctx, node, mb.pad(x=var, pad=np.int32(pairs).reshape(-1), mode=_PAD_MODES[mode], constant_val=fill,
-                           name=ctx.name(node)))
+    return mb.pad(x=var, pad=np.int32(pairs).reshape(-1), mode=_PAD_MODES[mode], constant_val=fill, **named)
+
+
+def _axis_slice(x, axis: int, start: int, end: int):
+    rank = len(x.shape)
+    begin, stop = [0] * rank, [0] * rank
+    begin[axis], stop[axis] = start, end
+    return mb.slice_by_index(x=x, begin=np.int32(begin), end=np.int32(stop),
+                             begin_mask=[i != axis for i in range(rank)], end_mask=[i != axis for i in range(rank)])
 
 
 @register("Pad", since=1)
@@ -426,6 +529,27 @@ def range_(ctx, node):
         return _out(ctx, node, np.arange(start, limit, delta, dtype=np.asarray(start).dtype))
     start, limit, delta = (ctx.var(n) for n in node.input[:3])
     _out(ctx, node, mb.range_1d(start=start, end=limit, step=delta, name=ctx.name(node)))
+
+
+@register("Trilu", since=14)
+def trilu(ctx, node):
+    """Keep the upper (j - i >= k) or lower (j - i <= k) triangle of the last two dims, zero the
+    rest: a constant mask when those dims are static, MIL's band_part for k = 0 otherwise."""
+    upper = bool(attrs(node).get("upper", 1))
+    k = _known(ctx, node, 1, "k")
+    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    x = ctx.value(node.input[0])
+    rows, cols = _dims(x)[-2:] if not isinstance(x, np.ndarray) else x.shape[-2:]
+    if rows is not None and cols is not None:
+        offset = np.arange(cols)[None, :] - np.arange(rows)[:, None]  # j - i
+        keep = offset >= k if upper else offset <= k
+        if isinstance(x, np.ndarray):
+            return _out(ctx, node, np.where(keep, x, np.zeros_like(x)))
+        return _out(ctx, node, mb.select(cond=keep, a=x, b=np.zeros((), _np_dtype(x)), name=ctx.name(node)))
+    if k != 0:
+        raise ctx.unsupported(node, "k other than 0 over run-time dims")
+    _out(ctx, node, mb.band_part(x=x, lower=np.int32(0 if upper else -1), upper=np.int32(-1 if upper else 0),
+                                 name=ctx.name(node)))
 
 
 # pass-throughs ---------------------------------------------------------------------------------

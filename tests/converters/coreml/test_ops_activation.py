@@ -116,3 +116,21 @@ def test_fp16_model_converts():
              "lo": np.array(-1, np.float16), "hi": np.array(1, np.float16)}
     built, program = lower(graph(nodes, {"x": x}, ["y"], inits, opset=14))
     assert built.dtypes[built.outputs["y"]] == "fp16"
+
+
+def test_celu_shrink_hardmax():
+    """Run by the reference executor: Celu, both Shrinks (x at exactly +-lambd gives 0), Hardmax
+    over one axis (opset 13) and over the flattened trailing axes (opset 11), ties to the first."""
+    from tests.converters.coreml.harness import parity
+
+    x = np.concatenate([RNG.uniform(-4, 4, 20), [1.5, -1.5, 0.0, 2.0]]).astype(np.float32).reshape(2, 3, 4)
+    x[1, 2, :2] = 9.0  # a tie for the maximum
+    nodes = [helper.make_node("Celu", ["x"], ["celu"], alpha=2.0), helper.make_node("Celu", ["x"], ["celu1"]),
+             helper.make_node("Shrink", ["x"], ["hard"], lambd=1.5),
+             helper.make_node("Shrink", ["x"], ["soft"], lambd=1.5, bias=1.5)]
+    outputs = [n.output[0] for n in nodes]
+    parity(graph(nodes, {"x": x}, outputs, opset=12), {"x": x}, expect_ops=("elu", "select"), rtol=1e-5, atol=1e-6)
+    for opset, axes in ((13, (0, 1, -1)), (11, (0, 1, 2))):
+        hard = [helper.make_node("Hardmax", ["x"], [f"h{a}"], axis=a) for a in axes]
+        parity(graph(hard, {"x": x}, [n.output[0] for n in hard], opset=opset), {"x": x},
+               expect_ops=("reduce_argmax",), rtol=0, atol=0)

@@ -18,7 +18,9 @@ from tests.converters.coreml.harness import (
     lower,
     lowered_three_ways,
     numeric,
+    parity,
 )
+from tests.converters.coreml.harness import onnxruntime as onnxruntime_values
 
 coremltools = pytest.importorskip("coremltools")
 RNG = np.random.default_rng(0)
@@ -119,6 +121,33 @@ def test_clip_bounds_as_attributes_and_inputs(monkeypatch, opset):
     lowered_three_ways(monkeypatch, nodes, {"x": x}, outs, opset=opset, initializers=inits)
 
 
+def test_pow_integer_base_float_exponent_truncates():
+    """onnxruntime computes int ** float in float and truncates toward zero: 2 ** 0.5 is 1, 3 ** -0.3 is 0."""
+    feed = {"y": np.array([0.5, -0.3, 2.0, 1.0, 1.9, 10.99], np.float32)}
+    for dtype in (np.int32, np.int64):
+        model = graph([helper.make_node("Pow", ["x", "y"], ["z"])], feed, ["z"],
+                      {"x": np.array([2, 3, -2, -3, 5, 2], dtype)}, opset=15)
+        parity(model, feed, expect_ops=("pow", "floor"), rtol=0, atol=0)
+
+
+def test_isnan_isinf_acosh_asinh_mod():
+    """Run by the reference executor: NaN and +-Inf among the data; asinh of large negative x
+    (no cancellation); C's fmod (the dividend's sign) and the integer mod (the divisor's sign)."""
+    x = np.array([[1.0, np.nan, np.inf, -np.inf, -0.0, 3.5], [-7.5, 2.0, 1e4, -1e4, 0.25, np.nan]], np.float32)
+    feed = {"x": x, "a": np.array([1.0, 1.5, 4.0, 100.0], np.float32),
+            "f": np.array([-4.3, 7.2, 5.0, -0.5, -7.0], np.float32),
+            "g": np.array([2.1, -3.4, 5.0, 2.0, 3.0], np.float32),
+            "i": np.array([-4, 7, 5, -1, -7], np.int32), "j": np.array([3, -3, 2, 2, -4], np.int32)}
+    nodes = [helper.make_node("IsNaN", ["x"], ["nan"]), helper.make_node("IsInf", ["x"], ["inf"]),
+             helper.make_node("IsInf", ["x"], ["pos"], detect_negative=0),
+             helper.make_node("IsInf", ["x"], ["neg"], detect_positive=0),
+             helper.make_node("Acosh", ["a"], ["acosh"]), helper.make_node("Asinh", ["x"], ["asinh"]),
+             helper.make_node("Mod", ["f", "g"], ["fmod"], fmod=1), helper.make_node("Mod", ["i", "j"], ["imod"]),
+             helper.make_node("Mod", ["i", "j"], ["ifmod"], fmod=1)]
+    outputs = [n.output[0] for n in nodes]
+    parity(graph(nodes, feed, outputs, opset=20), feed, expect_ops=("not_equal", "mod"), rtol=1e-5, atol=1e-6)
+
+
 def test_clip_with_runtime_bounds():
     """Bounds computed at run time (Core ML has no rank-0 inputs, so they come from reductions)."""
     feed = {"x": RNG.standard_normal((3, 4)).astype(np.float32), "b": RNG.standard_normal((2,)).astype(np.float32)}
@@ -162,11 +191,16 @@ def test_topk_opset1_k_attribute(monkeypatch):
     lowered_three_ways(monkeypatch, old, {"x": x}, ["v", "i"], opset=9)
 
 
-def test_argmax_select_last_index_is_refused():
-    x = np.zeros((2, 3), np.float32)
-    model = graph([helper.make_node("ArgMax", ["x"], ["y"], select_last_index=1)], {"x": x}, ["y"], opset=13)
-    with pytest.raises(ConversionError, match="select_last_index"):
-        lower(model)
+def test_argmax_argmin_select_last_index():
+    """Ties everywhere (few distinct values): the last index of the extreme value, not the first."""
+    x = RNG.integers(0, 3, (3, 4, 5)).astype(np.float32)
+    nodes = [helper.make_node("ArgMax", ["x"], ["a"], axis=1, select_last_index=1),
+             helper.make_node("ArgMin", ["x"], ["b"], axis=-1, keepdims=0, select_last_index=1),
+             helper.make_node("ArgMax", ["x"], ["first"], axis=1)]
+    model = graph(nodes, {"x": x}, ["a", "b", "first"], opset=13)
+    want = onnxruntime_values(model, {"x": x})
+    assert not np.array_equal(want["a"], want["first"])  # the data has ties that tell them apart
+    parity(model, {"x": x}, expect_ops=("reverse", "reduce_argmax"), rtol=0, atol=0)
 
 
 def test_einsum(monkeypatch):
@@ -180,12 +214,24 @@ def test_einsum(monkeypatch):
     lowered_three_ways(monkeypatch, nodes, data, [n.output[0] for n in nodes], opset=12, rtol=1e-4, atol=1e-5)
 
 
-def test_einsum_ellipsis_is_refused():
-    x = np.zeros((2, 3, 4), np.float32)
-    model = graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="...ij,...kj->...ik")], {"x": x}, ["y"],
-                  opset=12)
-    with pytest.raises(ConversionError, match="ellipsis"):
-        lower(model)
+def test_einsum_ellipsis_and_diagonal():
+    """'...' spelled out per operand (broadcast from the right), a diagonal, an implicit output."""
+    data = {"x": RNG.standard_normal((2, 3, 4)).astype(np.float32), "w": RNG.standard_normal((5, 4)).astype(np.float32),
+            "s": RNG.standard_normal((2, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Einsum", ["x", "w"], ["proj"], equation="...j,kj->...k"),
+             helper.make_node("Einsum", ["s"], ["diag"], equation="...ii->...i"),
+             helper.make_node("Einsum", ["x", "x"], ["gram"], equation="...ij,...kj")]
+    model = graph(nodes, data, ["proj", "diag", "gram"], opset=12)
+    parity(model, data, rtol=1e-5, atol=1e-5)
+
+
+def test_einsum_of_a_scalar():
+    """'->' on a scalar input (fed to Core ML as one element and squeezed inside): the scalar back."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": np.array(2.5, np.float32)}
+    model = graph([helper.make_node("Einsum", ["x"], ["y"], equation="->")], feed, ["y"], opset=12)
+    assert float(np.ravel(run_reference(model, {"x": feed["x"].reshape(1)})["y"])[0]) == 2.5
 
 
 def test_shape_arithmetic_folds_to_numpy():

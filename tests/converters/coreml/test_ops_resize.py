@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 from bridge.base.errors import ConversionError
-from tests.converters.coreml.harness import check, graph, lower, onnxruntime, op_types
+from tests.converters.coreml.harness import check, graph, lower, onnxruntime, op_types, parity
 from tests.converters.coreml.test_ops_shape import mil_values, symbolic_batch
 
 coremltools = pytest.importorskip("coremltools")
@@ -162,18 +162,83 @@ def test_resize_sizes_from_a_run_time_batch():
     assert tuple(out.shape[1:]) == (2, 7, 9)
 
 
-REFUSED = {
-    "cubic": ({"mode": "cubic"}, (2, 2), "cubic"),
-    "crop-and-resize": ({"coordinate_transformation_mode": "tf_crop_and_resize"}, (2, 2), "tf_crop_and_resize"),
-    "antialias": ({"mode": "linear", "antialias": 1}, (0.5, 0.5), "antialiased"),
-}
+def _node_model(specs: dict, x: np.ndarray, opset: int = 19):
+    """One Resize per output name: (attributes, {input slot: constant})."""
+    nodes, inits = [], {}
+    for name, (attrs, params) in specs.items():
+        inputs = ["x", "", "", ""]
+        for slot, value in params.items():
+            inputs[slot] = f"{name}_{slot}"
+            inits[inputs[slot]] = value
+        nodes.append(helper.make_node("Resize", inputs[:max(params) + 1], [name], **attrs))
+    return graph(nodes, {"x": x}, list(specs), inits, opset)
 
 
-@pytest.mark.parametrize("case", REFUSED)
-def test_resize_refusals(case):
-    attrs, scales, why = REFUSED[case]
-    model, _ = resize_model(attrs, scales, opset=18)
-    with pytest.raises(ConversionError, match=why):
+def _sizes(h, w):
+    return {3: np.int64([1, 2, h, w])}
+
+
+def _scales(h, w):
+    return {2: np.float32([1, 1, h, w])}
+
+
+def test_resize_cubic():
+    """Every coordinate mode, both coefficients, exclude_outside, up and down: two matmuls with the
+    cubic weights (border taps read the edge, or are dropped and the rest renormalized)."""
+    x = RNG.standard_normal((1, 2, 6, 7)).astype(np.float32)
+    specs = {}
+    for mode in ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel", "half_pixel_symmetric"):
+        for i, (a, exclude, size) in enumerate(((-0.75, 0, _sizes(9, 11)), (-0.5, 1, _sizes(4, 5)),
+                                                (-0.75, 1, _scales(2, 0.6)))):
+            specs[f"{mode}_{i}"] = ({"mode": "cubic", "coordinate_transformation_mode": mode, "cubic_coeff_a": a,
+                                     "exclude_outside": exclude}, size)
+    parity(_node_model(specs, x), {"x": x}, expect_ops=("matmul",), rtol=1e-4, atol=1e-5)
+
+
+def test_resize_antialias():
+    """onnxruntime's antialiasing (Pillow's filters): shrinking stretches the kernel by in/out."""
+    x = RNG.standard_normal((1, 2, 9, 8)).astype(np.float32)
+    specs = {"linear_down": ({"mode": "linear", "antialias": 1}, _sizes(4, 3)),
+             "linear_up_down": ({"mode": "linear", "antialias": 1, "coordinate_transformation_mode": "align_corners"},
+                                _sizes(12, 5)),
+             "cubic_down": ({"mode": "cubic", "antialias": 1}, _scales(0.5, 0.7)),
+             "cubic_down_excluded": ({"mode": "cubic", "antialias": 1, "exclude_outside": 1, "cubic_coeff_a": -0.5},
+                                     _sizes(5, 3))}
+    parity(_node_model(specs, x), {"x": x}, expect_ops=("matmul",), rtol=1e-4, atol=1e-5)
+
+
+def test_resize_tf_crop_and_resize():
+    """The region of interest (some of it outside the input: extrapolation_value there), by every
+    mode, and with opset 18's axes (W then H)."""
+    x = RNG.standard_normal((1, 2, 6, 7)).astype(np.float32)
+    roi = np.float32([0, 0, -0.2, 0.1, 1, 1, 1.3, 0.9])
+    crop = {"coordinate_transformation_mode": "tf_crop_and_resize", "extrapolation_value": -3.0}
+    specs = {mode: ({"mode": mode, **crop}, {1: roi, **_sizes(5, 8)}) for mode in ("nearest", "linear", "cubic")}
+    specs["inside"] = ({"mode": "linear", **crop}, {1: np.float32([0, 0, 0.4, 0.2, 1, 1, 0.6, 0.8]), **_sizes(3, 4)})
+    specs["axes"] = ({"mode": "linear", "axes": [3, 2], **crop}, {1: np.float32([0.1, -0.1, 0.9, 0.7]),
+                                                                    3: np.int64([6, 4])})
+    parity(_node_model(specs, x), {"x": x}, expect_ops=("select",), rtol=1e-4, atol=1e-5)
+
+
+def test_resize_keep_aspect_ratio_policy():
+    """One scale for both axes from sizes: the largest that fits, or the smallest that covers."""
+    x = RNG.standard_normal((1, 2, 6, 9)).astype(np.float32)
+    specs = {policy: ({"mode": mode, "keep_aspect_ratio_policy": policy, "axes": [2, 3]}, {3: np.int64([4, 4])})
+             for policy, mode in (("not_larger", "linear"), ("not_smaller", "nearest"))}
+    specs["all_axes"] = ({"mode": "linear", "keep_aspect_ratio_policy": "not_larger"}, _sizes(12, 12))
+    parity(_node_model(specs, x), {"x": x}, rtol=1e-4, atol=1e-5)
+
+
+def test_resize_antialiased_crop_is_refused_before_converting():
+    from bridge.converters.coreml.ops.resize import ANTIALIASED_CROP
+    from bridge.converters.coreml.preflight import unsupported_ops
+
+    x = RNG.standard_normal((1, 2, 6, 7)).astype(np.float32)
+    specs = {"y": ({"mode": "linear", "antialias": 1, "coordinate_transformation_mode": "tf_crop_and_resize"},
+                   {1: np.float32([0, 0, 0, 0, 1, 1, 1, 1]), **_sizes(3, 3)})}
+    model = _node_model(specs, x)
+    assert [(u.op_type, u.reason) for u in unsupported_ops(model)] == [("Resize", ANTIALIASED_CROP)]
+    with pytest.raises(ConversionError, match="antialias"):
         lower(model)
 
 

@@ -101,6 +101,84 @@ def test_reshape_zero_over_a_run_time_dim_becomes_minus_one():
     assert out.shape[1] == 12 and "reshape" in op_types(program)
 
 
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_reshape_zeros_over_several_run_time_dims():
+    """PaddleOCR's recognizers reshape (N, C, H, W) to (0, 0, -1) with N and W unknown: the target
+    shape is assembled from the input's run-time shape, then run by the reference executor."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": f32(2, 3, 4, 5)}
+    model = graph([node("Reshape", ["x", "s"])], feed, ["y"], {"s": i64(0, 0, -1)})
+    for i, name in ((0, "n"), (3, "w")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], feed["x"].reshape(2, 3, 20))
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_squeeze_of_run_time_dims():
+    """PaddleOCR squeezes its height axis, unknown until run time (ONNX promises it is 1 then);
+    MIL's squeeze would keep an axis it cannot see is 1."""
+    from tests.converters.coreml.harness import run_reference
+
+    feed = {"x": f32(2, 3, 1, 5)}
+    nodes = [node("Squeeze", ["x", "a"], ["s"]), node("Transpose", ["s"], ["y"], perm=[0, 2, 1])]
+    model = graph(nodes, feed, ["y"], {"a": i64(2)})
+    for i, name in ((0, "n"), (2, "h"), (3, "w")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], feed["x"].squeeze(2).transpose(0, 2, 1))
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+@pytest.mark.parametrize("seq", [5, 9, 13])
+def test_slice_with_run_time_ends(seq):
+    """BERT's `position_ids[:, :seq]` with a dynamic sequence: the end is read from the input's
+    shape at run time, wrapped when negative and clamped to the sliced dim, as ONNX does. One
+    package runs at three sequence lengths, the last past the table (clamped)."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    table = np.arange(2 * 11, dtype=np.float32).reshape(2, 11)
+    nodes = [node("Shape", ["x"], ["shape"]), node("Gather", ["shape", "one"], ["len"], axis=0),
+             node("Unsqueeze", ["len", "zero"], ["end"]), node("Slice", ["table", "start", "end", "one_axis"], ["y"]),
+             node("Neg", ["end"], ["minus"]), node("Slice", ["table", "minus", "big", "one_axis"], ["tail"]),
+             node("Mul", ["y", "scale"], ["z"])]
+    inits = {"table": table, "one": np.array(1, np.int64), "zero": i64(0), "start": i64(1), "one_axis": i64(1),
+             "big": i64(I64_MAX), "scale": np.float32(2)}
+    model = graph(nodes, {"x": f32(1, 5)}, ["z", "tail"], inits)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    feed = {"x": f32(1, seq)}
+    got, want = run_reference(model, feed, converted=converted), onnxruntime(model, feed)
+    for name in ("z", "tail"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert want["z"].shape == (2, min(seq, 11) - 1) and want["tail"].shape == (2, min(seq, 11))
+
+
+def test_slice_with_run_time_bounds_and_a_negative_step_is_refused():
+    nodes = [node("Shape", ["x"], ["shape"]), node("Slice", ["x", "shape", "zero", "zero", "minus1"], ["y"])]
+    model = symbolic_batch(graph(nodes, {"x": f32(3)}, ["y"], {"zero": i64(0), "minus1": i64(-1)}))
+    with pytest.raises(ConversionError, match="run-time starts or ends with a negative step"):
+        lower(model)
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_trilu():
+    """Upper and lower triangles with offsets (a causal attention mask), and over run-time dims."""
+    from tests.converters.coreml.harness import parity, run_reference
+
+    feed = {"x": f32(2, 4, 5)}
+    nodes = [node("Trilu", ["x"], ["up"]), node("Trilu", ["x", "one"], ["up1"]),
+             node("Trilu", ["x", "minus2"], ["low"], upper=0), node("Trilu", ["x"], ["low0"], upper=0)]
+    inits = {"one": np.array(1, np.int64), "minus2": np.array(-2, np.int64)}
+    parity(graph(nodes, feed, ["up", "up1", "low", "low0"], inits, opset=14), feed, expect_ops=("select",),
+           rtol=0, atol=0)
+    model = graph(nodes[::3], feed, ["up", "low0"], opset=14)
+    for i, name in ((1, "rows"), (2, "cols")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    got = run_reference(model, feed)
+    np.testing.assert_array_equal(got["up"], np.triu(feed["x"]))
+    np.testing.assert_array_equal(got["low0"], np.tril(feed["x"]))
+
+
 def test_reshape_allowzero_empty_is_refused():
     model = graph([node("Reshape", ["x", "s"], allowzero=1)], {"x": np.zeros((0, 3), np.float32)}, ["y"],
                   {"s": i64(3, 0)}, opset=14)
@@ -221,11 +299,40 @@ def test_gather_run_time_indices_wrap_negatives():
            expect_ops=("gather", "select"))
 
 
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_gather_into_a_run_time_dim_wraps_negatives_at_run_time():
+    """A dynamic sequence: x[:, -1] (BERT's pooler reads token 0, GPT-2 the last) and run-time
+    indices both wrap against the length read from the input's shape, at two lengths."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    nodes = [node("Gather", ["x", "last"], ["y"], axis=1), node("Gather", ["x", "ids"], ["z"], axis=1)]
+    model = graph(nodes, {"x": f32(2, 5, 3), "ids": i64(0, -2, 1)}, ["y", "z"], {"last": i64(-1)[0]})
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    for seq in (5, 8):
+        feed = {"x": f32(2, seq, 3), "ids": i64(0, -2, -seq)}
+        got, want = run_reference(model, feed, converted=converted), onnxruntime(model, feed)
+        for name in ("y", "z"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at {seq}")
+
+
 def test_gather_elements():
     idx = np.array([[0, -1, 2], [1, 0, -3]], np.int64)
     verify([node("GatherElements", ["x", "i"], axis=1)], {"x": f32(2, 3)}, ["y"], {"i": idx}, convert=True,
            expect_ops=("gather_along_axis",))
     verify([node("GatherElements", ["x", "i"], axis=0)], {"x": f32(3, 3), "i": np.array([[2, 0, 1]], np.int64)}, ["y"])
+
+
+def test_gather_of_a_bool_mask():
+    """Transformer exports gather rows of a bool attention mask; MIL's gathers take numbers only."""
+    from tests.converters.coreml.harness import parity
+
+    feed = {"x": f32(4, 3)}
+    nodes = [node("Greater", ["x", "zero"], ["mask"]), node("Gather", ["mask", "i"], ["rows"]),
+             node("GatherElements", ["mask", "j"], ["picked"], axis=1)]
+    inits = {"zero": np.float32(0), "i": i64(3, -1, 0), "j": np.array([[2], [0], [1], [-1]], np.int64)}
+    parity(graph(nodes, feed, ["rows", "picked"], inits), feed, expect_ops=("gather", "gather_along_axis"),
+           rtol=0, atol=0)
 
 
 # broadcasting and padding ----------------------------------------------------------------------
@@ -244,6 +351,36 @@ def test_expand_to_a_run_time_shape():
     nodes = [node("Shape", ["like"], ["s"]), node("Expand", ["x", "s"])]
     model = symbolic_batch(graph(nodes, {"like": f32(2, 3), "x": f32(1, 3)}, ["y"]))
     assert {"fill", "add"} <= set(op_types(lower(model)[1]))
+
+
+def test_expand_a_constant_to_a_run_time_shape():
+    """ViT's class token: a weight expanded to the run-time batch (was a KeyError on its dtype)."""
+    from tests.converters.coreml.harness import run_reference
+
+    nodes = [node("Shape", ["like"], ["s"], end=1), node("Concat", ["s", "rest"], ["shape"], axis=0),
+             node("Expand", ["token", "shape"])]
+    feed, token = {"like": f32(2, 3)}, f32(1, 1, 4)
+    model = symbolic_batch(graph(nodes, feed, ["y"], {"token": token, "rest": i64(1, 4)}))
+    np.testing.assert_array_equal(run_reference(model, feed)["y"], np.broadcast_to(token, (2, 1, 4)))
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_expand_a_bool_mask_to_a_run_time_shape():
+    """BERT's extended attention mask with a dynamic sequence: a bool [N, 1, 1, S] expanded to
+    [N, 1, S, S] read from shapes at run time (MIL's add takes no bools: through int32)."""
+    from tests.converters.coreml.harness import convert, run_reference
+
+    nodes = [node("Greater", ["m", "half"], ["mask"]), node("Shape", ["m"], ["s"], start=1),
+             node("Concat", ["one", "one", "s", "s"], ["shape"], axis=0), node("Unsqueeze", ["mask", "axes"], ["m4"]),
+             node("Expand", ["m4", "shape"], ["y"])]
+    model = graph(nodes, {"m": f32(1, 5)}, ["y"], {"half": np.float32(0), "one": i64(1), "axes": i64(1, 2)})
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    converted = convert(model)
+    for seq in (5, 7):
+        feed = {"m": f32(1, seq)}
+        got, want = run_reference(model, feed, converted=converted)["y"], onnxruntime(model, feed)["y"]
+        assert want.dtype == bool and want.shape == (1, 1, seq, seq)
+        np.testing.assert_array_equal(got, want.astype(got.dtype))  # Core ML outputs no bools
 
 
 def test_tile():
@@ -277,12 +414,18 @@ def test_pad_opset2_attributes():
     verify([node("Pad", ["x"], pads=[0, 1, 2, 0, 2, 1], value=0.5)], {"x": f32(2, 3, 4)}, ["y"], opset=2)
 
 
-@pytest.mark.parametrize("case,why", [("wrap", "pad mode wrap"), ("crop", "negative pads")])
-def test_pad_refusals(case, why):
-    pads, mode = ([0, 0, 1, 1, 0, 0, 1, 1], "wrap") if case == "wrap" else ([0, 0, -1, 0, 0, 0, 0, 0], "constant")
-    model = graph([node("Pad", ["x", "p"], mode=mode)], {"x": f32(1, 2, 4, 5)}, ["y"], {"p": i64(*pads)}, opset=19)
-    with pytest.raises(ConversionError, match=why):
-        mil_values(model, {"x": f32(1, 2, 4, 5)})
+def test_pad_wrap_and_negative_pads():
+    """wrap (circular: the other end's slices concatenated) and negative pads (a crop after the rest
+    is padded), run by the reference executor."""
+    from tests.converters.coreml.harness import parity
+
+    feed = {"x": f32(1, 2, 4, 5)}
+    inits = {"wrap": i64(0, 0, 1, 3, 0, 0, 2, 1), "crop": i64(0, 0, -1, 2, 0, 0, 1, -2),
+             "crop_reflect": i64(0, 0, 2, -1, 0, 0, -1, 1)}
+    nodes = [node("Pad", ["x", "wrap"], ["w"], mode="wrap"), node("Pad", ["x", "crop"], ["c"]),
+             node("Pad", ["x", "crop_reflect"], ["r"], mode="reflect")]
+    parity(graph(nodes, feed, ["w", "c", "r"], inits, opset=19), feed, expect_ops=("concat", "slice_by_index"),
+           rtol=0, atol=0)
 
 
 # shape queries and generators ------------------------------------------------------------------
