@@ -21,7 +21,7 @@ from rich.markup import escape
 from bridge.base.samples import CalibrationOptions
 from bridge.commands.common import RichProgress, command_line, open_cache, print_outcome
 from bridge.commands.parsing import floats, memory, size
-from bridge.options import DEFAULT_TIMEOUT
+from bridge.commands.shared import DEFAULT_TIMEOUT, Dynamic, Inputs, MaxMemory, Mean, Seed, Std, Timeout
 
 
 def core(
@@ -32,13 +32,13 @@ def core(
                                                                      "plug-in lane (repeatable).")] = None,
     quantize: Annotated[list[str], typer.Option(help="TARGET=MODE[,MODE...] (repeatable), e.g. "
                                                      "tflite=fp32,fp16,int8.")] = None,
-    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
-    dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
+    input: Inputs = None,
+    dynamic: Dynamic = None,
     calibration: Annotated[Path, typer.Option(help="Folder of .npy/.npz/images, or one .npz.")] = None,
     parity_data: Annotated[Path, typer.Option(help="Parity inputs: a folder of .npy/.npz/images, or one .npz "
                                                    "(at most --samples of them; never used to calibrate).")] = None,
-    mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
+    mean: Mean = None,
+    std: Std = None,
     resize: Annotated[str, typer.Option(help="Resize calibration and parity images to HxW (default: the "
                                              "input's).")] = None,
     threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE overriding a parity "
@@ -48,11 +48,11 @@ def core(
     junit: Annotated[Path, typer.Option(help="Also write the verdicts as JUnit XML here, one test case per "
                                              "artifact, for CI.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
+    seed: Seed = 0,
     trust_code: Annotated[bool, typer.Option(help="Load model files that can run embedded code "
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
-    max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    max_memory: MaxMemory = None,
     localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
                                                 "parity (report.json: parity.localization).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,

@@ -6,11 +6,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from bridge.commands.common import RichProgress, command_line, print_layers, print_outcome
 from bridge.commands.parsing import floats, memory, size
-from bridge.options import DEFAULT_TIMEOUT
+from bridge.commands.shared import (
+    DEFAULT_TIMEOUT,
+    Dynamic,
+    Html,
+    Inputs,
+    MaxMemory,
+    Mean,
+    ParityData,
+    Seed,
+    Std,
+    Thresholds,
+    Timeout,
+    Verbose,
+)
 
 
 def command(
@@ -18,22 +30,21 @@ def command(
     source: Annotated[str, typer.Argument(help="The source model the artifact must match.")],
     artifact: Annotated[str, typer.Argument(help="One .onnx, .tflite or .mlpackage, made by any tool.")],
     report: Annotated[Path, typer.Option(help="Write report.json here.")] = None,
-    html: Annotated[Path, typer.Option(help="Write the report as a self-contained HTML page here.")] = None,
+    html: Html = None,
     layers: Annotated[int, typer.Option(min=0, help="Layers printed (the report lists them all).")] = 40,
-    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
-    dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
-    threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
-    parity_data: Annotated[Path, typer.Option(help="Parity inputs: a folder of .npy/.npz/images, or one .npz "
-                                                   "(at most --samples of them).")] = None,
-    mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
+    input: Inputs = None,
+    dynamic: Dynamic = None,
+    threshold: Thresholds = None,
+    parity_data: ParityData = None,
+    mean: Mean = None,
+    std: Std = None,
     resize: Annotated[str, typer.Option(help="Resize parity images to HxW (default: the input's).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples (localisation uses the first 4).")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
+    seed: Seed = 0,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
-    max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    max_memory: MaxMemory = None,
+    verbose: Verbose = False,
 ) -> None:
     """Compare ARTIFACT with SOURCE layer by layer: the first layer where it leaves the hub, and each layer's
     error on exact inputs. Exit code as validate's."""

@@ -6,11 +6,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from bridge.commands.common import RichProgress, command_line, print_outcome
 from bridge.commands.parsing import floats, memory, size
-from bridge.options import DEFAULT_TIMEOUT
+from bridge.commands.shared import (
+    DEFAULT_TIMEOUT,
+    Dynamic,
+    Html,
+    Inputs,
+    MaxMemory,
+    Mean,
+    ParityData,
+    Seed,
+    Std,
+    Thresholds,
+    Timeout,
+    Verbose,
+)
 
 
 def command(
@@ -18,25 +30,24 @@ def command(
     source: Annotated[str, typer.Argument(help="The source model the artifacts must match.")],
     artifacts: Annotated[list[str], typer.Argument(help="ONNX or TFLite files, made by any tool.")],
     report: Annotated[Path, typer.Option(help="Write report.json here.")] = None,
-    html: Annotated[Path, typer.Option(help="Write the report as a self-contained HTML page here.")] = None,
+    html: Html = None,
     junit: Annotated[Path, typer.Option(help="Write the verdicts as JUnit XML here, one test case per "
                                              "artifact, for CI.")] = None,
-    input: Annotated[list[str], typer.Option("--input", help=escape("NAME:D0,D1,...[:DTYPE] (repeatable)."))] = None,
-    dynamic: Annotated[list[str], typer.Option(help="NAME:AXIS kept dynamic (repeatable).")] = None,
-    threshold: Annotated[list[str], typer.Option(help=escape("[MODE@][OUTPUT:]METRIC=VALUE."))] = None,
-    parity_data: Annotated[Path, typer.Option(help="Parity inputs: a folder of .npy/.npz/images, or one .npz "
-                                                   "(at most --samples of them).")] = None,
-    mean: Annotated[str, typer.Option(help="Per-channel mean of 0-1 images, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[str, typer.Option(help="Per-channel std dividing 0-1 images.")] = None,
+    input: Inputs = None,
+    dynamic: Dynamic = None,
+    threshold: Thresholds = None,
+    parity_data: ParityData = None,
+    mean: Mean = None,
+    std: Std = None,
     resize: Annotated[str, typer.Option(help="Resize parity images to HxW (default: the input's).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Parity samples.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic samples.")] = 0,
+    seed: Seed = 0,
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
-    max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    max_memory: MaxMemory = None,
     localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
                                                 "parity (report.json: parity.localization).")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
     from bridge.base.samples import CalibrationOptions
