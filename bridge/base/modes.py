@@ -26,6 +26,9 @@ class Mode(StrEnum):
     PALETTIZE_6 = "palettize-6"
     PALETTIZE_4 = "palettize-4"
     INT4_WEIGHTS = "int4-weights"
+    # a low-precision mode with chosen layers kept in higher precision (the lane's `keep` option)
+    FP16_MIXED = "fp16-mixed"
+    INT8_MIXED = "int8-mixed"
 
 
 @dataclass(frozen=True)

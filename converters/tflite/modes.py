@@ -18,6 +18,7 @@ class ModeConfig:
     # Kernels that may stay float where an op has no integer one. int8 tries without first and
     # warns when it needed them; int16x8 admits them from the start (few ops have int16 kernels).
     float_fallback: bool = False
+    mixed: bool = False  # the ops of the layers --tflite-keep names compute in float32 (`mixed.keep_float`)
 
 
 MODES = (
@@ -30,6 +31,9 @@ MODES = (
              description="int8 weights, activations quantized at run time, no calibration"),
     ModeSpec(Mode.INT8, FULL_INT, calibrated=True, config=ModeConfig("calibrated", activations="int8"),
              description="int8 weights and activations, calibrated, float I/O"),
+    ModeSpec(Mode.INT8_MIXED, FULL_INT, calibrated=True,
+             config=ModeConfig("calibrated", activations="int8", mixed=True),
+             description="as int8, with the layers --tflite-keep names computing in float32"),
     ModeSpec(Mode.INT8_IO, FULL_INT, calibrated=True,
              config=ModeConfig("calibrated", activations="int8", integer_io=True),
              description="as int8, with int8 model inputs and outputs"),
