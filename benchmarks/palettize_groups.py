@@ -39,15 +39,19 @@ def package(hub_path: Path, group: int, target: str, out: Path) -> Path:
     import coremltools as ct
     import onnx
 
-    from bridge.converters.coreml import compress as cm
+    from coremltools.optimize import coreml as opt
+
     from bridge.converters.coreml.build import build_program
+    from bridge.converters.coreml.compress import WEIGHT_THRESHOLD
 
     model = onnx.load(str(hub_path))
     built = build_program(model, getattr(ct.target, target))
     mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
                          minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
-    # group 0 asks for per-tensor tables: the mode's grouping applies only from iOS18, so compress at iOS16
-    mlmodel = cm.compress(mlmodel, "palettize-4", target if group else "iOS16", group_size=group or None)
+    # the palettize-4 mode's settings (compress.compress), with the group size under test; 0: per tensor
+    grouping = {"granularity": "per_grouped_channel", "group_size": group} if group else {"granularity": "per_tensor"}
+    config = opt.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=WEIGHT_THRESHOLD, **grouping)
+    mlmodel = opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config))
     path = out / f"g{group}.mlpackage"
     mlmodel.save(str(path))
     return path

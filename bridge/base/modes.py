@@ -76,5 +76,8 @@ class ModeSpec:
     keeps_fp16_constants: bool = False
     needs_ranges: bool = False  # the lane quantizes with the hub's measured activation ranges
     min_target: str | None = None  # lane-specific minimum deployment target
+    # a mixed mode: every layer in this lower precision ("fp16" | "int8") but the ones the lane's
+    # `keep` option names; left unnamed, the conversion searches for the fewest (bridge.mixed)
+    mixed: str | None = None
     description: str = ""
     config: object = None  # the lane's own settings for this mode (converter flags, compression)

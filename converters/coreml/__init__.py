@@ -52,7 +52,7 @@ def check(plan: LaneCheck) -> None:
             need = specs[mode].min_target
             if need and target_index(need) > target_index(options.target):
                 raise UsageError(f"coreml mode {mode} needs --coreml-target {need} or newer, not {options.target}")
-    mixed = sorted(m for m in plan.modes if specs[m].config.mixed)
+    mixed = sorted(m for m in plan.modes if specs[m].mixed)
     if options.keep and not mixed:
         raise UsageError("--coreml-keep names the layers a mixed mode keeps in float32: "
                          "add --quantize coreml=fp16-mixed")

@@ -22,7 +22,6 @@ class CoreMLMode:
     compression: str | None = None  # linear | palettize | blockwise
     nbits: int = 8
     activations: bool = False  # int8 activations via quantize/dequantize pairs
-    mixed: bool = False  # the layers named by --coreml-keep stay in float32
     # palettize: output channels sharing one table from `GROUPED_TARGET` on (per-tensor tables before)
     group_size: int | None = None
 
@@ -37,7 +36,7 @@ GROUP_SIZE = 16
 MODES = (
     ModeSpec(Mode.FP32, FP32_PARITY, config=CoreMLMode(precision="fp32"), description="float32"),
     ModeSpec(Mode.FP16, FP16_PARITY, fp16_compute=True, config=CoreMLMode(), description="float16 weights and compute"),
-    ModeSpec(Mode.FP16_MIXED, FP16_PARITY, fp16_compute=True, config=CoreMLMode(mixed=True),
+    ModeSpec(Mode.FP16_MIXED, FP16_PARITY, fp16_compute=True, mixed="fp16", config=CoreMLMode(),
              description="float16 weights and compute, the layers --coreml-keep names in float32"),
     ModeSpec(Mode.INT8_WEIGHTS, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
              config=CoreMLMode(compression="linear", nbits=8),

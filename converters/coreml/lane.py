@@ -49,7 +49,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
                               defaults={s.name: s.shape for s in req.inputs}, images=images, channel_last=last)
         compute = precision(mode)
-        if cm.CONFIG[mode].mixed:
+        if cm.SPECS[mode].mixed:
             compute = _mixed_precision(built, kept)
         mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
@@ -61,7 +61,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     route = ("onnx", *(p.split()[0] for p in passes), "bridge-mil", "coremltools")
     arts = convert_modes(req, route, make, metadata)
     for art in arts:
-        if art.error is None and cm.CONFIG[art.mode].mixed:
+        if art.error is None and cm.SPECS[art.mode].mixed:
             art.details["kept_layers"] = list(kept.values())
             art.details["kept_precision"] = "float32"
     return arts

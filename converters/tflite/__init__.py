@@ -43,7 +43,7 @@ def is_tflite(path: Path) -> bool:
 
 def check(plan: LaneCheck) -> None:
     options: TFLiteOptions = plan.options
-    if options.keep and not any(m.name in plan.modes and m.config.mixed for m in MODES):
+    if options.keep and not any(m.name in plan.modes and m.mixed for m in MODES):
         raise UsageError("--tflite-keep names the layers a mixed mode keeps in float32: "
                          "add --quantize tflite=int8-mixed")
 

@@ -75,7 +75,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         art.details.update(details)
         try:
             art.warnings += _make(req, mode, fp32.path, io_float, path)
-            if cfg.mixed:
+            if mode.mixed:
                 _keep_float(req, model, details["onnx2tf_correspondence"], fp32.path, path, art)
             counts = op_counts(path.read_bytes())
             art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})

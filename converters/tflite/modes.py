@@ -18,7 +18,6 @@ class ModeConfig:
     # Kernels that may stay float where an op has no integer one. int8 tries without first and
     # warns when it needed them; int16x8 admits them from the start (few ops have int16 kernels).
     float_fallback: bool = False
-    mixed: bool = False  # the ops of the layers --tflite-keep names compute in float32 (`mixed.keep_float`)
 
 
 MODES = (
@@ -31,8 +30,8 @@ MODES = (
              description="int8 weights, activations quantized at run time, no calibration"),
     ModeSpec(Mode.INT8, FULL_INT, calibrated=True, config=ModeConfig("calibrated", activations="int8"),
              description="int8 weights and activations, calibrated, float I/O"),
-    ModeSpec(Mode.INT8_MIXED, FULL_INT, calibrated=True,
-             config=ModeConfig("calibrated", activations="int8", mixed=True),
+    ModeSpec(Mode.INT8_MIXED, FULL_INT, calibrated=True, needs_ranges=True, mixed="int8",
+             config=ModeConfig("calibrated", activations="int8"),
              description="as int8, with the layers --tflite-keep names computing in float32"),
     ModeSpec(Mode.INT8_IO, FULL_INT, calibrated=True,
              config=ModeConfig("calibrated", activations="int8", integer_io=True),

@@ -132,3 +132,54 @@ def test_tflite_int8_mixed_keeping_another_layer_does_not_rescue_it(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     mixed = artifact(report(out), "tflite", "int8-mixed")
     assert mixed["kept_layers"] == ["head"] and not mixed["parity"]["passed"]
+
+
+def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
+    """No --coreml-keep: the search starts from all-fp16 (Inf), ranks the layers and keeps the scale only."""
+    pytest.importorskip("coremltools")
+    src = conv_then_huge_scale(tmp_path / "sensitive.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16-mixed", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "coreml", "fp16-mixed")
+    assert mixed["kept_layers"] == ["scale"]
+    search = mixed["search"]
+    assert search["ranking"][0] == "scale"
+    assert [(s["kept"], s["passed"]) for s in search["steps"]] == [(0, False), (1, True)]
+    assert "1 layer(s) kept in float32: scale" in r.stdout
+
+
+def test_tflite_int8_mixed_search_keeps_the_sensitive_layer(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert mixed["kept_layers"] == ["probe"]
+    assert mixed["search"]["ranking"][0] == "probe"
+    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
+
+
+def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(tmp_path):
+    """One value of the output is 1e4 times the rest: the int8 output tensor (which every int8 file
+    ends with, whatever its layers compute in) cannot hold both, so no choice of layers passes."""
+    pytest.importorskip("ai_edge_litert")
+    spike = np.ones((1, 3, 32, 32), np.float32)
+    spike[0, 0, 0, 0] = 1e4
+    nodes = [helper.make_node("Mul", ["x", "spike"], ["y"], name="spike_scale")]
+    g = helper.make_graph(nodes, "spike", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          initializer=[numpy_helper.from_array(spike, "spike")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "spike.onnx"))
+    out = tmp_path / "out"
+    r = bridge("convert", tmp_path / "spike.onnx", "--target", "tflite", "--quantize", "tflite=int8-mixed",
+               "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert not mixed["parity"]["passed"]
+    assert "even with every layer kept" in mixed["parity"]["reason"]
+    assert "spike_scale" in mixed["parity"]["reason"] and "spike_scale" in r.stderr
+    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, False)]
