@@ -381,7 +381,8 @@ class _Run:
             options = self.options_by_lane[lane.name]
             searched = {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
             if searched:
-                plain = iter(self._lane(lane, tuple(m for m in modes if m not in searched), ranges, options))
+                rest = tuple(m for m in modes if m not in searched)
+                plain = iter(self._lane(lane, rest, ranges, options) if rest else ())
                 return [self._search(lane, m, ranges) if m in searched else next(plain) for m in modes]
         converter = lane.converter(options)
         variant = converter != lane.convert  # another route: our preflight and stage blocks are the default's
