@@ -36,7 +36,9 @@ def hub(model: str, inputs: list[str], out: Path) -> Path:
     return found[0]
 
 
-def package(hub_path: Path, group: int, target: str, out: Path) -> Path:
+def package(hub_path: Path, spec: str, target: str, out: Path) -> Path:
+    """`spec`: none (fp16, no palettization), 0 (per-tensor tables), N (N output channels per table),
+    Ns (the same with a per-channel scale first: `enable_per_channel_scale`)."""
     import coremltools as ct
     import onnx
     from coremltools.optimize import coreml as opt
@@ -48,11 +50,15 @@ def package(hub_path: Path, group: int, target: str, out: Path) -> Path:
     built = build_program(model, getattr(ct.target, target))
     mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
                          minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
-    # the palettize-4 mode's settings (compress.compress), with the group size under test; 0: per tensor
-    grouping = {"granularity": "per_grouped_channel", "group_size": group} if group else {"granularity": "per_tensor"}
-    config = opt.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=WEIGHT_THRESHOLD, **grouping)
-    mlmodel = opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config))
-    path = out / f"g{group}.mlpackage"
+    # the palettize-4 mode's settings (compress.compress), with the group size under test
+    if spec != "none":
+        group = int(spec.rstrip("s"))
+        grouping = {"granularity": "per_grouped_channel", "group_size": group} if group else \
+            {"granularity": "per_tensor"}
+        config = opt.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=WEIGHT_THRESHOLD,
+                                        enable_per_channel_scale=spec.endswith("s"), **grouping)
+        mlmodel = opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config))
+    path = out / f"g{spec}.mlpackage"
     mlmodel.save(str(path))
     return path
 
@@ -88,7 +94,7 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--samples", required=True)
     p.add_argument("--input", action="append", default=[])
-    p.add_argument("--groups", default="0,8,16,32")
+    p.add_argument("--groups", default="0,8,16,32", help="comma-separated: none, 0 (per tensor), N, Ns (see package)")
     p.add_argument("--target", default="iOS18")
     p.add_argument("--json")
     p.add_argument("--hub", help="a hub ONNX file made already (bridge convert --target onnx): skips making one")
@@ -98,12 +104,12 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         hub_path = Path(a.hub) if a.hub else hub(a.model, a.input, Path(tmp) / "hub")
-        for group in (int(g) for g in a.groups.split(",")):
+        for spec in a.groups.split(","):
             t = time.perf_counter()
-            path = package(hub_path, group, a.target, Path(tmp))
+            path = package(hub_path, spec, a.target, Path(tmp))
             seconds = round(time.perf_counter() - t, 1)
-            rows[group] = {**measure(path, hub_path, samples), "convert_seconds": seconds}
-            print(f"group {group or 'tensor'}: {rows[group]}", flush=True)
+            rows[spec] = {**measure(path, hub_path, samples), "convert_seconds": seconds}
+            print(f"group {spec}: {rows[spec]}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "target": a.target, "groups": rows}, indent=1) + "\n")
 
