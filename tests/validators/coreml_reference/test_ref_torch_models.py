@@ -189,8 +189,8 @@ def compressions():
         "int8_ios18": ("iOS18", linear(), 20.0),
         "int4_block_ios18": ("iOS18", linear("int4", "per_block"), None),
         "palettize4_ios18": ("iOS18", palettize(), 15.0),
-        # the palettize-4 mode from iOS18: one table per 16 output channels (compress.GROUP_SIZE)
-        "palettize4_grouped_ios18": ("iOS18", palettize(granularity="per_grouped_channel", group_size=16), 15.0),
+        # the palettize-4 mode from iOS18: one table per 8 output channels (compress.GROUP_SIZE)
+        "palettize4_grouped_ios18": ("iOS18", palettize(granularity="per_grouped_channel", group_size=8), 15.0),
         "sparse_ios18": ("iOS18", prune(), None),
     }
 
