@@ -32,7 +32,7 @@ class CoreMLMode:
 #   PP-OCRv4 det (trained): per tensor 3.5 dB, 8 channels 10.1 dB, 16 channels 5.7 dB
 #   all-MiniLM-L6-v2 (trained): per tensor 10.3 dB (cosine 0.953), 8 channels 10.6 dB (0.957)
 # coremltools silently leaves a weight uncompressed when the group size does not divide its output
-# channels (MiniLM's 30522-row embedding at 8 and 16; PP-OCR's 24/40/56-channel convs at 16): 8
+# channels (MiniLM's 30522-row embedding at 8 and 16; 12 of PP-OCR's 42 large weights at 16): 8
 # divides the most channel counts. Neither model reaches the 4-bit threshold (15 dB, 0.98) either way.
 GROUPED_TARGET = "iOS18"
 GROUP_SIZE = 8
