@@ -29,7 +29,7 @@ class CoreMLMode:
 # Grouped-channel look-up tables (constexpr_lut_to_dense with one table per group of output
 # channels) exist from iOS18's opset on. Measured with benchmarks/palettize_groups.py (README
 # "Grouped palettization"), worst output on 8 held-out realistic samples, fp16 compute:
-#   PP-OCRv4 det (trained): per tensor 3.5 dB, 8 channels 10.1 dB, 16 channels 5.7 dB
+#   PP-OCRv4 det (trained): per tensor 3.5 dB, 8 channels 10.1 dB, 16 channels 5.7 dB, 32 channels 8.6 dB
 #   all-MiniLM-L6-v2 (trained): per tensor 10.3 dB (cosine 0.953), 8 channels 10.6 dB (0.957)
 # coremltools silently leaves a weight uncompressed when the group size does not divide its output
 # channels (MiniLM's 30522-row embedding at 8 and 16; 12 of PP-OCR's 42 large weights at 16): 8
