@@ -9,7 +9,8 @@ Both variants turn a model into fp32 and fp16 .tflite files:
           -tb flatbuffer_direct` call with its other defaults (it writes float32 and float16 files).
           An ONNX source goes to onnx2tf alone.
   bridge  `bridge convert SOURCE --target tflite --quantize tflite=fp32,fp16 --out DIR`, which also
-          runs both files and the source on 8 samples and checks parity.
+          runs both files and the source on 8 samples and checks parity. Each run is cold: it gets an
+          empty stage cache folder of its own (`--cache-dir`), as a first conversion does.
 
 Cases:
   mobilenet  samples/mobilenet_shapes.py:load, a trained MobileNetV2-class torch model (96x96).
@@ -105,7 +106,7 @@ class Run:
     variant: str
     steps: list[Step] = field(default_factory=list)
     artifacts: dict[str, int] = field(default_factory=dict)  # file name -> bytes
-    stages: dict[str, float] = field(default_factory=dict)  # bridge: seconds per stage, from its progress lines
+    stages: dict[str, float] = field(default_factory=dict)  # bridge: seconds per stage, from report.json
 
     @property
     def ok(self) -> bool:
@@ -256,21 +257,27 @@ def run_raw(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
 def run_bridge(root: Path, case: Case, source: Path | None, timeout: float) -> Run:
     work = fresh_folder(root, "bridge")
     src = str(source) if source is not None else f"{case.file}:{case.function}"
-    cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out"]
+    # A cold run, as a first conversion is: an empty stage cache of its own (the user's cache would
+    # answer every stage from the second pair on).
+    cmd = [tool("bridge"), "convert", src, "--target", "tflite", "--quantize", "tflite=fp32,fp16", "--out", "out",
+           "--cache-dir", str(work / "cache")]
     run = Run("bridge", [measure("bridge convert", cmd, work, timeout)])
     run.artifacts = artifacts(work / "out")
-    run.stages = stages(Path(run.steps[0].log))
+    run.stages = stages(work / "out")
     return run
 
 
-def stages(log: Path) -> dict[str, float]:
-    """bridge's own progress lines ("✓ Converting to tflite (fp32, fp16) (5.1 s)"): seconds per stage,
-    to set the lane's conversion against onnx2tf's alone."""
+def stages(out: Path) -> dict[str, float]:
+    """bridge's own stage timings (report.json's `stage_runs`): each stage's run in its child, not
+    counting the time it queued for a slot; a stage that ran more than once (one parity run per
+    file) is summed. Stages run side by side, so they add up to more than the wall time."""
     found: dict[str, float] = {}
-    text = log.read_text(errors="replace") if log.is_file() else ""
-    for what, seconds in re.findall(r"✓ (.+?) \(([0-9.]+) s\)\s*$", text, flags=re.MULTILINE):
-        key = re.sub(r" \(.*\)$", "", what)
-        found[key] = found.get(key, 0.0) + float(seconds)
+    for folder in (out, out / ".bridge-failed"):
+        path = folder / "report.json"
+        if path.is_file():
+            for run in json.loads(path.read_text()).get("stage_runs", []):
+                found[run["stage"]] = round(found.get(run["stage"], 0.0) + run["seconds"], 3)
+            break
     return found
 
 

@@ -22,9 +22,17 @@ key loses harmlessly), so readers need no lock. Only trimming the cache to its s
 one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
 timeout cases that a hand-rolled `fcntl` loop would have to).
 
-Results are pickles; the folder must be the user's own and writable by no one else (checked), since
-anyone who can write it can make bridge unpickle what they like. Errors a stage raises itself are
+Results are pickles, and compiled page templates are Python code; the folder must be the user's own
+and writable by no one else (checked), since anyone who can write it can make bridge unpickle or
+run what they like. Errors a stage raises itself are
 cached too (the same inputs fail the same way); crashes, time-outs and memory exhaustion are not.
+
+What the report pages are made of is kept here too (`Pages`): each figure as an SVG keyed by what
+it plots, the matplotlib version and bridge's code (`figures/`), and the page templates compiled
+(`templates/`, jinja2's own bytecode cache, checked against each template's source), so a warm
+run's pages are written without drawing, importing matplotlib or compiling a template. Verdicts
+are never cached: parity is judged again on every run from the cached outputs, since thresholds
+may have changed.
 
 Not seen: files that native code opens without Python's `open` (h5py's `.h5` weights, TensorFlow's
 file system). An entrypoint that loads weights that way must be run with `--no-cache` after they
@@ -46,8 +54,9 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +94,18 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-@functools.cache
+_ONCE = threading.Lock()
+
+
 def environment_digest() -> dict:
     """Backend versions (the executor's Ray excluded: it moves work, it does not compute), Python
-    and the architecture."""
+    and the architecture; computed once per process, however many threads ask at once."""
+    with _ONCE:
+        return _environment_digest()
+
+
+@functools.cache
+def _environment_digest() -> dict:
     from bridge.base.lazy import DEPENDENCIES
     from bridge.environment import versions
 
@@ -181,6 +198,11 @@ class Digests:
     def learn(self, path: str | Path, value: str) -> None:
         self._known[os.path.abspath(path)] = value
 
+    def known(self, path: str | Path) -> str | None:
+        """The digest already known for `path` (hashed or learned from an entry's manifest), or
+        None: never reads the file."""
+        return self._known.get(os.path.abspath(path))
+
 
 class StageCache:
     """One cache folder, shared by every process and thread that opens it."""
@@ -189,8 +211,9 @@ class StageCache:
         self.root = Path(os.path.abspath(root))
         self.max_bytes = max_bytes
         _own_folder(self.root)
-        for sub in ("entries", "deps", "tmp"):
+        for sub in ("entries", "deps", "tmp", "figures", "templates"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+        self.pages = Pages(self.root / "figures", self.root / "templates")
 
     # --- keys -------------------------------------------------------------------------------------
 
@@ -204,9 +227,11 @@ class StageCache:
 
     # --- entries ----------------------------------------------------------------------------------
 
-    def get(self, key: str, root: Path) -> Outcome | None:
+    def get(self, key: str, root: Path, digests: Digests | None = None) -> Outcome | None:
         """The cached outcome with its files copied under `root` (which must not exist yet), or
-        None. An entry that fails its manifest is deleted, never used."""
+        None. An entry that fails its manifest is deleted, never used. `digests` learns each
+        restored file's sha256, as computed while it was copied (not re-read from the entry,
+        which another process may have replaced since)."""
         root = Path(os.path.abspath(root))
         if root.exists() and any(root.iterdir()):
             raise ValueError(f"{root}: a cached stage is restored into a new folder only")
@@ -221,8 +246,8 @@ class StageCache:
             blob = (entry / RESULT).read_bytes()
             if hashlib.sha256(blob).hexdigest() != manifest["result"]:
                 raise _Corrupt
-            for f in manifest["files"]:
-                _copy_checked(entry / "files" / f["path"], root / f["path"], f["sha256"])
+            verified = {f["path"]: _copy_checked(entry / "files" / f["path"], root / f["path"], f["sha256"])
+                        for f in manifest["files"]}
             outcome = pickle.loads(blob)  # noqa: S301 - our own folder (checked), hash-verified
             if not isinstance(outcome, Outcome):
                 raise _Corrupt
@@ -233,14 +258,9 @@ class StageCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(entry / MANIFEST)  # last use, for trimming
+        for rel, value in verified.items() if digests is not None else ():
+            digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
-
-    def files_of(self, key: str) -> dict[str, str]:
-        """{relative path: sha256} of an entry's files (after a `get`, they match)."""
-        try:
-            return {f["path"]: f["sha256"] for f in json.loads((self._entry(key) / MANIFEST).read_text())["files"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
 
     def put(self, key: str, outcome: Outcome, root: Path) -> None:
         """Store a cacheable outcome and the files under `root` that its result names."""
@@ -295,29 +315,39 @@ class StageCache:
     # --- size ---------------------------------------------------------------------------------------
 
     def trim(self) -> None:
-        """Delete the least recently used entries while the cache is over its bound. One process
-        trims at a time; the others skip it (the one trimming will get there)."""
+        """Delete the least recently used entries and figures while the cache is over its bound. One
+        process trims at a time; the others skip it (the one trimming will get there). Figures are
+        drawn without a trim (a few tens of KB each): the next stored stage's trim counts them."""
         from filelock import FileLock, Timeout
 
         try:
             with FileLock(str(self.root / "trim.lock"), timeout=0):
-                entries, total = [], 0
-                for manifest in (self.root / "entries").glob(f"*/*/{MANIFEST}"):
-                    try:
-                        size = int(json.loads(manifest.read_text())["bytes"])
-                        entries.append((manifest.stat().st_mtime, size, manifest.parent))
-                    except (OSError, ValueError, KeyError, TypeError):
-                        continue
-                    total += size
+                entries = [*self._entries(), *self.pages.sizes()]
+                total = sum(size for _, size, _ in entries)
                 if total > self.max_bytes:
                     for _, size, entry in sorted(entries):
-                        self._drop(entry)
+                        if entry.is_dir():
+                            self._drop(entry)
+                        else:  # a figure or a compiled template
+                            with contextlib.suppress(OSError):
+                                entry.unlink()
                         total -= size
                         if total <= self.max_bytes * TRIM_TO:
                             break
                 self._sweep_tmp()
         except Timeout:
             return
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, folder) of every entry."""
+        found = []
+        for manifest in (self.root / "entries").glob(f"*/*/{MANIFEST}"):
+            try:
+                found.append((manifest.stat().st_mtime, int(json.loads(manifest.read_text())["bytes"]),
+                              manifest.parent))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return found
 
     def _sweep_tmp(self) -> None:
         """Half-written entries of processes that died (this host's, by pid; any, after a day)."""
@@ -350,6 +380,51 @@ class StageCache:
 
 class _Corrupt(Exception):
     pass
+
+
+class Pages:
+    """What report pages are made of (`bridge.reporters.html.PageCache`).
+
+    Figures by content: an SVG is a pure function of the data it plots, of the drawing code
+    (bridge's, by content) and of matplotlib's version, which together are its key. Each is one
+    JSON file holding the SVG and its sha256, written to a temporary name and renamed into place;
+    one that does not match its sha256 is deleted and drawn again.
+
+    `templates`: the folder of jinja2's bytecode cache, which keys each compiled template by its
+    name and checks it against the template source's checksum and the Python version."""
+
+    def __init__(self, root: Path, templates: Path):
+        self.root = root
+        self.templates = templates
+
+    def svg(self, name: str, data: Any, draw: Callable[[], str]) -> str:
+        key = digest({"schema": SCHEMA, "figure": name, "data": data, "environment": environment_digest()})
+        path = self.root / key[:2] / f"{key}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            kept = json.loads(path.read_text())
+            if kept["key"] == key and hashlib.sha256(kept["svg"].encode()).hexdigest() == kept["sha256"]:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # last use, for trimming
+                return kept["svg"]
+            path.unlink(missing_ok=True)
+        drawn = draw()
+        data_out = json.dumps({"key": key, "sha256": hashlib.sha256(drawn.encode()).hexdigest(), "svg": drawn})
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data_out)
+            os.replace(tmp, path)
+        return drawn
+
+    def sizes(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, file) of every figure and compiled template, for trimming."""
+        found = []
+        for path in [*self.root.glob("*/*.json"), *self.templates.glob("*.cache")]:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found.append((st.st_mtime, st.st_size, path))
+        return found
 
 
 def _own_folder(root: Path) -> None:

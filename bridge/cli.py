@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from bridge.base.errors import BridgeError, one_line
-from bridge.commands import batch, convert, doctor, inspect, validate
+from bridge.commands import batch, convert, debug, doctor, inspect, validate
 
 app = typer.Typer(
     name="bridge",
@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.command(name="convert", no_args_is_help=True)(convert.command())
 app.command(name="validate", no_args_is_help=True)(validate.command)
+app.command(name="debug", no_args_is_help=True)(debug.command)
 app.command(name="inspect", no_args_is_help=True)(inspect.command)
 app.command(name="batch", no_args_is_help=True)(batch.command)
 app.command(name="doctor")(doctor.command)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
-from bridge.executors import Executor, GiB, Inline, Needs
+from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
+from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
@@ -38,6 +40,7 @@ from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
+from bridge.reporters import plots
 from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Outcome, Stage
 
@@ -53,12 +56,18 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # the frameworks it imports, plus a multiple of the model's bytes (the source file before the
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
-MEMORY = {"export": (3 * GiB // 2, 6.0), "activation-ranges": (GiB // 2, 4.0), "convert": (2 * GiB, 8.0),
-          "runtime": (GiB // 2, 3.0)}
+# An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
+MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
+          "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0),
+          "localize": (GiB, 12.0)}
 
 
-def needs(kind: str, model_bytes: int, limits: Limits) -> Needs:
-    base, per_byte = MEMORY[kind]
+class _StageFailed(Exception):
+    """Raised through a progress step whose stage returned an error, so the step is not shown as done."""
+
+
+def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
+    base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
@@ -81,6 +90,7 @@ class ConvertOptions:
     verbose: bool = False
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
     junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
+    localize: bool = True  # localise the first divergent layer of every artifact that fails parity
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -159,11 +169,12 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
-                          planned.options, work, planned.limits, progress or Progress(), executor or Inline(), cache)
+                          planned.options, work, planned.limits, progress or Progress(), executor or for_one_model(),
+                          cache, bounded=executor is None)
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
-        planned.out.publish(report, work / STAGED)
+        planned.out.publish(report, work / STAGED, cache.pages if cache is not None else None)
         if planned.options.junit:
             JUnitReporter().write(report.to_json(), Path(planned.options.junit))
             report.written["junit"] = Path(planned.options.junit)
@@ -186,11 +197,14 @@ class _Run:
     executor: Executor
     cache: StageCache | None = None
     exported: ExportResult | None = None
-    outputs: dict = field(default_factory=dict)  # (runner, sha256) -> (runtime, Feeds) or the error: run once
+    outputs: dict = field(default_factory=dict)  # (runner, sha256, io) -> Future of (runtime, Feeds) or the error
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    localizer: Localizer | None = None
     floor: dict = field(default_factory=dict)  # output -> the source's noise floor (Metrics)
     stage_runs: list = field(default_factory=list)  # what ran and what the cache gave back
     digests: Digests = field(default_factory=Digests)
     export_key: str | None = None
+    bounded: bool = False  # the executor is this run's own: `_bound` may cap it
     _folders: itertools.count = field(default_factory=itertools.count)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
@@ -205,10 +219,44 @@ class _Run:
                                                parity=not_executed("the source could not be exported"))
                                 for r in self.routes]
             return report
+        if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
+            # the page will draw new figures: load matplotlib while the stages work (after the
+            # export, whose peak, a torch source's, it would raise); a warm run draws none
+            plots.preload()
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
         self.hub_sha = self.digests.of(self.exported.hub_path)
+        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
+                for t in dict.fromkeys(r.target for r in self.routes)]
+        self._bound(jobs)
+        if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes) and not any(
+                self._searched(*job) for job in jobs):
+            # Nothing a lane converts with comes from the hub's runs (and no search judges its
+            # steps against the hub's outputs): the lanes convert and run their artifacts while
+            # the hub runs and its activations are measured.
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
+                self._check_hub(report)
+                done = [f.result() for f in running]
+        else:
+            ranges = self._check_hub(report)
+            if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side
+                with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+                    done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
+            else:
+                done = [self._lane(*job, ranges) for job in jobs]
+        ex = self.exported
+        self.localizer = Localizer(ex.hub_path, ex.feeds, ex.node_names, ex.framework, self.work / "localize",
+                                   self.limits, self.progress, self.threshold_overrides,
+                                   When.on_failure if self.options.localize and self.hub_outputs is not None
+                                   else When.never, call=self._localize)
+        for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
+            report.artifacts += [self._judge(lane, *r) for r in ran]
+        return report
+
+    def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
+        """The hub on onnxruntime (`report.hub`), then its activation ranges (`_numerics`)."""
         hub = self._runtime(HUB_RUNNER, self.exported.hub_path, self.hub_sha, None, "onnx-runtime", blocks=(),
                             label="Running the ONNX hub on onnxruntime")
         if isinstance(hub, BridgeError):  # the lanes still convert; stage metrics need the hub's outputs
@@ -218,17 +266,7 @@ class _Run:
                       "runtime": None if self.hub_outputs is None else hub[0],
                       "outputs": None if self.hub_outputs is None
                       else stage_metrics(self.hub_outputs, self.exported.source_outputs, self.names)}
-        ranges = self._numerics(report)
-        jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
-                for t in dict.fromkeys(r.target for r in self.routes)]
-        if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side; the report keeps their order
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                done = list(pool.map(lambda job: self._lane(*job, ranges), jobs))
-        else:
-            done = [self._lane(*job, ranges) for job in jobs]
-        for records in done:
-            report.artifacts += records
-        return report
+        return self._numerics(report)
 
     # --- stages, through the executor and the cache ----------------------------------------------------
 
@@ -240,35 +278,39 @@ class _Run:
         root.mkdir(parents=True, exist_ok=True)
         key = self.cache.key(stage, parts) if self.cache is not None and parts is not None else None
         if key is not None:
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root)
         return outcome.unwrap()
 
-    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs) -> Outcome:
+    def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
+                cached: bool = True) -> Outcome:
         start = time.perf_counter()
-        with self.progress.step(label):
-            outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
-        self.stage_runs.append({"stage": stage.name, "cache": "ran" if self.cache else "off",
-                                "seconds": round(time.perf_counter() - start, 3)})
+        try:
+            with self.progress.step(label):
+                outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+                if outcome.error is not None:
+                    raise _StageFailed  # leaves the step unticked: the error is the user's one line
+        except _StageFailed:
+            pass
+        total = time.perf_counter() - start
+        ran = outcome.seconds or total
+        ran_as = ("ran" if cached else "uncached") if self.cache else "off"
+        self.stage_runs.append({"stage": stage.name, "cache": ran_as,
+                                "seconds": round(ran, 3), "waited": round(max(0.0, total - ran), 3)})
         return outcome
-
-    def _learn(self, key: str, root: Path) -> None:
-        for rel, digest in self.cache.files_of(key).items():
-            self.digests.learn(root / rel, digest)
 
     def _export(self, request: ExportRequest) -> ExportResult:
         """The export, keyed in two steps (`bridge.cache`): what is known up front, then the files
         earlier runs of it read, hashed now."""
         root = Path(request.hub_path).parent
         label = f"Exporting {self.ref.name} to ONNX"
-        need = needs("export", _bytes(self.ref.path), self.limits)
+        need = self._export_needs()
         if self.cache is None:
             return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
         root.mkdir(parents=True, exist_ok=True)
@@ -278,9 +320,8 @@ class _Run:
             if any(d == ABSENT for _, d in reads):
                 continue
             key = self.cache.with_reads(prekey, reads)
-            hit = self.cache.get(key, root)
+            hit = self.cache.get(key, root, self.digests)
             if hit is not None:
-                self._learn(key, root)
                 self.export_key = key
                 self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
@@ -295,6 +336,24 @@ class _Run:
         # An export that failed is run again next time: its errors are the user's code's and files',
         # often fixed outside anything the key sees (a missing package installed, a file permission).
         return outcome.unwrap()
+
+    def _export_needs(self) -> Needs:
+        kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
+        return needs(kind, _bytes(self.ref.path), self.limits)
+
+    def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
+        """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit
+        within the largest single stage's: running side by side never raises the run's expected
+        peak above running one after another (a large model's conversion runs alone)."""
+        if not self.bounded:
+            return
+        hub = _bytes(self.exported.hub_path)
+        expected = [self._export_needs(), needs("runtime", hub, self.limits),
+                    needs("activation-ranges", hub, self.limits)]
+        for lane, _ in jobs:
+            expected += [needs("convert", hub, self.limits, lane.convert_memory),
+                         needs("runtime", hub, self.limits, lane.runtime_memory)]
+        self.executor.bound(max(n.memory for n in expected))
 
     def _export_parts(self, request: ExportRequest) -> dict:
         ref = request.source
@@ -363,8 +422,8 @@ class _Run:
             ranges: Ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
                                         (ex.hub_path, ex.feeds, samples, ex.node_names),
                                         {"fp16": bool(fp16), "calibrated": calibrated}, parts=parts,
-                                        root=self.work / "ranges", need=needs("runtime", _bytes(ex.hub_path),
-                                                                              self.limits))
+                                        root=self.work / "ranges",
+                                        need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
         except BridgeError as e:
             report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
             return e
@@ -374,12 +433,14 @@ class _Run:
         return ranges
 
     def _lane(self, lane: Lane, modes: tuple[str, ...], ranges, options: object = None,
-              folder: str | None = None) -> list[ArtifactRecord]:
-        """Convert and judge `modes`; a mixed mode given no layers to keep is searched (`_search`)."""
+              folder: str | None = None) -> list[tuple]:
+        """Convert, then run each artifact on the parity samples; judged later (`_judge`), once the
+        hub's outputs are known. A mixed mode given no layers to keep is searched (`_search`): its
+        steps are judged as they run, so it is only asked for once the hub's outputs are known."""
         ex = self.exported
         if options is None:
             options = self.options_by_lane[lane.name]
-            searched = {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
+            searched = self._searched(lane, modes)
             if searched:
                 rest = tuple(m for m in modes if m not in searched)
                 plain = iter(self._lane(lane, rest, ranges, options) if rest else ())
@@ -391,7 +452,8 @@ class _Run:
             framework=ex.framework, inputs=tuple(ex.inputs), outputs=tuple(ex.outputs), calibration=ex.calibration,
             node_names=ex.node_names, options=options, source=self.ref, trust_code=self.options.trust_code,
             mean=self.options.calibration.mean, std=self.options.calibration.std,
-            ranges=ranges.calibration if isinstance(ranges, Ranges) else None, hub_route=ex.route)
+            ranges=ranges.calibration if isinstance(ranges, Ranges) and any(
+                r.spec.needs_ranges for r in self.routes) else None, hub_route=ex.route)
         Path(req.workdir).mkdir(exist_ok=True)
         start = time.perf_counter()
         try:
@@ -406,33 +468,43 @@ class _Run:
                 arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
-                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits),
+                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits,
+                                                                     None if variant else lane.convert_memory),
                                   keep=lambda o: o.error is not None or not any(a.error for a in o.result))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
-        return [self._finish(lane, a) for a in arts]
+        if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
+            with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
+                return list(pool.map(lambda a: self._place(lane, a), arts))
+        return [self._place(lane, a) for a in arts]
 
-    def _search(self, lane: Lane, mode: str, ranges) -> ArtifactRecord:
+    def _searched(self, lane: Lane, modes: tuple[str, ...]) -> set[str]:
+        """The mixed modes of `modes` the user named no layers to keep for: they are searched."""
+        options = self.options_by_lane[lane.name]
+        return {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
+
+    def _search(self, lane: Lane, mode: str, ranges) -> tuple:
         """The mixed-precision search for one mode (`bridge.mixed`): each step converts and judges
         with a `keep` list; every step's artifact is set aside, and the fewest-kept passing one (or
-        the last tried) is the run's."""
+        the last tried) is the run's, returned judged (`_judge` only localises it)."""
         from bridge.mixed import Search
 
         options = self.options_by_lane[lane.name]
         staged = self.work / STAGED / lane.filename(self.ref.name, mode)
-        held: list[tuple[ArtifactRecord, Path | None]] = []
+        held: list[tuple[tuple, Path | None]] = []
 
         def attempt(kept: tuple[str, ...]) -> tuple[bool, str]:
             step = len(held)
-            rec = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
-                             folder=f"{lane.name}-search-{step}")[0]
+            placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
+                                folder=f"{lane.name}-search-{step}")[0]
+            rec = self._parity(lane, *placed)
             aside = None
             if rec.path is not None:
                 aside = self.work / "search" / f"{step}-{staged.name}"
                 aside.parent.mkdir(exist_ok=True)
                 os.replace(staged, aside)
-            held.append((rec, aside))
+            held.append((placed, aside))
             if rec.error is not None:
                 raise _Stop
             return bool(rec.parity), _summary(rec)
@@ -444,13 +516,14 @@ class _Run:
             best = None
         chosen = next((i for i, s in enumerate(search.steps) if best is not None and s.passed
                        and len(s.kept) == len(best)), len(held) - 1)
-        rec, aside = held[chosen]
+        placed, aside = held[chosen]
         if aside is not None:
             os.replace(aside, staged)
+        rec = placed[0]
         rec.details["search"] = search.to_json()
         if best is None and rec.error is None and rec.parity is not None:
             rec.parity.reason = f"{search.outcome}; {rec.parity.reason}" if rec.parity.reason else search.outcome
-        return rec
+        return placed
 
     def _rank(self, kind: str, ranges, search) -> list[str]:
         """Hub node names by sensitivity (`converters/onnx/sensitivity.py`), on the first calibration
@@ -480,18 +553,22 @@ class _Run:
             "source": self.export_key if reads_source else None,
         }
 
-    def _finish(self, lane: Lane, art: LaneArtifact) -> ArtifactRecord:
+    def _place(self, lane: Lane, art: LaneArtifact) -> tuple:
+        """Stage the artifact under its published name and run it on the parity samples."""
         rec = ArtifactRecord(target=lane.name, quantization=art.mode, route=list(art.route), seconds=art.seconds,
                              warnings=art.warnings, details=art.details)
         if art.error:
             rec.error = art.error
             rec.parity = not_executed(f"conversion failed at stage {art.error.stage}")
-            return rec
+            return rec, art, None, 0.0
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
+        restored = self.digests.known(art.path) if os.path.isfile(art.path) else None
         os.replace(art.path, dest)
-        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), sha256(dest)
+        # A file the cache just restored was hashed as it was copied out (and checked against its
+        # entry): the same bytes, in this run's own work folder, are not read a second time.
+        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), restored or sha256(dest)
         data = Path(f"{art.path}.data")
         if data.exists():  # tensors beside the graph (models over 2 GB)
             moved = dest.with_name(f"{dest.name}.data")
@@ -501,16 +578,40 @@ class _Run:
         ex = self.exported
         rec.bytes_per_param = round(rec.bytes / ex.params, 4) if ex.params else None
         rec.io = (art.io or IO.identity(ex.inputs, ex.outputs)).to_json()
-        spec = lane.mode(art.mode)
-        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
-        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
-                               data=rec.details.get("external_data", {}).get("sha256"))
+                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory)
+        return rec, art, result, time.perf_counter() - start
+
+    def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
+        """The artifact's parity (`_parity`; a searched mode's comes judged), localised when it fails."""
+        if rec.parity is None:
+            self._parity(lane, rec, art, result, seconds)
+        if art.error or isinstance(result, BridgeError):
+            return rec
+        if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
+            rec.parity.localization = {"status": "not_applicable", "reason": (
+                "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
+                "from the export (source->onnx)")}
+        elif self.localizer.wanted(rec.parity):
+            path = self.work / STAGED / rec.path
+            self.localizer.attach(rec.parity, lane, lane.mode(art.mode), str(path), art.io, art.correspondence,
+                                  rec.path)
+        return rec
+
+    def _parity(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
+        """The artifact's parity against the source (and the hub, for stage metrics)."""
+        if art.error:
+            return rec
+        start = time.perf_counter() - seconds
         if isinstance(result, BridgeError):
             runtime_failed(rec, result).parity.seconds = time.perf_counter() - start
             return rec
+        ex = self.exported
+        spec = lane.mode(art.mode)
+        thresholds = thresholds_for(spec, self.names, self.threshold_overrides)
+        is_hub = rec.sha256 == self.hub_sha and not rec.details.get("external_data")
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
         # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
@@ -522,23 +623,37 @@ class _Run:
         rec.parity.seconds = time.perf_counter() - start
         return rec
 
+    def _localize(self, label: str, stage: Stage, req) -> dict:
+        """A localisation stage through the executor, uncached (`Localizer`): listed in `stage_runs`."""
+        return self._call(label, stage, (req,), {}, parts=None, root=Path(req.work),
+                          need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
+
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
-                 label: str, data: str | None = None) -> tuple[str, Feeds] | BridgeError:
+                 label: str, data: str | None = None, memory: tuple[int, float] | None = None
+                 ) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run."""
         key = (runner, digest, io)
-        if key not in self.outputs:
+        with self._lock:  # lanes run while the hub does: the first to ask runs it, the others wait
+            mine = key not in self.outputs
+            if mine:
+                self.outputs[key] = Future()
+        if mine:
             feeds = self.exported.feeds
             root = self.work / "runs" / f"outputs-{next(self._folders)}"
             parts = {"runner": runner, "artifact": digest, "artifact_data": data, "io": io,
                      "feeds": self.digests.of(feeds.folder)}
             try:
-                self.outputs[key] = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
-                                               (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                                               need=needs("runtime", _bytes(path), self.limits))
+                result = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
+                                    (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
+                                    need=needs("runtime", _bytes(path), self.limits, memory))
             except BridgeError as e:
-                self.outputs[key] = e
-        return self.outputs[key]
+                result = e
+            except BaseException as e:  # a bug: whoever waits on this run sees it too
+                self.outputs[key].set_exception(e)
+                raise
+            self.outputs[key].set_result(result)
+        return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]

@@ -1,10 +1,11 @@
 """Where stages run. A stage is the unit of work: an export, one lane's conversion, one runtime's
 parity run, each in its own child process (`bridge.stages`), whichever executor starts it.
 
-- `Inline`: one after another, in the caller's thread (`bridge convert`).
+- `Inline`: one after another, in the caller's thread (`bridge convert` on one core).
 - `Local`: up to `jobs` at once on this machine, and no more at once than the memory the stages
   are expected to need (`Needs`) fits in; first come, first served, so a large stage waits for
-  room rather than being overtaken forever.
+  room rather than being overtaken forever. `bridge convert` runs two at once where two cores
+  are (`for_one_model`).
 - `Ray`: Ray tasks that ask for one CPU and the stage's memory, on a local Ray instance or an
   existing cluster (`--ray-address`). The task calls the same `call_stage`, so a crash, a time-out
   or a blocked import behaves as it does locally. Sources, samples and artifacts are files: every
@@ -24,7 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bridge.base.errors import StageCrashed, UsageError, one_line
@@ -50,6 +51,10 @@ class Executor:
     def close(self) -> None:
         pass
 
+    def bound(self, memory: int) -> None:
+        """From now on, no more at once than `memory` bytes of expected need (one stage still
+        runs, whatever it needs)."""
+
     def describe(self) -> dict:
         return {"executor": "inline"}
 
@@ -59,6 +64,14 @@ class Inline(Executor):
         future: Future = Future()
         future.set_result(call_stage(stage, *args, limits=limits, **kwargs))
         return future
+
+
+def for_one_model() -> Executor:
+    """`bridge convert`'s: stages that do not depend on each other (a lane's conversion and the
+    hub's runs) side by side where there are two cores, within the memory available (`Local`);
+    one after another on one core."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return Local(2) if cpus >= 2 else Inline()
 
 
 class Local(Executor):
@@ -79,9 +92,14 @@ class Local(Executor):
     def describe(self) -> dict:
         return {"executor": "local", "jobs": self.jobs, "memory": self.memory}
 
+    def bound(self, memory: int) -> None:
+        with self._cond:
+            self.memory = min(self.memory, memory)
+
     def submit(self, stage, args, kwargs, limits, needs) -> Future:
         future: Future = Future()
         need = min(needs.memory, self.memory)  # the largest stage still runs, alone
+        limits = allot(limits, needs)
         with self._cond:
             self._queue.append((future, lambda: call_stage(stage, *args, limits=limits, **kwargs), need))
             self._dispatch()
@@ -106,6 +124,11 @@ class Local(Executor):
                 self._running -= 1
                 self._used -= need
                 self._dispatch()
+
+
+def allot(limits: Limits, needs: Needs) -> Limits:
+    """A stage run beside others uses the CPUs it asked for, as threads (`bridge.base.cpus`)."""
+    return limits if limits.threads else replace(limits, threads=max(1, round(needs.cpus)))
 
 
 def available_memory() -> int:
@@ -151,6 +174,7 @@ class Ray(Executor):
 
     def submit(self, stage, args, kwargs, limits, needs) -> Future:
         need = min(needs.memory, self.memory) if self.memory else needs.memory
+        limits = allot(limits, needs)
         ref = self._task.options(num_cpus=needs.cpus, memory=need, max_retries=0, name=f"bridge-{stage.name}").remote(
             stage, args, kwargs, limits, self._cwd, self._path)
         future: Future = Future()

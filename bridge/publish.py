@@ -100,13 +100,14 @@ class OutputFolder:
         return folder in (self.path.resolve(), (self.path / FAILED).resolve()) and (
             path.name in (REPORT, PAGE, JOURNAL) or Path(path.name).suffix in self.suffixes | {".data"})
 
-    def publish(self, report: Report, staged: Path) -> None:
+    def publish(self, report: Report, staged: Path, pages: html.PageCache | None = None) -> None:
         """Swap the previous run's output for this run's when every artifact passed; otherwise put
-        this run's files in `.bridge-failed/` and leave the previous output as it was."""
+        this run's files in `.bridge-failed/` and leave the previous output as it was. `pages` keeps
+        the page's figures by content and its compiled template (the stage cache's)."""
         if report.exit_code != 0:
-            self._publish_into(self.path / FAILED, report, staged)
+            self._publish_into(self.path / FAILED, report, staged, pages)
             return
-        self._publish_into(self.path, report, staged)
+        self._publish_into(self.path, report, staged, pages)
         failed = self.path / FAILED
         if failed.is_dir():  # a stale failure beside a good output would mislead
             self._clear(failed)
@@ -116,7 +117,7 @@ class OutputFolder:
         that was killed half way (its journal)."""
         return owned_artifacts(folder / REPORT, self.suffixes) | _journal_owned(folder, self.suffixes)
 
-    def _publish_into(self, folder: Path, report: Report, staged: Path) -> None:
+    def _publish_into(self, folder: Path, report: Report, staged: Path, pages: html.PageCache | None) -> None:
         """A journal first lists what is ours to replace or delete (the old report's artifacts) and
         what comes in, so a run killed from here on leaves a folder the next run can still clean
         up; the old report goes, so a killed run leaves no report rather than one describing files
@@ -124,7 +125,7 @@ class OutputFolder:
         the new report is written last."""
         folder.mkdir(exist_ok=True)
         path = folder / REPORT
-        page = html.render(report.to_json())  # before anything moves: a rendering failure changes nothing
+        page = html.render(report.to_json(), pages)  # before anything moves: a failure to render changes nothing
         previous = self._owned(folder)
         incoming = {name: digest for a in report.artifacts if a.path for name, digest in _files(a.to_json())}
         shipped = list(incoming)

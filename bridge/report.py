@@ -45,6 +45,7 @@ class Parity:
     introduced_at: str | None = None  # for a failure: the stage whose error broke the threshold
     sizes: dict[str, list[int]] = field(default_factory=dict)  # dynamic axes: sizes validated
     seconds: float = 0.0  # running the artifact on the samples and comparing
+    localization: dict | None = None  # per-layer localisation (bridge.validators.localisation), when it ran
 
     @property
     def passed(self) -> bool:
@@ -63,6 +64,8 @@ class Parity:
             out["introduced_at"] = self.introduced_at
         if self.sizes:
             out["sizes"] = self.sizes
+        if self.localization is not None:
+            out["localization"] = self.localization
         return out
 
 

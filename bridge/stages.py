@@ -1,10 +1,10 @@
 """Run one heavy stage in a fresh child process.
 
 A stage is declared (`Stage(name, function, blocked_imports)`), not switched: the child applies
-what it declares. Every export, conversion and inference runs through `run_stage`: the child is
-spawned (never forked,
-so it starts without TensorFlow or torch already imported: the TFLite interpreter only rejects Flex
-ops in a process that never imported TensorFlow), quiets framework logging before any import, and
+what it declares. Every export, conversion and inference runs through `run_stage`: the child is a
+fresh interpreter (never forked, so it starts without TensorFlow or torch already imported: the
+TFLite interpreter only rejects Flex ops in a process that never imported TensorFlow; and nothing
+of the gateway's, not even its main module), quiets framework logging before any import, and
 sends back either its result or its exception. A child that dies by a signal, runs out of memory
 or outlives its time limit becomes a `StageCrashed` naming the stage; the caller decides whether
 that ends one artifact or the whole run.
@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import multiprocessing
 import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.base.cpus import thread_environment
 from bridge.base.errors import BridgeError, ConversionError, StageCrashed, one_line
 
 # Set in every child before anything imports a framework.
@@ -94,6 +95,7 @@ class Limits:
     max_memory: int | None = None  # bytes of address space
     verbose: bool = False
     faults: tuple[Fault, ...] = ()
+    threads: int | None = None  # the stage's frameworks' threads (`bridge.base.cpus`); None: their default
 
     def hit(self, point: str) -> None:
         for fault in self.faults:
@@ -109,6 +111,7 @@ class Outcome:
     error: BridgeError | None = None
     reads: tuple[tuple[str, str], ...] | None = None
     deliberate: bool = True  # the error is one the stage raised itself, not a crash, a time-out or memory
+    seconds: float = 0.0  # the child's wall time, from its start (not counting any wait for a slot)
 
     @property
     def cacheable(self) -> bool:
@@ -124,7 +127,7 @@ class Outcome:
 
 
 def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Any:
-    """Call the stage's function with `*args, **kwargs` in a spawned child and return its result.
+    """Call the stage's function with `*args, **kwargs` in a fresh child process and return its result.
 
     Errors the child raises on purpose come back as themselves; anything else becomes a
     `ConversionError` for the stage with the child's last log lines.
@@ -134,6 +137,13 @@ def run_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any
 
 def call_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: Any) -> Outcome:
     """`run_stage`, with the error returned in the `Outcome` rather than raised."""
+    start = time.perf_counter()
+    outcome = _outcome(stage, args, kwargs, limits)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _outcome(stage: Stage, args, kwargs, limits: Limits) -> Outcome:
     try:
         status, payload, reads = _spawn(stage, args, kwargs, limits)
     except StageCrashed as e:
@@ -148,28 +158,19 @@ def call_stage(stage: Stage, *args: Any, limits: Limits = Limits(), **kwargs: An
 
 
 def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
     with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage.name}-", suffix=".log", delete=False) as f:
         log_path = f.name
-    proc = ctx.Process(
-        target=_child_main,
-        args=(sender, stage, args, kwargs, limits, log_path, os.getpid()),
-        name=f"bridge-{stage.name}",
-        daemon=True,
-    )
     name = stage.name
+    proc, receiver = _start(stage, args, kwargs, limits, log_path)
     try:
-        proc.start()
-        sender.close()
         if not receiver.poll(limits.timeout):
             raise StageCrashed(f"stage {name} timed out after {limits.timeout:g} s", stage=name)
         try:
             message = receiver.recv()
         except EOFError:
-            proc.join()
-            raise StageCrashed(_death(name, proc.exitcode, log_path, limits), stage=name) from None
-        proc.join()
+            proc.wait()
+            raise StageCrashed(_death(name, proc.returncode, log_path, limits), stage=name) from None
+        proc.wait()
         return message
     finally:
         receiver.close()
@@ -177,15 +178,47 @@ def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
         Path(log_path).unlink(missing_ok=True)
 
 
+# The child's whole program: nothing of the gateway's is imported first (multiprocessing's spawn
+# would run the gateway's main module again in every child: for the `bridge` script, the CLI with
+# typer and rich, half a second and 30 MB per stage).
+_CHILD = "import sys; from bridge.stages import _child_entry; _child_entry(int(sys.argv[1]))"
+
+
+def _start(stage: Stage, args, kwargs, limits: Limits, log_path: str):
+    """Start the child in a process group of its own and hand it the job (pickled on its stdin);
+    returns it and the end of the pipe its result comes back on."""
+    import pickle
+    import subprocess
+    from multiprocessing.connection import Connection
+
+    read, write = os.pipe()
+    out = None if limits.verbose else open(log_path, "ab")  # noqa: SIM115 - closed once the child has it
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write)], stdin=subprocess.PIPE, stdout=out,
+                                stderr=out, pass_fds=(write,), process_group=0,
+                                env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads)})
+    finally:
+        os.close(write)
+        if out is not None:
+            out.close()
+    receiver = Connection(read, writable=False)
+    job = pickle.dumps((stage, args, kwargs, limits, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)
+    try:  # the import path first: the job may name classes only it finds (a test's module)
+        pickle.dump((sys.path, job), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died before reading: the EOF on `receiver` says so
+        pass
+    return proc, receiver
+
+
 def _kill(proc) -> None:
     """End the child and everything in its process group (a finished child may have left some)."""
-    if proc.pid is None:  # never started
-        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group exists only once the child has made it
-    if proc.is_alive():
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
         proc.kill()
-    proc.join(5)
+    with contextlib.suppress(Exception):
+        proc.wait(5)
 
 
 def _death(stage: str, exitcode: int | None, log_path: str, limits: Limits) -> str:
@@ -214,15 +247,21 @@ def log_tail(path: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
 
 
-def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, log_path: str, parent: int) -> None:
-    os.setpgid(0, 0)
+def _child_entry(fd: int) -> None:
+    """The child's program (`_CHILD`): read the job from stdin, run it, send the outcome on `fd`."""
+    import pickle
+    from multiprocessing.connection import Connection
+
+    os.set_inheritable(fd, False)  # what the stage starts must not hold the result pipe open
+    sender = Connection(fd, readable=False)
+    path, job = pickle.load(sys.stdin.buffer)
+    sys.path[:] = path
+    stage, args, kwargs, limits, parent = pickle.loads(job)
+    _child_main(sender, stage, args, kwargs, limits, parent)
+
+
+def _child_main(sender, stage: Stage, args, kwargs, limits: Limits, parent: int) -> None:
     _die_with(parent)
-    os.environ.update(QUIET_ENV)
-    if not limits.verbose:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
     if limits.max_memory:
         import resource
 

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bridge import environment
@@ -21,6 +21,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import sniff
 from bridge.base.tensors import TensorSpec, parse_dynamic, parse_input
 from bridge.lanes import lanes
+from bridge.localization import Localizer, When
 from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
 from bridge.parity import floor_json, judge, noise_floor, runtime_failed
 from bridge.plan import parse_threshold, thresholds_for
@@ -50,6 +51,7 @@ class ValidateOptions:
     max_memory: int | None = None
     verbose: bool = False
     data: CalibrationOptions = CalibrationOptions()  # parity_path (--parity-data) with --mean/--std/--resize
+    localize: When = When.on_failure  # per-layer localisation: of failing artifacts, of every one, or none
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
@@ -95,12 +97,16 @@ def validate(source: str, artifacts: list[str], options: ValidateOptions = Valid
         floor = noise_floor(exported.source_outputs, exported.nudged_outputs, names)
         if floor:
             report.source["noise_floor"] = floor_json(floor)
+        localizer = Localizer(exported.hub_path, exported.feeds, exported.node_names, exported.framework,
+                              work / "localize", limits, progress, overrides, When(options.localize))
         for (path, lane), desc in zip(found, described, strict=True):
             start = time.perf_counter()
             with progress.step(f"Checking parity of {path.name}"):
-                rec = _check(path, lane, desc, exported, names, overrides, limits,
-                             work / "data" / f"artifact-{len(report.artifacts)}", floor)
+                rec, io = _check(path, lane, desc, exported, names, overrides, limits,
+                                 work / "data" / f"artifact-{len(report.artifacts)}", floor)
             rec.parity.seconds = time.perf_counter() - start
+            if localizer.wanted(rec.parity) and rec.error is None and rec.parity.status != "not_executed":
+                localizer.attach(rec.parity, lane, lane.mode(rec.quantization), str(path), io)
             report.artifacts.append(rec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -150,7 +156,7 @@ def _describe(path: Path, lane: Lane, limits: Limits) -> dict | BridgeError | No
 
 
 def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: ExportResult, names: list[str],
-           overrides, limits: Limits, out_dir: Path, floor: dict) -> ArtifactRecord:
+           overrides, limits: Limits, out_dir: Path, floor: dict) -> tuple[ArtifactRecord, IO | None]:
     rec = ArtifactRecord(target=lane.name, quantization="unknown", path=str(path), bytes=size(path),
                          sha256=sha256(path))
     try:
@@ -168,13 +174,13 @@ def _check(path: Path, lane: Lane, desc: dict | BridgeError | None, exported: Ex
     except UnsafeInput:  # an artifact unsafe to read: refused whole (exit 2), like sniff's refusals
         raise
     except BridgeError as e:
-        return runtime_failed(rec, e)
+        return runtime_failed(rec, e), None
     spec = lane.mode(rec.quantization)
     thresholds = thresholds_for(spec, names, overrides)
     rec.parity = judge(actual=outputs, source=exported.source_outputs, onnx=None, names=names,
                        thresholds=thresholds, runtime=runtime, inputs=exported.parity_origin.origin, calibration=None,
                        sizes={}, floor=floor)
-    return rec
+    return rec, io
 
 
 def _key(name: str) -> str:
@@ -222,3 +228,14 @@ def find_perm(source: tuple, artifact: tuple):
         if fits(p):
             return tuple(p)
     return False
+
+
+def debug(source: str, artifact: str, options: ValidateOptions = ValidateOptions(),
+          progress: Progress | None = None, *, command_line: Sequence[str] | None = None) -> Report:
+    """`bridge debug`: validate one artifact and localise it layer by layer, whether it passes or not."""
+    lane = lane_of(artifact)
+    if lane.tracer is None:
+        raise UsageError(f"{artifact}: the {lane.name} lane declares no tracer, so its artifacts cannot be "
+                         "localised layer by layer")
+    return validate(source, [artifact], replace(options, localize=When.always), progress,
+                    command_line=command_line)

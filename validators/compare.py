@@ -168,11 +168,13 @@ def _cosine(c: float) -> float | None:
 CHUNK = 1 << 22  # elements compared at a time: float64 temporaries stay at a few tens of MB
 
 
-def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | Iterable[np.ndarray]) -> Metrics:
+def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | Iterable[np.ndarray], *,
+            histogram: bool = True) -> Metrics:
     """Metrics of `actual` against `reference`: one array each, or the samples of one output in
     order (arrays or memory-mapped files), compared pairwise and in chunks so memory stays bounded
-    whatever the outputs weigh."""
-    sums = _Sums()
+    whatever the outputs weigh. `histogram=False` skips the error histogram (its sort is most of
+    the cost; per-layer localisation compares thousands of tensors and reports no histogram)."""
+    sums = _Sums(with_histogram=histogram)
     per_sample: list[Metrics] = []
     rows = top1 = top5 = 0
     scores = True
@@ -183,7 +185,7 @@ def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | I
         if a.shape != b.shape and not (a.size == b.size == 1):  # a scalar held as [1] (TFLite has no rank 0)
             raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
         a, b = (a.reshape(b.shape), b) if a.shape != b.shape else (a, b)
-        one = _Sums()
+        one = _Sums(with_histogram=histogram)
         for ca, cb in zip(_chunks(a), _chunks(b), strict=True):
             one.add(ca, cb)
         sums.merge(one)
@@ -228,6 +230,7 @@ class _Sums:
     bad_a: NonFinite = NonFinite()
     bad_b: NonFinite = NonFinite()
     histogram: ErrorHistogram = ErrorHistogram()
+    with_histogram: bool = True
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
         self.size += a.size
@@ -243,7 +246,8 @@ class _Sums:
         np.abs(diff, out=diff)
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.sum_abs += float(diff.sum())
-        self.histogram += ErrorHistogram.of(diff)
+        if self.with_histogram:
+            self.histogram += ErrorHistogram.of(diff)
 
     def merge(self, other: _Sums) -> None:
         for f in ("err", "ref", "act", "dot", "sum_abs", "size", "bad_a", "bad_b", "histogram"):
@@ -269,7 +273,7 @@ class _Sums:
         else:
             snr = min(SNR_CAP_DB, 10.0 * math.log10(ref / err))
         return Metrics(max_abs=self.max_abs, mean_abs=self.sum_abs / self.size, rel_l2=rel_l2, cosine=cosine,
-                       snr_db=snr, histogram=self.histogram)
+                       snr_db=snr, histogram=self.histogram if self.with_histogram else None)
 
 
 def _samples(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -39,6 +39,12 @@ class Feeds(Sequence):
         index %= self.length
         return {name: _load(Path(self.folder) / f"{index:06d}_{j:04d}.npy") for j, name in enumerate(self.names)}
 
+    def tensor(self, index: int, name: str) -> np.ndarray:
+        """One tensor of one sample (memory-mapped), without opening the sample's others."""
+        if name not in self.names:
+            raise KeyError(name)
+        return _load(Path(self.folder) / f"{index:06d}_{self.names.index(name):04d}.npy")
+
     def column(self, name: str) -> Iterator[np.ndarray]:
         """One tensor over every sample, one sample at a time."""
         if name not in self.names:

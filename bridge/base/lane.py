@@ -48,6 +48,9 @@ class Lane:
     convert: str  # "module:function": LaneRequest -> list[LaneArtifact], run in the lane's child stage
     runner: str  # "module:Class" with load(path) / infer(feed), run in a runtime child stage
     describe: str | None = None  # "module:function": path -> {"inputs", "outputs", "mode"} (bridge validate)
+    # "module:Class" that runs an artifact keeping every intermediate tensor (per-layer localisation,
+    # `bridge.validators.localisation.graph.Tracer`); None: the lane's artifacts cannot be localised
+    tracer: str | None = None
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
     # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
     # once something is found) checks every node; None: `preflight`
@@ -64,6 +67,10 @@ class Lane:
     requires: tuple[str, ...] = ()  # import names the lane needs (bridge doctor)
     extra: str = ""  # the pip extra that installs them
     in_process: bool = False  # its convert is framework-free and cheap: no child stage
+    # What its convert and runtime stages are expected to peak at: (bytes, multiple of the hub's
+    # bytes); None: the orchestrator's defaults, sized for lanes that load TensorFlow or coremltools.
+    convert_memory: tuple[int, float] | None = None
+    runtime_memory: tuple[int, float] | None = None
 
     def mode(self, name: str) -> ModeSpec:
         for m in self.modes:
@@ -132,6 +139,9 @@ class LaneArtifact:
     warnings: list[str] = field(default_factory=list)
     error: ErrorRecord | None = None
     details: dict = field(default_factory=dict)  # lane-specific report fields (flex ops, ...)
+    # hub tensor -> the artifact's tensor name, where the converter reports it (per-layer localisation
+    # trusts it over names and values)
+    correspondence: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

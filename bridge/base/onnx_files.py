@@ -240,14 +240,24 @@ def fit_ir_version(model):
     return model
 
 
-def session_source(path: Path, workdir: Path | None = None) -> str | bytes:
+def session_source(path: Path, workdir: Path | None = None, *, edit=None) -> str | bytes:
     """What to hand onnxruntime for `path`: the path itself when the file is all there is (no
     external data, an IR onnxruntime reads), else the checked model with its bytes inlined, as
-    bytes, or, past protobuf's limit, re-saved by us into a private folder."""
+    bytes, or, past protobuf's limit, re-saved by us into a private folder. `edit(model)` changes
+    the graph first (per-layer localisation exposes inner tensors as outputs); it sees the graph
+    before any external bytes are read, so it never copies a weight."""
     model = read_graph(path)
-    if model.ir_version <= MAX_IR_VERSION and not any(is_external(t) for t in tensors(model)):
+    external = any(is_external(t) for t in tensors(model))
+    if edit is None and model.ir_version <= MAX_IR_VERSION and not external:
         return str(path)
-    model = load_model(path)
+    if edit is not None:
+        edit(model)
+    if external:
+        folder = path.resolve().parent
+        for tensor in tensors(model):
+            if is_external(tensor):
+                _inline(folder, tensor, path)
+    model = fit_ir_version(model)
     if model.ByteSize() < PROTOBUF_LIMIT - (64 << 20):
         return model.SerializeToString()
     onnx = require("onnx")

@@ -125,12 +125,13 @@ class Board(BatchProgress):
         with self.lock:
             self.state[name]["steps"][text] = time.perf_counter()
 
-    def end(self, name: str, text: str, note: str | None = None) -> None:
+    def end(self, name: str, text: str, note: str | None = None, *, failed: bool = False) -> None:
         with self.lock:
             t0 = self.state[name]["steps"].pop(text, None)
         if not self.live:
             took = note or (f"{time.perf_counter() - t0:.1f} s" if t0 is not None else "")
-            say((f"{name}: ", "bold"), ("✓ ", "green"), text, (f" ({took})", "dim"))
+            mark = ("✗ ", "red") if failed else ("✓ ", "green")
+            say((f"{name}: ", "bold"), mark, text, (f" ({took})", "dim"))
 
 
 class _ModelProgress(Progress):
@@ -142,8 +143,10 @@ class _ModelProgress(Progress):
         self.board.begin(self.name, text)
         try:
             yield
-        finally:
-            self.board.end(self.name, text)
+        except BaseException:
+            self.board.end(self.name, text, failed=True)
+            raise
+        self.board.end(self.name, text)
 
     def reused(self, text: str) -> None:
         self.board.end(self.name, text, note="cached")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,17 +26,41 @@ stdout = Console() if Console().is_terminal else Console(width=160)
 
 
 class RichProgress(Progress):
-    """A spinner with elapsed time on long steps (stderr, so stdout stays the table)."""
+    """A spinner with elapsed time on long steps (stderr, so stdout stays the table). Steps may
+    run side by side (a lane converts while the hub runs): one spinner names them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[str] = []
+        self._status = None
 
     @contextlib.contextmanager
     def step(self, text: str) -> Iterator[None]:
         start = time.perf_counter()
-        if console.is_terminal:
-            with console.status(Text(f"{text}...")):
-                yield
-        else:
+        self._show(text, +1)
+        try:
             yield
+        finally:
+            self._show(text, -1)
         say(("✓ ", "green"), text, (f" ({time.perf_counter() - start:.1f} s)", "dim"))
+
+    def _show(self, text: str, change: int) -> None:
+        if not console.is_terminal:
+            return
+        with self._lock:
+            if change > 0:
+                self._running.append(text)
+            else:
+                self._running.remove(text)
+            if self._running and self._status is None:
+                self._status = console.status("")
+                self._status.start()
+            if self._status is not None:
+                if self._running:
+                    self._status.update(Text(" · ".join(self._running) + "..."))
+                else:
+                    self._status.stop()
+                    self._status = None
 
     def note(self, text: str) -> None:
         say(text)
@@ -122,6 +147,55 @@ def print_outcome(report: Report) -> None:
                3: ("a conversion failed", "red")}[report.exit_code]
     say(verdict, f" (exit {report.exit_code})")
     sys.stdout.flush()
+
+
+def print_layers(report: Report, limit: int) -> None:
+    """`bridge debug`: each localised artifact's layers, then its first divergent layer."""
+    from bridge.localization import alone, describe, summary
+
+    for a in report.artifacts:
+        loc = a.parity.localization if a.parity is not None else None
+        if not loc:
+            continue
+        if loc.get("status") not in ("localized", "no_divergence"):
+            say(("localisation: ", "yellow"), f"{a.path}: {loc.get('status')}: {loc.get('reason', '')}")
+            continue
+        first = (loc.get("first_divergent") or {}).get("tensor")
+        worst = ((loc.get("isolated") or {}).get("worst") or {}).get("tensor")
+        table = Table(title=f"Layers of {a.path} against the hub ({loc['samples']} samples)")
+        numeric = ("rel_l2", "snr_db", "jump_db", "alone dB", "→ outputs dB")
+        for col in ("", "layer", "op", "fused", "artifact op", "by", *numeric):
+            table.add_column(col, justify="right" if col in numeric else "left")
+        shown = _window(loc["layers"], first, limit)
+        for layer in shown:
+            mark = ">" if layer["tensor"] == first else "*" if layer["tensor"] == worst else ""
+            style = "red" if not layer["passed"] else ""
+            table.add_row(Text(mark, "red"), Text(layer["node"], style), Text(layer["op_type"] or ""),
+                          Text(str(len(layer["nodes"])) if len(layer["nodes"]) > 1 else ""),
+                          Text(layer["artifact_op"] or ""), Text(layer["matched_by"]),
+                          Text(_fmt(layer.get("rel_l2"), ".2e")), Text(_fmt(layer.get("snr_db"), ".1f")),
+                          Text(_fmt(layer.get("jump_db"), ".1f")),
+                          Text(_fmt((layer.get("isolated") or {}).get("snr_db"), ".1f")),
+                          Text(_fmt((layer.get("isolated") or {}).get("output_snr_db"), ".1f")))
+        stdout.print(table)
+        if len(shown) < len(loc["layers"]):
+            say(f"({len(shown)} of {len(loc['layers'])} layers shown; the report lists them all)")
+        if loc.get("first_divergent"):
+            say(("first divergent layer (>): ", "red"), describe(loc["first_divergent"]))
+        else:
+            say(summary(loc))
+        if worst and worst != first:
+            say(("worst on its own (*): ", "yellow"), alone(loc["isolated"]["worst"]))
+        if (loc.get("isolated") or {}).get("error"):
+            say(("isolated profile not run: ", "yellow"), loc["isolated"]["error"])
+        say(f"{loc['runtime_note']}; {loc['seconds']:.1f} s")
+
+
+def _window(layers: list[dict], first: str | None, limit: int) -> list[dict]:
+    """At most `limit` layers: those around the first divergent one (a quarter of them before it)."""
+    at = next((i for i, layer in enumerate(layers) if layer["tensor"] == first), 0)
+    start = max(0, min(at - limit // 4, len(layers) - limit))
+    return layers[start:start + limit]
 
 
 def command_line(ctx: typer.Context) -> list[str] | None:

@@ -53,6 +53,8 @@ def core(
                                                   "(TorchScript, pickles, .h5, SavedModel).")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
+                                                "parity (report.json: parity.localization).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
     cache_dir: Annotated[Path, typer.Option(help="Stage cache folder (default ~/.cache/bridge/stages): stages "
                                                  "whose inputs are unchanged are reused.")] = None,
@@ -83,6 +85,7 @@ def core(
         max_memory=memory(max_memory),
         verbose=verbose,
         junit=str(junit) if junit else None,
+        localize=localize,
     )
     report = convert(source, options, RichProgress(), command_line=command_line(ctx),
                      cache=open_cache(cache_dir, no_cache, cache_size))

@@ -34,10 +34,13 @@ def command(
     trust_code: Annotated[bool, typer.Option(help="Load files that can run embedded code.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each stage may run.")] = DEFAULT_TIMEOUT,
     max_memory: Annotated[str, typer.Option(help="Address-space limit of each stage, e.g. 8G.")] = None,
+    localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
+                                                "parity (report.json: parity.localization).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
     from bridge.base.samples import CalibrationOptions
+    from bridge.localization import When
     from bridge.validation import ValidateOptions, validate
 
     options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
@@ -45,6 +48,7 @@ def command(
                               html=str(html) if html else None, junit=str(junit) if junit else None,
                               samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
                               max_memory=memory(max_memory), verbose=verbose,
+                              localize=When.on_failure if localize else When.never,
                               data=CalibrationOptions(None, floats(mean, "--mean"), floats(std, "--std"), size(resize),
                                                       parity_path=str(parity_data) if parity_data else None))
     result = validate(source, artifacts, options, RichProgress(), command_line=command_line(ctx))

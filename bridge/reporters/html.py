@@ -13,15 +13,23 @@ import functools
 import json
 import shlex
 from pathlib import Path
+from typing import Protocol
 
 from bridge.base.files import write_atomic
 from bridge.reporters import plots
 
 GENERATOR = "bridge report.html"  # <meta name="generator">: how a later run knows the page is its own
 MAX_HISTOGRAMS = 12  # outputs plotted; a model with more lists them all in the table
+MAX_LAYERS = 40  # localised layers shown per artifact, around the first divergent one
 ORIGINS = {"synthetic": "synthetic inputs", "calibration": "held-out calibration data", "user": "the user's data"}
 _CORE_FIELDS = {"target", "quantization", "path", "bytes", "bytes_per_param", "sha256", "route", "seconds", "io",
                 "error", "parity", "warnings"}
+
+
+class PageCache(plots.Figures, Protocol):
+    """Figures kept by what they plot (`plots.Figures`), and a folder for compiled templates."""
+
+    templates: Path
 
 
 class HtmlReporter:
@@ -30,32 +38,36 @@ class HtmlReporter:
 
 
 @functools.cache
-def _environment():
+def _environment(compiled: str | None = None):
     """One per process: compiling the templates took 0.4 s of every page (a batch writes one per
-    model). Lenient about missing fields: a report upgraded from version 1 lacks some, and the page
-    must still open."""
+    model); with `compiled` (a folder), they are compiled once per template source, not once per
+    process. Lenient about missing fields: a report upgraded from version 1 lacks some, and the
+    page must still open."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("bridge.reporters", "templates"), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+                             bytecode_cache=jinja2.FileSystemBytecodeCache(compiled) if compiled else None)
     env.filters.update(num=_num, size=_size)
     return env
 
 
-def render(doc: dict) -> bytes:
+def render(doc: dict, pages: PageCache | None = None) -> bytes:
+    """The page; `pages` may hand back figures drawn for the same data before (`plots`) and the
+    template compiled before."""
     from markupsafe import Markup
 
-    env = _environment()
+    env = _environment(str(pages.templates) if pages is not None else None)
     outputs = list(dict.fromkeys(n for a in doc["artifacts"] for n in ((a.get("parity") or {}).get("outputs") or {})))
     histograms = []
     for i, name in enumerate(outputs[:MAX_HISTOGRAMS]):
-        svg = plots.histogram(doc, name, i)
+        svg = plots.histogram(doc, name, i, pages)
         if svg:
             histograms.append((name, Markup(svg)))
     page = env.get_template("report.html.j2").render(
         doc=doc, generator=GENERATOR, summary=_summary(doc), rows=[_row(a) for a in doc["artifacts"]],
         command_line=shlex.join(doc["command_line"]) if doc.get("command_line") else None,
-        overview=Markup(plots.overview(doc)) if doc["artifacts"] else None, histograms=histograms,
+        overview=Markup(plots.overview(doc, pages)) if doc["artifacts"] else None, histograms=histograms,
         unplotted=outputs[MAX_HISTOGRAMS:], options=json.dumps(doc["environment"].get("options"), indent=2),
         origins=ORIGINS,
     )
@@ -124,9 +136,19 @@ def _row(a: dict) -> dict:
         limits = (parity.get("thresholds") or {}).get(name) or {}
         outputs.append({"name": name, "m": m, "limits": limits, "stage": stage,
                         "nonfinite": _nonfinite(m)})
+    loc = parity.get("localization") or {}
     return {"a": a, "label": plots.label(a), "state": plots.verdict(a), "problem": problem, "parity": parity,
-            "worst": worst, "outputs": outputs,
+            "worst": worst, "outputs": outputs, "loc": loc, "loc_layers": _layers_shown(loc),
             "details": {k: v for k, v in a.items() if k not in _CORE_FIELDS}}
+
+
+def _layers_shown(loc: dict) -> list[dict]:
+    """The layers around the first divergent one (the report lists them all)."""
+    layers = loc.get("layers") or []
+    first = (loc.get("first_divergent") or {}).get("tensor")
+    at = next((i for i, layer in enumerate(layers) if layer.get("tensor") == first), 0)
+    start = max(0, min(at - MAX_LAYERS // 4, len(layers) - MAX_LAYERS))
+    return layers[start:start + MAX_LAYERS]
 
 
 def _nonfinite(m: dict) -> str:

@@ -88,6 +88,7 @@ LANE = Lane(
     variants={"direct": "bridge.converters.coreml.direct:convert"},
     select=lambda options: "direct" if options.route == Route.direct else None,
     runner="bridge.validators.runners.coreml:CoreMLRunner",
+    tracer="bridge.validators.runners.coreml:CoreMLTracer",
     describe="bridge.validators.runners.coreml:describe",
     preflight="bridge.converters.coreml.preflight:unsupported",
     recognize=is_package,

@@ -34,6 +34,7 @@ LANE = Lane(
     default=("fp32",),
     convert="bridge.converters.onnx.artifact:ship",
     runner="bridge.validators.runners.onnxruntime:OnnxRuntimeRunner",
+    tracer="bridge.validators.runners.onnxruntime:OnnxRuntimeTracer",
     recognize=is_onnx,
     in_process=True,
     requires=("onnx", "onnxruntime", "onnxslim"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.base.arrays import Feed
+from bridge.base.cpus import onnxruntime_options
 from bridge.base.errors import UsageError
 from bridge.base.lane import ExportRequest, ExportResult
 from bridge.base.lazy import require
@@ -103,7 +104,7 @@ def _check_dynamic(declared, specs: list[TensorSpec]) -> None:
 def _session(model, workdir: Path):
     """onnxruntime on the model as we loaded it (no external reference left to resolve)."""
     ort = require("onnxruntime")
-    opts = ort.SessionOptions()
+    opts = onnxruntime_options(ort)
     opts.log_severity_level = 3
     if model.ByteSize() < PROTOBUF_LIMIT - (64 << 20):
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

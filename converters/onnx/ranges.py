@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bridge.base.arrays import Feed
+from bridge.base.cpus import onnxruntime_options
 from bridge.base.errors import ConversionError
 from bridge.base.lazy import require
 from bridge.base.numerics import FP16_MAX, Constant, Overflow, Ranges
@@ -60,7 +61,7 @@ def activation_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, fl
     existing = {o.name for o in probe.graph.output}
     for name in sorted(floats - existing):
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
-    opts = ort.SessionOptions()
+    opts = onnxruntime_options(ort)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

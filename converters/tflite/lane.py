@@ -73,6 +73,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         art.route = (*ROUTE, MAKERS[cfg.make]) if cfg.make in MAKERS else ROUTE
         art.warnings += warnings
         art.details.update(details)
+        art.correspondence = dict(details["onnx2tf_correspondence"].get("tensors", {}))
         try:
             art.warnings += _make(req, mode, fp32.path, io_float, path)
             if mode.mixed:

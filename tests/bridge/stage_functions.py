@@ -39,3 +39,17 @@ def make_files(root: str) -> dict:
     (base / "data" / "000000_0000.npy").write_bytes(b"sample")
     (base / "unlisted.tmp").write_bytes(b"scratch")
     return {"model": str(base / "model.onnx"), "samples": str(base / "data"), "name": "model"}
+
+
+def environment() -> dict:
+    """What a stage child starts with: the modules it has loaded and its thread allotment."""
+    import os
+    import sys
+
+    return {"modules": sorted(sys.modules), "omp": os.environ.get("OMP_NUM_THREADS")}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

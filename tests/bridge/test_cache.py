@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.base.errors import ConversionError, StageCrashed, UsageError
+from bridge.base.files import sha256
 from bridge.cache import Digests, StageCache, rebase
 from bridge.stages import Outcome, Stage, call_stage
 
@@ -41,6 +42,19 @@ def test_a_stored_result_comes_back_with_its_files_under_the_new_folder(tmp_path
     assert (run2 / "data" / "000000_0000.npy").read_bytes() == b"sample"
     assert not (run2 / "unlisted.tmp").exists()  # what the result does not name is not kept
     assert cache.get(cache.key(MAKE, {"option": 2}), tmp_path / "run3") is None
+
+
+def test_a_restore_tells_the_digests_of_the_bytes_it_copied(tmp_path):
+    """The orchestrator records a restored artifact's sha256 without reading it again: the value
+    must be the sha256 of the bytes now on disk, as hashed while they were copied."""
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1")
+    digests = Digests()
+    cache.get(key, tmp_path / "run2", digests)
+    for name in ("model.onnx", "model.onnx.data", "data/000000_0000.npy"):
+        assert digests.known(tmp_path / "run2" / name) == sha256(tmp_path / "run2" / name)
+    assert digests.known(tmp_path / "run1" / "model.onnx") is None  # never hashed, never guessed
 
 
 def test_keys_follow_stage_and_options_not_their_order(tmp_path):

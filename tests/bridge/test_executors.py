@@ -49,3 +49,41 @@ def test_a_stage_larger_than_the_budget_still_runs_alone(tmp_path):
 def test_inline_returns_a_finished_outcome(tmp_path):
     f = Inline().submit(STAMP, (str(tmp_path / "log"), 0.0), {}, Limits(), Needs(memory=GiB))
     assert f.done() and f.result().result == str(tmp_path / "log")
+
+
+ENVIRONMENT = Stage("environment", "tests.bridge.stage_functions:environment")
+
+
+def test_a_stage_child_starts_without_the_gateways_modules(tmp_path):
+    """A child is a fresh interpreter: neither the gateway's main module (the CLI, typer, rich) nor
+    the orchestration comes along; `import bridge` there imports no numpy."""
+    import subprocess
+    import sys
+
+    code = ("import bridge.cli, json, sys; from bridge.stages import run_stage, Stage; "
+            "print(json.dumps(run_stage(Stage('environment', 'tests.bridge.stage_functions:environment'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = set(json.loads(done.stdout)["modules"])
+    assert "bridge.stages" in modules
+    assert not modules & {"typer", "rich", "click", "numpy", "bridge.cli", "bridge.conversion"}, modules
+
+
+def test_a_stage_beside_others_gets_the_cpus_it_asked_for_as_threads():
+    local = Local(jobs=2, memory=64 * GiB).submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB)).result()
+    assert local.result["omp"] == "1"
+    torch = Local(jobs=2, memory=64 * GiB).submit(Stage("threads", "tests.bridge.stage_functions:torch_threads"),
+                                                   (), {}, Limits(), Needs(memory=GiB)).result()
+    assert torch.result == 1
+    inline = Inline().submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB)).result()
+    assert inline.result["omp"] is None  # one stage at a time: the frameworks' own default
+
+
+def test_bound_caps_what_runs_at_once(tmp_path):
+    log = tmp_path / "log"
+    ex = Local(jobs=2, memory=64 * GiB)
+    ex.bound(3 * GiB)
+    futures = [ex.submit(STAMP, (str(log), 1.0), {}, Limits(), Needs(memory=2 * GiB)) for _ in range(2)]
+    for f in futures:
+        f.result()
+    assert _overlap(log) == 1 and ex.memory == 3 * GiB

@@ -4,12 +4,18 @@ the page is tested in tests/e2e/test_reports.py with headless Chromium; these ch
 
 from __future__ import annotations
 
+import copy
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bridge import ConvertOptions, convert
 from bridge.base.errors import UsageError
+from bridge.cache import StageCache
 from bridge.lanes import registered
 from bridge.reporters.html import is_page, render
 from bridge.reporters.json import read
@@ -90,3 +96,38 @@ def test_a_users_own_report_files_in_out_are_never_replaced(tmp_path):
     convert(source, ConvertOptions(targets=("onnx",), out=str(out)))
     convert(source, ConvertOptions(targets=("onnx",), out=str(out)))  # its own page and report: replaced
     assert is_page(out / "report.html")
+
+
+def _svgs(page: bytes) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", page.decode(), flags=re.S)
+
+
+def test_kept_figures_give_the_page_drawn_afresh_and_never_outlive_their_data(tmp_path):
+    """The stage cache keeps the page's figures by what they plot: a page rendered from kept
+    figures is byte-identical to one drawn afresh, rendering it imports no matplotlib, and a
+    figure whose numbers changed, or whose file was damaged, is drawn again."""
+    report = convert(tiny(tmp_path / "src"), ConvertOptions(targets=("onnx", "fake"), quantize=("fake=exact,wrong",),
+                                                            out=str(tmp_path / "o")))
+    doc = report.to_json()
+    drawn = render(doc)
+    figures = StageCache(tmp_path / "cache").pages
+    assert render(doc, figures) == drawn  # drawn, then kept
+    kept = sorted((tmp_path / "cache" / "figures").glob("*/*.json"))
+    assert len(kept) == 2  # the overview and one histogram
+    (tmp_path / "doc.json").write_text(json.dumps(doc))
+    code = ("import json, sys; from bridge.cache import StageCache; from bridge.reporters.html import render;"
+            f"page = render(json.loads(open({str(tmp_path / 'doc.json')!r}).read()), "
+            f"StageCache({str(tmp_path / 'cache')!r}).pages);"
+            "sys.stdout.buffer.write(page); sys.stderr.write(str('matplotlib' in sys.modules))")
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert fresh.stdout == drawn and fresh.stderr.decode().endswith("False")
+
+    changed = copy.deepcopy(doc)
+    changed["artifacts"][2]["parity"]["outputs"]["y"]["snr_db"] -= 3.0
+    assert _svgs(render(changed, figures))[0] != _svgs(drawn)[0]  # the overview's bar moved
+    assert render(changed, figures) == render(changed)
+
+    for path in kept:  # damaged on disk: drawn again, never served
+        entry = json.loads(path.read_text())
+        path.write_text(json.dumps({**entry, "svg": entry["svg"].replace("<path", "<path data-x='1'", 1)}))
+    assert render(doc, figures) == drawn

@@ -12,6 +12,7 @@ fails on purpose) through the installed console script, with real conversions.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -116,13 +117,25 @@ def test_ray_batch_gives_the_same_summary_and_bytes(zoo, cold):
 
 
 def test_a_rerun_reuses_every_stage(zoo, cold):
-    r = _batch(zoo, "out-warm", "--cache-dir", zoo / "cache", "--jobs", "2")
+    """Every stage and every figure of the pages comes from the cache: nothing is converted or
+    drawn (matplotlib is never imported), yet the artifacts and figures are the cold run's."""
+    r = bridge("batch", "matrix-fp32.toml", "--out", "out-warm", "--cache-dir", zoo / "cache", "--jobs", "2",
+               cwd=zoo, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert r.returncode == 3, r.stderr[-5000:]
+    imported = set(re.findall(r"^import time: +\d+ \| +\d+ \| +([\w.]+)$", r.stderr, flags=re.M))
+    assert "bridge.conversion" in imported  # (the import log is on)
+    assert not {"matplotlib", "torch", "tensorflow", "coremltools", "onnxruntime"} & imported
     warm = _summary(zoo, "out-warm")
     assert _stable(warm) == _stable(cold["summary"])
     assert all(m["stages"]["ran"] == 0 and m["stages"]["reused"] > 0 for m in warm["models"]), warm["models"]
     for model in warm["models"]:
-        assert _files(_model_folder(zoo / "out-warm", model)) == _files(_model_folder(zoo / "out-local", model))
+        ours, first = _model_folder(zoo / "out-warm", model), _model_folder(zoo / "out-local", model)
+        assert _files(ours) == _files(first)
+        assert _svgs(ours / "report.html") == _svgs(first / "report.html") != []
+
+
+def _svgs(page: Path) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.S)
 
 
 def _runs(zoo: Path, out: str, name: str) -> list[tuple[str, str]]:

@@ -115,3 +115,26 @@ def _blockwise_bits(func) -> int | None:
             name = types.builtin_to_string(op.data.dtype)
             return 4 if name.endswith("4") else 8
     return None
+
+
+class CoreMLTracer:
+    """Per-layer values of a Core ML package: always the reference executor (Core ML on macOS
+    exposes no intermediate values), so on macOS localisation runs other code than parity did."""
+
+    def __init__(self):
+        from bridge.validators.runners.coreml_reference.trace import ReferenceTracer
+
+        self._tracer = ReferenceTracer()
+        self.runtime = ReferenceTracer.runtime
+        self.note = ReferenceTracer.note + (
+            "; parity ran Core ML itself, localisation the reference executor" if platform.system() == "Darwin"
+            else "")
+
+    def load(self, path: str) -> None:
+        self._tracer.load(path)
+
+    def graph(self):
+        return self._tracer.graph()
+
+    def trace(self, feed: Feed, given=None) -> Feed:
+        return self._tracer.trace(feed, given)

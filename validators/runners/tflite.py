@@ -6,6 +6,8 @@ a model with Flex ops fails instead of silently borrowing TensorFlow's kernels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bridge.base.arrays import Feed
@@ -98,3 +100,124 @@ def infer_mode(inputs: list[dict], dtypes: set[str], ops: dict[str, int]) -> str
     if "float16" in dtypes:
         return "fp16"
     return "fp32"
+
+
+class TFLiteTracer:
+    """Every tensor a TFLite file computes, for per-layer localisation.
+
+    ai-edge-litert keeps intermediate tensors only with `experimental_preserve_all_tensors`, and
+    only for ops its own kernels run: XNNPACK (the default delegate, which parity uses, as phones
+    do) would take the ops over and keep nothing. So localisation runs the built-in kernels, which
+    can differ from XNNPACK's in the last bits (and in int8 rounding); the report says so.
+
+    Tensors are named by index (`t<index>`), since names in a TFLite file need not be unique; their
+    names are the display names. Integer tensors come back dequantized with their own scale and
+    zero point. For the isolated profile (`given`), the file is rewritten so that every op reading
+    a given tensor reads a new input tensor of the same type and quantization instead: one run then
+    gives each op's output from exact inputs.
+    """
+
+    runtime = "ai-edge-litert (built-in kernels)"
+    note = ("localisation ran ai-edge-litert's built-in kernels without the XNNPACK delegate, keeping every "
+            "tensor; parity ran with XNNPACK, so the kernels differ from the parity run's")
+
+    def load(self, path: str) -> None:
+        from bridge.validators.localisation.graph import COPY_OPS, TracedGraph, TracedOp
+
+        self.path = path
+        interp = self._interpreter(Path(path).read_bytes())
+        self.details = {d["index"]: d for d in interp.get_tensor_details()}
+        signature = interp.get_signature_runner()
+        ops = []
+        for op in interp._get_ops_details():  # noqa: SLF001 - the only op listing litert offers
+            if op["op_name"] == "DELEGATE":
+                continue
+            outputs = tuple(f"t{i}" for i in op["outputs"] if i >= 0)
+            ops.append(TracedOp(f"{op['op_name']}#{op['index']}", op["op_name"],
+                                tuple(f"t{i}" for i in op["inputs"] if i >= 0), outputs,
+                                copies=op["op_name"] in COPY_OPS))
+        self._graph = TracedGraph(
+            tuple(ops),
+            {n: f"t{d['index']}" for n, d in signature.get_input_details().items()},
+            {n: f"t{d['index']}" for n, d in signature.get_output_details().items()},
+            {f"t{i}": d["name"] for i, d in self.details.items()})
+        self.traced = [t for op in ops for t in op.outputs]
+        self._cut: dict[frozenset, tuple[object, dict[str, int]]] = {}
+
+    def graph(self):
+        return self._graph
+
+    def _interpreter(self, buf: bytes):
+        litert = require("ai_edge_litert.interpreter")
+        interp = litert.Interpreter(model_content=buf, num_threads=1, experimental_preserve_all_tensors=True,
+                                    experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        return interp
+
+    def trace(self, feed: Feed, given=None) -> Feed:
+        given = dict(given or {})
+        interp, extra = self._cut_model(frozenset(given))
+        values = {int(self._graph.inputs[n][1:]): (np.asarray(v), self.details[int(self._graph.inputs[n][1:])])
+                  for n, v in feed.items()}
+        values.update({extra[t]: (np.asarray(v, np.float32), self.details[int(t[1:])]) for t, v in given.items()})
+        current = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
+        if any(current.get(i) != v.shape for i, (v, _) in values.items()):  # a dynamic axis at another size
+            for i, (v, _) in values.items():
+                interp.resize_tensor_input(i, list(v.shape), strict=False)
+            interp.allocate_tensors()
+        for i, (v, d) in values.items():
+            interp.set_tensor(i, _quantize(v, d))
+        interp.invoke()
+        out = {}
+        for t in self.traced:
+            i = int(t[1:])
+            value = _dequantize_tensor(np.asarray(interp.get_tensor(i)), self.details[i])
+            if value is not None:
+                out[t] = value
+        return out
+
+    def _cut_model(self, given: frozenset):
+        """The interpreter for this set of given tensors (built once per set)."""
+        if given not in self._cut:
+            buf = Path(self.path).read_bytes()
+            extra: dict[str, int] = {}
+            if given:
+                buf, extra = _cut(buf, sorted(int(t[1:]) for t in given))
+            self._cut[given] = (self._interpreter(buf), extra)
+        return self._cut[given]
+
+
+def _cut(buf: bytes, tensors: list[int]) -> tuple[bytes, dict[str, int]]:
+    """`buf` with each of `tensors` duplicated as a new subgraph input that its readers read."""
+    import copy
+
+    fb = require("ai_edge_litert.schema_py_generated")
+    flatbuffers = require("flatbuffers")
+    model = fb.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    sg = model.subgraphs[0]
+    extra = {}
+    for index in tensors:
+        twin = copy.deepcopy(sg.tensors[index])
+        twin.buffer = 0  # no data: an input
+        twin.name = (twin.name or b"") + b"/given"
+        sg.tensors.append(twin)
+        new = len(sg.tensors) - 1
+        extra[f"t{index}"] = new
+        for op in sg.operators:
+            if op.inputs is not None and index in list(op.inputs):
+                op.inputs = [new if i == index else i for i in op.inputs]
+        sg.inputs = [*list(sg.inputs), new]
+    builder = flatbuffers.Builder(len(buf) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), extra
+
+
+def _dequantize_tensor(value: np.ndarray, d: dict) -> np.ndarray | None:
+    """A float tensor as float32, a quantized one dequantized; None for indices, masks, shapes."""
+    if value.dtype.kind == "f":
+        return value.astype(np.float32, copy=False)
+    q = d.get("quantization_parameters") or {}
+    scales, zeros = q.get("scales", ()), q.get("zero_points", ())
+    if value.dtype.kind in "iu" and len(scales) == 1 and scales[0]:
+        return (value.astype(np.float32) - np.float32(zeros[0])) * np.float32(scales[0])
+    return None
