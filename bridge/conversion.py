@@ -48,6 +48,8 @@ from bridge.stages import Fault, Limits, Outcome, Stage
 # and the stage cache keys on their content (`bridge.cache`).
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source", records_reads=True)
 RANGES = Stage("activation-ranges", "bridge.converters.onnx.ranges:measure")
+SENSITIVITY = Stage("sensitivity", "bridge.converters.onnx.sensitivity:rank")
+RANK_SAMPLES = 4  # calibration samples the mixed-precision search ranks layers on
 HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 
 # What a stage is expected to peak at, for the executors that run several at once (`--jobs`, Ray):
@@ -228,9 +230,11 @@ class _Run:
         jobs = [(lanes()[t], tuple(r.mode for r in self.routes if r.target == t))
                 for t in dict.fromkeys(r.target for r in self.routes)]
         self._bound(jobs)
-        if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes):
-            # Nothing a lane converts with comes from the hub's runs: the lanes convert and run
-            # their artifacts while the hub runs and its activations are measured.
+        if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes) and not any(
+                self._searched(*job) for job in jobs):
+            # Nothing a lane converts with comes from the hub's runs (and no search judges its
+            # steps against the hub's outputs): the lanes convert and run their artifacts while
+            # the hub runs and its activations are measured.
             with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
                 running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
                 self._check_hub(report)
@@ -429,15 +433,23 @@ class _Run:
         report.warnings += fp16_warnings(ranges.fp16, artifacts)
         return ranges
 
-    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges) -> list[tuple]:
+    def _lane(self, lane: Lane, modes: tuple[str, ...], ranges, options: object = None,
+              folder: str | None = None) -> list[tuple]:
         """Convert, then run each artifact on the parity samples; judged later (`_judge`), once the
-        hub's outputs are known."""
+        hub's outputs are known. A mixed mode given no layers to keep is searched (`_search`): its
+        steps are judged as they run, so it is only asked for once the hub's outputs are known."""
         ex = self.exported
-        options = self.options_by_lane[lane.name]
+        if options is None:
+            options = self.options_by_lane[lane.name]
+            searched = self._searched(lane, modes)
+            if searched:
+                rest = tuple(m for m in modes if m not in searched)
+                plain = iter(self._lane(lane, rest, ranges, options) if rest else ())
+                return [self._search(lane, m, ranges) if m in searched else next(plain) for m in modes]
         converter = lane.converter(options)
         variant = converter != lane.convert  # another route: our preflight and stage blocks are the default's
         req = LaneRequest(
-            hub_path=ex.hub_path, workdir=str(self.work / lane.name), name=self.ref.name, modes=modes,
+            hub_path=ex.hub_path, workdir=str(self.work / (folder or lane.name)), name=self.ref.name, modes=modes,
             framework=ex.framework, inputs=tuple(ex.inputs), outputs=tuple(ex.outputs), calibration=ex.calibration,
             node_names=ex.node_names, options=options, source=self.ref, trust_code=self.options.trust_code,
             mean=self.options.calibration.mean, std=self.options.calibration.std,
@@ -467,6 +479,64 @@ class _Run:
             with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
                 return list(pool.map(lambda a: self._place(lane, a), arts))
         return [self._place(lane, a) for a in arts]
+
+    def _searched(self, lane: Lane, modes: tuple[str, ...]) -> set[str]:
+        """The mixed modes of `modes` the user named no layers to keep for: they are searched."""
+        options = self.options_by_lane[lane.name]
+        return {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
+
+    def _search(self, lane: Lane, mode: str, ranges) -> tuple:
+        """The mixed-precision search for one mode (`bridge.mixed`): each step converts and judges
+        with a `keep` list; every step's artifact is set aside, and the fewest-kept passing one (or
+        the last tried) is the run's, returned judged (`_judge` only localises it)."""
+        from bridge.mixed import Search
+
+        options = self.options_by_lane[lane.name]
+        staged = self.work / STAGED / lane.filename(self.ref.name, mode)
+        held: list[tuple[tuple, Path | None]] = []
+
+        def attempt(kept: tuple[str, ...]) -> tuple[bool, str]:
+            step = len(held)
+            placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
+                                folder=f"{lane.name}-search-{step}")[0]
+            rec = self._parity(lane, *placed)
+            aside = None
+            if rec.path is not None:
+                aside = self.work / "search" / f"{step}-{staged.name}"
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(staged, aside)
+            held.append((placed, aside))
+            if rec.error is not None:
+                raise _Stop
+            return bool(rec.parity), _summary(rec)
+
+        search = Search(attempt, lambda: self._rank(lane.mode(mode).mixed, ranges, search), self.exported.node_names)
+        try:
+            best = search.run()
+        except _Stop:
+            best = None
+        chosen = next((i for i, s in enumerate(search.steps) if best is not None and s.passed
+                       and len(s.kept) == len(best)), len(held) - 1)
+        placed, aside = held[chosen]
+        if aside is not None:
+            os.replace(aside, staged)
+        rec = placed[0]
+        rec.details["search"] = search.to_json()
+        if best is None and rec.error is None and rec.parity is not None:
+            rec.parity.reason = f"{search.outcome}; {rec.parity.reason}" if rec.parity.reason else search.outcome
+        return placed
+
+    def _rank(self, kind: str, ranges, search) -> list[str]:
+        """Hub node names by sensitivity (`converters/onnx/sensitivity.py`), on the first calibration
+        samples, within what is left of the search's budget."""
+        ex = self.exported
+        samples = ex.calibration[:RANK_SAMPLES]
+        spans = ranges.calibration if isinstance(ranges, Ranges) else {}
+        left = max(search.budget_seconds - sum(s.seconds for s in search.steps), 1.0)
+        ranked = self._call("Ranking layers by sensitivity", SENSITIVITY, (ex.hub_path, samples, kind, spans),
+                            {"budget_seconds": left / 2}, parts=None, root=self.work / "sensitivity",
+                            need=needs("runtime", _bytes(ex.hub_path), self.limits))
+        return [name for name, _ in ranked]
 
     def _lane_parts(self, lane: Lane, converter: str, preflight: str | None, variant: bool,
                     req: LaneRequest) -> dict | None:
@@ -516,6 +586,22 @@ class _Run:
         return rec, art, result, time.perf_counter() - start
 
     def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
+        """The artifact's parity (`_parity`; a searched mode's comes judged), localised when it fails."""
+        if rec.parity is None:
+            self._parity(lane, rec, art, result, seconds)
+        if art.error or isinstance(result, BridgeError):
+            return rec
+        if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
+            rec.parity.localization = {"status": "not_applicable", "reason": (
+                "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
+                "from the export (source->onnx)")}
+        elif self.localizer.wanted(rec.parity):
+            path = self.work / STAGED / rec.path
+            self.localizer.attach(rec.parity, lane, lane.mode(art.mode), str(path), art.io, art.correspondence,
+                                  rec.path)
+        return rec
+
+    def _parity(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
         """The artifact's parity against the source (and the hub, for stage metrics)."""
         if art.error:
             return rec
@@ -536,13 +622,6 @@ class _Run:
                            calibration=ex.calibration_origin.origin if spec.calibrated else None,
                            sizes=self._sizes(), floor=self.floor)
         rec.parity.seconds = time.perf_counter() - start
-        if rec.sha256 == self.hub_sha and self.localizer.wanted(rec.parity):  # external data or not
-            rec.parity.localization = {"status": "not_applicable", "reason": (
-                "this ONNX file is the hub, the reference localisation compares artifacts with; its error comes "
-                "from the export (source->onnx)")}
-        elif self.localizer.wanted(rec.parity):
-            path = self.work / STAGED / rec.path
-            self.localizer.attach(rec.parity, lane, spec, str(path), art.io, art.correspondence, rec.path)
         return rec
 
     def _localize(self, label: str, stage: Stage, req) -> dict:
@@ -580,6 +659,19 @@ class _Run:
     def _sizes(self) -> dict[str, list[int]]:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]
                 for s in self.exported.inputs for a in s.dynamic}
+
+
+class _Stop(Exception):
+    """A search step failed to convert: the search stops with that step's error."""
+
+
+def _summary(rec: ArtifactRecord) -> str:
+    """A step's verdict in a few words: its worst output's figures."""
+    outputs = rec.parity.outputs if rec.parity is not None else {}
+    if not outputs:
+        return rec.parity.reason if rec.parity is not None else "not judged"
+    name, m = min(outputs.items(), key=lambda kv: kv[1].get("snr_db") if kv[1].get("snr_db") is not None else -1e9)
+    return f"{name}: snr_db {m.get('snr_db')}, cosine {m.get('cosine')}"
 
 
 def _bytes(path) -> int:

@@ -26,6 +26,9 @@ class Mode(StrEnum):
     PALETTIZE_6 = "palettize-6"
     PALETTIZE_4 = "palettize-4"
     INT4_WEIGHTS = "int4-weights"
+    # a low-precision mode with chosen layers kept in higher precision (the lane's `keep` option)
+    FP16_MIXED = "fp16-mixed"
+    INT8_MIXED = "int8-mixed"
 
 
 @dataclass(frozen=True)
@@ -73,5 +76,8 @@ class ModeSpec:
     keeps_fp16_constants: bool = False
     needs_ranges: bool = False  # the lane quantizes with the hub's measured activation ranges
     min_target: str | None = None  # lane-specific minimum deployment target
+    # a mixed mode: every layer in this lower precision ("fp16" | "int8") but the ones the lane's
+    # `keep` option names; left unnamed, the conversion searches for the fewest (bridge.mixed)
+    mixed: str | None = None
     description: str = ""
     config: object = None  # the lane's own settings for this mode (converter flags, compression)

@@ -125,6 +125,10 @@ def print_outcome(report: Report) -> None:
     for a in report.artifacts:
         for w in a.warnings:
             say(("warning: ", "yellow"), f"{a.path or a.target}: {w}")
+        if "kept_layers" in a.details:  # mixed modes: the layers left in higher precision
+            kept = ", ".join(a.details["kept_layers"]) or "none"
+            say(f"{a.target}/{a.quantization}: {len(a.details['kept_layers'])} layer(s) kept in "
+                f"{a.details.get('kept_precision', 'higher precision')}: {kept}", out=stdout)
         if a.error:
             where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""
             stage = f"stage {a.error.stage}{where}: "

@@ -32,6 +32,9 @@ class CoreMLOptions:
     route: Route = field(default=Route.onnx, metadata=option(
         "onnx: our converter from the ONNX hub (every source); direct: coremltools' own PyTorch/TensorFlow "
         "frontends, for comparison."))
+    keep: str | None = field(default=None, metadata=option(
+        "fp16-mixed: comma-separated layers (node names as in the source or the ONNX hub) kept in float32; "
+        "the rest computes in float16."))
 
 
 DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TORCH_PICKLE, Format.KERAS,
@@ -49,7 +52,14 @@ def check(plan: LaneCheck) -> None:
             need = specs[mode].min_target
             if need and target_index(need) > target_index(options.target):
                 raise UsageError(f"coreml mode {mode} needs --coreml-target {need} or newer, not {options.target}")
+    mixed = sorted(m for m in plan.modes if specs[m].mixed)
+    if options.keep and not mixed:
+        raise UsageError("--coreml-keep names the layers a mixed mode keeps in float32: "
+                         "add --quantize coreml=fp16-mixed")
     if options.route == Route.direct:
+        if mixed:
+            raise UsageError(f"--coreml-route direct: coreml {', '.join(mixed)} chooses each layer's precision in "
+                             "our MIL builder; drop --coreml-route direct")
         if plan.source.format not in DIRECT_FORMATS:
             raise UsageError(f"--coreml-route direct: coremltools has no frontend for a {plan.source.format} source "
                              "(it reads PyTorch and TensorFlow/Keras models; ONNX takes the default route)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class Built:
     inputs: dict[str, str]  # ONNX input name -> Core ML feature name
     outputs: dict[str, str]  # ONNX output name -> Core ML feature name
     dtypes: dict[str, str]  # Core ML feature name -> dtype at the interface
+    layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # hub node name -> the MIL ops it made
 
 
 def feature_name(name: str) -> str:
@@ -67,6 +68,7 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
         dtypes[fname] = INPUT_TYPES[t.elem_type][1]
     ctx = Context(opset_of(model), constants, node_names)
     scalars = {vi.name for vi in graph.input if vi.name in inputs and not vi.type.tensor_type.shape.dim}
+    layers: dict[str, tuple[str, ...]] = {}
     with Function(placeholders, opset_version=target) as func:
         for onnx_name, fname in inputs.items():
             value = func.inputs[fname]
@@ -76,6 +78,7 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
                 ctx.set(node.output[0], _constant(node))
                 continue
             convert = lookup(node.op_type, ctx.opset)
+            first = len(func.operations)
             if convert is None:
                 raise ctx.unsupported(node, "no Core ML converter")
             try:
@@ -86,6 +89,7 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
                 raise ctx.unsupported(node, one_line(e, pick="first", with_type=True, limit=300)) from None
             if after_op is not None:
                 after_op(ctx, node)
+            layers[node.name] = _newest(func.operations, len(func.operations) - first)
         outputs, out_vars = {}, []
         for vi in graph.output:
             fname = feature_name(vi.name)
@@ -102,7 +106,18 @@ def build_program(model, target, *, node_names: dict[str, str] | None = None,
                         for onnx_name, fname in inputs.items()]
     prog = Program()
     prog.add_function("main", func)
-    return Built(prog, inputs, outputs, dtypes)
+    return Built(prog, inputs, outputs, dtypes, layers)
+
+
+def _newest(operations, count: int) -> tuple[str, ...]:
+    """The names of the last `count` ops, in program order (MIL's op list is a linked list: it
+    walks from either end, but indexes only its first and last)."""
+    names = []
+    for op in reversed(operations):
+        if len(names) == count:
+            break
+        names.append(op.name)
+    return tuple(reversed(names))
 
 
 def dynamic_upper_bound(default: int) -> int:

@@ -22,11 +22,27 @@ class CoreMLMode:
     compression: str | None = None  # linear | palettize | blockwise
     nbits: int = 8
     activations: bool = False  # int8 activations via quantize/dequantize pairs
+    # palettize: output channels sharing one table from `GROUPED_TARGET` on (per-tensor tables before)
+    group_size: int | None = None
+
+
+# Grouped-channel look-up tables (constexpr_lut_to_dense with one table per group of output
+# channels) exist from iOS18's opset on. Measured with benchmarks/palettize_groups.py (README
+# "Grouped palettization"), worst output on 8 held-out realistic samples, fp16 compute:
+#   PP-OCRv4 det (trained): per tensor 3.5 dB, 8 channels 10.1 dB, 16 channels 5.7 dB, 32 channels 8.6 dB
+#   all-MiniLM-L6-v2 (trained): per tensor 10.3 dB (cosine 0.953), 8 channels 10.6 dB (0.957)
+# coremltools silently leaves a weight uncompressed when the group size does not divide its output
+# channels (MiniLM's 30522-row embedding at 8 and 16; 12 of PP-OCR's 42 large weights at 16): 8
+# divides the most channel counts. Neither model reaches the 4-bit threshold (15 dB, 0.98) either way.
+GROUPED_TARGET = "iOS18"
+GROUP_SIZE = 8
 
 
 MODES = (
     ModeSpec(Mode.FP32, FP32_PARITY, config=CoreMLMode(precision="fp32"), description="float32"),
     ModeSpec(Mode.FP16, FP16_PARITY, fp16_compute=True, config=CoreMLMode(), description="float16 weights and compute"),
+    ModeSpec(Mode.FP16_MIXED, FP16_PARITY, fp16_compute=True, mixed="fp16", config=CoreMLMode(),
+             description="float16 weights and compute, the layers --coreml-keep names in float32"),
     ModeSpec(Mode.INT8_WEIGHTS, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
              config=CoreMLMode(compression="linear", nbits=8),
              description="int8 weights (per channel), float compute"),
@@ -40,8 +56,9 @@ MODES = (
              config=CoreMLMode(compression="palettize", nbits=6),
              description="k-means look-up table of 64 weights"),
     ModeSpec(Mode.PALETTIZE_4, FULL_INT, fp16_compute=True, min_target="iOS16",
-             config=CoreMLMode(compression="palettize", nbits=4),
-             description="k-means look-up table of 16 weights"),
+             config=CoreMLMode(compression="palettize", nbits=4, group_size=GROUP_SIZE),
+             description=f"k-means look-up tables of 16 weights (one per {GROUP_SIZE} output channels from "
+                         f"{GROUPED_TARGET}, one per tensor before)"),
     ModeSpec(Mode.INT4_WEIGHTS, FULL_INT, fp16_compute=True, min_target="iOS18",
              config=CoreMLMode(compression="blockwise", nbits=4),
              description="4-bit weights in blocks of 16 input channels"),
@@ -61,8 +78,16 @@ def mode_target(mode: str, requested: str) -> str:
     return need if target_index(need) > target_index(requested) else requested
 
 
-def compress(mlmodel, mode: str):
-    """Apply the mode's weight compression with coremltools.optimize.coreml."""
+def palette_groups(mode: str, target: str) -> int | None:
+    """Output channels per look-up table for `mode` at deployment target `target`; None: one table
+    per tensor (the mode has no grouped tables, or the target predates them)."""
+    size = CONFIG[mode].group_size
+    return size if size and target_index(target) >= target_index(GROUPED_TARGET) else None
+
+
+def compress(mlmodel, mode: str, target: str, group_size: int | None = None):
+    """Apply the mode's weight compression with coremltools.optimize.coreml. `group_size` overrides
+    the mode's palette groups (benchmarks measure the choice with it)."""
     cfg = CONFIG[mode]
     if cfg.compression is None:
         return mlmodel
@@ -78,8 +103,9 @@ def compress(mlmodel, mode: str):
         op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
                                          block_size=16, weight_threshold=WEIGHT_THRESHOLD)
         return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
-    op = opt.OpPalettizerConfig(mode="kmeans", nbits=cfg.nbits, granularity="per_tensor",
-                                weight_threshold=WEIGHT_THRESHOLD)
+    groups = group_size or palette_groups(mode, target)
+    grouping = {"granularity": "per_grouped_channel", "group_size": groups} if groups else {"granularity": "per_tensor"}
+    op = opt.OpPalettizerConfig(mode="kmeans", nbits=cfg.nbits, weight_threshold=WEIGHT_THRESHOLD, **grouping)
     return opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
 
 

@@ -24,6 +24,7 @@ from bridge.converters.coreml.build import Built, build_program, feature_name
 from bridge.converters.coreml.images import channel_last, image_inputs
 from bridge.converters.coreml.package import deterministic_spec, stable_identifiers
 from bridge.converters.coreml.passes import apply_passes
+from bridge.converters.onnx.graph import named_layers
 
 
 def convert(req: LaneRequest) -> list[LaneArtifact]:
@@ -36,6 +37,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     last = channel_last(req.framework)
     images = image_inputs(req.inputs, req.framework, req.mean, req.std) if options.image_input else {}
     passes = apply_passes(model, ["image-input-std"], images, last) if images else []
+    kept = named_layers(options.keep, model, req.node_names, "--coreml-keep", "coreml-convert")
 
     def make(mode: str, target: str):
         hook = None
@@ -46,7 +48,10 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
             hook = _quantize_activations(req.ranges)
         built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
                               defaults={s.name: s.shape for s in req.inputs}, images=images, channel_last=last)
-        mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=precision(mode),
+        compute = precision(mode)
+        if cm.SPECS[mode].mixed:
+            compute = _mixed_precision(built, kept)
+        mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
         return mlmodel, _io(req, built, images, last)
 
@@ -54,7 +59,24 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     metadata = {PIXELS_METADATA_KEY: json.dumps({feature_name(n): p.to_json() for n, p in sorted(images.items())},
                                                 sort_keys=True)} if images else {}
     route = ("onnx", *(p.split()[0] for p in passes), "bridge-mil", "coremltools")
-    return convert_modes(req, route, make, metadata)
+    arts = convert_modes(req, route, make, metadata)
+    for art in arts:
+        if art.error is None and cm.SPECS[art.mode].mixed:
+            art.details["kept_layers"] = list(kept.values())
+            art.details["kept_precision"] = "float32"
+    return arts
+
+
+def _mixed_precision(built: Built, kept: dict[str, str]):
+    """fp16 compute except the kept layers' ops. The casts go in before coremltools' own passes
+    (which then convert in fp32): its fusions see the precision boundaries and never fold a kept
+    op into an fp16 neighbour (a Conv followed by a scale would otherwise become one fp16 conv
+    named after the scale)."""
+    import coremltools as ct
+
+    ops = {op for layer in kept for op in built.layers.get(layer, ())}
+    ct.transform.FP16ComputePrecision(op_selector=lambda op: op.name not in ops).apply(built.program)
+    return ct.precision.FLOAT32
 
 
 def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, metadata: dict[str, str] | None = None
@@ -69,7 +91,8 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
         if target != requested:
             art.warnings.append(f"{mode}: deployment target raised from {requested} to {target}")
         mlmodel, io = make(mode, target)
-        mlmodel = cm.compress(mlmodel, mode)
+        mlmodel = cm.compress(mlmodel, mode, target)
+        _note_palettes(mode, target, art)
         mlmodel.user_defined_metadata.update(metadata or {})
         compressed, per_param = cm.compressed_bytes_per_param(mlmodel._mil_program)
         art.details["compressed_weights"] = {"elements": compressed, "bytes_per_param": per_param,
@@ -89,6 +112,19 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
             art.warnings.append("float64 inputs are float32 in Core ML (it computes in float32 at most)")
 
     return for_each_mode(req.modes, one, stage="coreml-convert", route=route)
+
+
+def _note_palettes(mode: str, target: str, art: LaneArtifact) -> None:
+    """Record how a palettized mode's tables are grouped, and say when the target kept them coarse."""
+    cfg = cm.CONFIG[mode]
+    if cfg.compression != "palettize":
+        return
+    groups = cm.palette_groups(mode, target)
+    art.details["palettes"] = {"granularity": "per_grouped_channel" if groups else "per_tensor", "group_size": groups}
+    if cfg.group_size and not groups:
+        art.warnings.append(f"{mode}: one look-up table per tensor at {target}; grouped tables (one per "
+                            f"{cfg.group_size} output channels, more accurate) need --coreml-target "
+                            f"{cm.GROUPED_TARGET} or newer")
 
 
 def precision(mode: str):

@@ -140,3 +140,19 @@ def ceil_out_size(n: int, k: int, s: int, begin: int, end: int) -> int | None:
         return None
     out = -(-span // s) + 1
     return out if pooled_size(n, k, s, begin, end, ceil=True) == out else None
+
+
+def named_layers(names: str | None, model, node_names: dict[str, str], flag: str, stage: str) -> dict[str, str]:
+    """The layers a comma-separated option names, as {hub node name: the user's name}, in graph
+    order. A name is the source's (what reports and `bridge inspect` show; `node_names` maps hub
+    names to them) or the hub's; any unknown one is refused, all at once."""
+    from bridge.base.errors import ConversionError
+
+    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    hub = [node.name for node in model.graph.node]
+    by_name = {**{n: n for n in hub}, **{node_names[n]: n for n in hub if n in node_names}}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise ConversionError(f"{flag}: no layer named {', '.join(unknown)} in the model", stage=stage)
+    chosen = {by_name[n] for n in wanted}
+    return {n: node_names.get(n, n) for n in hub if n in chosen}

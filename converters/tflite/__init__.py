@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from bridge.base.lane import Lane, option
+from bridge.base.errors import UsageError
+from bridge.base.lane import Lane, LaneCheck, option
 from bridge.converters.tflite.modes import MODES
 
 
@@ -26,6 +27,9 @@ class TFLiteOptions:
         "Layout of 4-D image inputs in TFLite files: nhwc (what Android camera pipelines feed) or source."))
     allow_flex: bool = field(default=False, metadata=option(
         "Ship TFLite files that need Flex (Select TF) ops.", flag="--allow-flex"))
+    keep: str | None = field(default=None, metadata=option(
+        "int8-mixed: comma-separated layers (node names as in the source or the ONNX hub) computing in float32; "
+        "the rest is int8."))
 
 
 def is_tflite(path: Path) -> bool:
@@ -35,6 +39,13 @@ def is_tflite(path: Path) -> bool:
             return path.is_file() and f.read(8)[4:8] == b"TFL3"
     except OSError:
         return False
+
+
+def check(plan: LaneCheck) -> None:
+    options: TFLiteOptions = plan.options
+    if options.keep and not any(m.name in plan.modes and m.mixed for m in MODES):
+        raise UsageError("--tflite-keep names the layers a mixed mode keeps in float32: "
+                         "add --quantize tflite=int8-mixed")
 
 
 LANE = Lane(
@@ -50,6 +61,7 @@ LANE = Lane(
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,
+    check=check,
     notes={"fp16-activations": "TFLite runs fp16 files in fp32 on CPU, in fp16 on GPU delegates",
            "fp16-constants": "TFLite's fp16 files keep them in float32"},
     requires=("onnx2tf", "ai_edge_litert", "flatbuffers"),  # no TensorFlow: onnx2tf 2.x writes the files

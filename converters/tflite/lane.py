@@ -76,6 +76,8 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         art.correspondence = dict(details["onnx2tf_correspondence"].get("tensors", {}))
         try:
             art.warnings += _make(req, mode, fp32.path, io_float, path)
+            if mode.mixed:
+                _keep_float(req, model, details["onnx2tf_correspondence"], fp32.path, path, art)
             counts = op_counts(path.read_bytes())
             art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
             check_ops(counts, options.allow_flex)
@@ -211,6 +213,26 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_flo
     tail = " | ".join(lines[-3:])[:400]
     raise _Crashed(f"ai-edge-litert's quantizer died for {mode} ({how})" + (f": {tail}" if tail else ""),
                    stage="tflite-convert")
+
+
+def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path: Path, art: LaneArtifact) -> None:
+    """The int8 file at `path` with the --tflite-keep layers computing in float32 (`mixed.keep_float`):
+    a layer is the ONNX node whose outputs onnx2tf's correspondence report names in the file."""
+    from bridge.converters.onnx.graph import named_layers
+    from bridge.converters.tflite.mixed import keep_float
+
+    kept = named_layers(req.options.keep, model, req.node_names, "--tflite-keep", "tflite-convert")
+    nodes = {n.name: n for n in model.graph.node}
+    tensors = correspondence.get("tensors", {})
+    names = {tensors.get(o, o): layer for layer in kept for o in nodes[layer].output if o}
+    data, missed = keep_float(path.read_bytes(), fp32.read_bytes(), list(names))
+    path.write_bytes(data)
+    lost = sorted({kept[names[n]] for n in missed} - {kept[names[n]] for n in names if n not in missed})
+    if lost:
+        art.warnings.append(f"int8-mixed: no integer op computes {', '.join(lost)} in the int8 file "
+                            "(folded into a neighbour, or float already): nothing to keep")
+    art.details["kept_layers"] = list(kept.values())
+    art.details["kept_precision"] = "float32"
 
 
 def _die_with_parent() -> None:

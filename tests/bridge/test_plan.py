@@ -18,7 +18,7 @@ def test_quantize_replaces_defaults():
 @pytest.mark.parametrize("args, message", [
     (["tflite=int9"], "unknown quantization mode 'int9'"),
     (["tflite=int8-weights"],
-     "tflite has no mode int8-weights; valid: fp32, fp16, dynamic-int8, int8, int8-io, int16x8"),
+     "tflite has no mode int8-weights; valid: fp32, fp16, dynamic-int8, int8, int8-mixed, int8-io, int16x8"),
     (["coreml2=fp16"], "unknown target 'coreml2'"),
     (["tflite"], "expected TARGET=MODE"),
     (["onnx=fp32"], "not given with --target"),

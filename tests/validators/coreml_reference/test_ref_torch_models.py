@@ -174,9 +174,9 @@ def compressions():
                                              block_size=block_size)
         return lambda m: opt.linear_quantize_weights(m, opt.OptimizationConfig(global_config=config))
 
-    def palettize(nbits=4):
+    def palettize(nbits=4, **grouping):
         return lambda m: opt.palettize_weights(m, opt.OptimizationConfig(
-            global_config=opt.OpPalettizerConfig(mode="kmeans", nbits=nbits)))
+            global_config=opt.OpPalettizerConfig(mode="kmeans", nbits=nbits, **grouping)))
 
     def prune():
         return lambda m: opt.prune_weights(m, opt.OptimizationConfig(
@@ -189,6 +189,8 @@ def compressions():
         "int8_ios18": ("iOS18", linear(), 20.0),
         "int4_block_ios18": ("iOS18", linear("int4", "per_block"), None),
         "palettize4_ios18": ("iOS18", palettize(), 15.0),
+        # the palettize-4 mode from iOS18: one table per 8 output channels (compress.GROUP_SIZE)
+        "palettize4_grouped_ios18": ("iOS18", palettize(granularity="per_grouped_channel", group_size=8), 15.0),
         "sparse_ios18": ("iOS18", prune(), None),
     }
 
@@ -221,6 +223,8 @@ def test_compressed_weights(setup, compressed, name):
     constexprs = [op for op in small.package.program.functions["main"].operations if op.op_type.startswith("constexpr")]
     ops = sorted({op.op_type for op in constexprs})
     assert ops, "the compression should have left decompression ops in the file"
+    if "grouped" in name:  # iOS18 tables: shape (groups along output channels, 1..., entries, 1)
+        assert any(op.lut.val.shape[0] > 1 for op in constexprs if op.op_type == "constexpr_lut_to_dense")
     for op in constexprs:  # decompression is exact: each weight equals coremltools' decompress_weights
         var = op.outputs[0].name
         assert np.array_equal(small.executor.constants[var], dense.executor.constants[var]), var

@@ -1,0 +1,111 @@
+"""The mixed-precision search: the fewest layers kept in higher precision for a mode to pass.
+
+A mixed mode (`ModeSpec.mixed`) whose lane was given no `keep` list starts from the whole graph in
+the lower precision. If that fails its thresholds, the layers are ranked by sensitivity (what each
+costs alone in the lower precision: `converters/onnx/sensitivity.py`, on calibration samples, never
+on the parity samples that judge) and the search keeps the top 1, 2, 4, 8... of the ranking until
+the artifact passes parity, then bisects between the last failing and the first passing count for
+the fewest. Every step is a real conversion judged on the parity samples by the lane's runtime. The
+search is deterministic (same source, samples and ranking: same steps) and bounded: it never starts
+a step that would take it past `BUDGET` times the first step's conversion and parity time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
+SHOWN = 5  # layers named when the search gives up
+
+
+@dataclass(frozen=True)
+class Step:
+    kept: tuple[str, ...]  # the user's names
+    passed: bool
+    summary: str  # the worst output's figures, or why the step did not run
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class Search:
+    """`attempt(kept)` converts and judges with the layers `kept` (hub names) in higher precision,
+    returning (passed, summary); `rank()` gives hub names, most sensitive first."""
+
+    attempt: Callable[[tuple[str, ...]], tuple[bool, str]]
+    rank: Callable[[], Sequence[str]]
+    names: dict[str, str]  # hub name -> the user's
+    steps: list[Step] = field(default_factory=list)
+    ranked: list[str] = field(default_factory=list)
+    rank_seconds: float = 0.0
+    budget_seconds: float = 0.0
+    outcome: str = ""
+
+    def run(self) -> tuple[str, ...] | None:
+        """The kept layers (hub names) of the last passing step, or None; `outcome` says why."""
+        start = time.perf_counter()
+        if self._try((), start):
+            self.outcome = "passed with every layer in the lower precision"
+            return ()
+        self.budget_seconds = BUDGET * self.steps[0].seconds
+        t = time.perf_counter()
+        self.ranked = list(self.rank())
+        self.rank_seconds = time.perf_counter() - t
+        best, failed = None, 0
+        for count in _doubling(len(self.ranked)):
+            if not self._affordable(start):
+                break
+            if self._try(tuple(self.ranked[:count]), start):
+                best = count
+                break
+            failed = count
+        while best is not None and best - failed > 1 and self._affordable(start):
+            middle = (failed + best) // 2
+            if self._try(tuple(self.ranked[:middle]), start):
+                best = middle
+            else:
+                failed = middle
+        self.outcome = self._outcome(best, failed)
+        return None if best is None else tuple(self.ranked[:best])
+
+    def _try(self, kept: tuple[str, ...], start: float) -> bool:
+        t = time.perf_counter()
+        passed, summary = self.attempt(kept)
+        self.steps.append(Step(tuple(self.names.get(k, k) for k in kept), passed, summary, time.perf_counter() - t))
+        return passed
+
+    def _affordable(self, start: float) -> bool:
+        """Whether one more step (as long as the slowest so far) fits in the budget."""
+        longest = max(s.seconds for s in self.steps)
+        return time.perf_counter() - start + longest <= self.budget_seconds
+
+    def _outcome(self, best: int | None, failed: int) -> str:
+        if best is not None:
+            return f"passed keeping {best} of {len(self.ranked)} layers"
+        tried = max((len(s.kept) for s in self.steps), default=0)
+        nxt = [self.names.get(n, n) for n in self.ranked[tried:tried + SHOWN]]
+        why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"
+        rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
+                  f"; the most sensitive: {', '.join(self.names.get(n, n) for n in self.ranked[:SHOWN])}")
+        return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
+                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers){rescue}")
+
+    def to_json(self) -> dict:
+        return {"outcome": self.outcome, "budget_seconds": round(self.budget_seconds, 3),
+                "rank_seconds": round(self.rank_seconds, 3), "ranked": len(self.ranked),
+                "ranking": [self.names.get(n, n) for n in self.ranked[:20]],
+                "steps": [s.to_json() for s in self.steps]}
+
+
+def _doubling(n: int):
+    count = 1
+    while count < n:
+        yield count
+        count *= 2
+    if n:
+        yield n

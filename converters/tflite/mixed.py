@@ -1,0 +1,144 @@
+"""`int8-mixed`: the calibrated int8 file with chosen ops computing in float32 again.
+
+ai-edge-litert 2.1.2's quantizer (`QuantizeModel`) takes no list of ops or nodes to leave float
+(TensorFlow's converter has `denylisted_ops`/`denylisted_nodes`; the calibration wrapper of
+ai-edge-litert only `(io types, allow_float, activation and bias types, per-channel flags)` or a
+single op to quantize). So the float islands are cut into the integer file afterwards:
+
+    ... int8 -> [DEQUANTIZE] -> float op -> [QUANTIZE] -> int8 ...
+
+Each kept op reads float32: its int8 activations through a DEQUANTIZE (or the float output of a
+kept producer directly), its quantized constants as the float32 values of the float file it was
+made from (same tensor name), or dequantized in numpy where the float file has no tensor of that
+name. Its outputs are float32 tensors; a QUANTIZE with the calibrated scale writes the original
+int8 tensor for the readers that stayed integer (none when every reader is kept and the tensor is
+no graph output). Stock float kernels run the kept ops: an operator code's version only selects
+among kernels of one builtin, and every builtin's float kernel is registered for its versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+
+from bridge.converters.tflite import flatbuffer as fbu
+
+
+def keep_float(int8: bytes, fp32: bytes, names: Collection[str]) -> tuple[bytes, list[str]]:
+    """`int8` with every op that writes a tensor named in `names` computing in float32; returns the
+    file and the names that matched no quantized op's output (in the order given)."""
+    from bridge.converters.tflite.quantize import _float_weights
+
+    model = fbu.load(int8)
+    floats = _float_weights(fp32)
+    sg = model.subgraphs[0]
+    wanted = set(names)
+    kept = [i for i, op in enumerate(sg.operators) if any(_name(sg.tensors[t]) in wanted
+                                                          for t in op.outputs if _quantized(sg.tensors[t]))]
+    found = {_name(sg.tensors[t]) for i in kept for t in sg.operators[i].outputs}
+    _Islands(model, sg, floats).cut(set(kept))
+    return fbu.save(model), [n for n in names if n not in found]
+
+
+class _Islands:
+    def __init__(self, model, sg, floats: dict[str, np.ndarray]):
+        self.model, self.sg, self.floats = model, sg, floats
+        self.fb = fbu.schema()
+        self.twin: dict[int, int] = {}  # int8 tensor -> its float32 twin
+
+    def cut(self, kept: set[int]) -> None:
+        readers = self._readers()
+        outputs = set(self.sg.outputs if self.sg.outputs is not None else ())
+        ops = []
+        for i, op in enumerate(self.sg.operators):
+            if i not in kept:
+                ops.append(op)
+                continue
+            loads = [self._float_input(op, k) for k in range(len(op.inputs))]
+            ops += [o for o in loads if o is not None]
+            ops.append(op)
+            for k, t in enumerate(op.outputs):
+                if not _quantized(self.sg.tensors[t]):
+                    continue
+                op.outputs[k] = self._float_twin(t)
+                if t in outputs or any(r not in kept for r in readers.get(t, ())):
+                    ops.append(self._op(self.fb.BuiltinOperator.QUANTIZE, self.twin[t], t))
+        self.sg.operators = ops
+
+    def _readers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i, op in enumerate(self.sg.operators):
+            for t in op.inputs:
+                if t >= 0:
+                    out.setdefault(t, []).append(i)
+        return out
+
+    def _float_input(self, op, k: int):
+        """Point input `k` of a kept op at float32 values; returns the DEQUANTIZE it needs, if any."""
+        t = op.inputs[k]
+        if t < 0 or not _quantized(self.sg.tensors[t]):
+            return None
+        tensor = self.sg.tensors[t]
+        if fbu.constant(self.model, tensor) is not None:
+            op.inputs[k] = self._float_constant(t)
+            return None
+        if t in self.twin:  # a kept op made it, or an earlier kept reader dequantized it
+            op.inputs[k] = self.twin[t]
+            return None
+        op.inputs[k] = self._float_twin(t)
+        return self._op(self.fb.BuiltinOperator.DEQUANTIZE, t, self.twin[t])
+
+    def _float_twin(self, t: int) -> int:
+        if t not in self.twin:
+            self.twin[t] = self._tensor(self.sg.tensors[t], "_float", None)
+        return self.twin[t]
+
+    def _float_constant(self, t: int) -> int:
+        tensor = self.sg.tensors[t]
+        values = self.floats.get(_name(tensor))
+        shape = tuple(tensor.shape) if tensor.shape is not None else ()
+        if values is None or values.shape != shape:
+            values = _dequantized(self.model, tensor)
+        return self._tensor(tensor, "_float", fbu.add_buffer(self.model, values.astype("<f4")))
+
+    def _tensor(self, like, suffix: str, buffer: int | None) -> int:
+        t = self.fb.TensorT()
+        t.shape, t.shapeSignature = like.shape, like.shapeSignature
+        t.type = self.fb.TensorType.FLOAT32
+        t.buffer = 0 if buffer is None else buffer
+        t.name = f"{_name(like)}{suffix}"
+        self.sg.tensors.append(t)
+        return len(self.sg.tensors) - 1
+
+    def _op(self, builtin: int, source: int, target: int):
+        op = self.fb.OperatorT()
+        op.opcodeIndex = fbu.opcode_index(self.model, builtin)
+        op.inputs, op.outputs = [source], [target]
+        return op
+
+
+def _name(tensor) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+
+def _quantized(tensor) -> bool:
+    q = tensor.quantization
+    return q is not None and q.scale is not None and len(q.scale) > 0
+
+
+def _dequantized(model, tensor) -> np.ndarray:
+    """A quantized constant's real values: (q - zero point) * scale, per channel where it has one scale per channel."""
+    fb = fbu.schema()
+    dtype = {fb.TensorType.INT8: "<i1", fb.TensorType.INT16: "<i2", fb.TensorType.INT32: "<i4",
+             fb.TensorType.INT64: "<i8", fb.TensorType.UINT8: "u1"}[tensor.type]
+    shape = tuple(tensor.shape) if tensor.shape is not None else ()
+    q = fbu.constant(model, tensor).view(dtype).reshape(shape).astype(np.float64)
+    scale = np.asarray(tensor.quantization.scale, np.float64)
+    zero = np.asarray(tensor.quantization.zeroPoint if tensor.quantization.zeroPoint is not None else [0], np.float64)
+    if scale.size > 1:
+        axis = tensor.quantization.quantizedDimension
+        view = [1] * len(shape)
+        view[axis] = scale.size
+        scale, zero = scale.reshape(view), zero.reshape(view) if zero.size > 1 else zero
+    return ((q - zero) * scale).astype(np.float32)

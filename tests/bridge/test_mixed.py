@@ -1,0 +1,50 @@
+"""The mixed-precision search's bookkeeping on a known answer: the conversions it drives are
+tested end to end in tests/e2e/test_mixed_precision.py; here an attempt passes exactly when the
+kept layers cover a chosen set, so the fewest prefix of the ranking is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge import mixed
+from bridge.mixed import Search
+
+RANKED = [f"n{i}" for i in range(20)]
+
+
+def searcher(needed: set[str], ranked=RANKED) -> Search:
+    return Search(attempt=lambda kept: (needed <= set(kept), f"kept {len(kept)}"), rank=lambda: ranked,
+                  names={n: n.upper() for n in ranked})
+
+
+@pytest.mark.parametrize("needed, fewest", [({"n0"}, 1), ({"n0", "n4"}, 5), ({"n2", "n10"}, 11), ({"n19"}, 20)])
+def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = searcher(needed)
+    assert s.run() == tuple(RANKED[:fewest])
+    kept = [st.kept for st in s.steps]
+    assert kept[0] == () and not s.steps[0].passed  # starts from the whole graph in low precision
+    assert any(len(k) == fewest and st.passed for k, st in zip(kept, s.steps, strict=True))
+    assert not any(len(k) == fewest - 1 and st.passed for k, st in zip(kept, s.steps, strict=True))
+    assert s.steps[-1].kept[0] == "N0"  # the user's names
+    assert s.outcome == f"passed keeping {fewest} of 20 layers"
+
+
+def test_passes_without_ranking_when_plain_low_precision_passes():
+    s = Search(attempt=lambda kept: (True, ""), rank=lambda: pytest.fail("ranked"), names={})
+    assert s.run() == () and len(s.steps) == 1
+
+
+def test_gives_up_naming_the_layers_when_keeping_all_does_not_help(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = searcher({"missing"})
+    assert s.run() is None
+    assert [len(st.kept) for st in s.steps] == [0, 1, 2, 4, 8, 16, 20]
+    assert "even with every layer kept" in s.outcome and "N0, N1, N2, N3, N4" in s.outcome
+
+
+def test_budget_stops_the_search_and_names_the_next_layers(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 0.0)  # no step after the first fits
+    s = searcher({"n5"})
+    assert s.run() is None and len(s.steps) == 1
+    assert "within its budget" in s.outcome and "ranked next): N0, N1" in s.outcome

@@ -1,0 +1,181 @@
+"""Mixed precision: a low-precision mode with named layers kept in higher precision.
+
+The models make one layer sensitive on purpose. Core ML: a Conv (and ReLU) whose output, a few
+units, is multiplied by 2e4, so the product passes float16's largest value (65504) and becomes Inf
+in an fp16 graph. (With the scale right after the Conv, coremltools folds it into the Conv's
+weights and bias, finds a bias fp16 cannot hold and keeps that op in fp32 by itself; the ReLU
+between them is what leaves the overflow to the activations.) Keeping that scale in float32 is what
+rescues the model; keeping any other layer is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import artifact, bridge, report
+
+pytestmark = pytest.mark.slow
+
+
+def save(path, nodes, inits: dict[str, np.ndarray], shape=(1, 3, 16, 16), out_shape=None) -> str:
+    """One float input x and one float output y, opset 17; returns the file's path."""
+    g = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape or shape))],
+                          initializer=[numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def conv_then_huge_scale(path) -> str:
+    """x -> conv1 -> relu1 -> conv2 -> relu2 (outputs around 5) -> scale (x 2e4, past fp16's range)."""
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.normal(0, 0.3, (64, 3, 3, 3)).astype(np.float32),
+             "w2": rng.normal(0, 0.05, (4, 64, 3, 3)).astype(np.float32),
+             "b2": np.full(4, 5.0, np.float32), "k": np.array(2e4, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Mul", ["r2", "k"], ["y"], name="scale")]
+    return save(path, nodes, inits, out_shape=(1, 4, 16, 16))
+
+
+def test_coreml_fp16_mixed_keeps_the_sensitive_layer_in_float32(tmp_path):
+    pytest.importorskip("coremltools")
+    src = conv_then_huge_scale(tmp_path / "sensitive.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp32,fp16,fp16-mixed",
+               "--coreml-keep", "scale", "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]  # fp16 fails; the rest pass
+    rep = report(out)
+    fp16, mixed, fp32 = (artifact(rep, "coreml", m) for m in ("fp16", "fp16-mixed", "fp32"))
+    assert not fp16["parity"]["passed"]
+    assert fp16["parity"]["outputs"]["y"]["nonfinite"]["inf"] > 0
+    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
+    assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 30
+    assert mixed["kept_layers"] == ["scale"]
+    assert "1 layer(s) kept in float32: scale" in r.stdout
+    # the weights of the fp16 layers are stored in fp16: the file is about half the fp32 one
+    assert mixed["bytes"] < 0.75 * fp32["bytes"]
+
+
+def test_coreml_fp16_mixed_keeping_another_layer_does_not_rescue_it(tmp_path):
+    pytest.importorskip("coremltools")
+    src = conv_then_huge_scale(tmp_path / "sensitive.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16-mixed",
+               "--coreml-keep", "conv1,conv2", "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]
+    mixed = artifact(report(out), "coreml", "fp16-mixed")
+    assert mixed["kept_layers"] == ["conv1", "conv2"]
+    assert not mixed["parity"]["passed"]
+
+
+def test_coreml_keep_names_checked(tmp_path):
+    src = conv_then_huge_scale(tmp_path / "sensitive.onnx")
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16", "--coreml-keep", "scale",
+               "--out", tmp_path / "a")
+    assert r.returncode == 2 and "fp16-mixed" in r.stderr and "Traceback" not in r.stderr
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16-mixed", "--coreml-keep", "nope",
+               "--out", tmp_path / "b")
+    assert r.returncode == 3 and "no layer named nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def outlier_weights_on_a_dead_channel(path) -> str:
+    """x -> mask (channel 2 times 0) -> probe (a Conv whose weights on that dead channel are 50, the
+    rest ~0.3) -> relu -> head (1x1 Conv). Per-channel int8 weights take their scale from the 50s,
+    so the weights that matter round to 0 or +-1: the probe alone ruins the int8 file."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    w[:, 2] = 50.0
+    inits = {"mask": np.array([1, 1, 0], np.float32).reshape(1, 3, 1, 1), "w": w,
+             "wh": rng.normal(0, 0.5, (4, 4, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Mul", ["x", "mask"], ["m"], name="mask"),
+             helper.make_node("Conv", ["m", "w"], ["c"], name="probe", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "wh"], ["y"], name="head")]
+    return save(path, nodes, inits, out_shape=(1, 4, 16, 16))
+
+
+def test_tflite_int8_mixed_keeps_the_sensitive_layer_in_float32(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=fp32,int8,int8-mixed",
+               "--tflite-keep", "probe", "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]  # int8 fails; the rest pass
+    rep = report(out)
+    int8, mixed = (artifact(rep, "tflite", m) for m in ("int8", "int8-mixed"))
+    assert not int8["parity"]["passed"]
+    assert int8["parity"]["outputs"]["y"]["snr_db"] < 15
+    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
+    assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 25
+    assert mixed["kept_layers"] == ["probe"]
+    assert "1 layer(s) kept in float32: probe" in r.stdout
+    # the file computes the probe in float: one more DEQUANTIZE and QUANTIZE than the int8 file
+    assert mixed["ops"]["DEQUANTIZE"] == int8["ops"]["DEQUANTIZE"] + 1
+    assert mixed["ops"]["QUANTIZE"] == int8["ops"]["QUANTIZE"] + 1
+
+
+def test_tflite_int8_mixed_keeping_another_layer_does_not_rescue_it(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--tflite-keep", "head",
+               "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert mixed["kept_layers"] == ["head"] and not mixed["parity"]["passed"]
+
+
+def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
+    """No --coreml-keep: the search starts from all-fp16 (Inf), ranks the layers and keeps the scale only."""
+    pytest.importorskip("coremltools")
+    src = conv_then_huge_scale(tmp_path / "sensitive.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16-mixed", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "coreml", "fp16-mixed")
+    assert mixed["kept_layers"] == ["scale"]
+    search = mixed["search"]
+    assert search["ranking"][0] == "scale"
+    assert [(s["kept"], s["passed"]) for s in search["steps"]] == [(0, False), (1, True)]
+    assert "1 layer(s) kept in float32: scale" in r.stdout
+
+
+def test_tflite_int8_mixed_search_keeps_the_sensitive_layer(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert mixed["kept_layers"] == ["probe"]
+    assert mixed["search"]["ranking"][0] == "probe"
+    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
+
+
+def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(tmp_path):
+    """One of 49,152 output values is 1000 times its input, the rest equal theirs: the int8 output
+    tensor (which every int8 file ends with, whatever its layers compute in) takes its step from
+    that one value, too coarse for the bulk of the values that carry most of the signal, so no
+    choice of layers passes."""
+    pytest.importorskip("ai_edge_litert")
+    spike = np.ones((1, 3, 128, 128), np.float32)
+    spike[0, 0, 0, 0] = 1e3
+    src = save(tmp_path / "spike.onnx", [helper.make_node("Mul", ["x", "spike"], ["y"], name="spike_scale")],
+               {"spike": spike}, shape=(1, 3, 128, 128))
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed",
+               "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert not mixed["parity"]["passed"]
+    assert "even with every layer kept" in mixed["parity"]["reason"]
+    assert "spike_scale" in mixed["parity"]["reason"] and "spike_scale" in r.stderr
+    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, False)]
