@@ -1,6 +1,6 @@
 """The small zoo `bridge batch` is tested and benchmarked on: a torch entrypoint (with its module
 and weights copied, so tests may edit them), the Keras sample, an ONNX file `bridge convert` makes
-from the entrypoint, and a model that fails on purpose (the Core ML lane refuses its Hardmax).
+from the entrypoint, and a model that fails on purpose (the Core ML lane refuses its Det).
 
     build(folder)                  the files and matrix-fp32.toml
     write_matrix(folder, "fp32,fp16")  the same matrix with another TFLite quantize list for the torch model
@@ -77,14 +77,14 @@ def write_matrix(zoo: Path, tflite: str = "fp32") -> Path:
 
 
 def broken_onnx(path: Path) -> None:
-    """Conv then Hardmax: onnxruntime runs it, the Core ML lane's preflight refuses Hardmax."""
+    """Conv then Det: onnxruntime runs it, the Core ML lane's preflight refuses Det (it has no
+    converter; Hardmax served here until the lane learnt it)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]), helper.make_node("Flatten", ["h"], ["f"]),
-             helper.make_node("Hardmax", ["f"], ["output"], axis=1)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]), helper.make_node("Det", ["h"], ["output"])]
     graph = helper.make_graph(nodes, "broken", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 256])], [w])
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

@@ -75,7 +75,7 @@ def test_local_batch_writes_what_bridge_convert_writes(zoo, cold):
     refused = [a for a in broken["artifacts"] if a["target"] == "coreml"]
     assert refused[0]["status"] == "error" and refused[0]["exit_code"] == 3
     report = json.loads((zoo / "out-local" / broken["report"]).read_text())
-    assert "Hardmax" in report["artifacts"][1]["error"]["message"]
+    assert "Det" in report["artifacts"][1]["error"]["message"]
     for name in EXIT:  # one line per model in the log, then the table
         assert f"{name}: " in r.stderr and name in r.stdout
     assert "1 of 4 models failed (exit 3" in r.stderr
