@@ -71,7 +71,13 @@ class Localizer:
     def wanted(self, parity: Parity | None) -> bool:
         if parity is None or self.when == When.never:
             return False
-        return self.when == When.always or parity.status == "failed"
+        if self.when == When.always:
+            return True
+        # Where the source itself yields NaN/Inf no artifact can pass, and the hub holds them too:
+        # no layer of the artifact is to blame, so nothing is localised (the reason says so).
+        source_nonfinite = any(any((o.get("reference_nonfinite") or {}).values())
+                               for o in parity.outputs.values() if isinstance(o, dict))
+        return parity.status == "failed" and not source_nonfinite
 
     def attach(self, parity: Parity, lane: Lane, spec: ModeSpec, artifact: str, io: IO | None,
                correspondence: Mapping[str, str] | None = None, label: str = "") -> None:
