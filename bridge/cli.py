@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail("bridge: interrupted", 130)
     except typer.TyperException as e:  # click's usage errors: unknown option, bad value, no such command
         if type(e).__name__ == "NoArgsIsHelpError":  # `bridge convert` alone: the help, as a usage error
-            typer.echo(e.ctx.get_help(), err=True)
+            # Making the error already rendered the help (rich's help prints as it is built and returns
+            # ""); asking for it again printed it twice. Plain help comes back as the message instead.
+            if e.format_message():
+                typer.echo(e.format_message(), err=True)
             sys.exit(2)
         _fail(f"bridge: error: {_usage_message(e, args)}", 2)
     except Exception as e:  # noqa: BLE001 - last line of defence: no traceback unless asked for

@@ -490,6 +490,13 @@ def parse_no_arguments(tmp):
     return Run([], 0, after=after)
 
 
+@case(4, "a command alone prints its help once and exits 2")
+def parse_command_alone(tmp):
+    def after(r):
+        assert (r.stdout + r.stderr).count("Usage: bridge validate") == 1, r.stdout + r.stderr
+    return Run(["validate"], 2, one_line=False, after=after)
+
+
 @case(4, "`bridge --version` prints the version and exits 0")
 def parse_version(tmp):
     def after(r):
