@@ -18,6 +18,7 @@ import numpy as np
 
 Feed = dict[str, np.ndarray]
 _INDEX = "feeds.json"
+_MAP_FROM = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,13 @@ class Feeds(Sequence):
 
 
 def _load(path: Path) -> np.ndarray:
-    """Memory-mapped and read-only: pages are read as they are used and given back after."""
+    """Read-only; memory-mapped from 1 MiB (pages are read as they are used and given back after),
+    read whole below (a warm `bridge batch` maps hundreds of small samples: mapping cost more)."""
     try:
+        if path.stat().st_size < _MAP_FROM:
+            array = np.load(path, allow_pickle=False)
+            array.flags.writeable = False
+            return array
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:  # an empty array cannot be mapped
         return np.load(path, allow_pickle=False)

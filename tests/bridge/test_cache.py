@@ -57,6 +57,24 @@ def test_a_restore_tells_the_digests_of_the_bytes_it_copied(tmp_path):
     assert digests.known(tmp_path / "run1" / "model.onnx") is None  # never hashed, never guessed
 
 
+def test_a_restore_links_the_entry_and_an_edit_through_the_link_voids_it(tmp_path):
+    """Restored files are hard links (no bytes copied: most of a warm run was copying); an artifact
+    edited in place after it was published edits the entry too, which must then fail its manifest
+    and never be used again."""
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1")
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    cache.get(key, tmp_path / "run2")
+    restored = tmp_path / "run2" / "model.onnx"
+    assert restored.stat().st_ino == (entry / "files" / "model.onnx").stat().st_ino
+    with open(restored, "r+b") as f:  # in place, as an editor or a metadata writer would
+        f.write(b"G")
+    assert cache.get(key, tmp_path / "run3") is None
+    assert not entry.exists()
+    assert not (tmp_path / "run3" / "model.onnx").exists()
+
+
 def test_keys_follow_stage_and_options_not_their_order(tmp_path):
     cache = _cache(tmp_path)
     assert cache.key(MAKE, {"a": 1, "b": [1.5, "x"]}) == cache.key(MAKE, {"b": [1.5, "x"], "a": 1})
