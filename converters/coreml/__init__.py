@@ -33,8 +33,8 @@ class CoreMLOptions:
         "onnx: our converter from the ONNX hub (every source); direct: coremltools' own PyTorch/TensorFlow "
         "frontends, for comparison."))
     keep: str | None = field(default=None, metadata=option(
-        "fp16-mixed: comma-separated layers (node names as in the source or the ONNX hub) kept in float32; "
-        "the rest computes in float16."))
+        "fp16-mixed / int8-mixed: comma-separated layers (node names as in the source or the ONNX hub) kept in "
+        "float32 (fp16-mixed; the rest computes in float16) or in float16 (int8-mixed; the rest is int8)."))
 
 
 DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TORCH_PICKLE, Format.KERAS,
@@ -54,8 +54,8 @@ def check(plan: LaneCheck) -> None:
                 raise UsageError(f"coreml mode {mode} needs --coreml-target {need} or newer, not {options.target}")
     mixed = sorted(m for m in plan.modes if specs[m].mixed)
     if options.keep and not mixed:
-        raise UsageError("--coreml-keep names the layers a mixed mode keeps in float32: "
-                         "add --quantize coreml=fp16-mixed")
+        raise UsageError("--coreml-keep names the layers a mixed mode keeps in higher precision: "
+                         "add --quantize coreml=fp16-mixed or coreml=int8-mixed")
     if options.route == Route.direct:
         if mixed:
             raise UsageError(f"--coreml-route direct: coreml {', '.join(mixed)} chooses each layer's precision in "

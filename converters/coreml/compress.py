@@ -49,6 +49,9 @@ MODES = (
     ModeSpec(Mode.INT8, FULL_INT, calibrated=True, fp16_compute=True, needs_ranges=True, min_target="iOS17",
              config=CoreMLMode(compression="linear", nbits=8, activations=True),
              description="int8 weights and activations, calibrated, float I/O"),
+    ModeSpec(Mode.INT8_MIXED, FULL_INT, calibrated=True, fp16_compute=True, needs_ranges=True, mixed="int8",
+             min_target="iOS17", config=CoreMLMode(compression="linear", nbits=8, activations=True),
+             description="as int8, with the layers --coreml-keep names in float16 (weights and outputs unquantized)"),
     ModeSpec(Mode.PALETTIZE_8, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
              config=CoreMLMode(compression="palettize", nbits=8),
              description="k-means look-up table of 256 weights"),
@@ -85,18 +88,20 @@ def palette_groups(mode: str, target: str) -> int | None:
     return size if size and target_index(target) >= target_index(GROUPED_TARGET) else None
 
 
-def compress(mlmodel, mode: str, target: str, group_size: int | None = None):
+def compress(mlmodel, mode: str, target: str, group_size: int | None = None, keep: frozenset[str] = frozenset()):
     """Apply the mode's weight compression with coremltools.optimize.coreml. `group_size` overrides
-    the mode's palette groups (benchmarks measure the choice with it)."""
+    the mode's palette groups (benchmarks measure the choice with it); `keep` names weight constants
+    left uncompressed (a mixed mode's kept layers)."""
     cfg = CONFIG[mode]
     if cfg.compression is None:
         return mlmodel
     from coremltools.optimize import coreml as opt
 
+    skip = {name: None for name in sorted(keep)}
     if cfg.compression == "linear":
         op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                          weight_threshold=WEIGHT_THRESHOLD)
-        return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+        return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op, op_name_configs=skip))
     if cfg.compression == "blockwise":
         # Blocks of 16 input channels: coremltools silently skips a weight whose input-channel count the
         # block size does not divide, and 32 (its usual choice) skipped every conv of a 16/48-channel net.

@@ -42,7 +42,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         mlmodel = ct.convert(source, source=frontend, inputs=inputs, outputs=outputs, convert_to="mlprogram",
                              compute_precision=precision(mode), minimum_deployment_target=getattr(ct.target, target),
                              skip_model_load=True)
-        return mlmodel, _io(req, mlmodel)
+        return mlmodel, _io(req, mlmodel), frozenset()  # no mixed mode on this route (`check`)
 
     return convert_modes(req, (req.framework, f"coremltools({frontend})"), make)
 

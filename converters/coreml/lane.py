@@ -45,15 +45,17 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
             if not req.ranges:
                 raise ConversionError(f"{mode} needs the hub's activation ranges on calibration data",
                                       stage="coreml-convert")
-            hook = _quantize_activations(req.ranges)
+            hook = _quantize_activations(req.ranges, skip=set(kept) if cm.SPECS[mode].mixed else set())
         built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
                               defaults={s.name: s.shape for s in req.inputs}, images=images, channel_last=last)
         compute = precision(mode)
-        if cm.SPECS[mode].mixed:
+        mixed = cm.SPECS[mode].mixed
+        if mixed == "fp16":
             compute = _mixed_precision(built, kept)
         mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
-        return mlmodel, _io(req, built, images, last)
+        weights = _kept_weights(mlmodel, built, kept) if mixed else frozenset()
+        return mlmodel, _io(req, built, images, last), weights
 
     # `bridge validate` feeds pixels from this metadata, for packages made by any run
     metadata = {PIXELS_METADATA_KEY: json.dumps({feature_name(n): p.to_json() for n, p in sorted(images.items())},
@@ -61,10 +63,23 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     route = ("onnx", *(p.split()[0] for p in passes), "bridge-mil", "coremltools")
     arts = convert_modes(req, route, make, metadata)
     for art in arts:
-        if art.error is None and cm.SPECS[art.mode].mixed:
+        mixed = cm.SPECS[art.mode].mixed
+        if art.error is None and mixed:
             art.details["kept_layers"] = list(kept.values())
-            art.details["kept_precision"] = "float32"
+            art.details["kept_precision"] = "float32" if mixed == "fp16" else "float16"
     return arts
+
+
+def _kept_weights(mlmodel, built: Built, kept: dict[str, str]) -> frozenset[str]:
+    """The weight constants of the kept layers in the converted program, by name: coremltools' fp16
+    pass renames a constant `w` to `w_to_fp16` and keeps every other name, so each is found from the
+    ops our builder made for the layer (`built.layers`)."""
+    made = {op for layer in kept for op in built.layers.get(layer, ())}
+    found = set()
+    for op in mlmodel._mil_program.functions["main"].operations:
+        if op.op_type == "const" and op.name.removesuffix("_to_fp16") in made:
+            found.add(op.name)
+    return frozenset(found)
 
 
 def _mixed_precision(built: Built, kept: dict[str, str]):
@@ -81,8 +96,9 @@ def _mixed_precision(built: Built, kept: dict[str, str]):
 
 def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, metadata: dict[str, str] | None = None
                   ) -> list[LaneArtifact]:
-    """One .mlpackage per mode: `make(mode, deployment_target)` converts (returning the MLModel and
-    its IO); then compression, metadata and saving, the same for every route."""
+    """One .mlpackage per mode: `make(mode, deployment_target)` converts (returning the MLModel, its
+    IO and the weight constants compression leaves alone); then compression, metadata and saving,
+    the same for every route."""
     requested = req.options.target or cm.DEFAULT_TARGET
 
     def one(mode: str, art: LaneArtifact) -> None:
@@ -90,15 +106,18 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
         art.details["deployment_target"] = target
         if target != requested:
             art.warnings.append(f"{mode}: deployment target raised from {requested} to {target}")
-        mlmodel, io = make(mode, target)
-        mlmodel = cm.compress(mlmodel, mode, target)
+        mlmodel, io, keep = make(mode, target)
+        mlmodel = cm.compress(mlmodel, mode, target, keep=keep)
         _note_palettes(mode, target, art)
         mlmodel.user_defined_metadata.update(metadata or {})
         compressed, per_param = cm.compressed_bytes_per_param(mlmodel._mil_program)
         art.details["compressed_weights"] = {"elements": compressed, "bytes_per_param": per_param,
                                              "weight_threshold": cm.WEIGHT_THRESHOLD}
+        if keep:
+            art.details["kept_weights"] = sorted(keep)
         if cm.CONFIG[mode].compression and not compressed:
-            art.warnings.append(f"{mode}: no weight tensor was compressed (none has {cm.WEIGHT_THRESHOLD}+ "
+            why = "the kept layers hold the others" if keep else "none has"
+            art.warnings.append(f"{mode}: no weight tensor was compressed ({why} {cm.WEIGHT_THRESHOLD}+ "
                                 "elements in a shape the mode accepts)")
         path = Path(req.workdir) / f"{req.name}_{mode}.mlpackage"
         mlmodel.save(str(path))
@@ -151,13 +170,16 @@ def _io(req: LaneRequest, built: Built, images: dict[str, Pixels], channel_last:
     return IO(inputs, outputs)
 
 
-def _quantize_activations(ranges: dict[str, tuple[float, float]]):
-    """After each node: its float outputs pass through a quantize/dequantize pair (symmetric int8,
-    scale from the calibrated range), the form Core ML's int8 activation kernels take."""
+def _quantize_activations(ranges: dict[str, tuple[float, float]], skip: set[str] = frozenset()):
+    """After each node but those in `skip` (a mixed mode's kept layers): its float outputs pass through
+    a quantize/dequantize pair (symmetric int8, scale from the calibrated range), the form Core ML's
+    int8 activation kernels take."""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
     def hook(ctx, node) -> None:
+        if node.name in skip:
+            return
         for i, name in enumerate(node.output):
             value = ctx.values.get(name)
             if name not in ranges or isinstance(value, np.ndarray) or getattr(value, "val", None) is not None:

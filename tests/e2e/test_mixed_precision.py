@@ -86,15 +86,16 @@ def test_coreml_keep_names_checked(tmp_path):
     assert r.returncode == 3 and "no layer named nope" in r.stderr and "Traceback" not in r.stderr
 
 
-def outlier_weights_on_a_dead_channel(path) -> str:
+def outlier_weights_on_a_dead_channel(path, channels: int = 4) -> str:
     """x -> mask (channel 2 times 0) -> probe (a Conv whose weights on that dead channel are 50, the
     rest ~0.3) -> relu -> head (1x1 Conv). Per-channel int8 weights take their scale from the 50s,
-    so the weights that matter round to 0 or +-1: the probe alone ruins the int8 file."""
+    so the weights that matter round to 0 or +-1: the probe alone ruins the int8 file. Core ML
+    compresses weights of 2048+ elements only: its tests give the probe 96 output channels."""
     rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    w = rng.normal(0, 0.3, (channels, 3, 3, 3)).astype(np.float32)
     w[:, 2] = 50.0
     inits = {"mask": np.array([1, 1, 0], np.float32).reshape(1, 3, 1, 1), "w": w,
-             "wh": rng.normal(0, 0.5, (4, 4, 1, 1)).astype(np.float32)}
+             "wh": rng.normal(0, 0.5, (4, channels, 1, 1)).astype(np.float32)}
     nodes = [helper.make_node("Mul", ["x", "mask"], ["m"], name="mask"),
              helper.make_node("Conv", ["m", "w"], ["c"], name="probe", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
@@ -131,6 +132,38 @@ def test_tflite_int8_mixed_keeping_another_layer_does_not_rescue_it(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     mixed = artifact(report(out), "tflite", "int8-mixed")
     assert mixed["kept_layers"] == ["head"] and not mixed["parity"]["passed"]
+
+
+def test_coreml_int8_mixed_keeps_the_sensitive_layer_in_float16(tmp_path):
+    """W8A8 with the probe left alone: its weights stay float16 and its output is not quantized."""
+    pytest.importorskip("coremltools")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=96)
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8,int8-mixed", "--coreml-keep", "probe",
+               "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]  # int8 fails, int8-mixed passes
+    rep = report(out)
+    int8, mixed = (artifact(rep, "coreml", m) for m in ("int8", "int8-mixed"))
+    assert not int8["parity"]["passed"]
+    assert int8["parity"]["outputs"]["y"]["snr_db"] < 15
+    assert int8["compressed_weights"]["elements"] == 96 * 3 * 3 * 3  # the probe's weights, in int8
+    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
+    assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 25
+    assert mixed["kept_layers"] == ["probe"] and mixed["kept_precision"] == "float16"
+    assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
+    assert "1 layer(s) kept in float16: probe" in r.stdout
+
+
+def test_coreml_int8_mixed_search_keeps_the_sensitive_layer(tmp_path):
+    pytest.importorskip("coremltools")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=96)
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8-mixed", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "coreml", "int8-mixed")
+    assert mixed["kept_layers"] == ["probe"]
+    assert mixed["search"]["ranking"][0] == "probe"
+    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
 
 
 def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
