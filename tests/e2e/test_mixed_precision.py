@@ -154,18 +154,6 @@ def test_coreml_int8_mixed_keeps_the_sensitive_layer_in_float16(tmp_path):
     assert "1 layer(s) kept in float16: probe" in r.stdout
 
 
-def test_coreml_int8_mixed_search_keeps_the_sensitive_layer(tmp_path):
-    pytest.importorskip("coremltools")
-    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=96)
-    out = tmp_path / "out"
-    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8-mixed", "--out", out)
-    assert r.returncode == 0, r.stderr[-2000:]
-    mixed = artifact(report(out), "coreml", "int8-mixed")
-    assert mixed["kept_layers"] == ["probe"]
-    assert mixed["search"]["ranking"][0] == "probe"
-    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
-
-
 def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
     """No --coreml-keep: the search starts from all-fp16 (Inf), ranks the layers and keeps the scale only."""
     pytest.importorskip("coremltools")
@@ -181,13 +169,14 @@ def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
     assert "1 layer(s) kept in float32: scale" in r.stdout
 
 
-def test_tflite_int8_mixed_search_keeps_the_sensitive_layer(tmp_path):
-    pytest.importorskip("ai_edge_litert")
-    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+@pytest.mark.parametrize(("lane", "runtime", "channels"), [("tflite", "ai_edge_litert", 4), ("coreml", "coremltools", 96)])
+def test_int8_mixed_search_keeps_the_sensitive_layer(tmp_path, lane, runtime, channels):
+    pytest.importorskip(runtime)
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=channels)
     out = tmp_path / "out"
-    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--out", out)
+    r = bridge("convert", src, "--target", lane, "--quantize", f"{lane}=int8-mixed", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    mixed = artifact(report(out), "tflite", "int8-mixed")
+    mixed = artifact(report(out), lane, "int8-mixed")
     assert mixed["kept_layers"] == ["probe"]
     assert mixed["search"]["ranking"][0] == "probe"
     assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
