@@ -58,6 +58,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def open_modes(folder: Path) -> None:
+    """Give a folder tree the modes a plain file or folder would get under the umask (0644/0755
+    usually): tools that build in a private temporary folder (coremltools' .mlpackage) leave
+    owner-only modes that the shipped artifact would keep."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o666 & ~mask)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -16,6 +16,7 @@ import numpy as np
 
 from bridge.base.bindings import IO, PIXELS_METADATA_KEY, Binding, Pixels
 from bridge.base.errors import ConversionError
+from bridge.base.files import open_modes
 from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.converters.coreml import CoreMLOptions
@@ -123,6 +124,7 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
         mlmodel.save(str(path))
         deterministic_spec(path)  # protobuf 7 writes map fields in a varying order
         stable_identifiers(path)  # coremltools names items with random UUIDs
+        open_modes(path)  # coremltools writes the spec 0600 and its folders 0700: the artifact is for everyone
         art.path = str(path)
         art.io = io
         if any(s.dtype == "int64" for s in req.inputs):

@@ -29,6 +29,10 @@ def test_torch_cnn_every_coreml_mode_next_to_tflite(tmp_path):
         path = out / a["path"]
         assert path.is_dir() and (path / "Manifest.json").is_file()
         ct.models.MLModel(str(path), skip_model_load=True)
+        # readable by everyone under the test's umask, like the TFLite file beside it (coremltools
+        # alone leaves the spec 0600 and its folders 0700)
+        modes = {f.relative_to(path).as_posix(): f.stat().st_mode & 0o777 for f in [path, *path.rglob("*")]}
+        assert all(m & 0o444 == 0o444 for m in modes.values()), modes
         assert a["parity"]["status"] == "passed", a["parity"]["reason"]
         assert a["parity"]["runtime"] == "coreml-reference"
         assert set(a["parity"]["stages"]) == {"onnx->target"}
