@@ -136,6 +136,21 @@ def _negative_gather_indices(node, graph: _Graph) -> str | None:
     return None
 
 
+XNNPACK_MAX_RANK = 6  # XNN_MAX_TENSOR_DIMS
+
+
+@refuse("Concat", "ReduceSum", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")
+def _above_xnnpack_rank(node, graph: _Graph) -> str | None:
+    """onnx's *_NCd1d2d3d4d5 loss tests (rank 7) convert, and run on TFLite's plain kernels, but
+    XNNPACK, the default CPU delegate the parity runs on as a phone would, fails to prepare the
+    file: its CONCATENATION and SUM take at most 6 dims (elementwise ops over rank 7 do run)."""
+    shapes = [graph.shape(name) for name in (*node.input, *node.output) if name]
+    if any(s is not None and len(s) > XNNPACK_MAX_RANK for s in shapes):
+        return (f"XNNPACK, TFLite's default CPU delegate, fails to prepare onnx2tf 2.6.9's CONCATENATION and "
+                f"SUM over tensors above rank {XNNPACK_MAX_RANK}")
+    return None
+
+
 @refuse("OneHot")
 def _float_one_hot_indices(node, graph: _Graph) -> str | None:
     if graph.elem_type(node.input[0]) not in (None, *_INTEGERS):

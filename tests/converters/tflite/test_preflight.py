@@ -223,3 +223,27 @@ def test_one_hot_of_float_indices_is_refused():
     [refused] = refused_ops(one_hot(TensorProto.FLOAT))
     assert (refused.op_type, refused.nodes) == ("OneHot", ("hot",)) and "float indices" in refused.reason
     assert refused_ops(one_hot(TensorProto.INT64)) == []
+
+
+def _concat(rank: int) -> onnx.ModelProto:
+    shape = [2, 3, 2, 1, 2, 3, 2][:rank]
+    inits = [numpy_helper.from_array(np.ones(shape, np.float32), "c")]
+    return _graph([helper.make_node("Concat", ["x", "c"], ["y"], axis=1, name="cat")], shape=shape, initializers=inits)
+
+
+def test_concat_above_xnnpack_rank_is_refused(tmp_path):
+    """onnx's *_NCd1d2d3d4d5 loss tests (rank 7): the file runs on TFLite's plain kernels and XNNPACK,
+    the default delegate, fails to prepare it. If the second part fails, XNNPACK takes rank 7 now:
+    drop the refusal."""
+    from ai_edge_litert import interpreter as litert
+
+    [refused] = refused_ops(_concat(7))
+    assert (refused.op_type, refused.nodes) == ("Concat", ("cat",)) and "XNNPACK" in refused.reason
+    assert refused_ops(_concat(6)) == []
+    path = str(to_tflite(_concat(7), tmp_path))
+    plain = litert.Interpreter(model_path=path,
+                               experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    plain.allocate_tensors()
+    plain.invoke()
+    with pytest.raises(RuntimeError, match="XNNPack"):
+        litert.Interpreter(model_path=path).allocate_tensors()
