@@ -187,7 +187,7 @@ def finalize(model, out_path: str | Path, external_bytes: int | None = None, inp
         save(model, out_path, external=True)
     try:
         onnx.checker.check_model(str(out_path) if external else model, full_check=True)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:  # full_check infers too
         raise ConversionError(f"the hub ONNX graph is invalid: {one_line(e, pick='first')}",
                               stage="onnx-check") from None
     if external:

@@ -5,6 +5,8 @@ ONNX source it is the source too), so where it is wrong the hub must not contain
 pass here re-expresses one pattern with ops onnxruntime, the ONNX reference evaluator, PyTorch and
 the target lanes all compute alike. Lane-specific workarounds belong in the lanes (see
 converters/tflite/rewrites.py). Passes run after onnxslim, which would otherwise fold them back.
+A pass may also spell out what onnx's own checker cannot infer (an attribute left at its default
+that a function body reads), so a valid graph is not refused at the hub's check.
 
 Every pass ships with a fixture (tests/converters/onnx/test_passes.py) showing onnxruntime off the
 source framework on the original graph and on it after the rewrite; when an onnxruntime upgrade
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 _REGISTRY = PassRegistry("hub")
 hub_pass = _REGISTRY.register
 
-PIPELINE: tuple[str, ...] = ("avgpool-ceil-overhang",)
+PIPELINE: tuple[str, ...] = ("avgpool-ceil-overhang", "mvn-default-axes")
 
 
 def apply_passes(model: onnx.ModelProto, passes: Iterable[str] = PIPELINE) -> list[str]:
@@ -84,6 +86,24 @@ def avgpool_ceil_overhang(model: onnx.ModelProto) -> int:
         _replace_with_whole_windows(model, node, window)
         count += 1
     return count
+
+
+MVN_DEFAULT_AXES = [0, 2, 3]  # MeanVarianceNormalization's `axes` when absent (opsets 9 and 13)
+
+
+@hub_pass("mvn-default-axes")
+def mvn_default_axes(model: onnx.ModelProto) -> int:
+    """MeanVarianceNormalization without `axes`, with its default [0, 2, 3] written out: its
+    function body reads `axes` into a Constant, and onnx's checker (1.19-1.20, full_check) fails on
+    a Constant left without a value when the attribute is absent, so the hub refused onnx's own
+    test_mvn. Same node, same numbers; onnxruntime computes both alike."""
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type == "MeanVarianceNormalization" and node.domain in ("", "ai.onnx") and \
+                get_attr(node, "axes", None) is None:
+            set_attr(node, "axes", MVN_DEFAULT_AXES)
+            changed += 1
+    return changed
 
 
 # --- pooling windows --------------------------------------------------------------------------------

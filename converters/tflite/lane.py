@@ -270,7 +270,7 @@ def _bindings(req: LaneRequest, fp32: Path, plan: lay.InputPlan) -> IO:
                                   f"{list(lay.permuted(spec.shape, perm))}", stage="tflite-convert")
         inputs.append(Binding(spec.name, spec.name, shape, np.dtype(ins[spec.name]["dtype"]).name, perm,
                               plan.layouts[spec.name]))
-    dynamic = _dynamic_outputs(req.hub_path) if any(s.dynamic for s in req.inputs) else {}
+    dynamic = _dynamic_outputs(req.hub_path, req.outputs)
     candidates = {s.name: lay.output_candidates(s, tuple(int(d) for d in outs[s.name]["shape_signature"]),
                                                 dynamic.get(s.name, ())) for s in req.outputs}
     perms = {n: c[0] for n, c in candidates.items()}
@@ -302,12 +302,22 @@ def _probe_feed(req: LaneRequest) -> dict[str, np.ndarray]:
             .astype(s.dtype) for s in req.inputs}
 
 
-def _dynamic_outputs(hub_path: str) -> dict[str, tuple[int, ...]]:
-    """Each hub output's dynamic axes: those without a fixed size in the graph's output type."""
+def _dynamic_outputs(hub_path: str, outputs: tuple[TensorSpec, ...]) -> dict[str, tuple[int, ...]]:
+    """Each hub output's axes whose size the graph does not fix to the one the source gave: those
+    without a fixed size in the graph's output type (a dynamic input's), and those declared at
+    another size, whose size depends on input values (Range's length on its `start`: onnx's
+    test_range_float_type_positive_delta declares [2], a start of 0.1 makes 3). onnx2tf writes the
+    declared size into the file's signature, while the kernel computes the real one; parity judges
+    the values, and their shape, on the samples."""
     onnx = require("onnx")
     graph = onnx.load(hub_path, load_external_data=False).graph
-    return {o.name: tuple(i for i, d in enumerate(o.type.tensor_type.shape.dim) if d.dim_value <= 0)
-            for o in graph.output}
+    measured = {s.name: s.shape for s in outputs}
+    found = {}
+    for o in graph.output:
+        dims, shape = o.type.tensor_type.shape.dim, measured.get(o.name)
+        found[o.name] = tuple(i for i, d in enumerate(dims) if d.dim_value <= 0 or
+                              (shape is not None and len(shape) == len(dims) and d.dim_value != shape[i]))
+    return found
 
 
 def _signature_runner(path: Path):

@@ -22,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -133,6 +136,21 @@ def _negative_gather_indices(node, graph: _Graph) -> str | None:
     return None
 
 
+XNNPACK_MAX_RANK = 6  # XNN_MAX_TENSOR_DIMS
+
+
+@refuse("Concat", "ReduceSum", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")
+def _above_xnnpack_rank(node, graph: _Graph) -> str | None:
+    """onnx's *_NCd1d2d3d4d5 loss tests (rank 7) convert, and run on TFLite's plain kernels, but
+    XNNPACK, the default CPU delegate the parity runs on as a phone would, fails to prepare the
+    file: its CONCATENATION and SUM take at most 6 dims (elementwise ops over rank 7 do run)."""
+    shapes = [graph.shape(name) for name in (*node.input, *node.output) if name]
+    if any(s is not None and len(s) > XNNPACK_MAX_RANK for s in shapes):
+        return (f"XNNPACK, TFLite's default CPU delegate, fails to prepare onnx2tf 2.6.9's CONCATENATION and "
+                f"SUM over tensors above rank {XNNPACK_MAX_RANK}")
+    return None
+
+
 @refuse("OneHot")
 def _float_one_hot_indices(node, graph: _Graph) -> str | None:
     if graph.elem_type(node.input[0]) not in (None, *_INTEGERS):
@@ -140,24 +158,78 @@ def _float_one_hot_indices(node, graph: _Graph) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _ResizeDims:
+    """A Resize's input dims, the output dims `scales` or `sizes` give (`axes` expanded), the exact
+    ONNX scale of each axis (the float given, or out/in for `sizes`), and the axes resized."""
+
+    shape: list[int]
+    out: list[int]
+    scales: list[Fraction]
+    axes: list[int]
+    by_sizes: bool
+
+
 @refuse("Resize")
-def _downsampling_resize(node, graph: _Graph) -> str | None:
-    """Downsampling, as measured on the node tests (rel. L2 0.07-0.49): onnx2tf 2.6.9 places
-    samples by the output/input size ratio where `scales` says otherwise (0.6 of 4 is 2: ratio 0.5;
-    every mode), and for linear and cubic ignores `antialias` and maps an output of length 1 under
-    pytorch_half_pixel elsewhere than ONNX (to 0): refused before converting."""
+def _resize(node, graph: _Graph) -> str | None:
+    dims = _resize_dims(node, graph)
+    if dims is None:
+        return None
+    for check in (_axes_order, _aspect_policy, _downsampling_resize, _nearest_rounding):
+        reason = check(node, dims)
+        if reason:
+            return reason
+    return None
+
+
+def _resize_dims(node, graph: _Graph) -> _ResizeDims | None:
+    """The dims, when all are known before running."""
     shape = graph.shape(node.input[0])
     scales = graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     sizes = graph.constant(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     if shape is None or None in shape or (scales is None and sizes is None):
         return None  # dims or factors known only at run time: onnx2tf's own check decides
-    if len(_attr(node, "axes", [])) or (scales is not None and len(scales) != len(shape)) or \
-            (sizes is not None and len(sizes) != len(shape)):
+    axes = [a % len(shape) for a in _attr(node, "axes", [])] or list(range(len(shape)))
+    given = scales if scales is not None else sizes
+    if len(given) != len(axes):
         return None
-    out = [int(np.floor(n * f)) for n, f in zip(shape, scales, strict=True)] if scales is not None else list(sizes)
+    out, exact = list(shape), [Fraction(1)] * len(shape)
+    for a, v in zip(axes, given, strict=True):
+        out[a] = int(np.floor(shape[a] * v)) if scales is not None else int(v)
+        exact[a] = Fraction(float(v)) if scales is not None else Fraction(int(v), shape[a])
+    return _ResizeDims(list(shape), out, exact, axes, scales is None)
+
+
+def _axes_order(node, dims: _ResizeDims) -> str | None:
+    """test_resize_upsample_scales_nearest_axes_3_2: scales [3, 2] over axes [3, 2] make [1, 1, 4, 6];
+    onnx2tf 2.6.9 applies them in axis order and makes [1, 1, 6, 4]."""
+    if dims.axes != sorted(dims.axes):
+        return "onnx2tf 2.6.9 applies scales or sizes in axis order, not in the order `axes` lists"
+    return None
+
+
+def _aspect_policy(node, dims: _ResizeDims) -> str | None:
+    """keep_aspect_ratio_policy not_larger/not_smaller resizes every axis in `axes` by one scale
+    (the smallest or largest of sizes/input), which onnx2tf 2.6.9 does not: it writes `sizes` as
+    given (test_resize_downsample_sizes_nearest_not_larger: [1, 3] where ONNX gives [1, 2])."""
+    policy = _attr(node, "keep_aspect_ratio_policy", "stretch")
+    if not dims.by_sizes or policy == "stretch":
+        return None
+    scale = (min if policy == "not_larger" else max)(dims.scales[a] for a in dims.axes)
+    if any(math.floor(dims.shape[a] * scale + Fraction(1, 2)) != dims.out[a] for a in dims.axes):
+        return f"onnx2tf 2.6.9 ignores keep_aspect_ratio_policy={policy}: it resizes to `sizes` as given"
+    return None
+
+
+def _downsampling_resize(node, dims: _ResizeDims) -> str | None:
+    """Downsampling, as measured on the node tests (rel. L2 0.07-0.49): onnx2tf 2.6.9 places
+    samples by the output/input size ratio where `scales` says otherwise (0.6 of 4 is 2: ratio 0.5;
+    every mode), and for linear and cubic ignores `antialias` and maps an output of length 1 under
+    pytorch_half_pixel elsewhere than ONNX (to 0): refused before converting."""
+    shape, out = dims.shape, dims.out
     if not any(o < n for o, n in zip(out, shape, strict=True)):
         return None
-    if scales is not None and any(o != n * f for o, n, f in zip(out, shape, scales, strict=True)):
+    if any(o != n * f for o, n, f in zip(out, shape, dims.scales, strict=True)):
         return "onnx2tf 2.6.9 downsamples by the size ratio, not by scales that do not divide the input evenly"
     if _attr(node, "mode", "nearest") not in ("linear", "cubic"):
         return None
@@ -166,6 +238,31 @@ def _downsampling_resize(node, graph: _Graph) -> str | None:
     if _attr(node, "coordinate_transformation_mode", "half_pixel") == "pytorch_half_pixel" and \
             any(o == 1 < n for o, n in zip(out, shape, strict=True)):
         return "onnx2tf 2.6.9 maps an output of length 1 under pytorch_half_pixel elsewhere than ONNX's 0"
+    return None
+
+
+_NEAREST_ROUNDING = {"round_prefer_floor": lambda v: math.ceil(v - Fraction(1, 2)),
+                     "round_prefer_ceil": lambda v: math.floor(v + Fraction(1, 2)),
+                     "floor": math.floor, "ceil": math.ceil}
+
+
+def _nearest_rounding(node, dims: _ResizeDims) -> str | None:
+    """Nearest Resize, which onnx2tf 2.6.9 lowers to RESIZE_NEAREST_NEIGHBOR: TFLite takes input
+    floor((x + 0.5) * in/out) under half_pixel and floor(x * in/out) under asymmetric, whatever
+    `nearest_mode` says. Refused where that picks another input sample than ONNX on some axis, in
+    exact arithmetic (test_resize_downsample_sizes_nearest, 4 to 3 and 2 to 1 with ONNX's default
+    round_prefer_floor: rel. L2 0.75); an integer upsampling by 2 or 3 has no ties and converts."""
+    ctm = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    mode = _attr(node, "nearest_mode", "round_prefer_floor")
+    if _attr(node, "mode", "nearest") != "nearest" or ctm not in ("half_pixel", "asymmetric") or \
+            mode not in _NEAREST_ROUNDING:
+        return None  # other modes are onnx2tf's own check's to refuse
+    offset = Fraction(1, 2) if ctm == "half_pixel" else Fraction(0)
+    for n, o, f in zip(dims.shape, dims.out, dims.scales, strict=True):
+        onnx = [min(max(_NEAREST_ROUNDING[mode]((x + offset) / f - offset), 0), n - 1) for x in range(o)]
+        tflite = [min(math.floor((x + offset) * Fraction(n, o)), n - 1) for x in range(o)]
+        if onnx != tflite:
+            return f"onnx2tf 2.6.9 picks nearest samples by TFLite's floor under {ctm}, not by nearest_mode={mode}"
     return None
 
 

@@ -165,7 +165,43 @@ def test_graph_without_the_pattern_is_left_alone():
 
 
 def test_every_pipeline_pass_has_a_case():
-    assert set(PIPELINE) == {c.hub_pass for c in CASES}
+    assert set(PIPELINE) == {c.hub_pass for c in CASES} | CHECKER_PASSES
+
+
+# --- passes for onnx's checker, not onnxruntime ------------------------------------------------------
+
+CHECKER_PASSES = {"mvn-default-axes"}  # each with the two tests below
+
+
+def _mvn(**attrs) -> onnx.ModelProto:
+    """onnx's test_mvn on x [2, 3, 4, 5]; with `axes`, a second MVN over those too."""
+    nodes = [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 5])]
+    if attrs:
+        nodes.append(helper.make_node("MeanVarianceNormalization", ["x"], ["z"], name="mvn_axes", **attrs))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3, 4, 5]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+                              outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_onnx_checker_still_rejects_mvn_without_axes():
+    """If this fails, onnx's checker infers MeanVarianceNormalization's default axes now: drop the
+    mvn-default-axes pass."""
+    with pytest.raises(onnx.shape_inference.InferenceError, match="Constant"):
+        onnx.checker.check_model(_mvn(), full_check=True)
+
+
+def test_mvn_default_axes_passes_the_checker_with_the_same_numbers():
+    model, x = _mvn(axes=[2, 3]), _feed([2, 3, 4, 5])
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert apply_passes(model) == ["mvn-default-axes x1"]  # the node with its own axes is left alone
+    assert [list(a.ints) for n in model.graph.node for a in n.attribute] == [[0, 2, 3], [2, 3]]
+    onnx.checker.check_model(model, full_check=True)
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True)
+    assert _rel_l2(after[0], (x - mean) / std) < SAME
 
 
 def test_pass_names_are_unique_and_known():

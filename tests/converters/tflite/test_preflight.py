@@ -161,7 +161,9 @@ def test_the_lane_itself_never_ships_a_stateful_file(tmp_path):
 def _resize(name: str, shape, scales=None, sizes=None, **attrs):
     inits = [numpy_helper.from_array(np.array(scales or sizes, np.float32 if scales else np.int64), "factors")]
     inputs = ["x", "", "factors"] if scales else ["x", "", "", "factors"]
-    return _graph([helper.make_node("Resize", inputs, ["y"], name=name, **attrs)], shape=shape, initializers=inits)
+    model = _graph([helper.make_node("Resize", inputs, ["y"], name=name, **attrs)], shape=shape, initializers=inits)
+    model.opset_import[0].version = 19  # antialias, axes and keep_aspect_ratio_policy are opset 18's
+    return model
 
 
 @pytest.mark.parametrize("model, why", [
@@ -170,11 +172,23 @@ def _resize(name: str, shape, scales=None, sizes=None, **attrs):
     (_resize("aa", (1, 1, 4, 4), sizes=[1, 1, 3, 3], mode="cubic", antialias=1), "antialias"),
     (_resize("one", (1, 1, 4, 4), sizes=[1, 1, 3, 1], mode="linear",
              coordinate_transformation_mode="pytorch_half_pixel"), "length 1"),
+    # test_resize_downsample_sizes_nearest (rel. L2 0.75): ONNX's round_prefer_floor, TFLite's floor
+    (_resize("nearest_4_to_3", (1, 1, 2, 4), sizes=[1, 1, 1, 3], mode="nearest"), "nearest_mode=round_prefer_floor"),
+    (_resize("nearest_half", (1, 1, 2, 4), scales=[1, 1, 0.5, 0.5], mode="nearest"), "nearest_mode"),
+    (_resize("nearest_2_to_3", (1, 1, 2, 2), sizes=[1, 1, 3, 3], mode="nearest",
+             coordinate_transformation_mode="asymmetric"), "under asymmetric"),
+    (_resize("floor_2_to_4", (1, 1, 2, 2), sizes=[1, 1, 4, 4], mode="nearest", nearest_mode="floor"), "floor"),
+    # test_resize_downsample_sizes_nearest_not_larger: onnx2tf makes [1, 3] where ONNX makes [1, 2]
+    (_resize("not_larger", (1, 1, 2, 4), sizes=[1, 3], mode="nearest", axes=[2, 3],
+             keep_aspect_ratio_policy="not_larger"), "keep_aspect_ratio_policy=not_larger"),
+    # test_resize_upsample_scales_nearest_axes_3_2: onnx2tf makes [1, 1, 6, 4] where ONNX makes [1, 1, 4, 6]
+    (_resize("axes_3_2", (1, 1, 2, 2), scales=[3, 2], mode="nearest", axes=[3, 2]), "axis order"),
 ])
-def test_downsampling_resize_onnx2tf_gets_wrong_is_refused(model, why):
-    """Measured on onnx's node tests (rel. L2 0.07-0.49 with parity failing, onnx2tf 2.6.9 raising
-    nothing): downsampling by scales that do not divide the input, with antialias, or to one
-    pytorch_half_pixel sample."""
+def test_resize_onnx2tf_gets_wrong_is_refused(model, why):
+    """Measured on onnx's node tests (rel. L2 0.07-0.75 with parity failing, or another output
+    shape; onnx2tf 2.6.9 raising nothing): downsampling by scales that do not divide the input,
+    with antialias, or to one pytorch_half_pixel sample; nearest where TFLite's floor picks other
+    samples than ONNX's nearest_mode; keep_aspect_ratio_policy; axes out of order."""
     [refused] = refused_ops(model)
     assert refused.op_type == "Resize" and why in refused.reason and refused.nodes == (model.graph.node[0].name,)
 
@@ -182,7 +196,15 @@ def test_downsampling_resize_onnx2tf_gets_wrong_is_refused(model, why):
 @pytest.mark.parametrize("model", [
     _resize("up", (1, 1, 2, 4), scales=[1, 1, 2, 2], mode="cubic"),
     _resize("even", (1, 1, 4, 4), sizes=[1, 1, 3, 3], mode="cubic"),
-    _resize("nearest", (1, 1, 2, 4), scales=[1, 1, 0.5, 0.5], mode="nearest"),
+    # nearest where TFLite's floor picks the samples ONNX's rounding picks (measured: exact match)
+    _resize("nearest_up_2", (1, 1, 2, 2), scales=[1, 1, 2, 2], mode="nearest"),
+    _resize("nearest_axes_2_3", (1, 1, 2, 2), scales=[2, 3], mode="nearest", axes=[2, 3]),
+    _resize("nearest_half_asymmetric", (1, 1, 2, 4), scales=[1, 1, 0.5, 0.5], mode="nearest",
+            coordinate_transformation_mode="asymmetric"),
+    _resize("nearest_4_to_3_prefer_ceil", (1, 1, 2, 4), sizes=[1, 1, 1, 3], mode="nearest",
+            nearest_mode="round_prefer_ceil"),
+    _resize("same_aspect", (1, 1, 2, 4), sizes=[1, 2], mode="nearest", axes=[2, 3], nearest_mode="round_prefer_ceil",
+            keep_aspect_ratio_policy="not_larger"),
 ])
 def test_resizes_that_pass_parity_on_the_node_tests_are_not_refused(model):
     assert refused_ops(model) == []
@@ -201,3 +223,27 @@ def test_one_hot_of_float_indices_is_refused():
     [refused] = refused_ops(one_hot(TensorProto.FLOAT))
     assert (refused.op_type, refused.nodes) == ("OneHot", ("hot",)) and "float indices" in refused.reason
     assert refused_ops(one_hot(TensorProto.INT64)) == []
+
+
+def _concat(rank: int) -> onnx.ModelProto:
+    shape = [2, 3, 2, 1, 2, 3, 2][:rank]
+    inits = [numpy_helper.from_array(np.ones(shape, np.float32), "c")]
+    return _graph([helper.make_node("Concat", ["x", "c"], ["y"], axis=1, name="cat")], shape=shape, initializers=inits)
+
+
+def test_concat_above_xnnpack_rank_is_refused(tmp_path):
+    """onnx's *_NCd1d2d3d4d5 loss tests (rank 7): the file runs on TFLite's plain kernels and XNNPACK,
+    the default delegate, fails to prepare it. If the second part fails, XNNPACK takes rank 7 now:
+    drop the refusal."""
+    from ai_edge_litert import interpreter as litert
+
+    [refused] = refused_ops(_concat(7))
+    assert (refused.op_type, refused.nodes) == ("Concat", ("cat",)) and "XNNPACK" in refused.reason
+    assert refused_ops(_concat(6)) == []
+    path = str(to_tflite(_concat(7), tmp_path))
+    plain = litert.Interpreter(model_path=path,
+                               experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    plain.allocate_tensors()
+    plain.invoke()
+    with pytest.raises(RuntimeError, match="XNNPack"):
+        litert.Interpreter(model_path=path).allocate_tensors()
