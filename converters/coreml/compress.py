@@ -24,6 +24,8 @@ class CoreMLMode:
     activations: bool = False  # int8 activations via quantize/dequantize pairs
     # palettize: output channels sharing one table from `GROUPED_TARGET` on (per-tensor tables before)
     group_size: int | None = None
+    # palettize from `GROUPED_TARGET` on: the weights read by these MIL ops get int8 per channel instead
+    int8_ops: tuple[str, ...] = ()
 
 
 # Grouped-channel look-up tables (constexpr_lut_to_dense with one table per group of output
@@ -32,10 +34,15 @@ class CoreMLMode:
 #   PP-OCRv4 det (trained): per tensor 3.5 dB, 8 channels 10.1 dB, 16 channels 5.7 dB, 32 channels 8.6 dB
 #   all-MiniLM-L6-v2 (trained): per tensor 10.3 dB (cosine 0.953), 8 channels 10.6 dB (0.957)
 # coremltools silently leaves a weight uncompressed when the group size does not divide its output
-# channels (MiniLM's 30522-row embedding at 8 and 16; 12 of PP-OCR's 42 large weights at 16): 8
-# divides the most channel counts. Neither model reaches the 4-bit threshold (15 dB, 0.98) either way.
+# channels (12 of PP-OCR's 42 large weights at 16): 8 divides the most channel counts. A gather
+# table (an embedding: 30522 token rows in MiniLM) has no output channels, so it gets one table.
+# No 4-bit table recipe coremltools offers brings MiniLM to the 4-bit threshold (15 dB, 0.98): each
+# class of its linear layers alone at 4 bits costs 15.3-20.2 dB and the costs add up (README). So
+# from iOS18 the weights of fully connected layers (`linear`) stay at 8 bits, per channel, and the
+# report lists them (`palettes`).
 GROUPED_TARGET = "iOS18"
 GROUP_SIZE = 8
+INT8_OPS = ("linear",)
 
 
 MODES = (
@@ -59,9 +66,9 @@ MODES = (
              config=CoreMLMode(compression="palettize", nbits=6),
              description="k-means look-up table of 64 weights"),
     ModeSpec(Mode.PALETTIZE_4, FULL_INT, fp16_compute=True, min_target="iOS16",
-             config=CoreMLMode(compression="palettize", nbits=4, group_size=GROUP_SIZE),
-             description=f"k-means look-up tables of 16 weights (one per {GROUP_SIZE} output channels from "
-                         f"{GROUPED_TARGET}, one per tensor before)"),
+             config=CoreMLMode(compression="palettize", nbits=4, group_size=GROUP_SIZE, int8_ops=INT8_OPS),
+             description=f"k-means look-up tables of 16 weights (from {GROUPED_TARGET}: one per {GROUP_SIZE} output "
+                         "channels, fully connected layers int8; one per tensor before)"),
     ModeSpec(Mode.INT4_WEIGHTS, FULL_INT, fp16_compute=True, min_target="iOS18",
              config=CoreMLMode(compression="blockwise", nbits=4),
              description="4-bit weights in blocks of 16 input channels"),
@@ -88,6 +95,12 @@ def palette_groups(mode: str, target: str) -> int | None:
     return size if size and target_index(target) >= target_index(GROUPED_TARGET) else None
 
 
+def int8_ops(mode: str, target: str) -> tuple[str, ...]:
+    """The MIL ops whose weights a palettized `mode` keeps at 8 bits at `target` (none before
+    grouped tables exist: older targets keep the mode as it was)."""
+    return CONFIG[mode].int8_ops if palette_groups(mode, target) else ()
+
+
 def compress(mlmodel, mode: str, target: str, group_size: int | None = None, keep: frozenset[str] = frozenset()):
     """Apply the mode's weight compression with coremltools.optimize.coreml. `group_size` overrides
     the mode's palette groups (benchmarks measure the choice with it); `keep` names weight constants
@@ -99,19 +112,48 @@ def compress(mlmodel, mode: str, target: str, group_size: int | None = None, kee
 
     skip = {name: None for name in sorted(keep)}
     if cfg.compression == "linear":
-        op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                                         weight_threshold=WEIGHT_THRESHOLD)
-        return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op, op_name_configs=skip))
+        return _int8_per_channel(mlmodel, opt.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD),
+            skip=skip)
     if cfg.compression == "blockwise":
         # Blocks of 16 input channels: coremltools silently skips a weight whose input-channel count the
         # block size does not divide, and 32 (its usual choice) skipped every conv of a 16/48-channel net.
         op = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
                                          block_size=16, weight_threshold=WEIGHT_THRESHOLD)
         return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+    return _palettize(mlmodel, mode, target, group_size)
+
+
+def _int8_per_channel(mlmodel, op, only: tuple[str, ...] = (), skip: dict | None = None):
+    """int8 weights, one scale per output channel: every weight, or those read by the ops `only` names;
+    none of the constants `skip` names (maps each to None)."""
+    from coremltools.optimize import coreml as opt
+
+    config = opt.OptimizationConfig(global_config=None, op_type_configs=dict.fromkeys(only, op),
+                                    op_name_configs=skip) if only else \
+        opt.OptimizationConfig(global_config=op, op_name_configs=skip)
+    return opt.linear_quantize_weights(mlmodel, config)
+
+
+def _palettize(mlmodel, mode: str, target: str, group_size: int | None):
+    """Look-up tables; from GROUPED_TARGET on, grouped ones, gather tables per tensor (their rows are
+    tokens, not channels, and rarely divide by the group) and the `int8_ops` weights at 8 bits."""
+    from coremltools.optimize import coreml as opt
+
+    cfg = CONFIG[mode]
     groups = group_size or palette_groups(mode, target)
-    grouping = {"granularity": "per_grouped_channel", "group_size": groups} if groups else {"granularity": "per_tensor"}
-    op = opt.OpPalettizerConfig(mode="kmeans", nbits=cfg.nbits, weight_threshold=WEIGHT_THRESHOLD, **grouping)
-    return opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+    base = {"mode": "kmeans", "nbits": cfg.nbits, "weight_threshold": WEIGHT_THRESHOLD}
+    if not groups:
+        op = opt.OpPalettizerConfig(granularity="per_tensor", **base)
+        return opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op))
+    wider = int8_ops(mode, target)
+    by_type = {"gather": opt.OpPalettizerConfig(granularity="per_tensor", **base), **dict.fromkeys(wider)}
+    op = opt.OpPalettizerConfig(granularity="per_grouped_channel", group_size=groups, **base)
+    mlmodel = opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op, op_type_configs=by_type))
+    if not wider:
+        return mlmodel
+    return _int8_per_channel(mlmodel, opt.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD), wider)
 
 
 _CONSTEXPR = ("constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale",
@@ -132,6 +174,18 @@ def compressed_bytes_per_param(program) -> tuple[int, float | None]:
             if val is not None and hasattr(val, "nbytes"):
                 stored += _stored_bytes(var)
     return elements, (round(stored / elements, 4) if elements else None)
+
+
+def int8_weights(program) -> list[str]:
+    """The weights stored as int8 with a scale (the ops `int8_ops` names, in a palettized mode)."""
+    return [op.outputs[0].name for op in _all_ops(program) if op.op_type == "constexpr_blockwise_shift_scale"
+            and _is_int8(op.data)]
+
+
+def _is_int8(var) -> bool:
+    from coremltools.converters.mil.mil import types
+
+    return var.dtype == types.int8
 
 
 def _all_ops(program):

@@ -109,7 +109,7 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
             art.warnings.append(f"{mode}: deployment target raised from {requested} to {target}")
         mlmodel, io, keep = make(mode, target)
         mlmodel = cm.compress(mlmodel, mode, target, keep=keep)
-        _note_palettes(mode, target, art)
+        _note_palettes(mode, target, art, mlmodel._mil_program)
         mlmodel.user_defined_metadata.update(metadata or {})
         compressed, per_param = cm.compressed_bytes_per_param(mlmodel._mil_program)
         art.details["compressed_weights"] = {"elements": compressed, "bytes_per_param": per_param,
@@ -135,13 +135,21 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
     return for_each_mode(req.modes, one, stage="coreml-convert", route=route)
 
 
-def _note_palettes(mode: str, target: str, art: LaneArtifact) -> None:
-    """Record how a palettized mode's tables are grouped, and say when the target kept them coarse."""
+def _note_palettes(mode: str, target: str, art: LaneArtifact, program) -> None:
+    """Record how a palettized mode's tables are grouped and which weights it kept at 8 bits, and say
+    when the target kept the tables coarse."""
     cfg = cm.CONFIG[mode]
     if cfg.compression != "palettize":
         return
     groups = cm.palette_groups(mode, target)
-    art.details["palettes"] = {"granularity": "per_grouped_channel" if groups else "per_tensor", "group_size": groups}
+    wider = cm.int8_ops(mode, target)
+    int8 = cm.int8_weights(program) if wider else []
+    art.details["palettes"] = {"granularity": "per_grouped_channel" if groups else "per_tensor", "group_size": groups,
+                               "int8_ops": list(wider), "int8_weights": int8}
+    if int8:  # the mode is not 4 bits throughout: say so where the user reads
+        art.warnings.append(f"{mode}: {len(int8)} weight(s) of {'/'.join(wider)} layers kept at 8 bits (int8 per "
+                            f"channel): 4-bit tables there fail transformers; the report's palettes.int8_weights "
+                            "names them")
     if cfg.group_size and not groups:
         art.warnings.append(f"{mode}: one look-up table per tensor at {target}; grouped tables (one per "
                             f"{cfg.group_size} output channels, more accurate) need --coreml-target "
