@@ -486,19 +486,26 @@ class _Run:
         return {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
 
     def _search(self, lane: Lane, mode: str, ranges) -> tuple:
-        """The mixed-precision search for one mode (`bridge.mixed`): each step converts and judges
-        with a `keep` list; every step's artifact is set aside, and the fewest-kept passing one (or
-        the last tried) is the run's, returned judged (`_judge` only localises it)."""
+        """The mixed-precision search for one mode (`bridge.mixed`): each step makes and judges an
+        artifact with a `keep` list (converting, or cut from the first step's files by the lane's
+        `remix`); every step's artifact is set aside, and the fewest-kept passing one (or the last
+        tried) is the run's, returned judged (`_judge` only localises it)."""
+        from bridge.base.lane import MIXED_BASE
         from bridge.mixed import Search
 
         options = self.options_by_lane[lane.name]
         staged = self.work / STAGED / lane.filename(self.ref.name, mode)
         held: list[tuple[tuple, Path | None]] = []
+        base: dict = {}
 
         def attempt(kept: tuple[str, ...]) -> tuple[bool, str]:
             step = len(held)
-            placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
-                                folder=f"{lane.name}-search-{step}")[0]
+            if base and lane.remix:
+                placed = self._remix(lane, held[0][0][1], base, kept, step)
+            else:
+                placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
+                                    folder=f"{lane.name}-search-{step}")[0]
+                base.update(placed[1].details.pop(MIXED_BASE, None) or {})
             rec = self._parity(lane, *placed)
             aside = None
             if rec.path is not None:
@@ -510,7 +517,7 @@ class _Run:
                 raise _Stop
             return bool(rec.parity), _summary(rec)
 
-        search = Search(attempt, lambda: self._rank(lane.mode(mode).mixed, ranges, search), self.exported.node_names)
+        search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names)
         try:
             best = search.run()
         except _Stop:
@@ -526,13 +533,44 @@ class _Run:
             rec.parity.reason = f"{search.outcome}; {rec.parity.reason}" if rec.parity.reason else search.outcome
         return placed
 
-    def _rank(self, kind: str, ranges, search) -> list[str]:
-        """Hub node names by sensitivity (`converters/onnx/sensitivity.py`), on the first calibration
-        samples, within what is left of the search's budget."""
+    def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[str, ...], step: int) -> tuple:
+        """A search step cut from the first step's files by the lane's `remix` (a child stage, never
+        cached), placed and run on the parity samples as a converted artifact is."""
+        folder = self.work / f"{lane.name}-search-{step}"
+        out = folder / Path(first.path or lane.filename(self.ref.name, first.mode)).name
+        start = time.perf_counter()
+        made: LaneArtifact = self._call(f"Keeping {len(kept)} layer(s) in higher precision", Stage(
+            f"{lane.name}-remix", lane.remix, lane.convert_blocks), (base, ",".join(kept), self.exported.node_names,
+                                                                      str(out)), {}, parts=None, root=folder,
+            need=needs("convert", _bytes(self.exported.hub_path), self.limits, lane.convert_memory))
+        art = replace(first, path=made.path, warnings=[w for w in first.warnings if not w.startswith(
+            f"{first.mode}: no integer op")] + made.warnings, details={**first.details, **made.details},
+                      seconds=time.perf_counter() - start)
+        return self._place(lane, art)
+
+    def _rank(self, lane: Lane, mode: str, ranges, search, first: tuple) -> list:
+        """Layers by sensitivity, on the first calibration samples, within what is left of the
+        search's budget: for int8, the isolated profile of the first step's artifact (its
+        localisation, `bridge.mixed.ranked_layers`); for fp16 (or where that finds no layer), what
+        each hub layer costs alone (`converters/onnx/sensitivity.py`)."""
         ex = self.exported
         samples = ex.calibration[:RANK_SAMPLES]
-        spans = ranges.calibration if isinstance(ranges, Ranges) else {}
         left = max(search.budget_seconds - sum(s.seconds for s in search.steps), 1.0)
+        (_, art, _, _), aside = first
+        kind = lane.mode(mode).mixed
+        if kind == "int8" and lane.tracer and aside is not None:
+            from bridge.mixed import ranked_layers
+
+            localizer = Localizer(ex.hub_path, samples, ex.node_names, ex.framework, self.work / "rank",
+                                  self.limits, self.progress, self.threshold_overrides, When.always,
+                                  call=self._localize, carry_seconds=left / 3)
+            loc = localizer.run(lane, lane.mode(mode), str(aside), art.io, art.correspondence, aside.name)
+            ranked = ranked_layers(loc)
+            search.ranking_method = f"isolated profile of the first step's artifact ({loc.get('status')})"
+            if ranked:
+                return ranked
+        spans = ranges.calibration if isinstance(ranges, Ranges) else {}
+        search.ranking_method = "each hub layer alone in the lower precision (onnxruntime)"
         ranked = self._call("Ranking layers by sensitivity", SENSITIVITY, (ex.hub_path, samples, kind, spans),
                             {"budget_seconds": left / 2}, parts=None, root=self.work / "sensitivity",
                             need=needs("runtime", _bytes(ex.hub_path), self.limits))

@@ -1,19 +1,24 @@
 """The mixed-precision search: the fewest layers kept in higher precision for a mode to pass.
 
 A mixed mode (`ModeSpec.mixed`) whose lane was given no `keep` list starts from the whole graph in
-the lower precision. If that fails its thresholds, the layers are ranked by sensitivity (what each
-costs alone in the lower precision: `converters/onnx/sensitivity.py`, on calibration samples, never
-on the parity samples that judge) and the search keeps the top 1, 2, 4, 8... of the ranking until
-the artifact passes parity, then bisects between the last failing and the first passing count for
-the fewest. Every step is a real conversion judged on the parity samples by the lane's runtime. The
-search is deterministic (same source, samples and ranking: same steps) and bounded: it never starts
-a step that would take it past `BUDGET` times the first step's conversion and parity time.
+the lower precision. If that fails its thresholds, the layers are ranked, on calibration samples,
+never on the parity samples that judge: for int8, by the isolated profile of per-layer localisation
+measured on that first artifact (`ranked_layers`: what each layer's own error, computed from exact
+inputs, leaves at the outputs); for fp16, by `converters/onnx/sensitivity.py` on the hub. A ranked
+unit is a layer as the artifact computes it: every hub node of its fused group. The search keeps
+the top 1, 2, 4, 8... units until the artifact passes parity, then bisects between the last
+failing and the first passing count for the fewest. Every step is a real artifact judged on the
+parity samples by the lane's runtime (a lane with `remix` cuts it from the first step's files, not
+converting again). The search is deterministic for a given ranking (same ranking: same steps) and
+bounded: it never starts a step that would take it past `BUDGET` times the first step's
+conversion and parity time.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
@@ -32,19 +37,40 @@ class Step:
                 "seconds": round(self.seconds, 3)}
 
 
+Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
+
+
+def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
+    """The layers of a localisation (`bridge.localization`) with an isolated profile, most costly
+    first: those carried to the outputs by their output SNR, then the rest by their own tensor's
+    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group)."""
+    def cost(layer: Mapping) -> tuple[int, float]:
+        iso = layer.get("isolated") or {}
+        carried, own = iso.get("output_snr_db"), iso.get("snr_db")
+        if carried is not None:
+            return 0, carried
+        return 1, own if own is not None else math.inf
+
+    layers = [layer for layer in localization.get("layers") or () if layer.get("isolated")]
+    return [tuple(dict.fromkeys([layer["node"], *layer.get("nodes", ())])) for layer in sorted(layers, key=cost)]
+
+
 @dataclass
 class Search:
-    """`attempt(kept)` converts and judges with the layers `kept` (hub names) in higher precision,
-    returning (passed, summary); `rank()` gives hub names, most sensitive first."""
+    """`attempt(kept)` makes and judges an artifact with the layers `kept` (node names) in higher
+    precision, returning (passed, summary); `rank()` gives units (a node name, or a fused group's
+    names), most sensitive first."""
 
     attempt: Callable[[tuple[str, ...]], tuple[bool, str]]
-    rank: Callable[[], Sequence[str]]
+    rank: Callable[[], Sequence[Unit]]
     names: dict[str, str]  # hub name -> the user's
     steps: list[Step] = field(default_factory=list)
-    ranked: list[str] = field(default_factory=list)
+    ranked: list[tuple[str, ...]] = field(default_factory=list)
     rank_seconds: float = 0.0
     budget_seconds: float = 0.0
     outcome: str = ""
+    tried: int = 0  # units kept by the largest step so far
+    ranking_method: str = ""
 
     def run(self) -> tuple[str, ...] | None:
         """The kept layers (hub names) of the last passing step, or None; `outcome` says why."""
@@ -54,24 +80,29 @@ class Search:
             return ()
         self.budget_seconds = BUDGET * self.steps[0].seconds
         t = time.perf_counter()
-        self.ranked = list(self.rank())
+        self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
         best, failed = None, 0
         for count in _doubling(len(self.ranked)):
             if not self._affordable(start):
                 break
-            if self._try(tuple(self.ranked[:count]), start):
+            self.tried = count
+            if self._try(self.prefix(count), start):
                 best = count
                 break
             failed = count
         while best is not None and best - failed > 1 and self._affordable(start):
             middle = (failed + best) // 2
-            if self._try(tuple(self.ranked[:middle]), start):
+            if self._try(self.prefix(middle), start):
                 best = middle
             else:
                 failed = middle
         self.outcome = self._outcome(best, failed)
-        return None if best is None else tuple(self.ranked[:best])
+        return None if best is None else self.prefix(best)
+
+    def prefix(self, count: int) -> tuple[str, ...]:
+        """The node names of the first `count` units, each once."""
+        return tuple(dict.fromkeys(n for unit in self.ranked[:count] for n in unit))
 
     def _try(self, kept: tuple[str, ...], start: float) -> bool:
         t = time.perf_counter()
@@ -80,25 +111,27 @@ class Search:
         return passed
 
     def _affordable(self, start: float) -> bool:
-        """Whether one more step (as long as the slowest so far) fits in the budget."""
-        longest = max(s.seconds for s in self.steps)
+        """Whether one more step (as long as the slowest so far, the first step aside once another
+        ran: a lane with `remix` makes the later ones without converting) fits in the budget."""
+        longest = max(s.seconds for s in self.steps[1:] or self.steps)
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:
         if best is not None:
             return f"passed keeping {best} of {len(self.ranked)} layers"
-        tried = max((len(s.kept) for s in self.steps), default=0)
-        nxt = [self.names.get(n, n) for n in self.ranked[tried:tried + SHOWN]]
+        tried = self.tried
+        nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
         why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"
         rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
-                  f"; the most sensitive: {', '.join(self.names.get(n, n) for n in self.ranked[:SHOWN])}")
+                  f"; the most sensitive: {', '.join(self.names.get(u[0], u[0]) for u in self.ranked[:SHOWN])}")
         return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
                 f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers){rescue}")
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "budget_seconds": round(self.budget_seconds, 3),
                 "rank_seconds": round(self.rank_seconds, 3), "ranked": len(self.ranked),
-                "ranking": [self.names.get(n, n) for n in self.ranked[:20]],
+                "ranking_method": self.ranking_method,
+                "ranking": [self.names.get(u[0], u[0]) for u in self.ranked[:20]],
                 "steps": [s.to_json() for s in self.steps]}
 
 

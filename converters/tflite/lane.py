@@ -29,7 +29,7 @@ import numpy as np
 from bridge.base.arrays import Feeds, write_feeds
 from bridge.base.bindings import IO, Binding
 from bridge.base.errors import ConversionError
-from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lane import MIXED_BASE, LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.base.modes import ModeSpec
 from bridge.base.tensors import TensorSpec
@@ -217,22 +217,62 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_flo
 
 def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path: Path, art: LaneArtifact) -> None:
     """The int8 file at `path` with the --tflite-keep layers computing in float32 (`mixed.keep_float`):
-    a layer is the ONNX node whose outputs onnx2tf's correspondence report names in the file."""
+    a layer is the ONNX node whose outputs onnx2tf's correspondence report names in the file. The
+    search's first step (an empty keep list) also leaves the calibrated file and what `remix` needs
+    to cut other keep lists into it, so its later steps never convert or calibrate again."""
+    tensors = correspondence.get("tensors", {})
+    if req.options.keep == "":
+        base = path.with_name(f"{path.stem}.base.tflite")
+        shutil.copyfile(path, base)
+        art.details[MIXED_BASE] = {"int8": str(base), "float": str(fp32), "correspondence": tensors,
+                                   "outputs": {n.name: list(n.output) for n in model.graph.node}}
+    _cut_kept(req.options.keep, req.node_names, {n.name: list(n.output) for n in model.graph.node}, tensors,
+              path.read_bytes(), fp32.read_bytes(), path, art)
+
+
+def remix(base: dict, keep: str, node_names: dict[str, str], out: str) -> LaneArtifact:
+    """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
+    with the layers in `keep` cut back to float32, and their readers (`mixed.keep_float`): the search
+    ranks layers by their own error, which includes their output's int8 rounding. Returns the
+    artifact's new path, warnings and details (kept layers, readers included; op counts); the rest
+    is the first step's."""
+    art = LaneArtifact(mode="int8-mixed", path=out)
+    _cut_kept(keep, node_names, base["outputs"], base["correspondence"], Path(base["int8"]).read_bytes(),
+              Path(base["float"]).read_bytes(), Path(out), art, readers=True)
+    counts = op_counts(Path(out).read_bytes())
+    art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
+    return art
+
+
+def _cut_kept(keep: str | None, node_names: dict[str, str], outputs: dict[str, list[str]], tensors: dict,
+              int8: bytes, fp32: bytes, path: Path, art: LaneArtifact, readers: bool = False) -> None:
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
 
-    kept = named_layers(req.options.keep, model, req.node_names, "--tflite-keep", "tflite-convert")
-    nodes = {n.name: n for n in model.graph.node}
-    tensors = correspondence.get("tensors", {})
-    names = {tensors.get(o, o): layer for layer in kept for o in nodes[layer].output if o}
-    data, missed = keep_float(path.read_bytes(), fp32.read_bytes(), list(names))
+    kept = named_layers(keep, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
+    names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
+    data, missed, made = keep_float(int8, fp32, list(names), readers)
     path.write_bytes(data)
     lost = sorted({kept[names[n]] for n in missed} - {kept[names[n]] for n in names if n not in missed})
+    if readers:  # a search step: the layers of its fused groups that changed an op, and their readers
+        held = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
+        kept = {n: name for n, name in kept.items() if name not in lost}
+        kept.update({held[t]: node_names.get(held[t], held[t]) for t in made if t in held})
+        lost = []
     if lost:
         art.warnings.append(f"int8-mixed: no integer op computes {', '.join(lost)} in the int8 file "
                             "(folded into a neighbour, or float already): nothing to keep")
     art.details["kept_layers"] = list(kept.values())
     art.details["kept_precision"] = "float32"
+
+
+class _Nodes:
+    """What `named_layers` reads of an ONNX model (node names, in order) from a {node: outputs} map."""
+
+    def __init__(self, outputs: dict[str, list[str]]):
+        from types import SimpleNamespace
+
+        self.graph = SimpleNamespace(node=[SimpleNamespace(name=n) for n in outputs])
 
 
 def _die_with_parent() -> None:

@@ -25,20 +25,29 @@ import numpy as np
 from bridge.converters.tflite import flatbuffer as fbu
 
 
-def keep_float(int8: bytes, fp32: bytes, names: Collection[str]) -> tuple[bytes, list[str]]:
+def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: bool = False
+               ) -> tuple[bytes, list[str], list[str]]:
     """`int8` with every op that writes a tensor named in `names` computing in float32; returns the
-    file and the names that matched no quantized op's output (in the order given)."""
+    file, the names that matched no quantized op's output (in the order given), and the outputs of
+    every op kept. With `readers`, the ops reading a kept op's outputs are kept too, so those tensors
+    are float for every reader: keeping an op alone removes its own arithmetic's error but not the
+    int8 rounding of its output, which its readers still read through the QUANTIZE after it."""
     from bridge.converters.tflite.quantize import _float_weights
 
     model = fbu.load(int8)
     floats = _float_weights(fp32)
     sg = model.subgraphs[0]
     wanted = set(names)
-    kept = [i for i, op in enumerate(sg.operators) if any(_name(sg.tensors[t]) in wanted
-                                                          for t in op.outputs if _quantized(sg.tensors[t]))]
+    kept = {i for i, op in enumerate(sg.operators) if any(_name(sg.tensors[t]) in wanted
+                                                          for t in op.outputs if _quantized(sg.tensors[t]))}
     found = {_name(sg.tensors[t]) for i in kept for t in sg.operators[i].outputs}
-    _Islands(model, sg, floats).cut(set(kept))
-    return fbu.save(model), [n for n in names if n not in found]
+    if readers:
+        made = {t for i in kept for t in sg.operators[i].outputs}
+        kept |= {i for i, op in enumerate(sg.operators) if any(t in made for t in op.inputs)
+                 and any(_quantized(sg.tensors[t]) for t in op.outputs)}
+    outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
+    _Islands(model, sg, floats).cut(kept)
+    return fbu.save(model), [n for n in names if n not in found], outputs
 
 
 class _Islands:
