@@ -498,12 +498,13 @@ class _Run:
         held: list[tuple[tuple, Path | None]] = []
         base: dict = {}
 
-        def attempt(kept: tuple[str, ...]) -> tuple[bool, str]:
+        def attempt(kept: tuple[tuple[str, ...], ...]) -> tuple[bool, str]:
             step = len(held)
             if base and lane.remix:
                 placed = self._remix(lane, held[0][0][1], base, kept, step)
             else:
-                placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
+                names = ",".join(dict.fromkeys(n for unit in kept for n in unit))
+                placed = self._lane(lane, (mode,), ranges, replace(options, keep=names),
                                     folder=f"{lane.name}-search-{step}")[0]
                 base.update(placed[1].details.pop(MIXED_BASE, None) or {})
             rec = self._parity(lane, *placed)
@@ -533,15 +534,17 @@ class _Run:
             rec.parity.reason = f"{search.outcome}; {rec.parity.reason}" if rec.parity.reason else search.outcome
         return placed
 
-    def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[str, ...], step: int) -> tuple:
+    def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[tuple[str, ...], ...],
+               step: int) -> tuple:
         """A search step cut from the first step's files by the lane's `remix` (a child stage, never
         cached), placed and run on the parity samples as a converted artifact is."""
         folder = self.work / f"{lane.name}-search-{step}"
         out = folder / Path(first.path or lane.filename(self.ref.name, first.mode)).name
         start = time.perf_counter()
-        made: LaneArtifact = self._call(f"Keeping {len(kept)} layer(s) in higher precision", Stage(
-            f"{lane.name}-remix", lane.remix, lane.convert_blocks), (base, ",".join(kept), self.exported.node_names,
-                                                                      str(out)), {}, parts=None, root=folder,
+        stage = Stage(f"{lane.name}-remix", lane.remix, lane.convert_blocks)
+        made: LaneArtifact = self._call(
+            f"Keeping {len(kept)} layer(s) in higher precision", stage, (base, kept, self.exported.node_names,
+                                                                        str(out)), {}, parts=None, root=folder,
             need=needs("convert", _bytes(self.exported.hub_path), self.limits, lane.convert_memory))
         art = replace(first, path=made.path, warnings=[w for w in first.warnings if not w.startswith(
             f"{first.mode}: no integer op")] + made.warnings, details={**first.details, **made.details},

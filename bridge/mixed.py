@@ -27,7 +27,7 @@ SHOWN = 5  # layers named when the search gives up
 
 @dataclass(frozen=True)
 class Step:
-    kept: tuple[str, ...]  # the user's names
+    kept: tuple[str, ...]  # the user's names, one per layer (a fused group by the name it is known by)
     passed: bool
     summary: str  # the worst output's figures, or why the step did not run
     seconds: float
@@ -43,7 +43,10 @@ Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one
 def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
     """The layers of a localisation (`bridge.localization`) with an isolated profile, most costly
     first: those carried to the outputs by their output SNR, then the rest by their own tensor's
-    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group)."""
+    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group). A
+    layer the artifact holds at a QUANTIZE or DEQUANTIZE is left out: converting between int8 and
+    float is never what to keep, and a graph output's DEQUANTIZE only repeats the error of what
+    computed it."""
     def cost(layer: Mapping) -> tuple[int, float]:
         iso = layer.get("isolated") or {}
         carried, own = iso.get("output_snr_db"), iso.get("snr_db")
@@ -51,17 +54,18 @@ def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
             return 0, carried
         return 1, own if own is not None else math.inf
 
-    layers = [layer for layer in localization.get("layers") or () if layer.get("isolated")]
+    layers = [layer for layer in localization.get("layers") or () if layer.get("isolated")
+              and not str(layer.get("artifact_op") or "").lower().endswith("quantize")]
     return [tuple(dict.fromkeys([layer["node"], *layer.get("nodes", ())])) for layer in sorted(layers, key=cost)]
 
 
 @dataclass
 class Search:
-    """`attempt(kept)` makes and judges an artifact with the layers `kept` (node names) in higher
-    precision, returning (passed, summary); `rank()` gives units (a node name, or a fused group's
-    names), most sensitive first."""
+    """`attempt(kept)` makes and judges an artifact with the layers `kept` (units: each a fused
+    group's node names, the one it is known by first) in higher precision, returning (passed,
+    summary); `rank()` gives units (or single node names), most sensitive first."""
 
-    attempt: Callable[[tuple[str, ...]], tuple[bool, str]]
+    attempt: Callable[[tuple[tuple[str, ...], ...]], tuple[bool, str]]
     rank: Callable[[], Sequence[Unit]]
     names: dict[str, str]  # hub name -> the user's
     steps: list[Step] = field(default_factory=list)
@@ -72,8 +76,8 @@ class Search:
     tried: int = 0  # units kept by the largest step so far
     ranking_method: str = ""
 
-    def run(self) -> tuple[str, ...] | None:
-        """The kept layers (hub names) of the last passing step, or None; `outcome` says why."""
+    def run(self) -> tuple[tuple[str, ...], ...] | None:
+        """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
         start = time.perf_counter()
         if self._try((), start):
             self.outcome = "passed with every layer in the lower precision"
@@ -100,14 +104,14 @@ class Search:
         self.outcome = self._outcome(best, failed)
         return None if best is None else self.prefix(best)
 
-    def prefix(self, count: int) -> tuple[str, ...]:
-        """The node names of the first `count` units, each once."""
-        return tuple(dict.fromkeys(n for unit in self.ranked[:count] for n in unit))
+    def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
+        return tuple(self.ranked[:count])
 
-    def _try(self, kept: tuple[str, ...], start: float) -> bool:
+    def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
         passed, summary = self.attempt(kept)
-        self.steps.append(Step(tuple(self.names.get(k, k) for k in kept), passed, summary, time.perf_counter() - t))
+        named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
+        self.steps.append(Step(named, passed, summary, time.perf_counter() - t))
         return passed
 
     def _affordable(self, start: float) -> bool:

@@ -230,35 +230,45 @@ def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path:
               path.read_bytes(), fp32.read_bytes(), path, art)
 
 
-def remix(base: dict, keep: str, node_names: dict[str, str], out: str) -> LaneArtifact:
+def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str) -> LaneArtifact:
     """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
-    with the layers in `keep` cut back to float32, and their readers (`mixed.keep_float`): the search
-    ranks layers by their own error, which includes their output's int8 rounding. Returns the
-    artifact's new path, warnings and details (kept layers, readers included; op counts); the rest
-    is the first step's."""
+    with the layers in `units` (each a fused group's node names, the layer's own first) cut back to
+    float32, with their weightless readers (`mixed.keep_float`): the search ranks layers by their own
+    error, which includes their output's int8 rounding. Returns the artifact's new path and details
+    (the kept layers by their names, readers after them; op counts); the rest is the first step's."""
+    from bridge.converters.onnx.graph import named_layers
+    from bridge.converters.tflite.mixed import keep_float
+
+    outputs, tensors = base["outputs"], base["correspondence"]
+    flat = ",".join(dict.fromkeys(n for unit in units for n in unit))
+    kept = named_layers(flat, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
+    names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
+    data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
+                                    list(names), readers=True)
+    Path(out).write_bytes(data)
+    hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
+    changed = {names[t] for t in names if t not in missed}
+    layers = {hub[u[0]]: None for u in units if any(hub[n] in changed for n in u)}
+    inside = {tensors.get(o, o) for u in units for n in u for o in outputs[hub[n]] if o}
+    held = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
+    layers.update({held[t]: None for t in made if t in held and t not in inside})
+    counts = op_counts(data)
     art = LaneArtifact(mode="int8-mixed", path=out)
-    _cut_kept(keep, node_names, base["outputs"], base["correspondence"], Path(base["int8"]).read_bytes(),
-              Path(base["float"]).read_bytes(), Path(out), art, readers=True)
-    counts = op_counts(Path(out).read_bytes())
-    art.details.update({"ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
+    art.details.update({"kept_layers": [node_names.get(n, n) for n in layers], "kept_precision": "float32",
+                        "ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
     return art
 
 
 def _cut_kept(keep: str | None, node_names: dict[str, str], outputs: dict[str, list[str]], tensors: dict,
-              int8: bytes, fp32: bytes, path: Path, art: LaneArtifact, readers: bool = False) -> None:
+              int8: bytes, fp32: bytes, path: Path, art: LaneArtifact) -> None:
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
 
     kept = named_layers(keep, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
     names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
-    data, missed, made = keep_float(int8, fp32, list(names), readers)
+    data, missed, _ = keep_float(int8, fp32, list(names))
     path.write_bytes(data)
     lost = sorted({kept[names[n]] for n in missed} - {kept[names[n]] for n in names if n not in missed})
-    if readers:  # a search step: the layers of its fused groups that changed an op, and their readers
-        held = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
-        kept = {n: name for n, name in kept.items() if name not in lost}
-        kept.update({held[t]: node_names.get(held[t], held[t]) for t in made if t in held})
-        lost = []
     if lost:
         art.warnings.append(f"int8-mixed: no integer op computes {', '.join(lost)} in the int8 file "
                             "(folded into a neighbour, or float already): nothing to keep")

@@ -29,9 +29,10 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: bool =
                ) -> tuple[bytes, list[str], list[str]]:
     """`int8` with every op that writes a tensor named in `names` computing in float32; returns the
     file, the names that matched no quantized op's output (in the order given), and the outputs of
-    every op kept. With `readers`, the ops reading a kept op's outputs are kept too, so those tensors
-    are float for every reader: keeping an op alone removes its own arithmetic's error but not the
-    int8 rounding of its output, which its readers still read through the QUANTIZE after it."""
+    every op kept. With `readers`, the ops reading a kept op's outputs are kept too where they hold no
+    weights (an ADD, a MUL by a per-channel scale: keeping them costs no bytes), so those tensors are
+    float for them: keeping an op alone removes its own arithmetic's error but not the int8 rounding
+    of its output, which its readers still read through the QUANTIZE after it."""
     from bridge.converters.tflite.quantize import _float_weights
 
     model = fbu.load(int8)
@@ -44,7 +45,7 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: bool =
     if readers:
         made = {t for i in kept for t in sg.operators[i].outputs}
         kept |= {i for i, op in enumerate(sg.operators) if any(t in made for t in op.inputs)
-                 and any(_quantized(sg.tensors[t]) for t in op.outputs)}
+                 and any(_quantized(sg.tensors[t]) for t in op.outputs) and not _weighted(model, sg, op)}
     outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
     _Islands(model, sg, floats).cut(kept)
     return fbu.save(model), [n for n in names if n not in found], outputs
@@ -129,6 +130,17 @@ class _Islands:
 
 def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+
+def _weighted(model, sg, op) -> bool:
+    """Whether the op reads a constant with two or more non-unit axes (a kernel or a matrix), not
+    a scalar or a per-channel vector."""
+    for t in op.inputs:
+        tensor = sg.tensors[t] if t >= 0 else None
+        if tensor is not None and fbu.constant(model, tensor) is not None and tensor.shape is not None \
+                and sum(1 for d in tensor.shape if d > 1) >= 2:
+            return True
+    return False
 
 
 def _quantized(tensor) -> bool:

@@ -13,15 +13,15 @@ RANKED = [f"n{i}" for i in range(20)]
 
 
 def searcher(needed: set[str], ranked=RANKED) -> Search:
-    return Search(attempt=lambda kept: (needed <= set(kept), f"kept {len(kept)}"), rank=lambda: ranked,
-                  names={n: n.upper() for n in ranked})
+    return Search(attempt=lambda kept: (needed <= {n for unit in kept for n in unit}, f"kept {len(kept)}"),
+                  rank=lambda: ranked, names={n: n.upper() for n in ranked})
 
 
 @pytest.mark.parametrize("needed, fewest", [({"n0"}, 1), ({"n0", "n4"}, 5), ({"n2", "n10"}, 11), ({"n19"}, 20)])
 def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
     monkeypatch.setattr(mixed, "BUDGET", 1e9)
     s = searcher(needed)
-    assert s.run() == tuple(RANKED[:fewest])
+    assert s.run() == tuple((n,) for n in RANKED[:fewest])
     kept = [st.kept for st in s.steps]
     assert kept[0] == () and not s.steps[0].passed  # starts from the whole graph in low precision
     assert any(len(k) == fewest and st.passed for k, st in zip(kept, s.steps, strict=True))
@@ -48,3 +48,32 @@ def test_budget_stops_the_search_and_names_the_next_layers(monkeypatch):
     s = searcher({"n5"})
     assert s.run() is None and len(s.steps) == 1
     assert "within its budget" in s.outcome and "ranked next): N0, N1" in s.outcome
+
+
+def test_a_fused_group_is_kept_whole_and_counted_once(monkeypatch):
+    """A unit is a layer as the artifact computes it (a Conv with its bias and activation): its
+    nodes are kept together, and the steps count and name it once."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    units = [("conv_a", "bias_a", "relu_a"), ("conv_b", "relu_b"), ("conv_c",)]
+    s = Search(attempt=lambda kept: ("relu_b" in {n for unit in kept for n in unit}, ""), rank=lambda: units,
+               names={})
+    assert s.run() == tuple(units[:2])
+    assert [(st.kept, st.passed) for st in s.steps] == [((), False), (("conv_a",), False),
+                                                        (("conv_a", "conv_b"), True)]
+    assert s.to_json()["ranking"] == ["conv_a", "conv_b", "conv_c"]
+    assert s.outcome == "passed keeping 2 of 3 layers"
+
+
+def test_ranked_layers_from_the_isolated_profile():
+    """Layers whose own error was carried to the outputs come first, by the SNR it leaves there; the
+    rest follow by their own tensor's SNR; a layer without an isolated figure, or held at a
+    DEQUANTIZE (a graph output's), is not ranked."""
+    loc = {"layers": [
+        {"node": "a", "nodes": ["a"], "isolated": {"snr_db": 5.0}},
+        {"node": "b", "nodes": ["b", "b_bn", "b_relu"], "isolated": {"snr_db": 20.0, "output_snr_db": 30.0}},
+        {"node": "c", "nodes": ["c"], "isolated": {"snr_db": 40.0, "output_snr_db": 9.0}},
+        {"node": "d", "nodes": ["d"]},
+        {"node": "e", "nodes": ["e_pre", "e"], "isolated": {"snr_db": 3.0}},
+        {"node": "f", "nodes": ["f"], "artifact_op": "DEQUANTIZE", "isolated": {"snr_db": -7.0, "output_snr_db": -7.0}},
+    ]}
+    assert mixed.ranked_layers(loc) == [("c",), ("b", "b_bn", "b_relu"), ("e", "e_pre"), ("a",)]
