@@ -8,6 +8,7 @@ artifacts with the thresholds they declare. Nothing here names a target.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 import threading
@@ -50,6 +51,9 @@ EXPORT = Stage("export", "bridge.converters.onnx.export:export_source", records_
 RANGES = Stage("activation-ranges", "bridge.converters.onnx.ranges:measure")
 SENSITIVITY = Stage("sensitivity", "bridge.converters.onnx.sensitivity:rank")
 RANK_SAMPLES = 4  # calibration samples the mixed-precision search ranks layers on
+# layers (the worst on their own first) whose isolated error the int8 ranking carries to the outputs:
+# a count, not a time, so the same model and data rank the same way on a busy machine
+RANK_CARRIED = 48
 HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 
 # What a stage is expected to peak at, for the executors that run several at once (`--jobs`, Ray):
@@ -566,7 +570,7 @@ class _Run:
 
             localizer = Localizer(ex.hub_path, samples, ex.node_names, ex.framework, self.work / "rank",
                                   self.limits, self.progress, self.threshold_overrides, When.always,
-                                  call=self._localize, carry_seconds=left / 3)
+                                  call=self._localize, carry_seconds=math.inf, max_carried=RANK_CARRIED)
             loc = localizer.run(lane, lane.mode(mode), str(aside), art.io, art.correspondence, aside.name)
             ranked = ranked_layers(loc)
             search.ranking_method = f"isolated profile of the first step's artifact ({loc.get('status')})"

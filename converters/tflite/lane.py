@@ -247,7 +247,8 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
                                     list(names), readers=True)
     Path(out).write_bytes(data)
     hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
-    changed = {names[t] for t in names if t not in missed}
+    found = set(names) - set(missed)
+    changed = {layer for layer in kept for o in outputs[layer] if o and tensors.get(o, o) in found}
     layers = {hub[u[0]]: None for u in units if any(hub[n] in changed for n in u)}
     inside = {tensors.get(o, o) for u in units for n in u for o in outputs[hub[n]] if o}
     held = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}

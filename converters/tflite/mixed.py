@@ -39,13 +39,18 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: bool =
     floats = _float_weights(fp32)
     sg = model.subgraphs[0]
     wanted = set(names)
-    kept = {i for i, op in enumerate(sg.operators) if any(_name(sg.tensors[t]) in wanted
-                                                          for t in op.outputs if _quantized(sg.tensors[t]))}
+    fb = fbu.schema()
+    # a QUANTIZE or DEQUANTIZE converts between int8 and float: never kept (its output must stay integer)
+    convert = {fbu.opcode_index(model, b) for b in (fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE)}
+    computing = [i for i, op in enumerate(sg.operators) if op.opcodeIndex not in convert]
+    kept = {i for i in computing if any(_name(sg.tensors[t]) in wanted
+                                        for t in sg.operators[i].outputs if _quantized(sg.tensors[t]))}
     found = {_name(sg.tensors[t]) for i in kept for t in sg.operators[i].outputs}
     if readers:
         made = {t for i in kept for t in sg.operators[i].outputs}
-        kept |= {i for i, op in enumerate(sg.operators) if any(t in made for t in op.inputs)
-                 and any(_quantized(sg.tensors[t]) for t in op.outputs) and not _weighted(model, sg, op)}
+        kept |= {i for i in computing if any(t in made for t in sg.operators[i].inputs)
+                 and any(_quantized(sg.tensors[t]) for t in sg.operators[i].outputs)
+                 and not _weighted(model, sg, sg.operators[i])}
     outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
     _Islands(model, sg, floats).cut(kept)
     return fbu.save(model), [n for n in names if n not in found], outputs

@@ -68,6 +68,7 @@ class LocalizeRequest:
     samples: int = SAMPLES
     isolated: bool = True
     carry_seconds: float = CARRY_SECONDS
+    max_carried: int = MAX_CARRIED  # a fixed count and no time bound carry the same layers every run
 
 
 def localize(req: LocalizeRequest) -> dict:
@@ -86,7 +87,7 @@ def localize(req: LocalizeRequest) -> dict:
     if req.isolated and layers:
         try:
             isolated = _isolate(tracer, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
-            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds)
+            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds, req.max_carried)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     outputs = set(hub_graph.outputs.values())
@@ -206,7 +207,7 @@ def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_
 
 
 def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds,
-           seconds: float) -> int:
+           seconds: float, most: int = MAX_CARRIED) -> int:
     """What each layer's own error does to the outputs: the hub runs with the readers of that
     layer's tensor reading the hub's value plus (isolated output - hub's value), every other delta
     zero. One onnxruntime session for all layers; the worst on their own first, at most MAX_CARRIED
@@ -217,7 +218,7 @@ def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, 
     outputs, inputs = list(graph.outputs.values()), graph.inputs
     order = sorted((layer for layer in layers if layer.isolated is not None),
                    key=lambda layer: layer.isolated.snr_db if np.isfinite(layer.isolated.snr_db) else -np.inf)
-    order = order[:MAX_CARRIED]
+    order = order[:most]
     inner = [layer for layer in order if layer.hub not in outputs]
     tensors, run = hub_tracer.perturbed([layer.hub for layer in inner]) if inner else ([], None)
     shapes = [{t: np.shape(hub_feeds.tensor(i, t)) for t in tensors} for i in range(len(hub_feeds))]
