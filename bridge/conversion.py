@@ -50,10 +50,12 @@ from bridge.stages import Fault, Limits, Outcome, Stage
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source", records_reads=True)
 RANGES = Stage("activation-ranges", "bridge.converters.onnx.ranges:measure")
 SENSITIVITY = Stage("sensitivity", "bridge.converters.onnx.sensitivity:rank")
-RANK_SAMPLES = 4  # calibration samples the mixed-precision search ranks layers on
+# calibration samples the mixed-precision search ranks layers on: the int8 ranking's localisation
+# runs on them, and 2 keep it within the budget on PP-OCRv4 det at 480x640
+RANK_SAMPLES = 2
 # layers (the worst on their own first) whose isolated error the int8 ranking carries to the outputs:
 # a count, not a time, so the same model and data rank the same way on a busy machine
-RANK_CARRIED = 48
+RANK_CARRIED = 128
 HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 
 # What a stage is expected to peak at, for the executors that run several at once (`--jobs`, Ray):
@@ -502,10 +504,10 @@ class _Run:
         held: list[tuple[tuple, Path | None]] = []
         base: dict = {}
 
-        def attempt(kept: tuple[tuple[str, ...], ...]) -> tuple[bool, str]:
+        def attempt(kept: tuple[tuple[str, ...], ...], wide: bool) -> tuple[bool, str]:
             step = len(held)
             if base and lane.remix:
-                placed = self._remix(lane, held[0][0][1], base, kept, step)
+                placed = self._remix(lane, held[0][0][1], base, kept, wide, step)
             else:
                 names = ",".join(dict.fromkeys(n for unit in kept for n in unit))
                 placed = self._lane(lane, (mode,), ranges, replace(options, keep=names),
@@ -522,7 +524,8 @@ class _Run:
                 raise _Stop
             return bool(rec.parity), _summary(rec)
 
-        search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names)
+        search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
+                        widen=lane.remix is not None)
         try:
             best = search.run()
         except _Stop:
@@ -539,7 +542,7 @@ class _Run:
         return placed
 
     def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[tuple[str, ...], ...],
-               step: int) -> tuple:
+               wide: bool, step: int) -> tuple:
         """A search step cut from the first step's files by the lane's `remix` (a child stage, never
         cached), placed and run on the parity samples as a converted artifact is."""
         folder = self.work / f"{lane.name}-search-{step}"
@@ -548,7 +551,7 @@ class _Run:
         stage = Stage(f"{lane.name}-remix", lane.remix, lane.convert_blocks)
         made: LaneArtifact = self._call(
             f"Keeping {len(kept)} layer(s) in higher precision", stage, (base, kept, self.exported.node_names,
-                                                                        str(out)), {}, parts=None, root=folder,
+                                                                        str(out), wide), {}, parts=None, root=folder,
             need=needs("convert", _bytes(self.exported.hub_path), self.limits, lane.convert_memory))
         art = replace(first, path=made.path, warnings=[w for w in first.warnings if not w.startswith(
             f"{first.mode}: no integer op")] + made.warnings, details={**first.details, **made.details},

@@ -31,10 +31,11 @@ class Step:
     passed: bool
     summary: str  # the worst output's figures, or why the step did not run
     seconds: float
+    wide: bool = False  # the kept layers' readers were kept too, weighted ones included
 
     def to_json(self) -> dict:
         return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "all_readers": self.wide}
 
 
 Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
@@ -61,11 +62,16 @@ def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
 
 @dataclass
 class Search:
-    """`attempt(kept)` makes and judges an artifact with the layers `kept` (units: each a fused
+    """`attempt(kept, wide)` makes and judges an artifact with the layers `kept` (units: each a fused
     group's node names, the one it is known by first) in higher precision, returning (passed,
-    summary); `rank()` gives units (or single node names), most sensitive first."""
+    summary); `rank()` gives units (or single node names), most sensitive first.
 
-    attempt: Callable[[tuple[tuple[str, ...], ...]], tuple[bool, str]]
+    With `widen` (a lane that keeps a layer's readers with it: TFLite), a count whose step fails is
+    tried once more with every reader of the kept layers kept (`wide`), not only the weightless
+    ones: a kept layer's output is then float for all of them, its int8 rounding gone, at the
+    bytes of those readers' weights. The first variant that passes is the one bisected."""
+
+    attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str]]
     rank: Callable[[], Sequence[Unit]]
     names: dict[str, str]  # hub name -> the user's
     steps: list[Step] = field(default_factory=list)
@@ -75,6 +81,8 @@ class Search:
     outcome: str = ""
     tried: int = 0  # units kept by the largest step so far
     ranking_method: str = ""
+    widen: bool = False
+    wide: bool = False
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -91,7 +99,7 @@ class Search:
             if not self._affordable(start):
                 break
             self.tried = count
-            if self._try(self.prefix(count), start):
+            if self._try(self.prefix(count), start) or self._widened(count, start):
                 best = count
                 break
             failed = count
@@ -107,17 +115,30 @@ class Search:
     def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
         return tuple(self.ranked[:count])
 
+    def _widened(self, count: int, start: float) -> bool:
+        """The same count with every reader kept, where the lane offers it and the budget allows."""
+        if not self.widen or self.wide or not self._affordable(start):
+            return False
+        self.wide = True
+        if self._try(self.prefix(count), start):
+            return True
+        self.wide = False
+        return False
+
     def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
-        passed, summary = self.attempt(kept)
+        passed, summary = self.attempt(kept, self.wide)
         named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
-        self.steps.append(Step(named, passed, summary, time.perf_counter() - t))
+        self.steps.append(Step(named, passed, summary, time.perf_counter() - t, self.wide))
         return passed
 
     def _affordable(self, start: float) -> bool:
-        """Whether one more step (as long as the slowest so far, the first step aside once another
-        ran: a lane with `remix` makes the later ones without converting) fits in the budget."""
-        longest = max(s.seconds for s in self.steps[1:] or self.steps)
+        """Whether one more step (as long as the slowest so far) fits in the budget. With `widen` (a
+        lane with `remix`, whose later steps are cut from the first step's file, not converted) the
+        first step is not what a step costs: until a later one ran, a step is taken to cost nothing,
+        so at most that one step can pass the budget (by a few seconds)."""
+        later = [s.seconds for s in self.steps[1:]]
+        longest = max(later) if later else (0.0 if self.widen else self.steps[0].seconds)
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:

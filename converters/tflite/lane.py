@@ -230,11 +230,12 @@ def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path:
               path.read_bytes(), fp32.read_bytes(), path, art)
 
 
-def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str) -> LaneArtifact:
+def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str,
+          all_readers: bool = False) -> LaneArtifact:
     """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
     with the layers in `units` (each a fused group's node names, the layer's own first) cut back to
-    float32, with their weightless readers (`mixed.keep_float`): the search ranks layers by their own
-    error, which includes their output's int8 rounding. Returns the artifact's new path and details
+    float32, with their weightless readers, or `all_readers` (`mixed.keep_float`): the search ranks
+    layers by their own error, which includes their output's int8 rounding. Returns the artifact's new path and details
     (the kept layers by their names, readers after them; op counts); the rest is the first step's."""
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
@@ -244,7 +245,7 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     kept = named_layers(flat, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
     names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
     data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
-                                    list(names), readers=True)
+                                    list(names), readers="all" if all_readers else "weightless")
     Path(out).write_bytes(data)
     hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
     found = set(names) - set(missed)

@@ -13,7 +13,7 @@ RANKED = [f"n{i}" for i in range(20)]
 
 
 def searcher(needed: set[str], ranked=RANKED) -> Search:
-    return Search(attempt=lambda kept: (needed <= {n for unit in kept for n in unit}, f"kept {len(kept)}"),
+    return Search(attempt=lambda kept, wide: (needed <= {n for unit in kept for n in unit}, f"kept {len(kept)}"),
                   rank=lambda: ranked, names={n: n.upper() for n in ranked})
 
 
@@ -31,7 +31,7 @@ def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
 
 
 def test_passes_without_ranking_when_plain_low_precision_passes():
-    s = Search(attempt=lambda kept: (True, ""), rank=lambda: pytest.fail("ranked"), names={})
+    s = Search(attempt=lambda kept, wide: (True, ""), rank=lambda: pytest.fail("ranked"), names={})
     assert s.run() == () and len(s.steps) == 1
 
 
@@ -55,7 +55,7 @@ def test_a_fused_group_is_kept_whole_and_counted_once(monkeypatch):
     nodes are kept together, and the steps count and name it once."""
     monkeypatch.setattr(mixed, "BUDGET", 1e9)
     units = [("conv_a", "bias_a", "relu_a"), ("conv_b", "relu_b"), ("conv_c",)]
-    s = Search(attempt=lambda kept: ("relu_b" in {n for unit in kept for n in unit}, ""), rank=lambda: units,
+    s = Search(attempt=lambda kept, wide: ("relu_b" in {n for unit in kept for n in unit}, ""), rank=lambda: units,
                names={})
     assert s.run() == tuple(units[:2])
     assert [(st.kept, st.passed) for st in s.steps] == [((), False), (("conv_a",), False),
@@ -77,3 +77,19 @@ def test_ranked_layers_from_the_isolated_profile():
         {"node": "f", "nodes": ["f"], "artifact_op": "DEQUANTIZE", "isolated": {"snr_db": -7.0, "output_snr_db": -7.0}},
     ]}
     assert mixed.ranked_layers(loc) == [("c",), ("b", "b_bn", "b_relu"), ("e", "e_pre"), ("a",)]
+
+
+def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
+    """A lane that keeps layers' readers (`widen`): a count that fails with the weightless readers
+    only is tried once more with all of them; the variant that passes is the one bisected."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+
+    def attempt(kept, wide):
+        names = {n for unit in kept for n in unit}
+        return ("n1" in names and wide) or {"n0", "n1", "n2", "n3", "n4"} <= names, ""
+
+    s = Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=True)
+    assert s.run() == (("n0",), ("n1",))
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
+        (0, False, False), (1, False, False), (1, True, False), (2, False, False), (2, True, True)]
+    assert s.steps[-1].to_json()["all_readers"] is True
