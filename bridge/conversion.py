@@ -497,7 +497,7 @@ class _Run:
         `remix`); every step's artifact is set aside, and the fewest-kept passing one (or the last
         tried) is the run's, returned judged (`_judge` only localises it)."""
         from bridge.base.lane import MIXED_BASE
-        from bridge.mixed import Search
+        from bridge.mixed import HELD, Search
 
         options = self.options_by_lane[lane.name]
         staged = self.work / STAGED / lane.filename(self.ref.name, mode)
@@ -509,7 +509,7 @@ class _Run:
             if base and lane.remix:
                 placed = self._remix(lane, held[0][0][1], base, kept, wide, step)
             else:
-                names = ",".join(dict.fromkeys(n for unit in kept for n in unit))
+                names = ",".join(dict.fromkeys(n for unit in kept for n in unit if not n.startswith(HELD)))
                 placed = self._lane(lane, (mode,), ranges, replace(options, keep=names),
                                     folder=f"{lane.name}-search-{step}")[0]
                 base.update(placed[1].details.pop(MIXED_BASE, None) or {})

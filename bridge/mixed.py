@@ -44,7 +44,9 @@ Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one
 def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
     """The layers of a localisation (`bridge.localization`) with an isolated profile, most costly
     first: those carried to the outputs by their output SNR, then the rest by their own tensor's
-    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group). A
+    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group, and
+    "@" + the artifact tensor it was found at: a lane that keeps ops by tensor keeps that op even where
+    the converter's report names no tensor for the group's nodes). A
     layer the artifact holds at a QUANTIZE or DEQUANTIZE is left out: converting between int8 and
     float is never what to keep, and a graph output's DEQUANTIZE only repeats the error of what
     computed it."""
@@ -57,7 +59,12 @@ def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
 
     layers = [layer for layer in localization.get("layers") or () if layer.get("isolated")
               and not str(layer.get("artifact_op") or "").lower().endswith("quantize")]
-    return [tuple(dict.fromkeys([layer["node"], *layer.get("nodes", ())])) for layer in sorted(layers, key=cost)]
+    return [tuple(dict.fromkeys([layer["node"], *layer.get("nodes", ()),
+                                 *([f"{HELD}{layer['artifact_tensor']}"] if layer.get("artifact_tensor") else [])]))
+            for layer in sorted(layers, key=cost)]
+
+
+HELD = "@"  # a unit's last name may be the artifact tensor localisation found the layer at: "@<tensor>"
 
 
 @dataclass

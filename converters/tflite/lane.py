@@ -233,27 +233,28 @@ def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path:
 def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str,
           all_readers: bool = False) -> LaneArtifact:
     """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
-    with the layers in `units` (each a fused group's node names, the layer's own first) cut back to
-    float32, with their weightless readers, or `all_readers` (`mixed.keep_float`): the search ranks
-    layers by their own error, which includes their output's int8 rounding. Returns the artifact's new path and details
-    (the kept layers by their names, readers after them; op counts); the rest is the first step's."""
+    with the layers in `units` cut back to float32 (each a fused group's node names, the layer's own
+    first, and "@" + the TFLite tensor localisation found it at), with their weightless readers, or
+    `all_readers` (`mixed.keep_float`): the search ranks layers by their own error, which includes
+    their output's int8 rounding. Returns the artifact's new path and details (the kept layers by
+    their names, readers after them; op counts); the rest is the first step's."""
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
 
     outputs, tensors = base["outputs"], base["correspondence"]
-    flat = ",".join(dict.fromkeys(n for unit in units for n in unit))
+    flat = ",".join(dict.fromkeys(n for unit in units for n in unit if not n.startswith("@")))
     kept = named_layers(flat, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
-    names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
+    at = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}  # TFLite tensor -> node
+    hub_of = {v: k for k, v in kept.items()} | {k: k for k in kept}
+    at.update({n[1:]: hub_of.get(unit[0], unit[0]) for unit in units for n in unit if n.startswith("@")})
     data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
-                                    list(names), readers="all" if all_readers else "weightless")
+                                    list(at), readers="all" if all_readers else "weightless")
     Path(out).write_bytes(data)
+    changed = {at[t] for t in at if t not in missed}
     hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
-    found = set(names) - set(missed)
-    changed = {layer for layer in kept for o in outputs[layer] if o and tensors.get(o, o) in found}
-    layers = {hub[u[0]]: None for u in units if any(hub[n] in changed for n in u)}
-    inside = {tensors.get(o, o) for u in units for n in u for o in outputs[hub[n]] if o}
-    held = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
-    layers.update({held[t]: None for t in made if t in held and t not in inside})
+    layers = {hub[u[0]]: None for u in units if any(hub.get(n) in changed for n in u)}
+    readers = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
+    layers.update({readers[t]: None for t in made if t in readers and t not in at})
     counts = op_counts(data)
     art = LaneArtifact(mode="int8-mixed", path=out)
     art.details.update({"kept_layers": [node_names.get(n, n) for n in layers], "kept_precision": "float32",
