@@ -10,16 +10,12 @@ rescues the model; keeping any other layer is not.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import artifact, bridge, report, report_folder
+from tests.conftest import artifact, bridge, report
 
 pytestmark = pytest.mark.slow
 
@@ -186,54 +182,3 @@ def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(
     assert [(s["kept"], s["all_readers"], s["passed"]) for s in mixed["search"]["steps"]] == [
         (0, False, False), (1, False, False), (1, True, False)]
 
-
-# ------------------------------------------------------------------ a trained model, when the zoo is built
-
-ZOO = Path(os.environ.get("BRIDGE_ZOO_CACHE", "~/.cache/bridge-zoo")).expanduser() / "models"
-
-
-def _pages(folder: Path, count: int, seed: int) -> Path:
-    """Document crops at 256x320, preprocessed as rapidocr feeds its detector (the zoo's generator,
-    benchmarks/zoo/data.py, at a smaller size than the zoo's 480x640 to keep the test short)."""
-    from benchmarks.zoo.data import feeds_for
-
-    folder.mkdir()
-    spec = {"input": "x", "shape": (1, 3, 256, 320), "mean": [0.5] * 3, "std": [0.5] * 3}
-    for i, feed in enumerate(feeds_for("ocr-page", spec, count, seed)):
-        np.savez(folder / f"{i:04d}.npz", **feed)
-    return folder
-
-
-@pytest.mark.skipif(not (ZOO / "ppocrv4-det").is_dir(), reason="the zoo cache is not built (benchmarks/zoo)")
-def test_tflite_int8_mixed_search_passes_the_trained_ppocrv4_detector_where_int8_fails(tmp_path):
-    """PP-OCRv4's text detector (rapidocr's wheel) fails full int8 (about 12 dB): the search ranks
-    its layers by the isolated profile of its own int8 file and keeps a few of the stem's in float
-    until the file passes, on the parity samples and on pages it never saw, within its budget and at
-    under half the float file's bytes."""
-    pytest.importorskip("ai_edge_litert")
-    model = ZOO / "ppocrv4-det" / "ch_PP-OCRv4_det_infer.onnx"
-    calibration, held = _pages(tmp_path / "calibration", 24, 0), _pages(tmp_path / "held", 8, 1)
-    out = tmp_path / "out"
-    r = bridge("convert", model, "--input", "x:1,3,256,320", "--calibration", calibration, "--target", "tflite",
-               "--quantize", "tflite=fp32,int8,int8-mixed", "--no-localize", "--out", out, timeout=1800)
-    assert r.returncode == 1, r.stderr[-3000:]  # int8 fails; fp32 and int8-mixed pass
-    rep = report(out)
-    fp32, int8, mixed = (artifact(rep, "tflite", m) for m in ("fp32", "int8", "int8-mixed"))
-    worst = next(iter(int8["parity"]["outputs"].values()))
-    assert not int8["parity"]["passed"] and (worst["snr_db"] < 15 or worst["cosine"] < 0.98)
-    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
-    figures = next(iter(mixed["parity"]["outputs"].values()))
-    assert figures["snr_db"] >= 15 and figures["cosine"] >= 0.98
-    assert mixed["bytes"] <= 0.5 * fp32["bytes"]
-    search = mixed["search"]
-    assert search["ranking_method"].startswith("isolated profile")
-    assert 0 < search["steps"][-1]["kept"] and len(mixed["kept_layers"]) < search["ranked"] / 4
-    assert search["rank_seconds"] + sum(s["seconds"] for s in search["steps"]) <= search["budget_seconds"] * 1.05
-    assert f"layer(s) kept in float32: {mixed['kept_layers'][0]}" in r.stdout
-    # pages the search never saw: the file `convert` published passes them too, and the int8 one does not
-    folder = report_folder(out)
-    v = bridge("validate", model, folder / mixed["path"], folder / int8["path"], "--input", "x:1,3,256,320",
-               "--parity-data", held, "--no-localize", "--report", tmp_path / "held.json")
-    verdicts = {Path(a["path"]).name: a["parity"]["passed"] for a in json.loads((tmp_path / "held.json")
-                                                                                 .read_text())["artifacts"]}
-    assert verdicts == {mixed["path"]: True, int8["path"]: False}, v.stdout[-2000:]
