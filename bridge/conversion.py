@@ -8,6 +8,7 @@ artifacts with the thresholds they declare. Nothing here names a target.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 import threading
@@ -49,7 +50,12 @@ from bridge.stages import Fault, Limits, Outcome, Stage
 EXPORT = Stage("export", "bridge.converters.onnx.export:export_source", records_reads=True)
 RANGES = Stage("activation-ranges", "bridge.converters.onnx.ranges:measure")
 SENSITIVITY = Stage("sensitivity", "bridge.converters.onnx.sensitivity:rank")
-RANK_SAMPLES = 4  # calibration samples the mixed-precision search ranks layers on
+# calibration samples the mixed-precision search ranks layers on: the int8 ranking's localisation
+# runs on them, and 2 keep it within the budget on PP-OCRv4 det at 480x640
+RANK_SAMPLES = 2
+# layers (the worst on their own first) whose isolated error the int8 ranking carries to the outputs:
+# a count, not a time, so the same model and data rank the same way on a busy machine
+RANK_CARRIED = 128
 HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 
 # What a stage is expected to peak at, for the executors that run several at once (`--jobs`, Ray):
@@ -486,19 +492,27 @@ class _Run:
         return {m for m in modes if lane.mode(m).mixed and getattr(options, "keep", None) is None}
 
     def _search(self, lane: Lane, mode: str, ranges) -> tuple:
-        """The mixed-precision search for one mode (`bridge.mixed`): each step converts and judges
-        with a `keep` list; every step's artifact is set aside, and the fewest-kept passing one (or
-        the last tried) is the run's, returned judged (`_judge` only localises it)."""
-        from bridge.mixed import Search
+        """The mixed-precision search for one mode (`bridge.mixed`): each step makes and judges an
+        artifact with a `keep` list (converting, or cut from the first step's files by the lane's
+        `remix`); every step's artifact is set aside, and the fewest-kept passing one (or the last
+        tried) is the run's, returned judged (`_judge` only localises it)."""
+        from bridge.base.lane import MIXED_BASE
+        from bridge.mixed import HELD, Search
 
         options = self.options_by_lane[lane.name]
         staged = self.work / STAGED / lane.filename(self.ref.name, mode)
         held: list[tuple[tuple, Path | None]] = []
+        base: dict = {}
 
-        def attempt(kept: tuple[str, ...]) -> tuple[bool, str]:
+        def attempt(kept: tuple[tuple[str, ...], ...], wide: bool) -> tuple[bool, str]:
             step = len(held)
-            placed = self._lane(lane, (mode,), ranges, replace(options, keep=",".join(kept)),
-                                folder=f"{lane.name}-search-{step}")[0]
+            if base and lane.remix:
+                placed = self._remix(lane, held[0][0][1], base, kept, wide, step)
+            else:
+                names = ",".join(dict.fromkeys(n for unit in kept for n in unit if not n.startswith(HELD)))
+                placed = self._lane(lane, (mode,), ranges, replace(options, keep=names),
+                                    folder=f"{lane.name}-search-{step}")[0]
+                base.update(placed[1].details.pop(MIXED_BASE, None) or {})
             rec = self._parity(lane, *placed)
             aside = None
             if rec.path is not None:
@@ -510,7 +524,8 @@ class _Run:
                 raise _Stop
             return bool(rec.parity), _summary(rec)
 
-        search = Search(attempt, lambda: self._rank(lane.mode(mode).mixed, ranges, search), self.exported.node_names)
+        search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
+                        widen=lane.remix is not None)
         try:
             best = search.run()
         except _Stop:
@@ -526,13 +541,46 @@ class _Run:
             rec.parity.reason = f"{search.outcome}; {rec.parity.reason}" if rec.parity.reason else search.outcome
         return placed
 
-    def _rank(self, kind: str, ranges, search) -> list[str]:
-        """Hub node names by sensitivity (`converters/onnx/sensitivity.py`), on the first calibration
-        samples, within what is left of the search's budget."""
+    def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[tuple[str, ...], ...],
+               wide: bool, step: int) -> tuple:
+        """A search step cut from the first step's files by the lane's `remix` (a child stage, never
+        cached), placed and run on the parity samples as a converted artifact is."""
+        folder = self.work / f"{lane.name}-search-{step}"
+        out = folder / Path(first.path or lane.filename(self.ref.name, first.mode)).name
+        start = time.perf_counter()
+        stage = Stage(f"{lane.name}-remix", lane.remix, lane.convert_blocks)
+        made: LaneArtifact = self._call(
+            f"Keeping {len(kept)} layer(s) in higher precision", stage, (base, kept, self.exported.node_names,
+                                                                        str(out), wide), {}, parts=None, root=folder,
+            need=needs("convert", _bytes(self.exported.hub_path), self.limits, lane.convert_memory))
+        art = replace(first, path=made.path, warnings=[w for w in first.warnings if not w.startswith(
+            f"{first.mode}: no integer op")] + made.warnings, details={**first.details, **made.details},
+                      seconds=time.perf_counter() - start)
+        return self._place(lane, art)
+
+    def _rank(self, lane: Lane, mode: str, ranges, search, first: tuple) -> list:
+        """Layers by sensitivity, on the first calibration samples, within what is left of the
+        search's budget: for int8, the isolated profile of the first step's artifact (its
+        localisation, `bridge.mixed.ranked_layers`); for fp16 (or where that finds no layer), what
+        each hub layer costs alone (`converters/onnx/sensitivity.py`)."""
         ex = self.exported
         samples = ex.calibration[:RANK_SAMPLES]
-        spans = ranges.calibration if isinstance(ranges, Ranges) else {}
         left = max(search.budget_seconds - sum(s.seconds for s in search.steps), 1.0)
+        (_, art, _, _), aside = first
+        kind = lane.mode(mode).mixed
+        if kind == "int8" and lane.tracer and aside is not None:
+            from bridge.mixed import ranked_layers
+
+            localizer = Localizer(ex.hub_path, samples, ex.node_names, ex.framework, self.work / "rank",
+                                  self.limits, self.progress, self.threshold_overrides, When.always,
+                                  call=self._localize, carry_seconds=math.inf, max_carried=RANK_CARRIED)
+            loc = localizer.run(lane, lane.mode(mode), str(aside), art.io, art.correspondence, aside.name)
+            ranked = ranked_layers(loc)
+            search.ranking_method = f"isolated profile of the first step's artifact ({loc.get('status')})"
+            if ranked:
+                return ranked
+        spans = ranges.calibration if isinstance(ranges, Ranges) else {}
+        search.ranking_method = "each hub layer alone in the lower precision (onnxruntime)"
         ranked = self._call("Ranking layers by sensitivity", SENSITIVITY, (ex.hub_path, samples, kind, spans),
                             {"budget_seconds": left / 2}, parts=None, root=self.work / "sensitivity",
                             need=needs("runtime", _bytes(ex.hub_path), self.limits))

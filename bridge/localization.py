@@ -66,6 +66,8 @@ class Localizer:
     overrides: Sequence = ()
     when: When = When.on_failure
     call: Call | None = None
+    carry_seconds: float | None = None  # how long the isolated profile carries layers (None: by `when`)
+    max_carried: int | None = None  # and how many at most (None: the stage's default)
     count: int = field(default=0, init=False)
 
     def wanted(self, parity: Parity | None) -> bool:
@@ -99,7 +101,8 @@ class Localizer:
             work=str(self.work / f"artifact-{self.count}"), feeds=self.feeds, io=io,
             thresholds=layer_thresholds(spec, self.overrides), node_names=dict(self.node_names),
             correspondence=dict(correspondence or {}), framework=self.framework,
-            carry_seconds=DEBUG_CARRY_SECONDS if self.when == When.always else CARRY_SECONDS)
+            carry_seconds=self.carry_seconds or (DEBUG_CARRY_SECONDS if self.when == When.always else CARRY_SECONDS),
+            **({"max_carried": self.max_carried} if self.max_carried else {}))
         start = time.perf_counter()
         stage = Stage(f"{lane.name}-localize", STAGE_FUNCTION, lane.runtime_blocks)
         text = f"Localising the divergence in {label} layer by layer"

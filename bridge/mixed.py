@@ -1,19 +1,24 @@
 """The mixed-precision search: the fewest layers kept in higher precision for a mode to pass.
 
 A mixed mode (`ModeSpec.mixed`) whose lane was given no `keep` list starts from the whole graph in
-the lower precision. If that fails its thresholds, the layers are ranked by sensitivity (what each
-costs alone in the lower precision: `converters/onnx/sensitivity.py`, on calibration samples, never
-on the parity samples that judge) and the search keeps the top 1, 2, 4, 8... of the ranking until
-the artifact passes parity, then bisects between the last failing and the first passing count for
-the fewest. Every step is a real conversion judged on the parity samples by the lane's runtime. The
-search is deterministic (same source, samples and ranking: same steps) and bounded: it never starts
-a step that would take it past `BUDGET` times the first step's conversion and parity time.
+the lower precision. If that fails its thresholds, the layers are ranked, on calibration samples,
+never on the parity samples that judge: for int8, by the isolated profile of per-layer localisation
+measured on that first artifact (`ranked_layers`: what each layer's own error, computed from exact
+inputs, leaves at the outputs); for fp16, by `converters/onnx/sensitivity.py` on the hub. A ranked
+unit is a layer as the artifact computes it: every hub node of its fused group. The search keeps
+the top 1, 2, 4, 8... units until the artifact passes parity, then bisects between the last
+failing and the first passing count for the fewest. Every step is a real artifact judged on the
+parity samples by the lane's runtime (a lane with `remix` cuts it from the first step's files, not
+converting again). The search is deterministic for a given ranking (same ranking: same steps) and
+bounded: it never starts a step that would take it past `BUDGET` times the first step's
+conversion and parity time.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
@@ -22,83 +27,143 @@ SHOWN = 5  # layers named when the search gives up
 
 @dataclass(frozen=True)
 class Step:
-    kept: tuple[str, ...]  # the user's names
+    kept: tuple[str, ...]  # the user's names, one per layer (a fused group by the name it is known by)
     passed: bool
     summary: str  # the worst output's figures, or why the step did not run
     seconds: float
+    wide: bool = False  # the kept layers' readers were kept too, weighted ones included
 
     def to_json(self) -> dict:
         return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "all_readers": self.wide}
+
+
+Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
+
+
+def ranked_layers(localization: Mapping) -> list[tuple[str, ...]]:
+    """The layers of a localisation (`bridge.localization`) with an isolated profile, most costly
+    first: those carried to the outputs by their output SNR, then the rest by their own tensor's
+    SNR; ties in the hub's order. Each is (the node it is named by, the rest of its fused group, and
+    "@" + the artifact tensor it was found at: a lane that keeps ops by tensor keeps that op even where
+    the converter's report names no tensor for the group's nodes). A
+    layer the artifact holds at a QUANTIZE or DEQUANTIZE is left out: converting between int8 and
+    float is never what to keep, and a graph output's DEQUANTIZE only repeats the error of what
+    computed it."""
+    def cost(layer: Mapping) -> tuple[int, float]:
+        iso = layer.get("isolated") or {}
+        carried, own = iso.get("output_snr_db"), iso.get("snr_db")
+        if carried is not None:
+            return 0, carried
+        return 1, own if own is not None else math.inf
+
+    layers = [layer for layer in localization.get("layers") or () if layer.get("isolated")
+              and not str(layer.get("artifact_op") or "").lower().endswith("quantize")]
+    return [tuple(dict.fromkeys([layer["node"], *layer.get("nodes", ()),
+                                 *([f"{HELD}{layer['artifact_tensor']}"] if layer.get("artifact_tensor") else [])]))
+            for layer in sorted(layers, key=cost)]
+
+
+HELD = "@"  # a unit's last name may be the artifact tensor localisation found the layer at: "@<tensor>"
 
 
 @dataclass
 class Search:
-    """`attempt(kept)` converts and judges with the layers `kept` (hub names) in higher precision,
-    returning (passed, summary); `rank()` gives hub names, most sensitive first."""
+    """`attempt(kept, wide)` makes and judges an artifact with the layers `kept` (units: each a fused
+    group's node names, the one it is known by first) in higher precision, returning (passed,
+    summary); `rank()` gives units (or single node names), most sensitive first.
 
-    attempt: Callable[[tuple[str, ...]], tuple[bool, str]]
-    rank: Callable[[], Sequence[str]]
+    With `widen` (a lane that keeps a layer's readers with it: TFLite), a count whose step fails is
+    tried once more with every reader of the kept layers kept (`wide`), not only the weightless
+    ones: a kept layer's output is then float for all of them, its int8 rounding gone, at the
+    bytes of those readers' weights. The first variant that passes is the one bisected."""
+
+    attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str]]
+    rank: Callable[[], Sequence[Unit]]
     names: dict[str, str]  # hub name -> the user's
     steps: list[Step] = field(default_factory=list)
-    ranked: list[str] = field(default_factory=list)
+    ranked: list[tuple[str, ...]] = field(default_factory=list)
     rank_seconds: float = 0.0
     budget_seconds: float = 0.0
     outcome: str = ""
+    tried: int = 0  # units kept by the largest step so far
+    ranking_method: str = ""
+    widen: bool = False
+    wide: bool = False
 
-    def run(self) -> tuple[str, ...] | None:
-        """The kept layers (hub names) of the last passing step, or None; `outcome` says why."""
+    def run(self) -> tuple[tuple[str, ...], ...] | None:
+        """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
         start = time.perf_counter()
         if self._try((), start):
             self.outcome = "passed with every layer in the lower precision"
             return ()
         self.budget_seconds = BUDGET * self.steps[0].seconds
         t = time.perf_counter()
-        self.ranked = list(self.rank())
+        self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
         best, failed = None, 0
         for count in _doubling(len(self.ranked)):
             if not self._affordable(start):
                 break
-            if self._try(tuple(self.ranked[:count]), start):
+            self.tried = count
+            if self._try(self.prefix(count), start) or self._widened(count, start):
                 best = count
                 break
             failed = count
         while best is not None and best - failed > 1 and self._affordable(start):
             middle = (failed + best) // 2
-            if self._try(tuple(self.ranked[:middle]), start):
+            if self._try(self.prefix(middle), start):
                 best = middle
             else:
                 failed = middle
         self.outcome = self._outcome(best, failed)
-        return None if best is None else tuple(self.ranked[:best])
+        return None if best is None else self.prefix(best)
 
-    def _try(self, kept: tuple[str, ...], start: float) -> bool:
+    def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
+        return tuple(self.ranked[:count])
+
+    def _widened(self, count: int, start: float) -> bool:
+        """The same count with every reader kept, where the lane offers it and the budget allows."""
+        if not self.widen or self.wide or not self._affordable(start):
+            return False
+        self.wide = True
+        if self._try(self.prefix(count), start):
+            return True
+        self.wide = False
+        return False
+
+    def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
-        passed, summary = self.attempt(kept)
-        self.steps.append(Step(tuple(self.names.get(k, k) for k in kept), passed, summary, time.perf_counter() - t))
+        passed, summary = self.attempt(kept, self.wide)
+        named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
+        self.steps.append(Step(named, passed, summary, time.perf_counter() - t, self.wide))
         return passed
 
     def _affordable(self, start: float) -> bool:
-        """Whether one more step (as long as the slowest so far) fits in the budget."""
-        longest = max(s.seconds for s in self.steps)
+        """Whether one more step (as long as the slowest so far) fits in the budget. With `widen` (a
+        lane with `remix`, whose later steps are cut from the first step's file, not converted) the
+        first step is not what a step costs: until a later one ran, a step is taken to cost nothing,
+        so at most that one step can pass the budget (by a few seconds)."""
+        later = [s.seconds for s in self.steps[1:]]
+        longest = max(later) if later else (0.0 if self.widen else self.steps[0].seconds)
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:
         if best is not None:
             return f"passed keeping {best} of {len(self.ranked)} layers"
-        tried = max((len(s.kept) for s in self.steps), default=0)
-        nxt = [self.names.get(n, n) for n in self.ranked[tried:tried + SHOWN]]
+        tried = self.tried
+        nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
         why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"
         rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
-                  f"; the most sensitive: {', '.join(self.names.get(n, n) for n in self.ranked[:SHOWN])}")
+                  f"; the most sensitive: {', '.join(self.names.get(u[0], u[0]) for u in self.ranked[:SHOWN])}")
         return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
                 f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers){rescue}")
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "budget_seconds": round(self.budget_seconds, 3),
                 "rank_seconds": round(self.rank_seconds, 3), "ranked": len(self.ranked),
-                "ranking": [self.names.get(n, n) for n in self.ranked[:20]],
+                "ranking_method": self.ranking_method,
+                "ranking": [self.names.get(u[0], u[0]) for u in self.ranked[:20]],
                 "steps": [s.to_json() for s in self.steps]}
 
 

@@ -52,6 +52,10 @@ class Lane:
     # `bridge.validators.localisation.graph.Tracer`); None: the lane's artifacts cannot be localised
     tracer: str | None = None
     preflight: str | None = None  # "module:function": (hub_path, node_names, options) -> list[Unsupported]
+    # "module:function": (base, keep, node_names, out path) -> LaneArtifact. A mixed mode's search step
+    # made in-process from its first step's files (the first step's details hold `base`) instead of
+    # converting again; None: every step converts
+    remix: str | None = None
     # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
     # once something is found) checks every node; None: `preflight`
     inspect_preflight: str | None = None
@@ -125,6 +129,9 @@ class Unsupported:
 
     def to_json(self) -> dict:
         return {"op_type": self.op_type, "nodes": list(self.nodes), "reason": self.reason}
+
+
+MIXED_BASE = "_mixed_base"  # in a mixed mode's first search step's details: what the lane's `remix` reads
 
 
 @dataclass

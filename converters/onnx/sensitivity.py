@@ -1,7 +1,8 @@
 """How much each layer alone costs in a lower precision, measured on the hub (the `sensitivity` stage).
 
-The stand-in ranking for the mixed-precision search until per-layer localisation (issue 13) lands:
-one onnxruntime session of the hub in which every float output of every layer passes through a
+The fp16 ranking of the mixed-precision search (int8 ranks by the isolated profile of localisation
+on its first artifact, `bridge.mixed.ranked_layers`, and falls back to this where that finds no
+layer): one onnxruntime session of the hub in which every float output of every layer passes through a
 switch,
 
     y' = Where(s, low(y), y)        s: a scalar bool input

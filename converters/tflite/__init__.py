@@ -58,6 +58,7 @@ LANE = Lane(
     tracer="bridge.validators.runners.tflite:TFLiteTracer",
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
+    remix="bridge.converters.tflite.lane:remix",
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,

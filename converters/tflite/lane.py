@@ -29,7 +29,7 @@ import numpy as np
 from bridge.base.arrays import Feeds, write_feeds
 from bridge.base.bindings import IO, Binding
 from bridge.base.errors import ConversionError
-from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lane import MIXED_BASE, LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.base.modes import ModeSpec
 from bridge.base.tensors import TensorSpec
@@ -217,15 +217,59 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_flo
 
 def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path: Path, art: LaneArtifact) -> None:
     """The int8 file at `path` with the --tflite-keep layers computing in float32 (`mixed.keep_float`):
-    a layer is the ONNX node whose outputs onnx2tf's correspondence report names in the file."""
+    a layer is the ONNX node whose outputs onnx2tf's correspondence report names in the file. The
+    search's first step (an empty keep list) also leaves the calibrated file and what `remix` needs
+    to cut other keep lists into it, so its later steps never convert or calibrate again."""
+    tensors = correspondence.get("tensors", {})
+    if req.options.keep == "":
+        base = path.with_name(f"{path.stem}.base.tflite")
+        shutil.copyfile(path, base)
+        art.details[MIXED_BASE] = {"int8": str(base), "float": str(fp32), "correspondence": tensors,
+                                   "outputs": {n.name: list(n.output) for n in model.graph.node}}
+    _cut_kept(req.options.keep, req.node_names, {n.name: list(n.output) for n in model.graph.node}, tensors,
+              path.read_bytes(), fp32.read_bytes(), path, art)
+
+
+def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str,
+          all_readers: bool = False) -> LaneArtifact:
+    """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
+    with the layers in `units` cut back to float32 (each a fused group's node names, the layer's own
+    first, and "@" + the TFLite tensor localisation found it at), with their weightless readers, or
+    `all_readers` (`mixed.keep_float`): the search ranks layers by their own error, which includes
+    their output's int8 rounding. Returns the artifact's new path and details (the kept layers by
+    their names, readers after them; op counts); the rest is the first step's."""
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
 
-    kept = named_layers(req.options.keep, model, req.node_names, "--tflite-keep", "tflite-convert")
-    nodes = {n.name: n for n in model.graph.node}
-    tensors = correspondence.get("tensors", {})
-    names = {tensors.get(o, o): layer for layer in kept for o in nodes[layer].output if o}
-    data, missed = keep_float(path.read_bytes(), fp32.read_bytes(), list(names))
+    outputs, tensors = base["outputs"], base["correspondence"]
+    flat = ",".join(dict.fromkeys(n for unit in units for n in unit if not n.startswith("@")))
+    kept = named_layers(flat, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
+    at = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}  # TFLite tensor -> node
+    hub_of = {v: k for k, v in kept.items()} | {k: k for k in kept}
+    at.update({n[1:]: hub_of.get(unit[0], unit[0]) for unit in units for n in unit if n.startswith("@")})
+    data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
+                                    list(at), readers="all" if all_readers else "weightless")
+    Path(out).write_bytes(data)
+    changed = {at[t] for t in at if t not in missed}
+    hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
+    layers = {hub[u[0]]: None for u in units if any(hub.get(n) in changed for n in u)}
+    readers = {tensors.get(o, o): n for n in outputs for o in outputs[n] if o}
+    layers.update({readers[t]: None for t in made if t in readers and t not in at})
+    counts = op_counts(data)
+    art = LaneArtifact(mode="int8-mixed", path=out)
+    art.details.update({"kept_layers": [node_names.get(n, n) for n in layers], "kept_precision": "float32",
+                        "ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
+    return art
+
+
+def _cut_kept(keep: str | None, node_names: dict[str, str], outputs: dict[str, list[str]], tensors: dict,
+              int8: bytes, fp32: bytes, path: Path, art: LaneArtifact) -> None:
+    from bridge.converters.onnx.graph import named_layers
+    from bridge.converters.tflite.mixed import keep_float
+
+    kept = named_layers(keep, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
+    names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
+    data, missed, _ = keep_float(int8, fp32, list(names))
     path.write_bytes(data)
     lost = sorted({kept[names[n]] for n in missed} - {kept[names[n]] for n in names if n not in missed})
     if lost:
@@ -233,6 +277,15 @@ def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path:
                             "(folded into a neighbour, or float already): nothing to keep")
     art.details["kept_layers"] = list(kept.values())
     art.details["kept_precision"] = "float32"
+
+
+class _Nodes:
+    """What `named_layers` reads of an ONNX model (node names, in order) from a {node: outputs} map."""
+
+    def __init__(self, outputs: dict[str, list[str]]):
+        from types import SimpleNamespace
+
+        self.graph = SimpleNamespace(node=[SimpleNamespace(name=n) for n in outputs])
 
 
 def _die_with_parent() -> None:

@@ -25,20 +25,47 @@ import numpy as np
 from bridge.converters.tflite import flatbuffer as fbu
 
 
-def keep_float(int8: bytes, fp32: bytes, names: Collection[str]) -> tuple[bytes, list[str]]:
+def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = "none"
+               ) -> tuple[bytes, list[str], list[str]]:
     """`int8` with every op that writes a tensor named in `names` computing in float32; returns the
-    file and the names that matched no quantized op's output (in the order given)."""
+    file, the names that matched no quantized op's output (in the order given), and the outputs of
+    every op kept. With `readers` "weightless", the ops reading a kept op's outputs are kept too where
+    they hold no weights (an ADD, a MUL by a per-channel scale: keeping them costs no bytes); with
+    "all", every one: keeping an op alone removes its own arithmetic's error but not the int8
+    rounding of its output, which its integer readers still read through the QUANTIZE after it."""
     from bridge.converters.tflite.quantize import _float_weights
 
     model = fbu.load(int8)
     floats = _float_weights(fp32)
     sg = model.subgraphs[0]
     wanted = set(names)
-    kept = [i for i, op in enumerate(sg.operators) if any(_name(sg.tensors[t]) in wanted
-                                                          for t in op.outputs if _quantized(sg.tensors[t]))]
+    fb = fbu.schema()
+    # a QUANTIZE or DEQUANTIZE converts between int8 and float: never kept (its output must stay integer)
+    convert = {fbu.opcode_index(model, b) for b in (fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE)}
+    computing = [i for i, op in enumerate(sg.operators) if op.opcodeIndex not in convert]
+    kept = {i for i in computing if any(_name(sg.tensors[t]) in wanted
+                                        for t in sg.operators[i].outputs if _quantized(sg.tensors[t]))}
     found = {_name(sg.tensors[t]) for i in kept for t in sg.operators[i].outputs}
-    _Islands(model, sg, floats).cut(set(kept))
-    return fbu.save(model), [n for n in names if n not in found]
+    if readers != "none":
+        made = {t for i in kept for t in sg.operators[i].outputs}
+        kept |= {i for i in computing if any(t in made for t in sg.operators[i].inputs)
+                 and any(_quantized(sg.tensors[t]) for t in sg.operators[i].outputs)
+                 and (readers == "all" or not _weighted(model, sg, sg.operators[i]))}
+    outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
+    _Islands(model, sg, floats).cut(kept)
+    _drop_unread_constants(model, sg)
+    return fbu.save(model), [n for n in names if n not in found], outputs
+
+
+def _drop_unread_constants(model, sg) -> None:
+    """Empty the buffers of the int8 constants no op reads any more (a kept op reads its float twin),
+    so a kept layer's weights are stored once, in float32."""
+    read = {t for op in sg.operators for t in (*op.inputs, *op.outputs) if t >= 0}
+    read |= set(sg.inputs if sg.inputs is not None else ()) | set(sg.outputs if sg.outputs is not None else ())
+    used = {sg.tensors[t].buffer for t in read}
+    for t, tensor in enumerate(sg.tensors):
+        if t not in read and tensor.buffer not in used and fbu.constant(model, tensor) is not None:
+            model.buffers[tensor.buffer].data = None
 
 
 class _Islands:
@@ -120,6 +147,17 @@ class _Islands:
 
 def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+
+def _weighted(model, sg, op) -> bool:
+    """Whether the op reads a constant with two or more non-unit axes (a kernel or a matrix), not
+    a scalar or a per-channel vector."""
+    for t in op.inputs:
+        tensor = sg.tensors[t] if t >= 0 else None
+        if tensor is not None and fbu.constant(model, tensor) is not None and tensor.shape is not None \
+                and sum(1 for d in tensor.shape if d > 1) >= 2:
+            return True
+    return False
 
 
 def _quantized(tensor) -> bool:

@@ -13,15 +13,15 @@ RANKED = [f"n{i}" for i in range(20)]
 
 
 def searcher(needed: set[str], ranked=RANKED) -> Search:
-    return Search(attempt=lambda kept: (needed <= set(kept), f"kept {len(kept)}"), rank=lambda: ranked,
-                  names={n: n.upper() for n in ranked})
+    return Search(attempt=lambda kept, wide: (needed <= {n for unit in kept for n in unit}, f"kept {len(kept)}"),
+                  rank=lambda: ranked, names={n: n.upper() for n in ranked})
 
 
 @pytest.mark.parametrize("needed, fewest", [({"n0"}, 1), ({"n0", "n4"}, 5), ({"n2", "n10"}, 11), ({"n19"}, 20)])
 def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
     monkeypatch.setattr(mixed, "BUDGET", 1e9)
     s = searcher(needed)
-    assert s.run() == tuple(RANKED[:fewest])
+    assert s.run() == tuple((n,) for n in RANKED[:fewest])
     kept = [st.kept for st in s.steps]
     assert kept[0] == () and not s.steps[0].passed  # starts from the whole graph in low precision
     assert any(len(k) == fewest and st.passed for k, st in zip(kept, s.steps, strict=True))
@@ -31,7 +31,7 @@ def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
 
 
 def test_passes_without_ranking_when_plain_low_precision_passes():
-    s = Search(attempt=lambda kept: (True, ""), rank=lambda: pytest.fail("ranked"), names={})
+    s = Search(attempt=lambda kept, wide: (True, ""), rank=lambda: pytest.fail("ranked"), names={})
     assert s.run() == () and len(s.steps) == 1
 
 
@@ -48,3 +48,48 @@ def test_budget_stops_the_search_and_names_the_next_layers(monkeypatch):
     s = searcher({"n5"})
     assert s.run() is None and len(s.steps) == 1
     assert "within its budget" in s.outcome and "ranked next): N0, N1" in s.outcome
+
+
+def test_a_fused_group_is_kept_whole_and_counted_once(monkeypatch):
+    """A unit is a layer as the artifact computes it (a Conv with its bias and activation): its
+    nodes are kept together, and the steps count and name it once."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    units = [("conv_a", "bias_a", "relu_a"), ("conv_b", "relu_b"), ("conv_c",)]
+    s = Search(attempt=lambda kept, wide: ("relu_b" in {n for unit in kept for n in unit}, ""), rank=lambda: units,
+               names={})
+    assert s.run() == tuple(units[:2])
+    assert [(st.kept, st.passed) for st in s.steps] == [((), False), (("conv_a",), False),
+                                                        (("conv_a", "conv_b"), True)]
+    assert s.to_json()["ranking"] == ["conv_a", "conv_b", "conv_c"]
+    assert s.outcome == "passed keeping 2 of 3 layers"
+
+
+def test_ranked_layers_from_the_isolated_profile():
+    """Layers whose own error was carried to the outputs come first, by the SNR it leaves there; the
+    rest follow by their own tensor's SNR; a layer without an isolated figure, or held at a
+    DEQUANTIZE (a graph output's), is not ranked."""
+    loc = {"layers": [
+        {"node": "a", "nodes": ["a"], "isolated": {"snr_db": 5.0}},
+        {"node": "b", "nodes": ["b", "b_bn", "b_relu"], "isolated": {"snr_db": 20.0, "output_snr_db": 30.0}},
+        {"node": "c", "nodes": ["c"], "isolated": {"snr_db": 40.0, "output_snr_db": 9.0}},
+        {"node": "d", "nodes": ["d"]},
+        {"node": "e", "nodes": ["e_pre", "e"], "isolated": {"snr_db": 3.0}},
+        {"node": "f", "nodes": ["f"], "artifact_op": "DEQUANTIZE", "isolated": {"snr_db": -7.0, "output_snr_db": -7.0}},
+    ]}
+    assert mixed.ranked_layers(loc) == [("c",), ("b", "b_bn", "b_relu"), ("e", "e_pre"), ("a",)]
+
+
+def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
+    """A lane that keeps layers' readers (`widen`): a count that fails with the weightless readers
+    only is tried once more with all of them; the variant that passes is the one bisected."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+
+    def attempt(kept, wide):
+        names = {n for unit in kept for n in unit}
+        return ("n1" in names and wide) or {"n0", "n1", "n2", "n3", "n4"} <= names, ""
+
+    s = Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=True)
+    assert s.run() == (("n0",), ("n1",))
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
+        (0, False, False), (1, False, False), (1, True, False), (2, False, False), (2, True, True)]
+    assert s.steps[-1].to_json()["all_readers"] is True

@@ -200,4 +200,7 @@ def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(
     assert not mixed["parity"]["passed"]
     assert "even with every layer kept" in mixed["parity"]["reason"]
     assert "spike_scale" in mixed["parity"]["reason"] and "spike_scale" in r.stderr
-    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, False)]
+    # the one layer kept, then kept with all its readers (here only the output's DEQUANTIZE: the same file)
+    assert [(s["kept"], s["all_readers"], s["passed"]) for s in mixed["search"]["steps"]] == [
+        (0, False, False), (1, False, False), (1, True, False)]
+

@@ -68,6 +68,7 @@ class LocalizeRequest:
     samples: int = SAMPLES
     isolated: bool = True
     carry_seconds: float = CARRY_SECONDS
+    max_carried: int = MAX_CARRIED  # a fixed count and no time bound carry the same layers every run
 
 
 def localize(req: LocalizeRequest) -> dict:
@@ -86,7 +87,7 @@ def localize(req: LocalizeRequest) -> dict:
     if req.isolated and layers:
         try:
             isolated = _isolate(tracer, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
-            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds)
+            carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds, req.max_carried)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     outputs = set(hub_graph.outputs.values())
@@ -206,7 +207,7 @@ def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_
 
 
 def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, hub_feeds: Feeds,
-           seconds: float) -> int:
+           seconds: float, most: int = MAX_CARRIED) -> int:
     """What each layer's own error does to the outputs: the hub runs with the readers of that
     layer's tensor reading the hub's value plus (isolated output - hub's value), every other delta
     zero. One onnxruntime session for all layers; the worst on their own first, at most MAX_CARRIED
@@ -217,7 +218,7 @@ def _carry(hub_tracer, feeds: list[Feed], layers: list[Layer], isolated: Feeds, 
     outputs, inputs = list(graph.outputs.values()), graph.inputs
     order = sorted((layer for layer in layers if layer.isolated is not None),
                    key=lambda layer: layer.isolated.snr_db if np.isfinite(layer.isolated.snr_db) else -np.inf)
-    order = order[:MAX_CARRIED]
+    order = order[:most]
     inner = [layer for layer in order if layer.hub not in outputs]
     tensors, run = hub_tracer.perturbed([layer.hub for layer in inner]) if inner else ([], None)
     shapes = [{t: np.shape(hub_feeds.tensor(i, t)) for t in tensors} for i in range(len(hub_feeds))]
@@ -285,7 +286,7 @@ def _declared(req: LocalizeRequest, graph: TracedGraph, hub_graph: TracedGraph, 
             declared[max(arts, key=order.__getitem__)] = (hubs[0], "name", None)  # the last: a lowering's result
     for t, h in _relaid(graph, hub_graph, hub_tensors, order).items():
         declared[t] = (h, "name", None)
-    for t, h in _corresponding(req.correspondence, graph, hub_graph, hub_tensors, order).items():
+    for t, h in _corresponding(req.correspondence, graph, hub_graph, hub_tensors, order, art0, hub0).items():
         declared[t] = (h, "correspondence", None)
     bindings = req.io.inputs + req.io.outputs if req.io else ()
     for b in bindings:
@@ -325,24 +326,43 @@ def _relaid(graph: TracedGraph, hub_graph: TracedGraph, hub_tensors: set[str],
 
 
 def _corresponding(correspondence: Mapping[str, str], graph: TracedGraph, hub_graph: TracedGraph,
-                   hub_tensors: set[str], order: Mapping[str, int]) -> dict[str, str]:
+                   hub_tensors: set[str], order: Mapping[str, int], art0: Feed, hub0: Feed) -> dict[str, str]:
     """Artifact tensor -> the hub tensor it holds, from the converter's report (onnx2tf 2.x: each
     ONNX output -> the TFLite tensor its value ends up in, through renames and fusions). Several hub
     tensors resolve to one TFLite tensor when nodes were fused (a Conv's output and its Relu6's both
     become the fused CONV_2D's) or a copy was folded: the tensor holds the last of them in the hub's
-    order. Names that are not unique in the file are left to the other evidence."""
+    order, unless its size says otherwise (`_held`). Names that are not unique in the file are left
+    to the other evidence."""
     by_name: dict[str, list[str]] = {}
     for t in order:
         by_name.setdefault(graph.name(t), []).append(t)
     hub_order = {t: i for i, op in enumerate(hub_graph.ops) for t in op.outputs}
-    held: dict[str, str] = {}
+    candidates: dict[str, list[str]] = {}
     for h, name in correspondence.items():
         arts = by_name.get(name, [])
-        if h not in hub_tensors or len(arts) != 1:
+        if h in hub_tensors and len(arts) == 1:
+            candidates.setdefault(arts[0], []).append(h)
+    return {t: _held(art0.get(t), sorted(hs, key=lambda h: hub_order.get(h, -1)), hub0)
+            for t, hs in candidates.items()}
+
+
+def _held(value, hubs: list[str], hub0: Feed) -> str:
+    """Of the hub tensors (in the hub's order) the converter says one artifact tensor holds, the last
+    whose size (L2 norm on the first sample) is the artifact tensor's within a factor of 1.5. onnx2tf
+    also reports a node it moved into a reader as held by its input: a hard-swish's `Div` by 6,
+    folded into the next `Mul`'s constant (PP-OCRv4), is reported at the product before it, six times
+    the Div's value; read as the Div's, that layer looks 14 dB off and its readers are fed a sixth
+    of what they read in the isolated profile."""
+    if value is None or len(hubs) == 1:
+        return hubs[-1]
+    size = float(np.linalg.norm(np.asarray(value, np.float64)))
+    for h in reversed(hubs):
+        other = float(np.linalg.norm(np.asarray(hub0[h], np.float64))) if h in hub0 else None
+        if other is None or np.shape(hub0[h]) and np.size(hub0[h]) != np.size(value):
             continue
-        if arts[0] not in held or hub_order.get(h, -1) > hub_order.get(held[arts[0]], -1):
-            held[arts[0]] = h
-    return held
+        if size == other or (size > 0 and other > 0 and abs(math.log(size / other)) <= math.log(1.5)):
+            return h
+    return hubs[-1]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")

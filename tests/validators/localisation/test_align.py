@@ -175,9 +175,30 @@ def test_correspondence_of_a_fused_group_is_its_last_tensor():
     order = {"t1": 0, "t2": 1}
     for report in ({"conv": "/b/Conv_input_nhwc", "relu": "/b/Conv_input_nhwc"},
                    {"relu": "/b/Conv_input_nhwc", "conv": "/b/Conv_input_nhwc"}):
-        assert _corresponding(report, art, hub, {"conv", "relu", "y"}, order) == {"t1": "relu"}
-    assert _corresponding({"conv": "/b/Conv_input_nhwc", "y": "missing"}, art, hub, {"conv", "y"}, order) \
+        assert _corresponding(report, art, hub, {"conv", "relu", "y"}, order, {}, {}) == {"t1": "relu"}
+    assert _corresponding({"conv": "/b/Conv_input_nhwc", "y": "missing"}, art, hub, {"conv", "y"}, order, {}, {}) \
         == {"t1": "conv"}
+
+
+def test_correspondence_of_a_node_folded_into_its_reader_is_read_by_size():
+    """onnx2tf folds a hard-swish's Div by 6 into the next Mul's constant and reports the Div's
+    output at the product before it (PP-OCRv4 det): that tensor holds the product, six times the
+    Div's value, so it is the product's; a fused Relu that leaves the size about the same stays the
+    group's last tensor."""
+    from bridge.validators.localisation.stage import _corresponding
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (1, 8, 4, 4)).astype(np.float32)
+    product = x * np.clip(x + 3, 0, 6)
+    hub = TracedGraph((TracedOp("mul", "Mul", ("x",), ("prod",)), TracedOp("div", "Div", ("prod",), ("hswish",)),
+                       TracedOp("relu", "Relu", ("hswish",), ("y",))), {"x": "x"}, {"y": "y"})
+    art = TracedGraph((TracedOp("k", "MUL", ("t0",), ("t1",)),), {"x": "t0"}, {"y": "t1"}, {"t1": "prod"})
+    report = {"prod": "prod", "hswish": "prod"}
+    hub0 = {"prod": product, "hswish": product / 6, "y": np.maximum(product / 6, 0)}
+    art0 = {"t1": product.transpose(0, 2, 3, 1) * np.float32(1.01)}  # NHWC, a little int8 error
+    assert _corresponding(report, art, hub, set(hub0), {"t1": 0}, art0, hub0) == {"t1": "prod"}
+    art0 = {"t1": art0["t1"] / 6}  # had onnx2tf computed the Div: the Div's
+    assert _corresponding(report, art, hub, set(hub0), {"t1": 0}, art0, hub0) == {"t1": "hswish"}
 
 
 def test_onnx2tf_layout_names_map_without_the_report():
