@@ -43,7 +43,7 @@ def test_every_mode_row_is_complete():
 def test_calibrated_modes_are_declared_not_listed():
     calibrated = {(lane.name, m.name) for lane in lanes().values() for m in lane.modes if m.calibrated}
     assert calibrated == {("tflite", "int8"), ("tflite", "int8-io"), ("tflite", "int16x8"), ("tflite", "int8-mixed"),
-                          ("coreml", "int8")}
+                          ("coreml", "int8"), ("coreml", "int8-mixed")}
 
 
 def test_lane_options_are_frozen_dataclasses_with_help():
