@@ -31,12 +31,24 @@ SAMPLES = ROOT / "samples"
 BRIDGE = Path(sys.executable).parent / "bridge"  # the installed console script
 
 
+_CACHE: list[str] = []
+
+
 def pytest_configure(config):
     """The CLI's stage cache lives in the user's cache folder (XDG_CACHE_HOME): the suite gets a
     folder of its own, so it never reads or fills the developer's, and starts empty every run."""
     import tempfile
 
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-cache-")
+    _CACHE.append(tempfile.mkdtemp(prefix="bridge-test-cache-"))
+    os.environ["XDG_CACHE_HOME"] = _CACHE[-1]
+
+
+def pytest_unconfigure(config):
+    """The suite's cache folder goes with it (a full run leaves 1.5 GB there: runs kept filling /tmp)."""
+    import shutil
+
+    while _CACHE:
+        shutil.rmtree(_CACHE.pop(), ignore_errors=True)
 
 
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900):
