@@ -18,7 +18,7 @@ import numpy as np
 
 from tests.conftest import forge_report
 from tests.e2e.hostile import models as m
-from tests.e2e.hostile.harness import BRIDGE, Case, Run
+from tests.e2e.hostile.harness import BRIDGE, Case, Run, foreground
 
 CASES: list[Case] = []
 
@@ -367,7 +367,7 @@ def user_report_symlink(tmp):
 def user_concurrent_runs(tmp):
     src = m.entrypoint(tmp / "slow.py", "import time; time.sleep(600)")
     first = subprocess.Popen([str(BRIDGE), *convert(src)], cwd=tmp, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+                             stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=foreground())
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".bridge.work-") for p in (tmp / "out").iterdir()):
         assert time.monotonic() < deadline and first.poll() is None, "the first run never started"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -118,6 +119,17 @@ def tagged_processes(tag: str) -> list[int]:
     return [p for p in found if p != os.getpid()]
 
 
+def foreground(then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A child's SIGINT as a terminal's foreground job has it: a suite started in the background
+    (`pytest &`) passes SIGINT on ignored, and the Ctrl-C cases would wait for a run that, rightly,
+    ignores it."""
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+    return preexec
+
+
 def run_case(case: Case, tmp: Path, previous: Path) -> None:
     shutil.copytree(previous, tmp / "out", symlinks=True)
     secret = Secret(tmp / "secret")
@@ -127,7 +139,7 @@ def run_case(case: Case, tmp: Path, previous: Path) -> None:
     env = {**os.environ, "BRIDGE_CORPUS_TAG": tag, **run.env}
     try:
         proc = subprocess.Popen([str(BRIDGE), *map(str, run.argv)], cwd=tmp, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=run.preexec)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=foreground(run.preexec))
         if run.during:
             run.during(proc)
         out, err = proc.communicate(timeout=run.timeout)
