@@ -522,7 +522,8 @@ class _Run:
             held.append((placed, aside))
             if rec.error is not None:
                 raise _Stop
-            return bool(rec.parity), _summary(rec)
+            # the conversion's seconds as the lane measured them (kept in a cached result) and the parity run's
+            return bool(rec.parity), _summary(rec), rec.seconds + (rec.parity.seconds if rec.parity else 0.0)
 
         search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
                         widen=lane.remix is not None)

@@ -93,3 +93,12 @@ def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
     assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
         (0, False, False), (1, False, False), (1, True, False), (2, False, False), (2, True, True)]
     assert s.steps[-1].to_json()["all_readers"] is True
+
+
+def test_a_first_step_from_the_stage_cache_is_priced_at_its_first_measured_cost():
+    """A warm cache returns the plain mode's conversion at once: the budget is still 4x what that
+    conversion took when it ran (the attempt's third value), not 4x the instant it took to restore."""
+    s = Search(attempt=lambda kept, wide: (bool(kept), "", 30.0), rank=lambda: ["a", "b"], names={})
+    assert s.run() == (("a",),)
+    assert s.steps[0].seconds < 1 and s.steps[0].cost == 30.0
+    assert s.budget_seconds == 120.0
