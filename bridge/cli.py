@@ -7,6 +7,7 @@ stderr: a typo must never read as a failed model (exit 1) in CI, nor print a tra
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -65,6 +66,9 @@ def _usage_message(e: Exception, argv: list[str]) -> str:
     return f"{text} (see {ctx.command_path if ctx is not None else 'bridge'} --help)"
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _is_pydantic_error(e: Exception) -> bool:
     return any(c.__module__.startswith("pydantic") for c in type(e).__mro__)
 
@@ -92,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         _fail(f"bridge: error: {_usage_message(e, args)}", 2)
     except Exception as e:  # noqa: BLE001 - last line of defence: no traceback unless asked for
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:  # the machine's state, not a bug to report
+            where = f" writing {e.filename}" if e.filename else ""
+            _fail(f"bridge: error: no space left on the device{where} ({e.strerror}): free some, or point --out, "
+                  "--junit, --cache-dir or TMPDIR elsewhere", 3)
         if _is_pydantic_error(e):
             _fail(f"bridge: error: {_usage_message(e, [])}", 2)
         if verbose:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bridge.base.files import sha256, size
-from tests.conftest import ROOT, SAMPLES, artifact, bridge, report, report_folder
+from tests.conftest import BRIDGE, ROOT, SAMPLES, artifact, bridge, report, report_folder
 
 pytestmark = pytest.mark.slow
 
@@ -351,3 +351,33 @@ def test_validate_reports_a_crashing_runtime_as_exit_3(tmp_path):
     a = json.loads((tmp_path / "v.json").read_text())["artifacts"][0]
     assert a["error"]["stage"] == "onnx-runtime" and "crashed (signal 11, SIGSEGV)" in a["error"]["message"]
     assert a["parity"]["status"] == "not_executed" and not a["parity"]["passed"]
+
+
+def test_a_full_disk_is_one_line_not_an_internal_error(tmp_path):
+    """The JUnit file goes to a filesystem with no space left (a 16 KiB tmpfs, filled, in a mount
+    namespace of the test's own): the gateway's write fails with ENOSPC. One line naming it, exit
+    3, never "internal error ... please report it"; the conversion's own output is published."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "relu.onnx"))
+    full = tmp_path / "full"
+    full.mkdir()
+    mount = f"mount -t tmpfs -o size=16k tmpfs {full}"
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", mount], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no tmpfs can be mounted in a mount namespace here")
+    script = (f"{mount} && {{ cat /dev/zero > {full}/filler 2>/dev/null; true; }} && exec {BRIDGE} "
+              f"convert {tmp_path / 'relu.onnx'} --target onnx --out {tmp_path / 'out'} --junit {full}/junit.xml")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("bridge:")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0], r.stderr[-2000:]
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
