@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from bridge.commands.common import RichProgress, command_line, print_layers, print_outcome
-from bridge.commands.parsing import floats, memory, size
 from bridge.commands.shared import (
     DEFAULT_TIMEOUT,
     Dynamic,
@@ -22,6 +21,7 @@ from bridge.commands.shared import (
     Thresholds,
     Timeout,
     Verbose,
+    validate_options,
 )
 
 
@@ -48,16 +48,11 @@ def command(
 ) -> None:
     """Compare ARTIFACT with SOURCE layer by layer: the first layer where it leaves the hub, and each layer's
     error on exact inputs. Exit code as validate's."""
-    from bridge.base.samples import CalibrationOptions
-    from bridge.validation import ValidateOptions, debug
+    from bridge.validation import debug
 
-    options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
-                              thresholds=tuple(threshold or ()), report=str(report) if report else None,
-                              html=str(html) if html else None,
-                              samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
-                              max_memory=memory(max_memory), verbose=verbose,
-                              data=CalibrationOptions(None, floats(mean, "--mean"), floats(std, "--std"), size(resize),
-                                                      parity_path=str(parity_data) if parity_data else None))
+    options = validate_options(input=input, dynamic=dynamic, threshold=threshold, report=report, html=html,
+                               mean=mean, std=std, resize=resize, parity_data=parity_data, samples=samples, seed=seed,
+                               trust_code=trust_code, timeout=timeout, max_memory=max_memory, verbose=verbose)
     result = debug(source, artifact, options, RichProgress(), command_line=command_line(ctx))
     print_layers(result, layers)
     print_outcome(result)

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from bridge.commands.common import RichProgress, command_line, print_outcome
-from bridge.commands.parsing import floats, memory, size
 from bridge.commands.shared import (
     DEFAULT_TIMEOUT,
     Dynamic,
@@ -22,6 +21,7 @@ from bridge.commands.shared import (
     Thresholds,
     Timeout,
     Verbose,
+    validate_options,
 )
 
 
@@ -50,18 +50,14 @@ def command(
     verbose: Verbose = False,
 ) -> None:
     """Check artifacts produced anywhere against SOURCE; each artifact's mode is read from its tensors."""
-    from bridge.base.samples import CalibrationOptions
     from bridge.localization import When
-    from bridge.validation import ValidateOptions, validate
+    from bridge.validation import validate
 
-    options = ValidateOptions(inputs=tuple(input or ()), dynamic=tuple(dynamic or ()),
-                              thresholds=tuple(threshold or ()), report=str(report) if report else None,
-                              html=str(html) if html else None, junit=str(junit) if junit else None,
-                              samples=samples, seed=seed, trust_code=trust_code, timeout=timeout,
-                              max_memory=memory(max_memory), verbose=verbose,
-                              localize=When.on_failure if localize else When.never,
-                              data=CalibrationOptions(None, floats(mean, "--mean"), floats(std, "--std"), size(resize),
-                                                      parity_path=str(parity_data) if parity_data else None))
+    options = validate_options(input=input, dynamic=dynamic, threshold=threshold, report=report, html=html,
+                               mean=mean, std=std, resize=resize, parity_data=parity_data, samples=samples, seed=seed,
+                               trust_code=trust_code, timeout=timeout, max_memory=max_memory, verbose=verbose,
+                               junit=str(junit) if junit else None,
+                               localize=When.on_failure if localize else When.never)
     result = validate(source, artifacts, options, RichProgress(), command_line=command_line(ctx))
     print_outcome(result)
     raise typer.Exit(result.exit_code)

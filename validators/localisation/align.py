@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,20 +146,9 @@ class Hub:
     def reach(self, source: str) -> dict[str, int]:
         """Hub tensors downstream of `source` (itself at depth 0), with their depth in nodes."""
         if source not in self._reach:
-            depth = {source: 0}
-            frontier = [source]
-            while frontier:
-                nxt = []
-                for t in frontier:
-                    if depth[t] >= MAX_DEPTH:
-                        continue
-                    for i in self.consumers.get(t, ()):
-                        for out in self.graph.ops[i].outputs:
-                            if out not in depth:
-                                depth[out] = depth[t] + 1
-                                nxt.append(out)
-                frontier = nxt
-            self._reach[source] = depth
+            self._reach[source] = downstream(
+                {source}, lambda t: (out for i in self.consumers.get(t, ()) for out in self.graph.ops[i].outputs),
+                MAX_DEPTH)
         return self._reach[source]
 
     def window(self, sources: set[str]) -> dict[str, int]:
@@ -353,20 +342,8 @@ class Aligner:
 
     def _art_reach(self, start: set[str]) -> dict[str, int]:
         """Artifact tensors computed from `start`, with their depth in ops (at most FRONTIER_DEPTH)."""
-        depth = dict.fromkeys(start, 0)
-        frontier = list(start)
-        while frontier:
-            nxt = []
-            for t in frontier:
-                if depth[t] >= FRONTIER_DEPTH:
-                    continue
-                for op in self._readers.get(t, ()):
-                    for out in op.outputs:
-                        if out not in depth:
-                            depth[out] = depth[t] + 1
-                            nxt.append(out)
-            frontier = nxt
-        return depth
+        return downstream(start, lambda t: (out for op in self._readers.get(t, ()) for out in op.outputs),
+                          FRONTIER_DEPTH)
 
     def _upstream(self, good: set[str]) -> set[str]:
         """Hub tensors some tensor in `good` is computed from."""
@@ -484,3 +461,21 @@ def comparable(actual, reference) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def _distance(a: tuple, b: tuple) -> float:
     scale = max(b[1], abs(b[0]), 1e-12)
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / scale
+
+
+def downstream(start: set[str], outputs_of: Callable[[str], Iterable[str]], max_depth: int) -> dict[str, int]:
+    """Tensors computed from `start` (each at depth 0), breadth first, with their depth in ops, at
+    most `max_depth`; `outputs_of(t)` gives the outputs of the ops that read `t`."""
+    depth = dict.fromkeys(start, 0)
+    frontier = list(start)
+    while frontier:
+        nxt = []
+        for t in frontier:
+            if depth[t] >= max_depth:
+                continue
+            for out in outputs_of(t):
+                if out not in depth:
+                    depth[out] = depth[t] + 1
+                    nxt.append(out)
+        frontier = nxt
+    return depth
