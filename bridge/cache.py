@@ -257,7 +257,7 @@ class StageCache:
             self._drop(entry)
             return None
         with contextlib.suppress(OSError):
-            os.utime(entry / MANIFEST)  # last use, for trimming
+            _touch(entry / MANIFEST)
         for rel, value in verified.items() if digests is not None else ():
             digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
@@ -282,6 +282,7 @@ class StageCache:
             (tmp / MANIFEST).write_text(json.dumps({
                 "schema": SCHEMA, "key": key, "root": str(root), "result": hashlib.sha256(blob).hexdigest(),
                 "files": files, "bytes": total, "created": time.time()}))
+            _touch(tmp / MANIFEST)
             entry.parent.mkdir(mode=0o700, exist_ok=True)
             try:
                 os.rename(tmp, entry)
@@ -404,7 +405,7 @@ class Pages:
             kept = json.loads(path.read_text())
             if kept["key"] == key and hashlib.sha256(kept["svg"].encode()).hexdigest() == kept["sha256"]:
                 with contextlib.suppress(OSError):
-                    os.utime(path)  # last use, for trimming
+                    _touch(path)
                 return kept["svg"]
             path.unlink(missing_ok=True)
         drawn = draw()
@@ -442,6 +443,14 @@ def _own_folder(root: Path) -> None:
                          "are loaded as they are; `chmod go-w` it, or choose another folder or --no-cache)")
 
 
+def _touch(path: Path) -> None:
+    """Mark `path` used now, for trimming by last use: with the clock's own nanoseconds, since the
+    kernel stamps writes from a coarse clock (milliseconds), and a write and a use that close would
+    tie and trim in any order."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
 def _copy_checked(src: Path, dest: Path, expected: str | None) -> str:
     """Copy `src` to `dest`, hashing as it goes; raise `_Corrupt` if the hash is not `expected`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -463,14 +472,9 @@ def _restore(src: Path, dest: Path, expected: str) -> str:
     A link shares the entry's bytes, so what is restored is hashed after linking, and an entry
     whose file was changed through a published link fails its manifest on the next run and is
     dropped, never used."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
-    except FileNotFoundError:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dest)
-        except OSError:
-            return _copy_checked(src, dest, expected)
     except OSError:  # another filesystem, or one without links
         return _copy_checked(src, dest, expected)
     value = sha256(dest)

@@ -74,14 +74,15 @@ HELD = "@"  # a unit's last name may be the artifact tensor localisation found t
 class Search:
     """`attempt(kept, wide)` makes and judges an artifact with the layers `kept` (units: each a fused
     group's node names, the one it is known by first) in higher precision, returning (passed,
-    summary); `rank()` gives units (or single node names), most sensitive first.
+    summary[, cost]: the step's work as first measured, when the stage cache made it faster);
+    `rank()` gives units (or single node names), most sensitive first.
 
     With `widen` (a lane that keeps a layer's readers with it: TFLite), a count whose step fails is
     tried once more with every reader of the kept layers kept (`wide`), not only the weightless
     ones: a kept layer's output is then float for all of them, its int8 rounding gone, at the
     bytes of those readers' weights. The first variant that passes is the one bisected."""
 
-    attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str]]
+    attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str] | tuple[bool, str, float]]
     rank: Callable[[], Sequence[Unit]]
     names: dict[str, str]  # hub name -> the user's
     steps: list[Step] = field(default_factory=list)
