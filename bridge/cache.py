@@ -246,7 +246,7 @@ class StageCache:
             blob = (entry / RESULT).read_bytes()
             if hashlib.sha256(blob).hexdigest() != manifest["result"]:
                 raise _Corrupt
-            verified = {f["path"]: _restore(entry / "files" / f["path"], root / f["path"], f["sha256"])
+            verified = {f["path"]: _place(entry / "files" / f["path"], root / f["path"], f["sha256"])
                         for f in manifest["files"]}
             outcome = pickle.loads(blob)  # noqa: S301 - our own folder (checked), hash-verified
             if not isinstance(outcome, Outcome):
@@ -262,8 +262,9 @@ class StageCache:
             digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
 
-    def put(self, key: str, outcome: Outcome, root: Path) -> None:
-        """Store a cacheable outcome and the files under `root` that its result names."""
+    def put(self, key: str, outcome: Outcome, root: Path, digests: Digests | None = None) -> None:
+        """Store a cacheable outcome and the files under `root` that its result names (hard-linked
+        where they can be, as `get` restores them); `digests` learns each file's sha256."""
         if not outcome.cacheable:
             return
         root = Path(os.path.abspath(root))
@@ -274,8 +275,10 @@ class StageCache:
         try:
             files = []
             for rel in referenced(outcome, root):
-                files.append({"path": rel, "sha256": _copy_checked(root / rel, tmp / "files" / rel, None),
-                              "bytes": (root / rel).stat().st_size})
+                value = _place(root / rel, tmp / "files" / rel, None)
+                files.append({"path": rel, "sha256": value, "bytes": (root / rel).stat().st_size})
+                if digests is not None:
+                    digests.learn(root / rel, value)
             blob = pickle.dumps(Outcome(outcome.result, outcome.error, None, outcome.deliberate))
             (tmp / RESULT).write_bytes(blob)
             total = len(blob) + sum(f["bytes"] for f in files)
@@ -466,19 +469,20 @@ def _copy_checked(src: Path, dest: Path, expected: str | None) -> str:
     return value
 
 
-def _restore(src: Path, dest: Path, expected: str) -> str:
-    """`src` (an entry's file) at `dest`, checked against `expected`: hard-linked when both are on
-    one filesystem (no bytes written: most of a warm run's time was copying), copied otherwise.
-    A link shares the entry's bytes, so what is restored is hashed after linking, and an entry
-    whose file was changed through a published link fails its manifest on the next run and is
-    dropped, never used."""
+def _place(src: Path, dest: Path, expected: str | None) -> str:
+    """`src` at `dest` (a stage's file into an entry, or an entry's file into a run), checked
+    against `expected` when given; returns its sha256. Hard-linked when both are on one filesystem
+    (no bytes written: most of a warm run's time was copying, and a cold run copied every artifact
+    into the cache), copied otherwise. A link shares the entry's bytes, so what is placed is hashed
+    after linking, and an entry whose file was changed through a run's or a published link fails
+    its manifest on the next run and is dropped, never used."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
     except OSError:  # another filesystem, or one without links
         return _copy_checked(src, dest, expected)
     value = sha256(dest)
-    if value != expected:
+    if expected is not None and value != expected:
         raise _Corrupt
     return value
 

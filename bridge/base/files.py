@@ -63,7 +63,7 @@ def open_modes(folder: Path) -> None:
     usually): tools that build in a private temporary folder (coremltools' .mlpackage) leave
     owner-only modes that the shipped artifact would keep."""
     mask = _umask()
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o777 & ~mask)
         for name in files:
             full = os.path.join(root, name)

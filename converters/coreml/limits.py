@@ -19,6 +19,8 @@ from functools import cached_property
 
 import numpy as np
 
+from bridge.base.inference import infer
+
 _LIMITS: dict[str, Callable[[NodeFacts], str | None]] = {}
 
 
@@ -130,7 +132,7 @@ def _ranks(model) -> dict[str, int]:
     import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = infer(model, strict_mode=False)
     except (onnx.shape_inference.InferenceError, ValueError):
         inferred = model
     g = inferred.graph

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bridge.base.inference import infer
 from bridge.base.lazy import require
 from bridge.base.registry import Registry
 
@@ -68,8 +69,7 @@ def del_attr(node, name: str) -> None:
 def tensor_types(model) -> dict[str, tuple[int, tuple[int | None, ...]]]:
     """Tensor name -> (element type, shape) as shape inference sees them; None for a dim it cannot
     pin down."""
-    onnx = require("onnx")
-    graph = onnx.shape_inference.infer_shapes(model).graph
+    graph = infer(model).graph
     types = {}
     for value in (*graph.input, *graph.value_info, *graph.output):
         tensor = value.type.tensor_type
@@ -109,8 +109,7 @@ def window(node, shapes: dict[str, tuple[int, ...]]) -> Window | None:
 def spatial_shapes(model) -> dict[str, tuple[int, ...]]:
     """Tensor name -> its dims after batch and channels, for tensors whose dims there are all known
     (initializers too: a Conv weight's kernel). Batch and channels may stay symbolic."""
-    onnx = require("onnx")
-    graph = onnx.shape_inference.infer_shapes(model).graph
+    graph = infer(model).graph
     shapes = {t.name: tuple(t.dims[2:]) for t in graph.initializer if len(t.dims) >= 3}
     for value in (*graph.input, *graph.value_info, *graph.output):
         dims = value.type.tensor_type.shape.dim

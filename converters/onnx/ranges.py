@@ -6,18 +6,20 @@ beyond float16's maximum, and float constants it cannot hold).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bridge.base.arrays import Feed
+from bridge.base.arrays import Feed, Feeds, FeedWriter
 from bridge.base.cpus import onnxruntime_options
 from bridge.base.errors import ConversionError
+from bridge.base.inference import infer
 from bridge.base.lazy import require
 from bridge.base.numerics import FP16_MAX, Constant, Overflow, Ranges
 
 _FLOAT_TYPES = (1, 11)  # TensorProto FLOAT, DOUBLE
 _CHUNK = 1 << 20  # elements measured at a time: a weight can be large
+RUNTIME = "onnxruntime"  # the hub's parity runtime, as its runner names it
 
 
 def measure(hub_path: str, parity: Sequence[Feed], calibration: Sequence[Feed], node_names: dict[str, str], *,
@@ -25,17 +27,37 @@ def measure(hub_path: str, parity: Sequence[Feed], calibration: Sequence[Feed], 
     """The stage's entry point: calibration ranges when a lane quantizes with them (calibration
     samples only: parity samples never calibrate), and the fp16 findings over every sample when a
     route computes in float16."""
-    onnx = require("onnx")
-    model = onnx.load(hub_path)
-    cal = activation_ranges(model, calibration) if calibrated and len(calibration) else {}
+    model = require("onnx").load(hub_path)
+    probe = Probe(model)
+    return _measured(model, probe, probe.ranges(parity) if fp16 and len(parity) else {}, calibration,
+                     node_names, parity, fp16=fp16, calibrated=calibrated)
+
+
+def run_and_measure(hub_path: str, parity: Sequence[Feed], calibration: Sequence[Feed], node_names: dict[str, str],
+                    out_dir: str, *, fp16: bool, calibrated: bool) -> tuple[tuple[str, Feeds], Ranges]:
+    """The hub's parity run and `measure` in one session (the `onnx-runtime` stage when a route
+    needs the ranges): the parity samples run once, their outputs are written to `out_dir` as
+    `run_samples` writes them, and their activations are measured on the way. The hub runs with
+    graph optimizations off (a plain parity run keeps onnxruntime's basic ones: the outputs may
+    differ in their last bits)."""
+    model = require("onnx").load(hub_path)
+    probe = Probe(model)
+    writer = FeedWriter(out_dir, probe.outputs)
+    seen = probe.ranges(parity, writer.append)
+    ranges = _measured(model, probe, seen if fp16 else {}, calibration, node_names, parity, fp16=fp16,
+                       calibrated=calibrated)
+    return (RUNTIME, writer.close()), ranges
+
+
+def _measured(model, probe: Probe, parity_ranges: dict, calibration: Sequence[Feed], node_names: dict[str, str],
+              parity: Sequence[Feed], *, fp16: bool, calibrated: bool) -> Ranges:
+    cal = probe.ranges(calibration) if (calibrated or fp16) and len(calibration) else {}
     found: tuple = ()
     if fp16:  # each sample runs once: the calibration ranges serve the fp16 check too
-        ranges = activation_ranges(model, parity) if len(parity) else {}
-        if len(calibration):
-            ranges = _union(ranges, cal if cal else activation_ranges(model, calibration))
+        ranges = _union(parity_ranges, cal)
         ranges.update(_input_ranges(model, [*parity, *calibration]))
         found = tuple(_fp16_findings(model, ranges, node_names))
-    return Ranges(calibration=cal, fp16=found)
+    return Ranges(calibration=cal if calibrated else {}, fp16=found)
 
 
 def _union(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
@@ -46,37 +68,61 @@ def _union(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]])
 
 
 def activation_ranges(model, feeds: Sequence[Feed]) -> dict[str, tuple[float, float]]:
-    """Min/max of every float tensor the graph computes (its outputs included) over `feeds`, from
-    onnxruntime on the hub with every such tensor made a graph output (coremltools' own activation
-    calibration calls `predict`, which exists only on macOS). NaN/Inf values are left out of the
-    range; a tensor with no finite value has none."""
-    onnx = require("onnx")
-    ort = require("onnxruntime")
-    if not feeds:
-        raise ConversionError("activation ranges need at least one sample")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    inferred = onnx.shape_inference.infer_shapes(probe)
-    floats = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type == 1}
-    existing = {o.name for o in probe.graph.output}
-    for name in sorted(floats - existing):
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
-    opts = onnxruntime_options(ort)
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    lo: dict[str, float] = {}
-    hi: dict[str, float] = {}
-    for feed in feeds:
-        for name, value in zip(names, session.run(names, feed), strict=True):
-            if value.dtype != np.float32:
-                continue
-            value = value[np.isfinite(value)]
-            if value.size == 0:
-                continue
-            lo[name] = min(lo.get(name, np.inf), float(value.min()))
-            hi[name] = max(hi.get(name, -np.inf), float(value.max()))
-    return {n: (lo[n], hi[n]) for n in lo}
+    """Min/max of every float tensor the graph computes (its outputs included) over `feeds` (`Probe`)."""
+    return Probe(model).ranges(feeds)
+
+
+class Probe:
+    """The hub on onnxruntime with every float tensor it computes made a graph output, graph
+    optimizations off (coremltools' own activation calibration calls `predict`, which exists only on
+    macOS). `outputs` are the graph's own outputs, first in every run."""
+
+    def __init__(self, model) -> None:
+        onnx = require("onnx")
+        ort = require("onnxruntime")
+        self.outputs = [o.name for o in model.graph.output]
+        floats = {vi.name for vi in infer(model).graph.value_info if vi.type.tensor_type.elem_type == 1}
+        extra = [onnx.helper.make_tensor_value_info(n, 1, None) for n in sorted(floats - set(self.outputs))]
+        model.graph.output.extend(extra)  # added for the session, then taken off again: no copy of the weights
+        try:
+            blob = model.SerializeToString()
+        finally:
+            del model.graph.output[len(self.outputs):]
+        opts = onnxruntime_options(ort)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+        del blob
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def ranges(self, feeds: Sequence[Feed], sink: Callable[[Feed], None] | None = None
+               ) -> dict[str, tuple[float, float]]:
+        """Min/max of every float tensor over `feeds`; NaN/Inf values are left out of the range (a
+        tensor with no finite value has none). `sink` gets each sample's graph outputs."""
+        if not feeds:
+            raise ConversionError("activation ranges need at least one sample")
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for feed in feeds:
+            values = self.session.run(self.names, feed)
+            if sink is not None:
+                sink(dict(zip(self.outputs, values[:len(self.outputs)], strict=True)))
+            for name, value in zip(self.names, values, strict=True):
+                if value.dtype != np.float32 or value.size == 0:
+                    continue
+                low, high = _finite_extremes(value)
+                if low is not None:
+                    lo[name] = min(lo.get(name, np.inf), low)
+                    hi[name] = max(hi.get(name, -np.inf), high)
+        return {n: (lo[n], hi[n]) for n in lo}
+
+
+def _finite_extremes(value: np.ndarray) -> tuple[float | None, float | None]:
+    """min and max of the finite values (one pass over the tensor when all are finite)."""
+    low, high = float(value.min()), float(value.max())
+    if np.isfinite(low) and np.isfinite(high):  # a NaN anywhere makes min and max NaN
+        return low, high
+    value = value[np.isfinite(value)]
+    return (float(value.min()), float(value.max())) if value.size else (None, None)
 
 
 def fp16_overflows(model, feeds: Sequence[Feed], node_names: dict[str, str]) -> list[Overflow | Constant]:

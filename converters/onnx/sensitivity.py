@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bridge.base.arrays import Feed
+from bridge.base.inference import infer
 from bridge.base.lazy import require
 
 _FLOAT, _BOOL = 1, 9  # TensorProto.FLOAT, BOOL
@@ -141,7 +142,6 @@ def _switched(g, output: str, switch: str, kind: str, span) -> None:
 
 
 def _float_tensors(model) -> set[str]:
-    onnx = require("onnx")
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer(model)
     return {vi.name for vi in (*inferred.graph.value_info, *inferred.graph.output)
             if vi.type.tensor_type.elem_type == _FLOAT}

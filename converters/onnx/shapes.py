@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bridge.base.inference import weightless
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT
 from bridge.base.tensors import TensorSpec
@@ -101,15 +102,11 @@ def reinfer(model):
     """Where onnx's own inference (what the checker and onnxruntime follow) pins a dim down, the
     stored shape must agree with it: a conflicting dim, or a rank, is replaced by onnx's. Dims it
     cannot pin down keep what onnxslim (with the symbolic inference before it) found."""
-    onnx = require("onnx")
-    if model.ByteSize() > PROTOBUF_LIMIT - (64 << 20):
-        return model
-    bare = onnx.ModelProto()
-    bare.CopyFrom(model)
+    bare = weightless(model)  # no weights: a model of any size fits protobuf's limit
     del bare.graph.value_info[:]
     for out in bare.graph.output:
         out.type.tensor_type.ClearField("shape")
-    graph = onnx.shape_inference.infer_shapes(bare).graph
+    graph = require("onnx").shape_inference.infer_shapes(bare).graph
     inferred = {v.name: v.type.tensor_type for v in (*graph.value_info, *graph.output)
                 if v.type.tensor_type.HasField("shape")}
     outputs = {o.name for o in model.graph.output}

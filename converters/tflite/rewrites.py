@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bridge.base.inference import infer
 from bridge.base.lazy import require
 from bridge.converters.onnx.graph import (
     PassRegistry,
@@ -520,7 +521,7 @@ def _declare(model, names: list[str]) -> None:
     tensors, and onnx2tf guesses the layout of an untyped one (seen: a Squeeze after MatMul
     dropping the wrong axis)."""
     if names:
-        inferred = require("onnx").shape_inference.infer_shapes(model).graph.value_info
+        inferred = infer(model).graph.value_info
         model.graph.value_info.extend(v for v in inferred if v.name in set(names))
 
 

@@ -75,6 +75,25 @@ def test_a_restore_links_the_entry_and_an_edit_through_the_link_voids_it(tmp_pat
     assert not (tmp_path / "run3" / "model.onnx").exists()
 
 
+def test_a_store_links_the_stage_files_tells_their_digests_and_an_edit_voids_it(tmp_path):
+    """A cold run stores its files by hard link too (ResNet50's hub and two .tflite files were
+    250 MB copied on the way): the digests learn each stored file's sha256 (the hub's is needed
+    next), and a work file edited in place afterwards voids the entry."""
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    digests = Digests()
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1", digests)
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    stored = tmp_path / "run1" / "model.onnx"
+    assert stored.stat().st_ino == (entry / "files" / "model.onnx").stat().st_ino
+    for name in ("model.onnx", "model.onnx.data", "data/000000_0000.npy"):
+        assert digests.known(tmp_path / "run1" / name) == sha256(tmp_path / "run1" / name)
+    with open(stored, "r+b") as f:
+        f.write(b"G")
+    assert cache.get(key, tmp_path / "run2") is None
+    assert not entry.exists()
+
+
 def test_keys_follow_stage_and_options_not_their_order(tmp_path):
     cache = _cache(tmp_path)
     assert cache.key(MAKE, {"a": 1, "b": [1.5, "x"]}) == cache.key(MAKE, {"b": [1.5, "x"], "a": 1})

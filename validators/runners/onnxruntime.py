@@ -9,6 +9,7 @@ import numpy as np
 
 from bridge.base.arrays import Feed
 from bridge.base.cpus import onnxruntime_options
+from bridge.base.inference import infer
 from bridge.base.lazy import require
 from bridge.base.onnx_files import session_source
 
@@ -48,10 +49,9 @@ class OnnxRuntimeTracer:
         from bridge.base.onnx_files import read_graph
         from bridge.validators.localisation.graph import COPY_OPS, TracedGraph, TracedOp
 
-        onnx = require("onnx")
         self.path = Path(path)
         model = read_graph(self.path)
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer(model)
         self.types = {vi.name: vi.type.tensor_type.elem_type
                       for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
         ops, seen = [], set()
