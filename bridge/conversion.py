@@ -174,10 +174,11 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     """Run a plan whose output folder is locked and checked; publish the result."""
     report = Report(command="convert", source={"path": planned.source}, command_line=list(command_line or ()) or None)
     work = scratch(planned.out.path).resolve()  # absolute: stages' results name their files, the cache moves them
+    own = executor is None
+    executor = executor or for_one_model()
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
-                          planned.options, work, planned.limits, progress or Progress(), executor or for_one_model(),
-                          cache, bounded=executor is None)
+                          planned.options, work, planned.limits, progress or Progress(), executor, cache, bounded=own)
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
@@ -186,6 +187,8 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
             JUnitReporter().write(report.to_json(), Path(planned.options.junit))
             report.written["junit"] = Path(planned.options.junit)
     finally:
+        if own:
+            executor.close()
         shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -227,6 +230,8 @@ class _Run:
                                                parity=not_executed("the source could not be exported"))
                                 for r in self.routes]
             return report
+        if self.bounded:  # a spare child beside the export would raise the run's peak (torch's import)
+            self.executor.spares(self.limits)
         if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
             # the page will draw new figures: load matplotlib while the stages work (after the
             # export, whose peak, a torch source's, it would raise); a warm run draws none

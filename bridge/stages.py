@@ -16,12 +16,14 @@ child also dies with the gateway, even when the gateway is killed outright.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -158,24 +160,22 @@ def _outcome(stage: Stage, args, kwargs, limits: Limits) -> Outcome:
 
 
 def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
-    with tempfile.NamedTemporaryFile(prefix=f"bridge-{stage.name}-", suffix=".log", delete=False) as f:
-        log_path = f.name
     name = stage.name
-    proc, receiver = _start(stage, args, kwargs, limits, log_path)
+    child = SPARES.take(limits) or _Child.launch(limits)
+    SPARES.refill()
     try:
-        if not receiver.poll(limits.timeout):
+        child.send(stage, args, kwargs, limits)
+        if not child.receiver.poll(limits.timeout):
             raise StageCrashed(f"stage {name} timed out after {limits.timeout:g} s", stage=name)
         try:
-            message = receiver.recv()
+            message = child.receiver.recv()
         except EOFError:
-            proc.wait()
-            raise StageCrashed(_death(name, proc.returncode, log_path, limits), stage=name) from None
-        proc.wait()
+            child.proc.wait()
+            raise StageCrashed(_death(name, child.proc.returncode, child.log, limits), stage=name) from None
+        child.proc.wait()
         return message
     finally:
-        receiver.close()
-        _kill(proc)
-        Path(log_path).unlink(missing_ok=True)
+        child.end()
 
 
 # The child's whole program: nothing of the gateway's is imported first (multiprocessing's spawn
@@ -184,31 +184,147 @@ def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
 _CHILD = "import sys; from bridge.stages import _child_entry; _child_entry(int(sys.argv[1]))"
 
 
-def _start(stage: Stage, args, kwargs, limits: Limits, log_path: str):
-    """Start the child in a process group of its own and hand it the job (pickled on its stdin);
-    returns it and the end of the pipe its result comes back on."""
-    import pickle
-    import subprocess
-    from multiprocessing.connection import Connection
+@dataclass
+class _Child:
+    """A started child waiting for its job on stdin, in a process group of its own, with the end
+    of the pipe its result comes back on and the file its output goes to."""
 
-    read, write = os.pipe()
-    out = None if limits.verbose else open(log_path, "ab")  # noqa: SIM115 - closed once the child has it
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write)], stdin=subprocess.PIPE, stdout=out,
-                                stderr=out, pass_fds=(write,), process_group=0,
-                                env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads)})
-    finally:
-        os.close(write)
-        if out is not None:
-            out.close()
-    receiver = Connection(read, writable=False)
-    job = pickle.dumps((stage, args, kwargs, limits, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)
-    try:  # the import path first: the job may name classes only it finds (a test's module)
-        pickle.dump((sys.path, job), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        proc.stdin.close()
-    except BrokenPipeError:  # it died before reading: the EOF on `receiver` says so
-        pass
-    return proc, receiver
+    proc: Any
+    receiver: Any
+    log: str
+    variant: tuple
+
+    @classmethod
+    def launch(cls, limits: Limits) -> _Child:
+        import subprocess
+        from multiprocessing.connection import Connection
+
+        with tempfile.NamedTemporaryFile(prefix="bridge-stage-", suffix=".log", delete=False) as f:
+            log = f.name
+        read, write = os.pipe()
+        out = None if limits.verbose else open(log, "ab")  # noqa: SIM115 - closed once the child has it
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write)], stdin=subprocess.PIPE, stdout=out,
+                                    stderr=out, pass_fds=(write,), process_group=0,
+                                    env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads)})
+        except BaseException:
+            os.close(read)
+            Path(log).unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(write)
+            if out is not None:
+                out.close()
+        return cls(proc, Connection(read, writable=False), log, _variant(limits))
+
+    def send(self, stage: Stage, args, kwargs, limits: Limits) -> None:
+        """Hand the job over (pickled on stdin): the import path first, since the job may name
+        classes only it finds (a test's module)."""
+        import pickle
+
+        job = pickle.dumps((stage, args, kwargs, limits, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            pickle.dump((sys.path, job), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.close()
+        except BrokenPipeError:  # it died before reading: the EOF on `receiver` says so
+            pass
+
+    def end(self) -> None:
+        self.receiver.close()
+        _kill(self.proc)
+        Path(self.log).unlink(missing_ok=True)
+
+
+def _variant(limits: Limits) -> tuple:
+    """What a child is started with, and so what a spare must match: its threads and where its output goes."""
+    return limits.threads, limits.verbose
+
+
+class Spares:
+    """Children started before a stage needs them: a fresh interpreter takes 0.15-0.3 s to start
+    and import this module, and every stage on a run's critical path paid it (an export, a
+    conversion, a parity run: ~0.5 s a run). While `keep` names a variant (`_variant`), one spare
+    of it waits idle (~15 MB: nothing but this module imported) and is refilled as soon as a stage
+    takes it. A spare is a child like any other: it dies with the gateway (and ends on its own when
+    its stdin closes), and `close` kills the idle ones. Executors decide when spares are kept: a
+    spare beside a stage that is the run's memory peak (a torch export) would raise the peak.
+
+    Spares are started from one long-lived thread: a child's death signal (PR_SET_PDEATHSIG) fires
+    when the *thread* that started it ends, and an executor's threads end with their stage."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._idle: list[_Child] = []
+        self._keep: Limits | None = None
+        self._starter: threading.Thread | None = None
+
+    def launch(self, limits: Limits) -> None:
+        """Start one spare for `limits` now, from the calling thread, which must outlive it (the
+        gateway's main thread: its first stage's child boots while the CLI loads)."""
+        child = _Child.launch(limits)
+        with self._cond:
+            self._idle.append(child)
+
+    def keep(self, limits: Limits | None) -> None:
+        """Keep a spare for `limits` from now on (None: stop refilling; idle spares stay until `close`)."""
+        with self._cond:
+            self._keep = limits
+            if limits is not None and self._starter is None:
+                self._starter = threading.Thread(target=self._start_spares, name="bridge-spares", daemon=True)
+                self._starter.start()
+            self._cond.notify_all()
+
+    def take(self, limits: Limits) -> _Child | None:
+        with self._cond:
+            for dead in [c for c in self._idle if c.proc.poll() is not None]:
+                self._idle.remove(dead)
+                dead.end()
+            for child in self._idle:
+                if child.variant == _variant(limits):
+                    self._idle.remove(child)
+                    return child
+        return None
+
+    def idle(self) -> list[int]:
+        """The process ids of the idle spares."""
+        with self._cond:
+            return [c.proc.pid for c in self._idle]
+
+    def refill(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._idle, self._keep = self._idle, [], None
+            self._cond.notify_all()
+        for child in idle:
+            child.end()
+
+    def _wanted(self) -> Limits | None:
+        keep = self._keep
+        return keep if keep is not None and not any(c.variant == _variant(keep) for c in self._idle) else None
+
+    def _start_spares(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted() is not None)
+                wanted = self._wanted()
+            try:
+                child = _Child.launch(wanted)
+            except OSError:  # no spare is only slower: stop trying
+                with self._cond:
+                    self._keep = None
+                continue
+            with self._cond:
+                if self._keep is not None and _variant(self._keep) == child.variant:
+                    self._idle.append(child)
+                    continue
+            child.end()  # closed meanwhile
+
+
+SPARES = Spares()
+atexit.register(SPARES.close)
 
 
 def _kill(proc) -> None:
@@ -254,7 +370,11 @@ def _child_entry(fd: int) -> None:
 
     os.set_inheritable(fd, False)  # what the stage starts must not hold the result pipe open
     sender = Connection(fd, readable=False)
-    path, job = pickle.load(sys.stdin.buffer)
+    _die_with(os.getppid())  # a spare waits here, perhaps for long: it too dies with the gateway
+    try:
+        path, job = pickle.load(sys.stdin.buffer)
+    except EOFError:  # a spare never used: the gateway closed its stdin, or ended
+        os._exit(0)
     sys.path[:] = path
     stage, args, kwargs, limits, parent = pickle.loads(job)
     _child_main(sender, stage, args, kwargs, limits, parent)

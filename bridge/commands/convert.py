@@ -65,6 +65,9 @@ def core(
 ) -> None:
     """Convert SOURCE to every target and mode, check each artifact against the source, write report.json
     and report.html."""
+    from bridge.executors import prestart
+
+    prestart(verbose)  # the export's child boots while the orchestration loads and plans
     from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(

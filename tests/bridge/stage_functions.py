@@ -53,3 +53,9 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def pid() -> int:
+    import os
+
+    return os.getpid()

@@ -87,3 +87,41 @@ def test_bound_caps_what_runs_at_once(tmp_path):
     for f in futures:
         f.result()
     assert _overlap(log) == 1 and ex.memory == 3 * GiB
+
+
+PID = Stage("pid", "tests.bridge.stage_functions:pid")
+
+
+def _idle_spares(count: int = 1) -> list[int]:
+    from bridge.stages import SPARES
+
+    deadline = time.monotonic() + 60
+    while len(SPARES.idle()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return SPARES.idle()
+
+
+def test_a_kept_spare_runs_the_next_stage_and_close_ends_the_idle_one():
+    """A started child waits for the next stage (no interpreter start on the run's critical path);
+    the one refilled after it outlives the executor thread whose stage took the first (a child's
+    death signal follows the thread that started it), runs the stage after, and `close` ends it."""
+    import os
+
+    ex = Local(jobs=2, memory=64 * GiB)
+    try:
+        ex.spares(Limits())
+        [first] = _idle_spares()
+        assert ex.submit(PID, (), {}, Limits(), Needs(memory=GiB)).result(timeout=120).result == first
+        [second] = _idle_spares()
+        time.sleep(0.5)  # the executor's thread that ran the first stage has ended by now
+        assert second != first and ex.submit(PID, (), {}, Limits(), Needs(memory=GiB)).result(timeout=120).result \
+            == second
+        [third] = _idle_spares()
+    finally:
+        ex.close()
+    from bridge.stages import SPARES
+
+    assert SPARES.idle() == []
+    time.sleep(0.2)
+    for pid in (first, second, third):
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
