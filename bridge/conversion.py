@@ -30,7 +30,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
-from bridge.executors import Executor, GiB, Needs, for_one_model
+from bridge.executors import Executor, GiB, Needs, alone, for_one_model
 from bridge.lanes import lanes
 from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
@@ -41,7 +41,7 @@ from bridge.progress import Progress
 from bridge.publish import STAGED, OutputFolder, check_report_destination
 from bridge.reads import ABSENT, read_digest
 from bridge.report import ArtifactRecord, Report
-from bridge.reporters import plots
+from bridge.reporters import html, plots
 from bridge.reporters.junit import JUnitReporter
 from bridge.stages import Fault, Limits, Outcome, Stage
 
@@ -236,6 +236,7 @@ class _Run:
             # the page will draw new figures: load matplotlib while the stages work (after the
             # export, whose peak, a torch source's, it would raise); a warm run draws none
             plots.preload()
+            html.preload(self.cache.pages if self.cache is not None else None)
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
@@ -359,8 +360,12 @@ class _Run:
         return outcome.unwrap()
 
     def _export_needs(self) -> Needs:
+        """On the run's own executor the export runs alone (every other stage needs its result), so
+        it gets every core (`executors.alone`): the raw chain's torch export uses both; with one
+        thread, bridge's export and its source runs took longer than they need."""
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
-        return needs(kind, _bytes(self.ref.path), self.limits)
+        need = needs(kind, _bytes(self.ref.path), self.limits)
+        return replace(need, cpus=alone()) if self.bounded else need
 
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit

@@ -71,9 +71,15 @@ class Inline(Executor):
 
 
 def prestart(verbose: bool) -> None:
-    """Start the child `for_one_model`'s executor will run a run's first stage in (the export),
-    while the gateway still loads and plans (~0.2 s of a run's critical path)."""
-    SPARES.launch(allot(Limits(verbose=verbose), Needs(memory=0)) if _cpus() >= 2 else Limits(verbose=verbose))
+    """Start the child `for_one_model`'s executor will run a run's first stage in (the export, which
+    runs `alone`), while the gateway still loads and plans (~0.2 s of a run's critical path)."""
+    limits = Limits(verbose=verbose)
+    SPARES.launch(allot(limits, Needs(memory=0, cpus=alone())) if _cpus() >= 2 else limits)
+
+
+def alone() -> int:
+    """The CPUs of a stage nothing else runs beside: all of this machine's."""
+    return _cpus()
 
 
 def _cpus() -> int:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import shlex
+import threading
 from pathlib import Path
 from typing import Protocol
 
 from bridge.base.files import write_atomic
 from bridge.reporters import plots
 
+TEMPLATE = "report.html.j2"
 GENERATOR = "bridge report.html"  # <meta name="generator">: how a later run knows the page is its own
 MAX_HISTOGRAMS = 12  # outputs plotted; a model with more lists them all in the table
 MAX_LAYERS = 40  # localised layers shown per artifact, around the first divergent one
@@ -52,6 +54,14 @@ def _environment(compiled: str | None = None):
     return env
 
 
+def preload(pages: PageCache | None = None) -> None:
+    """Compile the page's template in a background thread (0.1-0.4 s when no compiled copy is
+    cached), which `bridge convert` spends while its stage children work rather than after them."""
+    compiled = str(pages.templates) if pages is not None else None
+    threading.Thread(target=lambda: _environment(compiled).get_template(TEMPLATE), name="bridge-template",
+                     daemon=True).start()
+
+
 def render(doc: dict, pages: PageCache | None = None) -> bytes:
     """The page; `pages` may hand back figures drawn for the same data before (`plots`) and the
     template compiled before."""
@@ -64,7 +74,7 @@ def render(doc: dict, pages: PageCache | None = None) -> bytes:
         svg = plots.histogram(doc, name, i, pages)
         if svg:
             histograms.append((name, Markup(svg)))
-    page = env.get_template("report.html.j2").render(
+    page = env.get_template(TEMPLATE).render(
         doc=doc, generator=GENERATOR, summary=_summary(doc), rows=[_row(a) for a in doc["artifacts"]],
         command_line=shlex.join(doc["command_line"]) if doc.get("command_line") else None,
         overview=Markup(plots.overview(doc, pages)) if doc["artifacts"] else None, histograms=histograms,
