@@ -220,16 +220,19 @@ class _Run:
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
-        report.environment = environment.describe(self.options)
         report.stage_runs = self.stage_runs
-        try:
-            self.exported = self._export(request)
-        except ConversionError as e:  # nothing can be converted: every planned artifact carries the error
-            error = ErrorRecord.of(e, "export")
-            report.artifacts = [ArtifactRecord(r.target, r.mode, error=error,
-                                               parity=not_executed("the source could not be exported"))
-                                for r in self.routes]
-            return report
+        with ThreadPoolExecutor(1, thread_name_prefix="bridge-environment") as pool:
+            described = pool.submit(environment.describe, self.options)  # versions, `uname`: while it exports
+            try:
+                self.exported = self._export(request)
+            except ConversionError as e:  # nothing can be converted: every planned artifact carries the error
+                error = ErrorRecord.of(e, "export")
+                report.artifacts = [ArtifactRecord(r.target, r.mode, error=error,
+                                                   parity=not_executed("the source could not be exported"))
+                                    for r in self.routes]
+                return report
+            finally:
+                report.environment = described.result()
         if self.bounded:  # a spare child beside the export would raise the run's peak (torch's import)
             self.executor.spares(self.limits)
         if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
@@ -486,9 +489,9 @@ class _Run:
     def _run_measured(self, fp16: list, calibrated: bool, samples) -> tuple[tuple | BridgeError, Ranges | None]:
         ex = self.exported
         root = self.work / "runs" / f"outputs-{next(self._folders)}"
+        label = "Running the ONNX hub on onnxruntime, measuring activations" + (" for fp16" if fp16 else "")
         try:
-            result = self._call("Running the ONNX hub on onnxruntime, measuring its activations", MEASURED_RUN,
-                                (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
+            result = self._call(label, MEASURED_RUN, (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
                                 {"fp16": bool(fp16), "calibrated": calibrated},
                                 parts={**self._ranges_parts((fp16, calibrated, samples)), "runner": HUB_RUNNER},
                                 root=root, need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
