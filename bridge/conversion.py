@@ -30,7 +30,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.base.sources import Format, SourceRef, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
-from bridge.executors import Executor, GiB, Needs, alone, for_one_model
+from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
 from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
@@ -217,6 +217,7 @@ class _Run:
     bounded: bool = False  # the executor is this run's own: `_bound` may cap it
     _folders: itertools.count = field(default_factory=itertools.count)
     _measuring: Future = field(default_factory=Future)  # the hub's run when it measures the ranges too
+    _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -236,10 +237,12 @@ class _Run:
         if self.bounded:  # a spare child beside the export would raise the run's peak (torch's import)
             self.executor.spares(self.limits)
         if any(r["stage"] == EXPORT.name and r["cache"] != "reused" for r in self.stage_runs):
-            # the page will draw new figures: load matplotlib while the stages work (after the
-            # export, whose peak, a torch source's, it would raise); a warm run draws none
-            plots.preload()
-            html.preload(self.cache.pages if self.cache is not None else None)
+            # the page will draw new figures: load matplotlib and compile the page's template while
+            # the stages work (after the export, whose peak, a torch source's, it would raise; and
+            # once the next stage is running: a thread importing matplotlib holds the GIL half the
+            # time, and the gateway's own work before that stage starts is on the critical path).
+            # A warm run draws none.
+            self._preload = lambda: (plots.preload(), html.preload(self.cache.pages if self.cache else None))
         self._describe_source(report)
         for o in self.threshold_overrides:  # unknown output names: exit 2, before any lane converts
             thresholds_for(self.routes[0].spec, self.names, [o])
@@ -318,7 +321,12 @@ class _Run:
         start = time.perf_counter()
         try:
             with self.progress.step(label):
-                outcome = self.executor.submit(stage, args, kwargs, self.limits, need).result()
+                future = self.executor.submit(stage, args, kwargs, self.limits, need)
+                with self._lock:
+                    preload, self._preload = self._preload, None
+                if preload is not None:
+                    preload()
+                outcome = future.result()
                 if outcome.error is not None:
                     raise _StageFailed  # leaves the step unticked: the error is the user's one line
         except _StageFailed:
@@ -363,12 +371,8 @@ class _Run:
         return outcome.unwrap()
 
     def _export_needs(self) -> Needs:
-        """On the run's own executor the export runs alone (every other stage needs its result), so
-        it gets every core (`executors.alone`): the raw chain's torch export uses both; with one
-        thread, bridge's export and its source runs took longer than they need."""
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
-        need = needs(kind, _bytes(self.ref.path), self.limits)
-        return replace(need, cpus=alone()) if self.bounded else need
+        return needs(kind, _bytes(self.ref.path), self.limits)
 
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit

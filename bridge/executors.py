@@ -71,15 +71,10 @@ class Inline(Executor):
 
 
 def prestart(verbose: bool) -> None:
-    """Start the child `for_one_model`'s executor will run a run's first stage in (the export, which
-    runs `alone`), while the gateway still loads and plans (~0.2 s of a run's critical path)."""
+    """Start the child `for_one_model`'s executor will run a run's first stage in (the export),
+    while the gateway still loads and plans (~0.2 s of a run's critical path)."""
     limits = Limits(verbose=verbose)
-    SPARES.launch(allot(limits, Needs(memory=0, cpus=alone())) if _cpus() >= 2 else limits)
-
-
-def alone() -> int:
-    """The CPUs of a stage nothing else runs beside: all of this machine's."""
-    return _cpus()
+    SPARES.launch(allot(limits, Needs(memory=0)) if _cpus() >= 2 else limits)
 
 
 def _cpus() -> int:
