@@ -235,8 +235,9 @@ def test_coreml_int8_isolated_profile_reaches_an_add_whose_scales_coremltools_no
     """Given at the ReLU's first dequantize, the exact value never reached `sum` (it reads the int8
     tensor through its own dequantize) and `sum` was read at its rescaled output: it ranked first,
     at -36.4 dB on its own (the outputs at -35.2 dB; the whole int8 file gives 11.0 dB), and `head`
-    was given the rescaled value (0.1 dB). Tapped where the int8 tensors start, in the units the file
-    holds them in: `sum` 39.8 dB, `head` 37.3 dB, and the probe (8.8 dB, the outputs at 11.0 dB) first."""
+    was given the rescaled value (0.1 dB). Read after its own rounding, its readers given the exact
+    value at every dequantize, each in the units the file holds it in: `sum` 38.8 dB, `head` 41.9 dB,
+    and the probe (8.8 dB, the outputs at 11.0 dB) first."""
     pytest.importorskip("coremltools")
     from bridge.mixed import ranked_layers
 

@@ -10,14 +10,15 @@ never reaches such an add: it reads the file's own int8 tensor with every error 
 and PP-OCRv4 det's neck adds ranked first. And the add's own output, named after its ONNX tensor,
 holds 1/s_y of the value it is named for, so its readers were given s_y times the hub's value.
 
-So a layer is tapped at the float tensor its re-encodings start from (the one its op computed):
-every reader, through whichever dequantize, gets the hub's value in the file's own int8 encoding
-(as a TFLite reader of an int8 tensor does), and the layer's own value is read there, before its
-output is rounded. What units that tensor holds is read from the artifact alone (`units`): a
-dequantize holds its source's value times the ratio of the two on the artifact's own first sample
-(they differ by int8 rounding alone), and an op whose float inputs all hold their values in one
-unit computes in it (a normalized add); anything else computes in the hub's units. The hub's
-values never set a scale, so a layer that is off by a constant factor still shows it.
+So where every reader of a layer's float tensor re-encodes it (a quantize), the layer is tapped at
+all of that tensor's float re-encodings: each dequantize's readers, whichever it is, get the hub's
+value in that dequantize's units, and the layer's own value is read after its own rounding (what
+keeping it in float removes: its int8 weights and the rounding of its output, from exact inputs).
+Elsewhere it is tapped at its own tensor. What units a tensor holds is read from the artifact
+alone (`units`): a dequantize holds its source's value times their ratio on the artifact's own
+first sample (they differ by int8 rounding alone), and an op whose float inputs all hold their
+values in one unit computes in it (a normalized add); anything else computes in the hub's units.
+The hub's values never set a scale, so a layer that is off by a constant factor still shows it.
 """
 
 from __future__ import annotations
@@ -33,24 +34,44 @@ from bridge.validators.localisation.graph import TracedGraph, TracedOp
 
 @dataclass(frozen=True)
 class Tap:
-    tensor: str  # where the hub's value is given and the layer's own value read
+    tensor: str  # where the layer's own value is read
     units: float  # that tensor holds `units` times the value the layer is named for
+    given: tuple[tuple[str, float], ...]  # where the hub's value is given, each in its own units
 
 
 def taps(graph: TracedGraph, held: list[str], first: Feed) -> dict[str, Tap]:
-    """For each held artifact tensor, its tap. Two held tensors never share one: the second keeps
-    its own tensor."""
+    """For each held artifact tensor, its tap. A tensor is given one value: a tap that would give
+    one already given keeps the held tensor itself."""
     producer = {t: op for op in graph.ops for t in op.outputs}
+    readers: dict[str, list[TracedOp]] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op)
     unit = units(graph, first)
     out: dict[str, Tap] = {}
-    used = set(held)
+    given = set(held)
     for t in held:
         root = _source(t, producer, first)
-        if root != t and root in used:
-            root = t
-        used.add(root)
-        out[t] = Tap(root, unit.get(root, 1.0))
+        encoded = _encodings(root, readers, first)
+        spots = encoded or [root]
+        if any(s != t and s in given for s in spots):
+            spots, encoded = [t], []
+        given.update(spots)
+        read = t if t in encoded else spots[0]
+        out[t] = Tap(read, unit.get(read, 1.0), tuple((s, unit.get(s, 1.0)) for s in spots))
     return out
+
+
+def _encodings(root: str, readers: Mapping[str, list[TracedOp]], first: Feed) -> list[str]:
+    """Where every reader of `root` re-encodes it through a tensor the tracer does not see (a
+    quantize): the float tensors read back from those (the dequantizes), else none."""
+    found: list[str] = []
+    for q in readers.get(root, ()):
+        if not q.copies or not q.outputs or q.outputs[0] in first:
+            return []
+        found += [d.outputs[0] for d in readers.get(q.outputs[0], ()) if d.copies and d.outputs
+                  and d.outputs[0] in first and np.shape(first[d.outputs[0]]) == np.shape(first[root])]
+    return found
 
 
 def units(graph: TracedGraph, first: Feed) -> dict[str, float]:

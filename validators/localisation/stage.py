@@ -192,15 +192,17 @@ def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
 def _isolate(tracer, graph: TracedGraph, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_feeds: Feeds,
              art_feeds: Feeds, folder: Path) -> Feeds:
     """Each layer's output with every held tensor given the hub's value for the ops reading it (at
-    its tap: where a re-encoded tensor starts, `reencoded.taps`)."""
+    its taps, `reencoded.taps`: a W8A8 layer after its own output rounding, its readers from every
+    dequantize of it)."""
     held = {layer.match.artifact: layer for layer in layers}
     taps = reencoded.taps(graph, list(held), art_feeds[0])
     writer = FeedWriter(folder, names=list(held))
     for i, source_feed in enumerate(feeds):
         hub_sample, art_sample = hub_feeds[i], art_feeds[i]
-        given = {taps[t].tensor: (layer.match.view.to_artifact(hub_sample[layer.hub], np.shape(art_sample[t]))
-                                  * np.float32(taps[t].units)).astype(np.float32, copy=False)
-                 for t, layer in held.items()}
+        given = {}
+        for t, layer in held.items():
+            exact = layer.match.view.to_artifact(hub_sample[layer.hub], np.shape(art_sample[t]))
+            given.update({s: (exact * np.float32(u)).astype(np.float32, copy=False) for s, u in taps[t].given})
         traced = tracer.trace(_artifact_feed(source_feed, io), given)
         writer.append({t: traced[taps[t].tensor] / np.float32(taps[t].units) for t in held})
     isolated = writer.close()
