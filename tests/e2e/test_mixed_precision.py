@@ -204,3 +204,51 @@ def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(
     assert [(s["kept"], s["all_readers"], s["passed"]) for s in mixed["search"]["steps"]] == [
         (0, False, False), (1, False, False), (1, True, False)]
 
+
+
+def dead_channel_probe_into_two_adds(path) -> str:
+    """The dead-channel probe (96 channels) whose ReLU is read twice: by `sum`, an Add with a
+    side 1x1 Conv of x, and by `half` (x 0.5). In Core ML's W8A8 file coremltools normalizes the
+    scales of every Add of two dequantized inputs (`distributive_quantized_binary_op_scale_normalization`):
+    `sum` reads the probe's int8 tensor through a dequantize of its own, and holds its value divided
+    by the side's scale; the ReLU's first dequantize lives on for `half`."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (96, 3, 3, 3)).astype(np.float32)
+    w[:, 2] = 50.0
+    inits = {"mask": np.array([1, 1, 0], np.float32).reshape(1, 3, 1, 1), "w": w,
+             "ws": rng.normal(0, 0.5, (96, 3, 1, 1)).astype(np.float32), "k": np.array(0.5, np.float32),
+             "wh": rng.normal(0, 0.2, (4, 96, 1, 1)).astype(np.float32),
+             "wt": rng.normal(0, 0.2, (4, 96, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Mul", ["x", "mask"], ["m"], name="mask"),
+             helper.make_node("Conv", ["m", "w"], ["c"], name="probe", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["x", "ws"], ["s"], name="side"),
+             helper.make_node("Add", ["r", "s"], ["a"], name="sum"),
+             helper.make_node("Mul", ["r", "k"], ["t"], name="half"),
+             helper.make_node("Conv", ["a", "wh"], ["h1"], name="head"),
+             helper.make_node("Conv", ["t", "wt"], ["h2"], name="head2"),
+             helper.make_node("Add", ["h1", "h2"], ["y"], name="out")]
+    return save(path, nodes, inits, out_shape=(1, 4, 16, 16))
+
+
+def test_coreml_int8_isolated_profile_reaches_an_add_whose_scales_coremltools_normalized(tmp_path):
+    """Given at the ReLU's first dequantize, the exact value never reached `sum` (it reads the int8
+    tensor through its own dequantize) and `sum` was read at its rescaled output: it ranked first,
+    at -36.4 dB on its own (the outputs at -35.2 dB; the whole int8 file gives 11.0 dB), and `head`
+    was given the rescaled value (0.1 dB). Read after its own rounding, its readers given the exact
+    value at every dequantize, each in the units the file holds it in: `sum` 38.8 dB, `head` 41.9 dB,
+    and the probe (8.8 dB, the outputs at 11.0 dB) first."""
+    pytest.importorskip("coremltools")
+    from bridge.mixed import ranked_layers
+
+    src = dead_channel_probe_into_two_adds(tmp_path / "adds.onnx")
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8", "--out", out)
+    assert r.returncode == 1, r.stderr[-2000:]
+    loc = artifact(report(out), "coreml", "int8")["parity"]["localization"]
+    layers = {layer["node"]: layer for layer in loc["layers"]}
+    assert layers["sum"]["artifact_op"] == "add"
+    assert layers["sum"]["isolated"]["snr_db"] >= 25, layers["sum"]
+    assert layers["probe"]["isolated"]["snr_db"] < 15
+    assert ranked_layers(loc)[0][0] == "probe"
+    assert loc["isolated"]["worst"]["node"] == "probe"

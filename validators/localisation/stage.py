@@ -27,6 +27,7 @@ import numpy as np
 from bridge.base.arrays import Feed, Feeds, FeedWriter
 from bridge.base.bindings import IO
 from bridge.base.modes import Thresholds
+from bridge.validators.localisation import reencoded
 from bridge.validators.localisation.align import Hub, Match, View, comparable
 from bridge.validators.localisation.graph import TracedGraph
 from bridge.validators.localisation.profile import (
@@ -86,7 +87,7 @@ def localize(req: LocalizeRequest) -> dict:
     isolated_error, carried = None, 0
     if req.isolated and layers:
         try:
-            isolated = _isolate(tracer, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
+            isolated = _isolate(tracer, graph, feeds, req.io, layers, hub_feeds, art_feeds, Path(req.work) / "isolated")
             carried = _carry(hub_tracer, feeds, layers, isolated, hub_feeds, req.carry_seconds, req.max_carried)
         except Exception as e:  # noqa: BLE001 - a runtime refusing the rewired graph leaves the cumulative profile
             isolated_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
@@ -188,17 +189,22 @@ def _artifact_feed(feed: Feed, io: IO | None) -> Feed:
     return {b.artifact_name: b.to_artifact(np.asarray(feed[b.name])) for b in io.inputs}
 
 
-def _isolate(tracer, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_feeds: Feeds, art_feeds: Feeds,
-             folder: Path) -> Feeds:
-    """Each layer's output with every held tensor given the hub's value for the ops reading it."""
+def _isolate(tracer, graph: TracedGraph, feeds: list[Feed], io: IO | None, layers: list[Layer], hub_feeds: Feeds,
+             art_feeds: Feeds, folder: Path) -> Feeds:
+    """Each layer's output with every held tensor given the hub's value for the ops reading it (at
+    its taps, `reencoded.taps`: a W8A8 layer after its own output rounding, its readers from every
+    dequantize of it)."""
     held = {layer.match.artifact: layer for layer in layers}
+    taps = reencoded.taps(graph, list(held), art_feeds[0])
     writer = FeedWriter(folder, names=list(held))
     for i, source_feed in enumerate(feeds):
         hub_sample, art_sample = hub_feeds[i], art_feeds[i]
-        given = {t: layer.match.view.to_artifact(hub_sample[layer.hub], np.shape(art_sample[t]))
-                 for t, layer in held.items()}
+        given = {}
+        for t, layer in held.items():
+            exact = layer.match.view.to_artifact(hub_sample[layer.hub], np.shape(art_sample[t]))
+            given.update({s: (exact * np.float32(u)).astype(np.float32, copy=False) for s, u in taps[t].given})
         traced = tracer.trace(_artifact_feed(source_feed, io), given)
-        writer.append({t: traced[t] for t in held})
+        writer.append({t: traced[taps[t].tensor] / np.float32(taps[t].units) for t in held})
     isolated = writer.close()
 
     for t, layer in held.items():
