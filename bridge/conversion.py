@@ -216,7 +216,7 @@ class _Run:
     export_key: str | None = None
     bounded: bool = False  # the executor is this run's own: `_bound` may cap it
     _folders: itertools.count = field(default_factory=itertools.count)
-    _measuring: Future = field(default_factory=Future)  # the hub's run when it measures the ranges too
+    measured_hub_run: bool = False  # the hub's parity run measures the activation ranges too
     _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
@@ -281,7 +281,7 @@ class _Run:
         (`_numerics`): measured in the parity run's own session where the hub is one file."""
         wanted = self._ranges_wanted()
         ranges = None
-        if self.outputs.get(self._hub_key) is self._measuring:
+        if self.measured_hub_run:
             hub, ranges = self._run_measured(*wanted)
         else:
             hub = self._runtime(HUB_RUNNER, self.exported.hub_path, self.hub_sha, None, "onnx-runtime", blocks=(),
@@ -484,7 +484,8 @@ class _Run:
         one pass over the samples instead of two (ResNet50: 1.4 s). Claimed before any lane starts,
         so a lane whose artifact is the hub's bytes waits for this run rather than starting its own."""
         if self._ranges_wanted() is not None and not Path(f"{self.exported.hub_path}.data").exists():
-            self.outputs[self._hub_key] = self._measuring
+            self.measured_hub_run = True
+            self.outputs[self._hub_key] = Future()
 
     @property
     def _hub_key(self) -> tuple:
@@ -494,19 +495,12 @@ class _Run:
         ex = self.exported
         root = self.work / "runs" / f"outputs-{next(self._folders)}"
         label = "Running the ONNX hub on onnxruntime, measuring activations" + (" for fp16" if fp16 else "")
-        try:
-            result = self._call(label, MEASURED_RUN, (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
-                                {"fp16": bool(fp16), "calibrated": calibrated},
-                                parts={**self._ranges_parts((fp16, calibrated, samples)), "runner": HUB_RUNNER},
-                                root=root, need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
-        except BridgeError as e:
-            self._measuring.set_result(e)
-            return e, None
-        except BaseException as e:  # a bug: whoever waits on this run sees it too
-            self._measuring.set_exception(e)
-            raise
-        self._measuring.set_result(result[0])
-        return result
+        result = _settle(self.outputs[self._hub_key], lambda: self._call(
+            label, MEASURED_RUN, (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
+            {"fp16": bool(fp16), "calibrated": calibrated},
+            parts={**self._ranges_parts((fp16, calibrated, samples)), "runner": HUB_RUNNER},
+            root=root, need=needs("activation-ranges", _bytes(ex.hub_path), self.limits)), shared=lambda r: r[0])
+        return (result, None) if isinstance(result, BridgeError) else result
 
     def _lane(self, lane: Lane, modes: tuple[str, ...], ranges, options: object = None,
               folder: str | None = None) -> list[tuple]:
@@ -762,21 +756,29 @@ class _Run:
             root = self.work / "runs" / f"outputs-{next(self._folders)}"
             parts = {"runner": runner, "artifact": digest, "artifact_data": data, "io": io,
                      "feeds": self.digests.of(feeds.folder)}
-            try:
-                result = self._call(label, Stage(stage, "bridge.validators.runners:run_samples", blocks),
-                                    (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                                    need=needs("runtime", _bytes(path), self.limits, memory))
-            except BridgeError as e:
-                result = e
-            except BaseException as e:  # a bug: whoever waits on this run sees it too
-                self.outputs[key].set_exception(e)
-                raise
-            self.outputs[key].set_result(result)
+            runs = Stage(stage, "bridge.validators.runners:run_samples", blocks)
+            _settle(self.outputs[key], lambda: self._call(
+                label, runs, (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
+                need=needs("runtime", _bytes(path), self.limits, memory)))
         return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:
         return {f"{s.name}:{a}": [s.shape[a], second_size(s.shape[a])]
                 for s in self.exported.inputs for a in s.dynamic}
+
+
+def _settle(future: Future, run: Callable[[], Any], shared: Callable[[Any], Any] = lambda r: r) -> Any:
+    """Run a stage others may be waiting on through `future`: its result (or its error, as a
+    value) is returned, and `shared(result)` given to them; a bug is raised to them too."""
+    try:
+        result = run()
+    except BridgeError as e:
+        result = e
+    except BaseException as e:  # a bug: whoever waits on this run sees it too
+        future.set_exception(e)
+        raise
+    future.set_result(result if isinstance(result, BridgeError) else shared(result))
+    return result
 
 
 class _Stop(Exception):

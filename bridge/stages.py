@@ -162,7 +162,6 @@ def _outcome(stage: Stage, args, kwargs, limits: Limits) -> Outcome:
 def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
     name = stage.name
     child = SPARES.take(limits) or _Child.launch(limits)
-    SPARES.refill()
     try:
         child.send(stage, args, kwargs, limits)
         if not child.receiver.poll(limits.timeout):
@@ -257,13 +256,21 @@ class Spares:
         self._idle: list[_Child] = []
         self._keep: Limits | None = None
         self._starter: threading.Thread | None = None
+        self._armed = False
 
     def launch(self, limits: Limits) -> None:
         """Start one spare for `limits` now, from the calling thread, which must outlive it (the
         gateway's main thread: its first stage's child boots while the CLI loads)."""
         child = _Child.launch(limits)
         with self._cond:
-            self._idle.append(child)
+            self._add(child)
+
+    def _add(self, child: _Child) -> None:
+        """Hold `child` idle (lock held); the first one has `close` run at exit."""
+        if not self._armed:
+            atexit.register(self.close)
+            self._armed = True
+        self._idle.append(child)
 
     def keep(self, limits: Limits | None) -> None:
         """Keep a spare for `limits` from now on (None: stop refilling; idle spares stay until `close`)."""
@@ -275,6 +282,7 @@ class Spares:
             self._cond.notify_all()
 
     def take(self, limits: Limits) -> _Child | None:
+        """An idle spare for `limits`, if one waits; taking it has the next one started."""
         with self._cond:
             for dead in [c for c in self._idle if c.proc.poll() is not None]:
                 self._idle.remove(dead)
@@ -282,6 +290,7 @@ class Spares:
             for child in self._idle:
                 if child.variant == _variant(limits):
                     self._idle.remove(child)
+                    self._cond.notify_all()
                     return child
         return None
 
@@ -289,10 +298,6 @@ class Spares:
         """The process ids of the idle spares."""
         with self._cond:
             return [c.proc.pid for c in self._idle]
-
-    def refill(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -318,13 +323,12 @@ class Spares:
                 continue
             with self._cond:
                 if self._keep is not None and _variant(self._keep) == child.variant:
-                    self._idle.append(child)
+                    self._add(child)
                     continue
             child.end()  # closed meanwhile
 
 
 SPARES = Spares()
-atexit.register(SPARES.close)
 
 
 def _kill(proc) -> None:
