@@ -10,7 +10,8 @@ installed console script:
   warm     the same command again (nothing changed: every stage comes from C)
   changed  the torch model's TFLite list becomes fp32,fp16: only its TFLite lane should run
 
-Wall seconds come from the parent; what ran comes from each model's report.json (`stage_runs`).
+bridge's own modules are byte-compiled first (benchmarks/bytecode.py), as pip does for an installed
+package. Wall seconds come from the parent; what ran comes from each model's report.json (`stage_runs`).
 The goal: warm <= 0.05x cold, and `changed` runs the changed lane's stages only.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.batch_zoo import BRIDGE, build, write_matrix  # noqa: E402
+from benchmarks.bytecode import compile_bridge  # noqa: E402
 
 
 def run(zoo: Path, matrix: Path, out: str, jobs: int) -> dict:
@@ -60,6 +62,7 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--workdir", type=Path, help="Where the zoo and its cache go (default: the temporary folder).")
     a = p.parse_args()
+    compile_bridge(BRIDGE.parent / "python")  # as pip does for the packages bridge is compared with
     runs = [once(a.jobs, a.workdir) for _ in range(a.repeat)]
     median = {k: statistics.median(r[k]["seconds"] for r in runs) for k in ("cold", "warm", "changed")}
     figures = {"jobs": a.jobs, "repeat": a.repeat, "seconds": median,
