@@ -110,3 +110,23 @@ def test_inspect_torch_source_exports_first():
     info = json.loads(r.output)
     assert info["framework"] == "torch" and info["inputs"][0]["shape"] == [1, 3, 64, 64]
     assert "Conv" in info["ops"] and info["lanes"]["tflite"]["supported"]
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["convert", "--help"], 0), (["inspect", "missing.onnx"], 2),
+                                        (["convrt"], 2)])
+def test_console_script_exits_as_main_does(tmp_path, args, code):
+    """The console script skips the interpreter's finalization: the same bytes on both streams and
+    the same exit code as `main` leaving the ordinary way."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import BRIDGE
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # piped streams buffer, as for users
+    fast = subprocess.run([str(BRIDGE), *args], capture_output=True, text=True, cwd=tmp_path, env=env)
+    slow = subprocess.run([sys.executable, "-c", "import sys; from bridge.cli import main; main(sys.argv[1:])", *args],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert (fast.returncode, slow.returncode) == (code, code)
+    assert fast.stdout == slow.stdout and fast.stderr == slow.stderr
+    assert fast.stdout or fast.stderr
