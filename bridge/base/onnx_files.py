@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from bridge.base import protos
 from bridge.base.errors import UnsafeInput
+from bridge.base.inference import size_bound
 from bridge.base.lazy import require
 
 PROTOBUF_LIMIT = 2**31  # onnx.checker.MAXIMUM_PROTOBUF: no ModelProto parses or serializes past it
@@ -258,7 +259,7 @@ def session_source(path: Path, workdir: Path | None = None, *, edit=None) -> str
             if is_external(tensor):
                 _inline(folder, tensor, path)
     model = fit_ir_version(model)
-    if model.ByteSize() < PROTOBUF_LIMIT - (64 << 20):
+    if size_bound(model) < PROTOBUF_LIMIT - (64 << 20):
         return model.SerializeToString()
     onnx = require("onnx")
     folder = Path(tempfile.mkdtemp(prefix="bridge-onnx-", dir=workdir))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.base.errors import ConversionError, one_line
+from bridge.base.inference import size_bound
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT
 from bridge.base.tensors import TensorSpec
@@ -182,7 +183,7 @@ def finalize(model, out_path: str | Path, external_bytes: int | None = None, inp
     if dropped:
         warnings.append(f"unused graph inputs removed: {', '.join(dropped)}")
     names = sanitize_names(model)
-    external = model.ByteSize() > (EXTERNAL_DATA_BYTES if external_bytes is None else external_bytes)
+    external = size_bound(model) > (EXTERNAL_DATA_BYTES if external_bytes is None else external_bytes)
     if external:  # protobuf cannot hold it: weights go beside it first, the checker reads the path
         save(model, out_path, external=True)
     try:

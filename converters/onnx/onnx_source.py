@@ -15,6 +15,7 @@ import numpy as np
 from bridge.base.arrays import Feed
 from bridge.base.cpus import onnxruntime_options
 from bridge.base.errors import UsageError
+from bridge.base.inference import size_bound
 from bridge.base.lane import ExportRequest, ExportResult
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT, load_model
@@ -106,7 +107,7 @@ def _session(model, workdir: Path):
     ort = require("onnxruntime")
     opts = onnxruntime_options(ort)
     opts.log_severity_level = 3
-    if model.ByteSize() < PROTOBUF_LIMIT - (64 << 20):
+    if size_bound(model) < PROTOBUF_LIMIT - (64 << 20):
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     onnx = require("onnx")
     copy = workdir / "source-copy" / "model.onnx"

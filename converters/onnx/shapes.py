@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bridge.base.inference import weightless
+from bridge.base.inference import size_bound, weightless
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT
 from bridge.base.tensors import TensorSpec
@@ -85,7 +85,7 @@ def symbolic_inference(model) -> tuple[object, str]:
     onnx's own inference can, and the failure is reported."""
     if all(d.HasField("dim_value") for vi in model.graph.input for d in vi.type.tensor_type.shape.dim):
         return model, "not needed"
-    if model.ByteSize() > PROTOBUF_LIMIT - (64 << 20):
+    if size_bound(model) > PROTOBUF_LIMIT - (64 << 20):
         return model, "not run (the graph is over 2 GB)"
     require("onnxruntime")
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference

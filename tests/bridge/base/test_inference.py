@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.base.inference import KEEP_BYTES, infer, weightless
+from bridge.base.inference import KEEP_BYTES, infer, size_bound, weightless
 
 onnx = pytest.importorskip("onnx")
 
@@ -41,3 +41,41 @@ def test_weightless_drops_large_tensor_bytes_only_and_copies_every_other_field()
     assert light.metadata_props == model.metadata_props and light.opset_import == model.opset_import
     assert light.graph.node == model.graph.node and light.graph.output == model.graph.output
     assert model.graph.initializer[0].raw_data  # the model itself is untouched
+
+
+def _many(count: int = 40):
+    """`count` large initializers, raw and typed (float_data), and a large Constant inside a node."""
+    from onnx import helper, numpy_helper
+
+    model = _model()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        t = numpy_helper.from_array(rng.standard_normal(300 + 37 * i).astype(np.float32), f"extra{i}")
+        if i % 2:  # typed field instead of raw bytes
+            t = helper.make_tensor(f"extra{i}", t.data_type, t.dims, numpy_helper.to_array(t).tolist())
+        model.graph.initializer.append(t)
+    model.graph.node.append(helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(
+        rng.standard_normal(5000).astype(np.float32), "c")))
+    return model
+
+
+@pytest.mark.parametrize("count", [0, 1, 40])
+def test_size_bound_is_at_least_the_encoded_size_and_close_to_it(count):
+    model = _many(count)
+    exact, bound = model.ByteSize(), size_bound(model)
+    left_out = sum(t.ByteSize() > KEEP_BYTES for t in model.graph.initializer)
+    assert exact <= bound <= exact + 64 * left_out  # the framing and each shell's name and dims, twice
+
+
+def test_size_bound_counts_fields_this_onnx_does_not_know():
+    """A field number no onnx version uses, on the model and on the graph: kept by protobuf as an
+    unknown field, which the field-by-field copy would miss; the size is then measured exactly."""
+    from onnx import ModelProto
+
+    payload = b"\x00" * 5000
+    unknown = b"\xfa\x3e" + bytes([0x88, 0x27]) + payload  # field 1999, length-delimited, 5000 bytes
+    model = ModelProto.FromString(_many(3).SerializeToString() + unknown)
+    assert size_bound(model) == model.ByteSize() >= len(payload)
+    graph_model = _many(3)
+    graph_model.graph.ParseFromString(graph_model.graph.SerializeToString() + unknown)
+    assert size_bound(graph_model) == graph_model.ByteSize()
