@@ -57,6 +57,8 @@ def _root(
 def _usage_message(e: Exception, argv: list[str]) -> str:
     """Click's usage errors, and pydantic's validation errors that typer 0.29 lets escape."""
     text = e.format_message() if isinstance(e, typer.TyperException) else str(e)
+    if type(e).__name__ == "NoSuchOption":
+        text = _no_such_option(e.option_name, getattr(e, "possibilities", None) or ())
     text = one_line(text) or "bad usage"
     option = getattr(e, "option_name", None)
     dashed = [a for a in argv if option and a.startswith(option) and a != option and os.path.exists(a)]
@@ -64,6 +66,17 @@ def _usage_message(e: Exception, argv: list[str]) -> str:
         text += f"; {dashed[0]!r} is a file: put it after '--', as in `bridge convert -- {dashed[0]}`"
     ctx = getattr(e, "ctx", None)
     return f"{text} (see {ctx.command_path if ctx is not None else 'bridge'} --help)"
+
+
+def _no_such_option(name: str, possibilities) -> str:
+    """Click offers every option within difflib's default cutoff of the whole flag, dashes
+    included, so `--bogus` drew "--out, --verbose"; only names close without their dashes are
+    offered here (`--quantise` -> `--quantize`, `--job` -> `--jobs`)."""
+    import difflib
+
+    bare = name.lstrip("-")
+    close = [p for p in possibilities if difflib.SequenceMatcher(None, bare, p.lstrip("-")).ratio() >= 0.7]
+    return f"No such option: {name}" + (f" (did you mean {' or '.join(sorted(close))}?)" if close else "")
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -130,3 +130,17 @@ def test_console_script_exits_as_main_does(tmp_path, args, code):
     assert (fast.returncode, slow.returncode) == (code, code)
     assert fast.stdout == slow.stdout and fast.stderr == slow.stderr
     assert fast.stdout or fast.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["convert", "m.onnx", "--bogus"], "No such option: --bogus (see bridge convert --help)"),
+    (["convert", "m.onnx", "--quantise", "tflite=fp16"], "No such option: --quantise (did you mean --quantize?)"),
+    (["batch", "m.toml", "--job", "2"], "No such option: --job (did you mean --jobs?)"),
+])
+def test_an_unknown_option_offers_only_close_names(tmp_path, args, said):
+    """Click offered `--out, --verbose` for `--bogus` (its cutoff counts the dashes)."""
+    from tests.conftest import bridge
+
+    r = bridge(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and said in r.stderr, r.stderr
