@@ -112,8 +112,8 @@ def test_inspect_torch_source_exports_first():
     assert "Conv" in info["ops"] and info["lanes"]["tflite"]["supported"]
 
 
-@pytest.mark.parametrize("args, code", [(["--version"], 0), (["convert", "--help"], 0), (["inspect", "missing.onnx"], 2),
-                                        (["convrt"], 2)])
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["convert", "--help"], 0),
+                                        (["inspect", "missing.onnx"], 2), (["convrt"], 2)])
 def test_console_script_exits_as_main_does(tmp_path, args, code):
     """The console script skips the interpreter's finalization: the same bytes on both streams and
     the same exit code as `main` leaving the ordinary way."""
