@@ -27,7 +27,7 @@ from bridge.base.files import scratch, sha256, size
 from bridge.base.lane import ExportRequest, ExportResult, Lane, LaneArtifact, LaneRequest
 from bridge.base.numerics import Ranges
 from bridge.base.samples import CalibrationOptions
-from bridge.base.sources import Format, SourceRef, sniff
+from bridge.base.sources import Format, SourceRef, export_modules, sniff
 from bridge.base.tensors import parse_dynamic, parse_input, second_size
 from bridge.cache import Digests, StageCache, package_digest
 from bridge.executors import Executor, GiB, Needs, for_one_model
@@ -371,8 +371,13 @@ class _Run:
         return outcome.unwrap()
 
     def _export_needs(self) -> Needs:
+        """Its memory, and the frameworks its child may import before the job arrives: the same
+        guess the console script started the run's first child with (`bridge.console`); none
+        under --max-memory, whose limit a child sets when its job arrives and which must hold
+        those imports too."""
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
-        return needs(kind, _bytes(self.ref.path), self.limits)
+        preload = () if self.limits.max_memory else export_modules(self.ref.text)
+        return replace(needs(kind, _bytes(self.ref.path), self.limits), preload=preload)
 
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit

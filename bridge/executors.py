@@ -40,6 +40,7 @@ class Needs:
 
     memory: int  # bytes
     cpus: float = 1.0
+    preload: tuple[str, ...] = ()  # modules its child may import before its job arrives
 
 
 class Executor:
@@ -66,15 +67,20 @@ class Executor:
 class Inline(Executor):
     def submit(self, stage, args, kwargs, limits, needs) -> Future:
         future: Future = Future()
-        future.set_result(call_stage(stage, *args, limits=limits, **kwargs))
+        future.set_result(call_stage(stage, *args, limits=replace(limits, preload=needs.preload), **kwargs))
         return future
 
 
-def prestart(verbose: bool) -> None:
+def prestart(verbose: bool, preload: tuple[str, ...] = ()) -> None:
     """Start the child `for_one_model`'s executor will run a run's first stage in (the export),
-    while the gateway still loads and plans (~0.2 s of a run's critical path)."""
+    while the gateway still loads and plans (~0.2 s of a run's critical path), importing `preload`
+    meanwhile (the export's frameworks, `bridge.base.sources.export_modules`); once per run: a
+    second call finds it waiting."""
+    if SPARES.idle():
+        return
     limits = Limits(verbose=verbose)
-    SPARES.launch(allot(limits, Needs(memory=0)) if _cpus() >= 2 else limits)
+    need = Needs(memory=0, preload=preload)
+    SPARES.launch(allot(limits, need) if _cpus() >= 2 else replace(limits, preload=preload))
 
 
 def _cpus() -> int:
@@ -147,8 +153,9 @@ class Local(Executor):
 
 
 def allot(limits: Limits, needs: Needs) -> Limits:
-    """A stage run beside others uses the CPUs it asked for, as threads (`bridge.base.cpus`)."""
-    return limits if limits.threads else replace(limits, threads=max(1, round(needs.cpus)))
+    """A stage run beside others uses the CPUs it asked for, as threads (`bridge.base.cpus`), and
+    its child imports what it is expected to (`Needs.preload`)."""
+    return replace(limits, threads=limits.threads or max(1, round(needs.cpus)), preload=needs.preload)
 
 
 def available_memory() -> int:

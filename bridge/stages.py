@@ -98,6 +98,7 @@ class Limits:
     verbose: bool = False
     faults: tuple[Fault, ...] = ()
     threads: int | None = None  # the stage's frameworks' threads (`bridge.base.cpus`); None: their default
+    preload: tuple[str, ...] = ()  # modules the child imports as it starts, before its job arrives
 
     def hit(self, point: str) -> None:
         for fault in self.faults:
@@ -180,7 +181,7 @@ def _spawn(stage: Stage, args, kwargs, limits: Limits) -> tuple[str, Any, Any]:
 # The child's whole program: nothing of the gateway's is imported first (multiprocessing's spawn
 # would run the gateway's main module again in every child: for the `bridge` script, the CLI with
 # typer and rich, half a second and 30 MB per stage).
-_CHILD = "import sys; from bridge.stages import _child_entry; _child_entry(int(sys.argv[1]))"
+_CHILD = "import sys; from bridge.stages import _child_entry; _child_entry(int(sys.argv[1]), sys.argv[2:])"
 
 
 @dataclass
@@ -203,7 +204,8 @@ class _Child:
         read, write = os.pipe()
         out = None if limits.verbose else open(log, "ab")  # noqa: SIM115 - closed once the child has it
         try:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write)], stdin=subprocess.PIPE, stdout=out,
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write), *limits.preload], stdin=subprocess.PIPE,
+                                    stdout=out,
                                     stderr=out, pass_fds=(write,), process_group=0,
                                     env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads)})
         except BaseException:
@@ -235,8 +237,9 @@ class _Child:
 
 
 def _variant(limits: Limits) -> tuple:
-    """What a child is started with, and so what a spare must match: its threads and where its output goes."""
-    return limits.threads, limits.verbose
+    """What a child is started with, and so what a spare must match: its threads, where its output
+    goes and what it imports first."""
+    return limits.threads, limits.verbose, limits.preload
 
 
 class Spares:
@@ -287,12 +290,16 @@ class Spares:
             for dead in [c for c in self._idle if c.proc.poll() is not None]:
                 self._idle.remove(dead)
                 dead.end()
-            for child in self._idle:
-                if child.variant == _variant(limits):
-                    self._idle.remove(child)
-                    self._cond.notify_all()
-                    return child
-        return None
+            taken = next((c for c in self._idle if c.variant == _variant(limits)), None)
+            # A spare that preloads is started for one stage (the export's, before the CLI has
+            # planned): any first take that is not it (the export came from the cache) ends it.
+            ended = [c for c in self._idle if c is not taken and c.variant[2]]
+            self._idle = [c for c in self._idle if c is not taken and c not in ended]
+            if taken is not None:
+                self._cond.notify_all()
+        for child in ended:
+            child.end()
+        return taken
 
     def idle(self) -> list[int]:
         """The process ids of the idle spares."""
@@ -367,14 +374,21 @@ def log_tail(path: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())[:600]
 
 
-def _child_entry(fd: int) -> None:
-    """The child's program (`_CHILD`): read the job from stdin, run it, send the outcome on `fd`."""
+def _child_entry(fd: int, preload: list[str] = ()) -> None:  # noqa: B006 - never mutated
+    """The child's program (`_CHILD`): import `preload`, read the job from stdin, run it, send the
+    outcome on `fd`. Preloading happens while the gateway still plans; the stage's record of what
+    it read (`bridge.reads`) still covers these modules (it lists every imported module's source)."""
     import pickle
     from multiprocessing.connection import Connection
 
     os.set_inheritable(fd, False)  # what the stage starts must not hold the result pipe open
     sender = Connection(fd, readable=False)
     _die_with(os.getppid())  # a spare waits here, perhaps for long: it too dies with the gateway
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001, S112 - not installed or broken: the stage will say so itself
+            continue
     try:
         path, job = pickle.load(sys.stdin.buffer)
     except EOFError:  # a spare never used: the gateway closed its stdin, or ended

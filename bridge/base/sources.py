@@ -73,6 +73,32 @@ _ENTRYPOINT = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
+# What an export imports before anything of the user's runs, by what its SOURCE argument names:
+# a stage child loads them while the CLI starts (`bridge.console`). Only the argument's suffix is
+# looked at, and an entry point's file is read as text, never run; a wrong guess costs memory only.
+TORCH_EXPORT = ("torch", "onnx", "onnxslim")
+ONNX_EXPORT = ("onnx", "onnxruntime", "onnxslim")
+_TORCH_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript")
+_IMPORTS = re.compile(rb"^[ \t]*(?:import|from)[ \t]+(torch|keras|tensorflow|tf_keras)\b", re.MULTILINE)
+
+
+def export_modules(text: str) -> tuple[str, ...]:
+    """The modules the export of SOURCE `text` will import first: an ONNX file's, a torch file's,
+    or a `file.py:callable` whose file imports torch and no Keras or TensorFlow; else none."""
+    m = _ENTRYPOINT.match(text)
+    if m and m.group("target").endswith(".py") and not Path(text).exists():
+        try:
+            with open(m.group("target"), "rb") as f:
+                found = {g.decode() for g in _IMPORTS.findall(f.read(1 << 20))}
+        except OSError:
+            return ()
+        return TORCH_EXPORT if found == {"torch"} else ()
+    suffix = Path(text).suffix.lower()
+    if suffix == ".onnx":
+        return ONNX_EXPORT
+    return TORCH_EXPORT if suffix in _TORCH_SUFFIXES else ()
+
+
 def sniff(text: str) -> SourceRef:
     """Classify a SOURCE/ARTIFACT argument; unusable input is a `UsageError` with one-line reason."""
     path = Path(text)

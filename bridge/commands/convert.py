@@ -65,9 +65,12 @@ def core(
 ) -> None:
     """Convert SOURCE to every target and mode, check each artifact against the source, write report.json
     and report.html."""
+    from bridge.base.sources import export_modules
     from bridge.executors import prestart
 
-    prestart(verbose)  # the export's child boots while the orchestration loads and plans
+    # the export's child boots, and loads its frameworks, while the orchestration loads and plans
+    # (run from the console script, `bridge.console` has started it already)
+    prestart(verbose, () if max_memory else export_modules(source))
     from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(

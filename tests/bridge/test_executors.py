@@ -125,3 +125,49 @@ def test_a_kept_spare_runs_the_next_stage_and_close_ends_the_idle_one():
     time.sleep(0.2)
     for pid in (first, second, third):
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_a_prestarted_child_loads_its_stage_frameworks_before_the_job_and_only_that_stage_takes_it():
+    """`prestart` with a preload (the export's frameworks, guessed from SOURCE before the CLI has
+    parsed it): the child has them imported when its stage, submitted with the same preload,
+    arrives. A stage that asks for another preload never gets that child, and the child is ended
+    at that first take (the export came from the cache): it must not sit idle holding torch."""
+    import os
+
+    from bridge.executors import prestart
+    from bridge.stages import SPARES
+
+    wanted = ("colorsys", "wave")  # stdlib modules no stage child imports on its own
+    try:
+        prestart(verbose=False, preload=wanted)
+        [child] = _idle_spares()
+        prestart(verbose=False)  # the command's own call finds it waiting
+        assert SPARES.idle() == [child]
+        ex = Local(jobs=2, memory=64 * GiB)
+        got = ex.submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB, preload=wanted)).result(timeout=120)
+        assert set(wanted) <= set(got.result["modules"])
+        assert SPARES.idle() == []
+
+        prestart(verbose=False, preload=wanted)
+        [speculative] = _idle_spares()
+        other = ex.submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB)).result(timeout=120)
+        assert not set(wanted) & set(other.result["modules"])
+        time.sleep(0.2)
+        assert speculative not in SPARES.idle()
+        assert not os.path.exists(f"/proc/{speculative}") or open(f"/proc/{speculative}/stat").read().split()[2] == "Z"
+    finally:
+        SPARES.close()
+
+
+def test_export_modules_guess_from_the_argument_only(tmp_path):
+    from bridge.base.sources import ONNX_EXPORT, TORCH_EXPORT, export_modules
+
+    (tmp_path / "tm.py").write_text("import os\nfrom torch import nn\n\ndef load():\n    return nn.Linear(2, 2)\n")
+    (tmp_path / "km.py").write_text("import torch\nimport keras\n")
+    (tmp_path / "plain.py").write_text("x = 'import torch'\n")
+    assert export_modules(str(tmp_path / "tm.py") + ":load") == TORCH_EXPORT
+    assert export_modules(str(tmp_path / "km.py") + ":load") == ()  # Keras too: no guess
+    assert export_modules(str(tmp_path / "plain.py") + ":load") == ()  # text in a string is no import
+    assert export_modules(str(tmp_path / "missing.py") + ":load") == ()
+    assert export_modules("model.onnx") == ONNX_EXPORT and export_modules("m.PT2") == TORCH_EXPORT
+    assert export_modules("model.keras") == export_modules("pkg.module:make") == export_modules("tflite") == ()
