@@ -87,6 +87,8 @@ def export_modules(text: str) -> tuple[str, ...]:
     or a `file.py:callable` whose file imports torch and no Keras or TensorFlow; else none."""
     m = _ENTRYPOINT.match(text)
     if m and m.group("target").endswith(".py") and not Path(text).exists():
+        if not os.path.isfile(m.group("target")):  # a FIFO or a device would block or never end
+            return ()
         try:
             with open(m.group("target"), "rb") as f:
                 found = {g.decode() for g in _IMPORTS.findall(f.read(1 << 20))}

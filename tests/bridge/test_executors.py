@@ -160,6 +160,8 @@ def test_a_prestarted_child_loads_its_stage_frameworks_before_the_job_and_only_t
 
 
 def test_export_modules_guess_from_the_argument_only(tmp_path):
+    import os
+
     from bridge.base.sources import ONNX_EXPORT, TORCH_EXPORT, export_modules
 
     (tmp_path / "tm.py").write_text("import os\nfrom torch import nn\n\ndef load():\n    return nn.Linear(2, 2)\n")
@@ -169,5 +171,7 @@ def test_export_modules_guess_from_the_argument_only(tmp_path):
     assert export_modules(str(tmp_path / "km.py") + ":load") == ()  # Keras too: no guess
     assert export_modules(str(tmp_path / "plain.py") + ":load") == ()  # text in a string is no import
     assert export_modules(str(tmp_path / "missing.py") + ":load") == ()
+    os.mkfifo(tmp_path / "pipe.py")  # opening it would wait for a writer forever
+    assert export_modules(str(tmp_path / "pipe.py") + ":load") == ()
     assert export_modules("model.onnx") == ONNX_EXPORT and export_modules("m.PT2") == TORCH_EXPORT
     assert export_modules("model.keras") == export_modules("pkg.module:make") == export_modules("tflite") == ()
