@@ -290,7 +290,10 @@ class Spares:
             for dead in [c for c in self._idle if c.proc.poll() is not None]:
                 self._idle.remove(dead)
                 dead.end()
-            taken = next((c for c in self._idle if c.variant == _variant(limits)), None)
+            want = _variant(limits)
+            # else a plain one: the job reaches it at once, and the stage imports what it needs
+            taken = next((c for c in self._idle if c.variant == want), None) or \
+                next((c for c in self._idle if c.variant == (*want[:2], ())), None)
             # A spare that preloads is started for one stage (the export's, before the CLI has
             # planned): any first take that is not it (the export came from the cache) ends it.
             ended = [c for c in self._idle if c is not taken and c.variant[2]]

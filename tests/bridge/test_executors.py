@@ -138,12 +138,12 @@ def test_a_prestarted_child_loads_its_stage_frameworks_before_the_job_and_only_t
     from bridge.stages import SPARES
 
     wanted = ("colorsys", "wave")  # stdlib modules no stage child imports on its own
+    ex = Local(jobs=2, memory=64 * GiB)
     try:
         prestart(verbose=False, preload=wanted)
         [child] = _idle_spares()
         prestart(verbose=False)  # the command's own call finds it waiting
         assert SPARES.idle() == [child]
-        ex = Local(jobs=2, memory=64 * GiB)
         got = ex.submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB, preload=wanted)).result(timeout=120)
         assert set(wanted) <= set(got.result["modules"])
         assert SPARES.idle() == []
@@ -155,8 +155,12 @@ def test_a_prestarted_child_loads_its_stage_frameworks_before_the_job_and_only_t
         time.sleep(0.2)
         assert speculative not in SPARES.idle()
         assert not os.path.exists(f"/proc/{speculative}") or open(f"/proc/{speculative}/stat").read().split()[2] == "Z"
+
+        ex.spares(Limits())  # `bridge batch` keeps plain spares: a stage that wants a preload takes one
+        [plain] = _idle_spares()
+        assert ex.submit(PID, (), {}, Limits(), Needs(memory=GiB, preload=wanted)).result(timeout=120).result == plain
     finally:
-        SPARES.close()
+        ex.close()
 
 
 def test_export_modules_guess_from_the_argument_only(tmp_path):
