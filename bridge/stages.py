@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import importlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -187,12 +188,16 @@ _CHILD = "import sys; from bridge.stages import _child_entry; _child_entry(int(s
 @dataclass
 class _Child:
     """A started child waiting for its job on stdin, in a process group of its own, with the end
-    of the pipe its result comes back on and the file its output goes to."""
+    of the pipe its result comes back on, the file its output goes to, and a temporary folder of
+    its own (its TMPDIR), removed with it: a child leaves by `os._exit`, so exit hooks never run,
+    and coremltools deletes the temporary package every model it makes holds only in one (each
+    Core ML conversion left one in /tmp, the size of its weights; a test suite filled the disk)."""
 
     proc: Any
     receiver: Any
     log: str
     variant: tuple
+    tmp: str
 
     @classmethod
     def launch(cls, limits: Limits) -> _Child:
@@ -201,22 +206,25 @@ class _Child:
 
         with tempfile.NamedTemporaryFile(prefix="bridge-stage-", suffix=".log", delete=False) as f:
             log = f.name
+        tmp = tempfile.mkdtemp(prefix="bridge-stage-")
         read, write = os.pipe()
         out = None if limits.verbose else open(log, "ab")  # noqa: SIM115 - closed once the child has it
         try:
             proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write), *limits.preload], stdin=subprocess.PIPE,
                                     stdout=out,
                                     stderr=out, pass_fds=(write,), process_group=0,
-                                    env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads)})
+                                    env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads),
+                                         "TMPDIR": tmp})
         except BaseException:
             os.close(read)
             Path(log).unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
             os.close(write)
             if out is not None:
                 out.close()
-        return cls(proc, Connection(read, writable=False), log, _variant(limits))
+        return cls(proc, Connection(read, writable=False), log, _variant(limits), tmp)
 
     def send(self, stage: Stage, args, kwargs, limits: Limits) -> None:
         """Hand the job over (pickled on stdin): the import path first, since the job may name
@@ -234,6 +242,7 @@ class _Child:
         self.receiver.close()
         _kill(self.proc)
         Path(self.log).unlink(missing_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _variant(limits: Limits) -> tuple:

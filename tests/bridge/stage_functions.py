@@ -59,3 +59,13 @@ def pid() -> int:
     import os
 
     return os.getpid()
+
+
+def leave_temporary() -> dict:
+    """Makes a temporary folder and file and leaves them, as a library whose cleanup runs at exit
+    does (a stage child leaves by os._exit: exit hooks never run)."""
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    (Path(folder) / "weights.bin").write_bytes(b"\0" * 1024)
+    return {"folder": folder, "tmpdir": tempfile.gettempdir()}

@@ -179,3 +179,13 @@ def test_export_modules_guess_from_the_argument_only(tmp_path):
     assert export_modules(str(tmp_path / "pipe.py") + ":load") == ()
     assert export_modules("model.onnx") == ONNX_EXPORT and export_modules("m.PT2") == TORCH_EXPORT
     assert export_modules("model.keras") == export_modules("pkg.module:make") == export_modules("tflite") == ()
+
+
+def test_what_a_stage_leaves_in_its_temporary_folder_goes_with_its_child():
+    import os
+
+    from bridge.stages import run_stage
+
+    left = run_stage(Stage("leave", "tests.bridge.stage_functions:leave_temporary"))
+    assert left["folder"].startswith(left["tmpdir"] + os.sep)
+    assert not os.path.exists(left["folder"]) and not os.path.exists(left["tmpdir"])

@@ -132,3 +132,16 @@ def test_keras_and_old_onnx_to_core_ml(tmp_path):
     assert all(a["parity"]["passed"] for a in rep["artifacts"])
     # Keras is NHWC: the Core ML input keeps the source layout.
     assert artifact(rep, "coreml", "fp16")["io"]["inputs"][0]["shape"] == [1, 64, 64, 3]
+
+
+def test_a_core_ml_conversion_leaves_no_temporary_package(tmp_path):
+    """coremltools keeps every model it makes in a temporary .mlpackage that only an exit hook
+    deletes; stage children leave without exit hooks, and each conversion left one behind (the
+    size of its weights) until the disk filled."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = bridge("convert", f"{SAMPLES}/shapes_cnn.py:load", "--target", "coreml", "--quantize",
+               "coreml=fp16,palettize-4", "--out", tmp_path / "out", "--no-cache", env={"TMPDIR": str(tmp)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "out").glob("*.mlpackage"))) == 2
+    assert list(tmp.iterdir()) == []
