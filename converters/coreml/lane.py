@@ -9,6 +9,7 @@ deployment target and compute precision, then compressed with coremltools.optimi
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from bridge.base.bindings import IO, PIXELS_METADATA_KEY, Binding, Pixels
 from bridge.base.errors import ConversionError
 from bridge.base.files import open_modes
-from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lane import MIXED_BASE, LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.converters.coreml import CoreMLOptions
 from bridge.converters.coreml import compress as cm
@@ -39,6 +40,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     images = image_inputs(req.inputs, req.framework, req.mean, req.std) if options.image_input else {}
     passes = apply_passes(model, ["image-input-std"], images, last) if images else []
     kept = named_layers(options.keep, model, req.node_names, "--coreml-keep", "coreml-convert")
+    bases: dict[str, dict] = {}  # mode -> what `remix` reads, when this is a mixed search's first step
 
     def make(mode: str, target: str):
         hook = None
@@ -56,6 +58,8 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
         weights = _kept_weights(mlmodel, built, kept) if mixed else frozenset()
+        if mixed == "int8" and options.keep == "":
+            bases[mode] = _remix_base(req, mode, mlmodel, built)
         return mlmodel, _io(req, built, images, last), weights
 
     # `bridge validate` feeds pixels from this metadata, for packages made by any run
@@ -68,7 +72,22 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         if art.error is None and mixed:
             art.details["kept_layers"] = list(kept.values())
             art.details["kept_precision"] = "float32" if mixed == "fp16" else "float16"
+        if art.error is None and art.mode in bases:
+            shutil.copytree(art.path, bases[art.mode]["int8"], dirs_exist_ok=True)
+            art.details[MIXED_BASE] = bases[art.mode]
     return arts
+
+
+def _remix_base(req: LaneRequest, mode: str, mlmodel, built: Built) -> dict:
+    """What `remix.remix` cuts the search's later steps from: the program before weight compression
+    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made."""
+    folder = Path(req.workdir)
+    uncompressed = folder / f"{req.name}_{mode}.float16.mlpackage"
+    mlmodel.save(str(uncompressed))
+    layers = folder / f"{req.name}_{mode}.layers.json"
+    layers.write_text(json.dumps({node: list(ops) for node, ops in built.layers.items()}))
+    return {"mode": mode, "int8": str(folder / f"{req.name}_{mode}.base.mlpackage"), "float": str(uncompressed),
+            "layers": str(layers)}
 
 
 def _kept_weights(mlmodel, built: Built, kept: dict[str, str]) -> frozenset[str]:
