@@ -126,13 +126,30 @@ class Program:
             dqs = [op for op, _ in self.readers[q.outputs[0].name]]
             if not dqs or any(d.type != "dequantize" for d in dqs):
                 continue
-            for dq in dqs:
-                if dq.outputs[0].name in self.outputs:
+            ratios = [self._ratio(q, dq) for dq in dqs]
+            if any(r is None for r in ratios):
+                continue
+            for dq, ratio in zip(dqs, ratios, strict=True):
+                if ratio != 1.0:
+                    self.replaced[id(dq)] = _rescale(dq, source, self.producer[_argument(dq, "scale")], ratio)
+                elif dq.outputs[0].name in self.outputs:
                     self.replaced[id(dq)] = _identity(dq, source)
                 else:
                     self._rename(dq.outputs[0].name, source)
                     self.gone.add(id(dq))
             self.gone.add(id(q))
+
+    def _ratio(self, q, dq) -> float | None:
+        """What the pair multiplies by, rounding aside: the dequantize's scale over the quantize's. They
+        differ where coremltools normalized the scales of a quantized add's inputs
+        (`distributive_quantized_binary_op_scale_normalization`: the add then computes in units of one
+        input's scale). None: a pair this cannot undo exactly (zero points, or scales not scalars)."""
+        if _argument(q, "zero_point") or _argument(dq, "zero_point"):
+            return None
+        scales = [_scalar(self.producer.get(_argument(op, "scale") or "")) for op in (q, dq)]
+        if any(s is None for s in scales):
+            return None
+        return 1.0 if scales[0] == scales[1] else scales[1] / scales[0]
 
     def restore_weights(self, tensors: set[str], floats: Program) -> list[str]:
         """Each compressed weight (a `constexpr_*` op) read by the op writing one of `tensors` gives way
@@ -169,13 +186,18 @@ class Program:
         for op in self.ops:
             if op.type == "const" and id(op) not in self.replaced and op.outputs[0].name not in self.outputs:
                 readers = self.readers.get(op.outputs[0].name, [])
-                if readers and all(id(r) in self.gone for r, _ in readers):
+                if readers and all(id(r) in self.gone or id(r) in self.replaced for r, _ in readers):
                     self.gone.add(id(op))
         for block in reversed(self.blocks):
-            ops = [self.replaced.get(id(op), op) for op in block.operations if id(op) not in self.gone]
+            ops = [new for op in block.operations if id(op) not in self.gone
+                   for new in _as_list(self.replaced.get(id(op), op))]
             copies = [type(op).FromString(op.SerializeToString()) for op in ops]
             del block.operations[:]
             block.operations.extend(copies)
+
+
+def _as_list(op) -> list:
+    return op if isinstance(op, list) else [op]
 
 
 def _argument(op, key: str) -> str | None:
@@ -185,6 +207,44 @@ def _argument(op, key: str) -> str | None:
         return None
     binding = argument.arguments[0]
     return binding.name if binding.WhichOneof("binding") == "name" else None
+
+
+def _scalar(const) -> float | None:
+    """The value of a scalar float constant held in the spec itself, else None."""
+    import numpy as np
+
+    if const is None or const.type != "const" or "val" not in const.attributes:
+        return None
+    value = const.attributes["val"]
+    tensor = value.immediateValue.tensor if value.WhichOneof("value") == "immediateValue" else None
+    if tensor is None or value.type.tensorType.rank != 0:
+        return None
+    if tensor.WhichOneof("value") == "bytes":
+        return float(np.frombuffer(tensor.bytes.values, np.float16)[0])
+    if tensor.WhichOneof("value") == "floats":
+        return float(tensor.floats.values[0])
+    return None
+
+
+def _rescale(dq, source: str, scale_const, ratio: float):
+    """The dequantize `dq` as `mul(source, ratio)`: the pair's scaling without its rounding, in the
+    scale constant's own type (a new constant, next to it)."""
+    import numpy as np
+
+    const = type(scale_const)()
+    const.CopyFrom(scale_const)
+    name = f"{dq.outputs[0].name}_rescale"
+    const.outputs[0].name = name
+    const.attributes["name"].immediateValue.tensor.strings.values[0] = name
+    tensor = const.attributes["val"].immediateValue.tensor
+    if tensor.WhichOneof("value") == "bytes":
+        tensor.bytes.values = np.float16(ratio).tobytes()
+    else:
+        tensor.floats.values[0] = ratio
+    mul = _identity(dq, source)
+    mul.type = "mul"
+    mul.inputs["y"].arguments.add().name = name
+    return [const, mul]
 
 
 def _identity(op, source: str):
