@@ -87,7 +87,8 @@ def main() -> None:
             "remix_bytes": size(made.path), "full_bytes": size(full.path),
             "float16_weights": [len(made.details["kept_weights"]), len(full.details.get("kept_weights", []))],
             "remix_vs_full_db": min(snr(x, y) for s, u in zip(a, b, strict=True) for x, y in zip(s, u, strict=True)),
-            "identical": all(np.array_equal(x, y) for s, u in zip(a, b, strict=True) for x, y in zip(s, u, strict=True)),
+            "identical": all(np.array_equal(x, y) for s, u in zip(a, b, strict=True)
+                             for x, y in zip(s, u, strict=True)),
             "remix_db": min(snr(x, y) for s, r in zip(a, reference, strict=True) for x, y in zip(s, r, strict=True)),
             "full_db": min(snr(x, y) for s, r in zip(b, reference, strict=True) for x, y in zip(s, r, strict=True))}),
             flush=True)
