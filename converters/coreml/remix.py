@@ -13,13 +13,16 @@ but the activation pair the lane inserts (`quantize` then `dequantize`) and that
 weights are `constexpr_*` ops.
 
 The ops of a layer are found by name: `layers` (the first step's MIL builder: hub node -> the ops it
-made) names them before coremltools' passes, which keep each name or append `_cast_fp16` (its
-float16 pass), as the localisation reads them too.
+made) names them before coremltools' passes, which keep each name (an op's or its output's) or add
+what `_before_passes` strips (its float16 pass appends `_cast_fp16`, as the localisation reads them
+too). Passes also move data movement ops (reshape, transpose) between a quantize and its
+dequantize: a dropped pair takes them along, moving the float tensor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +33,6 @@ from bridge.base.lane import LaneArtifact
 from bridge.base.lazy import require
 from bridge.converters.coreml.package import SPEC, deterministic_spec, stable_identifiers
 
-FP16_SUFFIX = "_cast_fp16"  # what coremltools' float16 pass appends to the names of the ops it recasts
 WEIGHTS = "Data/com.apple.CoreML/weights"
 HELD = "@"  # a unit's name for the artifact tensor localisation found the layer at (bridge.mixed.HELD)
 
@@ -81,8 +83,15 @@ def keep_float16(package: Path, float_package: Path, ops: set[str], held: set[st
 
 
 def _own(op, ops: set[str]) -> bool:
-    name = op_name(op)
-    return name in ops or name.removesuffix(FP16_SUFFIX) in ops
+    """Whether `op` (after coremltools' passes) is one of `ops` (before them), by its name or an output's."""
+    return any(_before_passes(n) in ops for n in (op_name(op), *(o.name for o in op.outputs)))
+
+
+def _before_passes(name: str) -> str:
+    """A name as our builder gave it: coremltools' passes append `_cast_<type>` where they recast an op
+    (float16 compute, uint16 gather indices) or `_to_fp16` where they cast a tensor, and prefix
+    `_inversed_` where a division by a constant became a multiplication."""
+    return re.sub(r"(_cast_[a-z]+[0-9]*|_to_fp16)+$", "", name.removeprefix("_inversed_"))
 
 
 def op_name(op) -> str:
@@ -116,28 +125,59 @@ class Program:
         self.replaced: dict[int, object] = {}  # id of an op -> the op taking its place
 
     def drop_activation_pairs(self, tensors: set[str]) -> None:
-        """Every quantize reading one of `tensors` whose readers are all dequantize ops goes, with
-        them: their readers read the tensor itself (a function output keeps its name: its dequantize
-        becomes an identity of the tensor)."""
+        """Every quantize reading one of `tensors` goes with its dequantize ops: their readers read
+        the tensor itself (or a rescaled copy, `_ratio`; a function output keeps its name: its
+        dequantize becomes an identity). coremltools' passes may have moved data movement ops
+        (reshape, transpose) between the pair: those then move the float tensor instead."""
         for q in self.ops:
             source = _argument(q, "input")
-            if q.type != "quantize" or source not in tensors:
+            found = self._pair(q) if q.type == "quantize" and source in tensors else None
+            if found is None:
                 continue
-            dqs = [op for op, _ in self.readers[q.outputs[0].name]]
-            if not dqs or any(d.type != "dequantize" for d in dqs):
-                continue
+            between, dqs = found
             ratios = [self._ratio(q, dq) for dq in dqs]
             if any(r is None for r in ratios):
                 continue
+            self._rename(q.outputs[0].name, source)
+            dtype = next(o.type.tensorType.dataType for o in self.producer[source].outputs if o.name == source)
+            for op in between:
+                op.outputs[0].type.tensorType.dataType = dtype
             for dq, ratio in zip(dqs, ratios, strict=True):
+                read = _argument(dq, "input")
                 if ratio != 1.0:
-                    self.replaced[id(dq)] = _rescale(dq, source, self.producer[_argument(dq, "scale")], ratio)
+                    self.replaced[id(dq)] = _rescale(dq, read, self.producer[_argument(dq, "scale")], ratio)
                 elif dq.outputs[0].name in self.outputs:
-                    self.replaced[id(dq)] = _identity(dq, source)
+                    self.replaced[id(dq)] = _identity(dq, read)
                 else:
-                    self._rename(dq.outputs[0].name, source)
+                    self._rename(dq.outputs[0].name, read)
                     self.gone.add(id(dq))
             self.gone.add(id(q))
+
+    def _pair(self, q) -> tuple[list, list] | None:
+        """The ops between `q` and its dequantize ops (each reading one int8 tensor of the pair's and
+        otherwise constants only, writing one int8 tensor), and those dequantize ops; None when
+        something else reads the quantized values."""
+        int8 = q.outputs[0].type.tensorType.dataType
+        between, dqs, todo = [], [], [q.outputs[0].name]
+        while todo:
+            tensor = todo.pop()
+            for op, _ in self.readers.get(tensor, ()):
+                if op.type == "dequantize":
+                    dqs.append(op)
+                elif len(op.outputs) == 1 and op.outputs[0].type.tensorType.dataType == int8 \
+                        and op.outputs[0].name not in self.outputs and self._reads_only(op, tensor):
+                    between.append(op)
+                    todo.append(op.outputs[0].name)
+                else:
+                    return None
+        return (between, dqs) if dqs else None
+
+    def _reads_only(self, op, tensor: str) -> bool:
+        """Whether `op` reads `tensor` once and constants otherwise."""
+        names = [b.name for a in op.inputs.values() for b in a.arguments if b.WhichOneof("binding") == "name"]
+        others = [n for n in names if n != tensor]
+        return len(names) - len(others) == 1 and all(
+            self.producer.get(n) is not None and self.producer[n].type == "const" for n in others)
 
     def _ratio(self, q, dq) -> float | None:
         """What the pair multiplies by, rounding aside: the dequantize's scale over the quantize's. They
