@@ -88,10 +88,12 @@ def _own(op, ops: set[str]) -> bool:
 
 
 def _before_passes(name: str) -> str:
-    """A name as our builder gave it: coremltools' passes append `_cast_<type>` where they recast an op
-    (float16 compute, uint16 gather indices) or `_to_fp16` where they cast a tensor, and prefix
-    `_inversed_` where a division by a constant became a multiplication."""
-    return re.sub(r"(_cast_[a-z]+[0-9]*|_to_fp16)+$", "", name.removeprefix("_inversed_"))
+    """A name as our builder gave it, undoing what coremltools' passes (9.0) add to the names of the ops
+    they rebuild: `_cast_<type>` (an op recast: float16 compute, uint16 gather indices), `_to_fp16`
+    (a tensor cast), `_has_output_shape` (a conv_transpose given its output shape), `_lowered`, and
+    the prefix `_inversed_` (a division by a constant made a multiplication)."""
+    return re.sub(r"(_cast_[a-z]+[0-9]*|_to_fp16|_has_output_shape|_lowered)+$", "",
+                  name.removeprefix("_inversed_"))
 
 
 def op_name(op) -> str:
