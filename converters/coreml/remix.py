@@ -31,6 +31,7 @@ from types import SimpleNamespace
 from bridge.base.files import open_modes
 from bridge.base.lane import LaneArtifact
 from bridge.base.lazy import require
+from bridge.converters.coreml.compress import uncompressed_warning
 from bridge.converters.coreml.package import SPEC, deterministic_spec, stable_identifiers
 
 WEIGHTS = "Data/com.apple.CoreML/weights"
@@ -61,6 +62,7 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     art = LaneArtifact(mode=base["mode"], path=out)
     art.details.update({"kept_layers": list(kept.values()), "kept_precision": "float16",
                         "kept_weights": sorted(restored), "compressed_weights": compressed(out)})
+    art.warnings.extend(uncompressed_warning(art.mode, art.details["compressed_weights"]["elements"], bool(restored)))
     return art
 
 

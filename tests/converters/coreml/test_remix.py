@@ -1,5 +1,7 @@
-"""A Core ML `int8-mixed` search step cut by `remix` from the first step's packages computes what the
-full conversion keeping the same layers computes.
+"""A Core ML `int8-mixed` search step cut by `remix` from the first step's packages computes what a
+conversion that never quantized the kept layers computes (our activation hook skips them, weight
+compression skips their weights: how the lane made `--coreml-keep` files before the remix; now the
+lane cuts them out of the W8A8 file the same way as the search, which is checked too).
 
 The model (a real conversion through the lane, calibrated activation ranges from onnxruntime):
 x -> `wide` (Conv, 96 channels: 2,592 weights, which int8 compresses) -> relu -> `head` (1x1 Conv),
@@ -61,7 +63,7 @@ def lane(tmp_path_factory):
 
     first = convert(request("", "first"))[0]
     assert first.error is None, first.error
-    return request, convert, first.details[MIXED_BASE], feeds[8:], work
+    return request, convert, first.details[MIXED_BASE], feeds[8:], work, ranges
 
 
 def outputs(path: str, feeds) -> list[np.ndarray]:
@@ -79,28 +81,49 @@ def snr_db(actual: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return np.inf if noise == 0 else float(10 * np.log10((r ** 2).sum() / noise))
 
 
+def never_quantized(hub: str, ranges: dict, keep: list[str], out: str) -> str:
+    """The hub converted W8A8 with the `keep` layers never quantized, saved at `out`."""
+    import onnx
+
+    from bridge.converters.coreml import compress as cm
+    from bridge.converters.coreml.build import build_program
+    from bridge.converters.coreml.lane import _kept_weights, _quantize_activations
+
+    target = coremltools.target.iOS17
+    built = build_program(onnx.load(hub), target, after_op=_quantize_activations(ranges, skip=set(keep)),
+                          defaults={"x": (1, 3, 16, 16)})
+    ml = coremltools.convert(built.program, convert_to="mlprogram", compute_precision=coremltools.precision.FLOAT16,
+                             minimum_deployment_target=target, skip_model_load=True)
+    ml = cm.compress(ml, "int8-mixed", "iOS17", keep=_kept_weights(ml, built, {k: k for k in keep}))
+    ml.save(out)
+    return out
+
+
 @pytest.mark.parametrize("keep", ["wide", "join", "wide,join"])
-def test_a_remixed_step_computes_what_the_full_conversion_keeping_the_same_layers_computes(lane, keep):
+def test_a_remixed_step_computes_what_a_conversion_that_never_quantized_those_layers_computes(lane, keep):
     from bridge.converters.coreml.remix import remix
 
-    request, convert, base, feeds, work = lane
+    request, convert, base, feeds, work, ranges = lane
     made = remix(base, tuple((n,) for n in keep.split(",")), {}, str(work / f"remix-{keep}.mlpackage"))
-    full = convert(request(keep, f"full-{keep}"))[0]
-    assert full.error is None, full.error
-    mixed, converted = outputs(made.path, feeds), outputs(full.path, feeds)
+    reference = never_quantized(str(work / "hub.onnx"), ranges, keep.split(","), str(work / f"ref-{keep}.mlpackage"))
+    mixed = outputs(made.path, feeds)
     # tight: float16 rounding of a rescaled add apart, the same file (int8 output steps are ~0.4% of range)
-    assert snr_db(mixed, converted) >= 60, keep
+    assert snr_db(mixed, outputs(reference, feeds)) >= 60, keep
     assert made.details["kept_layers"] == keep.split(",")
-    assert made.details["compressed_weights"]["elements"] == full.details["compressed_weights"]["elements"]
     if "wide" in keep:  # its 2,592 weights are float16 again; nothing else was compressed
         assert made.details["compressed_weights"]["elements"] == 0 and made.details["kept_weights"]
+    # --coreml-keep makes the same file as the search's step
+    full = convert(request(keep, f"full-{keep}"))[0]
+    assert full.error is None, full.error
+    assert all(np.array_equal(a, b) for a, b in zip(mixed, outputs(full.path, feeds), strict=True))
+    assert full.details["compressed_weights"] == made.details["compressed_weights"]
 
 
 def test_the_comparison_tells_a_different_keep_list_apart(lane):
     """The check above can fail: a remix keeping `join` is not the conversion keeping `wide`."""
     from bridge.converters.coreml.remix import remix
 
-    request, convert, base, feeds, work = lane
+    _, _, base, feeds, work, ranges = lane
     made = remix(base, (("join",),), {}, str(work / "remix-other.mlpackage"))
-    full = convert(request("wide", "full-other"))[0]
-    assert snr_db(outputs(made.path, feeds), outputs(full.path, feeds)) < 40
+    reference = never_quantized(str(work / "hub.onnx"), ranges, ["wide"], str(work / "ref-other.mlpackage"))
+    assert snr_db(outputs(made.path, feeds), outputs(reference, feeds)) < 40
