@@ -90,12 +90,13 @@ def _own(op, ops: set[str]) -> bool:
 
 
 def _before_passes(name: str) -> str:
-    """A name as our builder gave it, undoing what coremltools' passes (9.0) add to the names of the ops
-    they rebuild: `_cast_<type>` (an op recast: float16 compute, uint16 gather indices), `_to_fp16`
-    (a tensor cast), `_has_output_shape` (a conv_transpose given its output shape), `_lowered`, and
-    the prefix `_inversed_` (a division by a constant made a multiplication)."""
-    return re.sub(r"(_cast_[a-z]+[0-9]*|_to_fp16|_has_output_shape|_lowered)+$", "",
-                  name.removeprefix("_inversed_"))
+    """A name as our builder gave it, undoing what coremltools (9.0) adds to the names of the ops its
+    passes rebuild: `_cast_<type>` (an op recast: float16 compute, uint16 gather indices), `_to_fp16`
+    (a tensor cast), `_has_output_shape` (a conv_transpose given its output shape), `_lowered`, the
+    prefix `_inversed_` (a division by a constant made a multiplication), and the `op_` / `var_`
+    its name sanitizer puts before a name that starts with a digit (ONNX tensors named `880`)."""
+    name = re.sub(r"(_cast_[a-z]+[0-9]*|_to_fp16|_has_output_shape|_lowered)+$", "", name.removeprefix("_inversed_"))
+    return re.sub(r"^(op|var)_(?=[0-9])", "", name)
 
 
 def op_name(op) -> str:
@@ -326,6 +327,7 @@ def rewrite_weights(program, package: Path, float_package: Path) -> None:
     folder = package / WEIGHTS
     readers: dict[str, object] = {}
     writers: dict[str, object] = {}
+    written: dict[tuple[str, int], int] = {}  # (file read, offset there) -> offset written
     old = {p.name: p.rename(p.with_name(p.name + ".old")) for p in folder.iterdir()}
     for value in blob_values(program):
         blob = value.blobFileValue
@@ -337,9 +339,11 @@ def rewrite_weights(program, package: Path, float_package: Path) -> None:
         if file not in writers:
             writers[file] = storage._BlobStorageWriter(str(folder / file))
         reader, writer = readers[str(path)], writers[file]
-        kind = KINDS[names(value.type.tensorType.dataType)]
-        data = getattr(reader, f"read_{kind}_data")(blob.offset)
-        blob.offset = getattr(writer, f"write_{kind}_data")(data)
+        key = (str(path), blob.offset)
+        if key not in written:  # a blob several values point at (the file shares it) is written once
+            kind = KINDS[names(value.type.tensorType.dataType)]
+            written[key] = getattr(writer, f"write_{kind}_data")(getattr(reader, f"read_{kind}_data")(blob.offset))
+        blob.offset = written[key]
         blob.fileName = f"@model_path/weights/{file}"
     del reader, writer
     readers.clear()
