@@ -94,6 +94,7 @@ class Search:
     ranking_method: str = ""
     widen: bool = False
     wide: bool = False
+    remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -145,12 +146,12 @@ class Search:
         return passed
 
     def _affordable(self, start: float) -> bool:
-        """Whether one more step (as long as the slowest so far) fits in the budget. With `widen` (a
-        lane with `remix`, whose later steps are cut from the first step's file, not converted) the
+        """Whether one more step (as long as the slowest so far) fits in the budget. With `remixed` (a
+        lane with `remix`, whose later steps are cut from the first step's files, not converted) the
         first step is not what a step costs: until a later one ran, a step is taken to cost nothing,
         so at most that one step can pass the budget (by a few seconds)."""
         later = [s.seconds for s in self.steps[1:]]
-        longest = max(later) if later else (0.0 if self.widen else self.steps[0].cost)
+        longest = max(later) if later else (0.0 if self.remixed else self.steps[0].cost)
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:

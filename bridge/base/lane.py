@@ -56,6 +56,9 @@ class Lane:
     # made in-process from its first step's files (the first step's details hold `base`) instead of
     # converting again; None: every step converts
     remix: str | None = None
+    # a failing search step is tried again with every reader of the kept layers kept too (`remix`'s
+    # `all_readers`): where a kept layer's readers would otherwise still read its output rounded (TFLite)
+    widen: bool = False
     # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
     # once something is found) checks every node; None: `preflight`
     inspect_preflight: str | None = None

@@ -91,6 +91,7 @@ LANE = Lane(
     tracer="bridge.validators.runners.coreml:CoreMLTracer",
     describe="bridge.validators.runners.coreml:describe",
     preflight="bridge.converters.coreml.preflight:unsupported",
+    remix="bridge.converters.coreml.remix:remix",
     recognize=is_package,
     options=CoreMLOptions,
     check=check,

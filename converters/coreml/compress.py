@@ -101,6 +101,16 @@ def int8_ops(mode: str, target: str) -> tuple[str, ...]:
     return CONFIG[mode].int8_ops if palette_groups(mode, target) else ()
 
 
+def uncompressed_warning(mode: str, compressed: int, kept: bool) -> list[str]:
+    """The warning a compressed mode's artifact gets when it compressed no weight (`kept`: the mode kept
+    layers in float, whose weights were the others)."""
+    if not CONFIG[mode].compression or compressed:
+        return []
+    why = "the kept layers hold the others" if kept else "none has"
+    return [f"{mode}: no weight tensor was compressed ({why} {WEIGHT_THRESHOLD}+ elements in a shape the mode "
+            "accepts)"]
+
+
 def compress(mlmodel, mode: str, target: str, group_size: int | None = None, keep: frozenset[str] = frozenset()):
     """Apply the mode's weight compression with coremltools.optimize.coreml. `group_size` overrides
     the mode's palette groups (benchmarks measure the choice with it); `keep` names weight constants

@@ -9,6 +9,7 @@ deployment target and compute precision, then compressed with coremltools.optimi
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from bridge.base.bindings import IO, PIXELS_METADATA_KEY, Binding, Pixels
 from bridge.base.errors import ConversionError
 from bridge.base.files import open_modes
-from bridge.base.lane import LaneArtifact, LaneRequest, for_each_mode
+from bridge.base.lane import MIXED_BASE, LaneArtifact, LaneRequest, for_each_mode
 from bridge.base.lazy import require
 from bridge.converters.coreml import CoreMLOptions
 from bridge.converters.coreml import compress as cm
@@ -39,6 +40,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     images = image_inputs(req.inputs, req.framework, req.mean, req.std) if options.image_input else {}
     passes = apply_passes(model, ["image-input-std"], images, last) if images else []
     kept = named_layers(options.keep, model, req.node_names, "--coreml-keep", "coreml-convert")
+    bases: dict[str, dict] = {}  # mode -> what `remix` reads, when this is a mixed search's first step
 
     def make(mode: str, target: str):
         hook = None
@@ -46,7 +48,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
             if not req.ranges:
                 raise ConversionError(f"{mode} needs the hub's activation ranges on calibration data",
                                       stage="coreml-convert")
-            hook = _quantize_activations(req.ranges, skip=set(kept) if cm.SPECS[mode].mixed else set())
+            hook = _quantize_activations(req.ranges)  # int8-mixed: the kept layers are cut out afterwards
         built = build_program(model, getattr(ct.target, target), node_names=req.node_names, after_op=hook,
                               defaults={s.name: s.shape for s in req.inputs}, images=images, channel_last=last)
         compute = precision(mode)
@@ -55,7 +57,9 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
             compute = _mixed_precision(built, kept)
         mlmodel = ct.convert(built.program, convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
-        weights = _kept_weights(mlmodel, built, kept) if mixed else frozenset()
+        weights = _kept_weights(mlmodel, built, kept) if mixed == "fp16" else frozenset()
+        if mixed == "int8":
+            bases[mode] = _remix_base(req, mode, mlmodel, built)
         return mlmodel, _io(req, built, images, last), weights
 
     # `bridge validate` feeds pixels from this metadata, for packages made by any run
@@ -68,7 +72,39 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         if art.error is None and mixed:
             art.details["kept_layers"] = list(kept.values())
             art.details["kept_precision"] = "float32" if mixed == "fp16" else "float16"
+        if art.error is None and art.mode in bases:
+            shutil.copytree(art.path, bases[art.mode]["int8"], dirs_exist_ok=True)
+            if kept:
+                _keep_layers(art, bases[art.mode], kept, req.node_names)
+            else:
+                art.details[MIXED_BASE] = bases[art.mode]
+                art.warnings.extend(cm.uncompressed_warning(art.mode, art.details["compressed_weights"]["elements"],
+                                                            False))
     return arts
+
+
+def _keep_layers(art: LaneArtifact, base: dict, kept: dict[str, str], node_names: dict[str, str]) -> None:
+    """`int8-mixed` with layers kept: the W8A8 package just made, edited as the search's later steps
+    are (`remix`), not converted with those layers left out. Converting them out lets coremltools fuse
+    a kept Conv with a reader left in int8 (no quantize pair between them any more), and the fused
+    op's weights, renamed, were then compressed anyway (11 of 16 kept Convs on PP-OCRv4 det)."""
+    from bridge.converters.coreml.remix import remix
+
+    made = remix(base, tuple((hub,) for hub in kept), node_names, art.path)
+    art.details.update(made.details)
+    art.warnings.extend(made.warnings)
+
+
+def _remix_base(req: LaneRequest, mode: str, mlmodel, built: Built) -> dict:
+    """What `remix.remix` cuts the search's later steps from: the program before weight compression
+    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made."""
+    folder = Path(req.workdir)
+    uncompressed = folder / f"{req.name}_{mode}.float16.mlpackage"
+    mlmodel.save(str(uncompressed))
+    layers = folder / f"{req.name}_{mode}.layers.json"
+    layers.write_text(json.dumps({node: list(ops) for node, ops in built.layers.items()}))
+    return {"mode": mode, "int8": str(folder / f"{req.name}_{mode}.base.mlpackage"), "float": str(uncompressed),
+            "layers": str(layers)}
 
 
 def _kept_weights(mlmodel, built: Built, kept: dict[str, str]) -> frozenset[str]:
@@ -116,10 +152,8 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
                                              "weight_threshold": cm.WEIGHT_THRESHOLD}
         if keep:
             art.details["kept_weights"] = sorted(keep)
-        if cm.CONFIG[mode].compression and not compressed:
-            why = "the kept layers hold the others" if keep else "none has"
-            art.warnings.append(f"{mode}: no weight tensor was compressed ({why} {cm.WEIGHT_THRESHOLD}+ "
-                                "elements in a shape the mode accepts)")
+        if not cm.SPECS[mode].mixed == "int8":  # int8-mixed: said once its layers are kept (`_keep_layers`)
+            art.warnings.extend(cm.uncompressed_warning(mode, compressed, bool(keep)))
         path = Path(req.workdir) / f"{req.name}_{mode}.mlpackage"
         mlmodel.save(str(path))
         deterministic_spec(path)  # protobuf 7 writes map fields in a varying order
@@ -181,9 +215,10 @@ def _io(req: LaneRequest, built: Built, images: dict[str, Pixels], channel_last:
 
 
 def _quantize_activations(ranges: dict[str, tuple[float, float]], skip: set[str] = frozenset()):
-    """After each node but those in `skip` (a mixed mode's kept layers): its float outputs pass through
-    a quantize/dequantize pair (symmetric int8, scale from the calibrated range), the form Core ML's
-    int8 activation kernels take."""
+    """After each node but those in `skip`: its float outputs pass through a quantize/dequantize pair
+    (symmetric int8, scale from the calibrated range), the form Core ML's int8 activation kernels
+    take. (`int8-mixed` quantizes every node and cuts its kept layers out afterwards, `remix`;
+    tests convert with `skip` to check that cut against a program that never quantized them.)"""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 

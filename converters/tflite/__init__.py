@@ -59,6 +59,7 @@ LANE = Lane(
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
     remix="bridge.converters.tflite.lane:remix",
+    widen=True,
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,

@@ -169,17 +169,24 @@ def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
     assert "1 layer(s) kept in float32: scale" in r.stdout
 
 
-@pytest.mark.parametrize(("lane", "runtime", "channels"), [("tflite", "ai_edge_litert", 4), ("coreml", "coremltools", 96)])
+@pytest.mark.parametrize(("lane", "runtime", "channels"),
+                         [("tflite", "ai_edge_litert", 4), ("coreml", "coremltools", 96)])
 def test_int8_mixed_search_keeps_the_sensitive_layer(tmp_path, lane, runtime, channels):
     pytest.importorskip(runtime)
     src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=channels)
     out = tmp_path / "out"
     r = bridge("convert", src, "--target", lane, "--quantize", f"{lane}=int8-mixed", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    mixed = artifact(report(out), lane, "int8-mixed")
+    rep = report(out)
+    mixed = artifact(rep, lane, "int8-mixed")
     assert mixed["kept_layers"] == ["probe"]
     assert mixed["search"]["ranking"][0] == "probe"
     assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
+    # the second step was cut from the first step's files, not converted: one conversion, one remix
+    stages = [r["stage"] for r in rep["stage_runs"]]
+    assert stages.count(f"{lane}-convert") == 1 and stages.count(f"{lane}-remix") == 1, stages
+    if lane == "coreml":  # the probe's weights are float16 again: nothing left compressed
+        assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
 
 
 def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(tmp_path):
