@@ -152,7 +152,7 @@ def convert_modes(req: LaneRequest, route: tuple[str, ...], make: Callable, meta
                                              "weight_threshold": cm.WEIGHT_THRESHOLD}
         if keep:
             art.details["kept_weights"] = sorted(keep)
-        if not cm.SPECS[mode].mixed == "int8":  # int8-mixed: said once its layers are kept (`_keep_layers`)
+        if cm.SPECS[mode].mixed != "int8":  # int8-mixed: said once its layers are kept (`_keep_layers`)
             art.warnings.extend(cm.uncompressed_warning(mode, compressed, bool(keep)))
         path = Path(req.workdir) / f"{req.name}_{mode}.mlpackage"
         mlmodel.save(str(path))

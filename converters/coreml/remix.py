@@ -5,10 +5,9 @@ program before weight compression (every weight float16, the activations quantiz
 layers K is the W8A8 package's program spec edited, never reconverted: each quantize/dequantize
 pair reading an output of K's ops is dropped (its readers read that output unquantized), and each
 compressed weight an op of K reads becomes the float16 constant the uncompressed program gives the
-same op at the same input, its blob appended to the package's weight file. That is what a full
-conversion with `--coreml-keep K` makes: its activation hook skips K and its weight compression skips
-K's weights; coremltools' passes see the same program up to those pairs (the equality is tested on
-a real conversion). The edit walks every block's operations by their bindings; it knows no op type
+same op at the same input, its blob appended to the package's weight file. That is what a
+conversion that never quantized K computes (tested on a real one, whose activation hook skips K and
+whose weight compression skips K's weights); `--coreml-keep K` makes its file by this same edit. The edit walks every block's operations by their bindings; it knows no op type
 but the activation pair the lane inserts (`quantize` then `dequantize`) and that compressed
 weights are `constexpr_*` ops.
 
