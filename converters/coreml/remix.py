@@ -7,9 +7,10 @@ pair reading an output of K's ops is dropped (its readers read that output unqua
 compressed weight an op of K reads becomes the float16 constant the uncompressed program gives the
 same op at the same input, its blob appended to the package's weight file. That is what a
 conversion that never quantized K computes (tested on a real one, whose activation hook skips K and
-whose weight compression skips K's weights); `--coreml-keep K` makes its file by this same edit. The edit walks every block's operations by their bindings; it knows no op type
-but the activation pair the lane inserts (`quantize` then `dequantize`) and that compressed
-weights are `constexpr_*` ops.
+whose weight compression skips K's weights); `--coreml-keep K` makes its file by this same edit.
+The edit walks every block's operations by their bindings; it knows no op type but the activation
+pair the lane inserts (`quantize` then `dequantize`) and that compressed weights are `constexpr_*`
+ops.
 
 The ops of a layer are found by name: `layers` (the first step's MIL builder: hub node -> the ops it
 made) names them before coremltools' passes, which keep each name (an op's or its output's) or add
@@ -328,6 +329,7 @@ def rewrite_weights(program, package: Path, float_package: Path) -> None:
     writers: dict[str, object] = {}
     written: dict[tuple[str, int], int] = {}  # (file read, offset there) -> offset written
     old = {p.name: p.rename(p.with_name(p.name + ".old")) for p in folder.iterdir()}
+    reader = writer = None  # a program without blobs leaves them unset
     for value in blob_values(program):
         blob = value.blobFileValue
         source = float_package / WEIGHTS if blob.fileName.startswith(FLOAT_BLOBS) else None
