@@ -372,12 +372,9 @@ class _Run:
 
     def _export_needs(self) -> Needs:
         """Its memory, and the frameworks its child may import before the job arrives: the same
-        guess the console script started the run's first child with (`bridge.console`); none
-        under --max-memory, whose limit a child sets when its job arrives and which must hold
-        those imports too."""
+        guess the console script started the run's first child with (`bridge.console`)."""
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
-        preload = () if self.limits.max_memory else export_modules(self.ref.text)
-        return replace(needs(kind, _bytes(self.ref.path), self.limits), preload=preload)
+        return replace(needs(kind, _bytes(self.ref.path), self.limits), preload=export_modules(self.ref.text))
 
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit

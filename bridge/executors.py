@@ -71,14 +71,14 @@ class Inline(Executor):
         return future
 
 
-def prestart(verbose: bool, preload: tuple[str, ...] = ()) -> None:
+def prestart(verbose: bool, preload: tuple[str, ...] = (), max_memory: int | None = None) -> None:
     """Start the child `for_one_model`'s executor will run a run's first stage in (the export),
     while the gateway still loads and plans (~0.2 s of a run's critical path), importing `preload`
     meanwhile (the export's frameworks, `bridge.base.sources.export_modules`); once per run: a
     second call finds it waiting."""
     if SPARES.idle():
         return
-    limits = Limits(verbose=verbose)
+    limits = Limits(verbose=verbose, max_memory=max_memory)  # a memory limit: nothing preloaded
     need = Needs(memory=0, preload=preload)
     SPARES.launch(allot(limits, need) if _cpus() >= 2 else replace(limits, preload=preload))
 

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,12 @@ class Limits:
     faults: tuple[Fault, ...] = ()
     threads: int | None = None  # the stage's frameworks' threads (`bridge.base.cpus`); None: their default
     preload: tuple[str, ...] = ()  # modules the child imports as it starts, before its job arrives
+
+    @property
+    def imports_first(self) -> tuple[str, ...]:
+        """`preload`, unless a memory limit is set: the child sets it when its job arrives, and it
+        must hold those imports too."""
+        return () if self.max_memory else self.preload
 
     def hit(self, point: str) -> None:
         for fault in self.faults:
@@ -210,9 +216,8 @@ class _Child:
         read, write = os.pipe()
         out = None if limits.verbose else open(log, "ab")  # noqa: SIM115 - closed once the child has it
         try:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write), *limits.preload], stdin=subprocess.PIPE,
-                                    stdout=out,
-                                    stderr=out, pass_fds=(write,), process_group=0,
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write), *limits.imports_first],
+                                    stdin=subprocess.PIPE, stdout=out, stderr=out, pass_fds=(write,), process_group=0,
                                     env={**os.environ, **QUIET_ENV, **thread_environment(limits.threads),
                                          "TMPDIR": tmp})
         except BaseException:
@@ -248,7 +253,7 @@ class _Child:
 def _variant(limits: Limits) -> tuple:
     """What a child is started with, and so what a spare must match: its threads, where its output
     goes and what it imports first."""
-    return limits.threads, limits.verbose, limits.preload
+    return limits.threads, limits.verbose, limits.imports_first
 
 
 class Spares:
@@ -299,10 +304,9 @@ class Spares:
             for dead in [c for c in self._idle if c.proc.poll() is not None]:
                 self._idle.remove(dead)
                 dead.end()
-            want = _variant(limits)
             # else a plain one: the job reaches it at once, and the stage imports what it needs
-            taken = next((c for c in self._idle if c.variant == want), None) or \
-                next((c for c in self._idle if c.variant == (*want[:2], ())), None)
+            taken = next((c for c in self._idle if c.variant == _variant(limits)), None) or \
+                next((c for c in self._idle if c.variant == _variant(replace(limits, preload=()))), None)
             # A spare that preloads is started for one stage (the export's, before the CLI has
             # planned): any first take that is not it (the export came from the cache) ends it.
             ended = [c for c in self._idle if c is not taken and c.variant[2]]

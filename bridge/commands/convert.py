@@ -70,7 +70,7 @@ def core(
 
     # the export's child boots, and loads its frameworks, while the orchestration loads and plans
     # (run from the console script, `bridge.console` has started it already)
-    prestart(verbose, () if max_memory else export_modules(source))
+    prestart(verbose, export_modules(source), memory(max_memory))
     from bridge.conversion import ConvertOptions, convert
 
     options = ConvertOptions(
