@@ -56,7 +56,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +83,33 @@ def code_digest() -> str:
     """sha256 over bridge's installed files (relative path and bytes), caches excluded."""
     import importlib.util
 
-    h = hashlib.sha256()
+    folders = []
     for package in ("bridge", "bridge.converters", "bridge.validators"):
         spec = importlib.util.find_spec(package)
-        for folder in sorted(spec.submodule_search_locations or ()):
-            for f in sorted(Path(folder).rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"):
-                    h.update(f"{package}/{f.relative_to(folder).as_posix()}\0".encode())
-                    h.update(hashlib.sha256(f.read_bytes()).digest())
+        folders += [(package, folder) for folder in sorted(spec.submodule_search_locations or ())]
+    return tree_digest(folders)
+
+
+def tree_digest(folders: list[tuple[str, str]]) -> str:
+    """sha256 over every file under each (label, folder): its label, relative path and bytes, byte
+    code (`__pycache__`, .pyc) left out. Walked with os.walk and plain reads: pathlib's rglob and
+    Path objects took 20 ms of every command for bridge's ~150 files (their bytes hash in 2)."""
+    h = hashlib.sha256()
+    for label, folder in folders:
+        for path in sorted(_code_files(folder)):
+            h.update(f"{label}/{path.replace(os.sep, '/')}\0".encode())
+            with open(os.path.join(folder, path), "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()
+
+
+def _code_files(folder: str) -> Iterator[str]:
+    """Every regular file under `folder` (relative paths), byte code left out."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if not name.endswith((".pyc", ".pyo")) and os.path.isfile(os.path.join(root, name)):
+                yield os.path.relpath(os.path.join(root, name), folder)
 
 
 _ONCE = threading.Lock()

@@ -134,7 +134,7 @@ class Plan:
 
 
 def plan(source: str, options: ConvertOptions = ConvertOptions(), *, faults: Sequence[Fault] = ()) -> Plan:
-    ref = sniff(source)
+    ref = sniff(source, parse=False)  # the export stage parses and checks it (`sniff`)
     if ref.path is not None and any(lane.recognize(ref.path) for lane in lanes().values()
                                     if lane.recognize and not lane.in_process):
         raise UsageError(f"{source}: an artifact, not a source; use `bridge validate SOURCE {source}`")

@@ -16,6 +16,7 @@ Promises, each tested (tests/e2e/hostile/):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -44,6 +45,7 @@ class OutputFolder:
     suffixes: frozenset[str]  # what artifacts are called (.onnx, .tflite, .mlpackage): nothing else is ours
     hook: Callable[[str], None] | None = None  # the crash tests' faults at "place" and "place-swap"
     _lock: object = field(default=None, repr=False)
+    _created: bool = field(default=False, repr=False)
 
     def __enter__(self) -> OutputFolder:
         """Lock the folder itself (flock on its descriptor): the lock dies with the process, so a
@@ -53,6 +55,7 @@ class OutputFolder:
 
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"--out {self.path}: exists and is not a folder")
+        self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
@@ -69,6 +72,11 @@ class OutputFolder:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Release the lock; a folder this run created and left empty (it stopped on bad input
+        before publishing anything) goes too."""
+        if self._created:
+            with contextlib.suppress(OSError):  # not empty: it holds what the run published
+                self.path.rmdir()
         os.close(self._lock)  # closing the descriptor releases the lock
 
     def check_destinations(self, names: list[str], inputs: list[Path]) -> None:

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -210,9 +211,10 @@ class _Child:
         import subprocess
         from multiprocessing.connection import Connection
 
-        with tempfile.NamedTemporaryFile(prefix="bridge-stage-", suffix=".log", delete=False) as f:
+        _sweep_once()
+        with tempfile.NamedTemporaryFile(prefix=f"{_PREFIX}{os.getpid()}-", suffix=".log", delete=False) as f:
             log = f.name
-        tmp = tempfile.mkdtemp(prefix="bridge-stage-")
+        tmp = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
         read, write = os.pipe()
         out = None if limits.verbose else open(log, "ab")  # noqa: SIM115 - closed once the child has it
         try:
@@ -248,6 +250,41 @@ class _Child:
         _kill(self.proc)
         Path(self.log).unlink(missing_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# A child's log and TMPDIR carry the gateway's pid: a gateway killed outright (SIGKILL, the OOM
+# killer) cannot remove them, its children die with it (PR_SET_PDEATHSIG), and the next gateway
+# removes what a dead one left (`_sweep`).
+_PREFIX = "bridge-stage-"
+_STALE = re.compile(rf"^{_PREFIX}(?P<pid>\d+)-[^/]+$")
+_SWEPT = threading.Lock()
+
+
+def _sweep_once() -> None:
+    """Start `_sweep` once per process, in the background: it lists the temporary folder."""
+    if _SWEPT.acquire(blocking=False):
+        threading.Thread(target=_sweep, args=(Path(tempfile.gettempdir()),), name="bridge-sweep", daemon=True).start()
+
+
+def _sweep(folder: Path) -> list[str]:
+    """Remove the stage logs and folders of this user's gateways that no longer run; returns their names."""
+    from bridge.base.files import alive
+
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _STALE.match(entry.name)
+            try:
+                if not m or alive(int(m["pid"])) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:  # best effort: another gateway swept it first, or it is not ours to remove
+                continue
+            removed.append(entry.name)
+    return sorted(removed)
 
 
 def _variant(limits: Limits) -> tuple:

@@ -10,6 +10,8 @@ sees the folder. Polygraphy's results-on-disk are the model.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,15 +64,56 @@ class Feeds(Sequence):
 
 def _load(path: Path) -> np.ndarray:
     """Read-only; memory-mapped from 1 MiB (pages are read as they are used and given back after),
-    read whole below (a warm `bridge batch` maps hundreds of small samples: mapping cost more)."""
+    read whole below (a warm `bridge batch` maps hundreds of small samples: mapping cost more), and
+    those small ones kept (`_Recent`): a comparison passes over each column several times."""
     try:
-        if path.stat().st_size < _MAP_FROM:
-            array = np.load(path, allow_pickle=False)
-            array.flags.writeable = False
+        st = path.stat()
+        if st.st_size < _MAP_FROM:
+            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+            array = _RECENT.get(key)
+            if array is None:
+                array = np.load(path, allow_pickle=False)
+                array.flags.writeable = False
+                if st.st_size < _KEEP_BELOW:
+                    _RECENT.put(key, array)
             return array
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:  # an empty array cannot be mapped
         return np.load(path, allow_pickle=False)
+
+
+class _Recent:
+    """The small arrays read last, up to `limit` bytes in all, for every thread of the process.
+    Keyed by the file's identity and stamp, so a file written again is read again; the arrays are
+    read-only, so sharing one is safe. A warm `bridge batch` read each sample file 3 times."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.arrays: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self.lock:
+            array = self.arrays.get(key)
+            if array is not None:
+                self.arrays.move_to_end(key)
+            return array
+
+    def put(self, key: tuple, array: np.ndarray) -> None:
+        with self.lock:
+            if key in self.arrays:
+                return
+            self.arrays[key] = array
+            self.size += array.nbytes
+            while self.size > self.limit:
+                _, old = self.arrays.popitem(last=False)
+                self.size -= old.nbytes
+
+
+# Small enough never to show in a run's peak memory (a stage child reads its samples through here too).
+_KEEP_BELOW = 64 << 10
+_RECENT = _Recent(8 << 20)
 
 
 class FeedWriter:

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.base.errors import ConversionError, StageCrashed, UsageError
 from bridge.base.files import sha256
-from bridge.cache import Digests, StageCache, rebase
+from bridge.cache import Digests, StageCache, code_digest, rebase, tree_digest
 from bridge.stages import Outcome, Stage, call_stage
 
 MAKE = Stage("make", "tests.bridge.stage_functions:make_files")
@@ -250,3 +250,47 @@ def test_a_read_through_a_symlink_is_keyed_by_its_bytes_and_the_file_behind_it(t
     (tmp_path / "v2.pt").write_bytes(b"other")
     assert read_digest(str(link)).split(":")[0] != first.split(":")[0]
     assert read_digest(str(tmp_path / "gone.pt")) == ABSENT
+
+
+def test_the_code_digest_follows_every_byte_and_path_of_the_tree_not_its_byte_code(tmp_path):
+    """bridge's own code is keyed by content (an editable install keeps its version string while
+    the code changes): a byte edited, a file added or renamed each change the digest; a compiled
+    cache written beside the sources does not."""
+    tree = tmp_path / "pkg"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.py").write_text("x = 1\n")
+    (tree / "sub" / "b.py").write_text("y = 2\n")
+    (tree / "sub" / "schema.json").write_text("{}")
+    first = tree_digest([("bridge", str(tree))])
+    (tree / "__pycache__").mkdir()
+    (tree / "__pycache__" / "a.cpython-312.pyc").write_bytes(b"\x00" * 16)
+    (tree / "sub" / "c.pyc").write_bytes(b"\x01")
+    assert tree_digest([("bridge", str(tree))]) == first
+    (tree / "sub" / "b.py").write_text("y = 3\n")
+    edited = tree_digest([("bridge", str(tree))])
+    assert edited != first
+    (tree / "sub" / "b.py").rename(tree / "sub" / "b2.py")
+    renamed = tree_digest([("bridge", str(tree))])
+    assert renamed not in (first, edited)
+    (tree / "new.py").write_text("")
+    assert tree_digest([("bridge", str(tree))]) not in (first, edited, renamed)
+    assert tree_digest([("other", str(tree))]) != tree_digest([("bridge", str(tree))])
+    assert len(code_digest()) == 64
+
+
+def test_backend_versions_are_what_importlib_metadata_reads():
+    """Versions come from the metadata folders' names (fast); they must equal each package's
+    METADATA, for every backend the environment lists, installed or not."""
+    from importlib import metadata
+
+    from bridge.environment import PACKAGES, versions
+
+    found = versions()
+    assert set(found) == set(PACKAGES)
+    for name in PACKAGES:
+        try:
+            expected = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            expected = None
+        assert found[name] == expected, name
+    assert found["numpy"] is not None and found["bridge-convert"] is not None

@@ -170,11 +170,21 @@ def test_killed_gateway_takes_its_running_stage_along(tmp_path):
     """SIGKILL of `bridge` itself while a stage runs: the stage's child dies with it (Linux)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("parent-death signal is Linux only")
-    out, mark = tmp_path / "out", uuid.uuid4().hex
+    out, mark, tmp = tmp_path / "out", uuid.uuid4().hex, tmp_path / "tmp"
+    tmp.mkdir()
     kill_at_hook("convert", tiny(tmp_path), "--target", "onnx", "--out", out, "--verbose",
-                 fault="export:hang", env={"BRIDGE_TEST_MARK": mark})
+                 fault="export:hang", env={"BRIDGE_TEST_MARK": mark, "TMPDIR": str(tmp)})
     assert stray_processes(mark) == []
     assert not (out / "report.json").exists()
+    # What its children had in TMPDIR (a log each, a folder each) stays behind, named by its pid;
+    # the next run, whatever it converts, removes it (and its own at exit).
+    left = sorted(p.name for p in tmp.iterdir())
+    dead = {name.split("-")[2] for name in left}
+    assert left and all(name.startswith("bridge-stage-") for name in left) and len(dead) == 1, left
+    r = subprocess.run([str(BRIDGE), "convert", tiny(tmp_path, seed=1), "--target", "onnx", "--out", tmp_path / "out2"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in tmp.iterdir()) == []
 
 
 def test_lane_crash_keeps_the_other_targets(tmp_path):
@@ -381,3 +391,20 @@ def test_a_full_disk_is_one_line_not_an_internal_error(tmp_path):
     assert len(errors) == 1 and "no space left on the device" in errors[0], r.stderr[-2000:]
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_bad_input_found_by_the_export_leaves_no_output_folder_behind(tmp_path):
+    """An ONNX file is parsed and checked in the export stage (not before it): a damaged one is
+    still a one-line exit 2, and the --out folder the run created for it goes again; one that
+    existed before stays."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"not an ONNX model at all" * 4)
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    for out in (tmp_path / "new" / "out", existing):
+        r = subprocess.run([str(BRIDGE), "convert", bad, "--target", "onnx", "--out", out], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert r.stderr.strip().splitlines() == [f"bridge: error: {bad}: a damaged or truncated ONNX file (DecodeError)"]
+    assert not (tmp_path / "new" / "out").exists()
+    assert existing.is_dir() and listing(existing) == []

@@ -195,9 +195,13 @@ class _Package:
 
     def path(self) -> Path:
         if self.built is None:
+            import atexit
+            import shutil
             import tempfile
 
-            self.built = m.mlpackage(Path(tempfile.mkdtemp(prefix="bridge-corpus-")) / "clean.mlpackage")
+            folder = tempfile.mkdtemp(prefix="bridge-corpus-")
+            atexit.register(shutil.rmtree, folder, True)  # the session's copy; each suite run left one in /tmp
+            self.built = m.mlpackage(Path(folder) / "clean.mlpackage")
         return self.built
 
 
