@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bridge.base.errors import ErrorRecord
+from bridge.base.installed import version
 
 SCHEMA = "bridge.report/2"
 SCHEMA_V1 = "bridge.report/1"
@@ -23,10 +23,7 @@ def _now() -> str:
 
 
 def _version() -> str | None:
-    try:
-        return metadata.version("bridge-convert")
-    except metadata.PackageNotFoundError:
-        return None
+    return version("bridge-convert")
 
 
 @dataclass
