@@ -6,7 +6,14 @@ import shutil
 from pathlib import Path
 
 from bridge.base.lane import LaneArtifact, LaneRequest
-from bridge.converters.onnx.hub import data_file
+
+
+def data_file(path: str | Path) -> Path:
+    """Where a hub model saved with external data keeps its tensors: `<name>.onnx.data` beside it.
+    (Here, not in `hub`: the lane ships the hub on every run, a warm one too, and `hub` brings the
+    export's graph passes with it.)"""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
 
 
 def ship(req: LaneRequest) -> list[LaneArtifact]:

@@ -12,6 +12,7 @@ from bridge.base.inference import size_bound
 from bridge.base.lazy import require
 from bridge.base.onnx_files import PROTOBUF_LIMIT
 from bridge.base.tensors import TensorSpec
+from bridge.converters.onnx.artifact import data_file
 from bridge.converters.onnx.passes import apply_passes
 from bridge.converters.onnx.shapes import Folding, fold
 
@@ -196,12 +197,6 @@ def finalize(model, out_path: str | Path, external_bytes: int | None = None, inp
     else:
         save(model, out_path, external=False)
     return model, names, warnings, folding
-
-
-def data_file(path: str | Path) -> Path:
-    """Where a hub model saved with external data keeps its tensors: `<name>.onnx.data` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + ".data")
 
 
 def save(model, path: str | Path, *, external: bool) -> None:
