@@ -591,7 +591,7 @@ class _Run:
             return bool(rec.parity), _summary(rec), rec.seconds + (rec.parity.seconds if rec.parity else 0.0)
 
         search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
-                        widen=lane.widen and lane.remix is not None, remixed=lane.remix is not None)
+                        widen=lane.widen if lane.remix is not None else None, remixed=lane.remix is not None)
         try:
             best = search.run()
         except _Stop:

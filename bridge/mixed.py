@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bridge.base.lane import Widen
+
 BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
 SHOWN = 5  # layers named when the search gives up
 
@@ -31,14 +33,15 @@ class Step:
     passed: bool
     summary: str  # the worst output's figures, or why the step did not run
     seconds: float
-    wide: bool = False  # the kept layers' readers were kept too, weighted ones included
+    wide: bool = False  # the lane's wider step (`Widen`): TFLite's readers kept too, Core ML's float16 weights
     # what the step stands for: its seconds, or more when its conversion came from the stage cache
     # (the conversion's own time as first measured), so a warm cache does not shrink the budget
     cost: float = 0.0
+    key: str = "all_readers"  # what the lane calls its wider step in the report (`Widen.key`)
 
     def to_json(self) -> dict:
         return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
-                "seconds": round(self.seconds, 3), "all_readers": self.wide}
+                "seconds": round(self.seconds, 3), self.key: self.wide}
 
 
 Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
@@ -77,10 +80,15 @@ class Search:
     summary[, cost]: the step's work as first measured, when the stage cache made it faster);
     `rank()` gives units (or single node names), most sensitive first.
 
-    With `widen` (a lane that keeps a layer's readers with it: TFLite), a count whose step fails is
-    tried once more with every reader of the kept layers kept (`wide`), not only the weightless
-    ones: a kept layer's output is then float for all of them, its int8 rounding gone, at the
-    bytes of those readers' weights. The first variant that passes is the one bisected."""
+    With `widen` (`bridge.base.lane.Widen`) a lane has a wider step for the same kept layers
+    (`wide`). TFLite's (`tier` False) keeps every reader of the kept layers, not only the weightless
+    ones, so a kept layer's output is float for all of them, at the bytes of those readers' weights:
+    a count whose step fails is tried once more wide, and the first variant that passes is the one
+    bisected. Core ML's (`tier` True) gives the kept layers their float16 weights back, doubling
+    their bytes, so the narrow search (kept layers at int8 weights, float16 activations) runs first,
+    counting 1, every ranked layer, then 2, 4, 8...: its second step says whether keeping
+    activations alone can pass at all. Only when that step fails (some weights are what hurts) does
+    the same search run again wide."""
 
     attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str] | tuple[bool, str, float]]
     rank: Callable[[], Sequence[Unit]]
@@ -92,9 +100,10 @@ class Search:
     outcome: str = ""
     tried: int = 0  # units kept by the largest step so far
     ranking_method: str = ""
-    widen: bool = False
+    widen: Widen | None = None
     wide: bool = False
     remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
+    narrow_failed: bool = False  # a tiered lane's narrow search failed keeping every layer: the wide one ran
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -106,15 +115,10 @@ class Search:
         t = time.perf_counter()
         self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
-        best, failed = None, 0
-        for count in _doubling(len(self.ranked)):
-            if not self._affordable(start):
-                break
-            self.tried = count
-            if self._try(self.prefix(count), start) or self._widened(count, start):
-                best = count
-                break
-            failed = count
+        best, failed = self._climb(start)
+        if best is None and self.widen and self.widen.tier and self.tried == len(self.ranked):
+            self.wide, self.narrow_failed = True, True
+            best, failed = self._climb(start)
         while best is not None and best - failed > 1 and self._affordable(start):
             middle = (failed + best) // 2
             if self._try(self.prefix(middle), start):
@@ -127,9 +131,29 @@ class Search:
     def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
         return tuple(self.ranked[:count])
 
+    def _climb(self, start: float) -> tuple[int | None, int]:
+        """Counts kept until one passes (or every ranked layer failed, or the budget is spent): the
+        first passing count and the largest failing one below it."""
+        n = len(self.ranked)
+        counts = list(_doubling(n))
+        if self.widen and self.widen.tier:
+            counts = list(dict.fromkeys([1, n, *counts]))
+        best, failed, self.tried = None, 0, 0
+        for count in counts:
+            if best is not None and count >= best or not self._affordable(start):
+                break
+            self.tried = max(self.tried, count)
+            if self._try(self.prefix(count), start) or self._widened(count, start):
+                best = count
+            else:
+                failed = max(failed, count)
+                if count == n:
+                    break
+        return best, failed
+
     def _widened(self, count: int, start: float) -> bool:
-        """The same count with every reader kept, where the lane offers it and the budget allows."""
-        if not self.widen or self.wide or not self._affordable(start):
+        """The same count kept wide, where the lane retries each failing count so and the budget allows."""
+        if not self.widen or self.widen.tier or self.wide or not self._affordable(start):
             return False
         self.wide = True
         if self._try(self.prefix(count), start):
@@ -142,7 +166,8 @@ class Search:
         passed, summary, *cost = self.attempt(kept, self.wide)  # cost: the step's work as first measured
         named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
         seconds = time.perf_counter() - t
-        self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost])))
+        self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost]),
+                               self.widen.key if self.widen else "all_readers"))
         return passed
 
     def _affordable(self, start: float) -> bool:
@@ -155,15 +180,17 @@ class Search:
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:
+        wide = f", {self.widen.key.replace('_', ' ')} too" if self.narrow_failed else ""
         if best is not None:
-            return f"passed keeping {best} of {len(self.ranked)} layers"
+            return f"passed keeping {best} of {len(self.ranked)} layers{wide}"
         tried = self.tried
         nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
         why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"
         rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
                   f"; the most sensitive: {', '.join(self.names.get(u[0], u[0]) for u in self.ranked[:SHOWN])}")
         return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
-                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers){rescue}")
+                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers{wide})"
+                f"{rescue}")
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "budget_seconds": round(self.budget_seconds, 3),
