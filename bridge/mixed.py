@@ -7,7 +7,8 @@ measured on that first artifact (`ranked_layers`: what each layer's own error, c
 inputs, leaves at the outputs); for fp16, by `converters/onnx/sensitivity.py` on the hub. A ranked
 unit is a layer as the artifact computes it: every hub node of its fused group. The search keeps
 the top 1, 2, 4, 8... units until the artifact passes parity, then bisects between the last
-failing and the first passing count for the fewest. Every step is a real artifact judged on the
+failing and the first passing count for the fewest (a lane with a wider step, `Search.widen`,
+tries it as that lane declares). Every step is a real artifact judged on the
 parity samples by the lane's runtime (a lane with `remix` cuts it from the first step's files, not
 converting again). The search is deterministic for a given ranking (same ranking: same steps) and
 bounded: it never starts a step that would take it past `BUDGET` times the first step's
@@ -116,7 +117,7 @@ class Search:
         self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
         best, failed = self._climb(start)
-        if best is None and self.widen and self.widen.tier and self.tried == len(self.ranked):
+        if best is None and self.widen and self.widen.tier and self.ranked and self.tried == len(self.ranked):
             self.wide, self.narrow_failed = True, True
             best, failed = self._climb(start)
         while best is not None and best - failed > 1 and self._affordable(start):
@@ -136,7 +137,7 @@ class Search:
         first passing count and the largest failing one below it."""
         n = len(self.ranked)
         counts = list(_doubling(n))
-        if self.widen and self.widen.tier:
+        if self.widen and self.widen.tier and n:
             counts = list(dict.fromkeys([1, n, *counts]))
         best, failed, self.tried = None, 0, 0
         for count in counts:

@@ -146,3 +146,10 @@ def test_a_tiered_lane_that_cannot_pass_says_both_tiers_failed(monkeypatch):
     assert [(len(st.kept), st.wide) for st in s.steps] == [(0, False), (1, False), (20, False), (1, True),
                                                            (20, True)]
     assert "even with every layer kept" in s.outcome and "layers, float16 weights too)" in s.outcome
+
+
+def test_a_tiered_lane_with_nothing_ranked_tries_no_step(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = Search(attempt=lambda kept, wide: (False, ""), rank=lambda: [], names={},
+               widen=Widen("float16_weights", tier=True))
+    assert s.run() is None and len(s.steps) == 1 and not s.narrow_failed
