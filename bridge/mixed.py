@@ -89,7 +89,10 @@ class Search:
     their bytes, so the narrow search (kept layers at int8 weights, float16 activations) runs first,
     counting 1, every ranked layer, then 2, 4, 8...: its second step says whether keeping
     activations alone can pass at all. Only when that step fails (some weights are what hurts) does
-    the same search run again wide."""
+    the same search run again wide. Such a lane may also offer `every` (its every layer, unranked):
+    keeping all of them narrow is then tried before the ranking, which can cost more than the
+    budget leaves; if it passes, the search has a passing file whatever the ranking costs, and looks
+    for fewer (the ranked counts below all of them); if it fails, the narrow search is skipped."""
 
     attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str] | tuple[bool, str, float]]
     rank: Callable[[], Sequence[Unit]]
@@ -103,8 +106,11 @@ class Search:
     ranking_method: str = ""
     widen: Widen | None = None
     wide: bool = False
+    every: Callable[[], Sequence[Unit]] | None = None  # a tiered lane's every layer, unranked
+    chosen: int | None = None  # the index in `steps` of the answer's step
     remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
     narrow_failed: bool = False  # a tiered lane's narrow search failed keeping every layer: the wide one ran
+    _passed: dict = field(default_factory=dict)  # (kept units, wide) -> the index of its passing step
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -113,11 +119,13 @@ class Search:
             self.outcome = "passed with every layer in the lower precision"
             return ()
         self.budget_seconds = BUDGET * self.steps[0].cost
+        everything, every = self._every(start)
         t = time.perf_counter()
         self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
-        best, failed = self._climb(start)
-        if best is None and self.widen and self.widen.tier and self.ranked and self.tried == len(self.ranked):
+        best, failed = (None, 0) if every is False else self._climb(start, known=bool(every))
+        if best is None and every is not True and self.widen and self.widen.tier and self.ranked and (
+                every is False or self.tried == len(self.ranked)):
             self.wide, self.narrow_failed = True, True
             best, failed = self._climb(start)
         while best is not None and best - failed > 1 and self._affordable(start):
@@ -126,19 +134,31 @@ class Search:
                 best = middle
             else:
                 failed = middle
-        self.outcome = self._outcome(best, failed)
-        return None if best is None else self.prefix(best)
+        answer = self.prefix(best) if best is not None else everything if every else None
+        self.chosen = self._passed.get((answer, self.wide and best is not None))
+        self.outcome = self._outcome(best, failed) if best is not None or not every else (
+            f"passed keeping every layer ({len(everything)}); no fewer passed within its budget")
+        return answer
+
+    def _every(self, start: float) -> tuple[tuple[tuple[str, ...], ...], bool | None]:
+        """A tiered lane's every layer kept narrow, before the ranking: (the units, whether that
+        passed; None: not tried)."""
+        units = tuple((u,) if isinstance(u, str) else tuple(u) for u in self.every()) if self.every else ()
+        if not units or not (self.widen and self.widen.tier) or not self._affordable(start):
+            return units, None
+        return units, self._try(units, start)
 
     def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
         return tuple(self.ranked[:count])
 
-    def _climb(self, start: float) -> tuple[int | None, int]:
+    def _climb(self, start: float, known: bool = False) -> tuple[int | None, int]:
         """Counts kept until one passes (or every ranked layer failed, or the budget is spent): the
-        first passing count and the largest failing one below it."""
+        first passing count and the largest failing one below it. `known`: every layer kept is known
+        to pass, so only fewer are tried."""
         n = len(self.ranked)
         counts = list(_doubling(n))
         if self.widen and self.widen.tier and n:
-            counts = list(dict.fromkeys([1, n, *counts]))
+            counts = [c for c in dict.fromkeys([1, n, *counts]) if not known or c < n]
         best, failed, self.tried = None, 0, 0
         for count in counts:
             if best is not None and count >= best or not self._affordable(start):
@@ -165,6 +185,8 @@ class Search:
     def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
         passed, summary, *cost = self.attempt(kept, self.wide)  # cost: the step's work as first measured
+        if passed:
+            self._passed[(kept, self.wide)] = len(self.steps)
         named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
         seconds = time.perf_counter() - t
         self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost]),

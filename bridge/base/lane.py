@@ -68,7 +68,8 @@ class Lane:
     # made in-process from its first step's files (the first step's details hold `base`) instead of
     # converting again; None: every step converts
     remix: str | None = None
-    # what the search's wider step is (`remix` given wide=True) and when it is tried; None: no wider step
+    # what the search's wider step is (`remix` given wide=True) and when it is tried; None: no wider step.
+    # A tiered lane's first step may list every layer it can keep (`units` in its MIXED_BASE details)
     widen: Widen | None = None
     # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
     # once something is found) checks every node; None: `preflight`

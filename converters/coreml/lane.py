@@ -99,14 +99,15 @@ def _keep_layers(art: LaneArtifact, base: dict, kept: dict[str, str], node_names
 
 def _remix_base(req: LaneRequest, mode: str, mlmodel, built: Built) -> dict:
     """What `remix.remix` cuts the search's later steps from: the program before weight compression
-    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made."""
+    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made;
+    `units`: every layer the search may keep (`bridge.base.lane.MIXED_BASE`)."""
     folder = Path(req.workdir)
     uncompressed = folder / f"{req.name}_{mode}.float16.mlpackage"
     mlmodel.save(str(uncompressed))
     layers = folder / f"{req.name}_{mode}.layers.json"
     layers.write_text(json.dumps({node: list(ops) for node, ops in built.layers.items()}))
     return {"mode": mode, "int8": str(folder / f"{req.name}_{mode}.base.mlpackage"), "float": str(uncompressed),
-            "layers": str(layers)}
+            "layers": str(layers), "units": list(built.layers)}
 
 
 def _kept_weights(mlmodel, built: Built, kept: dict[str, str]) -> frozenset[str]:

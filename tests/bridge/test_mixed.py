@@ -4,6 +4,8 @@ kept layers cover a chosen set, so the fewest prefix of the ranking is known."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge import mixed
@@ -153,3 +155,39 @@ def test_a_tiered_lane_with_nothing_ranked_tries_no_step(monkeypatch):
     s = Search(attempt=lambda kept, wide: (False, ""), rank=lambda: [], names={},
                widen=Widen("float16_weights", tier=True))
     assert s.run() is None and len(s.steps) == 1 and not s.narrow_failed
+
+
+def every_layer(needed: set[str], weights: set[str], **kw) -> Search:
+    """`tiered`, offering every layer unranked (the Core ML lane's `units`)."""
+    s = tiered(needed, weights)
+    return Search(attempt=s.attempt, names={}, widen=s.widen, every=lambda: RANKED, **kw)
+
+
+def test_a_tiered_lane_keeps_every_layer_first_then_looks_for_fewer(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = every_layer({"n0", "n4"}, set(), rank=lambda: RANKED)
+    assert s.run() == tuple((n,) for n in RANKED[:5])
+    counts = [(len(st.kept), st.passed) for st in s.steps]
+    assert counts[:5] == [(0, False), (20, True), (1, False), (2, False), (4, False)]
+    assert counts.count((20, True)) == 1  # every layer is not tried again as a ranked count
+    assert len(s.steps[s.chosen].kept) == 5 and s.steps[s.chosen].passed
+
+
+def test_a_ranking_past_the_budget_still_leaves_every_layer_kept(monkeypatch):
+    """The ranking can cost more than the budget leaves: the step keeping every layer, taken before
+    it, is the answer then."""
+    monkeypatch.setattr(mixed, "BUDGET", 0.2)
+    s = every_layer({"n3"}, set(), rank=lambda: (time.sleep(0.3), RANKED)[1], remixed=True)
+    s.attempt = (lambda a: lambda kept, wide: (*a(kept, wide), 1.0))(s.attempt)  # the first step: 1 s
+    assert s.run() == tuple((n,) for n in RANKED)
+    assert [(len(st.kept), st.passed) for st in s.steps] == [(0, False), (20, True)] and s.chosen == 1
+    assert s.outcome == "passed keeping every layer (20); no fewer passed within its budget"
+
+
+def test_every_layer_kept_narrow_failing_goes_to_the_wide_search(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = every_layer({"n0"}, {"n0"}, rank=lambda: RANKED)
+    assert s.run() == (("n0",),)
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
+        (0, False, False), (20, False, False), (1, True, True)]
+    assert s.chosen == 2

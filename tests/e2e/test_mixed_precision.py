@@ -200,11 +200,10 @@ def test_int8_mixed_search_keeps_the_sensitive_layer(tmp_path, lane, runtime, ch
     if lane == "tflite":
         assert steps == [(0, False), (1, True)]
         return
-    # Core ML keeps activations first (the probe's int8 weights are what hurts: that fails, with the
-    # probe alone and with every ranked layer), then the same search with float16 weights
-    ranked = mixed["search"]["ranked"]
+    # Core ML keeps activations first: every layer's (mask, probe, relu, head) fails, the probe's int8
+    # weights being what hurts, so the ranked search keeps float16 weights
     assert [(s["kept"], s["float16_weights"], s["passed"]) for s in mixed["search"]["steps"]] == [
-        (0, False, False), (1, False, False), (ranked, False, False), (1, True, True)]
+        (0, False, False), (4, False, False), (1, True, True)]
     assert mixed["kept_precision"] == "float16"  # weights too: nothing left compressed
     assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
 
@@ -239,8 +238,9 @@ def test_coreml_int8_mixed_keeps_a_layers_activations_with_its_weights_int8(tmp_
     assert mixed["parity"]["passed"], mixed["parity"]["reason"]
     assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 25
     assert mixed["kept_layers"] == ["wide"]
+    # every layer's activations kept (before the ranking) passes; then `wide` alone does
     assert [(s["kept"], s["float16_weights"], s["passed"]) for s in mixed["search"]["steps"]] == [
-        (0, False, False), (1, False, True)]
+        (0, False, False), (2, False, True), (1, False, True)]
     assert mixed["kept_precision"] == "float16 activations, int8 weights" and mixed["kept_weights"] == []
     assert mixed["compressed_weights"] == int8["compressed_weights"]
     assert mixed["compressed_weights"]["elements"] == 96 * 3 * 3 * 3
