@@ -136,6 +136,7 @@ def main() -> None:
     only = {lane: tuple(modes.split(",")) for lane, modes in (x.split("=", 1) for x in args.lane)} or None
     for name in args.only:
         result = run(name, args.zoo, args.out, only)
+        print(f"{name}: exit {result['exit']}, {result['seconds']} s", flush=True)
         old = next((r for r in saved if r["model"] == name), None)
         if only and old:  # the rows not run are kept, in their place; the run that made the others is listed
             fresh = {(a["target"], a["mode"]): a for a in result["artifacts"]}
@@ -145,7 +146,6 @@ def main() -> None:
                       + list(fresh.values())}
         saved = [r for r in saved if r["model"] != name] + [result]
         args.json.write_text(json.dumps(saved, indent=1))
-        print(f"{name}: exit {result['exit']}, {result['seconds']} s", flush=True)
     print(table(saved))
 
 
