@@ -2,7 +2,7 @@
 converted once and every choice is cut from it by the lane's `remix` (as the search's later steps
 are), then run on our reference executor against onnxruntime on the hub:
 
-    python benchmarks/coreml_remix_sweep.py HUB.onnx --samples DIR --keep SPEC [--keep SPEC ...] [--full]
+    python benchmarks/coreml_remix_sweep.py HUB.onnx --samples DIR --keep SPEC [--keep SPEC ...] [--full] [--weights]
 
 HUB is a hub ONNX file (`bridge convert SOURCE --target onnx` writes it); DIR holds `*.npz` samples
 named by input, the last 8 held out for parity as bridge does (ranges from the others). A SPEC is a
@@ -11,7 +11,8 @@ comma-separated list of hub node names, `types=Conv+MatMul` (every node of those
 name the regular expression finds / every node but those). Prints per SPEC: layers kept, the worst output's
 SNR and cosine (`bridge.validators.compare.metrics`, as parity computes them), bytes, remix seconds;
 with `--full`, also the full conversion with that `--coreml-keep` (its seconds, bytes, figures) and
-the remix's figures against it.
+the remix's figures against it. Kept layers keep their int8 weights (W8A16) unless `--weights` (the
+search's wide step, `--coreml-keep-weights`: their float16 weights too).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--samples", type=Path, required=True)
     p.add_argument("--keep", action="append", default=[])
     p.add_argument("--full", action="store_true", help="also convert each keep list in full and compare")
+    p.add_argument("--weights", action="store_true", help="the kept layers' float16 weights too")
     args = p.parse_args()
 
     import onnx
@@ -76,7 +78,7 @@ def main() -> None:
         (work / folder).mkdir()
         return LaneRequest(str(args.hub), str(work / folder), "m", ("int8-mixed",), "onnx", specs,
                            tuple(TensorSpec(o, tuple(reference[0][o].shape)) for o in outs), calibration, {},
-                           CoreMLOptions(keep=keep), ranges=ranges)
+                           CoreMLOptions(keep=keep, keep_weights=args.weights and bool(keep)), ranges=ranges)
 
     ranges = activation_ranges(model, [cast(f) for f in calibration])
     t = time.perf_counter()
@@ -100,7 +102,7 @@ def main() -> None:
     for i, spec in enumerate(args.keep):
         layers = chosen(spec, model)
         t = time.perf_counter()
-        made = remix(base, tuple((n,) for n in layers), {}, str(work / f"sweep-{i}.mlpackage"))
+        made = remix(base, tuple((n,) for n in layers), {}, str(work / f"sweep-{i}.mlpackage"), args.weights)
         row = {"keep": spec[:60], "kept": len(layers), "remix_s": round(time.perf_counter() - t, 2),
                **judge(made.path)}
         if args.full:

@@ -2,11 +2,12 @@
 plain and mixed modes on both lanes, realistic calibration samples from the zoo cache (parity on the
 8 bridge holds out of them):
 
-    python benchmarks/mixed_table.py [--zoo DIR] [--out DIR] [--json PATH] [--only NAME ...]
+    python benchmarks/mixed_table.py [--zoo DIR] [--out DIR] [--json PATH] [--only NAME ...] [--lane LANE=MODES]
 
 Per artifact: passed, the worst output's SNR and cosine, bytes, layers kept and what the search
-cost (its ranking and steps, in seconds, and its budget). `--table` prints the markdown rows from a
-saved JSON. Runs one model at a time (`nice` it on a shared machine).
+cost (its ranking and steps, in seconds, and its budget). `--lane coreml=fp32,int8,int8-mixed` runs
+only those modes of that lane (the other lane not at all) and replaces only their rows in the saved
+JSON. `--table` prints the markdown rows from a saved JSON. Runs one model at a time (`nice` it on a shared machine).
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ MODELS = {
 }
 
 
-def command(name: str, zoo: Path, out: Path) -> list[str]:
+def command(name: str, zoo: Path, out: Path, only: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     source, inputs, calibration, tflite, coreml, _ = MODELS[name]
+    if only:
+        tflite, coreml = (tuple(m for m in modes if m in only.get(lane, ())) for lane, modes in
+                          (("tflite", tflite), ("coreml", coreml)))
     src = str(ROOT / source.removeprefix("repo:")) if source.startswith("repo:") else str(zoo / source)
     # --no-localize: the failing artifacts are not localised afterwards (the search's ranking still is)
     args = [str(BRIDGE), "convert", src, "--out", str(out / name), "--timeout", "1800", "--no-localize"]
@@ -78,8 +82,8 @@ def rows(report: dict) -> list[dict]:
     return found
 
 
-def run(name: str, zoo: Path, out: Path) -> dict:
-    args = command(name, zoo, out)
+def run(name: str, zoo: Path, out: Path, only: dict[str, tuple[str, ...]] | None = None) -> dict:
+    args = command(name, zoo, out, only)
     start = time.perf_counter()
     r = subprocess.run(args, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -122,17 +126,26 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/mixed-table"))
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/mixed_table.json")
     p.add_argument("--only", nargs="*", default=list(MODELS))
+    p.add_argument("--lane", action="append", default=[], help="LANE=MODES: only these (repeatable)")
     p.add_argument("--table", action="store_true", help="print the rows of --json and exit")
     args = p.parse_args()
     saved = json.loads(args.json.read_text()) if args.json.exists() else []
     if args.table:
         print(table(saved))
         return
+    only = {lane: tuple(modes.split(",")) for lane, modes in (x.split("=", 1) for x in args.lane)} or None
     for name in args.only:
-        result = run(name, args.zoo, args.out)
+        result = run(name, args.zoo, args.out, only)
+        print(f"{name}: exit {result['exit']}, {result['seconds']} s", flush=True)
+        old = next((r for r in saved if r["model"] == name), None)
+        if only and old:  # the rows not run are kept, in their place; the run that made the others is listed
+            fresh = {(a["target"], a["mode"]): a for a in result["artifacts"]}
+            run_of = {k: result[k] for k in ("command", "exit", "seconds", "stderr")}
+            result = {**old, "reruns": [*old.get("reruns", []), run_of],
+                      "artifacts": [fresh.pop((a["target"], a["mode"]), a) for a in old["artifacts"]]
+                      + list(fresh.values())}
         saved = [r for r in saved if r["model"] != name] + [result]
         args.json.write_text(json.dumps(saved, indent=1))
-        print(f"{name}: exit {result['exit']}, {result['seconds']} s", flush=True)
     print(table(saved))
 
 

@@ -591,13 +591,13 @@ class _Run:
             return bool(rec.parity), _summary(rec), rec.seconds + (rec.parity.seconds if rec.parity else 0.0)
 
         search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
-                        widen=lane.widen and lane.remix is not None, remixed=lane.remix is not None)
+                        widen=lane.widen if lane.remix is not None else None, remixed=lane.remix is not None,
+                        every=lambda: [(n,) for n in base.get("units", ())])
         try:
             best = search.run()
         except _Stop:
             best = None
-        chosen = next((i for i, s in enumerate(search.steps) if best is not None and s.passed
-                       and len(s.kept) == len(best)), len(held) - 1)
+        chosen = search.chosen if best is not None and search.chosen is not None else len(held) - 1
         placed, aside = held[chosen]
         if aside is not None:
             os.replace(aside, staged)

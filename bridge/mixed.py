@@ -7,7 +7,8 @@ measured on that first artifact (`ranked_layers`: what each layer's own error, c
 inputs, leaves at the outputs); for fp16, by `converters/onnx/sensitivity.py` on the hub. A ranked
 unit is a layer as the artifact computes it: every hub node of its fused group. The search keeps
 the top 1, 2, 4, 8... units until the artifact passes parity, then bisects between the last
-failing and the first passing count for the fewest. Every step is a real artifact judged on the
+failing and the first passing count for the fewest (a lane with a wider step, `Search.widen`,
+tries it as that lane declares). Every step is a real artifact judged on the
 parity samples by the lane's runtime (a lane with `remix` cuts it from the first step's files, not
 converting again). The search is deterministic for a given ranking (same ranking: same steps) and
 bounded: it never starts a step that would take it past `BUDGET` times the first step's
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bridge.base.lane import Widen
+
 BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
 SHOWN = 5  # layers named when the search gives up
 
@@ -31,14 +34,15 @@ class Step:
     passed: bool
     summary: str  # the worst output's figures, or why the step did not run
     seconds: float
-    wide: bool = False  # the kept layers' readers were kept too, weighted ones included
+    wide: bool = False  # the lane's wider step (`Widen`): TFLite's readers kept too, Core ML's float16 weights
     # what the step stands for: its seconds, or more when its conversion came from the stage cache
     # (the conversion's own time as first measured), so a warm cache does not shrink the budget
     cost: float = 0.0
+    key: str = "all_readers"  # what the lane calls its wider step in the report (`Widen.key`)
 
     def to_json(self) -> dict:
         return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
-                "seconds": round(self.seconds, 3), "all_readers": self.wide}
+                "seconds": round(self.seconds, 3), self.key: self.wide}
 
 
 Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
@@ -77,10 +81,18 @@ class Search:
     summary[, cost]: the step's work as first measured, when the stage cache made it faster);
     `rank()` gives units (or single node names), most sensitive first.
 
-    With `widen` (a lane that keeps a layer's readers with it: TFLite), a count whose step fails is
-    tried once more with every reader of the kept layers kept (`wide`), not only the weightless
-    ones: a kept layer's output is then float for all of them, its int8 rounding gone, at the
-    bytes of those readers' weights. The first variant that passes is the one bisected."""
+    With `widen` (`bridge.base.lane.Widen`) a lane has a wider step for the same kept layers
+    (`wide`). TFLite's (`tier` False) keeps every reader of the kept layers, not only the weightless
+    ones, so a kept layer's output is float for all of them, at the bytes of those readers' weights:
+    a count whose step fails is tried once more wide, and the first variant that passes is the one
+    bisected. Core ML's (`tier` True) gives the kept layers their float16 weights back, doubling
+    their bytes, so the narrow search (kept layers at int8 weights, float16 activations) runs first,
+    counting 1, every ranked layer, then 2, 4, 8...: its second step says whether keeping
+    activations alone can pass at all. Only when that step fails (some weights are what hurts) does
+    the same search run again wide. Such a lane may also offer `every` (its every layer, unranked):
+    keeping all of them narrow is then tried before the ranking, which can cost more than the
+    budget leaves; if it passes, the search has a passing file whatever the ranking costs, and looks
+    for fewer (the ranked counts below all of them); if it fails, the narrow search is skipped."""
 
     attempt: Callable[[tuple[tuple[str, ...], ...], bool], tuple[bool, str] | tuple[bool, str, float]]
     rank: Callable[[], Sequence[Unit]]
@@ -92,9 +104,13 @@ class Search:
     outcome: str = ""
     tried: int = 0  # units kept by the largest step so far
     ranking_method: str = ""
-    widen: bool = False
+    widen: Widen | None = None
     wide: bool = False
+    every: Callable[[], Sequence[Unit]] | None = None  # a tiered lane's every layer, unranked
+    chosen: int | None = None  # the index in `steps` of the answer's step
     remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
+    narrow_failed: bool = False  # a tiered lane's narrow search failed keeping every layer: the wide one ran
+    _passed: dict = field(default_factory=dict)  # (kept units, wide) -> the index of its passing step
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -103,33 +119,62 @@ class Search:
             self.outcome = "passed with every layer in the lower precision"
             return ()
         self.budget_seconds = BUDGET * self.steps[0].cost
+        everything, every = self._every(start)
         t = time.perf_counter()
         self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
         self.rank_seconds = time.perf_counter() - t
-        best, failed = None, 0
-        for count in _doubling(len(self.ranked)):
-            if not self._affordable(start):
-                break
-            self.tried = count
-            if self._try(self.prefix(count), start) or self._widened(count, start):
-                best = count
-                break
-            failed = count
+        best, failed = (None, 0) if every is False else self._climb(start, known=bool(every))
+        if best is None and every is not True and self.widen and self.widen.tier and self.ranked and (
+                every is False or self.tried == len(self.ranked)):
+            self.wide, self.narrow_failed = True, True
+            best, failed = self._climb(start)
         while best is not None and best - failed > 1 and self._affordable(start):
             middle = (failed + best) // 2
             if self._try(self.prefix(middle), start):
                 best = middle
             else:
                 failed = middle
-        self.outcome = self._outcome(best, failed)
-        return None if best is None else self.prefix(best)
+        answer = self.prefix(best) if best is not None else everything if every else None
+        self.chosen = self._passed.get((answer, self.wide and best is not None))
+        self.outcome = self._outcome(best, failed) if best is not None or not every else (
+            f"passed keeping every layer ({len(everything)}); no fewer passed within its budget")
+        return answer
+
+    def _every(self, start: float) -> tuple[tuple[tuple[str, ...], ...], bool | None]:
+        """A tiered lane's every layer kept narrow, before the ranking: (the units, whether that
+        passed; None: not tried)."""
+        units = tuple((u,) if isinstance(u, str) else tuple(u) for u in self.every()) if self.every else ()
+        if not units or not (self.widen and self.widen.tier) or not self._affordable(start):
+            return units, None
+        return units, self._try(units, start)
 
     def prefix(self, count: int) -> tuple[tuple[str, ...], ...]:
         return tuple(self.ranked[:count])
 
+    def _climb(self, start: float, known: bool = False) -> tuple[int | None, int]:
+        """Counts kept until one passes (or every ranked layer failed, or the budget is spent): the
+        first passing count and the largest failing one below it. `known`: every layer kept is known
+        to pass, so only fewer are tried."""
+        n = len(self.ranked)
+        counts = list(_doubling(n))
+        if self.widen and self.widen.tier and n:
+            counts = [c for c in dict.fromkeys([1, n, *counts]) if not known or c < n]
+        best, failed, self.tried = None, 0, 0
+        for count in counts:
+            if best is not None and count >= best or not self._affordable(start):
+                break
+            self.tried = max(self.tried, count)
+            if self._try(self.prefix(count), start) or self._widened(count, start):
+                best = count
+            else:
+                failed = max(failed, count)
+                if count == n:
+                    break
+        return best, failed
+
     def _widened(self, count: int, start: float) -> bool:
-        """The same count with every reader kept, where the lane offers it and the budget allows."""
-        if not self.widen or self.wide or not self._affordable(start):
+        """The same count kept wide, where the lane retries each failing count so and the budget allows."""
+        if not self.widen or self.widen.tier or self.wide or not self._affordable(start):
             return False
         self.wide = True
         if self._try(self.prefix(count), start):
@@ -140,9 +185,12 @@ class Search:
     def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
         passed, summary, *cost = self.attempt(kept, self.wide)  # cost: the step's work as first measured
+        if passed:
+            self._passed[(kept, self.wide)] = len(self.steps)
         named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
         seconds = time.perf_counter() - t
-        self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost])))
+        self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost]),
+                               self.widen.key if self.widen else "all_readers"))
         return passed
 
     def _affordable(self, start: float) -> bool:
@@ -155,15 +203,17 @@ class Search:
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:
+        wide = f", {self.widen.key.replace('_', ' ')} too" if self.narrow_failed else ""
         if best is not None:
-            return f"passed keeping {best} of {len(self.ranked)} layers"
+            return f"passed keeping {best} of {len(self.ranked)} layers{wide}"
         tried = self.tried
         nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
         why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"
         rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
                   f"; the most sensitive: {', '.join(self.names.get(u[0], u[0]) for u in self.ranked[:SHOWN])}")
         return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
-                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers){rescue}")
+                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers{wide})"
+                f"{rescue}")
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "budget_seconds": round(self.budget_seconds, 3),

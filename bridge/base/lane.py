@@ -40,6 +40,18 @@ class LaneCheck:
 
 
 @dataclass(frozen=True)
+class Widen:
+    """A lane's wider search step: the same kept layers, kept more (its `remix` given wide=True).
+    TFLite keeps every reader of the kept layers too, so none reads their output rounded to int8;
+    Core ML gives the kept layers their float16 weights back (a narrow step keeps their int8 ones)."""
+
+    key: str  # the step's flag in the report ("all_readers")
+    # False: each failing count is tried again wide at once. True: a second search, wide, only once
+    # the narrow one failed keeping every ranked layer (the wide step costs bytes the narrow one does not)
+    tier: bool = False
+
+
+@dataclass(frozen=True)
 class Lane:
     name: str
     suffix: str  # of its artifacts: .tflite, .mlpackage (a folder)...
@@ -56,9 +68,9 @@ class Lane:
     # made in-process from its first step's files (the first step's details hold `base`) instead of
     # converting again; None: every step converts
     remix: str | None = None
-    # a failing search step is tried again with every reader of the kept layers kept too (`remix`'s
-    # `all_readers`): where a kept layer's readers would otherwise still read its output rounded (TFLite)
-    widen: bool = False
+    # what the search's wider step is (`remix` given wide=True) and when it is tried; None: no wider step.
+    # A tiered lane's first step may list every layer it can keep (`units` in its MIXED_BASE details)
+    widen: Widen | None = None
     # the same for `bridge inspect`, where a lane whose preflight is quick by design (thorough only
     # once something is found) checks every node; None: `preflight`
     inspect_preflight: str | None = None

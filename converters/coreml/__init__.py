@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bridge.base.errors import UsageError
-from bridge.base.lane import Lane, LaneCheck, option
+from bridge.base.lane import Lane, LaneCheck, Widen, option
 from bridge.base.sources import Format
 from bridge.converters.coreml.compress import DEFAULT_TARGET, MODES, TARGETS, target_index
 
@@ -34,7 +34,11 @@ class CoreMLOptions:
         "frontends, for comparison."))
     keep: str | None = field(default=None, metadata=option(
         "fp16-mixed / int8-mixed: comma-separated layers (node names as in the source or the ONNX hub) kept in "
-        "float32 (fp16-mixed; the rest computes in float16) or in float16 (int8-mixed; the rest is int8)."))
+        "float32 (fp16-mixed; the rest computes in float16) or with float16 activations (int8-mixed; the rest is "
+        "int8; their weights stay int8 unless --coreml-keep-weights)."))
+    keep_weights: bool = field(default=False, metadata=option(
+        "int8-mixed: the --coreml-keep layers' weights float16 too (default: int8, only their activations "
+        "float16)."))
 
 
 DIRECT_FORMATS = (Format.PYTHON, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TORCH_PICKLE, Format.KERAS,
@@ -56,6 +60,9 @@ def check(plan: LaneCheck) -> None:
     if options.keep and not mixed:
         raise UsageError("--coreml-keep names the layers a mixed mode keeps in higher precision: "
                          "add --quantize coreml=fp16-mixed or coreml=int8-mixed")
+    if options.keep_weights and not (options.keep and "int8-mixed" in mixed):
+        raise UsageError("--coreml-keep-weights gives the layers --coreml-keep names in int8-mixed float16 weights: "
+                         "add --coreml-keep and --quantize coreml=int8-mixed")
     if options.route == Route.direct:
         if mixed:
             raise UsageError(f"--coreml-route direct: coreml {', '.join(mixed)} chooses each layer's precision in "
@@ -92,6 +99,7 @@ LANE = Lane(
     describe="bridge.validators.runners.coreml:describe",
     preflight="bridge.converters.coreml.preflight:unsupported",
     remix="bridge.converters.coreml.remix:remix",
+    widen=Widen("float16_weights", tier=True),
     recognize=is_package,
     options=CoreMLOptions,
     check=check,

@@ -58,7 +58,8 @@ MODES = (
              description="int8 weights and activations, calibrated, float I/O"),
     ModeSpec(Mode.INT8_MIXED, FULL_INT, calibrated=True, fp16_compute=True, needs_ranges=True, mixed="int8",
              min_target="iOS17", config=CoreMLMode(compression="linear", nbits=8, activations=True),
-             description="as int8, with the layers --coreml-keep names in float16 (weights and outputs unquantized)"),
+             description="as int8, with the kept layers' outputs float16 (their weights int8, or float16 with "
+                         "--coreml-keep-weights or the search's second tier)"),
     ModeSpec(Mode.PALETTIZE_8, WEIGHT_ONLY, fp16_compute=True, min_target="iOS16",
              config=CoreMLMode(compression="palettize", nbits=8),
              description="k-means look-up table of 256 weights"),

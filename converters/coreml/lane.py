@@ -71,11 +71,12 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         mixed = cm.SPECS[art.mode].mixed
         if art.error is None and mixed:
             art.details["kept_layers"] = list(kept.values())
-            art.details["kept_precision"] = "float32" if mixed == "fp16" else "float16"
+            if mixed == "fp16":  # int8-mixed: said by `remix`
+                art.details["kept_precision"] = "float32"
         if art.error is None and art.mode in bases:
             shutil.copytree(art.path, bases[art.mode]["int8"], dirs_exist_ok=True)
             if kept:
-                _keep_layers(art, bases[art.mode], kept, req.node_names)
+                _keep_layers(art, bases[art.mode], kept, req.node_names, options.keep_weights)
             else:
                 art.details[MIXED_BASE] = bases[art.mode]
                 art.warnings.extend(cm.uncompressed_warning(art.mode, art.details["compressed_weights"]["elements"],
@@ -83,28 +84,30 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
     return arts
 
 
-def _keep_layers(art: LaneArtifact, base: dict, kept: dict[str, str], node_names: dict[str, str]) -> None:
+def _keep_layers(art: LaneArtifact, base: dict, kept: dict[str, str], node_names: dict[str, str],
+                 weights: bool) -> None:
     """`int8-mixed` with layers kept: the W8A8 package just made, edited as the search's later steps
     are (`remix`), not converted with those layers left out. Converting them out lets coremltools fuse
     a kept Conv with a reader left in int8 (no quantize pair between them any more), and the fused
     op's weights, renamed, were then compressed anyway (11 of 16 kept Convs on PP-OCRv4 det)."""
     from bridge.converters.coreml.remix import remix
 
-    made = remix(base, tuple((hub,) for hub in kept), node_names, art.path)
+    made = remix(base, tuple((hub,) for hub in kept), node_names, art.path, weights)
     art.details.update(made.details)
     art.warnings.extend(made.warnings)
 
 
 def _remix_base(req: LaneRequest, mode: str, mlmodel, built: Built) -> dict:
     """What `remix.remix` cuts the search's later steps from: the program before weight compression
-    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made."""
+    (saved here; the W8A8 package is copied next to it once saved) and the ops each hub node made;
+    `units`: every layer the search may keep (`bridge.base.lane.MIXED_BASE`)."""
     folder = Path(req.workdir)
     uncompressed = folder / f"{req.name}_{mode}.float16.mlpackage"
     mlmodel.save(str(uncompressed))
     layers = folder / f"{req.name}_{mode}.layers.json"
     layers.write_text(json.dumps({node: list(ops) for node, ops in built.layers.items()}))
     return {"mode": mode, "int8": str(folder / f"{req.name}_{mode}.base.mlpackage"), "float": str(uncompressed),
-            "layers": str(layers)}
+            "layers": str(layers), "units": list(built.layers)}
 
 
 def _kept_weights(mlmodel, built: Built, kept: dict[str, str]) -> frozenset[str]:

@@ -3,11 +3,13 @@
 The search's first step (no layer kept) leaves two packages: the W8A8 one it ships and the same
 program before weight compression (every weight float16, the activations quantized). A step keeping
 layers K is the W8A8 package's program spec edited, never reconverted: each quantize/dequantize
-pair reading an output of K's ops is dropped (its readers read that output unquantized), and each
-compressed weight an op of K reads becomes the float16 constant the uncompressed program gives the
-same op at the same input, its blob appended to the package's weight file. That is what a
+pair reading an output of K's ops is dropped (its readers read that output unquantized: K keeps
+its int8 weights and computes in float16, W8A16); in the search's wide step (`weights`) each
+compressed weight an op of K reads also becomes the float16 constant the uncompressed program gives
+the same op at the same input, its blob appended to the package's weight file. That is what a
 conversion that never quantized K computes (tested on a real one, whose activation hook skips K and
-whose weight compression skips K's weights); `--coreml-keep K` makes its file by this same edit.
+whose weight compression skips K's weights, or not); `--coreml-keep K` makes its file by this same
+edit (`--coreml-keep-weights`: the wide one).
 The edit walks every block's operations by their bindings; it knows no op type but the activation
 pair the lane inserts (`quantize` then `dequantize`) and that compressed weights are `constexpr_*`
 ops.
@@ -38,13 +40,17 @@ WEIGHTS = "Data/com.apple.CoreML/weights"
 HELD = "@"  # a unit's name for the artifact tensor localisation found the layer at (bridge.mixed.HELD)
 
 
+W8A16 = "float16 activations, int8 weights"  # `kept_precision` of a narrow step
+FLOAT16 = "float16"  # of a wide one: weights and activations
+
+
 def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str,
-          all_readers: bool = False) -> LaneArtifact:
+          weights: bool = False) -> LaneArtifact:
     """The `int8-mixed` package keeping `units` (each a fused group's hub node names, the layer's own
-    first, and "@" + the program tensor localisation found it at) in float16, written to `out`.
-    `all_readers` is the TFLite lane's widening: a kept layer's readers here already read its output
-    unquantized, so nothing more is kept. Returns the artifact's path and what differs from the
-    first step's details."""
+    first, and "@" + the program tensor localisation found it at) with float16 activations, written
+    to `out`; with `weights` (the search's wide step, `--coreml-keep-weights`) with their float16
+    weights too, else with their int8 ones (W8A16, Core ML's weight-only path: the bytes of the int8
+    file). Returns the artifact's path and what differs from the first step's details."""
     from bridge.converters.onnx.graph import named_layers
 
     layers: dict[str, list[str]] = json.loads(Path(base["layers"]).read_text())
@@ -55,21 +61,21 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     held = {n[len(HELD):] for unit in units for n in unit if n.startswith(HELD)}
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base["int8"], out)
-    restored = keep_float16(Path(out), Path(base["float"]), ops, held)
+    restored = keep_float16(Path(out), Path(base["float"]), ops, held, weights)
     deterministic_spec(Path(out))
     stable_identifiers(Path(out))
     open_modes(Path(out))
     art = LaneArtifact(mode=base["mode"], path=out)
-    art.details.update({"kept_layers": list(kept.values()), "kept_precision": "float16",
+    art.details.update({"kept_layers": list(kept.values()), "kept_precision": FLOAT16 if weights else W8A16,
                         "kept_weights": sorted(restored), "compressed_weights": compressed(out)})
     art.warnings.extend(uncompressed_warning(art.mode, art.details["compressed_weights"]["elements"], bool(restored)))
     return art
 
 
-def keep_float16(package: Path, float_package: Path, ops: set[str], held: set[str]) -> list[str]:
+def keep_float16(package: Path, float_package: Path, ops: set[str], held: set[str], weights: bool) -> list[str]:
     """Edit `package` (a copy of the W8A8 one) in place: `ops` (MIL op names before coremltools'
-    passes) compute unquantized from float16 weights; so do the ops writing a tensor in `held`.
-    Returns the names of the weights restored to float16."""
+    passes) write unquantized outputs, from float16 weights with `weights`; so do the ops writing a
+    tensor in `held`. Returns the names of the weights restored to float16."""
     model_pb2 = require("coremltools.proto.Model_pb2")
     spec, floats = model_pb2.Model(), model_pb2.Model()
     spec.ParseFromString((package / "Data" / SPEC).read_bytes())
@@ -77,7 +83,7 @@ def keep_float16(package: Path, float_package: Path, ops: set[str], held: set[st
     program = Program(spec.mlProgram)
     mine = {name for name, op in program.producer.items() if _own(op, ops) or name in held}
     program.drop_activation_pairs(mine)
-    restored = program.restore_weights(mine, Program(floats.mlProgram))
+    restored = program.restore_weights(mine, Program(floats.mlProgram)) if weights else []
     program.apply()
     rewrite_weights(spec.mlProgram, package, float_package)
     (package / "Data" / SPEC).write_bytes(spec.SerializeToString())

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bridge.base.errors import UsageError
-from bridge.base.lane import Lane, LaneCheck, option
+from bridge.base.lane import Lane, LaneCheck, Widen, option
 from bridge.converters.tflite.modes import MODES
 
 
@@ -59,7 +59,7 @@ LANE = Lane(
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
     remix="bridge.converters.tflite.lane:remix",
-    widen=True,
+    widen=Widen("all_readers"),
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,

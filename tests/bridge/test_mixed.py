@@ -4,9 +4,12 @@ kept layers cover a chosen set, so the fewest prefix of the ranking is known."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge import mixed
+from bridge.base.lane import Widen
 from bridge.mixed import Search
 
 RANKED = [f"n{i}" for i in range(20)]
@@ -88,7 +91,7 @@ def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
         names = {n for unit in kept for n in unit}
         return ("n1" in names and wide) or {"n0", "n1", "n2", "n3", "n4"} <= names, ""
 
-    s = Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=True)
+    s = Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=Widen("all_readers"))
     assert s.run() == (("n0",), ("n1",))
     assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
         (0, False, False), (1, False, False), (1, True, False), (2, False, False), (2, True, True)]
@@ -102,3 +105,89 @@ def test_a_first_step_from_the_stage_cache_is_priced_at_its_first_measured_cost(
     assert s.run() == (("a",),)
     assert s.steps[0].seconds < 1 and s.steps[0].cost == 30.0
     assert s.budget_seconds == 120.0
+
+
+def tiered(needed: set[str], weights: set[str]) -> Search:
+    """A tiered lane (Core ML): an attempt passes when the kept layers cover `needed` and, for those
+    in `weights`, are kept wide (their float16 weights back)."""
+    def attempt(kept, wide):
+        names = {n for unit in kept for n in unit}
+        return needed <= names and (wide or not (weights & names) or not weights), ""
+
+    return Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=Widen("float16_weights", tier=True))
+
+
+def test_a_tiered_lane_keeps_activations_only_when_that_passes(monkeypatch):
+    """Narrow first, counting 1, every layer, then 2, 4...: keeping every layer's activations passes,
+    so no step is wide and the fewest is bisected as before."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = tiered({"n0", "n4"}, set())
+    assert s.run() == tuple((n,) for n in RANKED[:5])
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps][:5] == [
+        (0, False, False), (1, False, False), (20, False, True), (2, False, False), (4, False, False)]
+    assert not any(st.wide for st in s.steps)
+    assert s.outcome == "passed keeping 5 of 20 layers"
+
+
+def test_a_tiered_lane_restores_weights_only_once_every_layer_kept_narrow_failed(monkeypatch):
+    """A layer whose weights are what hurts: narrow fails at 1 and at every layer, then the same
+    search runs wide and keeps that layer (with its weights) alone."""
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = tiered({"n0"}, {"n0"})
+    assert s.run() == (("n0",),)
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
+        (0, False, False), (1, False, False), (20, False, False), (1, True, True)]
+    assert s.steps[-1].to_json()["float16_weights"] is True and "all_readers" not in s.steps[-1].to_json()
+    assert s.outcome == "passed keeping 1 of 20 layers, float16 weights too"
+
+
+def test_a_tiered_lane_that_cannot_pass_says_both_tiers_failed(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = tiered({"missing"}, set())
+    assert s.run() is None
+    assert [(len(st.kept), st.wide) for st in s.steps] == [(0, False), (1, False), (20, False), (1, True),
+                                                           (20, True)]
+    assert "even with every layer kept" in s.outcome and "layers, float16 weights too)" in s.outcome
+
+
+def test_a_tiered_lane_with_nothing_ranked_tries_no_step(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = Search(attempt=lambda kept, wide: (False, ""), rank=lambda: [], names={},
+               widen=Widen("float16_weights", tier=True))
+    assert s.run() is None and len(s.steps) == 1 and not s.narrow_failed
+
+
+def every_layer(needed: set[str], weights: set[str], **kw) -> Search:
+    """`tiered`, offering every layer unranked (the Core ML lane's `units`)."""
+    s = tiered(needed, weights)
+    return Search(attempt=s.attempt, names={}, widen=s.widen, every=lambda: RANKED, **kw)
+
+
+def test_a_tiered_lane_keeps_every_layer_first_then_looks_for_fewer(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = every_layer({"n0", "n4"}, set(), rank=lambda: RANKED)
+    assert s.run() == tuple((n,) for n in RANKED[:5])
+    counts = [(len(st.kept), st.passed) for st in s.steps]
+    assert counts[:5] == [(0, False), (20, True), (1, False), (2, False), (4, False)]
+    assert counts.count((20, True)) == 1  # every layer is not tried again as a ranked count
+    assert len(s.steps[s.chosen].kept) == 5 and s.steps[s.chosen].passed
+
+
+def test_a_ranking_past_the_budget_still_leaves_every_layer_kept(monkeypatch):
+    """The ranking can cost more than the budget leaves: the step keeping every layer, taken before
+    it, is the answer then."""
+    monkeypatch.setattr(mixed, "BUDGET", 0.2)
+    s = every_layer({"n3"}, set(), rank=lambda: (time.sleep(0.3), RANKED)[1], remixed=True)
+    s.attempt = (lambda a: lambda kept, wide: (*a(kept, wide), 1.0))(s.attempt)  # the first step: 1 s
+    assert s.run() == tuple((n,) for n in RANKED)
+    assert [(len(st.kept), st.passed) for st in s.steps] == [(0, False), (20, True)] and s.chosen == 1
+    assert s.outcome == "passed keeping every layer (20); no fewer passed within its budget"
+
+
+def test_every_layer_kept_narrow_failing_goes_to_the_wide_search(monkeypatch):
+    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    s = every_layer({"n0"}, {"n0"}, rank=lambda: RANKED)
+    assert s.run() == (("n0",),)
+    assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
+        (0, False, False), (20, False, False), (1, True, True)]
+    assert s.chosen == 2

@@ -84,6 +84,9 @@ def test_coreml_keep_names_checked(tmp_path):
     r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=fp16-mixed", "--coreml-keep", "nope",
                "--out", tmp_path / "b")
     assert r.returncode == 3 and "no layer named nope" in r.stderr and "Traceback" not in r.stderr
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8-mixed", "--coreml-keep-weights",
+               "--out", tmp_path / "c")
+    assert r.returncode == 2 and "--coreml-keep" in r.stderr and "Traceback" not in r.stderr
 
 
 def outlier_weights_on_a_dead_channel(path, channels: int = 4) -> str:
@@ -135,12 +138,13 @@ def test_tflite_int8_mixed_keeping_another_layer_does_not_rescue_it(tmp_path):
 
 
 def test_coreml_int8_mixed_keeps_the_sensitive_layer_in_float16(tmp_path):
-    """W8A8 with the probe left alone: its weights stay float16 and its output is not quantized."""
+    """W8A8 with the probe left alone, its weights too (--coreml-keep-weights): they stay float16 and
+    its output is not quantized. Its activations alone (int8 weights) do not rescue it."""
     pytest.importorskip("coremltools")
     src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=96)
     out = tmp_path / "out"
     r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8,int8-mixed", "--coreml-keep", "probe",
-               "--out", out)
+               "--coreml-keep-weights", "--out", out)
     assert r.returncode == 1, r.stderr[-2000:]  # int8 fails, int8-mixed passes
     rep = report(out)
     int8, mixed = (artifact(rep, "coreml", m) for m in ("int8", "int8-mixed"))
@@ -152,6 +156,14 @@ def test_coreml_int8_mixed_keeps_the_sensitive_layer_in_float16(tmp_path):
     assert mixed["kept_layers"] == ["probe"] and mixed["kept_precision"] == "float16"
     assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
     assert "1 layer(s) kept in float16: probe" in r.stdout
+
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8-mixed", "--coreml-keep", "probe",
+               "--out", tmp_path / "narrow")
+    assert r.returncode == 1, r.stderr[-2000:]
+    narrow = artifact(report(tmp_path / "narrow"), "coreml", "int8-mixed")
+    assert narrow["kept_precision"] == "float16 activations, int8 weights" and narrow["kept_weights"] == []
+    assert narrow["compressed_weights"]["elements"] == 96 * 3 * 3 * 3
+    assert not narrow["parity"]["passed"] and narrow["parity"]["outputs"]["y"]["snr_db"] < 15
 
 
 def test_coreml_fp16_mixed_search_keeps_the_sensitive_layer(tmp_path):
@@ -181,12 +193,71 @@ def test_int8_mixed_search_keeps_the_sensitive_layer(tmp_path, lane, runtime, ch
     mixed = artifact(rep, lane, "int8-mixed")
     assert mixed["kept_layers"] == ["probe"]
     assert mixed["search"]["ranking"][0] == "probe"
-    assert [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]] == [(0, False), (1, True)]
-    # the second step was cut from the first step's files, not converted: one conversion, one remix
+    steps = [(s["kept"], s["passed"]) for s in mixed["search"]["steps"]]
+    # later steps are cut from the first step's files, not converted: one conversion, then remixes
     stages = [r["stage"] for r in rep["stage_runs"]]
-    assert stages.count(f"{lane}-convert") == 1 and stages.count(f"{lane}-remix") == 1, stages
-    if lane == "coreml":  # the probe's weights are float16 again: nothing left compressed
-        assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
+    assert stages.count(f"{lane}-convert") == 1 and stages.count(f"{lane}-remix") == len(steps) - 1, stages
+    if lane == "tflite":
+        assert steps == [(0, False), (1, True)]
+        return
+    # Core ML keeps activations first: every layer's (mask, probe, relu, head) fails, the probe's int8
+    # weights being what hurts, so the ranked search keeps float16 weights
+    assert [(s["kept"], s["float16_weights"], s["passed"]) for s in mixed["search"]["steps"]] == [
+        (0, False, False), (4, False, False), (1, True, True)]
+    assert mixed["kept_precision"] == "float16"  # weights too: nothing left compressed
+    assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
+
+
+def outlier_activations_channel(path) -> str:
+    """x -> `wide` (a 3x3 Conv, 96 channels: 2,592 weights, which Core ML compresses) whose last
+    channel's bias is 1000 -> `head` (1x1 Conv) that reads every channel but that one. One int8 scale
+    for all of `wide`'s output takes its step (~8) from the outlier, so the channels that matter
+    (about +-1.6) round to 0: int8 fails, while `wide`'s weights, one scale per output channel, are
+    fine (MiniLM's FFN outputs have this shape: |x| up to 195, median 0.15)."""
+    rng = np.random.default_rng(0)
+    bias = rng.normal(0, 0.1, 96).astype(np.float32)
+    bias[-1] = 1000.0
+    head = rng.normal(0, 0.2, (4, 96, 1, 1)).astype(np.float32)
+    head[:, -1] = 0.0
+    inits = {"w": rng.normal(0, 0.3, (96, 3, 3, 3)).astype(np.float32), "b": bias, "wh": head}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="wide", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "wh"], ["y"], name="head")]
+    return save(path, nodes, inits, out_shape=(1, 4, 16, 16))
+
+
+def test_coreml_int8_mixed_keeps_a_layers_activations_with_its_weights_int8(tmp_path):
+    """The search keeps `wide` at int8 weights and float16 activations (W8A16): the file passes where
+    the int8 one fails, and holds the int8 file's compressed weights, smaller than the same layer
+    kept with its float16 weights (--coreml-keep-weights)."""
+    pytest.importorskip("coremltools")
+    src = outlier_activations_channel(tmp_path / "outlier.onnx")
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8,int8-mixed", "--out", tmp_path / "a")
+    assert r.returncode == 1, r.stderr[-2000:]  # int8 fails, int8-mixed passes
+    int8, mixed = (artifact(report(tmp_path / "a"), "coreml", m) for m in ("int8", "int8-mixed"))
+    assert not int8["parity"]["passed"] and int8["parity"]["outputs"]["y"]["snr_db"] < 15
+    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
+    assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 25
+    assert mixed["kept_layers"] == ["wide"]
+    # every layer's activations kept (before the ranking) passes; then `wide` alone does
+    assert [(s["kept"], s["float16_weights"], s["passed"]) for s in mixed["search"]["steps"]] == [
+        (0, False, False), (2, False, True), (1, False, True)]
+    assert mixed["kept_precision"] == "float16 activations, int8 weights" and mixed["kept_weights"] == []
+    assert mixed["compressed_weights"] == int8["compressed_weights"]
+    assert mixed["compressed_weights"]["elements"] == 96 * 3 * 3 * 3
+    assert "1 layer(s) kept in float16 activations, int8 weights: wide" in r.stdout
+
+    r = bridge("convert", src, "--target", "coreml", "--quantize", "coreml=int8-mixed", "--coreml-keep", "wide",
+               "--coreml-keep-weights", "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr[-2000:]
+    wide = artifact(report(tmp_path / "b"), "coreml", "int8-mixed")
+    assert wide["compressed_weights"]["elements"] == 0 and wide["kept_weights"]
+    assert wide["bytes"] > mixed["bytes"]
+    # the weight file: as large as the int8 one (the same blobs, in the remix's order), too small for the
+    # 2,592 weights at 2 bytes each; kept wide, it holds them
+    weights = [(tmp_path / p).with_suffix(".mlpackage") / "Data/com.apple.CoreML/weights/weight.bin" for p in (
+        "a/.bridge-failed/outlier_int8", "a/.bridge-failed/outlier_int8-mixed", "b/outlier_int8-mixed")]
+    plain, narrow, float16 = (w.read_bytes() for w in weights)
+    assert len(narrow) == len(plain) < 2592 * 2 <= len(float16)
 
 
 def test_tflite_int8_mixed_search_that_cannot_succeed_exits_1_naming_the_layers(tmp_path):
