@@ -63,8 +63,10 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # the frameworks it imports, plus a multiple of the model's bytes (the source file before the
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
-# An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
-MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
+# An ONNX source is exported without torch or TensorFlow (child's peak RSS measured: ResNet50, 102
+# MB, 890 MiB; all-MiniLM-L6-v2, 90 MB, 846 MiB; PP-OCRv4 det, 4.7 MB at 480x640, 426 MiB: its
+# imports and the source's session weigh more than 8x a small file).
+MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (448 << 20, 5.0), "activation-ranges": (GiB // 2, 4.0),
           "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0),
           "localize": (GiB, 12.0)}
 
@@ -218,6 +220,7 @@ class _Run:
     _folders: itertools.count = field(default_factory=itertools.count)
     measured_hub_run: bool = False  # the hub's parity run measures the activation ranges too
     _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
+    expected: str | None = None  # the lane whose conversion child was started beside the export
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -345,6 +348,7 @@ class _Run:
         label = f"Exporting {self.ref.name} to ONNX"
         need = self._export_needs()
         if self.cache is None:
+            self._expect_conversion(need)
             return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
         root.mkdir(parents=True, exist_ok=True)
         prekey = self.cache.key(EXPORT, self._export_parts(request))
@@ -359,6 +363,7 @@ class _Run:
                 self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
+        self._expect_conversion(need)
         outcome = self._submit(label, EXPORT, (request,), {}, need)
         if outcome.error is None and outcome.reads is not None:  # the export's errors are not kept: see below
             work = str(self.work) + os.sep
@@ -375,6 +380,29 @@ class _Run:
         guess the console script started the run's first child with (`bridge.console`)."""
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
         return replace(needs(kind, _bytes(self.ref.path), self.limits), preload=export_modules(self.ref.text))
+
+    def _expect_conversion(self, export: Needs) -> None:
+        """While the export runs, start the child the first lane's conversion will run in, importing
+        its converter (`Lane.convert_preload`: onnx2tf's, ~1 s of the conversion's start), where
+        the export's expected peak plus that child fits within the conversion's own expected peak
+        (sized by the source file: an ONNX source's hub is about its size). The run's expected
+        peak is then unchanged: a large ONNX model's export, never a torch export (the run's peak)."""
+        if not (self.bounded and self.executor.parallel) or self.limits.max_memory:  # a limit: nothing preloads
+            return
+        lane = next((lanes()[r.target] for r in self.routes if not lanes()[r.target].in_process), None)
+        if lane is None or not lane.convert_preload or lane.converter(self.options_by_lane[lane.name]) != lane.convert:
+            return
+        convert = self._convert_needs(lane, _bytes(self.ref.path), variant=False)
+        if export.memory + lane.convert_preload_memory <= convert.memory:
+            self.executor.expect(self.limits, convert)
+            self.expected = lane.name
+
+    def _convert_needs(self, lane: Lane, hub_bytes: int, variant: bool) -> Needs:
+        """A lane's conversion stage: its declared memory and the modules its child imports first
+        (none for another route: our preflight and stage blocks are the default route's)."""
+        if variant:
+            return needs("convert", hub_bytes, self.limits)
+        return replace(needs("convert", hub_bytes, self.limits, lane.convert_memory), preload=lane.convert_preload)
 
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit
@@ -540,12 +568,14 @@ class _Run:
                 arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
-                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits,
-                                                                     None if variant else lane.convert_memory),
+                                  root=Path(req.workdir), need=self._convert_needs(lane, _bytes(ex.hub_path), variant),
                                   keep=lambda o: o.error is not None or not any(a.error for a in o.result))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
+        finally:
+            if self.expected == lane.name:  # taken by now, unless the conversion came from the cache
+                self.executor.forget()
         if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
             with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
                 return list(pool.map(lambda a: self._place(lane, a), arts))

@@ -78,6 +78,10 @@ class Lane:
     # bytes); None: the orchestrator's defaults, sized for lanes that load TensorFlow or coremltools.
     convert_memory: tuple[int, float] | None = None
     runtime_memory: tuple[int, float] | None = None
+    # Modules its convert stage imports (none blocked by `convert_blocks`), and what a child holding
+    # them takes: that child may start while the export runs, where the memory allows it.
+    convert_preload: tuple[str, ...] = ()
+    convert_preload_memory: int = 0
 
     def mode(self, name: str) -> ModeSpec:
         for m in self.modes:
