@@ -71,6 +71,14 @@ MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (448 << 20, 5.0), "activ
           "localize": (GiB, 12.0)}
 
 
+# The activation-ranges probe (`converters/onnx/ranges.py`) holds every float tensor of a sample at
+# once: its imports, 4.5x the hub's bytes (the loaded model, its serialization, onnxruntime's copy)
+# and 2.5x the activations' (onnxruntime's outputs and their arrays). Measured child peaks (MiB):
+# ResNet50 672 (estimate 790), PP-OCRv4 det 480x640 1193 (1304; the size-only rule said 530),
+# all-MiniLM-L6-v2 487 (528), a MobileNetV2 at 96x96 94 (124).
+PROBE_MEMORY = (100 << 20, 4.5, 2.5)
+
+
 class _StageFailed(Exception):
     """Raised through a progress step whose stage returned an error, so the step is not shown as done."""
 
@@ -78,6 +86,16 @@ class _StageFailed(Exception):
 def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
     base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
+    return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
+
+
+def probe_needs(hub_bytes: int, activation_bytes: int | None, limits: Limits) -> Needs:
+    """The activation-ranges stages' memory (`PROBE_MEMORY`); by the file's size alone when the
+    hub's activations are not known (a dynamic axis)."""
+    if activation_bytes is None:
+        return needs("activation-ranges", hub_bytes, limits)
+    base, per_byte, per_activation = PROBE_MEMORY
+    memory = int(base + per_byte * hub_bytes + per_activation * activation_bytes)
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
 
@@ -221,6 +239,7 @@ class _Run:
     measured_hub_run: bool = False  # the hub's parity run measures the activation ranges too
     _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
     expected: str | None = None  # the lane whose conversion child was started beside the export
+    _queued: dict = field(default_factory=dict)  # lane -> Event: its conversion is queued (or will not be)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -259,8 +278,20 @@ class _Run:
             # Nothing a lane converts with comes from the hub's runs (and no search judges its
             # steps against the hub's outputs): the lanes convert and run their artifacts while
             # the hub runs and its activations are measured.
+            # The conversions are queued first: each has parity runs to follow, and the hub's run
+            # may fit beside those where it does not fit beside a conversion.
+            self._queued = {lane.name: threading.Event() for lane, _ in jobs}
+
+            def lane_job(lane: Lane, modes: tuple[str, ...]) -> list[tuple]:
+                try:
+                    return self._lane(lane, modes, None)
+                finally:  # a lane that failed before queuing its conversion holds nothing up
+                    self._queued[lane.name].set()
+
             with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
+                running = [pool.submit(lane_job, lane, modes) for lane, modes in jobs]
+                for queued in self._queued.values():
+                    queued.wait()
                 self._check_hub(report)
                 done = [f.result() for f in running]
         else:
@@ -302,7 +333,8 @@ class _Run:
     # --- stages, through the executor and the cache ----------------------------------------------------
 
     def _call(self, label: str, stage: Stage, args: tuple, kwargs: dict, *, parts: Mapping[str, Any] | None,
-              root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True) -> Any:
+              root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True,
+              submitted: Callable[[], object] = lambda: None) -> Any:
         """Run one stage (or take it from the cache: same key, same result) and return its result
         or raise its error. `root` is the fresh folder the stage writes in; `keep` says whether a
         finished outcome may be cached."""
@@ -314,17 +346,18 @@ class _Run:
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None, submitted=submitted)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root, self.digests)
         return outcome.unwrap()
 
     def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
-                cached: bool = True) -> Outcome:
+                cached: bool = True, submitted: Callable[[], object] = lambda: None) -> Outcome:
         start = time.perf_counter()
         try:
             with self.progress.step(label):
                 future = self.executor.submit(stage, args, kwargs, self.limits, need)
+                submitted()
                 with self._lock:
                     preload, self._preload = self._preload, None
                 if preload is not None:
@@ -411,12 +444,14 @@ class _Run:
         if not self.bounded:
             return
         hub = _bytes(self.exported.hub_path)
-        expected = [self._export_needs(), needs("runtime", hub, self.limits),
-                    needs("activation-ranges", hub, self.limits)]
+        expected = [self._export_needs(), needs("runtime", hub, self.limits), self._probe_needs()]
         for lane, _ in jobs:
             expected += [needs("convert", hub, self.limits, lane.convert_memory),
                          needs("runtime", hub, self.limits, lane.runtime_memory)]
         self.executor.bound(max(n.memory for n in expected))
+
+    def _probe_needs(self) -> Needs:
+        return probe_needs(_bytes(self.exported.hub_path), self.exported.activation_bytes, self.limits)
 
     def _export_parts(self, request: ExportRequest) -> dict:
         ref = request.source
@@ -479,8 +514,7 @@ class _Run:
                 ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
                                     (ex.hub_path, ex.feeds, samples, ex.node_names),
                                     {"fp16": bool(fp16), "calibrated": calibrated}, parts=self._ranges_parts(wanted),
-                                    root=self.work / "ranges",
-                                    need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
+                                    root=self.work / "ranges", need=self._probe_needs())
             except BridgeError as e:
                 report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
                 return e
@@ -529,7 +563,7 @@ class _Run:
             label, MEASURED_RUN, (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
             {"fp16": bool(fp16), "calibrated": calibrated},
             parts={**self._ranges_parts((fp16, calibrated, samples)), "runner": HUB_RUNNER},
-            root=root, need=needs("activation-ranges", _bytes(ex.hub_path), self.limits)), shared=lambda r: r[0])
+            root=root, need=self._probe_needs()), shared=lambda r: r[0])
         return (result, None) if isinstance(result, BridgeError) else result
 
     def _lane(self, lane: Lane, modes: tuple[str, ...], ranges, options: object = None,
@@ -569,17 +603,24 @@ class _Run:
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
                                   root=Path(req.workdir), need=self._convert_needs(lane, _bytes(ex.hub_path), variant),
-                                  keep=lambda o: o.error is not None or not any(a.error for a in o.result))
+                                  keep=lambda o: o.error is not None or not any(a.error for a in o.result),
+                                  submitted=self._converting(lane))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
         finally:
+            self._converting(lane)()  # whatever happened, nothing waits for it any longer
             if self.expected == lane.name:  # taken by now, unless the conversion came from the cache
                 self.executor.forget()
         if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
             with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
                 return list(pool.map(lambda a: self._place(lane, a), arts))
         return [self._place(lane, a) for a in arts]
+
+    def _converting(self, lane: Lane) -> Callable[[], object]:
+        """What to call once the lane's conversion is queued (`execute` waits for it)."""
+        queued = self._queued.get(lane.name)
+        return queued.set if queued is not None else lambda: None
 
     def _searched(self, lane: Lane, modes: tuple[str, ...]) -> set[str]:
         """The mixed modes of `modes` the user named no layers to keep for: they are searched."""
@@ -777,7 +818,9 @@ class _Run:
                  label: str, data: str | None = None, memory: tuple[int, float] | None = None
                  ) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
-        artifact is the hub's bytes, so the hub's run is its run."""
+        artifact is the hub's bytes, so the hub's run is its run. Its memory is sized by the hub's
+        bytes where the file is smaller: a runtime widens float16 weights to float32 as it loads
+        them (ResNet50's fp16 .tflite, 51 MB, ran at 267 MiB; its fp32 file, 102 MB, at 298)."""
         key = (runner, digest, io)
         with self._lock:  # lanes run while the hub does: the first to ask runs it, the others wait
             mine = key not in self.outputs
@@ -791,7 +834,7 @@ class _Run:
             runs = Stage(stage, "bridge.validators.runners:run_samples", blocks)
             _settle(self.outputs[key], lambda: self._call(
                 label, runs, (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                need=needs("runtime", _bytes(path), self.limits, memory)))
+                need=needs("runtime", max(_bytes(path), _bytes(self.exported.hub_path)), self.limits, memory)))
         return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:

@@ -181,6 +181,7 @@ class ExportResult:
     opset: int = 0
     parity_origin: SampleOrigin | None = None  # of `feeds`
     folding: dict = field(default_factory=dict)  # what the hub fixed and folded (report.json's `hub.folding`)
+    activation_bytes: int | None = None  # the hub's float tensors on one sample (None: a shape not static)
 
 
 @dataclass(frozen=True)
