@@ -240,6 +240,7 @@ class _Run:
     _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
     expected: str | None = None  # the lane whose conversion child was started beside the export
     _queued: dict = field(default_factory=dict)  # lane -> Event: its conversion is queued (or will not be)
+    peak: int = 0  # the largest single stage's expected memory (`_bound`)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -275,25 +276,7 @@ class _Run:
         self._bound(jobs)
         if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes) and not any(
                 self._searched(*job) for job in jobs):
-            # Nothing a lane converts with comes from the hub's runs (and no search judges its
-            # steps against the hub's outputs): the lanes convert and run their artifacts while
-            # the hub runs and its activations are measured.
-            # The conversions are queued first: each has parity runs to follow, and the hub's run
-            # may fit beside those where it does not fit beside a conversion.
-            self._queued = {lane.name: threading.Event() for lane, _ in jobs}
-
-            def lane_job(lane: Lane, modes: tuple[str, ...]) -> list[tuple]:
-                try:
-                    return self._lane(lane, modes, None)
-                finally:  # a lane that failed before queuing its conversion holds nothing up
-                    self._queued[lane.name].set()
-
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                running = [pool.submit(lane_job, lane, modes) for lane, modes in jobs]
-                for queued in self._queued.values():
-                    queued.wait()
-                self._check_hub(report)
-                done = [f.result() for f in running]
+            done = self._lanes_beside_hub(report, jobs)
         else:
             ranges = self._check_hub(report)
             if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side
@@ -309,6 +292,26 @@ class _Run:
         for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
             report.artifacts += [self._judge(lane, *r) for r in ran]
         return report
+
+    def _lanes_beside_hub(self, report: Report, jobs: list[tuple[Lane, tuple[str, ...]]]) -> list[list[tuple]]:
+        """Nothing a lane converts with comes from the hub's runs (and no search judges its steps
+        against the hub's outputs): the lanes convert and run their artifacts while the hub runs
+        and its activations are measured. The conversions are queued first: each has parity runs
+        to follow, and the hub's run may fit beside those where it does not beside a conversion."""
+        self._queued = {lane.name: threading.Event() for lane, _ in jobs}
+
+        def lane_job(lane: Lane, modes: tuple[str, ...]) -> list[tuple]:
+            try:
+                return self._lane(lane, modes, None)
+            finally:  # a lane that failed before queuing its conversion holds nothing up
+                self._queued[lane.name].set()
+
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+            running = [pool.submit(lane_job, lane, modes) for lane, modes in jobs]
+            for queued in self._queued.values():
+                queued.wait()
+            self._check_hub(report)
+            return [f.result() for f in running]
 
     def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
         """The hub on onnxruntime (`report.hub`) and, when a route needs them, its activation ranges
@@ -448,7 +451,8 @@ class _Run:
         for lane, _ in jobs:
             expected += [needs("convert", hub, self.limits, lane.convert_memory),
                          needs("runtime", hub, self.limits, lane.runtime_memory)]
-        self.executor.bound(max(n.memory for n in expected))
+        self.peak = max(n.memory for n in expected)
+        self.executor.bound(self.peak)
 
     def _probe_needs(self) -> Needs:
         return probe_needs(_bytes(self.exported.hub_path), self.exported.activation_bytes, self.limits)
@@ -589,6 +593,7 @@ class _Run:
             ranges=ranges.calibration if isinstance(ranges, Ranges) and any(
                 r.spec.needs_ranges for r in self.routes) else None, hub_route=ex.route)
         Path(req.workdir).mkdir(exist_ok=True)
+        runs = self._expect_runs(lane, len(modes)) if folder is None and not variant else None
         start = time.perf_counter()
         try:
             if lane.in_process:
@@ -611,11 +616,38 @@ class _Run:
         finally:
             self._converting(lane)()  # whatever happened, nothing waits for it any longer
             if self.expected == lane.name:  # taken by now, unless the conversion came from the cache
-                self.executor.forget()
-        if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
-            with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
-                return list(pool.map(lambda a: self._place(lane, a), arts))
-        return [self._place(lane, a) for a in arts]
+                self.executor.forget(self.limits, self._convert_needs(lane, 0, variant=False))
+        return self._place_all(lane, arts, runs)
+
+    def _place_all(self, lane: Lane, arts: list[LaneArtifact], runs: Needs | None) -> list[tuple]:
+        """`_place` each artifact; then the children started for their runs that none took end
+        (`_expect_runs`: a file that failed to convert has no run)."""
+        try:
+            if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
+                with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
+                    return list(pool.map(lambda a: self._place(lane, a), arts))
+            return [self._place(lane, a) for a in arts]
+        finally:
+            if runs is not None:
+                self.executor.forget(self.limits, runs)
+
+    def _expect_runs(self, lane: Lane, count: int) -> Needs | None:
+        """While the lane converts, start the children its `count` parity runs will run in,
+        importing its runtime (`Lane.runtime_preload`), where the conversion, the hub's run and
+        those children fit within the run's largest single stage's expected peak (a torch
+        export's: MobileNetV2's parity runs then start ~0.2 s sooner; never beside a conversion
+        that is itself the run's peak). Returns the runs' needs (for `forget`), or None."""
+        if not (self.bounded and self.executor.parallel and lane.runtime_preload) or self.limits.max_memory:
+            return None
+        hub = _bytes(self.exported.hub_path)
+        beside = (self._convert_needs(lane, hub, variant=False).memory + self._probe_needs().memory
+                  + count * lane.runtime_preload_memory)
+        if beside > self.peak:
+            return None
+        runs = Needs(memory=0, preload=lane.runtime_preload)
+        for _ in range(count):
+            self.executor.expect(self.limits, runs)
+        return runs
 
     def _converting(self, lane: Lane) -> Callable[[], object]:
         """What to call once the lane's conversion is queued (`execute` waits for it)."""
@@ -767,7 +799,8 @@ class _Run:
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
-                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory)
+                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory,
+                               preload=lane.runtime_preload)
         return rec, art, result, time.perf_counter() - start
 
     def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
@@ -815,8 +848,8 @@ class _Run:
                           need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
-                 label: str, data: str | None = None, memory: tuple[int, float] | None = None
-                 ) -> tuple[str, Feeds] | BridgeError:
+                 label: str, data: str | None = None, memory: tuple[int, float] | None = None,
+                 preload: tuple[str, ...] = ()) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
         artifact is the hub's bytes, so the hub's run is its run. Its memory is sized by the hub's
         bytes where the file is smaller: a runtime widens float16 weights to float32 as it loads
@@ -834,7 +867,8 @@ class _Run:
             runs = Stage(stage, "bridge.validators.runners:run_samples", blocks)
             _settle(self.outputs[key], lambda: self._call(
                 label, runs, (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                need=needs("runtime", max(_bytes(path), _bytes(self.exported.hub_path)), self.limits, memory)))
+                need=replace(needs("runtime", max(_bytes(path), _bytes(self.exported.hub_path)), self.limits, memory),
+                             preload=preload)))
         return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:

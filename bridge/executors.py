@@ -67,8 +67,8 @@ class Executor:
         """Start the child a stage submitted later with `limits` and `needs` will run in, now, so
         it imports `needs.preload` while earlier stages run (`bridge.stages.Spares.expect`)."""
 
-    def forget(self) -> None:
-        """End the children `expect` started that no stage took."""
+    def forget(self, limits: Limits, needs: Needs) -> None:
+        """End the children `expect` started for `limits` and `needs` that no stage took."""
 
 
 class Inline(Executor):
@@ -125,8 +125,8 @@ class Local(Executor):
     def expect(self, limits: Limits, needs: Needs) -> None:
         SPARES.expect(allot(limits, needs))
 
-    def forget(self) -> None:
-        SPARES.forget()
+    def forget(self, limits: Limits, needs: Needs) -> None:
+        SPARES.forget(allot(limits, needs))
 
     def close(self) -> None:
         SPARES.close()

@@ -274,7 +274,8 @@ class Spares:
         self._idle: list[_Child] = []
         self._keep: Limits | None = None
         self._expect: list[Limits] = []  # one child each, to start (`expect`)
-        self._forgotten = 0  # `forget` and `close` calls: an expected child started before one is ended
+        self._forgotten: dict[tuple, int] = {}  # variant -> `forget` calls (None: `close`): a child started
+        # for `expect` before one of them is ended, not kept
         self._starter: threading.Thread | None = None
         self._armed = False
 
@@ -316,12 +317,14 @@ class Spares:
             self._start()
             self._cond.notify_all()
 
-    def forget(self) -> None:
-        """End the expected children no stage took, and those not started yet."""
+    def forget(self, limits: Limits) -> None:
+        """End the expected children for `limits` no stage took, and those not started yet."""
+        variant = _variant(limits)
         with self._cond:
-            self._expect, self._forgotten = [], self._forgotten + 1
-            ended = [c for c in self._idle if c.expected]
-            self._idle = [c for c in self._idle if not c.expected]
+            self._expect = [e for e in self._expect if _variant(e) != variant]
+            self._forgotten[variant] = self._forgotten.get(variant, 0) + 1
+            ended = [c for c in self._idle if c.expected and c.variant == variant]
+            self._idle = [c for c in self._idle if c not in ended]
         for child in ended:
             child.end()
 
@@ -352,7 +355,7 @@ class Spares:
     def close(self) -> None:
         with self._cond:
             idle, self._idle, self._keep, self._expect = self._idle, [], None, []
-            self._forgotten += 1
+            self._forgotten[None] = self._forgotten.get(None, 0) + 1
             self._cond.notify_all()
         for child in idle:
             child.end()
@@ -363,12 +366,15 @@ class Spares:
         keep = self._keep
         return keep if keep is not None and not any(c.variant == _variant(keep) for c in self._idle) else None
 
+    def _forgets(self, limits: Limits) -> tuple[int, int]:
+        return self._forgotten.get(_variant(limits), 0), self._forgotten.get(None, 0)
+
     def _start_spares(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted() is not None)
                 wanted = self._wanted()
-                expected, forgotten = bool(self._expect), self._forgotten
+                expected, forgotten = bool(self._expect), self._forgets(wanted)
                 if expected:
                     self._expect.pop(0)
             try:
@@ -379,7 +385,7 @@ class Spares:
                 continue
             child.expected = expected
             with self._cond:
-                if (expected and forgotten == self._forgotten) or (
+                if (expected and forgotten == self._forgets(wanted)) or (
                         not expected and self._keep is not None and _variant(self._keep) == child.variant):
                     self._add(child)
                     continue

@@ -82,6 +82,9 @@ class Lane:
     # them takes: that child may start while the export runs, where the memory allows it.
     convert_preload: tuple[str, ...] = ()
     convert_preload_memory: int = 0
+    # the same for its runtime stage (its parity runs), whose children may start while it converts
+    runtime_preload: tuple[str, ...] = ()
+    runtime_preload_memory: int = 0
 
     def mode(self, name: str) -> ModeSpec:
         for m in self.modes:

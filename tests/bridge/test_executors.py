@@ -185,9 +185,10 @@ def test_an_expected_child_waits_for_its_stage_through_other_takes_and_forget_en
         assert SPARES.idle() == []  # not refilled
 
         ex.expect(Limits(), Needs(memory=GiB, preload=wanted))
-        [unused] = _idle_spares()
-        ex.forget()
-        assert SPARES.idle() == []
+        ex.expect(Limits(), Needs(memory=GiB, preload=("colorsys",)))
+        unused, other = _idle_spares(2)
+        ex.forget(Limits(), Needs(memory=0, preload=wanted))  # that stage's children only
+        assert SPARES.idle() == [other]
         time.sleep(0.2)
         assert not os.path.exists(f"/proc/{unused}") or open(f"/proc/{unused}/stat").read().split()[2] == "Z"
     finally:
