@@ -241,6 +241,7 @@ class _Run:
     expected: str | None = None  # the lane whose conversion child was started beside the export
     _queued: dict = field(default_factory=dict)  # lane -> Event: its conversion is queued (or will not be)
     peak: int = 0  # the largest single stage's expected memory (`_bound`)
+    _runs: dict = field(default_factory=dict)  # lane -> its parity runs' Needs: children started (or None: converted)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -311,6 +312,8 @@ class _Run:
             for queued in self._queued.values():
                 queued.wait()
             self._check_hub(report)
+            for lane, modes in jobs:
+                self._expect_runs(lane, len(modes))
             return [f.result() for f in running]
 
     def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
@@ -593,7 +596,6 @@ class _Run:
             ranges=ranges.calibration if isinstance(ranges, Ranges) and any(
                 r.spec.needs_ranges for r in self.routes) else None, hub_route=ex.route)
         Path(req.workdir).mkdir(exist_ok=True)
-        runs = self._expect_runs(lane, len(modes)) if folder is None and not variant else None
         start = time.perf_counter()
         try:
             if lane.in_process:
@@ -617,6 +619,8 @@ class _Run:
             self._converting(lane)()  # whatever happened, nothing waits for it any longer
             if self.expected == lane.name:  # taken by now, unless the conversion came from the cache
                 self.executor.forget(self.limits, self._convert_needs(lane, 0, variant=False))
+        with self._lock:  # converted: no child is started for its runs from now on (`_expect_runs`)
+            runs = self._runs.setdefault(lane.name, None) if folder is None else None
         return self._place_all(lane, arts, runs)
 
     def _place_all(self, lane: Lane, arts: list[LaneArtifact], runs: Needs | None) -> list[tuple]:
@@ -631,23 +635,24 @@ class _Run:
             if runs is not None:
                 self.executor.forget(self.limits, runs)
 
-    def _expect_runs(self, lane: Lane, count: int) -> Needs | None:
-        """While the lane converts, start the children its `count` parity runs will run in,
-        importing its runtime (`Lane.runtime_preload`), where the conversion, the hub's run and
-        those children fit within the run's largest single stage's expected peak (a torch
-        export's: MobileNetV2's parity runs then start ~0.2 s sooner; never beside a conversion
-        that is itself the run's peak). Returns the runs' needs (for `forget`), or None."""
-        if not (self.bounded and self.executor.parallel and lane.runtime_preload) or self.limits.max_memory:
-            return None
+    def _expect_runs(self, lane: Lane, count: int) -> None:
+        """Once the hub has run, while the lane still converts: start the children its `count`
+        parity runs will run in, importing its runtime (`Lane.runtime_preload`) on the core the
+        hub's run left free (started beside both, their imports would take a core from one of
+        them), where the conversion and those children fit within the run's largest single
+        stage's expected peak (a torch export's: MobileNetV2's parity runs then start ~0.2 s
+        sooner; never beside a conversion that is itself the peak, as ResNet50's is)."""
+        if not (self.bounded and lane.runtime_preload) or self.limits.max_memory:
+            return
         hub = _bytes(self.exported.hub_path)
-        beside = (self._convert_needs(lane, hub, variant=False).memory + self._probe_needs().memory
-                  + count * lane.runtime_preload_memory)
-        if beside > self.peak:
-            return None
+        beside = self._convert_needs(lane, hub, variant=False).memory + count * lane.runtime_preload_memory
         runs = Needs(memory=0, preload=lane.runtime_preload)
-        for _ in range(count):
-            self.executor.expect(self.limits, runs)
-        return runs
+        with self._lock:
+            if beside > self.peak or lane.name in self._runs:  # its conversion is over
+                return
+            self._runs[lane.name] = runs
+            for _ in range(count):
+                self.executor.expect(self.limits, runs)
 
     def _converting(self, lane: Lane) -> Callable[[], object]:
         """What to call once the lane's conversion is queued (`execute` waits for it)."""
