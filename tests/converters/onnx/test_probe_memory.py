@@ -53,8 +53,10 @@ def _minilm(tmp_path):
              for i in source.graph.input]
     model, *_ = finalize(source, tmp_path / "hub.onnx", inputs=tuple(specs))
     rng = np.random.default_rng(0)
-    return model, [{s.name: (rng.integers(1000, 2000, s.shape) if "ids" in s.name else np.ones(s.shape)).astype(np.int64)
-                    for s in specs} for _ in range(8)]
+    def value(spec: TensorSpec) -> np.ndarray:  # token ids inside the vocabulary; every position attended
+        return rng.integers(1000, 2000, spec.shape) if "ids" in spec.name else np.ones(spec.shape, np.int64)
+
+    return model, [{s.name: value(s).astype(np.int64) for s in specs} for _ in range(8)]
 
 
 @pytest.mark.slow
