@@ -63,10 +63,20 @@ HUB_RUNNER = "bridge.validators.runners.onnxruntime:OnnxRuntimeRunner"
 # the frameworks it imports, plus a multiple of the model's bytes (the source file before the
 # export, the hub after). Rough on purpose: enough to keep two TensorFlow conversions of a large
 # model from starting together on a machine that holds one.
-# An ONNX source is exported without torch or TensorFlow (measured: ResNet50, 102 MB, at 1.0 GB).
-MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (GiB // 4, 8.0), "activation-ranges": (GiB // 2, 4.0),
+# An ONNX source is exported without torch or TensorFlow (child's peak RSS measured: ResNet50, 102
+# MB, 890 MiB; all-MiniLM-L6-v2, 90 MB, 846 MiB; PP-OCRv4 det, 4.7 MB at 480x640, 426 MiB: its
+# imports and the source's session weigh more than 8x a small file).
+MEMORY = {"export": (3 * GiB // 2, 6.0), "export-onnx": (448 << 20, 5.0), "activation-ranges": (GiB // 2, 4.0),
           "convert": (2 * GiB, 8.0), "runtime": (GiB // 2, 3.0),
           "localize": (GiB, 12.0)}
+
+
+# The activation-ranges probe (`converters/onnx/ranges.py`) holds every float tensor of a sample at
+# once: its imports, 4.5x the hub's bytes (the loaded model, its serialization, onnxruntime's copy)
+# and 2.5x the activations' (onnxruntime's outputs and their arrays). Measured child peaks (MiB):
+# ResNet50 672 (estimate 790), PP-OCRv4 det 480x640 1193 (1304; the size-only rule said 530),
+# all-MiniLM-L6-v2 487 (528), a MobileNetV2 at 96x96 94 (124).
+PROBE_MEMORY = (100 << 20, 4.5, 2.5)
 
 
 class _StageFailed(Exception):
@@ -76,6 +86,16 @@ class _StageFailed(Exception):
 def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
     base, per_byte = declared or MEMORY[kind]
     memory = int(base + per_byte * model_bytes)
+    return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
+
+
+def probe_needs(hub_bytes: int, activation_bytes: int | None, limits: Limits) -> Needs:
+    """The activation-ranges stages' memory (`PROBE_MEMORY`); by the file's size alone when the
+    hub's activations are not known (a dynamic axis)."""
+    if activation_bytes is None:
+        return needs("activation-ranges", hub_bytes, limits)
+    base, per_byte, per_activation = PROBE_MEMORY
+    memory = int(base + per_byte * hub_bytes + per_activation * activation_bytes)
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
 
@@ -218,6 +238,10 @@ class _Run:
     _folders: itertools.count = field(default_factory=itertools.count)
     measured_hub_run: bool = False  # the hub's parity run measures the activation ranges too
     _preload: Callable[[], object] | None = None  # what the page needs, loaded once the next stage runs
+    expected: str | None = None  # the lane whose conversion child was started beside the export
+    _queued: dict = field(default_factory=dict)  # lane -> Event: its conversion is queued (or will not be)
+    peak: int = 0  # the largest single stage's expected memory (`_bound`)
+    _runs: dict = field(default_factory=dict)  # lane -> its parity runs' Needs: children started (or None: converted)
 
     def execute(self, report: Report, request: ExportRequest) -> Report:
         report.source.update({"name": self.ref.name, "format": str(self.ref.format)})
@@ -253,13 +277,7 @@ class _Run:
         self._bound(jobs)
         if self.executor.parallel and not any(r.spec.needs_ranges for r in self.routes) and not any(
                 self._searched(*job) for job in jobs):
-            # Nothing a lane converts with comes from the hub's runs (and no search judges its
-            # steps against the hub's outputs): the lanes convert and run their artifacts while
-            # the hub runs and its activations are measured.
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
-                running = [pool.submit(self._lane, lane, modes, None) for lane, modes in jobs]
-                self._check_hub(report)
-                done = [f.result() for f in running]
+            done = self._lanes_beside_hub(report, jobs)
         else:
             ranges = self._check_hub(report)
             if self.executor.parallel and len(jobs) > 1:  # one model's lanes side by side
@@ -275,6 +293,28 @@ class _Run:
         for (lane, _), ran in zip(jobs, done, strict=True):  # the report keeps the lanes' order
             report.artifacts += [self._judge(lane, *r) for r in ran]
         return report
+
+    def _lanes_beside_hub(self, report: Report, jobs: list[tuple[Lane, tuple[str, ...]]]) -> list[list[tuple]]:
+        """Nothing a lane converts with comes from the hub's runs (and no search judges its steps
+        against the hub's outputs): the lanes convert and run their artifacts while the hub runs
+        and its activations are measured. The conversions are queued first: each has parity runs
+        to follow, and the hub's run may fit beside those where it does not beside a conversion."""
+        self._queued = {lane.name: threading.Event() for lane, _ in jobs}
+
+        def lane_job(lane: Lane, modes: tuple[str, ...]) -> list[tuple]:
+            try:
+                return self._lane(lane, modes, None)
+            finally:  # a lane that failed before queuing its conversion holds nothing up
+                self._queued[lane.name].set()
+
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="bridge-lane") as pool:
+            running = [pool.submit(lane_job, lane, modes) for lane, modes in jobs]
+            for queued in self._queued.values():
+                queued.wait()
+            self._check_hub(report)
+            for lane, modes in jobs:
+                self._expect_runs(lane, len(modes))
+            return [f.result() for f in running]
 
     def _check_hub(self, report: Report) -> Ranges | BridgeError | None:
         """The hub on onnxruntime (`report.hub`) and, when a route needs them, its activation ranges
@@ -299,7 +339,8 @@ class _Run:
     # --- stages, through the executor and the cache ----------------------------------------------------
 
     def _call(self, label: str, stage: Stage, args: tuple, kwargs: dict, *, parts: Mapping[str, Any] | None,
-              root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True) -> Any:
+              root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True,
+              submitted: Callable[[], object] = lambda: None) -> Any:
         """Run one stage (or take it from the cache: same key, same result) and return its result
         or raise its error. `root` is the fresh folder the stage writes in; `keep` says whether a
         finished outcome may be cached."""
@@ -311,17 +352,18 @@ class _Run:
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None, submitted=submitted)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root, self.digests)
         return outcome.unwrap()
 
     def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
-                cached: bool = True) -> Outcome:
+                cached: bool = True, submitted: Callable[[], object] = lambda: None) -> Outcome:
         start = time.perf_counter()
         try:
             with self.progress.step(label):
                 future = self.executor.submit(stage, args, kwargs, self.limits, need)
+                submitted()
                 with self._lock:
                     preload, self._preload = self._preload, None
                 if preload is not None:
@@ -345,6 +387,7 @@ class _Run:
         label = f"Exporting {self.ref.name} to ONNX"
         need = self._export_needs()
         if self.cache is None:
+            self._expect_conversion(need)
             return self._call(label, EXPORT, (request,), {}, parts=None, root=root, need=need)
         root.mkdir(parents=True, exist_ok=True)
         prekey = self.cache.key(EXPORT, self._export_parts(request))
@@ -359,6 +402,7 @@ class _Run:
                 self.stage_runs.append({"stage": EXPORT.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
+        self._expect_conversion(need)
         outcome = self._submit(label, EXPORT, (request,), {}, need)
         if outcome.error is None and outcome.reads is not None:  # the export's errors are not kept: see below
             work = str(self.work) + os.sep
@@ -376,6 +420,29 @@ class _Run:
         kind = "export-onnx" if self.ref.format is Format.ONNX else "export"
         return replace(needs(kind, _bytes(self.ref.path), self.limits), preload=export_modules(self.ref.text))
 
+    def _expect_conversion(self, export: Needs) -> None:
+        """While the export runs, start the child the first lane's conversion will run in, importing
+        its converter (`Lane.convert_preload`: onnx2tf's, ~1 s of the conversion's start), where
+        the export's expected peak plus that child fits within the conversion's own expected peak
+        (sized by the source file: an ONNX source's hub is about its size). The run's expected
+        peak is then unchanged: a large ONNX model's export, never a torch export (the run's peak)."""
+        if not (self.bounded and self.executor.parallel) or self.limits.max_memory:  # a limit: nothing preloads
+            return
+        lane = next((lanes()[r.target] for r in self.routes if not lanes()[r.target].in_process), None)
+        if lane is None or not lane.convert_preload or lane.converter(self.options_by_lane[lane.name]) != lane.convert:
+            return
+        convert = self._convert_needs(lane, _bytes(self.ref.path), variant=False)
+        if export.memory + lane.convert_preload_memory <= convert.memory:
+            self.executor.expect(self.limits, convert)
+            self.expected = lane.name
+
+    def _convert_needs(self, lane: Lane, hub_bytes: int, variant: bool) -> Needs:
+        """A lane's conversion stage: its declared memory and the modules its child imports first
+        (none for another route: our preflight and stage blocks are the default route's)."""
+        if variant:
+            return needs("convert", hub_bytes, self.limits)
+        return replace(needs("convert", hub_bytes, self.limits, lane.convert_memory), preload=lane.convert_preload)
+
     def _bound(self, jobs: list[tuple[Lane, tuple[str, ...]]]) -> None:
         """On `bridge convert`'s own executor, stages overlap only while their expected peaks fit
         within the largest single stage's: running side by side never raises the run's expected
@@ -383,12 +450,15 @@ class _Run:
         if not self.bounded:
             return
         hub = _bytes(self.exported.hub_path)
-        expected = [self._export_needs(), needs("runtime", hub, self.limits),
-                    needs("activation-ranges", hub, self.limits)]
+        expected = [self._export_needs(), needs("runtime", hub, self.limits), self._probe_needs()]
         for lane, _ in jobs:
             expected += [needs("convert", hub, self.limits, lane.convert_memory),
                          needs("runtime", hub, self.limits, lane.runtime_memory)]
-        self.executor.bound(max(n.memory for n in expected))
+        self.peak = max(n.memory for n in expected)
+        self.executor.bound(self.peak)
+
+    def _probe_needs(self) -> Needs:
+        return probe_needs(_bytes(self.exported.hub_path), self.exported.activation_bytes, self.limits)
 
     def _export_parts(self, request: ExportRequest) -> dict:
         ref = request.source
@@ -451,8 +521,7 @@ class _Run:
                 ranges = self._call("Measuring activations" + (" for fp16" if fp16 else ""), RANGES,
                                     (ex.hub_path, ex.feeds, samples, ex.node_names),
                                     {"fp16": bool(fp16), "calibrated": calibrated}, parts=self._ranges_parts(wanted),
-                                    root=self.work / "ranges",
-                                    need=needs("activation-ranges", _bytes(ex.hub_path), self.limits))
+                                    root=self.work / "ranges", need=self._probe_needs())
             except BridgeError as e:
                 report.warnings.append(f"the hub's activation ranges could not be measured: {e}")
                 return e
@@ -501,7 +570,7 @@ class _Run:
             label, MEASURED_RUN, (ex.hub_path, ex.feeds, samples, ex.node_names, str(root)),
             {"fp16": bool(fp16), "calibrated": calibrated},
             parts={**self._ranges_parts((fp16, calibrated, samples)), "runner": HUB_RUNNER},
-            root=root, need=needs("activation-ranges", _bytes(ex.hub_path), self.limits)), shared=lambda r: r[0])
+            root=root, need=self._probe_needs()), shared=lambda r: r[0])
         return (result, None) if isinstance(result, BridgeError) else result
 
     def _lane(self, lane: Lane, modes: tuple[str, ...], ranges, options: object = None,
@@ -540,16 +609,55 @@ class _Run:
                 arts = self._call(f"Converting to {lane.name} ({', '.join(modes)})", stage,
                                   (lane.name, preflight, converter, req), {},
                                   parts=self._lane_parts(lane, converter, preflight, variant, req),
-                                  root=Path(req.workdir), need=needs("convert", _bytes(ex.hub_path), self.limits,
-                                                                     None if variant else lane.convert_memory),
-                                  keep=lambda o: o.error is not None or not any(a.error for a in o.result))
+                                  root=Path(req.workdir), need=self._convert_needs(lane, _bytes(ex.hub_path), variant),
+                                  keep=lambda o: o.error is not None or not any(a.error for a in o.result),
+                                  submitted=self._converting(lane))
         except ConversionError as e:
             error = ErrorRecord.of(e, f"{lane.name}-convert")
             arts = [LaneArtifact(mode=m, error=error, seconds=time.perf_counter() - start) for m in modes]
-        if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
-            with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
-                return list(pool.map(lambda a: self._place(lane, a), arts))
-        return [self._place(lane, a) for a in arts]
+        finally:
+            self._converting(lane)()  # whatever happened, nothing waits for it any longer
+            if self.expected == lane.name:  # taken by now, unless the conversion came from the cache
+                self.executor.forget(self.limits, self._convert_needs(lane, 0, variant=False))
+        with self._lock:  # converted: no child is started for its runs from now on (`_expect_runs`)
+            runs = self._runs.setdefault(lane.name, None) if folder is None else None
+        return self._place_all(lane, arts, runs)
+
+    def _place_all(self, lane: Lane, arts: list[LaneArtifact], runs: Needs | None) -> list[tuple]:
+        """`_place` each artifact; then the children started for their runs that none took end
+        (`_expect_runs`: a file that failed to convert has no run)."""
+        try:
+            if self.executor.parallel and len(arts) > 1:  # each file's parity run as soon as a slot is free
+                with ThreadPoolExecutor(len(arts), thread_name_prefix="bridge-run") as pool:
+                    return list(pool.map(lambda a: self._place(lane, a), arts))
+            return [self._place(lane, a) for a in arts]
+        finally:
+            if runs is not None:
+                self.executor.forget(self.limits, runs)
+
+    def _expect_runs(self, lane: Lane, count: int) -> None:
+        """Once the hub has run, while the lane still converts: start the children its `count`
+        parity runs will run in, importing its runtime (`Lane.runtime_preload`) on the core the
+        hub's run left free (started beside both, their imports would take a core from one of
+        them), where the conversion and those children fit within the run's largest single
+        stage's expected peak (a torch export's: MobileNetV2's parity runs then start ~0.2 s
+        sooner; never beside a conversion that is itself the peak, as ResNet50's is)."""
+        if not (self.bounded and lane.runtime_preload) or self.limits.max_memory:
+            return
+        hub = _bytes(self.exported.hub_path)
+        beside = self._convert_needs(lane, hub, variant=False).memory + count * lane.runtime_preload_memory
+        runs = Needs(memory=0, preload=lane.runtime_preload)
+        with self._lock:
+            if beside > self.peak or lane.name in self._runs:  # its conversion is over
+                return
+            self._runs[lane.name] = runs
+            for _ in range(count):
+                self.executor.expect(self.limits, runs)
+
+    def _converting(self, lane: Lane) -> Callable[[], object]:
+        """What to call once the lane's conversion is queued (`execute` waits for it)."""
+        queued = self._queued.get(lane.name)
+        return queued.set if queued is not None else lambda: None
 
     def _searched(self, lane: Lane, modes: tuple[str, ...]) -> set[str]:
         """The mixed modes of `modes` the user named no layers to keep for: they are searched."""
@@ -696,7 +804,8 @@ class _Run:
         start = time.perf_counter()
         result = self._runtime(lane.runner, str(dest), rec.sha256, art.io, f"{lane.name}-runtime",
                                blocks=lane.runtime_blocks, label=f"Checking parity of {dest.name}",
-                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory)
+                               data=rec.details.get("external_data", {}).get("sha256"), memory=lane.runtime_memory,
+                               preload=lane.runtime_preload)
         return rec, art, result, time.perf_counter() - start
 
     def _judge(self, lane: Lane, rec: ArtifactRecord, art: LaneArtifact, result, seconds: float) -> ArtifactRecord:
@@ -744,10 +853,12 @@ class _Run:
                           need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,
-                 label: str, data: str | None = None, memory: tuple[int, float] | None = None
-                 ) -> tuple[str, Feeds] | BridgeError:
+                 label: str, data: str | None = None, memory: tuple[int, float] | None = None,
+                 preload: tuple[str, ...] = ()) -> tuple[str, Feeds] | BridgeError:
         """An artifact's outputs on the parity samples, run once per (runtime, content): the ONNX
-        artifact is the hub's bytes, so the hub's run is its run."""
+        artifact is the hub's bytes, so the hub's run is its run. Its memory is sized by the hub's
+        bytes where the file is smaller: a runtime widens float16 weights to float32 as it loads
+        them (ResNet50's fp16 .tflite, 51 MB, ran at 267 MiB; its fp32 file, 102 MB, at 298)."""
         key = (runner, digest, io)
         with self._lock:  # lanes run while the hub does: the first to ask runs it, the others wait
             mine = key not in self.outputs
@@ -761,7 +872,8 @@ class _Run:
             runs = Stage(stage, "bridge.validators.runners:run_samples", blocks)
             _settle(self.outputs[key], lambda: self._call(
                 label, runs, (runner, path, feeds, io, str(root)), {}, parts=parts, root=root,
-                need=needs("runtime", _bytes(path), self.limits, memory)))
+                need=replace(needs("runtime", max(_bytes(path), _bytes(self.exported.hub_path)), self.limits, memory),
+                             preload=preload)))
         return self.outputs[key].result()
 
     def _sizes(self) -> dict[str, list[int]]:

@@ -63,6 +63,13 @@ class Executor:
         """Keep a started child waiting for the next stage run with `limits` (`bridge.stages.Spares`),
         or stop (None). Only executors whose stages start as children here keep any."""
 
+    def expect(self, limits: Limits, needs: Needs) -> None:
+        """Start the child a stage submitted later with `limits` and `needs` will run in, now, so
+        it imports `needs.preload` while earlier stages run (`bridge.stages.Spares.expect`)."""
+
+    def forget(self, limits: Limits, needs: Needs) -> None:
+        """End the children `expect` started for `limits` and `needs` that no stage took."""
+
 
 class Inline(Executor):
     def submit(self, stage, args, kwargs, limits, needs) -> Future:
@@ -114,6 +121,12 @@ class Local(Executor):
 
     def spares(self, limits: Limits | None) -> None:
         SPARES.keep(None if limits is None else allot(limits, Needs(memory=0)))
+
+    def expect(self, limits: Limits, needs: Needs) -> None:
+        SPARES.expect(allot(limits, needs))
+
+    def forget(self, limits: Limits, needs: Needs) -> None:
+        SPARES.forget(allot(limits, needs))
 
     def close(self) -> None:
         SPARES.close()

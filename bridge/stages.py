@@ -205,6 +205,7 @@ class _Child:
     log: str
     variant: tuple
     tmp: str
+    expected: bool = False  # started for a stage known to come (`Spares.expect`): only its take or `forget` ends it
 
     @classmethod
     def launch(cls, limits: Limits) -> _Child:
@@ -309,6 +310,9 @@ class Spares:
         self._cond = threading.Condition()
         self._idle: list[_Child] = []
         self._keep: Limits | None = None
+        self._expect: list[Limits] = []  # one child each, to start (`expect`)
+        self._forgotten: dict[tuple, int] = {}  # variant -> `forget` calls (None: `close`): a child started
+        # for `expect` before one of them is ended, not kept
         self._starter: threading.Thread | None = None
         self._armed = False
 
@@ -330,10 +334,36 @@ class Spares:
         """Keep a spare for `limits` from now on (None: stop refilling; idle spares stay until `close`)."""
         with self._cond:
             self._keep = limits
-            if limits is not None and self._starter is None:
-                self._starter = threading.Thread(target=self._start_spares, name="bridge-spares", daemon=True)
-                self._starter.start()
+            if limits is not None:
+                self._start()
             self._cond.notify_all()
+
+    def _start(self) -> None:
+        """The spares' thread, once (lock held)."""
+        if self._starter is None:
+            self._starter = threading.Thread(target=self._start_spares, name="bridge-spares", daemon=True)
+            self._starter.start()
+
+    def expect(self, limits: Limits) -> None:
+        """Start one child for `limits` now (from the spares' thread, as `keep` does), for a stage
+        the caller knows will come: it imports that stage's modules (`Limits.preload`) while
+        earlier stages run. It is not refilled once taken, and no other stage's take ends it;
+        `forget` does, if no stage took it."""
+        with self._cond:
+            self._expect.append(limits)
+            self._start()
+            self._cond.notify_all()
+
+    def forget(self, limits: Limits) -> None:
+        """End the expected children for `limits` no stage took, and those not started yet."""
+        variant = _variant(limits)
+        with self._cond:
+            self._expect = [e for e in self._expect if _variant(e) != variant]
+            self._forgotten[variant] = self._forgotten.get(variant, 0) + 1
+            ended = [c for c in self._idle if c.expected and c.variant == variant]
+            self._idle = [c for c in self._idle if c not in ended]
+        for child in ended:
+            child.end()
 
     def take(self, limits: Limits) -> _Child | None:
         """An idle spare for `limits`, if one waits; taking it has the next one started."""
@@ -346,7 +376,7 @@ class Spares:
                 next((c for c in self._idle if c.variant == _variant(replace(limits, preload=()))), None)
             # A spare that preloads is started for one stage (the export's, before the CLI has
             # planned): any first take that is not it (the export came from the cache) ends it.
-            ended = [c for c in self._idle if c is not taken and c.variant[2]]
+            ended = [c for c in self._idle if c is not taken and c.variant[2] and not c.expected]
             self._idle = [c for c in self._idle if c is not taken and c not in ended]
             if taken is not None:
                 self._cond.notify_all()
@@ -361,28 +391,39 @@ class Spares:
 
     def close(self) -> None:
         with self._cond:
-            idle, self._idle, self._keep = self._idle, [], None
+            idle, self._idle, self._keep, self._expect = self._idle, [], None, []
+            self._forgotten[None] = self._forgotten.get(None, 0) + 1
             self._cond.notify_all()
         for child in idle:
             child.end()
 
     def _wanted(self) -> Limits | None:
+        if self._expect:
+            return self._expect[0]
         keep = self._keep
         return keep if keep is not None and not any(c.variant == _variant(keep) for c in self._idle) else None
+
+    def _forgets(self, limits: Limits) -> tuple[int, int]:
+        return self._forgotten.get(_variant(limits), 0), self._forgotten.get(None, 0)
 
     def _start_spares(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted() is not None)
                 wanted = self._wanted()
+                expected, forgotten = bool(self._expect), self._forgets(wanted)
+                if expected:
+                    self._expect.pop(0)
             try:
                 child = _Child.launch(wanted)
             except OSError:  # no spare is only slower: stop trying
                 with self._cond:
                     self._keep = None
                 continue
+            child.expected = expected
             with self._cond:
-                if self._keep is not None and _variant(self._keep) == child.variant:
+                if (expected and forgotten == self._forgets(wanted)) or (
+                        not expected and self._keep is not None and _variant(self._keep) == child.variant):
                     self._add(child)
                     continue
             child.end()  # closed meanwhile

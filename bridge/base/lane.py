@@ -90,6 +90,13 @@ class Lane:
     # bytes); None: the orchestrator's defaults, sized for lanes that load TensorFlow or coremltools.
     convert_memory: tuple[int, float] | None = None
     runtime_memory: tuple[int, float] | None = None
+    # Modules its convert stage imports (none blocked by `convert_blocks`), and what a child holding
+    # them takes: that child may start while the export runs, where the memory allows it.
+    convert_preload: tuple[str, ...] = ()
+    convert_preload_memory: int = 0
+    # the same for its runtime stage (its parity runs), whose children may start while it converts
+    runtime_preload: tuple[str, ...] = ()
+    runtime_preload_memory: int = 0
 
     def mode(self, name: str) -> ModeSpec:
         for m in self.modes:
@@ -189,6 +196,7 @@ class ExportResult:
     opset: int = 0
     parity_origin: SampleOrigin | None = None  # of `feeds`
     folding: dict = field(default_factory=dict)  # what the hub fixed and folded (report.json's `hub.folding`)
+    activation_bytes: int | None = None  # the hub's float tensors on one sample (None: a shape not static)
 
 
 @dataclass(frozen=True)

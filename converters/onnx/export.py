@@ -99,6 +99,7 @@ def finish(model, req: ExportRequest, *, framework: str, inputs: list[TensorSpec
         parity_origin=parity_origin,
         nudged_outputs=nudged,
         params=hub.param_count(model),
+        activation_bytes=hub.activation_bytes(model),
         route=(*route, "onnxslim"),
         warnings=warnings,
         node_names=names,

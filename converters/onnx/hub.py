@@ -162,6 +162,33 @@ def param_count(model) -> int:
     return total
 
 
+_FLOAT_BYTES = {1: 4, 11: 8}  # FLOAT, DOUBLE: what the activation-ranges probe reads
+
+
+def activation_bytes(model) -> int | None:
+    """The bytes of every float tensor the main graph computes on one sample, from the static
+    shapes the finished hub records (its value_info): what the activation-ranges probe, which reads
+    them all as outputs, holds at once. None when a tensor's type or shape is not recorded (a
+    dynamic axis): the orchestrator then estimates from the file's size alone."""
+    infos = {vi.name: vi.type.tensor_type for vi in [*model.graph.value_info, *model.graph.output]}
+    total = 0
+    for node in model.graph.node:
+        for name in filter(None, node.output):
+            t = infos.get(name)
+            if t is None:
+                return None
+            if t.elem_type not in _FLOAT_BYTES:
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+            if not t.HasField("shape") or any(d <= 0 for d in dims):
+                return None
+            count = 1
+            for d in dims:
+                count *= d
+            total += count * _FLOAT_BYTES[t.elem_type]
+    return total
+
+
 def finalize(model, out_path: str | Path, external_bytes: int | None = None, inputs: Sequence[TensorSpec] = (),
              ) -> tuple[object, dict[str, str], list[str], Folding]:
     """Upgrade, fix the input shapes and fold (`shapes.fold`, with onnxslim), run the hub passes,

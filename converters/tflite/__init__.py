@@ -68,7 +68,15 @@ LANE = Lane(
            "fp16-constants": "TFLite's fp16 files keep them in float32"},
     requires=("onnx2tf", "ai_edge_litert", "flatbuffers"),  # no TensorFlow: onnx2tf 2.x writes the files
     extra="tflite",
-    # measured (process RSS): ResNet50 (102 MB hub) converts at 0.98 GB, its files run at 0.3 GB
-    convert_memory=(256 << 20, 8.0),
+    # measured (child's peak RSS): ResNet50 (102 MB hub) converts at 1055 MiB, all-MiniLM-L6-v2
+    # (90 MB) at 983 MiB, PP-OCRv4 det (4.7 MB) at 194 MiB; ResNet50's files run at 0.3 GB
+    convert_memory=(192 << 20, 9.5),
     runtime_memory=(128 << 20, 2.0),
+    # what its conversion child imports (~1 s; an idle child holding them: 111 MB RSS)
+    convert_preload=("onnx", "onnx2tf", "onnx2tf.tflite_builder.lower_from_onnx2tf", "bridge.lanes",
+                     "bridge.converters.tflite.lane"),
+    convert_preload_memory=128 << 20,
+    # what its runtime child imports (~0.2 s; an idle child holding them: 35 MB RSS)
+    runtime_preload=("bridge.validators.runners", "bridge.validators.runners.tflite", "ai_edge_litert.interpreter"),
+    runtime_preload_memory=48 << 20,
 )

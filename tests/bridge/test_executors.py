@@ -163,6 +163,38 @@ def test_a_prestarted_child_loads_its_stage_frameworks_before_the_job_and_only_t
         ex.close()
 
 
+def test_an_expected_child_waits_for_its_stage_through_other_takes_and_forget_ends_it():
+    """`expect` starts the child of a stage that will come (a lane's conversion, importing its
+    converter while the export runs): other stages' takes neither take it nor end it (unlike a
+    guessed preload), the stage that asks for its preload runs in it with the modules imported,
+    nothing refills it, and `forget` ends one no stage took."""
+    import os
+
+    from bridge.stages import SPARES
+
+    wanted = ("colorsys", "wave")
+    ex = Local(jobs=2, memory=64 * GiB)
+    try:
+        ex.expect(Limits(), Needs(memory=GiB, preload=wanted))
+        [child] = _idle_spares()
+        other = ex.submit(ENVIRONMENT, (), {}, Limits(), Needs(memory=GiB)).result(timeout=120)
+        assert not set(wanted) & set(other.result["modules"]) and SPARES.idle() == [child]
+        got = ex.submit(PID, (), {}, Limits(), Needs(memory=GiB, preload=wanted)).result(timeout=120)
+        assert got.result == child
+        time.sleep(0.3)
+        assert SPARES.idle() == []  # not refilled
+
+        ex.expect(Limits(), Needs(memory=GiB, preload=wanted))
+        ex.expect(Limits(), Needs(memory=GiB, preload=("colorsys",)))
+        unused, other = _idle_spares(2)
+        ex.forget(Limits(), Needs(memory=0, preload=wanted))  # that stage's children only
+        assert SPARES.idle() == [other]
+        time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{unused}") or open(f"/proc/{unused}/stat").read().split()[2] == "Z"
+    finally:
+        ex.close()
+
+
 def test_export_modules_guess_from_the_argument_only(tmp_path):
     import os
 
