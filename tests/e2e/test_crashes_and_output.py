@@ -405,6 +405,7 @@ def test_bad_input_found_by_the_export_leaves_no_output_folder_behind(tmp_path):
         r = subprocess.run([str(BRIDGE), "convert", bad, "--target", "onnx", "--out", out], capture_output=True,
                            text=True, timeout=600)
         assert r.returncode == 2, r.stderr[-3000:]
-        assert r.stderr.strip().splitlines() == [f"bridge: error: {bad}: a damaged or truncated ONNX file (DecodeError)"]
+        said = f"bridge: error: {bad}: a damaged or truncated ONNX file (DecodeError)"
+        assert r.stderr.strip().splitlines() == [said]
     assert not (tmp_path / "new" / "out").exists()
     assert existing.is_dir() and listing(existing) == []
