@@ -35,6 +35,12 @@ MODELS = {
                      ("fp32", "int8", "int8-mixed"), ALL, "trained YOLOv8n detector"),
     "ddddocr-det": ("models/ddddocr-det/common_det.onnx", (), "ddddocr-det", ("fp32", "int8", "int8-mixed"), ALL,
                     "trained YOLOX-style text/character detector (ddddocr wheel), 416x416"),
+    "cyclecenternet-dla34": ("models/cyclecenternet-dla34/cycle_center_net_v1.onnx", ("input:1,3,512,512",),
+                             "cyclecenternet-dla34", ("fp32", "int8", "int8-mixed"), ALL,
+                             "trained DLA-34 table detector (wired-table-rec 1.1.9 wheel, 18.0M params), 512x512"),
+    "tabledet-r50vd-db": ("models/tabledet-r50vd-db/float.onnx", ("input:1,3,800,800",), "tabledet-r50vd-db",
+                          ("fp32", "int8", "int8-mixed"), ALL,
+                          "trained ResNet50_vd DBNet table segmenter (rapid-table-det 0.0.1 wheel, de-quantized)"),
     "resnet50-onnx": ("models/resnet50/resnet50.onnx", ("keras_tensor_422:1,224,224,3",), None,
                       (), ("fp32", "fp16", "fp16-mixed"), "ResNet50, random weights (no trained one offline)"),
 }

