@@ -340,7 +340,7 @@ class _Run:
 
     def _call(self, label: str, stage: Stage, args: tuple, kwargs: dict, *, parts: Mapping[str, Any] | None,
               root: Path, need: Needs, keep: Callable[[Outcome], bool] = lambda o: True,
-              submitted: Callable[[], object] = lambda: None) -> Any:
+              submitted: Callable[[], object] = lambda: None, limits: Limits | None = None) -> Any:
         """Run one stage (or take it from the cache: same key, same result) and return its result
         or raise its error. `root` is the fresh folder the stage writes in; `keep` says whether a
         finished outcome may be cached."""
@@ -352,17 +352,19 @@ class _Run:
                 self.stage_runs.append({"stage": stage.name, "cache": "reused", "seconds": 0.0})
                 self.progress.reused(label)
                 return hit.unwrap()
-        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None, submitted=submitted)
+        outcome = self._submit(label, stage, args, kwargs, need, cached=parts is not None, submitted=submitted,
+                               limits=limits)
         if key is not None and keep(outcome):
             self.cache.put(key, outcome, root, self.digests)
         return outcome.unwrap()
 
     def _submit(self, label: str, stage: Stage, args: tuple, kwargs: dict, need: Needs,
-                cached: bool = True, submitted: Callable[[], object] = lambda: None) -> Outcome:
+                cached: bool = True, submitted: Callable[[], object] = lambda: None,
+                limits: Limits | None = None) -> Outcome:
         start = time.perf_counter()
         try:
             with self.progress.step(label):
-                future = self.executor.submit(stage, args, kwargs, self.limits, need)
+                future = self.executor.submit(stage, args, kwargs, limits or self.limits, need)
                 submitted()
                 with self._lock:
                     preload, self._preload = self._preload, None
@@ -739,20 +741,29 @@ class _Run:
         each hub layer costs alone (`converters/onnx/sensitivity.py`)."""
         ex = self.exported
         samples = ex.calibration[:RANK_SAMPLES]
+        start = time.perf_counter()
         left = max(search.budget_seconds - sum(s.seconds for s in search.steps), 1.0)
         (_, art, _, _), aside = first
         kind = lane.mode(mode).mixed
         if kind == "int8" and lane.tracer and aside is not None:
             from bridge.mixed import ranked_layers
 
+            # The ranking is part of the search: stopped when it would take the search past its budget
+            def call(label, stage, req):
+                return self._localize(label, stage, req, timeout=left)
+
             localizer = Localizer(ex.hub_path, samples, ex.node_names, ex.framework, self.work / "rank",
                                   self.limits, self.progress, self.threshold_overrides, When.always,
-                                  call=self._localize, carry_seconds=math.inf, max_carried=RANK_CARRIED)
+                                  call=call, carry_seconds=math.inf, max_carried=RANK_CARRIED)
             loc = localizer.run(lane, lane.mode(mode), str(aside), art.io, art.correspondence, aside.name)
             ranked = ranked_layers(loc)
             search.ranking_method = f"isolated profile of the first step's artifact ({loc.get('status')})"
             if ranked:
                 return ranked
+            left -= time.perf_counter() - start
+            if left <= 1.0:
+                search.ranking_method += f"; stopped at the search's budget: {loc.get('reason', '')}"[:300]
+                return []
         spans = ranges.calibration if isinstance(ranges, Ranges) else {}
         search.ranking_method = "each hub layer alone in the lower precision (onnxruntime)"
         ranked = self._call("Ranking layers by sensitivity", SENSITIVITY, (ex.hub_path, samples, kind, spans),
@@ -847,9 +858,13 @@ class _Run:
         rec.parity.seconds = time.perf_counter() - start
         return rec
 
-    def _localize(self, label: str, stage: Stage, req) -> dict:
-        """A localisation stage through the executor, uncached (`Localizer`): listed in `stage_runs`."""
-        return self._call(label, stage, (req,), {}, parts=None, root=Path(req.work),
+    def _localize(self, label: str, stage: Stage, req, timeout: float | None = None) -> dict:
+        """A localisation stage through the executor, uncached (`Localizer`): listed in `stage_runs`.
+        With `timeout`, it is stopped after that many seconds (or the run's own timeout, if sooner)."""
+        limits = self.limits
+        if timeout is not None:
+            limits = replace(limits, timeout=min(timeout, limits.timeout or math.inf))
+        return self._call(label, stage, (req,), {}, parts=None, root=Path(req.work), limits=limits,
                           need=needs("localize", _bytes(req.hub) + _bytes(req.artifact), self.limits))
 
     def _runtime(self, runner: str, path: str, digest: str, io, stage: str, blocks: tuple[str, ...], *,

@@ -206,6 +206,10 @@ class Search:
         wide = f", {self.widen.key.replace('_', ' ')} too" if self.narrow_failed else ""
         if best is not None:
             return f"passed keeping {best} of {len(self.ranked)} layers{wide}"
+        if not self.ranked:
+            return (f"mixed-precision search did not meet the thresholds within its budget "
+                    f"({self.budget_seconds:.0f} s, {BUDGET:g}x the plain mode's): no layer was ranked "
+                    f"({self.ranking_method})")
         tried = self.tried
         nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
         why = "within its budget" if len(self.ranked) > tried else "even with every layer kept"

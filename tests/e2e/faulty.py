@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--no-localize", action="store_true")
     a = p.parse_args(argv)
     faults = [Fault(*f.split(":", 1)) for f in a.fault]
     try:
         if a.command == "convert":
             options = ConvertOptions(targets=tuple(a.target or ("onnx", "tflite")), quantize=tuple(a.quantize),
-                                     out=a.out, timeout=a.timeout, verbose=a.verbose)
+                                     out=a.out, timeout=a.timeout, verbose=a.verbose,
+                                     localize=not a.no_localize)
             result = convert(a.paths[0], options, RichProgress(), faults=faults)
         else:
             options = ValidateOptions(report=a.report, timeout=a.timeout, verbose=a.verbose)

@@ -10,6 +10,8 @@ rescues the model; keeping any other layer is not.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import pytest
@@ -330,3 +332,28 @@ def test_coreml_int8_isolated_profile_reaches_an_add_whose_scales_coremltools_no
     assert layers["probe"]["isolated"]["snr_db"] < 15
     assert ranked_layers(loc)[0][0] == "probe"
     assert loc["isolated"]["worst"]["node"] == "probe"
+
+
+def test_a_ranking_that_outlasts_the_budget_is_stopped_there(tmp_path):
+    """The search's ranking (a localisation stage) counts against its budget: one that hangs is
+    stopped when what is left of 4x the first step's time has passed, and the search fails saying
+    so, instead of waiting for the run's own timeout."""
+    pytest.importorskip("ai_edge_litert")
+    from tests.e2e.test_crashes_and_output import faulty
+
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx")
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    # --no-localize: the failed file is not localised afterwards (that stage would hang too)
+    r = faulty("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--out", out,
+               "--no-localize", fault="tflite-localize:hang", timeout=600)
+    elapsed = time.perf_counter() - started
+    assert r.returncode == 1, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    search = mixed["search"]
+    assert not mixed["parity"]["passed"] and search["ranked"] == 0
+    assert "timed out" in search["ranking_method"] and "no layer was ranked" in mixed["parity"]["reason"]
+    assert [s["kept"] for s in search["steps"]] == [0]
+    spent = search["rank_seconds"] + sum(s["seconds"] for s in search["steps"])
+    assert spent <= search["budget_seconds"] + 10, search
+    assert elapsed < 300  # the run's own timeout (1800 s) never came into it
