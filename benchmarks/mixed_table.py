@@ -30,7 +30,7 @@ MODELS = {
     "ppocr-cls": ("models/ppocr-cls/ch_ppocr_mobile_v2.0_cls_infer.onnx", ("x:1,3,48,192",), "ppocr-cls",
                   ("fp32", "int8", "int8-mixed"), ALL, "trained MobileNetV3 text-direction classifier"),
     "all-minilm-l6-v2": ("repo:benchmarks/zoo/zoo_models.py:make_minilm", (), "all-minilm-l6-v2",
-                         (), ALL, "trained sentence-transformer (TFLite: Erf is a Flex op)"),
+                         ("fp32", "int8", "int8-mixed"), ALL, "trained sentence-transformer"),
     "nudenet-320n": ("models/nudenet-320n/320n.onnx", ("images:1,3,320,320",), "nudenet-320n",
                      ("fp32", "int8", "int8-mixed"), ALL, "trained YOLOv8n detector"),
     "ddddocr-det": ("models/ddddocr-det/common_det.onnx", (), "ddddocr-det", ("fp32", "int8", "int8-mixed"), ALL,
