@@ -120,6 +120,8 @@ def _search(a: dict) -> str:
     """What the search did: nothing to search (the plain mode passed), or its seconds against its budget."""
     if a["search_seconds"] is None:
         return ""
+    if not a["steps"]:
+        return "none: its first step did not run"
     if not a["budget_seconds"]:
         return f"not needed ({a['search_seconds']} s, 1 step)"
     steps = len(a["steps"])
