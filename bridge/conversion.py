@@ -85,8 +85,7 @@ class _StageFailed(Exception):
 
 def needs(kind: str, model_bytes: int, limits: Limits, declared: tuple[int, float] | None = None) -> Needs:
     base, per_byte = declared or MEMORY[kind]
-    memory = int(base + per_byte * model_bytes)
-    return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
+    return _capped(int(base + per_byte * model_bytes), limits)
 
 
 def probe_needs(hub_bytes: int, activation_bytes: int | None, limits: Limits) -> Needs:
@@ -95,7 +94,11 @@ def probe_needs(hub_bytes: int, activation_bytes: int | None, limits: Limits) ->
     if activation_bytes is None:
         return needs("activation-ranges", hub_bytes, limits)
     base, per_byte, per_activation = PROBE_MEMORY
-    memory = int(base + per_byte * hub_bytes + per_activation * activation_bytes)
+    return _capped(int(base + per_byte * hub_bytes + per_activation * activation_bytes), limits)
+
+
+def _capped(memory: int, limits: Limits) -> Needs:
+    """An expected peak, never above the run's --max-memory (a stage's limit is its share of it)."""
     return Needs(memory=min(memory, limits.max_memory) if limits.max_memory else memory)
 
 

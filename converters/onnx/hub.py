@@ -3,6 +3,7 @@ with names TensorFlow accepts, checked."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,10 +183,7 @@ def activation_bytes(model) -> int | None:
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
             if not t.HasField("shape") or any(d <= 0 for d in dims):
                 return None
-            count = 1
-            for d in dims:
-                count *= d
-            total += count * _FLOAT_BYTES[t.elem_type]
+            total += math.prod(dims) * _FLOAT_BYTES[t.elem_type]
     return total
 
 
