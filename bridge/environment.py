@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import platform
+import threading
 from dataclasses import asdict, is_dataclass
 
 from bridge.base.installed import version
@@ -18,5 +20,20 @@ def versions() -> dict[str, str | None]:
 
 def describe(options) -> dict:
     opts = asdict(options) if is_dataclass(options) else dict(options)
-    return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions(),
-            "options": opts}
+    return {"python": platform.python_version(), "platform": _platform(), "versions": versions(), "options": opts}
+
+
+_ONCE = threading.Lock()
+
+
+def _platform() -> str:
+    """`platform.platform()`, worked out once per process: it runs `uname -p` in a subprocess, and
+    its own cache does not stop the models of a `bridge batch`, each asking from its own thread at
+    the same moment, from starting one each."""
+    with _ONCE:
+        return _worked_out()
+
+
+@functools.cache
+def _worked_out() -> str:
+    return platform.platform()
