@@ -124,7 +124,47 @@ def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
             if np.any(scale < 1e-30):
                 q.scale = np.where(scale < 1e-30, np.float32(1e-12), scale).tolist()
             _reround(model, t, floats)
+    _integer_pad_values(model)
     return fbu.save(model)
+
+
+_INTEGER = {"INT8": np.int8, "INT16": np.int16}
+
+
+def _integer_pad_values(model) -> None:
+    """Store each integer PADV2's pad value in its input's type. onnx2tf writes a padded MaxPool as
+    PADV2 with a float32 pad value of -FLT_MAX, then MAX_POOL; the quantizer makes the PADV2's input
+    and output int8 (or int16) but leaves that constant float32, and the runtime refuses the file
+    ("op_context.input->type != op_context.constant_values->type"): every CNN with a padded
+    MaxPool (the ResNet stems) failed in int8 and int16x8. The value is quantized as the output
+    is (the kernel requires the pad value's scale and zero point to be the output's), saturating:
+    -FLT_MAX becomes the type's least value, below every real value, as a max pool needs."""
+    fb = fbu.schema()
+    types = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            if fbu.code_name(model.operatorCodes[op.opcodeIndex]) != "PADV2" or len(op.inputs) < 3 \
+                    or op.inputs[2] < 0:
+                continue
+            out, value = sg.tensors[op.outputs[0]], sg.tensors[op.inputs[2]]
+            dtype = _INTEGER.get(types.get(out.type))
+            data = fbu.constant(model, value)
+            q = out.quantization
+            if dtype is None or value.type != fb.TensorType.FLOAT32 or data is None or q is None \
+                    or q.scale is None or len(q.scale) != 1:
+                continue
+            pad = float(data.view("<f4")[0])
+            info = np.iinfo(dtype)
+            zero = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+            stored = np.clip(np.round(np.clip(pad / float(q.scale[0]), -2.0**40, 2.0**40)) + zero, info.min, info.max)
+            tensor = fb.TensorT()  # a tensor of its own: the float constant may have other readers
+            tensor.shape, tensor.type = [], out.type
+            tensor.name = (value.name or b"") + b"_" + types[out.type].lower().encode()
+            tensor.buffer = fbu.add_buffer(model, np.asarray([stored], dtype=dtype))
+            tensor.quantization = fb.QuantizationParametersT()
+            tensor.quantization.scale, tensor.quantization.zeroPoint = [float(q.scale[0])], [zero]
+            sg.tensors.append(tensor)
+            op.inputs[2] = len(sg.tensors) - 1
 
 
 def _float_weights(fp32: bytes) -> dict[str, np.ndarray]:

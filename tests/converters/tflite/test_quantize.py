@@ -81,3 +81,48 @@ def test_calibration_ranges_are_dropped_and_zero_scales_made_usable(fp32, tmp_pa
 def test_no_samples_no_calibrated_file(fp32):
     with pytest.raises(ConversionError, match="needs calibration samples"):
         calibrate(str(fp32), iter(()), "int8", False)
+
+
+def _padded() -> "onnx.ModelProto":
+    """x [1, 3, 16, 16] -> conv 3x3 (8, no relu: negative values reach the pool) -> max pool 3x3
+    stride 2 with pads -> Pad with the constant 0.75. onnx2tf writes the pool's pads as PADV2 with
+    -FLT_MAX and the Pad as PADV2 with 0.75, both float32 constants in the float file."""
+    from tests.converters.tflite.helpers import OPSET, TensorProto, helper, numpy_helper, onnx
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64), "pads"),
+             numpy_helper.from_array(np.array(0.75, np.float32), "value")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Pad", ["m", "pads", "value"], ["y"], mode="constant")]
+    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 11, 11])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_padded_max_pool_and_constant_pad_run_in_integers(tmp_path, mode):
+    """The quantizer left PADV2's pad value float32 beside an int8/int16 input, and ai-edge-litert
+    refused the whole file ("INT8 != FLOAT32 ... PADV2 failed to prepare"): every CNN with a padded
+    max pool (a ResNet stem). The pad value is stored in the output's type and quantization."""
+    fp32 = to_tflite(_padded(), tmp_path)
+    assert fbu.op_counts(fp32.read_bytes())["PADV2"] == 2
+    path = _quantized(fp32, tmp_path, mode)
+    model, fb = fbu.load(path.read_bytes()), fbu.schema()
+    pads = [(sg, op) for sg in model.subgraphs for op in sg.operators
+            if fbu.code_name(model.operatorCodes[op.opcodeIndex]) == "PADV2"]
+    assert len(pads) == 2
+    integer = fb.TensorType.INT8 if mode == "int8" else fb.TensorType.INT16
+    for sg, op in pads:
+        value, out = sg.tensors[op.inputs[2]], sg.tensors[op.outputs[0]]
+        assert value.type == out.type == integer
+        assert list(value.quantization.scale) == list(out.quantization.scale)
+        assert list(value.quantization.zeroPoint) == list(out.quantization.zeroPoint)
+    inputs = images(4)
+    got, want = run(path, inputs), run(fp32, inputs)
+    assert snr_db(got, want) > (30 if mode == "int8" else 45)
+    assert want.shape == got.shape == (4, 8, 11, 11)
+    assert np.all(want[:, :, :2, :] == 0.75)  # the Pad's first two rows
+    step = max(float(sg.tensors[op.outputs[0]].quantization.scale[0]) for sg, op in pads)
+    assert np.abs(got[:, :, :2, :] - 0.75).max() <= step / 2 * 1.001  # stored to the nearest step
