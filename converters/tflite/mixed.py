@@ -41,11 +41,18 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = 
     wanted = set(names)
     fb = fbu.schema()
     # a QUANTIZE or DEQUANTIZE converts between int8 and float: never kept (its output must stay integer)
-    convert = {fbu.opcode_index(model, b) for b in (fb.BuiltinOperator.QUANTIZE, fb.BuiltinOperator.DEQUANTIZE)}
+    dequantize = fbu.opcode_index(model, fb.BuiltinOperator.DEQUANTIZE)
+    convert = {fbu.opcode_index(model, fb.BuiltinOperator.QUANTIZE), dequantize}
+    # A graph output the quantizer made integer keeps its name on the DEQUANTIZE that hands it back
+    # in float (`y`); the op computing it writes `y_int8`: that op is the one a name means.
+    behind = {_name(sg.tensors[op.inputs[0]]): _name(sg.tensors[op.outputs[0]]) for op in sg.operators
+              if op.opcodeIndex == dequantize and _name(sg.tensors[op.outputs[0]]) in wanted}
+    wanted |= set(behind)
     computing = [i for i, op in enumerate(sg.operators) if op.opcodeIndex not in convert]
     kept = {i for i in computing if any(_name(sg.tensors[t]) in wanted
                                         for t in sg.operators[i].outputs if _quantized(sg.tensors[t]))}
     found = {_name(sg.tensors[t]) for i in kept for t in sg.operators[i].outputs}
+    found |= {behind[n] for n in found if n in behind}
     if readers != "none":
         made = {t for i in kept for t in sg.operators[i].outputs}
         kept |= {i for i in computing if any(t in made for t in sg.operators[i].inputs)
@@ -53,8 +60,20 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = 
                  and (readers == "all" or not _weighted(model, sg, sg.operators[i]))}
     outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
     _Islands(model, sg, floats).cut(kept)
+    _drop_unread_conversions(sg, convert)
     _drop_unread_constants(model, sg)
     return fbu.save(model), [n for n in names if n not in found], outputs
+
+
+def _drop_unread_conversions(sg, convert: set[int]) -> None:
+    """Drop the QUANTIZEs and DEQUANTIZEs nothing reads any more: a kept first layer reads the
+    float input itself, and the input's QUANTIZE has no reader left."""
+    while True:
+        read = {t for op in sg.operators for t in op.inputs if t >= 0} | set(sg.outputs or ())
+        dead = [op for op in sg.operators if op.opcodeIndex in convert and not any(t in read for t in op.outputs)]
+        if not dead:
+            return
+        sg.operators = [op for op in sg.operators if all(op is not d for d in dead)]
 
 
 def _drop_unread_constants(model, sg) -> None:
@@ -77,8 +96,12 @@ class _Islands:
     def cut(self, kept: set[int]) -> None:
         readers = self._readers()
         outputs = set(self.sg.outputs if self.sg.outputs is not None else ())
+        self.made = {t: i for i, op in enumerate(self.sg.operators) for t in op.outputs}
+        dropped = self._float_readers(kept, readers)
         ops = []
         for i, op in enumerate(self.sg.operators):
+            if i in dropped:
+                continue
             if i not in kept:
                 ops.append(op)
                 continue
@@ -89,9 +112,34 @@ class _Islands:
                 if not _quantized(self.sg.tensors[t]):
                     continue
                 op.outputs[k] = self._float_twin(t)
-                if t in outputs or any(r not in kept for r in readers.get(t, ())):
+                if t in outputs or any(r not in kept and r not in dropped for r in readers.get(t, ())):
                     ops.append(self._op(self.fb.BuiltinOperator.QUANTIZE, self.twin[t], t))
         self.sg.operators = ops
+
+    def _float_readers(self, kept: set[int], readers: dict[int, list[int]]) -> set[int]:
+        """The DEQUANTIZEs reading a kept op's output, for a reader the quantizer left float (a DIV
+        it has no integer kernel for): dropped, the kept op writing their float tensor itself.
+        Through a QUANTIZE and back, the float values would take the int8 tensor's rounding,
+        which is what keeping the op removes (a DBNet's 1 + exp(50x) before its reciprocal: a
+        range of 1e22 in 256 steps made every value 0 and the output Inf)."""
+        dequantize = fbu.opcode_index(self.model, self.fb.BuiltinOperator.DEQUANTIZE)
+        dropped: set[int] = set()
+        for i in kept:
+            for t in self.sg.operators[i].outputs:
+                found = [r for r in readers.get(t, ()) if self.sg.operators[r].opcodeIndex == dequantize]
+                if not found or not _quantized(self.sg.tensors[t]):
+                    continue
+                self.twin[t] = self.sg.operators[found[0]].outputs[0]
+                for r in found[1:]:  # more than one: their readers read the first's tensor
+                    self._rename(self.sg.operators[r].outputs[0], self.twin[t])
+                dropped.update(found)
+        return dropped
+
+    def _rename(self, old: int, new: int) -> None:
+        for op in self.sg.operators:
+            op.inputs = [new if t == old else t for t in op.inputs]
+        if self.sg.outputs is not None:
+            self.sg.outputs = [new if t == old else t for t in self.sg.outputs]
 
     def _readers(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -113,8 +161,24 @@ class _Islands:
         if t in self.twin:  # a kept op made it, or an earlier kept reader dequantized it
             op.inputs[k] = self.twin[t]
             return None
+        source = self._quantized_from(t)
+        if source is not None:  # a float op's output the quantizer rounded for int8 readers: read it as it was
+            op.inputs[k] = self.twin[t] = source
+            return None
         op.inputs[k] = self._float_twin(t)
         return self._op(self.fb.BuiltinOperator.DEQUANTIZE, t, self.twin[t])
+
+    def _quantized_from(self, t: int) -> int | None:
+        """The float32 tensor a QUANTIZE made `t` from (the output of an op left float), if one did."""
+        i = self.made.get(t)
+        op = self.sg.operators[i] if i is not None else None
+        if op is None or op.opcodeIndex != fbu.opcode_index(self.model, self.fb.BuiltinOperator.QUANTIZE):
+            return None
+        source = op.inputs[0]
+        tensor = self.sg.tensors[source]
+        if tensor.type != self.fb.TensorType.FLOAT32 or fbu.constant(self.model, tensor) is not None:
+            return None
+        return source
 
     def _float_twin(self, t: int) -> int:
         if t not in self.twin:
