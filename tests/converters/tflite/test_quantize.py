@@ -83,11 +83,11 @@ def test_no_samples_no_calibrated_file(fp32):
         calibrate(str(fp32), iter(()), "int8", False)
 
 
-def _padded() -> "onnx.ModelProto":
+def _padded():
     """x [1, 3, 16, 16] -> conv 3x3 (8, no relu: negative values reach the pool) -> max pool 3x3
     stride 2 with pads -> Pad with the constant 0.75. onnx2tf writes the pool's pads as PADV2 with
     -FLT_MAX and the Pad as PADV2 with 0.75, both float32 constants in the float file."""
-    from tests.converters.tflite.helpers import OPSET, TensorProto, helper, numpy_helper, onnx
+    from tests.converters.tflite.helpers import OPSET, TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w"),
