@@ -248,7 +248,8 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     hub_of = {v: k for k, v in kept.items()} | {k: k for k in kept}
     at.update({n[1:]: hub_of.get(unit[0], unit[0]) for unit in units for n in unit if n.startswith("@")})
     data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
-                                    list(at), readers="all" if all_readers else "weightless")
+                                    list(at), readers="all" if all_readers else "weightless",
+                                    public=_public(outputs, tensors), nodes=list(kept))
     Path(out).write_bytes(data)
     changed = {at[t] for t in at if t not in missed}
     hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
@@ -269,7 +270,7 @@ def _cut_kept(keep: str | None, node_names: dict[str, str], outputs: dict[str, l
 
     kept = named_layers(keep, _Nodes(outputs), node_names, "--tflite-keep", "tflite-convert")
     names = {tensors.get(o, o): layer for layer in kept for o in outputs[layer] if o}
-    data, missed, _ = keep_float(int8, fp32, list(names))
+    data, missed, _ = keep_float(int8, fp32, list(names), public=_public(outputs, tensors), nodes=list(kept))
     path.write_bytes(data)
     lost = sorted({kept[names[n]] for n in missed} - {kept[names[n]] for n in names if n not in missed})
     if lost:
@@ -277,6 +278,11 @@ def _cut_kept(keep: str | None, node_names: dict[str, str], outputs: dict[str, l
                             "(folded into a neighbour, or float already): nothing to keep")
     art.details["kept_layers"] = list(kept.values())
     art.details["kept_precision"] = "float32"
+
+
+def _public(outputs: dict[str, list[str]], tensors: dict) -> set[str]:
+    """The TFLite names of the ONNX graph's tensors (onnx2tf's correspondence report, or the same name)."""
+    return {tensors.get(o, o) for names in outputs.values() for o in names if o} | set(tensors.values())
 
 
 class _Nodes:

@@ -43,7 +43,7 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     act, bias = _TYPES[cfg.activations]
     io_type = act if cfg.integer_io else np.float32
     with open(fp32_path, "rb") as f:
-        model = f.read()  # the wrapper keeps a pointer into these bytes, not a reference: hold them
+        model = _saturated(f.read())  # the wrapper keeps a pointer into these bytes, not a reference: hold them
     wrapper = cw.CalibrationWrapper(model, [], [])
     prepared = False
     for arrays in samples:
@@ -62,6 +62,34 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     # int8 weights rounded as TensorFlow does where that matches its files bit for bit (int8
     # activations); its int16x8 files round some other way, left as the quantizer wrote them.
     return compact(bytes(buf), model if cfg.activations == "int8" else None)
+
+
+# What a float constant of float32's own scale (a mask's fill, -3.4e38 or -inf) becomes in the
+# file the quantizer makes: finite, and far beyond anything it masks.
+SATURATED = 1e4
+
+
+def _saturated(model: bytes) -> bytes:
+    """The float file with every float32 constant of magnitude 1e30 or more (or infinite) brought
+    to +-SATURATED. An attention mask's fill (`Where(mask, scores, finfo.min)`, lowered by onnx2tf
+    to `cond * x + (1 - cond) * -3.4e38`) gave its int8 tensors steps of 1.3e36, and ai-edge-litert
+    aborts preparing the ops that combine them with ordinary ones (SIGABRT: all-MiniLM-L6-v2's int8
+    file could not even load). An integer tensor holds no such value beside the values it masks
+    either way: each saturates at the end of its range. Kept layers of `int8-mixed` read the
+    float file's own constants (`mixed.keep_float`), unchanged."""
+    m = fbu.load(model)
+    changed = False
+    for sg in m.subgraphs:
+        for tensor in sg.tensors:
+            data = fbu.constant(m, tensor)
+            if data is None or tensor.type != fbu.schema().TensorType.FLOAT32:
+                continue
+            values = data.view("<f4")
+            if np.any(np.abs(values) >= 1e30):  # inf too; NaN compares false and stays
+                clipped = np.where(np.abs(values) >= 1e30, np.sign(values) * SATURATED, values).astype("<f4")
+                m.buffers[tensor.buffer].data = np.frombuffer(clipped.tobytes(), np.uint8)
+                changed = True
+    return fbu.save(m) if changed else model
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,31 @@ def test_padded_max_pool_and_constant_pad_run_in_integers(tmp_path, mode):
     assert np.all(want[:, :, :2, :] == 0.75)  # the Pad's first two rows
     step = max(float(sg.tensors[op.outputs[0]].quantization.scale[0]) for sg, op in pads)
     assert np.abs(got[:, :, :2, :] - 0.75).max() <= step / 2 * 1.001  # stored to the nearest step
+
+
+def test_constants_of_float32s_own_scale_are_saturated_for_the_quantizer(tmp_path):
+    """An attention mask's fill (finfo(float32).min, or -inf) reaches the quantizer as a float32
+    constant; in all-MiniLM-L6-v2 it gave int8 tensors steps of 1.3e36 and ai-edge-litert aborted
+    loading the file (SIGABRT, no message). The file handed to the quantizer holds +-1e4 instead;
+    every other value stays as it was, bit for bit."""
+    from bridge.converters.tflite.quantize import SATURATED, _saturated
+    from tests.converters.tflite.helpers import OPSET, TensorProto, helper, numpy_helper
+
+    fill = np.array([np.finfo(np.float32).min, -np.inf, np.inf, 1e30, -2.5, 0.0, 3e29], np.float32)
+    inits = [numpy_helper.from_array(fill.reshape(1, 1, 1, 7), "fill")]
+    nodes = [helper.make_node("Add", ["x", "fill"], ["y"])]
+    graph = helper.make_graph(nodes, "fill", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 7])], inits)
+    fp32 = to_tflite(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8), tmp_path)
+    before, after = fbu.load(fp32.read_bytes()), fbu.load(_saturated(fp32.read_bytes()))
+
+    def constants(model):
+        return {t.name: fbu.constant(model, t).view("<f4").copy() for sg in model.subgraphs for t in sg.tensors
+                if fbu.constant(model, t) is not None and t.type == fbu.schema().TensorType.FLOAT32}
+
+    was, now = constants(before), constants(after)
+    (name,) = [n for n, v in was.items() if v.size == 7]
+    assert now[name].tolist() == [-SATURATED, -SATURATED, SATURATED, SATURATED, -2.5, 0.0, np.float32(3e29)]
+    assert all(np.array_equal(now[n], v) for n, v in was.items() if n != name)
+    plain = to_tflite(cnn(), tmp_path / "plain")  # nothing to saturate: the very same bytes
+    assert _saturated(plain.read_bytes()) == plain.read_bytes()
