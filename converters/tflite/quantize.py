@@ -7,7 +7,9 @@ lane's table (`modes.MODES`) says, per mode, which rewrite or quantizer makes it
 - int8, int8-io, int16x8: calibrated by ai-edge-litert's own post-training quantizer
   (`_pywrap_tensorflow_lite_calibration_wrapper`: TFLite's calibrator, which runs the float model on
   our samples and records each tensor's range, and its quantizer, which writes integer kernels).
-  It is the quantizer TensorFlow's converter shipped before its MLIR one, and needs no TensorFlow.
+  It is the quantizer TensorFlow's converter shipped before its MLIR one (and the one it still uses
+  for int16x8), and needs no TensorFlow. int16x8 then has its biases corrected for the int8
+  weights' mean rounding error (`bias.InputMeans`).
 
 Not used, and why (measured, NOTES-issue12.md): onnx2tf 2.x's own quantized outputs (dynamic range
 at -5 dB SNR, per-channel integer failing its own validation, per-tensor int8 at 10-13 dB);
@@ -25,6 +27,7 @@ import numpy as np
 from bridge.base.errors import ConversionError
 from bridge.base.lazy import require
 from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.bias import InputMeans
 from bridge.converters.tflite.modes import config
 
 # activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
@@ -45,12 +48,15 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     with open(fp32_path, "rb") as f:
         model = f.read()  # the wrapper keeps a pointer into these bytes, not a reference: hold them
     wrapper = cw.CalibrationWrapper(model, [], [])
+    means = InputMeans(model) if cfg.bias_correction else None
     prepared = False
     for arrays in samples:
         if not prepared:
             wrapper.Prepare([list(a.shape) for a in arrays])
             prepared = True
         wrapper.FeedTensor(list(arrays))
+        if means is not None:
+            means.add(arrays)
     if not prepared:
         raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
     try:
@@ -59,9 +65,10 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     except RuntimeError as e:  # the quantizer's refusal, e.g. an op with no integer kernel
         raise ConversionError(_brief(e), stage="tflite-convert") from None
     del wrapper
-    # int8 weights rounded as TensorFlow does where that matches its files bit for bit (int8
-    # activations); its int16x8 files round some other way, left as the quantizer wrote them.
-    return compact(bytes(buf), model if cfg.activations == "int8" else None)
+    # int8 weights rounded as TensorFlow does (its files, bit for bit, for int8 activations; for
+    # int16x8 the quantizer already rounds them as TensorFlow does: NOTES-issue12.md).
+    out = compact(bytes(buf), model if cfg.activations == "int8" else None)
+    return means.correct(out) if means is not None else out
 
 
 @dataclass(frozen=True)
