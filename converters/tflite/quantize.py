@@ -48,12 +48,13 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     with open(fp32_path, "rb") as f:
         model = f.read()  # the wrapper keeps a pointer into these bytes, not a reference: hold them
     wrapper = cw.CalibrationWrapper(model, [], [])
-    means = InputMeans(model) if cfg.bias_correction else None
+    means: InputMeans | None = None
     prepared = False
     for arrays in samples:
         if not prepared:
-            wrapper.Prepare([list(a.shape) for a in arrays])
+            wrapper.Prepare([list(a.shape) for a in arrays])  # the quantizer's own refusals come first
             prepared = True
+            means = InputMeans(model) if cfg.bias_correction else None
         wrapper.FeedTensor(list(arrays))
         if means is not None:
             means.add(arrays)
