@@ -14,6 +14,11 @@ Why int16x8 only: measured on the trained samples, it helps int16x8 (MobileNetV2
 32.874 -> 31.125), whose int8 activations add an error of their own. The int8 modes stay as
 TensorFlow writes them, bit for bit (`quantize.compact`).
 
+Guarded (`choose`): on trained zoo models the correction lowered held-out SNR as well as raising
+it (NOTES-issue12.md), so the corrected file replaces the plain one only when its outputs are
+closer to the float file's on the calibration samples (the quantizer's own data, never the parity
+samples); the decision and both figures go into the artifact's details.
+
 Why not match TensorFlow's int16x8 file instead: ai-edge-litert's quantizer writes TensorFlow's
 file byte for byte from the same calibration ranges; the ranges themselves differ in the last
 float32 bit, from the two builds' float kernels (NOTES-issue12.md).
@@ -21,7 +26,8 @@ float32 bit, from the two builds' float kernels (NOTES-issue12.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,3 +187,66 @@ def _shift(layer: Layer, error: np.ndarray, means: np.ndarray) -> np.ndarray:
         return np.einsum("ohwc,hwc->o", error, means)
     multiplier = error.shape[3] // means.shape[2]  # depthwise [1, kh, kw, in * multiplier]
     return np.einsum("hwo,hwo->o", error[0], np.repeat(means, multiplier, axis=2))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the corrected biases were kept, from each file's SNR against the float file on the
+    calibration samples (worst output, pooled over samples, as the parity report pools them)."""
+
+    applied: bool
+    plain_snr_db: float
+    corrected_snr_db: float
+    samples: int
+
+    def to_json(self) -> dict:
+        def db(x: float) -> float | None:
+            return round(x, 4) if math.isfinite(x) else None
+
+        return {"applied": self.applied, "samples": self.samples,
+                "calibration_snr_db": {"plain": db(self.plain_snr_db), "corrected": db(self.corrected_snr_db)}}
+
+
+def choose(fp32: bytes, plain: bytes, corrected: bytes,
+           samples: Iterable[Sequence[np.ndarray]]) -> tuple[bytes, Decision]:
+    """`corrected` if its outputs are strictly closer to `fp32`'s than `plain`'s on `samples`, else
+    `plain` (a NaN or Inf in either keeps `plain`)."""
+    runs = [_Runner(b) for b in (fp32, plain, corrected)]
+    err = ref = None
+    count = 0
+    for arrays in samples:
+        want, *got = (r(arrays) for r in runs)
+        ref_now = np.array([np.sum(np.square(w)) for w in want])
+        err_now = np.array([[np.sum(np.square(g - w)) for g, w in zip(outs, want, strict=True)] for outs in got])
+        ref, err = (ref_now, err_now) if ref is None else (ref + ref_now, err + err_now)
+        count += 1
+    if count == 0:
+        return plain, Decision(False, math.nan, math.nan, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = 10 * np.log10(ref / err)  # [file, output]; an exact output is +inf
+    worst = [float(np.min(s)) for s in snr]
+    applied = bool(np.isfinite(ref).all() and not np.isnan(worst).any() and worst[1] > worst[0])
+    return (corrected if applied else plain), Decision(applied, worst[0], worst[1], count)
+
+
+class _Runner:
+    """A file on ai-edge-litert, its outputs in graph order as float64, sized to the first sample."""
+
+    def __init__(self, buf: bytes):
+        interpreter = require("ai_edge_litert.interpreter")
+        self._buf = buf  # the interpreter reads these bytes in place
+        self._run = interpreter.Interpreter(model_content=buf, num_threads=1)
+        self._sized = False
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        run = self._run
+        inputs = run.get_input_details()
+        if not self._sized:
+            for detail, a in zip(inputs, arrays, strict=True):
+                run.resize_tensor_input(detail["index"], list(a.shape))
+            run.allocate_tensors()
+            self._sized = True
+        for detail, a in zip(inputs, arrays, strict=True):
+            run.set_tensor(detail["index"], a)
+        run.invoke()
+        return [run.get_tensor(d["index"]).astype(np.float64) for d in run.get_output_details()]

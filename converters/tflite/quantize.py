@@ -27,22 +27,34 @@ import numpy as np
 from bridge.base.errors import ConversionError
 from bridge.base.lazy import require
 from bridge.converters.tflite import flatbuffer as fbu
-from bridge.converters.tflite.bias import InputMeans
+from bridge.converters.tflite.bias import InputMeans, choose
 from bridge.converters.tflite.modes import config
 
 # activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
 _TYPES = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}
 
 
-def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> bytes:
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibrated file, and for a bias-corrected mode whether its correction was kept and why
+    (`bias.Decision.to_json`, the artifact's `bias_correction` detail)."""
+
+    data: bytes
+    bias_correction: dict | None = None
+
+
+def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> Calibrated:
     """A calibrated integer model from the float32 file at `fp32_path`.
 
     `samples`: the float32 file's inputs for each calibration sample, in its input order and
-    layout. Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the
-    process on some graphs (seen: a ViT in int16x8).
+    layout; a mode with bias correction reads them twice (a one-shot iterator is listed first).
+    Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the process on
+    some graphs (seen: a ViT in int16x8).
     """
     cw = require("ai_edge_litert._pywrap_tensorflow_lite_calibration_wrapper")
     cfg = config(mode)
+    if cfg.bias_correction and iter(samples) is samples:
+        samples = list(samples)
     act, bias = _TYPES[cfg.activations]
     io_type = act if cfg.integer_io else np.float32
     with open(fp32_path, "rb") as f:
@@ -69,7 +81,11 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     # int8 weights rounded as TensorFlow does (its files, bit for bit, for int8 activations; for
     # int16x8 the quantizer already rounds them as TensorFlow does: NOTES-issue12.md).
     out = compact(bytes(buf), model if cfg.activations == "int8" else None)
-    return means.correct(out) if means is not None else out
+    if means is None:
+        return Calibrated(out)
+    # kept only where it brings the outputs closer to the float file's on these same samples
+    chosen, decision = choose(model, out, means.correct(out), samples)
+    return Calibrated(chosen, decision.to_json())
 
 
 @dataclass(frozen=True)
@@ -86,17 +102,33 @@ class Job:
     out_path: str
 
     def run(self) -> None:
+        import json
+
         from bridge.base.arrays import Feeds
 
         feeds = Feeds(self.feeds["folder"], tuple(self.feeds["names"]), self.feeds["length"])
-
-        def arrays():
-            for feed in feeds:
-                yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
-
-        data = calibrate(self.fp32_path, arrays(), self.mode, self.allow_float)
+        made = calibrate(self.fp32_path, _FileSamples(feeds, self.order), self.mode, self.allow_float)
         with open(self.out_path, "wb") as f:
-            f.write(data)
+            f.write(made.data)
+        if made.bias_correction is not None:
+            with open(details_path(self.out_path), "w") as f:
+                json.dump({"bias_correction": made.bias_correction}, f)
+
+
+def details_path(out_path: str) -> str:
+    """Where the child leaves the file's details for the lane: beside the file."""
+    return out_path + ".details.json"
+
+
+class _FileSamples:
+    """The calibration samples read from disk on each pass, in the float file's order and layout."""
+
+    def __init__(self, feeds, order: list):
+        self.feeds, self.order = feeds, order
+
+    def __iter__(self):
+        for feed in self.feeds:
+            yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
 
 
 def _to_file(x: np.ndarray, perm: tuple | None, dtype: str) -> np.ndarray:

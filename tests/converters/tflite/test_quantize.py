@@ -11,9 +11,10 @@ import pytest
 
 from bridge.base.errors import ConversionError
 from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.bias import InputMeans
 from bridge.converters.tflite.modes import config
 from bridge.converters.tflite.quantize import calibrate, compact
-from tests.converters.tflite.helpers import cnn, images, run, snr_db, tensor_types, to_tflite
+from tests.converters.tflite.helpers import cnn, gated, images, run, snr_db, tensor_types, to_tflite
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def fp32(tmp_path_factory):
 def _quantized(fp32, tmp_path, mode: str):
     path = tmp_path / f"{mode}.tflite"
     cfg = config(mode)
-    path.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), mode, cfg.float_fallback))
+    path.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), mode, cfg.float_fallback).data)
     return path
 
 
@@ -110,6 +111,47 @@ def test_int16x8_biases_absorb_the_mean_weight_rounding_error(fp32, tmp_path, mo
         moved.append(np.abs(steps).max())
     # the shifts are many bias steps, so the checks above tell a corrected bias from a plain one
     assert min(moved) > 100 if mode == "int16x8" else max(moved) > 10
+
+
+def _plain_int16x8(fp32, samples) -> bytes:
+    """The quantizer's int16x8 file before any bias correction, made here as `calibrate` makes it."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as cw
+
+    model = fp32.read_bytes()
+    wrapper = cw.CalibrationWrapper(model, [], [])
+    wrapper.Prepare([list(a.shape) for a in samples[0]])
+    for arrays in samples:
+        wrapper.FeedTensor(list(arrays))
+    io, act, bias = (np.dtype(t).num for t in (np.float32, np.int16, np.int64))
+    return compact(bytes(wrapper.QuantizeModel(io, io, True, act, bias, False, False)))
+
+
+@pytest.mark.parametrize(("model", "helps"), [(cnn, True), (gated, False)], ids=["helps", "hurts"])
+def test_int16x8_keeps_its_bias_correction_only_where_the_outputs_come_closer(tmp_path, model, helps):
+    """The guard (`bias.choose`): the corrected file replaces the plain one only when its outputs are
+    closer to the float file's on the calibration samples. Both candidate files are made here and
+    measured with the tests' own SNR; the artifact's record must carry the same two figures."""
+    fp32 = to_tflite(model(), tmp_path)
+    samples = [[x] for x in images(16, seed=7)]
+    made = calibrate(str(fp32), samples, "int16x8", True)
+    plain = _plain_int16x8(fp32, samples)
+    means = InputMeans(fp32.read_bytes())
+    for arrays in samples:
+        means.add(arrays)
+    corrected = means.correct(plain)
+    assert corrected != plain
+    paths = {"plain": tmp_path / "plain.tflite", "corrected": tmp_path / "corrected.tflite"}
+    paths["plain"].write_bytes(plain)
+    paths["corrected"].write_bytes(corrected)
+    xs = [x for [x] in samples]
+    want = run(fp32, xs)
+    snr = {k: snr_db(run(p, xs), want) for k, p in paths.items()}
+    assert (snr["corrected"] > snr["plain"] + 0.1) == helps and abs(snr["corrected"] - snr["plain"]) > 0.1
+    assert made.data == (corrected if helps else plain)
+    record = made.bias_correction
+    assert record["applied"] is helps and record["samples"] == 16
+    for k in ("plain", "corrected"):
+        assert record["calibration_snr_db"][k] == pytest.approx(snr[k], abs=1e-3)
 
 
 def test_int8_io_takes_and_gives_int8(fp32, tmp_path):
