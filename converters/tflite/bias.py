@@ -210,7 +210,8 @@ class Decision:
 def choose(fp32: bytes, plain: bytes, corrected: bytes,
            samples: Iterable[Sequence[np.ndarray]]) -> tuple[bytes, Decision]:
     """`corrected` if its outputs are strictly closer to `fp32`'s than `plain`'s on `samples`, else
-    `plain` (a NaN or Inf in either keeps `plain`)."""
+    `plain`. An output that is Inf counts as -inf dB; a NaN, or a float output that is not finite,
+    keeps `plain`."""
     runs = [_Runner(b) for b in (fp32, plain, corrected)]
     err = ref = None
     count = 0
