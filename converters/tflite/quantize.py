@@ -9,7 +9,8 @@ lane's table (`modes.MODES`) says, per mode, which rewrite or quantizer makes it
   our samples and records each tensor's range, and its quantizer, which writes integer kernels).
   It is the quantizer TensorFlow's converter shipped before its MLIR one (and the one it still uses
   for int16x8), and needs no TensorFlow. int16x8 then has its biases corrected for the int8
-  weights' mean rounding error (`bias.InputMeans`).
+  weights' mean rounding error (`bias.InputMeans`), kept only where that brings its outputs closer
+  to the float file's on the calibration samples (`bias.choose`).
 
 Not used, and why (measured, NOTES-issue12.md): onnx2tf 2.x's own quantized outputs (dynamic range
 at -5 dB SNR, per-channel integer failing its own validation, per-tensor int8 at 10-13 dB);
