@@ -38,7 +38,7 @@ from bridge.converters.tflite import layout as lay
 from bridge.converters.tflite.flatbuffer import custom_ops, flex_ops, op_counts, stateful_ops
 from bridge.converters.tflite.modes import ModeConfig
 from bridge.converters.tflite.preflight import refused_ops
-from bridge.converters.tflite.quantize import Job
+from bridge.converters.tflite.quantize import Job, details_path
 
 ROUTE = ("onnx", "onnx2tf(flatbuffer_direct)")
 MAKERS = {"fp16-weights": "fp16-weights", "dynamic-range": "dynamic-range", "calibrated": "litert-quantizer"}
@@ -75,7 +75,7 @@ def convert(req: LaneRequest) -> list[LaneArtifact]:
         art.details.update(details)
         art.correspondence = dict(details["onnx2tf_correspondence"].get("tensors", {}))
         try:
-            art.warnings += _make(req, mode, fp32.path, io_float, path)
+            art.warnings += _make(req, mode, fp32.path, io_float, path, art.details)
             if mode.mixed:
                 _keep_float(req, model, details["onnx2tf_correspondence"], fp32.path, path, art)
             counts = op_counts(path.read_bytes())
@@ -153,8 +153,8 @@ def check_ops(counts, allow_flex: bool) -> None:
                               "runtimes reject; pass --allow-flex to ship them anyway", stage="tflite-convert")
 
 
-def _make(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path) -> list[str]:
-    """Writes `mode`'s file to `path`; returns its warnings."""
+def _make(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path, details: dict) -> list[str]:
+    """Writes `mode`'s file to `path` and adds to `details` what its maker reports; returns its warnings."""
     cfg: ModeConfig = mode.config
     if cfg.make == "float":
         shutil.copyfile(fp32, path)
@@ -167,11 +167,11 @@ def _make(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path
 
         path.write_bytes(dynamic_int8(fp32.read_bytes()))
     else:
-        return _calibrated(req, mode, fp32, io_float, path)
+        return _calibrated(req, mode, fp32, io_float, path, details)
     return []
 
 
-def _calibrated(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path) -> list[str]:
+def _calibrated(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path: Path, details: dict) -> list[str]:
     """Strict integer kernels first; where an op has none, retry with float kernels admitted and say
     so (int16x8 admits them from the start, as few ops have int16 kernels)."""
     cfg: ModeConfig = mode.config
@@ -179,12 +179,12 @@ def _calibrated(req: LaneRequest, mode: ModeSpec, fp32: Path, io_float: IO, path
         raise ConversionError(f"{mode.name} needs calibration samples", stage="tflite-convert")
     order = [(b.name, b.perm, b.dtype) for b in io_float.inputs]
     try:
-        _quantize_in_child(fp32, req, order, mode.name, cfg.float_fallback, path)
+        details.update(_quantize_in_child(fp32, req, order, mode.name, cfg.float_fallback, path))
         return []
     except ConversionError as first:
         if cfg.float_fallback or isinstance(first, _Crashed):
             raise
-        _quantize_in_child(fp32, req, order, mode.name, True, path)
+        details.update(_quantize_in_child(fp32, req, order, mode.name, True, path))
         return [f"{mode.name}: some ops have no integer kernel and stay float ({first})"]
 
 
@@ -192,7 +192,7 @@ class _Crashed(ConversionError):
     pass
 
 
-def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_float: bool, path: Path) -> None:
+def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_float: bool, path: Path) -> dict:
     """ai-edge-litert's quantizer in a process of its own: it aborts the process on some graphs
     (seen: a ViT in int16x8), which must cost this mode only. A plain subprocess, since stage
     children may not start multiprocessing children; it stays in the stage's process group, so
@@ -205,7 +205,12 @@ def _quantize_in_child(fp32: Path, req: LaneRequest, order, mode: str, allow_flo
                           capture_output=True, text=True, preexec_fn=_die_with_parent)
     lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
     if done.returncode == 0:
-        return
+        made = Path(details_path(str(path)))
+        if not made.exists():
+            return {}
+        found = json.loads(made.read_text())
+        made.unlink()
+        return found
     if done.returncode == 1 and lines and lines[-1].startswith("refused: "):
         raise ConversionError(lines[-1][len("refused: "):], stage="tflite-convert")
     how = f"signal {-done.returncode} ({_signal_name(-done.returncode)})" if done.returncode < 0 else \

@@ -18,6 +18,9 @@ class ModeConfig:
     # Kernels that may stay float where an op has no integer one. int8 tries without first and
     # warns when it needed them; int16x8 admits them from the start (few ops have int16 kernels).
     float_fallback: bool = False
+    # Integer biases absorb the mean error of the int8 weights' rounding, measured on the
+    # calibration samples (`bias.InputMeans`). int16x8 only: the int8 modes stay TensorFlow's files.
+    bias_correction: bool = False
 
 
 MODES = (
@@ -37,7 +40,7 @@ MODES = (
              config=ModeConfig("calibrated", activations="int8", integer_io=True),
              description="as int8, with int8 model inputs and outputs"),
     ModeSpec(Mode.INT16X8, WEIGHT_ONLY, calibrated=True,
-             config=ModeConfig("calibrated", activations="int16", float_fallback=True),
+             config=ModeConfig("calibrated", activations="int16", float_fallback=True, bias_correction=True),
              description="int16 activations, int8 weights, calibrated, float I/O"),
 )
 

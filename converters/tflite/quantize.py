@@ -7,7 +7,10 @@ lane's table (`modes.MODES`) says, per mode, which rewrite or quantizer makes it
 - int8, int8-io, int16x8: calibrated by ai-edge-litert's own post-training quantizer
   (`_pywrap_tensorflow_lite_calibration_wrapper`: TFLite's calibrator, which runs the float model on
   our samples and records each tensor's range, and its quantizer, which writes integer kernels).
-  It is the quantizer TensorFlow's converter shipped before its MLIR one, and needs no TensorFlow.
+  It is the quantizer TensorFlow's converter shipped before its MLIR one (and the one it still uses
+  for int16x8), and needs no TensorFlow. int16x8 then has its biases corrected for the int8
+  weights' mean rounding error (`bias.InputMeans`), kept only where that brings its outputs closer
+  to the float file's on the calibration samples (`bias.choose`).
 
 Not used, and why (measured, NOTES-issue12.md): onnx2tf 2.x's own quantized outputs (dynamic range
 at -5 dB SNR, per-channel integer failing its own validation, per-tensor int8 at 10-13 dB);
@@ -25,32 +28,49 @@ import numpy as np
 from bridge.base.errors import ConversionError
 from bridge.base.lazy import require
 from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.bias import InputMeans, choose
 from bridge.converters.tflite.modes import config
 
 # activations -> (activation dtype, bias dtype), as TFLite's integer kernels take them
 _TYPES = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}
 
 
-def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> bytes:
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibrated file, and for a bias-corrected mode whether its correction was kept and why
+    (`bias.Decision.to_json`, the artifact's `bias_correction` detail)."""
+
+    data: bytes
+    bias_correction: dict | None = None
+
+
+def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str, allow_float: bool) -> Calibrated:
     """A calibrated integer model from the float32 file at `fp32_path`.
 
     `samples`: the float32 file's inputs for each calibration sample, in its input order and
-    layout. Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the
-    process on some graphs (seen: a ViT in int16x8).
+    layout; a mode with bias correction reads them twice (a one-shot iterator is listed first).
+    Runs in a child process of its own (`calibrate_in_file`): the quantizer aborts the process on
+    some graphs (seen: a ViT in int16x8).
     """
     cw = require("ai_edge_litert._pywrap_tensorflow_lite_calibration_wrapper")
     cfg = config(mode)
+    if cfg.bias_correction and iter(samples) is samples:
+        samples = list(samples)
     act, bias = _TYPES[cfg.activations]
     io_type = act if cfg.integer_io else np.float32
     with open(fp32_path, "rb") as f:
         model = _saturated(f.read())  # the wrapper keeps a pointer into these bytes, not a reference: hold them
     wrapper = cw.CalibrationWrapper(model, [], [])
+    means: InputMeans | None = None
     prepared = False
     for arrays in samples:
         if not prepared:
-            wrapper.Prepare([list(a.shape) for a in arrays])
+            wrapper.Prepare([list(a.shape) for a in arrays])  # the quantizer's own refusals come first
             prepared = True
+            means = InputMeans(model) if cfg.bias_correction else None
         wrapper.FeedTensor(list(arrays))
+        if means is not None:
+            means.add(arrays)
     if not prepared:
         raise ConversionError(f"{mode} needs calibration samples", stage="tflite-convert")
     try:
@@ -59,9 +79,14 @@ def calibrate(fp32_path: str, samples: Iterable[Sequence[np.ndarray]], mode: str
     except RuntimeError as e:  # the quantizer's refusal, e.g. an op with no integer kernel
         raise ConversionError(_brief(e), stage="tflite-convert") from None
     del wrapper
-    # int8 weights rounded as TensorFlow does where that matches its files bit for bit (int8
-    # activations); its int16x8 files round some other way, left as the quantizer wrote them.
-    return compact(bytes(buf), model if cfg.activations == "int8" else None)
+    # int8 weights rounded as TensorFlow does (its files, bit for bit, for int8 activations; for
+    # int16x8 the quantizer already rounds them as TensorFlow does: NOTES-issue12.md).
+    out = compact(bytes(buf), model if cfg.activations == "int8" else None)
+    if means is None:
+        return Calibrated(out)
+    # kept only where it brings the outputs closer to the float file's on these same samples
+    chosen, decision = choose(model, out, means.correct(out), samples)
+    return Calibrated(chosen, decision.to_json())
 
 
 # What a float constant of float32's own scale (a mask's fill, -3.4e38 or -inf) becomes in the
@@ -106,17 +131,33 @@ class Job:
     out_path: str
 
     def run(self) -> None:
+        import json
+
         from bridge.base.arrays import Feeds
 
         feeds = Feeds(self.feeds["folder"], tuple(self.feeds["names"]), self.feeds["length"])
-
-        def arrays():
-            for feed in feeds:
-                yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
-
-        data = calibrate(self.fp32_path, arrays(), self.mode, self.allow_float)
+        made = calibrate(self.fp32_path, _FileSamples(feeds, self.order), self.mode, self.allow_float)
         with open(self.out_path, "wb") as f:
-            f.write(data)
+            f.write(made.data)
+        if made.bias_correction is not None:
+            with open(details_path(self.out_path), "w") as f:
+                json.dump({"bias_correction": made.bias_correction}, f)
+
+
+def details_path(out_path: str) -> str:
+    """Where the child leaves the file's details for the lane: beside the file."""
+    return out_path + ".details.json"
+
+
+class _FileSamples:
+    """The calibration samples read from disk on each pass, in the float file's order and layout."""
+
+    def __init__(self, feeds, order: list):
+        self.feeds, self.order = feeds, order
+
+    def __iter__(self):
+        for feed in self.feeds:
+            yield [_to_file(feed[name], perm, dtype) for name, perm, dtype in self.order]
 
 
 def _to_file(x: np.ndarray, perm: tuple | None, dtype: str) -> np.ndarray:

@@ -41,6 +41,10 @@ def test_trained_cnn_every_tflite_mode_passes(tmp_path):
             assert m["snr_db"] >= 30
         elif mode in ("dynamic-int8", "int16x8"):
             assert m["snr_db"] >= 20
+            # TensorFlow's converter on this model and data: int16x8 37.4027 dB (NOTES-issue12.md;
+            # the report rounds to 2 places)
+            assert mode != "int16x8" or m["snr_db"] >= 37.40
+            assert mode != "int16x8" or a["bias_correction"]["applied"] is True
         else:
             assert m["snr_db"] >= 15 and m["cosine"] >= 0.98
     # The image input is NHWC in every TFLite file; the ONNX keeps the source's NCHW.
@@ -118,6 +122,17 @@ def test_trained_mobilenet_v2_every_mode(tmp_path):
     assert snr["fp32"] > 90 and snr["fp16"] > 40
     assert min(snr["dynamic-int8"], snr["int16x8"]) > 25 and min(snr["int8"], snr["int8-io"]) > 20
     assert rep["source"]["params"] > 500_000
+    # TensorFlow's converter on the same float graph and calibration (NOTES-issue12.md): int16x8
+    # 38.228 dB; ours must not fall below it (bias correction: 38.53). int8 is TensorFlow's file bit
+    # for bit: 32.874 dB.
+    assert snr["int16x8"] >= 38.228
+    assert snr["int8"] == snr["int8-io"] == pytest.approx(32.87, abs=0.006)
+    # The bias correction is kept because it brings the outputs closer on the calibration images
+    # (the guard's record); the int8 modes have none.
+    record = artifact(rep, "tflite", "int16x8")["bias_correction"]
+    assert record["applied"] is True and record["samples"] == 16
+    assert record["calibration_snr_db"]["corrected"] > record["calibration_snr_db"]["plain"] + 0.1
+    assert all("bias_correction" not in artifact(rep, "tflite", m) for m in ("int8", "int8-io"))
 
 
 TRANSFORMER = """

@@ -43,7 +43,7 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mixed")
     fp32 = to_tflite(_db_head(), folder)
     int8 = folder / "int8.tflite"
-    int8.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), "int8", True))  # DIV stays float
+    int8.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), "int8", True).data)  # DIV stays float
     return fp32, int8
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from bridge.base.errors import ConversionError
 from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.bias import InputMeans
 from bridge.converters.tflite.modes import config
 from bridge.converters.tflite.quantize import calibrate, compact
-from tests.converters.tflite.helpers import cnn, images, run, snr_db, tensor_types, to_tflite
+from tests.converters.tflite.helpers import cnn, gated, images, run, snr_db, tensor_types, to_tflite
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def fp32(tmp_path_factory):
 def _quantized(fp32, tmp_path, mode: str):
     path = tmp_path / f"{mode}.tflite"
     cfg = config(mode)
-    path.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), mode, cfg.float_fallback))
+    path.write_bytes(calibrate(str(fp32), ([x] for x in images(16, seed=7)), mode, cfg.float_fallback).data)
     return path
 
 
@@ -51,6 +52,106 @@ def test_calibrated_file_runs_integer_kernels(fp32, tmp_path, mode, activations,
     assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1
     inputs = images(4)
     assert snr_db(run(path, inputs), run(fp32, inputs)) > (20 if mode == "int8" else 30)
+
+
+def _layer(model, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A constant tensor's stored values, dequantized, and its scales, by name."""
+    [t] = [t for t in model.subgraphs[0].tensors if t.name.decode() == name]
+    q = np.frombuffer(fbu.constant(model, t).tobytes(), dtype).reshape(tuple(t.shape)).astype(np.float64)
+    scale = np.asarray(t.quantization.scale, np.float64)
+    along = [1] * q.ndim
+    along[t.quantization.quantizedDimension] = -1
+    return q * scale.reshape(along), scale
+
+
+def _conv_same(x: np.ndarray, w: np.ndarray, depthwise: bool) -> np.ndarray:
+    """A 3x3 stride-1 zero-padded convolution in float64, channel-last: x [n, h, w, c],
+    w [out, 3, 3, in] (depthwise: [1, 3, 3, c]); written out tap by tap."""
+    n, h, wd, _ = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = 0.0
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i:i + h, j:j + wd, :]
+            out = out + (window * w[0, i, j] if depthwise else np.einsum("nhwc,oc->nhwo", window, w[:, i, j, :]))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_int16x8_biases_absorb_the_mean_weight_rounding_error(fp32, tmp_path, mode):
+    """Each layer's integer bias in int16x8 is the float bias minus the mean output shift that its
+    int8 weights' rounding causes on the calibration images (bias.py), computed here independently:
+    the float network in numpy on the same images, each layer's whole error map conv(x, W_int8 - W)
+    averaged. int8 keeps TensorFlow's plain bias (round(b / scale))."""
+    from onnx import numpy_helper
+
+    model = fbu.load(_quantized(fp32, tmp_path, mode).read_bytes())
+    w = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in cnn().graph.initializer}
+    x = np.concatenate(images(16, seed=7)).astype(np.float64)  # what _quantized calibrates on
+    w1, w2 = w["w1"].transpose(0, 2, 3, 1), w["w2"].transpose(1, 2, 3, 0)  # OIHW -> the file's layouts
+    r1 = np.maximum(_conv_same(x, w1, False) + w["b1"], 0)
+    r2 = np.maximum(_conv_same(r1, w2, True) + w["b2"], 0)
+    pooled = r2.mean(axis=(1, 2))
+    bias_type = np.int64 if mode == "int16x8" else np.int32
+    moved = []
+    for filt, bias, b, shift in [
+        ("conv1_conv_filter", "conv1_conv_bias", w["b1"], lambda e: _conv_same(x, e, False).mean(axis=(0, 1, 2))),
+        ("depthwise_depthwise_filter", "depthwise_depthwise_bias", w["b2"],
+         lambda e: _conv_same(r1, e, True).mean(axis=(0, 1, 2))),
+        ("head_fc_weights", "head_fc_bias", w["b3"], lambda e: e @ pooled.mean(axis=0)),
+    ]:
+        weights, _ = _layer(model, filt, np.int8)
+        error = weights - {"conv1_conv_filter": w1, "depthwise_depthwise_filter": w2, "head_fc_weights": w["w3"]}[filt]
+        stored, scale = _layer(model, bias, bias_type)
+        steps = shift(error) / scale
+        if mode == "int16x8":  # within the quantizer's rounding and ours
+            assert np.abs(stored / scale - (b / scale - steps)).max() <= 1.0
+        else:
+            assert np.abs(stored / scale - b / scale).max() <= 0.501
+        moved.append(np.abs(steps).max())
+    # the shifts are many bias steps, so the checks above tell a corrected bias from a plain one
+    assert min(moved) > 100 if mode == "int16x8" else max(moved) > 10
+
+
+def _plain_int16x8(fp32, samples) -> bytes:
+    """The quantizer's int16x8 file before any bias correction, made here as `calibrate` makes it."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as cw
+
+    model = fp32.read_bytes()
+    wrapper = cw.CalibrationWrapper(model, [], [])
+    wrapper.Prepare([list(a.shape) for a in samples[0]])
+    for arrays in samples:
+        wrapper.FeedTensor(list(arrays))
+    io, act, bias = (np.dtype(t).num for t in (np.float32, np.int16, np.int64))
+    return compact(bytes(wrapper.QuantizeModel(io, io, True, act, bias, False, False)))
+
+
+@pytest.mark.parametrize(("model", "helps"), [(cnn, True), (gated, False)], ids=["helps", "hurts"])
+def test_int16x8_keeps_its_bias_correction_only_where_the_outputs_come_closer(tmp_path, model, helps):
+    """The guard (`bias.choose`): the corrected file replaces the plain one only when its outputs are
+    closer to the float file's on the calibration samples. Both candidate files are made here and
+    measured with the tests' own SNR; the artifact's record must carry the same two figures."""
+    fp32 = to_tflite(model(), tmp_path)
+    samples = [[x] for x in images(16, seed=7)]
+    made = calibrate(str(fp32), samples, "int16x8", True)
+    plain = _plain_int16x8(fp32, samples)
+    means = InputMeans(fp32.read_bytes())
+    for arrays in samples:
+        means.add(arrays)
+    corrected = means.correct(plain)
+    assert corrected != plain
+    paths = {"plain": tmp_path / "plain.tflite", "corrected": tmp_path / "corrected.tflite"}
+    paths["plain"].write_bytes(plain)
+    paths["corrected"].write_bytes(corrected)
+    xs = [x for [x] in samples]
+    want = run(fp32, xs)
+    snr = {k: snr_db(run(p, xs), want) for k, p in paths.items()}
+    assert (snr["corrected"] > snr["plain"] + 0.1) == helps and abs(snr["corrected"] - snr["plain"]) > 0.1
+    assert made.data == (corrected if helps else plain)
+    record = made.bias_correction
+    assert record["applied"] is helps and record["samples"] == 16
+    for k in ("plain", "corrected"):
+        assert record["calibration_snr_db"][k] == pytest.approx(snr[k], abs=1e-3)
 
 
 def test_int8_io_takes_and_gives_int8(fp32, tmp_path):
