@@ -59,7 +59,7 @@ _LISTS = {"target": "targets", "quantize": "quantize", "input": "inputs", "dynam
           "threshold": "thresholds"}
 _ALIASES = {"targets": "target", "inputs": "input", "thresholds": "threshold"}
 _SCALARS = ("calibration", "parity-data", "mean", "std", "resize", "samples", "seed", "trust-code", "timeout",
-            "max-memory")
+            "max-memory", "search-budget")
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,8 @@ def _options(values: dict[str, Any], base: Path, out: Path, label: str) -> Conve
             fields["trust_code"] = _typed(value, bool, what)
         elif key == "timeout":
             fields["timeout"] = float(_typed(value, (int, float), what))
+        elif key == "search-budget":
+            fields["search_budget"] = float(_typed(value, (int, float), what))
         elif key == "max-memory":
             fields["max_memory"] = _memory(value, what)
         else:

@@ -34,7 +34,7 @@ from bridge.executors import Executor, GiB, Needs, for_one_model
 from bridge.lanes import lanes
 from bridge.localization import Localizer, When
 from bridge.numerics import FP16Artifact, flat_outputs, fp16_warnings, nonfinite_warning
-from bridge.options import DEFAULT_TIMEOUT, check_limits, check_normalization
+from bridge.options import DEFAULT_TIMEOUT, SEARCH_BUDGET, check_limits, check_normalization, check_search_budget
 from bridge.parity import floor_json, judge, noise_floor, not_executed, runtime_failed, stage_metrics
 from bridge.plan import Route, lane_options, parse_threshold, plan_routes, thresholds_for
 from bridge.progress import Progress
@@ -121,9 +121,11 @@ class ConvertOptions:
     external_data_bytes: int | None = None  # hubs past this keep their tensors in <name>.onnx.data (default ~2 GB)
     junit: str | None = None  # also write the verdicts as JUnit XML here (report.json and report.html are in `out`)
     localize: bool = True  # localise the first divergent layer of every artifact that fails parity
+    search_budget: float = SEARCH_BUDGET  # a mixed mode's search: at most this many times the plain mode's time
 
     def __post_init__(self):
         check_limits(timeout=self.timeout, max_memory=self.max_memory, samples=self.samples, seed=self.seed)
+        check_search_budget(self.search_budget)
         check_normalization(self.calibration.mean, self.calibration.std, self.calibration.resize)
         for t in self.thresholds:
             parse_threshold(t)
@@ -705,6 +707,7 @@ class _Run:
 
         search = Search(attempt, lambda: self._rank(lane, mode, ranges, search, held[0]), self.exported.node_names,
                         widen=lane.widen if lane.remix is not None else None, remixed=lane.remix is not None,
+                        budget=self.options.search_budget,
                         every=lambda: [(n,) for n in base.get("units", ())])
         try:
             best = search.run()

@@ -11,7 +11,7 @@ failing and the first passing count for the fewest (a lane with a wider step, `S
 tries it as that lane declares). Every step is a real artifact judged on the
 parity samples by the lane's runtime (a lane with `remix` cuts it from the first step's files, not
 converting again). The search is deterministic for a given ranking (same ranking: same steps) and
-bounded: it never starts a step that would take it past `BUDGET` times the first step's
+bounded: it never starts a step that would take it past `budget` times (`--search-budget`, default 4) the first step's
 conversion and parity time.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bridge.base.lane import Widen
+from bridge.options import SEARCH_BUDGET
 
-BUDGET = 4.0  # the whole search, at most this many times the plain mode's conversion + parity time
 SHOWN = 5  # layers named when the search gives up
 
 
@@ -111,6 +111,7 @@ class Search:
     remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
     narrow_failed: bool = False  # a tiered lane's narrow search failed keeping every layer: the wide one ran
     _passed: dict = field(default_factory=dict)  # (kept units, wide) -> the index of its passing step
+    budget: float | None = None  # the whole search: at most this many times the first step's (`--search-budget`)
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
         """The kept units of the fewest-kept passing step, or None; `outcome` says why."""
@@ -118,7 +119,9 @@ class Search:
         if self._try((), start):
             self.outcome = "passed with every layer in the lower precision"
             return ()
-        self.budget_seconds = BUDGET * self.steps[0].cost
+        if self.budget is None:
+            self.budget = SEARCH_BUDGET
+        self.budget_seconds = self.budget * self.steps[0].cost
         everything, every = self._every(start)
         t = time.perf_counter()
         self.ranked = [(u,) if isinstance(u, str) else tuple(u) for u in self.rank()]
@@ -208,7 +211,7 @@ class Search:
             return f"passed keeping {best} of {len(self.ranked)} layers{wide}"
         if not self.ranked:
             return (f"mixed-precision search did not meet the thresholds within its budget "
-                    f"({self.budget_seconds:.0f} s, {BUDGET:g}x the plain mode's): no layer was ranked "
+                    f"({self.budget_seconds:.0f} s, {self.budget:g}x the plain mode's): no layer was ranked "
                     f"({self.ranking_method})")
         tried = self.tried
         nxt = [self.names.get(u[0], u[0]) for u in self.ranked[tried:tried + SHOWN]]
@@ -216,7 +219,7 @@ class Search:
         rescue = (f"; layers it could not rescue (ranked next): {', '.join(nxt)}" if nxt else
                   f"; the most sensitive: {', '.join(self.names.get(u[0], u[0]) for u in self.ranked[:SHOWN])}")
         return (f"mixed-precision search did not meet the thresholds {why} ({self.budget_seconds:.0f} s, "
-                f"{BUDGET:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers{wide})"
+                f"{self.budget:g}x the plain mode's; tried keeping up to {tried} of {len(self.ranked)} layers{wide})"
                 f"{rescue}")
 
     def to_json(self) -> dict:

@@ -14,6 +14,9 @@ import re
 from bridge.base.errors import UsageError
 
 DEFAULT_TIMEOUT = 1800.0  # seconds per stage
+# A mixed mode's search takes at most this many times the plain mode's conversion and parity time.
+SEARCH_BUDGET = 4.0
+MAX_SEARCH_BUDGET = 1000.0
 MIN_MEMORY = 256 << 20  # below this no stage can even import numpy
 MAX_SAMPLES = 1024
 MAX_SEED = 2**32 - 1
@@ -31,6 +34,12 @@ def check_limits(*, timeout: float | None, max_memory: int | None, samples: int,
         raise UsageError(f"--samples {samples!r}: expected 1 to {MAX_SAMPLES}")
     if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
         raise UsageError(f"--seed {seed!r}: expected an integer from 0 to {MAX_SEED}")
+
+
+def check_search_budget(budget: float) -> None:
+    if not (_finite(budget) and 0 < budget <= MAX_SEARCH_BUDGET):
+        raise UsageError(f"--search-budget {budget!r}: expected a multiple of the plain mode's time above 0 and at "
+                         f"most {MAX_SEARCH_BUDGET:g} (default {SEARCH_BUDGET:g})")
 
 
 def check_normalization(mean: tuple[float, ...], std: tuple[float, ...], resize: tuple[int, int] | None) -> None:

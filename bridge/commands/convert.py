@@ -22,6 +22,7 @@ from bridge.base.samples import CalibrationOptions
 from bridge.commands.common import RichProgress, command_line, open_cache, print_outcome
 from bridge.commands.parsing import floats, memory, size
 from bridge.commands.shared import DEFAULT_TIMEOUT, Dynamic, Inputs, MaxMemory, Mean, Seed, Std, Timeout
+from bridge.options import SEARCH_BUDGET
 
 
 def core(
@@ -55,6 +56,9 @@ def core(
     max_memory: MaxMemory = None,
     localize: Annotated[bool, typer.Option(help="Localise the first divergent layer of every artifact that fails "
                                                 "parity (report.json: parity.localization).")] = True,
+    search_budget: Annotated[float, typer.Option(help="A mixed mode's search (int8-mixed, fp16-mixed) takes at most "
+                                                      "this many times the plain mode's conversion and parity "
+                                                      "time.")] = SEARCH_BUDGET,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output.")] = False,
     cache_dir: Annotated[Path, typer.Option(help="Stage cache folder (default ~/.cache/bridge/stages): stages "
                                                  "whose inputs are unchanged are reused.")] = None,
@@ -92,6 +96,7 @@ def core(
         verbose=verbose,
         junit=str(junit) if junit else None,
         localize=localize,
+        search_budget=search_budget,
     )
     report = convert(source, options, RichProgress(), command_line=command_line(ctx),
                      cache=open_cache(cache_dir, no_cache, cache_size))

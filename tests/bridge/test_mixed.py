@@ -22,7 +22,7 @@ def searcher(needed: set[str], ranked=RANKED) -> Search:
 
 @pytest.mark.parametrize("needed, fewest", [({"n0"}, 1), ({"n0", "n4"}, 5), ({"n2", "n10"}, 11), ({"n19"}, 20)])
 def test_keeps_the_fewest_prefix_that_passes(monkeypatch, needed, fewest):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = searcher(needed)
     assert s.run() == tuple((n,) for n in RANKED[:fewest])
     kept = [st.kept for st in s.steps]
@@ -39,7 +39,7 @@ def test_passes_without_ranking_when_plain_low_precision_passes():
 
 
 def test_gives_up_naming_the_layers_when_keeping_all_does_not_help(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = searcher({"missing"})
     assert s.run() is None
     assert [len(st.kept) for st in s.steps] == [0, 1, 2, 4, 8, 16, 20]
@@ -47,7 +47,7 @@ def test_gives_up_naming_the_layers_when_keeping_all_does_not_help(monkeypatch):
 
 
 def test_budget_stops_the_search_and_names_the_next_layers(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 0.0)  # no step after the first fits
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 0.0)  # no step after the first fits
     s = searcher({"n5"})
     assert s.run() is None and len(s.steps) == 1
     assert "within its budget" in s.outcome and "ranked next): N0, N1" in s.outcome
@@ -56,7 +56,7 @@ def test_budget_stops_the_search_and_names_the_next_layers(monkeypatch):
 def test_a_fused_group_is_kept_whole_and_counted_once(monkeypatch):
     """A unit is a layer as the artifact computes it (a Conv with its bias and activation): its
     nodes are kept together, and the steps count and name it once."""
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     units = [("conv_a", "bias_a", "relu_a"), ("conv_b", "relu_b"), ("conv_c",)]
     s = Search(attempt=lambda kept, wide: ("relu_b" in {n for unit in kept for n in unit}, ""), rank=lambda: units,
                names={})
@@ -85,7 +85,7 @@ def test_ranked_layers_from_the_isolated_profile():
 def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
     """A lane that keeps layers' readers (`widen`): a count that fails with the weightless readers
     only is tried once more with all of them; the variant that passes is the one bisected."""
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
 
     def attempt(kept, wide):
         names = {n for unit in kept for n in unit}
@@ -120,7 +120,7 @@ def tiered(needed: set[str], weights: set[str]) -> Search:
 def test_a_tiered_lane_keeps_activations_only_when_that_passes(monkeypatch):
     """Narrow first, counting 1, every layer, then 2, 4...: keeping every layer's activations passes,
     so no step is wide and the fewest is bisected as before."""
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = tiered({"n0", "n4"}, set())
     assert s.run() == tuple((n,) for n in RANKED[:5])
     assert [(len(st.kept), st.wide, st.passed) for st in s.steps][:5] == [
@@ -132,7 +132,7 @@ def test_a_tiered_lane_keeps_activations_only_when_that_passes(monkeypatch):
 def test_a_tiered_lane_restores_weights_only_once_every_layer_kept_narrow_failed(monkeypatch):
     """A layer whose weights are what hurts: narrow fails at 1 and at every layer, then the same
     search runs wide and keeps that layer (with its weights) alone."""
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = tiered({"n0"}, {"n0"})
     assert s.run() == (("n0",),)
     assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
@@ -142,7 +142,7 @@ def test_a_tiered_lane_restores_weights_only_once_every_layer_kept_narrow_failed
 
 
 def test_a_tiered_lane_that_cannot_pass_says_both_tiers_failed(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = tiered({"missing"}, set())
     assert s.run() is None
     assert [(len(st.kept), st.wide) for st in s.steps] == [(0, False), (1, False), (20, False), (1, True),
@@ -151,7 +151,7 @@ def test_a_tiered_lane_that_cannot_pass_says_both_tiers_failed(monkeypatch):
 
 
 def test_a_tiered_lane_with_nothing_ranked_tries_no_step(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = Search(attempt=lambda kept, wide: (False, ""), rank=lambda: [], names={},
                widen=Widen("float16_weights", tier=True))
     assert s.run() is None and len(s.steps) == 1 and not s.narrow_failed
@@ -164,7 +164,7 @@ def every_layer(needed: set[str], weights: set[str], **kw) -> Search:
 
 
 def test_a_tiered_lane_keeps_every_layer_first_then_looks_for_fewer(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = every_layer({"n0", "n4"}, set(), rank=lambda: RANKED)
     assert s.run() == tuple((n,) for n in RANKED[:5])
     counts = [(len(st.kept), st.passed) for st in s.steps]
@@ -176,7 +176,7 @@ def test_a_tiered_lane_keeps_every_layer_first_then_looks_for_fewer(monkeypatch)
 def test_a_ranking_past_the_budget_still_leaves_every_layer_kept(monkeypatch):
     """The ranking can cost more than the budget leaves: the step keeping every layer, taken before
     it, is the answer then."""
-    monkeypatch.setattr(mixed, "BUDGET", 0.2)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 0.2)
     s = every_layer({"n3"}, set(), rank=lambda: (time.sleep(0.3), RANKED)[1], remixed=True)
     s.attempt = (lambda a: lambda kept, wide: (*a(kept, wide), 1.0))(s.attempt)  # the first step: 1 s
     assert s.run() == tuple((n,) for n in RANKED)
@@ -185,9 +185,19 @@ def test_a_ranking_past_the_budget_still_leaves_every_layer_kept(monkeypatch):
 
 
 def test_every_layer_kept_narrow_failing_goes_to_the_wide_search(monkeypatch):
-    monkeypatch.setattr(mixed, "BUDGET", 1e9)
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
     s = every_layer({"n0"}, {"n0"}, rank=lambda: RANKED)
     assert s.run() == (("n0",),)
     assert [(len(st.kept), st.wide, st.passed) for st in s.steps] == [
         (0, False, False), (20, False, False), (1, True, True)]
     assert s.chosen == 2
+
+
+def test_the_budget_given_replaces_the_default(monkeypatch):
+    """`--search-budget` reaches the search as `budget`: 0 leaves no room for a step after the
+    first, whatever the default."""
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
+    s = Search(attempt=lambda kept, wide: ("n5" in {n for unit in kept for n in unit}, ""), rank=lambda: RANKED,
+               names={n: n for n in RANKED}, budget=0.0)
+    assert s.run() is None and len(s.steps) == 1 and "0x the plain mode's" in s.outcome
+    assert searcher({"n5"}).run() is not None  # the default, patched wide, lets it find n5

@@ -53,6 +53,7 @@ KERAS = str(SAMPLES / "shapes_keras.keras")
      "expected one of"),
     (f"[[model]]\nname = 'a'\nsource = '{KERAS}'\nquantize = ['tflite=int3']", "unknown quantization mode"),
     (f"[[model]]\nname = 'a'\nsource = '{KERAS}'\ntimeout = -1", "--timeout"),
+    (f"[[model]]\nname = 'a'\nsource = '{KERAS}'\nsearch-budget = 0", "--search-budget"),
     ("[models]\nname = 'a'", "unknown table 'models'"),
     ("", "no [[model]]"),
 ])
@@ -88,3 +89,14 @@ def test_ray_without_ray_installed_names_the_install(tmp_path):
 def test_ray_address_needs_the_ray_executor(tmp_path):
     _refused(tmp_path, _matrix(tmp_path, f"[[model]]\nname = 'a'\nsource = '{KERAS}'"),
              "--ray-address needs --executor ray", "--ray-address", "auto")
+
+
+def test_a_search_budget_reaches_the_models_options(tmp_path):
+    """`search-budget` in [defaults] or a model's table is `--search-budget` for that model."""
+    from bridge.batch import read_matrix
+
+    keras = SAMPLES / "shapes_keras.keras"
+    matrix = _matrix(tmp_path, f"[defaults]\nsearch-budget = 6\n\n[[model]]\nname = 'a'\nsource = '{keras}'\n\n"
+                               f"[[model]]\nname = 'b'\nsource = '{keras}'\nsearch-budget = 12.5\n")
+    a, b = read_matrix(matrix, tmp_path / "out")
+    assert (a.options.search_budget, b.options.search_budget) == (6.0, 12.5)
