@@ -61,22 +61,14 @@ class InputMeans:
         self.layers = _layers(model)
         sg = model.subgraphs[0]
         sg.outputs = list(sg.outputs) + sorted({layer.input for layer in self.layers} - set(sg.outputs))
-        interpreter = require("ai_edge_litert.interpreter")
-        self._run = interpreter.Interpreter(model_content=fbu.save(model), num_threads=1)
+        self._run = _Runner(fbu.save(model))
         self._sums: list[np.ndarray | None] = [None] * len(self.layers)
         self.count = 0
 
     def add(self, arrays: Sequence[np.ndarray]) -> None:
-        run = self._run
-        if self.count == 0:
-            for detail, a in zip(run.get_input_details(), arrays, strict=True):
-                run.resize_tensor_input(detail["index"], list(a.shape))
-            run.allocate_tensors()
-        for detail, a in zip(run.get_input_details(), arrays, strict=True):
-            run.set_tensor(detail["index"], a)
-        run.invoke()
+        self._run.invoke(arrays)
         for i, layer in enumerate(self.layers):
-            m = _tap_means(layer, run.get_tensor(layer.input))
+            m = _tap_means(layer, self._run.tensor(layer.input))
             self._sums[i] = m if self._sums[i] is None else self._sums[i] + m
         self.count += 1
 
@@ -93,7 +85,7 @@ class InputMeans:
             if w is None or b is None or w.type != types.INT8 or b.type not in (types.INT32, types.INT64) \
                     or users[b.buffer] != 1 or tuple(w.shape) != layer.values.shape:
                 continue  # left float, or a bias another tensor shares
-            shift = _shift(layer, _dequantized(model, w) - layer.values, total / self.count)
+            shift = _shift(layer, fbu.dequantized(model, w, np.float64) - layer.values, total / self.count)
             scale = np.asarray(b.quantization.scale, np.float64)
             dtype = np.int32 if b.type == types.INT32 else np.int64
             old = fbu.constant(model, b).view(dtype)
@@ -168,17 +160,6 @@ def _axis(size: int, kernel: int, stride: int, dilation: int, padding: int) -> t
     return (size - span) // stride + 1, (0, 0)
 
 
-def _dequantized(model, tensor) -> np.ndarray:
-    q = tensor.quantization
-    shape = tuple(tensor.shape)
-    values = fbu.constant(model, tensor).view(np.int8).reshape(shape).astype(np.float64)
-    along = [1] * len(shape)
-    along[q.quantizedDimension] = -1
-    scale = np.asarray(q.scale, np.float64).reshape(along if len(q.scale) > 1 else [1] * len(shape))
-    zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], np.float64)
-    return (values - (zero.reshape(scale.shape) if zero.size == scale.size else zero.flat[0])) * scale
-
-
 def _shift(layer: Layer, error: np.ndarray, means: np.ndarray) -> np.ndarray:
     """The mean output shift per output channel: each weight's rounding error times its input's mean."""
     if layer.kind == "FULLY_CONNECTED":  # [out, in]
@@ -240,6 +221,10 @@ class _Runner:
         self._sized = False
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.invoke(arrays)
+        return [self.tensor(d["index"]).astype(np.float64) for d in self._run.get_output_details()]
+
+    def invoke(self, arrays: Sequence[np.ndarray]) -> None:
         run = self._run
         inputs = run.get_input_details()
         if not self._sized:
@@ -250,4 +235,6 @@ class _Runner:
         for detail, a in zip(inputs, arrays, strict=True):
             run.set_tensor(detail["index"], a)
         run.invoke()
-        return [run.get_tensor(d["index"]).astype(np.float64) for d in run.get_output_details()]
+
+    def tensor(self, index: int) -> np.ndarray:
+        return self._run.get_tensor(index)

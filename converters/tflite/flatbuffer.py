@@ -80,6 +80,24 @@ def constant(model, tensor) -> np.ndarray | None:
     return None if data is None or len(data) == 0 else np.asarray(data, dtype=np.uint8)
 
 
+def dequantized(model, tensor, dtype=np.float32) -> np.ndarray:
+    """A quantized constant's real values, (q - zero point) * scale (per channel where it has one
+    scale per channel), worked out in float64 and given as `dtype`."""
+    fb = schema()
+    stored = {fb.TensorType.INT8: "<i1", fb.TensorType.INT16: "<i2", fb.TensorType.INT32: "<i4",
+              fb.TensorType.INT64: "<i8", fb.TensorType.UINT8: "u1"}[tensor.type]
+    shape = tuple(tensor.shape) if tensor.shape is not None else ()
+    q = constant(model, tensor).view(stored).reshape(shape).astype(np.float64)
+    scale = np.asarray(tensor.quantization.scale, np.float64)
+    zero = np.asarray(tensor.quantization.zeroPoint if tensor.quantization.zeroPoint is not None else [0], np.float64)
+    if scale.size > 1:
+        axis = tensor.quantization.quantizedDimension
+        view = [1] * len(shape)
+        view[axis] = scale.size
+        scale, zero = scale.reshape(view), zero.reshape(view) if zero.size > 1 else zero
+    return ((q - zero) * scale).astype(dtype, copy=False)
+
+
 def opcode_index(model, builtin: int) -> int:
     """The index of `builtin`'s operator code, added to the model if it has none."""
     fb = schema()

@@ -82,10 +82,10 @@ def _drop_unread_conversions(sg, convert: set[int]) -> None:
     float input itself, and the input's QUANTIZE has no reader left."""
     while True:
         read = {t for op in sg.operators for t in op.inputs if t >= 0} | set(sg.outputs or ())
-        dead = [op for op in sg.operators if op.opcodeIndex in convert and not any(t in read for t in op.outputs)]
-        if not dead:
+        kept = [op for op in sg.operators if op.opcodeIndex not in convert or any(t in read for t in op.outputs)]
+        if len(kept) == len(sg.operators):
             return
-        sg.operators = [op for op in sg.operators if all(op is not d for d in dead)]
+        sg.operators = kept
 
 
 def _drop_unread_constants(model, sg) -> None:
@@ -104,11 +104,13 @@ class _Islands:
         self.model, self.sg, self.floats = model, sg, floats
         self.fb = fbu.schema()
         self.twin: dict[int, int] = {}  # int8 tensor -> its float32 twin
+        self.quantize = fbu.opcode_index(model, self.fb.BuiltinOperator.QUANTIZE)
+        self.dequantize = fbu.opcode_index(model, self.fb.BuiltinOperator.DEQUANTIZE)
+        self.made = {t: i for i, op in enumerate(sg.operators) for t in op.outputs}  # tensor -> the op writing it
 
     def cut(self, kept: set[int]) -> None:
         readers = self._readers()
         outputs = set(self.sg.outputs if self.sg.outputs is not None else ())
-        self.made = {t: i for i, op in enumerate(self.sg.operators) for t in op.outputs}
         dropped = self._float_readers(kept, readers)
         ops = []
         for i, op in enumerate(self.sg.operators):
@@ -134,11 +136,10 @@ class _Islands:
         Through a QUANTIZE and back, the float values would take the int8 tensor's rounding,
         which is what keeping the op removes (a DBNet's 1 + exp(50x) before its reciprocal: a
         range of 1e22 in 256 steps made every value 0 and the output Inf)."""
-        dequantize = fbu.opcode_index(self.model, self.fb.BuiltinOperator.DEQUANTIZE)
         dropped: set[int] = set()
         for i in kept:
             for t in self.sg.operators[i].outputs:
-                found = [r for r in readers.get(t, ()) if self.sg.operators[r].opcodeIndex == dequantize]
+                found = [r for r in readers.get(t, ()) if self.sg.operators[r].opcodeIndex == self.dequantize]
                 if not found or not _quantized(self.sg.tensors[t]):
                     continue
                 self.twin[t] = self.sg.operators[found[0]].outputs[0]
@@ -184,7 +185,7 @@ class _Islands:
         """The float32 tensor a QUANTIZE made `t` from (the output of an op left float), if one did."""
         i = self.made.get(t)
         op = self.sg.operators[i] if i is not None else None
-        if op is None or op.opcodeIndex != fbu.opcode_index(self.model, self.fb.BuiltinOperator.QUANTIZE):
+        if op is None or op.opcodeIndex != self.quantize:
             return None
         source = op.inputs[0]
         tensor = self.sg.tensors[source]
@@ -202,7 +203,7 @@ class _Islands:
         values = self.floats.get(_name(tensor))
         shape = tuple(tensor.shape) if tensor.shape is not None else ()
         if values is None or values.shape != shape:
-            values = _dequantized(self.model, tensor)
+            values = fbu.dequantized(self.model, tensor)
         return self._tensor(tensor, "_float", fbu.add_buffer(self.model, values.astype("<f4")))
 
     def _tensor(self, like, suffix: str, buffer: int | None) -> int:
@@ -239,20 +240,3 @@ def _weighted(model, sg, op) -> bool:
 def _quantized(tensor) -> bool:
     q = tensor.quantization
     return q is not None and q.scale is not None and len(q.scale) > 0
-
-
-def _dequantized(model, tensor) -> np.ndarray:
-    """A quantized constant's real values: (q - zero point) * scale, per channel where it has one scale per channel."""
-    fb = fbu.schema()
-    dtype = {fb.TensorType.INT8: "<i1", fb.TensorType.INT16: "<i2", fb.TensorType.INT32: "<i4",
-             fb.TensorType.INT64: "<i8", fb.TensorType.UINT8: "u1"}[tensor.type]
-    shape = tuple(tensor.shape) if tensor.shape is not None else ()
-    q = fbu.constant(model, tensor).view(dtype).reshape(shape).astype(np.float64)
-    scale = np.asarray(tensor.quantization.scale, np.float64)
-    zero = np.asarray(tensor.quantization.zeroPoint if tensor.quantization.zeroPoint is not None else [0], np.float64)
-    if scale.size > 1:
-        axis = tensor.quantization.quantizedDimension
-        view = [1] * len(shape)
-        view[axis] = scale.size
-        scale, zero = scale.reshape(view), zero.reshape(view) if zero.size > 1 else zero
-    return ((q - zero) * scale).astype(np.float32)
