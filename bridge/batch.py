@@ -356,7 +356,7 @@ def run_batch(matrix: Path, models: list[Model], plans: list[Plan], out: Path, *
                 t.join(0.2)
         summary.models = [results[m.name] for m in models]
         summary.seconds = time.perf_counter() - start
-        write_summary(summary, out)
+        write_summary(summary, out, cache.pages if cache is not None else None)
     return summary
 
 

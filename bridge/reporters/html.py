@@ -87,12 +87,13 @@ def render(doc: dict, pages: PageCache | None = None) -> bytes:
 BATCH_GENERATOR = "bridge summary.html"
 
 
-def render_batch(summary: dict, docs: dict[str, dict | None]) -> bytes:
+def render_batch(summary: dict, docs: dict[str, dict | None], pages: PageCache | None = None) -> bytes:
     """`bridge batch`'s summary.html: the models in a table, then a section per model with its
-    artifacts' verdicts as its own page words them (`_row`), linking to that page."""
+    artifacts' verdicts as its own page words them (`_row`), linking to that page. With `pages`,
+    its template compiled before (as `render`'s)."""
     import os
 
-    env = _environment()
+    env = _environment(str(pages.templates) if pages is not None else None)
     models = []
     for m in summary["models"]:
         doc = docs.get(m["name"])

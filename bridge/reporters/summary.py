@@ -23,20 +23,22 @@ from bridge.reporters import html, junit
 SCHEMA_PREFIX = "bridge.batch/"
 
 
-def render_json(doc: dict, docs: dict) -> bytes:
+def render_json(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
 
 
-# file name -> (renderer of the summary document and the models' report documents, is it ours?)
-WRITERS = {"summary.json": (render_json, lambda path: _is_summary(path)),
+# file name -> (renderer of the summary document, the models' report documents and the cache's
+# compiled templates; is it ours?)
+WRITERS = {"summary.json": (lambda doc, docs, pages: render_json(doc), lambda path: _is_summary(path)),
            "summary.html": (html.render_batch, html.is_batch_page),
-           "junit.xml": (junit.render_batch, junit.is_junit)}
+           "junit.xml": (lambda doc, docs, pages: junit.render_batch(doc, docs), junit.is_junit)}
 
 
-def write_summary(summary, out: Path) -> None:
+def write_summary(summary, out: Path, pages=None) -> None:
+    """`pages` (the stage cache's, when it is on): the HTML template compiled by an earlier run."""
     doc = summary.to_json()
     docs = {m.name: m.report.to_json() if m.report is not None else None for m in summary.models}
-    rendered = {name: render(doc, docs) for name, (render, _) in WRITERS.items()}
+    rendered = {name: render(doc, docs, pages) for name, (render, _) in WRITERS.items()}
     for name, data in rendered.items():
         write_atomic(out / name, data)
     summary.path = out / "summary.json"
