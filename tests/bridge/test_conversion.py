@@ -85,3 +85,31 @@ def test_the_hub_artifact_is_run_once(source, tmp_path):
     onnx = report.artifacts[0]
     assert onnx.parity.passed and onnx.parity.stages == {}  # its parity is the hub's: `report.hub`
     assert onnx.parity.outputs["y"]["rel_l2"] == 0
+
+
+def test_a_verdict_comes_from_the_cache_only_for_the_same_arrays_and_thresholds(source, tmp_path, monkeypatch):
+    """A warm run takes each artifact's verdict from the stage cache instead of reading its outputs
+    again; a threshold it was not judged with judges the same cached outputs again."""
+    from bridge import conversion
+    from bridge.cache import StageCache
+
+    judged = []
+    real = conversion.judge
+    monkeypatch.setattr(conversion, "judge", lambda **kw: judged.append(kw["thresholds"]) or real(**kw))
+    cache = StageCache(tmp_path / "cache")
+
+    def run(out: str, *thresholds: str):
+        return convert(source, ConvertOptions(targets=("fake",), quantize=("fake=close",), out=str(tmp_path / out),
+                                              thresholds=thresholds), cache=cache)
+
+    first = run("o1")
+    assert first.exit_code == 0 and len(judged) == 1
+    again = run("o2")
+    assert again.exit_code == 0 and len(judged) == 1  # same outputs, same thresholds: not judged again
+    assert {s["cache"] for s in again.stage_runs} == {"reused"}
+    assert again.artifacts[0].parity.outputs == first.artifacts[0].parity.outputs
+    assert again.artifacts[0].parity.outputs["y"]["snr_db"] == pytest.approx(60.0, abs=0.1)
+    assert again.hub == first.hub
+    stricter = run("o3", "snr_db=70")  # the same cached outputs (60 dB), judged again: they fail
+    assert len(judged) == 2 and stricter.exit_code == 1
+    assert stricter.artifacts[0].parity.thresholds["y"] == {"snr_db_min": 70.0}
