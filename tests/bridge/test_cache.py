@@ -169,6 +169,34 @@ def test_the_size_bound_drops_the_least_recently_used(tmp_path):
     assert total <= 1 << 20
 
 
+def test_a_process_trims_on_its_first_store_then_once_per_slice_of_the_bound(tmp_path):
+    """Trimming reads every manifest: a process trims when it first stores, then after storing
+    TRIM_EVERY of the bound, so the cache passes its bound by less than that slice meanwhile."""
+    from bridge.cache import TRIM_EVERY
+
+    bound = 1 << 20
+    cache = _cache(tmp_path, max_bytes=bound)
+    entries = tmp_path / "cache" / "entries"
+
+    def store(i: int, size: int) -> str:
+        root = tmp_path / f"r{i}"
+        root.mkdir()
+        (root / "blob.bin").write_bytes(os.urandom(size))
+        key = cache.key(MAKE, {"i": i})
+        cache.put(key, Outcome(result=str(root / "blob.bin")), root)
+        return key
+
+    def stored() -> int:
+        return sum(json.loads(m.read_text())["bytes"] for m in entries.glob("*/*/manifest.json"))
+
+    first = store(0, bound - (20 << 10))
+    second = store(1, 30 << 10)  # past the bound, within the slice since the first store's trim: kept
+    assert 30 << 10 < bound * TRIM_EVERY < 60 << 10
+    assert {p.name for p in entries.glob("*/*")} == {first, second} and stored() > bound
+    third = store(2, 30 << 10)  # the slice is used up: this store trims, the least recently used goes
+    assert {p.name for p in entries.glob("*/*")} == {second, third} and stored() <= bound * 0.8
+
+
 def test_the_folder_must_be_yours_and_closed_to_others(tmp_path):
     folder = tmp_path / "shared"
     folder.mkdir()
