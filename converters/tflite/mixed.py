@@ -19,7 +19,9 @@ With `hybrid`, a kept CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED keeps int8 w
 the runtime's hybrid kernel reads them with float activations (quantized at run time), in the
 layout `dynamic-int8` writes (`dynamic.py`: symmetric per output channel, made from the float
 file's weights, not the calibrated ones, whose scales were chosen for int8 activations; 1024
-elements or more). Its bias and the kept ops without a hybrid kernel read float32 as above.
+elements or more). A kept GATHER's table (an embedding: all-MiniLM-L6-v2's word embeddings are
+half its float32 bytes) stays int8 too, read through a DEQUANTIZE (symmetric per row, from the float
+file's values). Their biases and the other kept ops read float32 as above.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ class _Islands:
             if self._hybrid_input(op, k):
                 op.inputs[k] = self._hybrid_weight(op, t)
                 return None
-            if self.hybrid and _is_weight(tensor):
+            if self.hybrid and fbu.code_name(self.model.operatorCodes[op.opcodeIndex]) in TABLES \
+                    and _is_weight(tensor):
                 return self._dequantized_weight(op, k)
             op.inputs[k] = self._float_constant(t)
             return None
@@ -224,7 +227,7 @@ class _Islands:
         return self.hybrids[t]
 
     def _dequantized_weight(self, op, k: int):
-        """Point input `k` (a weight of an op with no hybrid kernel: a GATHER's embedding table) at
+        """Point input `k` (a table of an op with no hybrid kernel: a GATHER's embeddings) at
         float32 values a DEQUANTIZE makes at run time from int8 ones, symmetric per slice of its
         first axis (a table's row), made from the float file's weights; returns that DEQUANTIZE,
         or None where an earlier kept op made it."""
@@ -287,6 +290,9 @@ class _Islands:
 
 def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+
+TABLES = frozenset({"GATHER"})  # ops whose large constant operand stays int8 behind a DEQUANTIZE with `hybrid`
 
 
 def _is_weight(tensor) -> bool:
