@@ -725,7 +725,7 @@ class _Run:
         held: list[tuple[tuple, Path | None]] = []
         base: dict = {}
 
-        def attempt(kept: tuple[tuple[str, ...], ...], wide: bool) -> tuple[bool, str]:
+        def attempt(kept: tuple[tuple[str, ...], ...], *wide: bool) -> tuple[bool, str]:
             step = len(held)
             if base and lane.remix:
                 placed = self._remix(lane, held[0][0][1], base, kept, wide, step)
@@ -765,16 +765,17 @@ class _Run:
         return placed
 
     def _remix(self, lane: Lane, first: LaneArtifact, base: dict, kept: tuple[tuple[str, ...], ...],
-               wide: bool, step: int) -> tuple:
+               wide: tuple[bool, ...], step: int) -> tuple:
         """A search step cut from the first step's files by the lane's `remix` (a child stage, never
-        cached), placed and run on the parity samples as a converted artifact is."""
+        cached), placed and run on the parity samples as a converted artifact is. `wide`: the step's
+        flags (`Widen.key`, and `Widen.second` where the lane has one), given to `remix` in order."""
         folder = self.work / f"{lane.name}-search-{step}"
         out = folder / Path(first.path or lane.filename(self.ref.name, first.mode)).name
         start = time.perf_counter()
         stage = Stage(f"{lane.name}-remix", lane.remix, lane.convert_blocks)
         made: LaneArtifact = self._call(
             f"Keeping {len(kept)} layer(s) in higher precision", stage, (base, kept, self.exported.node_names,
-                                                                        str(out), wide), {}, parts=None, root=folder,
+                                                                        str(out), *wide), {}, parts=None, root=folder,
             need=needs("convert", _bytes(self.exported.hub_path), self.limits, lane.convert_memory))
         art = replace(first, path=made.path, warnings=[w for w in first.warnings if not w.startswith(
             f"{first.mode}: no integer op")] + made.warnings, details={**first.details, **made.details},

@@ -39,10 +39,13 @@ class Step:
     # (the conversion's own time as first measured), so a warm cache does not shrink the budget
     cost: float = 0.0
     key: str = "all_readers"  # what the lane calls its wider step in the report (`Widen.key`)
+    second: bool = False  # the lane's second tier (`Widen.second`)
+    second_key: str = ""  # what the lane calls it in the report; "": the lane has none
 
     def to_json(self) -> dict:
         return {"kept": len(self.kept), "layers": list(self.kept), "passed": self.passed, "summary": self.summary,
-                "seconds": round(self.seconds, 3), self.key: self.wide}
+                "seconds": round(self.seconds, 3), self.key: self.wide,
+                **({self.second_key: self.second} if self.second_key else {})}
 
 
 Unit = str | tuple[str, ...]  # a layer: its node names (a fused group), the one it is known by first
@@ -85,7 +88,11 @@ class Search:
     (`wide`). TFLite's (`tier` False) keeps every reader of the kept layers, not only the weightless
     ones, so a kept layer's output is float for all of them, at the bytes of those readers' weights:
     a count whose step fails is tried once more wide, and the first variant that passes is the one
-    bisected. Core ML's (`tier` True) gives the kept layers their float16 weights back, doubling
+    bisected. TFLite also has a second tier (`Widen.second`, `attempt(kept, wide, second)`): its
+    first keeps a layer with a hybrid kernel at int8 weights, float activations; the same search,
+    counting as a tiered lane's does, runs again with the kept layers' float32 weights (`second`)
+    only once every ranked layer failed so (each count still tried with every reader too).
+    Core ML's (`tier` True) gives the kept layers their float16 weights back, doubling
     their bytes, so the narrow search (kept layers at int8 weights, float16 activations) runs first,
     counting 1, every ranked layer, then 2, 4, 8...: its second step says whether keeping
     activations alone can pass at all. Only when that step fails (some weights are what hurts) does
@@ -110,7 +117,8 @@ class Search:
     chosen: int | None = None  # the index in `steps` of the answer's step
     remixed: bool = False  # later steps are cut from the first step's files (the lane's `remix`), not converted
     narrow_failed: bool = False  # a tiered lane's narrow search failed keeping every layer: the wide one ran
-    _passed: dict = field(default_factory=dict)  # (kept units, wide) -> the index of its passing step
+    second: bool = False  # the lane's second tier (`Widen.second`) is in force
+    _passed: dict = field(default_factory=dict)  # (kept units, wide, second) -> the index of its passing step
     budget: float | None = None  # the whole search: at most this many times the first step's (`--search-budget`)
 
     def run(self) -> tuple[tuple[str, ...], ...] | None:
@@ -131,6 +139,10 @@ class Search:
                 every is False or self.tried == len(self.ranked)):
             self.wide, self.narrow_failed = True, True
             best, failed = self._climb(start)
+        if best is None and every is not False and self.widen and self.widen.second and self.ranked \
+                and self.tried == len(self.ranked):
+            self.wide, self.second, self.narrow_failed = False, True, True
+            best, failed = self._climb(start)
         while best is not None and best - failed > 1 and self._affordable(start):
             middle = (failed + best) // 2
             if self._try(self.prefix(middle), start):
@@ -138,7 +150,7 @@ class Search:
             else:
                 failed = middle
         answer = self.prefix(best) if best is not None else everything if every else None
-        self.chosen = self._passed.get((answer, self.wide and best is not None))
+        self.chosen = self._passed.get((answer, self.wide and best is not None, self.second and best is not None))
         self.outcome = self._outcome(best, failed) if best is not None or not every else (
             f"passed keeping every layer ({len(everything)}); no fewer passed within its budget")
         return answer
@@ -160,7 +172,7 @@ class Search:
         to pass, so only fewer are tried."""
         n = len(self.ranked)
         counts = list(_doubling(n))
-        if self.widen and self.widen.tier and n:
+        if self.widen and (self.widen.tier or self.widen.second and not self.second) and n:
             counts = [c for c in dict.fromkeys([1, n, *counts]) if not known or c < n]
         best, failed, self.tried = None, 0, 0
         for count in counts:
@@ -187,13 +199,15 @@ class Search:
 
     def _try(self, kept: tuple[tuple[str, ...], ...], start: float) -> bool:
         t = time.perf_counter()
-        passed, summary, *cost = self.attempt(kept, self.wide)  # cost: the step's work as first measured
+        second = (self.second,) if self.widen and self.widen.second else ()
+        passed, summary, *cost = self.attempt(kept, self.wide, *second)  # cost: the step's work as first measured
         if passed:
-            self._passed[(kept, self.wide)] = len(self.steps)
+            self._passed[(kept, self.wide, self.second)] = len(self.steps)
         named = tuple(dict.fromkeys(self.names.get(u[0], u[0]) for u in kept))
         seconds = time.perf_counter() - t
         self.steps.append(Step(named, passed, summary, seconds, self.wide, max([seconds, *cost]),
-                               self.widen.key if self.widen else "all_readers"))
+                               self.widen.key if self.widen else "all_readers", self.second,
+                               self.widen.second if self.widen else ""))
         return passed
 
     def _affordable(self, start: float) -> bool:
@@ -206,7 +220,8 @@ class Search:
         return time.perf_counter() - start + longest <= self.budget_seconds
 
     def _outcome(self, best: int | None, failed: int) -> str:
-        wide = f", {self.widen.key.replace('_', ' ')} too" if self.narrow_failed else ""
+        key = self.widen.second if self.second else self.widen.key if self.widen else ""
+        wide = f", {key.replace('_', ' ')} too" if self.narrow_failed else ""
         if best is not None:
             return f"passed keeping {best} of {len(self.ranked)} layers{wide}"
         if not self.ranked:

@@ -49,6 +49,11 @@ class Widen:
     # False: each failing count is tried again wide at once. True: a second search, wide, only once
     # the narrow one failed keeping every ranked layer (the wide step costs bytes the narrow one does not)
     tier: bool = False
+    # A lane whose wider step is per count (`tier` False) may have a tier as well: the flag (its name
+    # in the report) of a second search, run as a tiered lane's wide one, each of its counts widened
+    # too; its `remix` is then given both flags. TFLite's "float32_weights": a first-tier kept layer
+    # keeps int8 weights for the runtime's hybrid kernels.
+    second: str = ""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ LANE = Lane(
     describe="bridge.validators.runners.tflite:describe",
     preflight="bridge.converters.tflite.preflight:unsupported",
     remix="bridge.converters.tflite.lane:remix",
-    widen=Widen("all_readers"),
+    widen=Widen("all_readers", second="float32_weights"),
     inspect_preflight="bridge.converters.tflite.preflight:unsupported_all",
     recognize=is_tflite,
     options=TFLiteOptions,

@@ -43,7 +43,7 @@ def dynamic_int8(buf: bytes) -> bytes:
                 model.buffers[weight.buffer].data = None  # the float32 bytes have no reader left
             weight.buffer = fbu.add_buffer(model, q)
             weight.type = fbu.schema().TensorType.INT8
-            weight.quantization = _per_channel_params(scale, axis)
+            weight.quantization = per_channel_params(scale, axis)
             code = model.operatorCodes[op.opcodeIndex]
             code.version = max(code.version, version)
             if name == "FULLY_CONNECTED" and op.builtinOptions is not None:
@@ -86,7 +86,7 @@ def _weights(model, tensor) -> np.ndarray | None:
     return None if data is None else data.view("<f4").reshape(tensor.shape)
 
 
-def _per_channel_params(scale: np.ndarray, axis: int):
+def per_channel_params(scale: np.ndarray, axis: int):
     params = fbu.schema().QuantizationParametersT()
     params.scale = scale.tolist()
     params.zeroPoint = [0] * scale.size

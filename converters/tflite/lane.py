@@ -235,13 +235,18 @@ def _keep_float(req: LaneRequest, model, correspondence: dict, fp32: Path, path:
               path.read_bytes(), fp32.read_bytes(), path, art)
 
 
+HYBRID_KEPT = "float32 activations, int8 weights"  # `kept_precision` of a first-tier step
+
+
 def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, str], out: str,
-          all_readers: bool = False) -> LaneArtifact:
+          all_readers: bool = False, float32_weights: bool = False) -> LaneArtifact:
     """A search step of `int8-mixed` without converting again: the first step's calibrated int8 file
     with the layers in `units` cut back to float32 (each a fused group's node names, the layer's own
     first, and "@" + the TFLite tensor localisation found it at), with their weightless readers, or
     `all_readers` (`mixed.keep_float`): the search ranks layers by their own error, which includes
-    their output's int8 rounding. Returns the artifact's new path and details (the kept layers by
+    their output's int8 rounding. A kept op with a hybrid kernel keeps int8 weights (float
+    activations, `kept_precision` "float32 activations, int8 weights") unless `float32_weights`,
+    the search's second tier. Returns the artifact's new path and details (the kept layers by
     their names, readers after them; op counts); the rest is the first step's."""
     from bridge.converters.onnx.graph import named_layers
     from bridge.converters.tflite.mixed import keep_float
@@ -254,7 +259,7 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     at.update({n[1:]: hub_of.get(unit[0], unit[0]) for unit in units for n in unit if n.startswith("@")})
     data, missed, made = keep_float(Path(base["int8"]).read_bytes(), Path(base["float"]).read_bytes(),
                                     list(at), readers="all" if all_readers else "weightless",
-                                    public=_public(outputs, tensors), nodes=list(kept))
+                                    public=_public(outputs, tensors), nodes=list(kept), hybrid=not float32_weights)
     Path(out).write_bytes(data)
     changed = {at[t] for t in at if t not in missed}
     hub = {**{n: n for n in outputs}, **{node_names[n]: n for n in outputs if n in node_names}}
@@ -263,7 +268,8 @@ def remix(base: dict, units: tuple[tuple[str, ...], ...], node_names: dict[str, 
     layers.update({readers[t]: None for t in made if t in readers and t not in at})
     counts = op_counts(data)
     art = LaneArtifact(mode="int8-mixed", path=out)
-    art.details.update({"kept_layers": [node_names.get(n, n) for n in layers], "kept_precision": "float32",
+    art.details.update({"kept_layers": [node_names.get(n, n) for n in layers],
+                        "kept_precision": "float32" if float32_weights else HYBRID_KEPT,
                         "ops": dict(sorted(counts.items())), "flex_ops": flex_ops(counts)})
     return art
 

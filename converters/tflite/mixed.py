@@ -14,6 +14,14 @@ name. Its outputs are float32 tensors; a QUANTIZE with the calibrated scale writ
 int8 tensor for the readers that stayed integer (none when every reader is kept and the tensor is
 no graph output). Stock float kernels run the kept ops: an operator code's version only selects
 among kernels of one builtin, and every builtin's float kernel is registered for its versions.
+
+With `hybrid`, a kept CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED keeps int8 weights instead:
+the runtime's hybrid kernel reads them with float activations (quantized at run time), in the
+layout `dynamic-int8` writes (`dynamic.py`: symmetric per output channel, made from the float
+file's weights, not the calibrated ones, whose scales were chosen for int8 activations; 1024
+elements or more). A kept GATHER's table (an embedding: all-MiniLM-L6-v2's word embeddings are
+half its float32 bytes) stays int8 too, read through a DEQUANTIZE (symmetric per row, from the float
+file's values). Their biases and the other kept ops read float32 as above.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ from collections.abc import Collection
 import numpy as np
 
 from bridge.converters.tflite import flatbuffer as fbu
+from bridge.converters.tflite.dynamic import HYBRID, MIN_ELEMENTS, per_channel_params, quantize_per_channel
 
 
 def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = "none",
-               public: Collection[str] = (), nodes: Collection[str] = ()) -> tuple[bytes, list[str], list[str]]:
+               public: Collection[str] = (), nodes: Collection[str] = (),
+               hybrid: bool = False) -> tuple[bytes, list[str], list[str]]:
     """`int8` with every op that writes a tensor named in `names` computing in float32; returns the
     file, the names that matched no quantized op's output (in the order given), and the outputs of
     every op kept. With `readers` "weightless", the ops reading a kept op's outputs are kept too where
@@ -39,7 +49,9 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = 
     cond * x + (1 - cond) * y; ReduceL2 as square, sum, sqrt) whose inner tensors are named after
     the node or its output, `<node>_<what>` or `<output>_<what>`, and stand for no ONNX tensor:
     keeping the node keeps every one of them (left int8, the LayerNorms' variances alone held
-    all-MiniLM-L6-v2 at -13 dB with every named layer kept)."""
+    all-MiniLM-L6-v2 at -13 dB with every named layer kept).
+
+    `hybrid`: the kept ops with a hybrid kernel keep int8 weights (module docstring)."""
     from bridge.converters.tflite.quantize import _float_weights
 
     model = fbu.load(int8)
@@ -71,7 +83,7 @@ def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = 
                  and any(_quantized(sg.tensors[t]) for t in sg.operators[i].outputs)
                  and (readers == "all" or not _weighted(model, sg, sg.operators[i]))}
     outputs = [_name(sg.tensors[t]) for i in sorted(kept) for t in sg.operators[i].outputs]
-    _Islands(model, sg, floats).cut(kept)
+    _Islands(model, sg, floats, hybrid).cut(kept)
     _drop_unread_conversions(sg, convert)
     _drop_unread_constants(model, sg)
     return fbu.save(model), [n for n in names if n not in found], outputs
@@ -100,10 +112,12 @@ def _drop_unread_constants(model, sg) -> None:
 
 
 class _Islands:
-    def __init__(self, model, sg, floats: dict[str, np.ndarray]):
-        self.model, self.sg, self.floats = model, sg, floats
+    def __init__(self, model, sg, floats: dict[str, np.ndarray], hybrid: bool = False):
+        self.model, self.sg, self.floats, self.hybrid = model, sg, floats, hybrid
         self.fb = fbu.schema()
         self.twin: dict[int, int] = {}  # int8 tensor -> its float32 twin
+        self.hybrids: dict[int, int] = {}  # int8 weight -> its twin for hybrid kernels
+        self.weights: dict[int, int] = {}  # int8 weight -> the float32 tensor a DEQUANTIZE makes of it
         self.quantize = fbu.opcode_index(model, self.fb.BuiltinOperator.QUANTIZE)
         self.dequantize = fbu.opcode_index(model, self.fb.BuiltinOperator.DEQUANTIZE)
         self.made = {t: i for i, op in enumerate(sg.operators) for t in op.outputs}  # tensor -> the op writing it
@@ -169,6 +183,12 @@ class _Islands:
             return None
         tensor = self.sg.tensors[t]
         if fbu.constant(self.model, tensor) is not None:
+            if self._hybrid_input(op, k):
+                op.inputs[k] = self._hybrid_weight(op, t)
+                return None
+            if self.hybrid and fbu.code_name(self.model.operatorCodes[op.opcodeIndex]) in TABLES \
+                    and _is_weight(tensor):
+                return self._dequantized_weight(op, k)
             op.inputs[k] = self._float_constant(t)
             return None
         if t in self.twin:  # a kept op made it, or an earlier kept reader dequantized it
@@ -180,6 +200,48 @@ class _Islands:
             return None
         op.inputs[k] = self._float_twin(t)
         return self._op(self.fb.BuiltinOperator.DEQUANTIZE, t, self.twin[t])
+
+    def _hybrid_input(self, op, k: int) -> bool:
+        """Whether input `k` of a kept op is a weight its hybrid kernel reads in int8."""
+        name = fbu.code_name(self.model.operatorCodes[op.opcodeIndex])
+        shape = self.sg.tensors[op.inputs[k]].shape
+        return self.hybrid and name in HYBRID and k == 1 and shape is not None \
+            and int(np.prod(shape)) >= MIN_ELEMENTS
+
+    def _hybrid_weight(self, op, t: int) -> int:
+        """The int8 twin of weight `t` for `op`'s hybrid kernel; the op's code raised to the version
+        of its per-channel hybrid kernel (FULLY_CONNECTED quantizing its inputs asymmetrically), as
+        `dynamic.dynamic_int8` writes them."""
+        code = self.model.operatorCodes[op.opcodeIndex]
+        axis, version = HYBRID[fbu.code_name(code)]
+        code.version = max(code.version, version)
+        if fbu.code_name(code) == "FULLY_CONNECTED" and op.builtinOptions is not None:
+            op.builtinOptions.asymmetricQuantizeInputs = True
+        if t not in self.hybrids:
+            tensor = self.sg.tensors[t]
+            q, scale = quantize_per_channel(self._float_values(tensor), axis)
+            twin = self.sg.tensors[self._tensor(tensor, "_hybrid", fbu.add_buffer(self.model, q))]
+            twin.type = self.fb.TensorType.INT8
+            twin.quantization = per_channel_params(scale, axis)
+            self.hybrids[t] = len(self.sg.tensors) - 1
+        return self.hybrids[t]
+
+    def _dequantized_weight(self, op, k: int):
+        """Point input `k` (a table of an op with no hybrid kernel: a GATHER's embeddings) at
+        float32 values a DEQUANTIZE makes at run time from int8 ones, symmetric per slice of its
+        first axis (a table's row), made from the float file's weights; returns that DEQUANTIZE,
+        or None where an earlier kept op made it."""
+        t = op.inputs[k]
+        if t in self.weights:
+            op.inputs[k] = self.weights[t]
+            return None
+        tensor = self.sg.tensors[t]
+        q, scale = quantize_per_channel(self._float_values(tensor), 0)
+        stored = self._tensor(tensor, "_int8", fbu.add_buffer(self.model, q))
+        self.sg.tensors[stored].type = self.fb.TensorType.INT8
+        self.sg.tensors[stored].quantization = per_channel_params(scale, 0)
+        op.inputs[k] = self.weights[t] = self._tensor(tensor, "_float", None)
+        return self._op(self.fb.BuiltinOperator.DEQUANTIZE, stored, self.weights[t])
 
     def _quantized_from(self, t: int) -> int | None:
         """The float32 tensor a QUANTIZE made `t` from (the output of an op left float), if one did."""
@@ -200,11 +262,15 @@ class _Islands:
 
     def _float_constant(self, t: int) -> int:
         tensor = self.sg.tensors[t]
+        return self._tensor(tensor, "_float", fbu.add_buffer(self.model, self._float_values(tensor).astype("<f4")))
+
+    def _float_values(self, tensor) -> np.ndarray:
+        """A quantized constant's values in the float file (same name and shape), or dequantized."""
         values = self.floats.get(_name(tensor))
         shape = tuple(tensor.shape) if tensor.shape is not None else ()
         if values is None or values.shape != shape:
             values = fbu.dequantized(self.model, tensor)
-        return self._tensor(tensor, "_float", fbu.add_buffer(self.model, values.astype("<f4")))
+        return values
 
     def _tensor(self, like, suffix: str, buffer: int | None) -> int:
         t = self.fb.TensorT()
@@ -224,6 +290,16 @@ class _Islands:
 
 def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+
+TABLES = frozenset({"GATHER"})  # ops whose large constant operand stays int8 behind a DEQUANTIZE with `hybrid`
+
+
+def _is_weight(tensor) -> bool:
+    """A constant large enough to be worth int8 bytes: two or more non-unit axes (a kernel, a matrix,
+    a table) and at least as many elements as `dynamic-int8` quantizes."""
+    shape = tensor.shape if tensor.shape is not None else ()
+    return sum(1 for d in shape if d > 1) >= 2 and int(np.prod(shape)) >= MIN_ELEMENTS
 
 
 def _weighted(model, sg, op) -> bool:

@@ -98,6 +98,24 @@ def test_a_failing_count_is_tried_again_with_every_reader_kept(monkeypatch):
     assert s.steps[-1].to_json()["all_readers"] is True
 
 
+def test_a_second_tier_runs_only_once_every_layer_failed_in_the_first(monkeypatch):
+    """TFLite (`Widen.second`): the first tier (int8 weights) counts 1, every layer, 2, 4..., each
+    failing count retried with every reader kept; a layer whose int8 weights are what hurts fails
+    there at every count, and the second tier (float32 weights) finds it alone."""
+    monkeypatch.setattr(mixed, "SEARCH_BUDGET", 1e9)
+
+    def attempt(kept, wide, second):
+        return "n0" in {n for unit in kept for n in unit} and second, ""
+
+    s = Search(attempt=attempt, rank=lambda: RANKED, names={}, widen=Widen("all_readers", second="float32_weights"))
+    assert s.run() == (("n0",),)
+    assert [(len(st.kept), st.wide, st.second, st.passed) for st in s.steps] == [
+        (0, False, False, False), (1, False, False, False), (1, True, False, False), (20, False, False, False),
+        (20, True, False, False), (1, False, True, True)]
+    assert s.steps[-1].to_json()["float32_weights"] is True and s.steps[-1].to_json()["all_readers"] is False
+    assert s.outcome == "passed keeping 1 of 20 layers, float32 weights too"
+
+
 def test_a_first_step_from_the_stage_cache_is_priced_at_its_first_measured_cost():
     """A warm cache returns the plain mode's conversion at once: the budget is still 4x what that
     conversion took when it ran (the attempt's third value), not 4x the instant it took to restore."""

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import artifact, bridge, report
+from tests.conftest import artifact, bridge, report, report_folder
 
 pytestmark = pytest.mark.slow
 
@@ -215,6 +215,42 @@ def test_int8_mixed_search_keeps_the_sensitive_layer(tmp_path, lane, runtime, ch
     assert mixed["compressed_weights"]["elements"] == 0 and mixed["kept_weights"]
 
 
+def conv_types(path) -> list[tuple[str, str, str, int]]:
+    """Each CONV_2D of a .tflite file, in order: the types of its input, weight and output, and how
+    many scales its weight has."""
+    from bridge.converters.tflite import flatbuffer as fbu
+
+    model = fbu.load(path.read_bytes())
+    sg, names = model.subgraphs[0], {v: k for k, v in vars(fbu.schema().TensorType).items() if not k.startswith("_")}
+    convs = [op for op in sg.operators if fbu.code_name(model.operatorCodes[op.opcodeIndex]) == "CONV_2D"]
+    def scales(t: int) -> int:
+        q = sg.tensors[t].quantization
+        return 0 if q is None or q.scale is None else len(q.scale)
+
+    return [(*(names[sg.tensors[t].type] for t in (op.inputs[0], op.inputs[1], op.outputs[0])), scales(op.inputs[1]))
+            for op in convs]
+
+
+def test_tflite_int8_mixed_search_restores_float32_weights_where_int8_weights_fail(tmp_path):
+    """The probe's 96 x 27 weights are many enough for int8 (1024 or more): kept with them at float
+    activations (the hybrid CONV_2D), it still fails, its per-channel scales taken from the outlier
+    50s; so does keeping every layer so. The second tier gives the probe its float32 weights back."""
+    pytest.importorskip("ai_edge_litert")
+    src = outlier_weights_on_a_dead_channel(tmp_path / "dead.onnx", channels=96)
+    out = tmp_path / "out"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=int8-mixed", "--out", out, *WIDE_BUDGET)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mixed = artifact(report(out), "tflite", "int8-mixed")
+    assert mixed["kept_layers"][0] == "probe" and mixed["parity"]["passed"]
+    steps = [(s["kept"], s["all_readers"], s["float32_weights"], s["passed"]) for s in mixed["search"]["steps"]]
+    assert steps[0] == (0, False, False, False) and steps[-1] == (1, False, True, True), steps
+    assert not any(passed for _, _, second, passed in steps if not second), steps
+    assert mixed["kept_precision"] == "float32"
+    assert mixed["search"]["outcome"] == "passed keeping 1 of 2 layers, float32 weights too"
+    # the probe in float32, weights too; the head as in the int8 file
+    assert conv_types(out / mixed["path"]) == [("FLOAT32", "FLOAT32", "FLOAT32", 0), ("INT8", "INT8", "INT8", 4)]
+
+
 def outlier_activations_channel(path) -> str:
     """x -> `wide` (a 3x3 Conv, 96 channels: 2,592 weights, which Core ML compresses) whose last
     channel's bias is 1000 -> `head` (1x1 Conv) that reads every channel but that one. One int8 scale
@@ -230,6 +266,43 @@ def outlier_activations_channel(path) -> str:
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="wide", pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["c", "wh"], ["y"], name="head")]
     return save(path, nodes, inits, out_shape=(1, 4, 16, 16))
+
+
+def test_tflite_int8_mixed_keeps_a_layers_int8_weights_with_float_activations(tmp_path):
+    """The search keeps `wide` with int8 weights (symmetric, one scale per output channel, for the
+    hybrid CONV_2D kernel) and float32 activations: the file passes where the int8 one fails, and is
+    smaller than the same ops cut into the int8 file with their float32 weights (the second tier's
+    `keep_float`; --tflite-keep cannot name `wide` here: onnx2tf's report names no tensor for it,
+    the search keeps it at the tensor localisation found it at)."""
+    pytest.importorskip("ai_edge_litert")
+    from bridge.converters.tflite import flatbuffer as fbu
+    from bridge.converters.tflite.mixed import keep_float
+
+    src = outlier_activations_channel(tmp_path / "outlier.onnx")
+    a = tmp_path / "a"
+    r = bridge("convert", src, "--target", "tflite", "--quantize", "tflite=fp32,int8,int8-mixed", "--out", a,
+               *WIDE_BUDGET)
+    assert r.returncode == 1, r.stderr[-2000:]  # int8 fails, int8-mixed passes
+    fp32, int8, mixed = (artifact(report(a), "tflite", m) for m in ("fp32", "int8", "int8-mixed"))
+    assert not int8["parity"]["passed"] and int8["parity"]["outputs"]["y"]["snr_db"] < 15
+    assert mixed["parity"]["passed"], mixed["parity"]["reason"]
+    assert mixed["parity"]["outputs"]["y"]["snr_db"] >= 25
+    assert mixed["kept_layers"] == ["wide"] and mixed["kept_precision"] == "float32 activations, int8 weights"
+    assert not any(s["float32_weights"] for s in mixed["search"]["steps"])
+    assert "1 layer(s) kept in float32 activations, int8 weights: wide" in r.stdout
+    files = {m["quantization"]: report_folder(a) / m["path"] for m in (fp32, int8, mixed)}
+    convs = conv_types(files["int8-mixed"])
+    assert convs[0] == ("FLOAT32", "INT8", "FLOAT32", 96), convs  # `wide`: int8 weights, one scale per channel
+
+    model = fbu.load(files["int8-mixed"].read_bytes())
+    sg = model.subgraphs[0]
+    kept = [sg.tensors[t].name.decode().removesuffix("_float") for op in sg.operators for t in op.outputs
+            if sg.tensors[t].name.decode().endswith("_float")]
+    float32, missed, _ = keep_float(files["int8"].read_bytes(), files["fp32"].read_bytes(), kept)
+    assert kept and not missed
+    # the same ops, `wide`'s 2,592 weights at 4 bytes each instead of 1, less its 96 scales and
+    # int64 zero points and the int8 tensors' own records: 5,336 bytes more
+    assert len(float32) - mixed["bytes"] >= 2592 * 2, (len(float32), mixed["bytes"])
 
 
 def test_coreml_int8_mixed_keeps_a_layers_activations_with_its_weights_int8(tmp_path):
