@@ -175,7 +175,8 @@ def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
       attention mask fed all-ones masks) gets a zero or denormal scale (4.6e-41 seen), which
       XNNPACK refuses ("unsupported scale value"); every value it stores is the zero point, so any
       normal scale represents it exactly. An op's output takes the scale of the activation the op
-      reads (`_dead_outputs`); a tensor no op writes (a graph input) takes 1e-12.
+      reads (`_dead_outputs`); one whose op reads no such activation, or that no op writes (a
+      graph input), takes 1e-12.
     - With `fp32`, round each symmetric int8 weight as TensorFlow's converter does (`dynamic.round_to_int8`):
       the quantizer divides by the scale where TensorFlow multiplies by its reciprocal, and a few
       weights per layer land on the other side of .5. Same scales, same biases; MobileNetV2 int8
