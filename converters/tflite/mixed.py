@@ -93,7 +93,8 @@ def _drop_unread_conversions(sg, convert: set[int]) -> None:
     """Drop the QUANTIZEs and DEQUANTIZEs nothing reads any more: a kept first layer reads the
     float input itself, and the input's QUANTIZE has no reader left."""
     while True:
-        read = {t for op in sg.operators for t in op.inputs if t >= 0} | set(sg.outputs or ())
+        outputs = sg.outputs if sg.outputs is not None else ()  # a numpy array: `or` raised with two or more
+        read = {t for op in sg.operators for t in op.inputs if t >= 0} | set(outputs)
         kept = [op for op in sg.operators if op.opcodeIndex not in convert or any(t in read for t in op.outputs)]
         if len(kept) == len(sg.operators):
             return

@@ -174,7 +174,9 @@ def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
     - Give a tensor calibrated to the single value 0 a usable scale. Such a tensor (an additive
       attention mask fed all-ones masks) gets a zero or denormal scale (4.6e-41 seen), which
       XNNPACK refuses ("unsupported scale value"); every value it stores is the zero point, so any
-      normal scale represents it exactly.
+      normal scale represents it exactly. An op's output takes the scale of the activation the op
+      reads (`_dead_outputs`); one whose op reads no such activation, or that no op writes (a
+      graph input), takes 1e-12.
     - With `fp32`, round each symmetric int8 weight as TensorFlow's converter does (`dynamic.round_to_int8`):
       the quantizer divides by the scale where TensorFlow multiplies by its reciprocal, and a few
       weights per layer land on the other side of .5. Same scales, same biases; MobileNetV2 int8
@@ -183,7 +185,8 @@ def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
     model = fbu.load(buf)
     floats = _float_weights(fp32) if fp32 is not None else {}
     for sg in model.subgraphs:
-        for t in sg.tensors:
+        dead = set()
+        for k, t in enumerate(sg.tensors):
             q = t.quantization
             if q is None or q.scale is None or not len(q.scale):
                 continue
@@ -192,9 +195,33 @@ def compact(buf: bytes, fp32: bytes | None = None) -> bytes:
             scale = np.asarray(q.scale, dtype=np.float32)
             if np.any(scale < 1e-30):
                 q.scale = np.where(scale < 1e-30, np.float32(1e-12), scale).tolist()
+                if len(scale) == 1 and fbu.constant(model, t) is None:
+                    dead.add(k)
             _reround(model, t, floats)
+        _dead_outputs(model, sg, dead)
     _integer_pad_values(model)
     return fbu.save(model)
+
+
+def _dead_outputs(model, sg, dead: set[int]) -> None:
+    """Give each op output in `dead` (an activation calibrated to 0 alone) the scale of the first
+    activation its op reads. XNNPACK creates a convolution, transposed convolution or fully
+    connected operator only while input scale x weight scale / output scale is below 256
+    (XNNPACK's src/operators: "requantization scale ... is greater or equal to 256.0"), and fails
+    the whole delegate at runtime creation otherwise ("failed to create XNNPACK runtime"). An
+    output scale of 1e-12 gave 1.7e8: onnx2tf writes a grouped ConvTranspose as one TRANSPOSE_CONV
+    per group, so a channel the ReLU before it never opens on the calibration samples is a tensor
+    of its own (14 of the 704 in the Cycle-CenterNet DLA-34), and the int8 file did not run with
+    the default delegate. With its input's scale the ratio is the weight's scale; readers that
+    requantize it (a QUANTIZE into the concatenation) see a scale of the graph's own magnitude.
+    Ops are visited in order, so a dead tensor read by the next op has its scale already."""
+    for op in sg.operators:
+        read = [sg.tensors[k].quantization for k in op.inputs if k >= 0 and k not in dead
+                and fbu.constant(model, sg.tensors[k]) is None]
+        scales = [float(q.scale[0]) for q in read if q is not None and q.scale is not None and len(q.scale) == 1]
+        for out in (k for k in op.outputs if k in dead and scales):
+            sg.tensors[out].quantization.scale = [scales[0]]
+            dead.discard(out)
 
 
 _INTEGER = {"INT8": np.int8, "INT16": np.int16}

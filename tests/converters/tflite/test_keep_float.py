@@ -70,3 +70,35 @@ def test_keeping_the_step_in_float_hands_the_sum_to_the_float_reciprocal_as_it_i
     # what is left in int8 (the convolutions, sigmoids and their difference) only: well under a step
     # what stays int8 is the sigmoids: their step (1/256) times 50 in the exponent blurs the edge
     assert snr_db(got, want) > 25
+
+
+def test_no_layer_kept_on_a_file_with_two_outputs_leaves_it_as_it_was(tmp_path):
+    """The search's first step keeps nothing; cutting that into a file whose subgraph has more than
+    one output raised ("truth value of an array ... is ambiguous": the subgraph's outputs are a
+    numpy array), so `int8-mixed` crashed at conversion on every multi-output model (the
+    Cycle-CenterNet DLA-34's four heads) even where `int8` passed."""
+    from bridge.converters.tflite.mixed import keep_float
+    from bridge.validators.runners.tflite import TFLiteRunner
+
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.4).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.4).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["y"], pads=[1, 1, 1, 1], name="head_a"),
+             helper.make_node("Conv", ["x", "w2"], ["z"], pads=[1, 1, 1, 1], name="head_b")]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 16, 16]) for n in "yz"],
+                              inits)
+    fp32 = to_tflite(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8), tmp_path)
+    int8 = calibrate(str(fp32), ([x] for x in images(16, seed=7)), "int8", False).data
+    data, missed, made = keep_float(int8, fp32.read_bytes(), [], public=set(), nodes=[])
+    assert (missed, made) == ([], []) and fbu.op_counts(data) == fbu.op_counts(int8)
+    (tmp_path / "int8.tflite").write_bytes(int8)
+    (tmp_path / "kept.tflite").write_bytes(data)
+    feed = {"x": images(1)[0]}
+    outputs = []
+    for name in ("int8", "kept"):
+        runner = TFLiteRunner()
+        runner.load(str(tmp_path / f"{name}.tflite"))
+        outputs.append(runner.infer(feed))
+    assert sorted(outputs[0]) == ["y", "z"]
+    assert all(np.array_equal(outputs[0][k], outputs[1][k]) for k in "yz")

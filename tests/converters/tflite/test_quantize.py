@@ -255,3 +255,49 @@ def test_constants_of_float32s_own_scale_are_saturated_for_the_quantizer(tmp_pat
     assert all(np.array_equal(now[n], v) for n, v in was.items() if n != name)
     plain = to_tflite(cnn(), tmp_path / "plain")  # nothing to saturate: the very same bytes
     assert _saturated(plain.read_bytes()) == plain.read_bytes()
+
+
+def _dead_channel_upsample(channels: int = 8, dead: int = 2):
+    """x [1, 3, 16, 16] -> conv 3x3 -> relu -> depthwise ConvTranspose 4x4 stride 2 (CenterNet's
+    upsampling) -> y [1, 8, 32, 32]. Channel `dead` of the conv is 0 before the relu opens it
+    (zero weights, bias -1), as a pruned or never-firing channel of a trained network is. onnx2tf
+    writes the grouped ConvTranspose as one TRANSPOSE_CONV per group, so that channel's output is
+    a tensor of its own, calibrated to the single value 0."""
+    from tests.converters.tflite.helpers import OPSET, TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32)
+    b = (rng.standard_normal(channels) * 0.1).astype(np.float32)
+    w[dead], b[dead] = 0.0, -1.0
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array((rng.standard_normal((channels, 1, 4, 4)) * 0.3).astype(np.float32), "up_w")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("ConvTranspose", ["r", "up_w"], ["y"], group=channels, kernel_shape=[4, 4],
+                              strides=[2, 2], pads=[1, 1, 1, 1], name="up")]
+    graph = helper.make_graph(nodes, "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 32, 32])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def test_a_dead_transposed_convolution_output_runs_with_the_default_delegate(tmp_path):
+    """A tensor calibrated to 0 alone got the scale 1e-12; written by a TRANSPOSE_CONV that made a
+    requantization scale (input x weight / output) of ~1e8, and XNNPACK creates such an operator
+    only below 256: ai-edge-litert failed at "failed to create XNNPACK runtime" (the Cycle-CenterNet
+    DLA-34's int8 file, node 1543). The output now takes its input's scale: the file runs with the
+    default delegate, the dead channel is exactly 0 and the rest is int8-close to the float file."""
+    fp32 = to_tflite(_dead_channel_upsample(), tmp_path)
+    assert fbu.op_counts(fp32.read_bytes())["TRANSPOSE_CONV"] == 8
+    path = _quantized(fp32, tmp_path, "int8")
+    inputs = images(4)
+    got, want = run(path, inputs), run(fp32, inputs)  # bridge's runner: XNNPACK, the default delegate
+    assert np.all(want[..., 2] == 0) and np.all(got[..., 2] == 0)  # channel-last: the dead channel
+    assert snr_db(got, want) > 30
+    model = fbu.load(path.read_bytes())
+    sg = model.subgraphs[0]
+    ratios = []
+    for op in sg.operators:
+        if fbu.code_name(model.operatorCodes[op.opcodeIndex]) == "TRANSPOSE_CONV":
+            x, w, y = (sg.tensors[k].quantization.scale for k in (op.inputs[2], op.inputs[1], op.outputs[0]))
+            ratios.append(x[0] * max(w) / y[0])
+    assert len(ratios) == 8 and max(ratios) < 256
