@@ -555,11 +555,12 @@ class _Run:
         the fp16 check, and calibration ranges for lanes that quantize with them."""
         from bridge.validators.compare import NonFinite
 
-        counts = {o.name: NonFinite.of(Column(self.exported.source_outputs, o.name)) for o in self.exported.outputs}
+        source = self.exported.source_outputs
+        counts, flat = self._judged("source-numerics", lambda: self._keyed(source), lambda: (
+            {o.name: NonFinite.of(Column(source, o.name)) for o in self.exported.outputs},
+            flat_outputs({o.name: Column(source, o.name) for o in self.exported.outputs})))
         report.source["nonfinite"] = {n: c.to_json() for n, c in counts.items()}
-        report.warnings += nonfinite_warning(counts)
-        report.warnings += flat_outputs({o.name: Column(self.exported.source_outputs, o.name)
-                                         for o in self.exported.outputs})
+        report.warnings += nonfinite_warning(counts) + flat
         if wanted is None or self.hub_outputs is None:
             return None
         fp16, calibrated, samples = wanted
