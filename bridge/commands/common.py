@@ -118,6 +118,9 @@ def parity_table(report: Report) -> Table:
     return table
 
 
+SHOWN_LAYERS = 20  # kept layers named on the console; the report names every one
+
+
 def print_outcome(report: Report) -> None:
     stdout.print(parity_table(report))
     for w in report.warnings:
@@ -126,8 +129,11 @@ def print_outcome(report: Report) -> None:
         for w in a.warnings:
             say(("warning: ", "yellow"), f"{a.path or a.target}: {w}")
         if "kept_layers" in a.details:  # mixed modes: the layers left in higher precision
-            kept = ", ".join(a.details["kept_layers"]) or "none"
-            say(f"{a.target}/{a.quantization}: {len(a.details['kept_layers'])} layer(s) kept in "
+            layers = a.details["kept_layers"]
+            kept = ", ".join(layers[:SHOWN_LAYERS]) or "none"
+            if len(layers) > SHOWN_LAYERS:  # a transformer keeps hundreds: the report lists them all
+                kept += f" and {len(layers) - SHOWN_LAYERS} more (every one: {report.path or 'report.json'}, kept_layers)"
+            say(f"{a.target}/{a.quantization}: {len(layers)} layer(s) kept in "
                 f"{a.details.get('kept_precision', 'higher precision')}: {kept}", out=stdout)
         if a.error:
             where = f" at {a.error.op_type} node {a.error.node}" if a.error.node else ""

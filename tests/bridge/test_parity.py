@@ -85,3 +85,18 @@ def test_a_failure_far_above_the_noise_floor_is_the_conversions():
     parity = judge(actual=[{"y": REF * np.float32(1.01)}], source=[{"y": REF}], onnx=None, names=["y"],
                    thresholds=FP32, runtime="test", inputs="synthetic", calibration=None, sizes={}, floor=floor)
     assert parity.status == "failed" and "ill-conditioned" not in parity.reason
+
+
+def test_the_console_names_twenty_kept_layers_and_points_to_the_report_for_the_rest(capsys):
+    from pathlib import Path
+
+    from bridge.commands.common import print_outcome
+
+    report = Report(command="convert", source={"path": "m.onnx"})
+    report.path = Path("out/report.json")
+    report.artifacts = [ArtifactRecord("tflite", "int8-mixed", details={
+        "kept_layers": [f"layer{i}" for i in range(25)], "kept_precision": "float32"})]
+    print_outcome(report)
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "tflite/int8-mixed: 25 layer(s) kept in float32: layer0, layer1," in out
+    assert "layer19 and 5 more (every one: out/report.json, kept_layers)" in out and "layer20" not in out
