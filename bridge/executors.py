@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -192,14 +194,18 @@ class Ray(Executor):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise report usage online
         self.ray = require("ray")
         self.address = address
+        # A local instance keeps its session (logs, sockets: ~200 KB) in a folder of its own that
+        # `close` deletes; in Ray's default, /tmp/ray, every batch left one behind.
+        self._temp = None if address else tempfile.mkdtemp(prefix="bridge-ray-", dir=_short_temp())
         options = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
         try:
             if address:
                 self.ray.init(address=address, **options)
             else:
                 self.ray.init(address="local", num_cpus=jobs or os.cpu_count() or 1, include_dashboard=False,
-                              _node_ip_address="127.0.0.1", **options)
+                              _node_ip_address="127.0.0.1", _temp_dir=self._temp, **options)
         except Exception as e:  # noqa: BLE001 - Ray's start-up errors are many; each is one line here
+            self._remove_temp()
             what = f"join {address}" if address else "start a local Ray instance"
             raise UsageError(f"--executor ray: could not {what} ({one_line(e, with_type=True)})") from None
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
@@ -253,6 +259,19 @@ class Ray(Executor):
 
     def close(self) -> None:
         self.ray.shutdown()
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+
+
+def _short_temp() -> str:
+    """The temporary folder, or /tmp where its path is too long for Ray's sockets: they live at
+    <folder>/bridge-ray-XXXXXXXX/session_<date>_<pid>/sockets/plasma_store, and a Unix socket's
+    path has at most 107 bytes (a pytest tmp_path as TMPDIR passed it)."""
+    folder = tempfile.gettempdir()
+    return folder if len(folder) <= 20 or not os.path.isdir("/tmp") else "/tmp"
 
 
 def _ray_stage(stage: Stage, args: tuple, kwargs: dict, limits: Limits, cwd: str, path: list[str]) -> Outcome:

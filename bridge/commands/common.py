@@ -132,7 +132,8 @@ def print_outcome(report: Report) -> None:
             layers = a.details["kept_layers"]
             kept = ", ".join(layers[:SHOWN_LAYERS]) or "none"
             if len(layers) > SHOWN_LAYERS:  # a transformer keeps hundreds: the report lists them all
-                kept += f" and {len(layers) - SHOWN_LAYERS} more (every one: {report.path or 'report.json'}, kept_layers)"
+                where = report.path or "report.json"
+                kept += f" and {len(layers) - SHOWN_LAYERS} more (every one: {where}, kept_layers)"
             say(f"{a.target}/{a.quantization}: {len(layers)} layer(s) kept in "
                 f"{a.details.get('kept_precision', 'higher precision')}: {kept}", out=stdout)
         if a.error:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -202,8 +203,16 @@ def test_ray_without_an_address_starts_and_stops_its_own_instance(tmp_path):
     pytest.importorskip("ray")
     shutil.copy(SAMPLES / "shapes_keras.keras", tmp_path / "k.keras")
     (tmp_path / "m.toml").write_text('[[model]]\nname = "k"\nsource = "k.keras"\ntargets = ["onnx"]\n')
-    r = bridge("batch", "m.toml", "--executor", "ray", "--jobs", "1", "--no-cache", cwd=tmp_path, timeout=900)
+    # the process's temporary folder (Ray's default root too: <temp>/ray), short as Ray's sockets need
+    temp = Path(tempfile.mkdtemp(prefix="br-", dir="/tmp"))
+    try:
+        r = bridge("batch", "m.toml", "--executor", "ray", "--jobs", "1", "--no-cache", cwd=tmp_path, timeout=900,
+                   env={"TMPDIR": str(temp)})
+        left = sorted(p.name for p in temp.iterdir())
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "bridge-out" / "summary.json").read_text())
     assert summary["executor"] == {"executor": "ray", "address": "local", "nodes": 1}
     assert (tmp_path / "bridge-out" / "k" / "k.onnx").is_file()
+    assert left == []  # the instance's session folder went with it
