@@ -100,13 +100,15 @@ def test_local_batch_writes_what_bridge_convert_writes(zoo, cold):
 
 def test_ray_batch_gives_the_same_summary_and_bytes(zoo, cold):
     ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="br-", dir="/tmp")  # the cluster's session files, not left in /tmp/ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, logging_level="ERROR")
+             log_to_driver=False, logging_level="ERROR", _temp_dir=temp)
     try:
         address = ray.get_runtime_context().gcs_address
         r = _batch(zoo, "out-ray", "--executor", "ray", "--ray-address", address, "--no-cache")
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     assert r.returncode == 3, r.stderr[-5000:]
     ray_summary = _summary(zoo, "out-ray")
     assert ray_summary["executor"]["executor"] == "ray"
