@@ -899,16 +899,13 @@ class _Run:
         runtime, outputs = result
         from_hub = not art.route or art.route[0] == "onnx"  # else stage metrics would blame a stage it never passed
         # The hub itself has no onnx->target stage: its parity is the report's source->onnx (`hub`).
-        given = {"actual": outputs, "source": ex.source_outputs,
-                 "onnx": self.hub_outputs if from_hub and not is_hub else None, "names": self.names,
-                 "thresholds": thresholds, "runtime": runtime, "inputs": ex.parity_origin.origin,
-                 "calibration": ex.calibration_origin.origin if spec.calibrated else None,
-                 "sizes": self._sizes(), "floor": self.floor}
+        onnx = self.hub_outputs if from_hub and not is_hub else None
+        settings = {"thresholds": thresholds, "runtime": runtime, "inputs": ex.parity_origin.origin,
+                    "calibration": ex.calibration_origin.origin if spec.calibrated else None, "sizes": self._sizes()}
         rec.parity = self._judged(
-            "judge", lambda: self._keyed(outputs, ex.source_outputs, given["onnx"], **{
-                k: v for k, v in given.items() if k not in ("actual", "source", "onnx", "floor", "names")},
-                floor=floor_json(self.floor)),
-            lambda: judge(**given))
+            "judge", lambda: self._keyed(outputs, ex.source_outputs, onnx, floor=floor_json(self.floor), **settings),
+            lambda: judge(actual=outputs, source=ex.source_outputs, onnx=onnx, names=self.names, floor=self.floor,
+                          **settings))
         rec.parity.seconds = time.perf_counter() - start
         return rec
 

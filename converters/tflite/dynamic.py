@@ -36,19 +36,30 @@ def dynamic_int8(buf: bytes) -> bytes:
             values = _weights(model, weight)
             if values is None or values.size < MIN_ELEMENTS:
                 continue
-            axis, version = HYBRID[name]
-            q, scale = quantize_per_channel(values, axis)
             users[weight.buffer] -= 1
             if users[weight.buffer] == 0:
                 model.buffers[weight.buffer].data = None  # the float32 bytes have no reader left
-            weight.buffer = fbu.add_buffer(model, q)
-            weight.type = fbu.schema().TensorType.INT8
-            weight.quantization = per_channel_params(scale, axis)
-            code = model.operatorCodes[op.opcodeIndex]
-            code.version = max(code.version, version)
-            if name == "FULLY_CONNECTED" and op.builtinOptions is not None:
-                op.builtinOptions.asymmetricQuantizeInputs = True
+            int8_weight(model, weight, values, hybrid_kernel(model, op))
     return fbu.save(model)
+
+
+def hybrid_kernel(model, op) -> int:
+    """Ask for `op`'s per-channel hybrid kernel (a HYBRID op): its code raised to that kernel's
+    version, a FULLY_CONNECTED quantizing its inputs asymmetrically; returns its weight's channel axis."""
+    code = model.operatorCodes[op.opcodeIndex]
+    axis, version = HYBRID[fbu.code_name(code)]
+    code.version = max(code.version, version)
+    if fbu.code_name(code) == "FULLY_CONNECTED" and op.builtinOptions is not None:
+        op.builtinOptions.asymmetricQuantizeInputs = True
+    return axis
+
+
+def int8_weight(model, tensor, values: np.ndarray, axis: int) -> None:
+    """`tensor` holding `values` as symmetric int8 per channel along `axis` (`quantize_per_channel`)."""
+    q, scale = quantize_per_channel(values, axis)
+    tensor.buffer = fbu.add_buffer(model, q)
+    tensor.type = fbu.schema().TensorType.INT8
+    tensor.quantization = per_channel_params(scale, axis)
 
 
 def quantize_per_channel(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from collections.abc import Collection
 import numpy as np
 
 from bridge.converters.tflite import flatbuffer as fbu
-from bridge.converters.tflite.dynamic import HYBRID, MIN_ELEMENTS, per_channel_params, quantize_per_channel
+from bridge.converters.tflite.dynamic import HYBRID, MIN_ELEMENTS, hybrid_kernel, int8_weight
 
 
 def keep_float(int8: bytes, fp32: bytes, names: Collection[str], readers: str = "none",
@@ -210,21 +210,12 @@ class _Islands:
             and int(np.prod(shape)) >= MIN_ELEMENTS
 
     def _hybrid_weight(self, op, t: int) -> int:
-        """The int8 twin of weight `t` for `op`'s hybrid kernel; the op's code raised to the version
-        of its per-channel hybrid kernel (FULLY_CONNECTED quantizing its inputs asymmetrically), as
-        `dynamic.dynamic_int8` writes them."""
-        code = self.model.operatorCodes[op.opcodeIndex]
-        axis, version = HYBRID[fbu.code_name(code)]
-        code.version = max(code.version, version)
-        if fbu.code_name(code) == "FULLY_CONNECTED" and op.builtinOptions is not None:
-            op.builtinOptions.asymmetricQuantizeInputs = True
+        """The int8 twin of weight `t` for `op`'s hybrid kernel, as `dynamic.dynamic_int8` writes it."""
+        axis = hybrid_kernel(self.model, op)
         if t not in self.hybrids:
             tensor = self.sg.tensors[t]
-            q, scale = quantize_per_channel(self._float_values(tensor), axis)
-            twin = self.sg.tensors[self._tensor(tensor, "_hybrid", fbu.add_buffer(self.model, q))]
-            twin.type = self.fb.TensorType.INT8
-            twin.quantization = per_channel_params(scale, axis)
-            self.hybrids[t] = len(self.sg.tensors) - 1
+            self.hybrids[t] = self._tensor(tensor, "_hybrid", None)
+            int8_weight(self.model, self.sg.tensors[self.hybrids[t]], self._float_values(tensor), axis)
         return self.hybrids[t]
 
     def _dequantized_weight(self, op, k: int):
@@ -237,10 +228,8 @@ class _Islands:
             op.inputs[k] = self.weights[t]
             return None
         tensor = self.sg.tensors[t]
-        q, scale = quantize_per_channel(self._float_values(tensor), 0)
-        stored = self._tensor(tensor, "_int8", fbu.add_buffer(self.model, q))
-        self.sg.tensors[stored].type = self.fb.TensorType.INT8
-        self.sg.tensors[stored].quantization = per_channel_params(scale, 0)
+        stored = self._tensor(tensor, "_int8", None)
+        int8_weight(self.model, self.sg.tensors[stored], self._float_values(tensor), 0)
         op.inputs[k] = self.weights[t] = self._tensor(tensor, "_float", None)
         return self._op(self.fb.BuiltinOperator.DEQUANTIZE, stored, self.weights[t])
 
