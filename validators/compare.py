@@ -9,8 +9,10 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import zip_longest
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where arrays are compared: a warm run compares none
+    import numpy as np
 
 from bridge.base.modes import Thresholds
 
@@ -31,6 +33,7 @@ class NonFinite:
 
     @staticmethod
     def of(x: np.ndarray | Iterable[np.ndarray]) -> NonFinite:
+        import numpy as np
         nan = inf = 0
         for chunk in _chunks(x):
             nan += int(np.count_nonzero(np.isnan(chunk)))
@@ -68,6 +71,7 @@ class ErrorHistogram:
 
     @staticmethod
     def of(abs_error: np.ndarray) -> ErrorHistogram:
+        import numpy as np
         nonzero = abs_error[abs_error > 0]
         k, counts = np.unique(np.floor(np.log10(nonzero) * BINS_PER_DECADE).astype(np.int64), return_counts=True)
         return ErrorHistogram(int(abs_error.size - nonzero.size),
@@ -205,6 +209,7 @@ def metrics(actual: np.ndarray | Iterable[np.ndarray], reference: np.ndarray | I
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
     """(rows, rows whose top class agrees, rows whose reference top class is in the artifact's top 5)."""
+    import numpy as np
     a = np.asarray(a).reshape(-1, a.shape[-1])
     b = np.asarray(b).reshape(-1, b.shape[-1])
     ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
@@ -233,6 +238,7 @@ class _Sums:
     with_histogram: bool = True
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        import numpy as np
         self.size += a.size
         bad_a, bad_b = NonFinite.of(a), NonFinite.of(b)
         self.bad_a, self.bad_b = self.bad_a + bad_a, self.bad_b + bad_b
@@ -277,6 +283,7 @@ class _Sums:
 
 
 def _samples(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    import numpy as np
     if isinstance(x, np.ndarray):
         yield x
     else:
@@ -285,6 +292,7 @@ def _samples(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 
 def _chunks(x: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """Flat float64 pieces of at most CHUNK elements."""
+    import numpy as np
     for sample in _samples(x):
         flat = sample.reshape(-1)
         for start in range(0, max(flat.size, 1), CHUNK):

@@ -15,10 +15,12 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where arrays are touched: a warm run reads none (~50 ms)
+    import numpy as np
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 _INDEX = "feeds.json"
 _MAP_FROM = 1 << 20
 
@@ -66,6 +68,7 @@ def _load(path: Path) -> np.ndarray:
     """Read-only; memory-mapped from 1 MiB (pages are read as they are used and given back after),
     read whole below (a warm `bridge batch` maps hundreds of small samples: mapping cost more), and
     those small ones kept (`_Recent`): a comparison passes over each column several times."""
+    import numpy as np
     try:
         st = path.stat()
         if st.st_size < _MAP_FROM:
@@ -126,6 +129,7 @@ class FeedWriter:
         self.count = 0
 
     def append(self, feed: Mapping[str, np.ndarray]) -> None:
+        import numpy as np
         if self.names is None:
             self.names = tuple(feed)
         missing = [n for n in self.names if n not in feed]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where arrays are touched: a warm run reads none (~50 ms)
+    import numpy as np
 
 from bridge.base.errors import UsageError
 from bridge.base.tensors import TensorSpec, dtype_name
@@ -35,6 +37,7 @@ class Pixels:
         return Pixels(fit(mean, 0.0, "--mean"), fit(std, 1.0, "--std"), "RGB" if channels == 3 else "GRAYSCALE")
 
     def to_pixels(self, x: np.ndarray, axis: int) -> np.ndarray:
+        import numpy as np
         shape = [1] * x.ndim
         shape[axis] = len(self.mean)
         mean = np.asarray(self.mean, np.float32).reshape(shape)
@@ -74,12 +77,14 @@ class Binding:
         return out
 
     def to_artifact(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np
         if x.ndim == 0 and tuple(self.shape) == (1,):  # a scalar the artifact holds as [1] (TFLite has no rank 0)
             return x.reshape(1)
         x = np.ascontiguousarray(x.transpose(self.perm)) if self.perm else x
         return self.pixels.to_pixels(x, axis=1) if self.pixels else x
 
     def to_source(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np
         return np.ascontiguousarray(x.transpose(np.argsort(self.perm))) if self.perm else x
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import threading
-from importlib import metadata
 
 _ONCE = threading.Lock()
 
@@ -24,6 +23,8 @@ def _version(distribution: str) -> str | None:
     found = _by_folder().get(_normalized(distribution))
     if found is not None:
         return found
+    from importlib import metadata  # ~13 ms, for this fallback only
+
     try:  # a package whose folder says nothing (not installed, or an unusual layout)
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

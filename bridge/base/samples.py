@@ -14,8 +14,10 @@ import stat
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where arrays are touched: a warm run reads none (~50 ms)
+    import numpy as np
 
 from bridge.base.bindings import Pixels
 from bridge.base.errors import UsageError, one_line
@@ -186,6 +188,7 @@ def _disjoint(data: list[dict[str, np.ndarray]], parity: list[dict[str, np.ndarr
 
 
 def _digest(feed: dict[str, np.ndarray]) -> str:
+    import numpy as np
     h = hashlib.sha256()
     for name in sorted(feed):
         a = np.ascontiguousarray(feed[name])
@@ -215,6 +218,7 @@ def pixel_images(feeds: list[dict[str, np.ndarray]], specs: list[TensorSpec], ch
     """`feeds` with every image input in `specs` replaced by seeded whole-valued 0-255 pixels, normalized with
     `--mean/--std`: an artifact that takes pixels (`--coreml-image-input`) then gets exactly the
     values a camera frame can hold, and every other artifact the same image in its own units."""
+    import numpy as np
     rng = np.random.default_rng(seed + 104729)
     images = specs
     out = []
@@ -298,6 +302,7 @@ def _batched(arr: np.ndarray, spec: TensorSpec, where: Path) -> list[np.ndarray]
 
 
 def _from_npy(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    import numpy as np
     if len(specs) != 1:
         raise UsageError(f"{path}: the model has {len(specs)} inputs; give .npz files keyed by input name")
     arr = _array(lambda: np.load(path, allow_pickle=False), path)
@@ -305,6 +310,7 @@ def _from_npy(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]
 
 
 def _from_npz(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    import numpy as np
     try:
         with zipfile.ZipFile(path) as archive:
             check_archive(path, archive.infolist())
@@ -322,6 +328,7 @@ def _from_npz(path: Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]
 
 
 def _from_image(path: Path, specs: list[TensorSpec], channel_last: bool, opts: CalibrationOptions) -> dict:
+    import numpy as np
     images = [s for s in specs if len(s.shape) == 4]
     if len(specs) != 1 or not images:
         raise UsageError(f"{path}: images calibrate single-input image models only; give .npz files")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where arrays are touched: a warm run reads none (~50 ms)
+    import numpy as np
 
 from bridge.base.errors import UsageError
 
@@ -47,6 +49,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
+        import numpy as np
         count = 1
         for d in self.shape:
             count *= max(int(d), 1)
@@ -75,6 +78,7 @@ class Values:
     def of(arrays: Iterable[np.ndarray], origin: str = "example") -> Values | None:
         """None when the values say nothing: not float, non-finite, or constant (a `torch.zeros`
         example gives the shape, not the range)."""
+        import numpy as np
         parts = [np.asarray(a).reshape(-1) for a in arrays]
         parts = [p for p in parts if p.size and p.dtype.kind == "f"]
         if not parts:
@@ -88,6 +92,7 @@ class Values:
         return Values(tuple(float(v) for v in q), bool(np.all(flat == np.round(flat))), origin)
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        import numpy as np
         u = rng.random(shape)
         x = np.interp(u, np.linspace(0.0, 1.0, len(self.quantiles)), self.quantiles)
         return np.asarray(np.round(x) if self.whole else x, dtype=dtype)  # 0-d stays an array (np.interp unboxes it)
@@ -195,6 +200,7 @@ class SampleSet:
 def synthetic_samples(specs: Sequence[TensorSpec], count: int, seed: int) -> SampleSet:
     """Deterministic samples: floats drawn from the input's example values (standard normal when
     it has none), integers uniform in each input's range."""
+    import numpy as np
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):

@@ -144,3 +144,21 @@ def test_an_unknown_option_offers_only_close_names(tmp_path, args, said):
     r = bridge(*args, cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and said in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["convrt", "m.onnx"], "No such command 'convrt'. Did you mean 'convert'?"),
+    (["--help"], "batch"),
+])
+def test_every_command_is_there_when_the_line_names_none(tmp_path, args, said):
+    """The CLI loads only the command a line starts with (each command's module imports what it
+    runs with); a line that names none gets them all: help lists every one, a typo is offered the
+    close name."""
+    from tests.conftest import bridge
+
+    r = bridge(*args, cwd=tmp_path)
+    assert r.returncode == (2 if args[0] != "--help" else 0)
+    text = r.stderr if r.returncode else r.stdout
+    assert said in text, text
+    if args == ["--help"]:
+        assert all(f" {c} " in text for c in ("convert", "validate", "debug", "inspect", "batch", "doctor")), text

@@ -120,14 +120,17 @@ def test_ray_batch_gives_the_same_summary_and_bytes(zoo, cold):
 
 
 def test_a_rerun_reuses_every_stage(zoo, cold):
-    """Every stage and every figure of the pages comes from the cache: nothing is converted or
-    drawn (matplotlib is never imported), yet the artifacts and figures are the cold run's."""
+    """Every stage, verdict and figure of the pages comes from the cache: nothing is converted, judged
+    or drawn (matplotlib and numpy are never imported), yet the artifacts and figures are the cold
+    run's."""
     r = bridge("batch", "matrix-fp32.toml", "--out", "out-warm", "--cache-dir", zoo / "cache", "--jobs", "2",
                cwd=zoo, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert r.returncode == 3, r.stderr[-5000:]
     imported = set(re.findall(r"^import time: +\d+ \| +\d+ \| +([\w.]+)$", r.stderr, flags=re.M))
     assert "bridge.conversion" in imported  # (the import log is on)
-    assert not {"matplotlib", "torch", "tensorflow", "coremltools", "onnxruntime"} & imported
+    # nor numpy (no array is read: verdicts come from the cache too), nor the other commands' modules
+    assert not {"matplotlib", "torch", "tensorflow", "coremltools", "onnxruntime", "numpy",
+                "bridge.commands.convert", "bridge.commands.validate"} & imported
     warm = _summary(zoo, "out-warm")
     assert _stable(warm) == _stable(cold["summary"])
     assert all(m["stages"]["ran"] == 0 and m["stages"]["reused"] > 0 for m in warm["models"]), warm["models"]
