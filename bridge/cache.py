@@ -16,7 +16,9 @@ A stage's key is the sha256 of everything its result depends on:
 
 An entry holds the stage's result (pickled), the files it made (relative to the folder it made
 them in), and a manifest with the sha256 of each. An entry is checked against its manifest as it is
-copied out; one that does not match is deleted and the stage runs. Entries are written to a
+linked out; one that does not match is deleted and the stage runs. A file is checked by hashing it,
+or, once it has been found to match, by its inode, size and modification time, as git and bazel
+know an unchanged file (`SETTLED_NS` says when its times can be trusted). Entries are written to a
 temporary folder and renamed into place (a rename is atomic, and a concurrent writer of the same
 key loses harmlessly), so readers need no lock. Only trimming the cache to its size bound takes
 one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
@@ -31,8 +33,8 @@ What the report pages are made of is kept here too (`Pages`): each figure as an 
 it plots, the matplotlib version and bridge's code (`figures/`), and the page templates compiled
 (`templates/`, jinja2's own bytecode cache, checked against each template's source), so a warm
 run's pages are written without drawing, importing matplotlib or compiling a template. Verdicts
-are never cached: parity is judged again on every run from the cached outputs, since thresholds
-may have changed.
+(parity judgements, metrics, the noise floor) are kept as entries without files, keyed by the
+arrays' contents and the thresholds they were judged with (`bridge.conversion`).
 
 Not seen: files that native code opens without Python's `open` (h5py's `.h5` weights, TensorFlow's
 file system). An entrypoint that loads weights that way must be run with `--no-cache` after they
@@ -75,6 +77,15 @@ TRIM_TO = 0.8  # a trim leaves the cache at this fraction of its bound
 TRIM_EVERY = 0.05
 MANIFEST = "manifest.json"
 RESULT = "result.pickle"
+# An entry's file whose inode, size and modification time are those it had when its bytes were last
+# found to match the manifest is taken as unchanged without reading it. Writing to a file, through
+# any of its links, moves its modification time, unless the write comes within one tick of the clock
+# the filesystem stamps writes with of the write that set it: the kernel's coarse clock, a tick of at
+# most 10 ms (CONFIG_HZ >= 100), or whole seconds (FAT, HFS+, ext3). A file checked sooner than twice
+# that after its last write is not trusted by its times (a later check records them).
+SETTLED_NS = 20_000_000
+SETTLED_WHOLE_SECONDS_NS = 4_000_000_000
+VERIFIED = "verified.json"  # {path: [inode, bytes, mtime_ns]} learned by gets, for files stored unsettled
 
 
 def default_dir() -> Path:
@@ -271,8 +282,10 @@ class StageCache:
             blob = (entry / RESULT).read_bytes()
             if hashlib.sha256(blob).hexdigest() != manifest["result"]:
                 raise _Corrupt
-            verified = {f["path"]: _place(entry / "files" / f["path"], root / f["path"], f["sha256"])
-                        for f in manifest["files"]}
+            learned = _read_verified(entry)
+            placed = {f["path"]: _place(entry / "files" / f["path"], root / f["path"], f["sha256"],
+                                        learned.get(f["path"]) or f.get("stat")) for f in manifest["files"]}
+            verified = {rel: value for rel, (value, _) in placed.items()}
             outcome = pickle.loads(blob)  # noqa: S301 - our own folder (checked), hash-verified
             if not isinstance(outcome, Outcome):
                 raise _Corrupt
@@ -283,6 +296,10 @@ class StageCache:
             return None
         with contextlib.suppress(OSError):
             _touch(entry / MANIFEST)
+        stored = {f["path"]: f.get("stat") for f in manifest["files"]}
+        news = {rel: st for rel, (_, st) in placed.items() if st is not None and st != stored[rel]}
+        if news and news != learned:  # files stored unsettled, now checked and settled: not read next time
+            _write_verified(entry, news)
         for rel, value in verified.items() if digests is not None else ():
             digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
@@ -300,8 +317,8 @@ class StageCache:
         try:
             files = []
             for rel in referenced(outcome, root):
-                value = _place(root / rel, tmp / "files" / rel, None)
-                files.append({"path": rel, "sha256": value, "bytes": (root / rel).stat().st_size})
+                value, settled = _place(root / rel, tmp / "files" / rel, None)
+                files.append({"path": rel, "sha256": value, "bytes": (root / rel).stat().st_size, "stat": settled})
                 if digests is not None:
                     digests.learn(root / rel, value)
             blob = pickle.dumps(Outcome(outcome.result, outcome.error, None, outcome.deliberate))
@@ -498,22 +515,55 @@ def _copy_checked(src: Path, dest: Path, expected: str | None) -> str:
     return value
 
 
-def _place(src: Path, dest: Path, expected: str | None) -> str:
+def _place(src: Path, dest: Path, expected: str | None,
+           trusted: list[int] | None = None) -> tuple[str, list[int] | None]:
     """`src` at `dest` (a stage's file into an entry, or an entry's file into a run), checked
-    against `expected` when given; returns its sha256. Hard-linked when both are on one filesystem
-    (no bytes written: most of a warm run's time was copying, and a cold run copied every artifact
-    into the cache), copied otherwise. A link shares the entry's bytes, so what is placed is hashed
-    after linking, and an entry whose file was changed through a run's or a published link fails
-    its manifest on the next run and is dropped, never used."""
+    against `expected` when given; returns its sha256, and its [inode, bytes, mtime_ns] when it is
+    settled (`SETTLED_NS`) and so may be trusted by them next time. Hard-linked when both are on one
+    filesystem (no bytes written: most of a warm run's time was copying, and a cold run copied every
+    artifact into the cache), copied otherwise. A link shares the entry's bytes, so what is placed
+    is checked after linking: by the times `trusted` holds when they still hold (a write through
+    any link, a run's or a published artifact's, would have moved them), else by hashing it; an
+    entry whose file was changed fails its manifest on the next run and is dropped, never used. A
+    warm run of four trained models hashed 0.7 GB to find them unchanged."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
     except OSError:  # another filesystem, or one without links
-        return _copy_checked(src, dest, expected)
+        return _copy_checked(src, dest, expected), None
+    st = os.stat(dest)
+    now = [st.st_ino, st.st_size, st.st_mtime_ns]
+    if expected is not None and trusted is not None and list(trusted) == now:
+        return expected, now
+    settled = now if _settled(st) else None  # asked before reading it
     value = sha256(dest)
     if expected is not None and value != expected:
         raise _Corrupt
-    return value
+    return value, settled
+
+
+def _settled(st: os.stat_result) -> bool:
+    """Whether a write to the file from now on would move its modification time (`SETTLED_NS`)."""
+    whole = st.st_mtime_ns % 1_000_000_000 == 0
+    return time.time_ns() - st.st_mtime_ns >= (SETTLED_WHOLE_SECONDS_NS if whole else SETTLED_NS)
+
+
+def _read_verified(entry: Path) -> dict[str, list[int]]:
+    try:
+        found = json.loads((entry / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)}
+
+
+def _write_verified(entry: Path, found: dict[str, list[int]]) -> None:
+    with contextlib.suppress(OSError):  # only slower next time
+        fd, tmp = tempfile.mkstemp(dir=entry, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(found))
+        os.replace(tmp, entry / VERIFIED)
 
 
 def _alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,70 @@ def test_a_store_links_the_stage_files_tells_their_digests_and_an_edit_voids_it(
         f.write(b"G")
     assert cache.get(key, tmp_path / "run2") is None
     assert not entry.exists()
+
+
+def _age(folder: Path, seconds: float) -> None:
+    """Every file under `folder` last written `seconds` ago (a stage that wrote them that long before
+    its result was stored)."""
+    then = time.time_ns() - int(seconds * 1e9)
+    for f in folder.rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(then, then))
+
+
+def _edit_keeping_times(path: Path) -> None:
+    """Change a byte in place, then put its modification time back: what a write in the same tick of
+    the filesystem's clock as the one before it leaves."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(b"G")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_settled_entry_file_is_trusted_by_its_times_and_an_edit_moving_them_voids_it(tmp_path):
+    """A file stored well after it was last written is known unchanged by its inode, size and
+    modification time, as git and bazel know one: its bytes are not read again (a warm run of four
+    trained models hashed 0.7 GB to find them unchanged). Any write moves its time and voids it."""
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    made = _made(tmp_path / "run1")
+    _age(tmp_path / "run1", 5)
+    cache.put(key, made, tmp_path / "run1")
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    stored = {f["path"]: f["stat"] for f in json.loads((entry / "manifest.json").read_text())["files"]}
+    assert all(st is not None for st in stored.values()), stored
+    _edit_keeping_times(entry / "files" / "model.onnx")
+    back = cache.get(key, tmp_path / "run2")  # trusted by its times: not read, so the edit is not seen
+    assert back is not None and (tmp_path / "run2" / "model.onnx").read_bytes() == b"Graph"
+    with open(tmp_path / "run2" / "model.onnx", "r+b") as f:  # an ordinary write, through the run's link
+        f.write(b"X")
+    assert cache.get(key, tmp_path / "run3") is None
+    assert not entry.exists()
+
+
+def test_a_file_stored_as_soon_as_it_was_written_is_hashed_until_its_times_settle(tmp_path):
+    """A file stored within a tick or two of its last write could be written again without its time
+    moving: it is hashed on every restore until it is older, then its times are learned
+    (`verified.json`) and trusted from the next restore on."""
+    cache = _cache(tmp_path)
+    key = cache.key(MAKE, {})
+    cache.put(key, _made(tmp_path / "run1"), tmp_path / "run1")  # just written
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    stored = {f["path"]: f["stat"] for f in json.loads((entry / "manifest.json").read_text())["files"]}
+    assert stored["model.onnx"] is None, stored
+    _edit_keeping_times(entry / "files" / "model.onnx")
+    assert cache.get(key, tmp_path / "run2") is None  # the same time, other bytes: found by hashing
+    assert not entry.exists()
+
+    cache.put(key, _made(tmp_path / "run3"), tmp_path / "run3")
+    entry = next((tmp_path / "cache" / "entries").glob(f"*/{key}"))
+    assert cache.get(key, tmp_path / "run4") is not None and not (entry / "verified.json").exists()
+    _age(entry / "files", 5)  # its times settle (set in the past: the same as waiting)
+    assert cache.get(key, tmp_path / "run5") is not None  # hashed, matched: its times are learned
+    learned = json.loads((entry / "verified.json").read_text())
+    assert set(learned) == set(stored), learned
+    _edit_keeping_times(entry / "files" / "model.onnx")
+    assert cache.get(key, tmp_path / "run6") is not None  # trusted now: not read
 
 
 def test_keys_follow_stage_and_options_not_their_order(tmp_path):
