@@ -197,12 +197,16 @@ class Digests:
     change once made). A file's is its sha256; a folder's, the sha256 of its files' relative
     paths and sha256s, so a folder restored from the cache is known from the entry's manifest."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: KnownFiles | None = None) -> None:
         self._known: dict[str, str] = {}
+        self._inodes: dict[tuple[int, int], tuple[int, int, str]] = {}  # (dev, ino) -> (size, mtime_ns, sha256)
+        self.files = files  # the user's files' sha256s kept between runs, when there is a cache
 
-    def of(self, path: str | Path | None) -> str | None:
+    def of(self, path: str | Path | None, *, user: bool = False) -> str | None:
         """Symlinks are never followed: a link is known by its target's name (reading through it
-        could read outside the folder the user named, which bridge never does)."""
+        could read outside the folder the user named, which bridge never does). `user`: a file or
+        folder of the user's (a source, calibration samples), whose files' sha256s are kept
+        between runs (`KnownFiles`); never a run's own files, whose paths are new each run."""
         if path is None:
             return None
         key = os.path.abspath(path)
@@ -220,22 +224,90 @@ class Digests:
                     dirs.sort()
                     for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
                         full = os.path.join(folder, name)
-                        lines.append(f"{os.path.relpath(full, key)}\0{self.of(full)}\n")
+                        lines.append(f"{os.path.relpath(full, key)}\0{self.of(full, user=user)}\n")
                 value = hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
             elif stat.S_ISREG(st.st_mode):
-                value = sha256(Path(key))
+                value = self.file(key) if user else sha256(Path(key))
             else:  # a FIFO or a device is never opened
                 value = f"special:{stat.S_IFMT(st.st_mode)}"
             self._known[key] = value
         return self._known[key]
 
+    def file(self, path: str | Path) -> str:
+        """The sha256 of a user's regular file's bytes (through a symlink, the file behind it), read
+        once per run, and between runs only when it changed (`KnownFiles`)."""
+        key = os.path.realpath(path)
+        value = self._known.get(key)
+        if value is None or value.startswith(("link:", "special:", "absent")):
+            value = self.files.sha256(key) if self.files is not None else sha256(Path(key))
+            self._known[key] = value
+        return value
+
     def learn(self, path: str | Path, value: str) -> None:
         self._known[os.path.abspath(path)] = value
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                self._inodes[st.st_dev, st.st_ino] = (st.st_size, st.st_mtime_ns, value)
 
     def known(self, path: str | Path) -> str | None:
-        """The digest already known for `path` (hashed or learned from an entry's manifest), or
+        """The digest already known for `path` (hashed or learned from an entry's manifest), or for
+        another link to the same file, unchanged since (a run's files are not written in place);
         None: never reads the file."""
-        return self._known.get(os.path.abspath(path))
+        found = self._known.get(os.path.abspath(path))
+        if found is None:
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                size, mtime, value = self._inodes.get((st.st_dev, st.st_ino), (-1, -1, None))
+                if stat.S_ISREG(st.st_mode) and (size, mtime) == (st.st_size, st.st_mtime_ns):
+                    found = value
+        return found
+
+
+class KnownFiles:
+    """The sha256s of the user's files (sources, calibration samples, what an entrypoint read),
+    kept between runs with each file's identity: its device, inode, size, and modification and
+    change times. A file whose identity is the one recorded is not read again (a warm run of four
+    trained models read 0.4 GB of sources and calibration images to find them unchanged). Any write
+    moves the change time, which no tool can set back (a copy that keeps times, `cp -p`, and
+    `touch -d` move it too); a file replaced by another is another inode. Recorded only for files
+    of `FROM` bytes or more (smaller ones hash as fast as a record is read) whose times have settled
+    (`SETTLED_NS`). One small JSON file per path under `files/`, written atomically; trimmed with
+    the entries."""
+
+    FROM = 256 << 10
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def sha256(self, path: str) -> str:
+        st = os.stat(path)
+        if st.st_size < self.FROM or not stat.S_ISREG(st.st_mode):
+            return sha256(Path(path))
+        identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        record = self._record(path)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            kept = json.loads(record.read_text())
+            if kept["path"] == path and kept["identity"] == identity:
+                return kept["sha256"]
+        settled = _settled(max(st.st_mtime_ns, st.st_ctime_ns), st.st_mtime_ns)  # asked before reading it
+        value = sha256(Path(path))
+        if settled:
+            _write_json(record, {"path": path, "identity": identity, "sha256": value})
+        return value
+
+    def sizes(self) -> list[tuple[float, int, Path]]:
+        """(last written, bytes, file) of every record, for trimming."""
+        found = []
+        for path in self.root.glob("*/*.json"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found.append((st.st_mtime, st.st_size, path))
+        return found
+
+    def _record(self, path: str) -> Path:
+        name = hashlib.sha256(path.encode()).hexdigest()
+        return self.root / name[:2] / f"{name}.json"
 
 
 class StageCache:
@@ -245,9 +317,10 @@ class StageCache:
         self.root = Path(os.path.abspath(root))
         self.max_bytes = max_bytes
         _own_folder(self.root)
-        for sub in ("entries", "deps", "tmp", "figures", "templates"):
+        for sub in ("entries", "deps", "tmp", "figures", "templates", "files"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
         self.pages = Pages(self.root / "figures", self.root / "templates")
+        self.files = KnownFiles(self.root / "files")
         self._stored: int | None = None  # bytes this process stored since its last trim (None: none yet)
         self._count = threading.Lock()
 
@@ -299,7 +372,7 @@ class StageCache:
         stored = {f["path"]: f.get("stat") for f in manifest["files"]}
         news = {rel: st for rel, (_, st) in placed.items() if st is not None and st != stored[rel]}
         if news and news != learned:  # files stored unsettled, now checked and settled: not read next time
-            _write_verified(entry, news)
+            _write_json(entry / VERIFIED, news)
         for rel, value in verified.items() if digests is not None else ():
             digests.learn(root / rel, value)
         return rebase(outcome, manifest["root"], str(root))
@@ -372,13 +445,13 @@ class StageCache:
 
         try:
             with FileLock(str(self.root / "trim.lock"), timeout=0):
-                entries = [*self._entries(), *self.pages.sizes()]
+                entries = [*self._entries(), *self.pages.sizes(), *self.files.sizes()]
                 total = sum(size for _, size, _ in entries)
                 if total > self.max_bytes:
                     for _, size, entry in sorted(entries):
                         if entry.is_dir():
                             self._drop(entry)
-                        else:  # a figure or a compiled template
+                        else:  # a figure, a compiled template or a known file's record
                             with contextlib.suppress(OSError):
                                 entry.unlink()
                         total -= size
@@ -535,17 +608,18 @@ def _place(src: Path, dest: Path, expected: str | None,
     now = [st.st_ino, st.st_size, st.st_mtime_ns]
     if expected is not None and trusted is not None and list(trusted) == now:
         return expected, now
-    settled = now if _settled(st) else None  # asked before reading it
+    settled = now if _settled(st.st_mtime_ns, st.st_mtime_ns) else None  # asked before reading it
     value = sha256(dest)
     if expected is not None and value != expected:
         raise _Corrupt
     return value, settled
 
 
-def _settled(st: os.stat_result) -> bool:
-    """Whether a write to the file from now on would move its modification time (`SETTLED_NS`)."""
-    whole = st.st_mtime_ns % 1_000_000_000 == 0
-    return time.time_ns() - st.st_mtime_ns >= (SETTLED_WHOLE_SECONDS_NS if whole else SETTLED_NS)
+def _settled(last_ns: int, mtime_ns: int) -> bool:
+    """Whether a write to the file from now on would move its times past `last_ns`, the latest of
+    them (`SETTLED_NS`); `mtime_ns` tells whether its filesystem keeps whole seconds."""
+    whole = mtime_ns % 1_000_000_000 == 0
+    return time.time_ns() - last_ns >= (SETTLED_WHOLE_SECONDS_NS if whole else SETTLED_NS)
 
 
 def _read_verified(entry: Path) -> dict[str, list[int]]:
@@ -558,12 +632,14 @@ def _read_verified(entry: Path) -> dict[str, list[int]]:
     return {k: v for k, v in found.items() if isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)}
 
 
-def _write_verified(entry: Path, found: dict[str, list[int]]) -> None:
-    with contextlib.suppress(OSError):  # only slower next time
-        fd, tmp = tempfile.mkstemp(dir=entry, prefix=".tmp-")
+def _write_json(path: Path, value: Any) -> None:
+    """Atomically (a reader sees the old file or the new); a failure is only slower next time."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(found))
-        os.replace(tmp, entry / VERIFIED)
+            f.write(json.dumps(value))
+        os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:

@@ -203,7 +203,8 @@ def run(planned: Plan, progress: Progress | None = None, *, command_line: Sequen
     executor = executor or for_one_model()
     try:
         conversion = _Run(planned.source, planned.ref, planned.routes, planned.per_lane, planned.thresholds,
-                          planned.options, work, planned.limits, progress or Progress(), executor, cache, bounded=own)
+                          planned.options, work, planned.limits, progress or Progress(), executor, cache, bounded=own,
+                          digests=Digests(cache.files if cache is not None else None))
         hub = work / "export" / f"{planned.ref.name}.onnx"
         conversion.execute(report, replace(planned.request, hub_path=str(hub)))
         report.finish()
@@ -384,6 +385,17 @@ class _Run:
         self.cache.put(key, Outcome(value), root)
         return value
 
+    def _restored_files(self, folder: Path) -> list[tuple[str, str]] | None:
+        """Each file of a folder the cache restored, with its sha256 as the restore checked it; None
+        when one is not known so (the folder was made in this run)."""
+        found = []
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            known = self.digests.known(f)
+            if known is None:
+                return None
+            found.append((f.relative_to(folder).as_posix(), known))
+        return found
+
     def _content(self, *feeds: Any) -> list[str | None] | None:
         """What each set of arrays holds, by its folder's digest (known without reading any file
         for a folder the cache restored or stored), or None for no arrays; None altogether when
@@ -439,7 +451,7 @@ class _Run:
         root.mkdir(parents=True, exist_ok=True)
         prekey = self.cache.key(EXPORT, self._export_parts(request))
         for paths in self.cache.variants(prekey):
-            reads = [(p, read_digest(p)) for p in paths]
+            reads = [(p, read_digest(p, self.digests.file)) for p in paths]
             if any(d == ABSENT for _, d in reads):
                 continue
             key = self.cache.with_reads(prekey, reads)
@@ -514,8 +526,8 @@ class _Run:
             # the work folder is new each run; the hub's file name is the model's
             "request": replace(request, source=replace(ref, text=""), hub_path=Path(request.hub_path).name,
                                data_dir=None, calibration=replace(calibration, path=None, parity_path=None)),
-            "source": self.digests.of(ref.path) if ref.path is not None else None,
-            "calibration": [(os.path.abspath(p), self.digests.of(p)) if p else None
+            "source": self.digests.of(ref.path, user=True) if ref.path is not None else None,
+            "calibration": [(os.path.abspath(p), self.digests.of(p, user=True)) if p else None
                             for p in (calibration.path, calibration.parity_path)],
             "cwd": os.getcwd() if ref.format is Format.PYTHON and ref.path is None else None,  # module entrypoints
         }
@@ -848,10 +860,14 @@ class _Run:
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
         restored = self.digests.known(art.path) if os.path.isfile(art.path) else None
+        files = None if os.path.isfile(art.path) else self._restored_files(Path(art.path))
         os.replace(art.path, dest)
-        # A file the cache just restored was hashed as it was copied out (and checked against its
-        # entry): the same bytes, in this run's own work folder, are not read a second time.
-        rec.path, rec.bytes, rec.sha256 = dest.name, size(dest), restored or sha256(dest)
+        # A file the cache just restored was checked against its entry as it was linked out: the
+        # same bytes, in this run's own work folder, are not read a second time. Nor a folder's
+        # (an .mlpackage): its sha256 over its bytes is kept under the sha256s of its files.
+        rec.path, rec.bytes = dest.name, size(dest)
+        rec.sha256 = restored or self._judged("folder-sha256", lambda: {"files": files} if files else None,
+                                              lambda: sha256(dest))
         data = Path(f"{art.path}.data")
         if data.exists():  # tensors beside the graph (models over 2 GB)
             moved = dest.with_name(f"{dest.name}.data")

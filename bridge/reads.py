@@ -18,6 +18,7 @@ import os
 import site
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 _SYSTEM = ("/proc/", "/sys/", "/dev/")
@@ -72,15 +73,17 @@ class ReadRecorder:
 ABSENT = "absent"
 
 
-def read_digest(path: str) -> str:
+def read_digest(path: str, content: Callable[[str], str] | None = None) -> str:
     """What a stage got by opening `path`: the content it read and the file that held it (a symlink
     repointed to another file with the same bytes is still the same read; one repointed to other
-    bytes is not). The export's cache lookup hashes its recorded paths with this same function."""
+    bytes is not). The export's cache lookup hashes its recorded paths with this same function,
+    with `content` the sha256 of a file's bytes as the run knows it (`bridge.cache.Digests.file`)."""
     from bridge.base.files import sha256
 
     if not os.path.isfile(path):
         return ABSENT
-    return f"{sha256(Path(path))}:{os.path.realpath(path)}"
+    real = os.path.realpath(path)
+    return f"{content(real) if content is not None else sha256(Path(real))}:{real}"
 
 
 def _source_of(path: str) -> str:

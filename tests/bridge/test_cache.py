@@ -13,7 +13,7 @@ import pytest
 
 from bridge.base.errors import ConversionError, StageCrashed, UsageError
 from bridge.base.files import sha256
-from bridge.cache import Digests, StageCache, code_digest, rebase, tree_digest
+from bridge.cache import Digests, KnownFiles, StageCache, code_digest, rebase, tree_digest
 from bridge.stages import Outcome, Stage, call_stage
 
 MAKE = Stage("make", "tests.bridge.stage_functions:make_files")
@@ -55,7 +55,9 @@ def test_a_restore_tells_the_digests_of_the_bytes_it_copied(tmp_path):
     cache.get(key, tmp_path / "run2", digests)
     for name in ("model.onnx", "model.onnx.data", "data/000000_0000.npy"):
         assert digests.known(tmp_path / "run2" / name) == sha256(tmp_path / "run2" / name)
-    assert digests.known(tmp_path / "run1" / "model.onnx") is None  # never hashed, never guessed
+    assert digests.known(tmp_path / "run1" / "model.onnx") == sha256(tmp_path / "run1" / "model.onnx")  # a link
+    (tmp_path / "copy.onnx").write_bytes((tmp_path / "run1" / "model.onnx").read_bytes())
+    assert digests.known(tmp_path / "copy.onnx") is None  # never hashed, never guessed
 
 
 def test_a_restore_links_the_entry_and_an_edit_through_the_link_voids_it(tmp_path):
@@ -157,6 +159,43 @@ def test_a_file_stored_as_soon_as_it_was_written_is_hashed_until_its_times_settl
     assert set(learned) == set(stored), learned
     _edit_keeping_times(entry / "files" / "model.onnx")
     assert cache.get(key, tmp_path / "run6") is not None  # trusted now: not read
+
+
+def test_a_users_file_is_read_again_only_when_its_identity_moved(tmp_path):
+    """A source or calibration file's sha256 is kept with its inode, size and modification and
+    change times: while they hold it is not read (a forged record is believed, so reading it would
+    show), and a write that puts the modification time back still moves the change time."""
+    known = KnownFiles(tmp_path / "files")
+    big = tmp_path / "weights.pt"
+    big.write_bytes(os.urandom(KnownFiles.FROM))
+    assert known.sha256(str(big)) == sha256(big)
+    assert not list((tmp_path / "files").glob("*/*.json"))  # just written: not settled, not recorded
+    time.sleep(0.05)
+    assert known.sha256(str(big)) == sha256(big)
+    record = next((tmp_path / "files").glob("*/*.json"))
+    kept = json.loads(record.read_text())
+    record.write_text(json.dumps({**kept, "sha256": "f" * 64}))
+    assert known.sha256(str(big)) == "f" * 64  # believed: the bytes were not read
+    _edit_keeping_times(big)  # as `cp -p` over it: other bytes, the same size and mtime
+    assert big.stat().st_mtime_ns == kept["identity"][3]
+    assert known.sha256(str(big)) == sha256(big) != kept["sha256"]
+    small = tmp_path / "small.npy"
+    small.write_bytes(b"x" * 100)
+    time.sleep(0.05)
+    assert known.sha256(str(small)) == sha256(small)
+    assert len(list((tmp_path / "files").glob("*/*.json"))) == 1  # small files are simply hashed
+
+
+def test_a_link_to_a_known_file_is_known(tmp_path):
+    """The ONNX lane ships the hub as a hard link: its sha256 is the hub's, not read again."""
+    hub = tmp_path / "hub.onnx"
+    hub.write_bytes(b"graph")
+    digests = Digests()
+    digests.learn(hub, "a" * 64)
+    os.link(hub, tmp_path / "shipped.onnx")
+    assert digests.known(tmp_path / "shipped.onnx") == "a" * 64
+    (tmp_path / "other.onnx").write_bytes(b"graph")  # the same bytes in another file: not known so
+    assert digests.known(tmp_path / "other.onnx") is None
 
 
 def test_keys_follow_stage_and_options_not_their_order(tmp_path):
