@@ -18,7 +18,7 @@ An entry holds the stage's result (pickled), the files it made (relative to the 
 them in), and a manifest with the sha256 of each. An entry is checked against its manifest as it is
 linked out; one that does not match is deleted and the stage runs. A file is checked by hashing it,
 or, once it has been found to match, by its inode, size and modification time, as git and bazel
-know an unchanged file (`SETTLED_NS` says when its times can be trusted). Entries are written to a
+know an unchanged file (`bridge.base.files.settled` says when its times can be trusted). Entries are written to a
 temporary folder and renamed into place (a rename is atomic, and a concurrent writer of the same
 key loses harmlessly), so readers need no lock. Only trimming the cache to its size bound takes
 one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.base.errors import UsageError
+from bridge.base.files import settled as files_settled
 from bridge.base.files import sha256
 from bridge.stages import Outcome, Stage
 
@@ -79,12 +80,9 @@ MANIFEST = "manifest.json"
 RESULT = "result.pickle"
 # An entry's file whose inode, size and modification time are those it had when its bytes were last
 # found to match the manifest is taken as unchanged without reading it. Writing to a file, through
-# any of its links, moves its modification time, unless the write comes within one tick of the clock
-# the filesystem stamps writes with of the write that set it: the kernel's coarse clock, a tick of at
-# most 10 ms (CONFIG_HZ >= 100), or whole seconds (FAT, HFS+, ext3). A file checked sooner than twice
-# that after its last write is not trusted by its times (a later check records them).
-SETTLED_NS = 20_000_000
-SETTLED_WHOLE_SECONDS_NS = 4_000_000_000
+# any of its links, moves its modification time, unless the write comes within one tick of the
+# filesystem's clock of the write that set it: a file checked before its times settled
+# (`bridge.base.files.settled`) is not trusted by them (a later check records them).
 VERIFIED = "verified.json"  # {path: [inode, bytes, mtime_ns]} learned by gets, for files stored unsettled
 
 
@@ -272,7 +270,7 @@ class KnownFiles:
     moves the change time, which no tool can set back (a copy that keeps times, `cp -p`, and
     `touch -d` move it too); a file replaced by another is another inode. Recorded only for files
     of `FROM` bytes or more (smaller ones hash as fast as a record is read) whose times have settled
-    (`SETTLED_NS`). One small JSON file per path under `files/`, written atomically; trimmed with
+    (`bridge.base.files.settled`). One small JSON file per path under `files/`, written atomically; trimmed with
     the entries."""
 
     FROM = 256 << 10
@@ -290,7 +288,7 @@ class KnownFiles:
             kept = json.loads(record.read_text())
             if kept["path"] == path and kept["identity"] == identity:
                 return kept["sha256"]
-        settled = _settled(max(st.st_mtime_ns, st.st_ctime_ns), st.st_mtime_ns)  # asked before reading it
+        settled = files_settled(st, max(st.st_mtime_ns, st.st_ctime_ns))  # asked before reading it
         value = sha256(Path(path))
         if settled:
             _write_json(record, {"path": path, "identity": identity, "sha256": value})
@@ -592,7 +590,7 @@ def _place(src: Path, dest: Path, expected: str | None,
            trusted: list[int] | None = None) -> tuple[str, list[int] | None]:
     """`src` at `dest` (a stage's file into an entry, or an entry's file into a run), checked
     against `expected` when given; returns its sha256, and its [inode, bytes, mtime_ns] when it is
-    settled (`SETTLED_NS`) and so may be trusted by them next time. Hard-linked when both are on one
+    settled (`bridge.base.files.settled`) and so may be trusted by them next time. Hard-linked when both are on one
     filesystem (no bytes written: most of a warm run's time was copying, and a cold run copied every
     artifact into the cache), copied otherwise. A link shares the entry's bytes, so what is placed
     is checked after linking: by the times `trusted` holds when they still hold (a write through
@@ -608,18 +606,11 @@ def _place(src: Path, dest: Path, expected: str | None,
     now = [st.st_ino, st.st_size, st.st_mtime_ns]
     if expected is not None and trusted is not None and list(trusted) == now:
         return expected, now
-    settled = now if _settled(st.st_mtime_ns, st.st_mtime_ns) else None  # asked before reading it
+    settled = now if files_settled(st) else None  # asked before reading it
     value = sha256(dest)
     if expected is not None and value != expected:
         raise _Corrupt
     return value, settled
-
-
-def _settled(last_ns: int, mtime_ns: int) -> bool:
-    """Whether a write to the file from now on would move its times past `last_ns`, the latest of
-    them (`SETTLED_NS`); `mtime_ns` tells whether its filesystem keeps whole seconds."""
-    whole = mtime_ns % 1_000_000_000 == 0
-    return time.time_ns() - last_ns >= (SETTLED_WHOLE_SECONDS_NS if whole else SETTLED_NS)
 
 
 def _read_verified(entry: Path) -> dict[str, list[int]]:

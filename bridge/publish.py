@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.base.errors import UsageError
-from bridge.base.files import alive, place, remove, sha256, sweep, write_atomic
+from bridge.base.files import alive, place, remove, sha256_remembered, sweep, write_atomic
 from bridge.report import Report
 from bridge.reporters import html, junit
 from bridge.reporters.json import JsonReporter
@@ -140,7 +140,7 @@ class OutputFolder:
         journal = folder / JOURNAL
         write_atomic(journal, json.dumps({
             "pid": os.getpid(),
-            "owned": [{"path": n, "sha256": sha256(folder / n)} for n in sorted(previous)],
+            "owned": [{"path": n, "sha256": sha256_remembered(folder / n)} for n in sorted(previous)],
             "incoming": [{"path": n, "sha256": d} for n, d in incoming.items()],
         }).encode())
         path.unlink(missing_ok=True)
@@ -268,4 +268,4 @@ def _ours(folder: Path, name, digest, suffixes: frozenset[str]) -> bool:
         return False
     f = folder / name
     return (name == f.name and not name.startswith(".") and f.suffix in suffixes | {".data"} and f.exists()
-            and not f.is_symlink() and sha256(f) == digest)
+            and not f.is_symlink() and sha256_remembered(f) == digest)
