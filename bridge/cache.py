@@ -14,15 +14,15 @@ A stage's key is the sha256 of everything its result depends on:
   and the sample folders by content hash, so a re-run whose export changed nothing still reuses
   the lanes.
 
-An entry holds the stage's result (pickled), the files it made (relative to the folder it made
-them in), and a manifest with the sha256 of each. An entry is checked against its manifest as it is
+An entry holds the stage's result (pickled), the files it made (relative to the folder it made them
+in), and a manifest with the sha256 of each. An entry is checked against its manifest as it is
 linked out; one that does not match is deleted and the stage runs. A file is checked by hashing it,
-or, once it has been found to match, by its inode, size and modification time, as git and bazel
-know an unchanged file (`bridge.base.files.settled` says when its times can be trusted). Entries are written to a
-temporary folder and renamed into place (a rename is atomic, and a concurrent writer of the same
-key loses harmlessly), so readers need no lock. Only trimming the cache to its size bound takes
-one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock and
-timeout cases that a hand-rolled `fcntl` loop would have to).
+or, once it has been found to match, by its inode, size and modification time, as git and bazel know
+an unchanged file (`bridge.base.files.settled` says when its times can be trusted). Entries are
+written to a temporary folder and renamed into place (a rename is atomic, and a concurrent writer of
+the same key loses harmlessly), so readers need no lock. Only trimming the cache to its size bound
+takes one (`filelock`: a lock file is fine inside the cache folder, and it handles the stale-lock
+and timeout cases that a hand-rolled `fcntl` loop would have to).
 
 Results are pickles, and compiled page templates are Python code; the folder must be the user's own
 and writable by no one else (checked), since anyone who can write it can make bridge unpickle or
@@ -269,9 +269,9 @@ class KnownFiles:
     trained models read 0.4 GB of sources and calibration images to find them unchanged). Any write
     moves the change time, which no tool can set back (a copy that keeps times, `cp -p`, and
     `touch -d` move it too); a file replaced by another is another inode. Recorded only for files
-    of `FROM` bytes or more (smaller ones hash as fast as a record is read) whose times have settled
-    (`bridge.base.files.settled`). One small JSON file per path under `files/`, written atomically; trimmed with
-    the entries."""
+    of `FROM` bytes or more (smaller ones hash as fast as a record is read) whose times have
+    settled (`bridge.base.files.settled`). One small JSON file per path under `files/`, written
+    atomically; trimmed with the entries."""
 
     FROM = 256 << 10
 
@@ -588,15 +588,15 @@ def _copy_checked(src: Path, dest: Path, expected: str | None) -> str:
 
 def _place(src: Path, dest: Path, expected: str | None,
            trusted: list[int] | None = None) -> tuple[str, list[int] | None]:
-    """`src` at `dest` (a stage's file into an entry, or an entry's file into a run), checked
-    against `expected` when given; returns its sha256, and its [inode, bytes, mtime_ns] when it is
-    settled (`bridge.base.files.settled`) and so may be trusted by them next time. Hard-linked when both are on one
-    filesystem (no bytes written: most of a warm run's time was copying, and a cold run copied every
-    artifact into the cache), copied otherwise. A link shares the entry's bytes, so what is placed
-    is checked after linking: by the times `trusted` holds when they still hold (a write through
-    any link, a run's or a published artifact's, would have moved them), else by hashing it; an
-    entry whose file was changed fails its manifest on the next run and is dropped, never used. A
-    warm run of four trained models hashed 0.7 GB to find them unchanged."""
+    """`src` at `dest` (a stage's file into an entry, or an entry's file into a run), checked against
+    `expected` when given; returns its sha256, and its [inode, bytes, mtime_ns] when it is settled
+    (`bridge.base.files.settled`) and so may be trusted by them next time. Hard-linked when both are
+    on one filesystem (no bytes written: most of a warm run's time was copying, and a cold run
+    copied every artifact into the cache), copied otherwise. A link shares the entry's bytes, so
+    what is placed is checked after linking: by the times `trusted` holds when they still hold (a
+    write through any link, a run's or a published artifact's, would have moved them), else by
+    hashing it; an entry whose file was changed fails its manifest on the next run and is dropped,
+    never used. A warm run of four trained models hashed 0.7 GB to find them unchanged."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)

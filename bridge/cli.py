@@ -16,9 +16,8 @@ import typer
 
 from bridge.base.errors import BridgeError, one_line
 
-# name -> the module whose `command` it runs (convert's is a factory: its options come from the lanes)
-COMMANDS = {"convert": "convert", "validate": "validate", "debug": "debug", "inspect": "inspect", "batch": "batch",
-            "doctor": "doctor"}
+# each runs `bridge.commands.<name>.command` (convert's is a factory: its options come from the lanes)
+COMMANDS = ("convert", "validate", "debug", "inspect", "batch", "doctor")
 _NO_ARGS_HELP = {"convert", "validate", "debug", "inspect", "batch"}
 
 
@@ -39,7 +38,7 @@ def make_app(args: list[str] | None = None) -> typer.Typer:
     )
     names = [args[0]] if args and args[0] in COMMANDS else list(COMMANDS)
     for name in names:
-        command = importlib.import_module(f"bridge.commands.{COMMANDS[name]}").command
+        command = importlib.import_module(f"bridge.commands.{name}").command
         app.command(name=name, no_args_is_help=name in _NO_ARGS_HELP)(command() if name == "convert" else command)
     app.callback(invoke_without_command=True)(_root)
     return app

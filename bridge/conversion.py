@@ -859,8 +859,9 @@ class _Run:
         # `publish` moves it into `out` after every lane, under the name checked before the run
         dest = self.work / STAGED / lane.filename(self.ref.name, art.mode)
         dest.parent.mkdir(exist_ok=True)
-        restored = self.digests.known(art.path) if os.path.isfile(art.path) else None
-        files = None if os.path.isfile(art.path) else self._restored_files(Path(art.path))
+        one_file = os.path.isfile(art.path)
+        restored = self.digests.known(art.path) if one_file else None
+        files = None if one_file else self._restored_files(Path(art.path))
         os.replace(art.path, dest)
         # A file the cache just restored was checked against its entry as it was linked out: the
         # same bytes, in this run's own work folder, are not read a second time. Nor a folder's

@@ -32,6 +32,8 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+SETTLED_NS = 20_000_000  # `settled`: twice the coarsest kernel tick
+SETTLED_WHOLE_SECONDS_NS = 4_000_000_000  # twice FAT's two seconds
 _REMEMBERED: dict[tuple, str] = {}
 
 
@@ -51,10 +53,6 @@ def sha256_remembered(path: Path) -> str:
         if all(settled(s) for s in stats):
             _REMEMBERED[key] = found
     return found
-
-
-SETTLED_NS = 20_000_000
-SETTLED_WHOLE_SECONDS_NS = 4_000_000_000
 
 
 def settled(st: os.stat_result, last_ns: int | None = None) -> bool:
